@@ -1,0 +1,29 @@
+//! Ironvisor's public API: the `ironvisor.io/v1alpha1` custom resources.
+//!
+//! This crate owns the API types and nothing else: no client, no libvirt, no I/O beyond
+//! rendering the CRD YAML. The agent, the operator, the CLI and the tests all build on it,
+//! and `manifests/crds/` is generated from it by the `crdgen` binary.
+//!
+//! Validation lives in the schema wherever the API server can enforce it at apply time
+//! (OpenAPI types, enums, patterns and CEL `x-kubernetes-validations`), so bad input is
+//! rejected by `kubectl apply` with the field named, before any controller sees it.
+#![forbid(unsafe_code)]
+
+pub mod common;
+pub mod crdgen;
+pub mod hypervisor;
+pub mod labels;
+pub mod quantity;
+pub mod quota;
+pub mod tenant;
+pub mod vm;
+
+pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
+pub use quota::{Quota, QuotaSpec, QuotaStatus};
+pub use tenant::{Tenant, TenantSpec, TenantStatus};
+pub use vm::{VirtualMachine, VirtualMachineSpec, VirtualMachineStatus};
+
+/// The API group of every Ironvisor resource.
+pub const GROUP: &str = "ironvisor.io";
+/// The served and stored API version.
+pub const VERSION: &str = "v1alpha1";

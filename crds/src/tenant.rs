@@ -1,0 +1,101 @@
+//! `Tenant`: a department, customer or project that owns namespaces and is bounded by quotas.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::Subject;
+use crate::quota::Usage;
+
+/// A tenant: the namespaces it owns, who administers them, and its place in the tenant tree.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ironvisor.io",
+    version = "v1alpha1",
+    kind = "Tenant",
+    plural = "tenants",
+    singular = "tenant",
+    shortname = "tn",
+    category = "ironvisor",
+    status = "TenantStatus",
+    printcolumn = r#"{"name":"Display Name","type":"string","jsonPath":".spec.displayName"}"#,
+    printcolumn = r#"{"name":"Parent","type":"string","jsonPath":".spec.parent"}"#,
+    printcolumn = r#"{"name":"VMs","type":"integer","jsonPath":".status.usage.virtualMachines","description":"VMs in the tenant and its children"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[kube(validation = Rule::new("!has(self.spec.parent) || self.spec.parent != self.metadata.name")
+    .message("spec.parent must name another tenant, not this one"))]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSpec {
+    /// Name shown to people (e.g. "Finance department").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+    /// Namespaces the tenant owns (DNS labels). They are created when missing and labelled
+    /// `ironvisor.io/tenant=<tenant>`. A namespace owned by another tenant is not taken over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "set",
+                      "items" = {"type": "string", "maxLength": 63,
+                                 "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}))]
+    pub namespaces: Vec<String>,
+    /// Who administers the tenant: each gets the ironvisor-admin role in every namespace of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub owners: Vec<Subject>,
+    /// Parent tenant (organisation → department → project). A parent's quotas bound the sum
+    /// of its own VMs and its children's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub parent: Option<String>,
+    /// What happens to the tenant's namespaces when the tenant is deleted: DeleteEmpty (delete
+    /// those that hold no VMs, keep the others), Delete (delete all, VMs included) or Retain.
+    #[serde(default)]
+    pub namespace_deletion_policy: NamespaceDeletionPolicy,
+}
+
+/// What happens to a tenant's namespaces when it is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NamespaceDeletionPolicy {
+    /// Delete the namespaces that hold no VMs; keep (and unlabel) the others.
+    #[default]
+    DeleteEmpty,
+    /// Delete every namespace of the tenant, with its VMs and their disks.
+    Delete,
+    /// Keep every namespace; only the tenant label is removed.
+    Retain,
+}
+
+/// Observed state of a tenant, written by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantStatus {
+    /// State of each namespace of the tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<TenantNamespaceStatus>,
+    /// Usage of the tenant and all its descendants (admitted VMs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Conditions: at least Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// State of one namespace of a tenant.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantNamespaceStatus {
+    /// Name of the namespace.
+    pub name: String,
+    /// Whether it exists, is labelled for this tenant, and its owners' RoleBinding is in place.
+    pub ready: bool,
+    /// Why it is not ready (e.g. claimed by another tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

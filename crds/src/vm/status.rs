@@ -1,0 +1,101 @@
+//! The observed state of a VirtualMachine.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a VirtualMachine. The operator writes admission and placement
+/// (`nodeName`, `vcpus`, the Scheduled condition); the agent of the host writes the rest.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineStatus {
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// What `kubectl get` shows: the phase, or the reason the VM is not progressing
+    /// (QuotaExceeded, Unschedulable, HostLost, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub printable_status: Option<String>,
+    /// Host the VM is placed on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// vCPUs of the VM (sockets × cores × threads), for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<u32>,
+    /// Conditions: at least Ready and Scheduled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// UUID of the libvirt domain.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "domainUUID")]
+    pub domain_uuid: Option<String>,
+    /// When the guest was last started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// How many times the agent has started the guest again after it stopped on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_count: Option<i64>,
+    /// The last value of the `ironvisor.io/restartedAt` annotation the agent acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_request: Option<String>,
+    /// The guest's network interfaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceStatus>,
+}
+
+/// Lifecycle phase of a VM.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// Not yet admitted or placed.
+    Pending,
+    /// Placed on a host; the agent has not started it yet.
+    Scheduled,
+    /// The domain is being prepared or booted.
+    Starting,
+    /// The guest is running.
+    Running,
+    /// The guest is shutting down.
+    Stopping,
+    /// The guest is stopped.
+    Stopped,
+    /// The VM cannot run; a condition says why.
+    Failed,
+    /// The VM's host is not reporting.
+    Unknown,
+}
+
+impl Phase {
+    /// The phase as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Scheduled => "Scheduled",
+            Phase::Starting => "Starting",
+            Phase::Running => "Running",
+            Phase::Stopping => "Stopping",
+            Phase::Stopped => "Stopped",
+            Phase::Failed => "Failed",
+            Phase::Unknown => "Unknown",
+        }
+    }
+}
+
+/// A network interface of the guest.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceStatus {
+    /// Name of the interface in the spec.
+    pub name: String,
+    /// MAC address in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    /// Host-side device name (e.g. vnet3), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_device: Option<String>,
+    /// IP addresses the guest has on this interface, when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
+}

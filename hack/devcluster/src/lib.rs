@@ -1,0 +1,1 @@
+//! Placeholder until the local control plane lands (hack/devcluster issue).

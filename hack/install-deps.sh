@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs, idempotently, every system package Ironvisor's build, tests and demo need on
+# Debian 12. Safe to run again: it only calls apt-get when something is missing.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo -E "$0" "$@"
+fi
+
+# libvirt and QEMU first: on machines that carry a newer qemu-utils from backports, asking for
+# qemu-utils in the same transaction makes apt refuse ("held broken packages").
+group_virt=(libvirt-dev libvirt-daemon-system libvirt-clients qemu-system-x86 pkg-config)
+group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq curl ca-certificates
+             prometheus python3 python3-venv iproute2 procps psmisc)
+
+missing() {
+  local pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
+  done
+}
+
+updated=0
+install() {
+  local todo
+  todo=$(missing "$@")
+  [ -z "$todo" ] && return 0
+  if [ "$updated" -eq 0 ]; then
+    echo "install-deps: apt-get update"
+    apt-get update -qq
+    updated=1
+  fi
+  echo "install-deps: installing" $todo
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $todo >/dev/null
+}
+
+install "${group_virt[@]}"
+install "${group_tools[@]}"
+
+# kubectl: the machines ship v1.32 in /usr/bin; Debian's kubernetes-client is the fallback.
+if ! command -v kubectl >/dev/null 2>&1; then
+  install kubernetes-client
+fi
+
+# The Debian packaging starts a Prometheus server on :9090; the tests run their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
+fi
+
+echo "install-deps: all system packages present"
