@@ -2,6 +2,19 @@
 //!
 //! They are part of the API contract: agents select their VMs by [`NODE`], tenants are found
 //! through [`TENANT`], and GitOps users may read all of them.
+//!
+//! The hand-off between the operator and the agents:
+//! - The operator admits a VM (quota) and places it: it sets the [`NODE`] label, and in the
+//!   status `nodeName`, `vcpus` and the `Scheduled` condition (field manager
+//!   [`OPERATOR_MANAGER`]). Until then it owns `phase` and `printableStatus` (Pending with a
+//!   reason such as QuotaExceeded).
+//! - The agent of that node sees the VM through its label-selected watch, adds
+//!   [`AGENT_FINALIZER`], and from then on owns `phase`, `printableStatus`, the `Ready`
+//!   condition, `observedGeneration`, `domainUUID`, `startedAt`, `interfaces` (field manager
+//!   `ironvisor-agent/<node>`). When the host is lost the operator forces `phase: Unknown` and
+//!   `Ready=False` (reason HostLost); the agent takes them back when it returns.
+//! - Each agent renews the Lease `ironvisor-agent-<node>` in [`SYSTEM_NAMESPACE`] every 10 s
+//!   and keeps the status of the Hypervisor named after its node.
 
 /// Label the operator puts on a placed VirtualMachine: the host it runs on. Agents watch
 /// `ironvisor.io/node=<their node>` only, so the API server does the filtering.
@@ -13,6 +26,10 @@ pub const TENANT: &str = "ironvisor.io/tenant";
 /// Annotation that asks for a restart: set it to a fresh timestamp (as
 /// `kubectl rollout restart` does); the agent restarts the guest once per new value.
 pub const RESTART_REQUESTED_AT: &str = "ironvisor.io/restartedAt";
+
+/// Annotation through which `ivctl start|stop` asks a `Manual` VM to run or stop:
+/// `Running` or `Stopped`. Other run strategies ignore it (ivctl changes their runStrategy).
+pub const REQUESTED_STATE: &str = "ironvisor.io/requestedState";
 
 /// Finalizer the agent keeps on a placed VM until its domain, disks and seed are gone.
 pub const AGENT_FINALIZER: &str = "ironvisor.io/agent";
