@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
     group = "ironvisor.io",
     version = "v1alpha1",
     kind = "Quota",
+    doc = "Limits in VM units (VMs, vCPUs, memory, storage) on a tenant and all its descendants, checked when a VM is admitted.",
     plural = "quotas",
     singular = "quota",
     shortname = "vmq",

@@ -14,6 +14,7 @@ use crate::quota::Usage;
     group = "ironvisor.io",
     version = "v1alpha1",
     kind = "Tenant",
+    doc = "A tenant (organisation, department, customer or project): the namespaces it owns, who administers them, and its parent in the tenant tree.",
     plural = "tenants",
     singular = "tenant",
     shortname = "tn",

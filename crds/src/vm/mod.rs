@@ -32,6 +32,7 @@ pub const MAX_NETWORKS: usize = 16;
     group = "ironvisor.io",
     version = "v1alpha1",
     kind = "VirtualMachine",
+    doc = "A virtual machine: its hardware, disks, networks, cloud-init, and how it is kept running. Admitted against its tenant's quotas and placed on a host by the operator; run by the agent of that host.",
     plural = "virtualmachines",
     singular = "virtualmachine",
     shortname = "vm",
