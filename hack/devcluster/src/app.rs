@@ -1,0 +1,167 @@
+//! Shared server state: the store, the registry of served resources, and request parameters.
+//!
+//! Owns keeping the registry in step with stored CRDs. Never speaks HTTP.
+
+use crate::registry::{Registry, Served};
+use crate::resource::ResourceInfo;
+use crate::store::Store;
+use crate::validation::FieldValidation;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::Notify;
+
+/// Storage key of CRDs.
+pub const CRD_KEY: &str = "customresourcedefinitions.apiextensions.k8s.io";
+/// Storage key of namespaces.
+pub const NS_KEY: &str = "namespaces.";
+
+/// Server state.
+pub struct App {
+    /// Objects and events.
+    pub store: Store,
+    registry: RwLock<Arc<Registry>>,
+    /// Poked after deletions so garbage collection runs promptly.
+    pub gc_wake: Notify,
+}
+
+impl App {
+    /// State over `store`; the registry is built from the CRDs it holds.
+    pub fn new(store: Store) -> Self {
+        let app = Self {
+            store,
+            registry: RwLock::new(Arc::new(Registry::default())),
+            gc_wake: Notify::new(),
+        };
+        app.refresh_registry();
+        app
+    }
+
+    /// The current registry.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Rebuilds the registry from the stored CRDs.
+    pub fn refresh_registry(&self) {
+        let (crds, _) = self.store.list(CRD_KEY, None);
+        let r = Arc::new(Registry::build(&crds));
+        *self.registry.write().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    /// Whether namespace `ns` exists, and whether it is terminating.
+    pub fn namespace_state(&self, ns: &str) -> Option<bool> {
+        self.store
+            .get(NS_KEY, "", ns)
+            .map(|o| o["metadata"]["deletionTimestamp"].is_string())
+    }
+}
+
+/// The resource a request addresses.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// What is served there.
+    pub served: Arc<Served>,
+    /// Namespace from the path (None: cluster scope or all namespaces).
+    pub namespace: Option<String>,
+    /// Object name from the path.
+    pub name: Option<String>,
+    /// Subresource (`status`).
+    pub subresource: Option<String>,
+}
+
+impl Target {
+    /// The resource description.
+    pub fn info(&self) -> &ResourceInfo {
+        &self.served.info
+    }
+
+    /// The storage key.
+    pub fn key(&self) -> String {
+        self.served.info.storage_key()
+    }
+
+    /// Namespace to store under ("" for cluster-scoped).
+    pub fn ns(&self) -> &str {
+        if self.served.info.namespaced {
+            self.namespace.as_deref().unwrap_or_default()
+        } else {
+            ""
+        }
+    }
+}
+
+/// Query parameters of an API request.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// `fieldManager`.
+    pub field_manager: Option<String>,
+    /// `fieldValidation`.
+    pub field_validation: FieldValidation,
+    /// `force` (apply).
+    pub force: bool,
+    /// `labelSelector`.
+    pub label_selector: Option<String>,
+    /// `fieldSelector`.
+    pub field_selector: Option<String>,
+    /// `limit`.
+    pub limit: Option<usize>,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `watch`.
+    pub watch: bool,
+    /// `resourceVersion`.
+    pub resource_version: Option<String>,
+    /// `timeoutSeconds`.
+    pub timeout_seconds: Option<u64>,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
+    /// `propagationPolicy`.
+    pub propagation_policy: Option<String>,
+    /// `includeObject` for tables.
+    pub include_object: Option<String>,
+}
+
+impl Params {
+    /// Parses a query map. Unknown keys are ignored, as the apiserver does.
+    pub fn from_query(q: &HashMap<String, String>) -> Self {
+        let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+        let fv = match q.get("fieldValidation").map(String::as_str) {
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            _ => FieldValidation::Warn,
+        };
+        Self {
+            dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+            field_manager: q.get("fieldManager").cloned(),
+            field_validation: fv,
+            force: flag("force"),
+            label_selector: q.get("labelSelector").filter(|s| !s.is_empty()).cloned(),
+            field_selector: q.get("fieldSelector").filter(|s| !s.is_empty()).cloned(),
+            limit: q
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .filter(|l| *l > 0),
+            continue_token: q.get("continue").filter(|s| !s.is_empty()).cloned(),
+            watch: flag("watch"),
+            resource_version: q.get("resourceVersion").filter(|s| !s.is_empty()).cloned(),
+            timeout_seconds: q.get("timeoutSeconds").and_then(|t| t.parse().ok()),
+            bookmarks: flag("allowWatchBookmarks"),
+            propagation_policy: q.get("propagationPolicy").cloned(),
+            include_object: q.get("includeObject").cloned(),
+        }
+    }
+}
+
+/// Presents a stored object at the requested version (no conversion: the schemas are
+/// assumed compatible, as with a CRD's `None` conversion strategy).
+pub fn present(obj: &Value, info: &ResourceInfo) -> Value {
+    let mut o = obj.clone();
+    o["apiVersion"] = Value::String(info.api_version());
+    o
+}

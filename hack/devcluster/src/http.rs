@@ -1,0 +1,318 @@
+//! HTTP front: routes Kubernetes API paths to discovery, OpenAPI and the verbs, and turns
+//! errors into `Status` responses. Logs one line per request at debug level.
+//!
+//! Owns path parsing and content negotiation; the semantics live in `ops` and `watch`.
+
+use crate::app::{App, Params, Target};
+use crate::error::ApiError;
+use crate::table::{self, Include};
+use crate::{discovery, openapi, ops, watch};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Largest request body accepted (the apiserver's limit).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The router for an app listening at `addr`.
+pub fn router(app: Arc<App>, addr: String) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state((app, Arc::new(addr)))
+}
+
+fn json_response(code: u16, body: &Value) -> Response {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(e.code, &e.status_body())
+}
+
+async fn handle(State((app, addr)): State<(Arc<App>, Arc<String>)>, req: Request) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let started = std::time::Instant::now();
+    let resp = match dispatch(app, &addr, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(
+        method = %method,
+        uri = %uri,
+        status = resp.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+async fn read_body(req: Request) -> Result<(HeaderMap, Vec<u8>), ApiError> {
+    let (parts, body) = req.into_parts();
+    let declared: Option<usize> = header_str(&parts.headers, header::CONTENT_LENGTH)
+        .parse()
+        .ok();
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(ApiError::too_large());
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::too_large())?;
+    Ok((parts.headers, bytes.to_vec()))
+}
+
+/// A parsed API path.
+struct PathInfo {
+    group: String,
+    version: String,
+    namespace: Option<String>,
+    plural: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn parse_path(segs: &[&str]) -> Option<PathInfo> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
+        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
+        _ => return None,
+    };
+    let mut p = PathInfo {
+        group,
+        version,
+        namespace: None,
+        plural: None,
+        name: None,
+        sub: None,
+    };
+    let rest: Vec<&str> = match rest {
+        ["namespaces", ns, r, tail @ ..] if *r != "status" && *r != "finalize" => {
+            p.namespace = Some(ns.to_string());
+            std::iter::once(*r).chain(tail.iter().copied()).collect()
+        }
+        other => other.to_vec(),
+    };
+    match rest.as_slice() {
+        [] => {}
+        [r] => p.plural = Some(r.to_string()),
+        [r, n] => {
+            p.plural = Some(r.to_string());
+            p.name = Some(n.to_string());
+        }
+        [r, n, s] => {
+            p.plural = Some(r.to_string());
+            p.name = Some(n.to_string());
+            p.sub = Some(s.to_string());
+        }
+        _ => return None,
+    }
+    Some(p)
+}
+
+async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let reg = app.registry();
+    let get = req.method() == Method::GET;
+    match segs.as_slice() {
+        ["version"] if get => return Ok(json_response(200, &discovery::version())),
+        ["healthz" | "livez" | "readyz", ..] if get => {
+            return Ok((StatusCode::OK, "ok").into_response());
+        }
+        ["api"] if get => return Ok(json_response(200, &discovery::core_versions(addr))),
+        ["apis"] if get => return Ok(json_response(200, &discovery::group_list(&reg))),
+        ["apis", g] if get => {
+            return discovery::group(&reg, g)
+                .map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::no_route);
+        }
+        ["openapi", "v3", rest @ ..] if get => {
+            let doc = if rest.is_empty() {
+                Some(openapi::index(&reg))
+            } else {
+                openapi::document(&reg, &rest.join("/"))
+            };
+            return doc
+                .map(|v| json_response(200, &v))
+                .ok_or_else(ApiError::no_route);
+        }
+        _ => {}
+    }
+    let info = parse_path(&segs).ok_or_else(ApiError::no_route)?;
+    let Some(plural) = info.plural.clone() else {
+        if !get {
+            return Err(ApiError::method_not_allowed());
+        }
+        return discovery::resource_list(&reg, &info.group, &info.version)
+            .map(|v| json_response(200, &v))
+            .ok_or_else(ApiError::no_route);
+    };
+    let served = reg
+        .find(&info.group, &info.version, &plural)
+        .ok_or_else(ApiError::no_route)?;
+    if served.info.namespaced != info.namespace.is_some()
+        && (info.name.is_some() || !served.info.namespaced)
+    {
+        return Err(ApiError::no_route());
+    }
+    if let Some(s) = &info.sub
+        && !(s == "status" && served.info.status_subresource)
+    {
+        return Err(ApiError::no_route());
+    }
+    let t = Target {
+        served,
+        namespace: info.namespace,
+        name: info.name,
+        subresource: info.sub,
+    };
+    let query: HashMap<String, String> = Query::try_from_uri(req.uri())
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let p = Params::from_query(&query);
+    let accept = header_str(req.headers(), header::ACCEPT).to_string();
+    let table = accept
+        .contains("as=Table")
+        .then(|| Include::parse(p.include_object.as_deref()));
+    let ua = header_str(req.headers(), header::USER_AGENT).to_string();
+    let method = req.method().clone();
+    match method {
+        Method::GET if p.watch => {
+            let mut p = p;
+            if let Some(n) = &t.name {
+                let fs = format!("metadata.name={n}");
+                p.field_selector = Some(match p.field_selector {
+                    Some(f) => format!("{f},{fs}"),
+                    None => fs,
+                });
+            }
+            let t = Target { name: None, ..t };
+            let body = watch::start(app.clone(), &t, &p, table)?;
+            let mut r = Response::new(body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(r)
+        }
+        Method::GET if t.name.is_some() => {
+            let o = ops::get(&app, &t)?;
+            Ok(json_response(
+                200,
+                &match table {
+                    Some(inc) => table::table(t.info(), &[o], app.store.current_rv(), None, inc),
+                    None => o,
+                },
+            ))
+        }
+        Method::GET => {
+            if let Some(inc) = table {
+                let (items, rv, cont) = ops::list_items(&app, &t, &p)?;
+                let shown: Vec<Value> = items
+                    .iter()
+                    .map(|o| crate::app::present(o, t.info()))
+                    .collect();
+                return Ok(json_response(
+                    200,
+                    &table::table(t.info(), &shown, rv, cont, inc),
+                ));
+            }
+            Ok(json_response(200, &ops::list(&app, &t, &p)?))
+        }
+        Method::POST if t.name.is_none() && t.subresource.is_none() => {
+            if t.info().namespaced && t.namespace.is_none() {
+                return Err(ApiError::no_route());
+            }
+            let (_, body) = read_body(req).await?;
+            outcome(ops::create(&app, &t, &body, &p, &ua)?)
+        }
+        Method::PUT if t.name.is_some() => {
+            let (_, body) = read_body(req).await?;
+            outcome(ops::update(&app, &t, &body, &p, &ua)?)
+        }
+        Method::PATCH if t.name.is_some() => {
+            let (headers, body) = read_body(req).await?;
+            let ct = header_str(&headers, header::CONTENT_TYPE).to_string();
+            outcome(ops::patch(&app, &t, &ct, &body, &p, &ua)?)
+        }
+        Method::DELETE if t.subresource.is_none() => {
+            let (_, body) = read_body(req).await?;
+            let opts = if body.iter().all(u8::is_ascii_whitespace) {
+                Value::Null
+            } else {
+                crate::patch::parse_body(&body)?
+            };
+            let mut p = p;
+            if let Some(pp) = opts["propagationPolicy"].as_str() {
+                p.propagation_policy = Some(pp.to_string());
+            }
+            if t.name.is_some() {
+                outcome(ops::delete(&app, &t, &opts, &p)?)
+            } else {
+                outcome(ops::delete_collection(&app, &t, &p)?)
+            }
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn outcome(o: ops::Outcome) -> Result<Response, ApiError> {
+    let mut r = json_response(o.code, &o.body);
+    for w in o.warnings {
+        let text = format!("299 - {}", Value::String(w));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_status_is_a_subresource_not_a_resource_named_status() {
+        let p = parse_path(&["api", "v1", "namespaces", "a", "status"]).unwrap();
+        assert_eq!(p.plural.as_deref(), Some("namespaces"));
+        assert_eq!(p.name.as_deref(), Some("a"));
+        assert_eq!(p.sub.as_deref(), Some("status"));
+        let p = parse_path(&[
+            "apis",
+            "x.io",
+            "v1",
+            "namespaces",
+            "a",
+            "foos",
+            "b",
+            "status",
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                p.namespace.as_deref(),
+                p.plural.as_deref(),
+                p.name.as_deref()
+            ),
+            (Some("a"), Some("foos"), Some("b"))
+        );
+        assert!(parse_path(&["apis", "x.io", "v1", "a", "b", "c", "d"]).is_none());
+    }
+}

@@ -1,0 +1,68 @@
+//! Behaviour specific to a few built-in kinds: Namespace phase and finalizer, CRD status.
+//!
+//! Pure hooks called by the write path; they never store anything.
+
+use crate::resource::ResourceInfo;
+use serde_json::{Value, json};
+
+/// Fills kind-specific server fields on create and update.
+pub fn on_write(info: &ResourceInfo, obj: &mut Value) {
+    if info.custom {
+        return;
+    }
+    match (info.group.as_str(), info.kind.as_str()) {
+        ("", "Namespace") => {
+            if obj["spec"]["finalizers"].is_null() {
+                obj["spec"]["finalizers"] = json!(["kubernetes"]);
+            }
+            let phase = if obj["metadata"]["deletionTimestamp"].is_string() {
+                "Terminating"
+            } else {
+                "Active"
+            };
+            obj["status"]["phase"] = json!(phase);
+            let name = obj["metadata"]["name"].clone();
+            let labels = &mut obj["metadata"]["labels"];
+            if labels.is_null() {
+                *labels = json!({});
+            }
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), name);
+            }
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            let names = obj["spec"]["names"].clone();
+            let mut accepted = names.clone();
+            if accepted["singular"].is_null()
+                && let Some(k) = names["kind"].as_str()
+            {
+                accepted["singular"] = json!(k.to_lowercase());
+            }
+            if accepted["listKind"].is_null()
+                && let Some(k) = names["kind"].as_str()
+            {
+                accepted["listKind"] = json!(format!("{k}List"));
+            }
+            let stored: Vec<Value> = obj["spec"]["versions"]
+                .as_array()
+                .map(|vs| {
+                    vs.iter()
+                        .filter(|v| v["storage"] == json!(true))
+                        .map(|v| v["name"].clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let now = crate::meta::now();
+            let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
+            obj["status"] = json!({
+                "acceptedNames": accepted,
+                "storedVersions": stored,
+                "conditions": [
+                    cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+                    cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+                ],
+            });
+        }
+        _ => {}
+    }
+}

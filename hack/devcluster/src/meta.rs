@@ -1,0 +1,267 @@
+//! Object metadata rules: what the server sets on create and carries over on update.
+//!
+//! Owns uid, creationTimestamp, generation, name validation and the split between the main
+//! resource and its status subresource. Pure; never stores anything.
+
+use crate::error::{ApiError, Cause};
+use crate::resource::ResourceInfo;
+use serde_json::{Value, json};
+
+/// Now, as RFC 3339 with second precision (the Kubernetes `Time` format).
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn valid_name(name: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(ok_char)
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn random_suffix() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    let alphabet: Vec<char> = "bcdfghjklmnpqrstvwxz2456789".chars().collect();
+    u.bytes()
+        .take(5)
+        .map(|b| alphabet[b as usize % alphabet.len()])
+        .collect()
+}
+
+/// Fills server-owned metadata of a new object. `ns` is the namespace from the URL.
+pub fn prepare_create(info: &ResourceInfo, mut obj: Value, ns: &str) -> Result<Value, ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request("the object must be a JSON object"));
+    }
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    let kind_name = |o: &Value| {
+        o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    if obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+        && let Some(g) = obj["metadata"]["generateName"].as_str()
+    {
+        obj["metadata"]["name"] = json!(format!("{g}{}", random_suffix()));
+    }
+    let name = kind_name(&obj);
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            &info.group,
+            &info.kind,
+            "",
+            vec![Cause::new(
+                "FieldValueRequired",
+                "metadata.name",
+                "Required value: name or generateName is required",
+            )],
+        ));
+    }
+    if !valid_name(&name) {
+        return Err(ApiError::invalid(
+            &info.group,
+            &info.kind,
+            &name,
+            vec![Cause::new(
+                "FieldValueInvalid",
+                "metadata.name",
+                format!(
+                    "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                ),
+            )],
+        ));
+    }
+    let body_ns = obj["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if info.namespaced && !body_ns.is_empty() && body_ns != ns {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let m = obj["metadata"]
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+    if info.namespaced {
+        m.insert("namespace".into(), json!(ns));
+    } else {
+        m.remove("namespace");
+    }
+    m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    m.insert("creationTimestamp".into(), json!(now()));
+    m.insert("generation".into(), json!(1));
+    m.remove("resourceVersion");
+    m.remove("deletionTimestamp");
+    m.remove("deletionGracePeriodSeconds");
+    obj["apiVersion"] = json!(info.api_version());
+    obj["kind"] = json!(info.kind);
+    if info.status_subresource && info.custom {
+        // A create through the main resource cannot set status.
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+    }
+    Ok(obj)
+}
+
+/// The fields that make up "spec" for generation purposes: everything but metadata and status.
+fn spec_part(o: &Value) -> Value {
+    let mut c = o.clone();
+    if let Some(m) = c.as_object_mut() {
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            m.remove(k);
+        }
+    }
+    c
+}
+
+/// Builds the object to store from an update of `old` to `new` through the main resource
+/// (`status == false`) or the status subresource.
+pub fn prepare_update(
+    info: &ResourceInfo,
+    old: &Value,
+    mut new: Value,
+    status: bool,
+) -> Result<Value, ApiError> {
+    if !new.is_object() {
+        return Err(ApiError::bad_request("the object must be a JSON object"));
+    }
+    if status {
+        // The status subresource changes status only.
+        let mut out = old.clone();
+        out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        if out["status"].is_null()
+            && let Some(o) = out.as_object_mut()
+        {
+            o.remove("status");
+        }
+        out["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
+        if out["metadata"]["managedFields"].is_null()
+            && let Some(m) = out["metadata"].as_object_mut()
+        {
+            m.remove("managedFields");
+        }
+        return Ok(out);
+    }
+    if !new["metadata"].is_object() {
+        new["metadata"] = json!({});
+    }
+    if info.status_subresource {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old["metadata"].get(k) {
+            Some(v) => new["metadata"][k] = v.clone(),
+            None => {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+    new["apiVersion"] = json!(info.api_version());
+    new["kind"] = json!(info.kind);
+    if spec_part(old) != spec_part(&new) {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+        new["metadata"]["generation"] = json!(g + 1);
+    }
+    Ok(new)
+}
+
+/// The finalizers of an object.
+pub fn finalizers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether an object is being deleted.
+pub fn deleting(obj: &Value) -> bool {
+    obj["metadata"]["deletionTimestamp"].is_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::builtins;
+
+    fn cm() -> ResourceInfo {
+        builtins()
+            .into_iter()
+            .find(|r| r.kind == "ConfigMap")
+            .unwrap()
+    }
+
+    #[test]
+    fn create_sets_server_owned_metadata() {
+        let o = prepare_create(
+            &cm(),
+            json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+            "default",
+        )
+        .unwrap();
+        assert_eq!(o["metadata"]["namespace"], "default");
+        assert_eq!(o["metadata"]["generation"], 1);
+        assert!(o["metadata"]["uid"].is_string());
+        assert_eq!(o["kind"], "ConfigMap");
+    }
+
+    #[test]
+    fn generation_moves_only_when_the_spec_changes() {
+        let old = prepare_create(
+            &cm(),
+            json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+            "d",
+        )
+        .unwrap();
+        let mut labels = old.clone();
+        labels["metadata"]["labels"] = json!({"x": "y"});
+        assert_eq!(
+            prepare_update(&cm(), &old, labels, false).unwrap()["metadata"]["generation"],
+            1
+        );
+        let mut data = old.clone();
+        data["data"]["k"] = json!("w");
+        assert_eq!(
+            prepare_update(&cm(), &old, data, false).unwrap()["metadata"]["generation"],
+            2
+        );
+    }
+
+    #[test]
+    fn bad_names_are_invalid() {
+        let e = prepare_create(&cm(), json!({"metadata": {"name": "A_b"}}), "d").unwrap_err();
+        assert_eq!(e.code, 422);
+    }
+}

@@ -1,0 +1,144 @@
+//! Watch streams: newline-delimited JSON events from a resourceVersion, with bookmarks,
+//! timeouts, 410 Gone as an ERROR event, and Table-wrapped objects when asked.
+//!
+//! Owns the life of one watch connection; reads the store, never writes it.
+
+use crate::app::{App, Params, Target, present};
+use crate::error::ApiError;
+use crate::ops::Filter;
+use crate::table::{self, Include};
+use axum::body::{Body, Bytes};
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// How often an idle watch that allows bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(2);
+/// Default watch length when the client sets no timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+struct Shape {
+    info: crate::resource::ResourceInfo,
+    table: Option<Include>,
+}
+
+impl Shape {
+    fn event(&self, kind: &str, obj: &Value) -> Bytes {
+        let shown = present(obj, &self.info);
+        let object = match self.table {
+            Some(inc) => {
+                let mut t = table::table(&self.info, std::slice::from_ref(&shown), 0, None, inc);
+                t["metadata"] = json!({"resourceVersion": shown["metadata"]["resourceVersion"]});
+                t
+            }
+            None => shown,
+        };
+        let mut line = json!({"type": kind, "object": object}).to_string();
+        line.push('\n');
+        Bytes::from(line)
+    }
+
+    fn bookmark(&self, rv: u64) -> Bytes {
+        let mut line = json!({"type": "BOOKMARK", "object": {
+            "kind": self.info.kind, "apiVersion": self.info.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()}}})
+        .to_string();
+        line.push('\n');
+        Bytes::from(line)
+    }
+}
+
+fn error_event(e: &ApiError) -> Bytes {
+    let mut line = json!({"type": "ERROR", "object": e.status_body()}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+/// Starts a watch and returns its streaming body.
+pub fn start(
+    app: Arc<App>,
+    t: &Target,
+    p: &Params,
+    table: Option<Include>,
+) -> Result<Body, ApiError> {
+    let filter = Filter::new(t, p)?;
+    let from = match p.resource_version.as_deref() {
+        None | Some("0") => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s}")))?,
+        ),
+    };
+    let key = t.key();
+    let ns = if t.info().namespaced {
+        t.namespace.clone()
+    } else {
+        None
+    };
+    let shape = Shape {
+        info: t.info().clone(),
+        table,
+    };
+    let timeout = p
+        .timeout_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let bookmarks = p.bookmarks;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
+    let started = app.store.watch(&key, ns.as_deref(), from);
+    let mut epoch = app.store.epoch();
+    tokio::spawn(async move {
+        let (backlog, mut events, mut last) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Ok(error_event(&e))).await;
+                return;
+            }
+        };
+        for e in backlog {
+            if filter.matches(&e.object)
+                && tx
+                    .send(Ok(shape.event(e.kind.as_str(), &e.object)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            last = last.max(e.rv);
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(e) => {
+                        last = last.max(e.rv);
+                        let in_scope = e.key == key && ns.as_deref().is_none_or(|n| n == e.namespace);
+                        if in_scope && filter.matches(&e.object)
+                            && tx.send(Ok(shape.event(e.kind.as_str(), &e.object))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // A slow client missed events: end the watch so it resumes from its last rv.
+                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(Ok(shape.bookmark(last))).await.is_err() {
+                        return;
+                    }
+                }
+                _ = &mut deadline => return,
+                _ = epoch.changed() => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Ok(Body::from_stream(stream))
+}
