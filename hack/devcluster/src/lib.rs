@@ -19,6 +19,7 @@ mod app;
 mod builtin_schemas;
 mod discovery;
 pub mod error;
+mod events;
 mod fieldpath;
 mod gc;
 mod http;

@@ -125,7 +125,14 @@ pub fn list_items(app: &App, t: &Target, p: &Params) -> Result<Page, ApiError> {
     };
     let mut out = vec![];
     let mut token = None;
+    let event = crate::app::is_event(t.info());
     for o in items {
+        // Events are filtered in the shape they are asked for.
+        let o = if event {
+            Arc::new(present(&o, t.info()))
+        } else {
+            o
+        };
         let id = ns_name(&o);
         if start.as_ref().is_some_and(|s| id <= *s) || !filter.matches(&o) {
             continue;

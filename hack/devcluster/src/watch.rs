@@ -40,6 +40,15 @@ impl Shape {
         Bytes::from(line)
     }
 
+    /// The object as the selectors must see it (events differ by API; others as stored).
+    fn shown<'a>(&self, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
+        if crate::app::is_event(&self.info) {
+            std::borrow::Cow::Owned(present(obj, &self.info))
+        } else {
+            std::borrow::Cow::Borrowed(obj)
+        }
+    }
+
     fn bookmark(&self, rv: u64) -> Bytes {
         let mut line = json!({"type": "BOOKMARK", "object": {
             "kind": self.info.kind, "apiVersion": self.info.api_version(),
@@ -98,7 +107,7 @@ pub fn start(
             }
         };
         for e in backlog {
-            if filter.matches(&e.object)
+            if filter.matches(&shape.shown(&e.object))
                 && tx
                     .send(Ok(shape.event(e.kind.as_str(), &e.object)))
                     .await
@@ -118,7 +127,7 @@ pub fn start(
                     Ok(e) => {
                         last = last.max(e.rv);
                         let in_scope = e.key == key && ns.as_deref().is_none_or(|n| n == e.namespace);
-                        if in_scope && filter.matches(&e.object)
+                        if in_scope && filter.matches(&shape.shown(&e.object))
                             && tx.send(Ok(shape.event(e.kind.as_str(), &e.object))).await.is_err()
                         {
                             return;
