@@ -200,3 +200,52 @@ async fn lists_select_by_label_and_paginate() {
     let want: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
     assert_eq!(names, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selected_watch_sees_objects_enter_and_leave_the_selection() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{Patch, PatchParams, WatchEvent, WatchParams};
+    let c = DevCluster::start_ephemeral().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
+    cms.create(&PostParams::default(), &cm("x", &[("node", "a")]))
+        .await
+        .unwrap();
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut w = cms
+        .watch(&WatchParams::default().labels("node=b").timeout(10), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let relabel = |n: &'static str| {
+        let cms = cms.clone();
+        async move {
+            let p = serde_json::json!({"metadata": {"labels": {"node": n}}});
+            cms.patch("x", &PatchParams::default(), &Patch::Merge(&p))
+                .await
+                .unwrap();
+        }
+    };
+    relabel("b").await;
+    relabel("a").await;
+    let mut seen = vec![];
+    while seen.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(5), w.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Some(WatchEvent::Added(o)) => seen.push(format!("ADDED {}", o.name_any())),
+            Some(WatchEvent::Deleted(o)) => seen.push(format!("DELETED {}", o.name_any())),
+            Some(WatchEvent::Modified(o)) => seen.push(format!("MODIFIED {}", o.name_any())),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec!["ADDED x", "DELETED x"]);
+}
