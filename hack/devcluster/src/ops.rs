@@ -196,11 +196,19 @@ fn writer<'a>(t: &'a Target, mgr: &'a str, now: &'a str, api_version: &'a str) -
     }
 }
 
+/// The object without what changes on every write (resourceVersion, managedFields times), so a
+/// write that changes nothing else (not even field ownership) is a no-op, as in the apiserver.
 fn strip_volatile(o: &Value) -> Value {
     let mut c = o.clone();
     if let Some(m) = c["metadata"].as_object_mut() {
-        m.remove("managedFields");
         m.remove("resourceVersion");
+        if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
+            for e in entries.iter_mut() {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("time");
+                }
+            }
+        }
     }
     c
 }

@@ -87,6 +87,19 @@ async fn server_side_apply_reports_conflicts_and_force_takes_ownership() {
             .await,
         "512Mi"
     );
+    let managers = h
+        .ok(&[
+            "get",
+            "vm",
+            "ssa",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager} {.metadata.managedFields[*].operation}",
+        ])
+        .await;
+    assert_eq!(
+        managers, "kubectl Apply",
+        "forcing took the only field the editor owned"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
