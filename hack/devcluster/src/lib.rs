@@ -17,6 +17,7 @@
 
 mod app;
 mod builtin_schemas;
+mod delete;
 mod discovery;
 pub mod error;
 mod events;
@@ -29,6 +30,7 @@ mod openapi;
 mod ops;
 mod patch;
 mod persist;
+mod reads;
 mod registry;
 mod resource;
 mod schema;

@@ -197,6 +197,11 @@ pub fn prepare_update(
     Ok(new)
 }
 
+/// Finalizer of a Foreground deletion: dependents go first.
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// Finalizer of an Orphan deletion: dependents lose their owner reference and stay.
+pub const ORPHAN: &str = "orphan";
+
 /// The finalizers of an object.
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj["metadata"]["finalizers"]

@@ -249,3 +249,42 @@ async fn a_selected_watch_sees_objects_enter_and_leave_the_selection() {
     }
     assert_eq!(seen, vec!["ADDED x", "DELETED x"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_deletion_removes_dependents_first_and_orphan_keeps_them() {
+    let c = DevCluster::start_ephemeral().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
+    for (owner, child) in [("fg", "fg-child"), ("or", "or-child")] {
+        let o = cms
+            .create(&PostParams::default(), &cm(owner, &[]))
+            .await
+            .unwrap();
+        let mut ch = cm(child, &[]);
+        ch.metadata.owner_references = Some(vec![o.controller_owner_ref(&()).unwrap()]);
+        cms.create(&PostParams::default(), &ch).await.unwrap();
+    }
+    cms.delete("fg", &DeleteParams::foreground()).await.unwrap();
+    eventually("the foreground owner is gone", || async {
+        cms.get_opt("fg").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        cms.get_opt("fg-child").await.unwrap().is_none(),
+        "its dependent went first"
+    );
+    cms.delete("or", &DeleteParams::orphan()).await.unwrap();
+    eventually("the orphaning owner is gone", || async {
+        cms.get_opt("or").await.unwrap().is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let child = cms.get("or-child").await.unwrap();
+    assert!(
+        child
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty(),
+        "the orphan lost its owner reference"
+    );
+}
