@@ -158,9 +158,19 @@ impl Params {
     }
 }
 
+/// Whether a resource is one of the two built-in Event APIs (one storage, two shapes).
+pub fn is_event(info: &ResourceInfo) -> bool {
+    !info.custom && info.plural == "events"
+}
+
 /// Presents a stored object at the requested version (no conversion: the schemas are
 /// assumed compatible, as with a CRD's `None` conversion strategy).
 pub fn present(obj: &Value, info: &ResourceInfo) -> Value {
+    if is_event(info) {
+        let mut o = crate::events::convert(obj, &info.group);
+        o["apiVersion"] = Value::String(info.api_version());
+        return o;
+    }
     let mut o = obj.clone();
     o["apiVersion"] = Value::String(info.api_version());
     o

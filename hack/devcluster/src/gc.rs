@@ -33,6 +33,77 @@ fn delete(app: &App, key: &str, obj: &Value) {
     });
 }
 
+fn strip_finalizer(app: &App, key: &str, obj: &Value, fin: &str) {
+    let (ns, name) = ns_name(obj);
+    let _ = app.store.mutate(key, &ns, &name, false, |cur| {
+        let Some(cur) = cur else {
+            return Ok(Change::Unchanged(Value::Null));
+        };
+        let left: Vec<String> = meta::finalizers(cur)
+            .into_iter()
+            .filter(|f| f != fin)
+            .collect();
+        if left.is_empty() && meta::deleting(cur) {
+            return Ok(Change::Delete);
+        }
+        let mut o = cur.clone();
+        o["metadata"]["finalizers"] = json!(left);
+        Ok(Change::Put(o))
+    });
+}
+
+fn drop_owner(app: &App, key: &str, obj: &Value, uid: &str) {
+    let (ns, name) = ns_name(obj);
+    let _ = app.store.mutate(key, &ns, &name, false, |cur| {
+        let Some(cur) = cur else {
+            return Ok(Change::Unchanged(Value::Null));
+        };
+        let mut o = cur.clone();
+        if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+            refs.retain(|r| r["uid"].as_str() != Some(uid));
+        }
+        Ok(Change::Put(o))
+    });
+}
+
+/// Foreground and Orphan deletions: act on the dependents, then release the owner.
+fn propagate(app: &App, all: &[(String, Arc<Value>)]) {
+    for (key, owner) in all {
+        let fins = meta::finalizers(owner);
+        let (fg, orphan) = (
+            fins.iter().any(|f| f == meta::FOREGROUND),
+            fins.iter().any(|f| f == meta::ORPHAN),
+        );
+        if !meta::deleting(owner) || !(fg || orphan) {
+            continue;
+        }
+        let Some(uid) = owner["metadata"]["uid"].as_str() else {
+            continue;
+        };
+        let owned_by = |o: &Value| {
+            o["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|r| r["uid"].as_str() == Some(uid)))
+        };
+        let dependents: Vec<&(String, Arc<Value>)> =
+            all.iter().filter(|(_, o)| owned_by(o)).collect();
+        if orphan {
+            for (k, d) in &dependents {
+                drop_owner(app, k, d, uid);
+            }
+            strip_finalizer(app, key, owner, meta::ORPHAN);
+        } else if dependents.is_empty() {
+            strip_finalizer(app, key, owner, meta::FOREGROUND);
+        } else {
+            for (k, d) in dependents {
+                if !meta::deleting(d) {
+                    delete(app, k, d);
+                }
+            }
+        }
+    }
+}
+
 /// One collection pass.
 pub fn pass(app: &App) {
     let reg = app.registry();
@@ -67,32 +138,34 @@ pub fn pass(app: &App) {
             });
         }
     }
-    // Dependents whose owners are all gone.
-    let mut uids = HashSet::new();
-    let mut owned = vec![];
+    let mut all = vec![];
     for key in &keys {
-        for o in app.store.list(key, None).0 {
-            if let Some(u) = o["metadata"]["uid"].as_str() {
-                uids.insert(u.to_string());
-            }
-            if o["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
-            {
-                owned.push((key.clone(), o));
-            }
-        }
+        all.extend(
+            app.store
+                .list(key, None)
+                .0
+                .into_iter()
+                .map(|o| (key.clone(), o)),
+        );
     }
-    for (key, o) in owned {
-        let refs = o["metadata"]["ownerReferences"]
+    propagate(app, &all);
+    // Dependents whose owners are all gone.
+    let uids: HashSet<&str> = all
+        .iter()
+        .filter_map(|(_, o)| o["metadata"]["uid"].as_str())
+        .collect();
+    for (key, o) in &all {
+        let Some(refs) = o["metadata"]["ownerReferences"]
             .as_array()
-            .cloned()
-            .unwrap_or_default();
+            .filter(|a| !a.is_empty())
+        else {
+            continue;
+        };
         let orphaned = refs
             .iter()
             .all(|r| r["uid"].as_str().is_none_or(|u| !uids.contains(u)));
-        if orphaned && !meta::deleting(&o) {
-            delete(app, &key, &o);
+        if orphaned && !meta::deleting(o) {
+            delete(app, key, o);
         }
     }
 }

@@ -66,6 +66,11 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
 
 async fn read_body(req: Request) -> Result<(HeaderMap, Vec<u8>), ApiError> {
     let (parts, body) = req.into_parts();
+    let ct = header_str(&parts.headers, header::CONTENT_TYPE);
+    // Protobuf and CBOR are not spoken; clients fall back to JSON on 415.
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        return Err(ApiError::unsupported_media(ct));
+    }
     let declared: Option<usize> = header_str(&parts.headers, header::CONTENT_LENGTH)
         .parse()
         .ok();

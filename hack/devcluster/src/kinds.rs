@@ -30,6 +30,22 @@ pub fn on_write(info: &ResourceInfo, obj: &mut Value) {
                 l.insert("kubernetes.io/metadata.name".into(), name);
             }
         }
+        ("", "Secret") => {
+            if let Some(sd) = obj.get("stringData").and_then(Value::as_object).cloned() {
+                use base64::Engine;
+                for (k, v) in sd {
+                    let text = v.as_str().unwrap_or_default();
+                    obj["data"][k.as_str()] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(text));
+                }
+                if let Some(o) = obj.as_object_mut() {
+                    o.remove("stringData");
+                }
+            }
+            if obj["type"].is_null() {
+                obj["type"] = json!("Opaque");
+            }
+        }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             let names = obj["spec"]["names"].clone();
             let mut accepted = names.clone();

@@ -17,8 +17,10 @@
 
 mod app;
 mod builtin_schemas;
+mod delete;
 mod discovery;
 pub mod error;
+mod events;
 mod fieldpath;
 mod gc;
 mod http;
@@ -28,6 +30,7 @@ mod openapi;
 mod ops;
 mod patch;
 mod persist;
+mod reads;
 mod registry;
 mod resource;
 mod schema;

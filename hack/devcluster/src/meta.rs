@@ -100,7 +100,10 @@ pub fn prepare_create(info: &ResourceInfo, mut obj: Value, ns: &str) -> Result<V
     }
     m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     m.insert("creationTimestamp".into(), json!(now()));
-    m.insert("generation".into(), json!(1));
+    if info.custom || info.kind == "CustomResourceDefinition" {
+        // Only kinds with a spec carry a generation.
+        m.insert("generation".into(), json!(1));
+    }
     m.remove("resourceVersion");
     m.remove("deletionTimestamp");
     m.remove("deletionGracePeriodSeconds");
@@ -187,12 +190,17 @@ pub fn prepare_update(
     }
     new["apiVersion"] = json!(info.api_version());
     new["kind"] = json!(info.kind);
-    if spec_part(old) != spec_part(&new) {
+    if old["metadata"]["generation"].is_i64() && spec_part(old) != spec_part(&new) {
         let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
         new["metadata"]["generation"] = json!(g + 1);
     }
     Ok(new)
 }
+
+/// Finalizer of a Foreground deletion: dependents go first.
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// Finalizer of an Orphan deletion: dependents lose their owner reference and stay.
+pub const ORPHAN: &str = "orphan";
 
 /// The finalizers of an object.
 pub fn finalizers(obj: &Value) -> Vec<String> {
@@ -232,31 +240,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o["metadata"]["namespace"], "default");
-        assert_eq!(o["metadata"]["generation"], 1);
+        assert!(
+            o["metadata"]["generation"].is_null(),
+            "config maps have no generation"
+        );
         assert!(o["metadata"]["uid"].is_string());
         assert_eq!(o["kind"], "ConfigMap");
     }
 
     #[test]
     fn generation_moves_only_when_the_spec_changes() {
+        let crd = json!({"spec": {"group": "x.io", "scope": "Namespaced",
+            "names": {"kind": "Foo", "plural": "foos"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]}});
+        let foo = crate::resource::from_crd(&crd).remove(0);
         let old = prepare_create(
-            &cm(),
-            json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+            &foo,
+            json!({"metadata": {"name": "a"}, "spec": {"k": "v"}}),
             "d",
         )
         .unwrap();
         let mut labels = old.clone();
         labels["metadata"]["labels"] = json!({"x": "y"});
-        assert_eq!(
-            prepare_update(&cm(), &old, labels, false).unwrap()["metadata"]["generation"],
-            1
-        );
-        let mut data = old.clone();
-        data["data"]["k"] = json!("w");
-        assert_eq!(
-            prepare_update(&cm(), &old, data, false).unwrap()["metadata"]["generation"],
-            2
-        );
+        let g = |o: Value| {
+            prepare_update(&foo, &old, o, false).unwrap()["metadata"]["generation"].clone()
+        };
+        assert_eq!(g(labels), 1);
+        let mut spec = old.clone();
+        spec["spec"]["k"] = json!("w");
+        assert_eq!(g(spec), 2);
     }
 
     #[test]

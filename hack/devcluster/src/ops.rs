@@ -1,19 +1,19 @@
 //! The verbs: get, list, create, update, patch, delete on one resource.
 //!
 //! Owns the order of a write (decode, merge, admit, record field owners, commit) and the
-//! finalizer/deletion rules. It never speaks HTTP and never formats tables.
+//! finalizer rules. It never speaks HTTP and never formats tables. Reads live in `reads`,
+//! deletes in `delete`.
 
 use crate::app::{App, CRD_KEY, Params, Target, present};
-use crate::error::{ApiError, success_status};
+pub use crate::delete::{delete, delete_collection};
+use crate::error::ApiError;
 use crate::fieldpath::{Scope, display};
 use crate::patch::{self, PatchType};
-use crate::selectors::{FieldSelector, LabelSelector};
+pub use crate::reads::{Filter, get, list, list_items};
 use crate::ssa::{self, Writer};
 use crate::store::{Change, EventType, ns_name, rv_of};
 use crate::{kinds, meta, validation};
-use base64::Engine;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 /// A successful write.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
-fn ok(code: u16, body: Value) -> Outcome {
+pub(crate) fn ok(code: u16, body: Value) -> Outcome {
     Outcome {
         code,
         body,
@@ -34,130 +34,12 @@ fn ok(code: u16, body: Value) -> Outcome {
     }
 }
 
-fn name_of(t: &Target) -> Result<&str, ApiError> {
+pub(crate) fn name_of(t: &Target) -> Result<&str, ApiError> {
     t.name.as_deref().ok_or_else(ApiError::method_not_allowed)
 }
 
-fn not_found(t: &Target, name: &str) -> ApiError {
+pub(crate) fn not_found(t: &Target, name: &str) -> ApiError {
     ApiError::not_found(&t.info().group, &t.info().plural, name)
-}
-
-/// The selectors of a list or watch, parsed.
-pub struct Filter {
-    labels: LabelSelector,
-    fields: FieldSelector,
-}
-
-impl Filter {
-    /// From the request parameters (400 on malformed selectors).
-    pub fn new(t: &Target, p: &Params) -> Result<Self, ApiError> {
-        let labels = LabelSelector::parse(p.label_selector.as_deref().unwrap_or_default())
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let mut allowed = vec![
-            "metadata.name".to_string(),
-            "metadata.namespace".to_string(),
-        ];
-        allowed.extend(
-            t.info()
-                .selectable_fields
-                .iter()
-                .map(|f| f.trim_start_matches('.').to_string()),
-        );
-        if t.info().kind == "Event" {
-            allowed.extend(
-                [
-                    "involvedObject.name",
-                    "involvedObject.kind",
-                    "involvedObject.uid",
-                    "type",
-                    "reason",
-                ]
-                .map(String::from),
-            );
-        }
-        let fields =
-            FieldSelector::parse(p.field_selector.as_deref().unwrap_or_default(), &allowed)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(Self { labels, fields })
-    }
-
-    /// Whether an object passes.
-    pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(&obj["metadata"]["labels"]) && self.fields.matches(obj)
-    }
-}
-
-/// One page of a list: the objects, the snapshot resourceVersion, the continue token.
-pub type Page = (Vec<Arc<Value>>, u64, Option<String>);
-
-/// GET one object.
-pub fn get(app: &App, t: &Target) -> Result<Value, ApiError> {
-    let name = name_of(t)?;
-    let o = app
-        .store
-        .get(&t.key(), t.ns(), name)
-        .ok_or_else(|| not_found(t, name))?;
-    Ok(present(&o, t.info()))
-}
-
-/// The objects a list returns (filtered, paginated), the snapshot rv and the continue token.
-pub fn list_items(app: &App, t: &Target, p: &Params) -> Result<Page, ApiError> {
-    let filter = Filter::new(t, p)?;
-    let ns = if t.info().namespaced {
-        t.namespace.as_deref()
-    } else {
-        None
-    };
-    let (items, rv) = app.store.list(&t.key(), ns);
-    let start: Option<(String, String)> = match &p.continue_token {
-        None => None,
-        Some(c) => {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(c)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
-            Some((
-                raw["ns"].as_str().unwrap_or_default().into(),
-                raw["name"].as_str().unwrap_or_default().into(),
-            ))
-        }
-    };
-    let mut out = vec![];
-    let mut token = None;
-    for o in items {
-        let id = ns_name(&o);
-        if start.as_ref().is_some_and(|s| id <= *s) || !filter.matches(&o) {
-            continue;
-        }
-        if p.limit.is_some_and(|l| out.len() >= l) {
-            let last = out
-                .last()
-                .map(|l: &Arc<Value>| ns_name(l))
-                .unwrap_or_default();
-            let raw = json!({"ns": last.0, "name": last.1}).to_string();
-            token = Some(base64::engine::general_purpose::STANDARD.encode(raw));
-            break;
-        }
-        out.push(o);
-    }
-    Ok((out, rv, token))
-}
-
-/// LIST as a `<Kind>List`.
-pub fn list(app: &App, t: &Target, p: &Params) -> Result<Value, ApiError> {
-    let (items, rv, token) = list_items(app, t, p)?;
-    let info = t.info();
-    let mut meta = json!({"resourceVersion": rv.to_string()});
-    if let Some(c) = token {
-        meta["continue"] = json!(c);
-    }
-    Ok(json!({
-        "apiVersion": info.api_version(),
-        "kind": info.list_kind(),
-        "metadata": meta,
-        "items": items.iter().map(|o| present(o, info)).collect::<Vec<_>>(),
-    }))
 }
 
 fn manager(p: &Params, user_agent: &str) -> String {
@@ -189,11 +71,19 @@ fn writer<'a>(t: &'a Target, mgr: &'a str, now: &'a str, api_version: &'a str) -
     }
 }
 
+/// The object without what changes on every write (resourceVersion, managedFields times), so a
+/// write that changes nothing else (not even field ownership) is a no-op, as in the apiserver.
 fn strip_volatile(o: &Value) -> Value {
     let mut c = o.clone();
     if let Some(m) = c["metadata"].as_object_mut() {
-        m.remove("managedFields");
         m.remove("resourceVersion");
+        if let Some(Value::Array(entries)) = m.get_mut("managedFields") {
+            for e in entries.iter_mut() {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("time");
+                }
+            }
+        }
     }
     c
 }
@@ -231,11 +121,11 @@ fn finish(
     Ok(Change::Put(obj))
 }
 
-fn is_namespace(t: &Target) -> bool {
+pub(crate) fn is_namespace(t: &Target) -> bool {
     !t.info().custom && t.info().kind == "Namespace"
 }
 
-fn after_write(app: &App, t: &Target, kind: Option<EventType>) {
+pub(crate) fn after_write(app: &App, t: &Target, kind: Option<EventType>) {
     if kind.is_some() && t.key() == CRD_KEY {
         app.refresh_registry();
         if kind == Some(EventType::Deleted) {
@@ -491,84 +381,4 @@ fn conflict_error(t: &Target, name: &str, cs: Vec<ssa::Conflict>) -> ApiError {
     };
     e.message = format!("{head}: {}", lines.join("\n"));
     e
-}
-
-/// DELETE one object. `opts` is the DeleteOptions body (may be null).
-pub fn delete(app: &App, t: &Target, opts: &Value, p: &Params) -> Result<Outcome, ApiError> {
-    let name = name_of(t)?.to_string();
-    let dry = p.dry_run
-        || opts["dryRun"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|v| v == "All"));
-    let pre_uid = opts["preconditions"]["uid"].as_str().map(String::from);
-    let pre_rv = opts["preconditions"]["resourceVersion"]
-        .as_str()
-        .map(String::from);
-    let ns_kind = is_namespace(t);
-    let (stored, kind) = app.store.mutate(&t.key(), t.ns(), &name, dry, |cur| {
-        let old = cur.ok_or_else(|| not_found(t, &name))?;
-        if pre_uid
-            .as_deref()
-            .is_some_and(|u| Some(u) != old["metadata"]["uid"].as_str())
-            || pre_rv
-                .as_deref()
-                .is_some_and(|r| r != rv_of(old).to_string())
-        {
-            return Err(ApiError::conflict(&t.info().group, &t.info().plural, &name));
-        }
-        if ns_kind || !meta::finalizers(old).is_empty() {
-            if meta::deleting(old) {
-                return Ok(Change::Unchanged(old.clone()));
-            }
-            let mut o = old.clone();
-            o["metadata"]["deletionTimestamp"] = json!(meta::now());
-            o["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            kinds::on_write(t.info(), &mut o);
-            return Ok(Change::Put(o));
-        }
-        Ok(Change::Delete)
-    })?;
-    after_write(app, t, kind);
-    app.gc_wake.notify_one();
-    if kind == Some(EventType::Deleted) || (dry && meta::finalizers(&stored).is_empty() && !ns_kind)
-    {
-        let mut s = success_status();
-        s["details"] = json!({"name": name, "group": t.info().group, "kind": t.info().plural,
-            "uid": stored["metadata"]["uid"]});
-        return Ok(ok(200, s));
-    }
-    Ok(ok(200, present(&stored, t.info())))
-}
-
-/// DELETE a collection (selectors apply).
-pub fn delete_collection(app: &App, t: &Target, p: &Params) -> Result<Outcome, ApiError> {
-    let (items, _, _) = list_items(
-        app,
-        t,
-        &Params {
-            limit: None,
-            continue_token: None,
-            ..p.clone()
-        },
-    )?;
-    let mut deleted = vec![];
-    for o in items {
-        let (ns, name) = ns_name(&o);
-        let one = Target {
-            namespace: Some(ns),
-            name: Some(name),
-            ..t.clone()
-        };
-        match delete(app, &one, &Value::Null, p) {
-            Ok(_) => deleted.push(present(&o, t.info())),
-            Err(e) if e.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let info = t.info();
-    Ok(ok(
-        200,
-        json!({"apiVersion": info.api_version(), "kind": info.list_kind(),
-        "metadata": {"resourceVersion": app.store.current_rv().to_string()}, "items": deleted}),
-    ))
 }

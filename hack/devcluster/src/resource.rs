@@ -67,6 +67,10 @@ impl ResourceInfo {
 
     /// The storage key of the resource: `plural.group` (same object across versions).
     pub fn storage_key(&self) -> String {
+        if !self.custom && self.plural == "events" {
+            // Both Event APIs share one storage, as in a real cluster.
+            return "events.".into();
+        }
         format!("{}.{}", self.plural, self.group)
     }
 

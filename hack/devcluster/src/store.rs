@@ -50,6 +50,8 @@ pub struct Event {
     pub kind: EventType,
     /// The object after the change (before it, for deletions, with the deletion rv).
     pub object: Arc<Value>,
+    /// The object before a modification (selectors turn it into ADDED/DELETED for watches).
+    pub previous: Option<Arc<Value>>,
 }
 
 /// A started watch: missed events, the live receiver, and the resourceVersion it starts at.
@@ -247,9 +249,9 @@ impl Store {
                 },
                 v,
             ),
-            Change::Delete => match current {
+            Change::Delete => match &current {
                 None => return Ok((Value::Null, None)),
-                Some(c) => (EventType::Deleted, (*c).clone()),
+                Some(c) => (EventType::Deleted, (**c).clone()),
             },
         };
         inner.rv += 1;
@@ -292,6 +294,11 @@ impl Store {
             namespace: id.0,
             kind,
             object: Arc::new(object.clone()),
+            previous: if kind == EventType::Modified {
+                current
+            } else {
+                None
+            },
         });
         inner.history.push_back(event.clone());
         while inner.history.len() > HISTORY {
@@ -344,6 +351,7 @@ impl Store {
                                 namespace: n.clone(),
                                 kind: EventType::Added,
                                 object: o.clone(),
+                                previous: None,
                             })
                         })
                         .collect()

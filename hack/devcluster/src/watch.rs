@@ -6,6 +6,7 @@
 use crate::app::{App, Params, Target, present};
 use crate::error::ApiError;
 use crate::ops::Filter;
+use crate::store::EventType;
 use crate::table::{self, Include};
 use axum::body::{Body, Bytes};
 use serde_json::{Value, json};
@@ -38,6 +39,15 @@ impl Shape {
         let mut line = json!({"type": kind, "object": object}).to_string();
         line.push('\n');
         Bytes::from(line)
+    }
+
+    /// The object as the selectors must see it (events differ by API; others as stored).
+    fn shown<'a>(&self, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
+        if crate::app::is_event(&self.info) {
+            std::borrow::Cow::Owned(present(obj, &self.info))
+        } else {
+            std::borrow::Cow::Borrowed(obj)
+        }
     }
 
     fn bookmark(&self, rv: u64) -> Bytes {
@@ -98,7 +108,7 @@ pub fn start(
             }
         };
         for e in backlog {
-            if filter.matches(&e.object)
+            if filter.matches(&shape.shown(&e.object))
                 && tx
                     .send(Ok(shape.event(e.kind.as_str(), &e.object)))
                     .await
@@ -118,9 +128,20 @@ pub fn start(
                     Ok(e) => {
                         last = last.max(e.rv);
                         let in_scope = e.key == key && ns.as_deref().is_none_or(|n| n == e.namespace);
-                        if in_scope && filter.matches(&e.object)
-                            && tx.send(Ok(shape.event(e.kind.as_str(), &e.object))).await.is_err()
-                        {
+                        if !in_scope {
+                            continue;
+                        }
+                        // As the apiserver does: an object entering the selection is ADDED
+                        // for this watch, one leaving it is DELETED.
+                        let now = filter.matches(&shape.shown(&e.object));
+                        let before = e.previous.as_ref().is_some_and(|p| filter.matches(&shape.shown(p)));
+                        let kind = match (e.kind, before, now) {
+                            (EventType::Modified, false, true) => EventType::Added,
+                            (EventType::Modified, true, false) => EventType::Deleted,
+                            (k, _, true) => k,
+                            _ => continue,
+                        };
+                        if tx.send(Ok(shape.event(kind.as_str(), &e.object))).await.is_err() {
                             return;
                         }
                     }

@@ -87,6 +87,19 @@ async fn server_side_apply_reports_conflicts_and_force_takes_ownership() {
             .await,
         "512Mi"
     );
+    let managers = h
+        .ok(&[
+            "get",
+            "vm",
+            "ssa",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].manager} {.metadata.managedFields[*].operation}",
+        ])
+        .await;
+    assert_eq!(
+        managers, "kubectl Apply",
+        "forcing took the only field the editor owned"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,6 +177,9 @@ async fn patch_of_the_status_subresource_changes_status_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_prints_the_field_docs_of_our_crd() {
     let h = ready().await;
+    // kubectl's first explain after a CRD appears misses it in its discovery cache
+    // (kubernetes/kubernetes#95601, same on a real cluster); any get refreshes the cache.
+    h.ok(&["get", "vm"]).await;
     let out = h.ok(&["explain", "vm.spec.cpu"]).await;
     assert!(out.starts_with("GROUP:      ironvisor.io\nKIND:       VirtualMachine\nVERSION:    v1alpha1\n\nFIELD: cpu <Object>\n"), "{out}");
     assert!(out.contains("    Virtual CPU topology and model."), "{out}");
@@ -205,9 +221,9 @@ async fn get_watch_prints_new_rows_as_objects_change() {
     let text = mask_ages(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(
         text,
-        "NAME   STATUS    NODE   VCPUS   MEMORY   READY   AGE\n\
-         a                               512Mi            <age>\n\
-         b                               1Gi              <age>\n\
+        "NAME   STATUS   NODE   VCPUS   MEMORY   READY   AGE\n\
+         a                              512Mi            <age>\n\
+         b                              1Gi              <age>\n\
          a      Running                  512Mi            <age>\n"
     );
 }
@@ -323,12 +339,12 @@ async fn diff_and_server_dry_run_show_changes_without_making_them() {
             "apply",
             "--dry-run=server",
             "-f",
-            &h.file("n.yaml", &vm("n", "1Gi", "")),
+            &h.file("n.yaml", &vm("fresh", "1Gi", "")),
         ])
         .await;
     assert_eq!(
         new,
-        "virtualmachine.ironvisor.io/n created (server dry run)\n"
+        "virtualmachine.ironvisor.io/fresh created (server dry run)\n"
     );
     let del = h.ok(&["delete", "vm", "a", "--dry-run=server"]).await;
     assert_eq!(
@@ -370,4 +386,82 @@ async fn invalid_objects_are_rejected_with_the_field_named() {
     let out = h.kubectl(&["apply", "-f", &h.file("c.yaml", &cores)]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("spec.cpu.cores: Invalid value: 0: spec.cpu.cores in body should be greater than or equal to 1"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_become_established_and_take_their_objects_with_them() {
+    let h = ready().await;
+    let out = h
+        .ok(&[
+            "wait",
+            "--for",
+            "condition=established",
+            "crd/virtualmachines.ironvisor.io",
+            "--timeout=10s",
+        ])
+        .await;
+    assert_eq!(
+        out,
+        "customresourcedefinition.apiextensions.k8s.io/virtualmachines.ironvisor.io condition met\n"
+    );
+    h.ok(&["apply", "-f", &h.file("a.yaml", &vm("a", "512Mi", ""))])
+        .await;
+    let crd = common::crds_dir().join("virtualmachines.ironvisor.io.yaml");
+    h.ok(&["delete", "-f", crd.to_str().unwrap()]).await;
+    h.ok(&["apply", "-f", crd.to_str().unwrap()]).await;
+    let mut left = String::from("?");
+    for _ in 0..50 {
+        left = h.ok(&["get", "vm", "-o", "name"]).await;
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, "", "the VM went with its CRD");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_kinds_apply_and_print_like_a_cluster() {
+    let h = Harness::start().await;
+    let f = h.file(
+        "b.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: team\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: team\nstringData:\n  x: hello\n---\napiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: l\n  namespace: team\nspec:\n  holderIdentity: me\n",
+    );
+    assert_eq!(
+        h.ok(&["apply", "-f", &f]).await,
+        "namespace/team created\nconfigmap/cfg created\nsecret/s created\nlease.coordination.k8s.io/l created\n"
+    );
+    let out = mask_ages(&h.ok(&["get", "cm,secret,lease", "-n", "team"]).await);
+    assert_eq!(
+        out,
+        "NAME            DATA   AGE\nconfigmap/cfg   1      <age>\n\n\
+         NAME       TYPE     DATA   AGE\nsecret/s   Opaque   1      <age>\n\n\
+         NAME                          HOLDER   AGE\nlease.coordination.k8s.io/l   me       <age>\n"
+    );
+    assert_eq!(
+        h.ok(&[
+            "get",
+            "secret",
+            "s",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.data.x}"
+        ])
+        .await,
+        "aGVsbG8="
+    );
+    assert_eq!(
+        h.ok(&["label", "cm", "cfg", "-n", "team", "tier=db"]).await,
+        "configmap/cfg labeled\n"
+    );
+    assert_eq!(
+        h.ok(&["delete", "ns", "team"]).await,
+        "namespace \"team\" deleted\n"
+    );
+    let gone = h.kubectl(&["get", "ns", "team"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&gone.stderr),
+        "Error from server (NotFound): namespaces \"team\" not found\n"
+    );
 }
