@@ -1,0 +1,603 @@
+//! One admission and placement pass: from the index to the writes that bring the cluster to
+//! the decided state.
+//!
+//! Owns every decision about a VM: admit (quota), place (filters and scores), re-place off a
+//! lost host, reserve or release vCPUs and memory on a runStrategy change, and what the
+//! operator's part of the VM status must say. Decisions are made one VM at a time, oldest
+//! first, each counting the ones before it; the caller writes them in order and records each
+//! in the index (`Index::assume`) so the next pass counts them even before the watch does.
+//! Pure: no I/O, the clock is a parameter.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use ironvisor_crds::common::{Condition, condition_status, condition_type};
+use ironvisor_crds::vm::Phase;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::hosts::{self, HOST_LOST, Health};
+use crate::index::*;
+use crate::placement::{self, Capacity, HostSnapshot, Strategy, filters};
+use crate::quota::{Ledger, TenantTree};
+use crate::units::Units;
+
+/// Cluster settings for decisions.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Spread or bin-pack.
+    pub strategy: Strategy,
+    /// How long a heartbeat may stand still before its host is lost.
+    pub host_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Spread,
+            host_grace: Duration::from_secs(40),
+        }
+    }
+}
+
+/// The operator's part of a VM's status, as it should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmStatus {
+    /// `status.nodeName`.
+    pub node_name: Option<String>,
+    /// `status.vcpus`.
+    pub vcpus: Option<u32>,
+    /// The Scheduled condition.
+    pub scheduled: Condition,
+    /// `phase` and `printableStatus`, while the operator owns them (unplaced, placed but the
+    /// agent has not reported yet, host lost); `None` leaves them to the agent.
+    pub phase: Option<(Phase, String)>,
+    /// The Ready condition, forced only when the host is lost.
+    pub ready: Option<Condition>,
+}
+
+/// An Event to announce a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announce {
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// Human text.
+    pub note: String,
+}
+
+/// A write to one VM: the label first (when it changes), then the status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmWrite {
+    /// The VM.
+    pub key: VmKey,
+    /// Its uid (a precondition: never write to a recreated namesake).
+    pub uid: String,
+    /// New value of the `ironvisor.io/node` label, when it changes.
+    pub label: Option<String>,
+    /// The status to apply.
+    pub status: VmStatus,
+    /// What to record in the index once the write succeeded.
+    pub assume: Option<Assumed>,
+    /// The Event, if the decision changed.
+    pub announce: Option<Announce>,
+}
+
+/// A write to a Hypervisor's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostWrite {
+    /// Force Ready=False reason HostLost.
+    Lost {
+        /// Host name.
+        host: String,
+    },
+    /// The heartbeat moves again: drop the operator's HostLost mark.
+    Returned {
+        /// Host name.
+        host: String,
+    },
+}
+
+/// The outcome of one pass.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Host writes, then VM writes, in decision order.
+    pub hosts: Vec<HostWrite>,
+    /// VM writes, oldest VM first.
+    pub vms: Vec<VmWrite>,
+    /// Usage per tenant after this pass's admissions.
+    pub ledger: Ledger,
+    /// VMs left pending, per reason.
+    pub pending: BTreeMap<&'static str, usize>,
+    /// VMs newly placed in this pass (not re-placements).
+    pub placed: Vec<VmKey>,
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    old: Option<&Condition>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ok {
+        condition_status::TRUE
+    } else {
+        condition_status::FALSE
+    };
+    let ltt = old
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: None,
+        last_transition_time: ltt,
+    }
+}
+
+fn same_condition(a: Option<&Condition>, b: &Condition) -> bool {
+    a.is_some_and(|a| a.status == b.status && a.reason == b.reason && a.message == b.message)
+}
+
+/// Whether the observed VM differs from the desired status.
+fn differs(vm: &VmEntry, want: &VmStatus) -> bool {
+    vm.status_node != want.node_name
+        || vm.status_vcpus != want.vcpus
+        || !same_condition(vm.scheduled.as_ref(), &want.scheduled)
+        || match &want.phase {
+            Some((p, s)) => vm.phase != Some(*p) || vm.printable.as_deref() != Some(s.as_str()),
+            None => vm.operator_owns_phase,
+        }
+        || want
+            .ready
+            .as_ref()
+            .is_some_and(|r| !same_condition(vm.ready.as_ref(), r))
+}
+
+/// Run one pass over the index.
+pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
+    let mut out = Plan::default();
+    let health: BTreeMap<&str, Health> = index
+        .hosts
+        .iter()
+        .map(|(n, h)| {
+            let ready = h.ready.as_ref().map(|(s, r)| (s.as_str(), r.as_str()));
+            (
+                n.as_str(),
+                hosts::health(h.heartbeat_seen, ready, now, cfg.host_grace),
+            )
+        })
+        .collect();
+    for (name, h) in &index.hosts {
+        let marked_lost = h
+            .ready
+            .as_ref()
+            .is_some_and(|(s, r)| s == condition_status::FALSE && r == HOST_LOST);
+        match health.get(name.as_str()) {
+            Some(Health::Lost) if h.has_object && !marked_lost => {
+                out.hosts.push(HostWrite::Lost { host: name.clone() })
+            }
+            Some(Health::Ready | Health::NotReady) if marked_lost => {
+                out.hosts.push(HostWrite::Returned { host: name.clone() })
+            }
+            _ => {}
+        }
+    }
+
+    // Usage and host allocations from everything already admitted.
+    let tree = TenantTree::new(index.tenants.values().cloned());
+    let quotas = index
+        .quotas
+        .values()
+        .filter_map(|q| q.as_ref().ok().cloned())
+        .collect();
+    let mut ledger = Ledger::new(tree, quotas);
+    let mut snaps: BTreeMap<String, HostSnapshot> = index
+        .hosts
+        .iter()
+        .filter(|(_, h)| h.has_object)
+        .map(|(n, h)| {
+            let snap = HostSnapshot {
+                name: n.clone(),
+                labels: h.labels.clone(),
+                ready: health.get(n.as_str()) == Some(&Health::Ready),
+                unschedulable: h.unschedulable,
+                allocatable: h.allocatable,
+                ..HostSnapshot::default()
+            };
+            (n.clone(), snap)
+        })
+        .collect();
+    for vm in index.vms.values() {
+        let (Some(p), Ok(d)) = (index.placement(vm), &vm.demand) else {
+            continue;
+        };
+        let counted = if p.compute { *d } else { d.non_compute() };
+        ledger.add(&vm.key.namespace, counted);
+        if let Some(s) = snaps.get_mut(&p.node) {
+            take(s, vm, counted);
+        }
+    }
+
+    let mut order: Vec<&VmEntry> = index.vms.values().filter(|v| !v.deleting).collect();
+    order.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    let mut pass = Pass {
+        cfg,
+        now,
+        ledger: &mut ledger,
+        snaps: &mut snaps,
+        blocked: &mut blocked,
+        health: &health,
+    };
+    for vm in order {
+        let write = match index.placement(vm) {
+            None => pass.admit(vm, &mut out),
+            Some(p) => pass.placed(vm, &p),
+        };
+        if let Some(w) = write {
+            let unchanged = w.label.is_none()
+                && (index.assumed.contains_key(&vm.key) || !differs(vm, &w.status));
+            if !unchanged {
+                out.vms.push(w);
+            }
+        }
+    }
+    out.ledger = ledger;
+    out
+}
+
+/// Count a VM's compute and group membership on a host snapshot.
+fn take(s: &mut HostSnapshot, vm: &VmEntry, counted: Units) {
+    s.allocated.vcpus += counted.vcpus;
+    s.allocated.memory += counted.memory;
+    if let Some(g) = &vm.request.anti_affinity_group {
+        *s.groups
+            .entry((vm.key.namespace.clone(), g.clone()))
+            .or_default() += 1;
+    }
+}
+
+struct Pass<'a> {
+    cfg: Config,
+    now: Timestamp,
+    ledger: &'a mut Ledger,
+    snaps: &'a mut BTreeMap<String, HostSnapshot>,
+    blocked: &'a mut BTreeSet<String>,
+    health: &'a BTreeMap<&'a str, Health>,
+}
+
+impl Pass<'_> {
+    fn vcpus(d: &Units) -> Option<u32> {
+        u32::try_from(d.vcpus).ok()
+    }
+
+    /// A VM not admitted yet: quota, then placement.
+    fn admit(&mut self, vm: &VmEntry, out: &mut Plan) -> Option<VmWrite> {
+        let d = match &vm.demand {
+            Ok(d) => *d,
+            Err(msg) => return Some(self.pending(vm, None, REASON_INVALID_SPEC, msg.clone(), out)),
+        };
+        let wants = vm.run_strategy.counts_compute();
+        let request = if wants { d } else { d.non_compute() };
+        let ns = &vm.key.namespace;
+        if let Err(e) = self.ledger.check(ns, &request) {
+            self.blocked.insert(e.quota.clone());
+            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, e.to_string(), out));
+        }
+        let waiting = self
+            .ledger
+            .quotas_for(ns)
+            .into_iter()
+            .find(|q| self.blocked.contains(&q.name));
+        if let Some(q) = waiting {
+            let msg = format!(
+                "waiting for older VMs under quota {} (oldest first)",
+                q.name
+            );
+            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, msg, out));
+        }
+        let mut req = vm.request.clone();
+        req.compute = Capacity {
+            vcpus: request.vcpus,
+            memory: request.memory,
+        };
+        let node = match placement::place(self.snaps.values(), &req, self.cfg.strategy) {
+            Ok(h) => h.name.clone(),
+            Err(u) => {
+                return Some(self.pending(vm, Some(&d), REASON_UNSCHEDULABLE, u.to_string(), out));
+            }
+        };
+        self.ledger.add(ns, request);
+        if let Some(s) = self.snaps.get_mut(&node) {
+            take(s, vm, request);
+        }
+        out.placed.push(vm.key.clone());
+        let status = self.placed_status(vm, &node, &d, wants, None, None);
+        Some(VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: Some(node.clone()),
+            status,
+            assume: Some(Assumed {
+                node: node.clone(),
+                compute: wants,
+            }),
+            announce: Some(Announce {
+                warning: false,
+                reason: "Scheduled",
+                note: format!("placed on host {node}"),
+            }),
+        })
+    }
+
+    fn pending(
+        &self,
+        vm: &VmEntry,
+        d: Option<&Units>,
+        reason: &'static str,
+        message: String,
+        out: &mut Plan,
+    ) -> VmWrite {
+        *out.pending.entry(reason).or_default() += 1;
+        let changed = vm.scheduled.as_ref().is_none_or(|c| c.reason != reason);
+        let event_reason = if reason == REASON_UNSCHEDULABLE {
+            "FailedScheduling"
+        } else {
+            reason
+        };
+        VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: None,
+            status: VmStatus {
+                node_name: None,
+                vcpus: d.and_then(Self::vcpus),
+                scheduled: condition(
+                    condition_type::SCHEDULED,
+                    false,
+                    reason,
+                    message.clone(),
+                    vm.scheduled.as_ref(),
+                    self.now,
+                ),
+                phase: Some((Phase::Pending, reason.to_owned())),
+                ready: None,
+            },
+            assume: None,
+            announce: changed.then_some(Announce {
+                warning: true,
+                reason: event_reason,
+                note: message,
+            }),
+        }
+    }
+
+    /// The status of a VM placed on `node`. `blocked` is a compute admission that failed
+    /// (reason, message); `lost` the HostLost Ready condition message.
+    fn placed_status(
+        &self,
+        vm: &VmEntry,
+        node: &str,
+        d: &Units,
+        compute: bool,
+        blocked: Option<(&str, String)>,
+        lost: Option<String>,
+    ) -> VmStatus {
+        let scheduled = match &blocked {
+            Some((reason, msg)) => condition(
+                condition_type::SCHEDULED,
+                false,
+                reason,
+                msg.clone(),
+                vm.scheduled.as_ref(),
+                self.now,
+            ),
+            None if compute => condition(
+                condition_type::SCHEDULED,
+                true,
+                REASON_SCHEDULED,
+                format!("placed on host {node}"),
+                vm.scheduled.as_ref(),
+                self.now,
+            ),
+            None => condition(
+                condition_type::SCHEDULED,
+                true,
+                REASON_SCHEDULED_HALTED,
+                format!("placed on host {node}; halted, so no vCPUs or memory are reserved"),
+                vm.scheduled.as_ref(),
+                self.now,
+            ),
+        };
+        let (phase, ready) = match lost {
+            Some(msg) => (
+                Some((Phase::Unknown, HOST_LOST.to_owned())),
+                Some(condition(
+                    condition_type::READY,
+                    false,
+                    HOST_LOST,
+                    msg,
+                    vm.ready.as_ref(),
+                    self.now,
+                )),
+            ),
+            None if vm.agents.contains(node) => (None, None),
+            None => {
+                let printable = blocked.as_ref().map_or("Scheduled", |(r, _)| r);
+                (Some((Phase::Scheduled, printable.to_owned())), None)
+            }
+        };
+        VmStatus {
+            node_name: Some(node.to_owned()),
+            vcpus: Self::vcpus(d),
+            scheduled,
+            phase,
+            ready,
+        }
+    }
+
+    /// A VM already admitted and placed.
+    fn placed(&mut self, vm: &VmEntry, p: &Assumed) -> Option<VmWrite> {
+        let d = vm.demand.as_ref().ok().copied()?;
+        let wants = vm.run_strategy.counts_compute();
+        let write = |status, assume, announce| VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: None,
+            status,
+            assume,
+            announce,
+        };
+        if self.health.get(p.node.as_str()) == Some(&Health::Lost) {
+            return Some(self.lost(vm, p, &d));
+        }
+        if wants && !p.compute {
+            // Starting a Halted (or blocked) VM: quota and its host's capacity again. Its
+            // disks are on that host, so it cannot move.
+            let compute = d.compute();
+            let blocked = match self.ledger.check(&vm.key.namespace, &compute) {
+                Err(e) => {
+                    self.blocked.insert(e.quota.clone());
+                    Some((REASON_QUOTA_EXCEEDED, e.to_string()))
+                }
+                Ok(()) => self.snaps.get(&p.node).and_then(|s| {
+                    let req = placement::Request {
+                        compute: Capacity {
+                            vcpus: compute.vcpus,
+                            memory: compute.memory,
+                        },
+                        ..placement::Request::default()
+                    };
+                    filters::capacity(s, &req).err().map(|rs| {
+                        let what: Vec<String> = rs.iter().map(ToString::to_string).collect();
+                        (
+                            REASON_UNSCHEDULABLE,
+                            format!("host {}: {}", p.node, what.join(", ")),
+                        )
+                    })
+                }),
+            };
+            if let Some((reason, msg)) = blocked {
+                let changed = vm.scheduled.as_ref().is_none_or(|c| c.reason != reason);
+                let ann = changed.then(|| Announce {
+                    warning: true,
+                    reason: if reason == REASON_UNSCHEDULABLE {
+                        "FailedScheduling"
+                    } else {
+                        reason
+                    },
+                    note: msg.clone(),
+                });
+                return Some(write(
+                    self.placed_status(vm, &p.node, &d, false, Some((reason, msg)), None),
+                    None,
+                    ann,
+                ));
+            }
+            self.ledger.add(&vm.key.namespace, compute);
+            if let Some(s) = self.snaps.get_mut(&p.node) {
+                s.allocated.vcpus += compute.vcpus;
+                s.allocated.memory += compute.memory;
+            }
+            let assume = Some(Assumed {
+                node: p.node.clone(),
+                compute: true,
+            });
+            let ann = Some(Announce {
+                warning: false,
+                reason: "Admitted",
+                note: "vCPUs and memory reserved to start".into(),
+            });
+            return Some(write(
+                self.placed_status(vm, &p.node, &d, true, None, None),
+                assume,
+                ann,
+            ));
+        }
+        if !wants && p.compute {
+            // Halted: release vCPUs and memory. They stay counted in this pass; the next
+            // pass, after the write, no longer counts them.
+            let assume = Some(Assumed {
+                node: p.node.clone(),
+                compute: false,
+            });
+            return Some(write(
+                self.placed_status(vm, &p.node, &d, false, None, None),
+                assume,
+                None,
+            ));
+        }
+        Some(write(
+            self.placed_status(vm, &p.node, &d, p.compute, None, None),
+            None,
+            None,
+        ))
+    }
+
+    /// A VM whose host is lost: re-place it if it may move, else mark it HostLost.
+    fn lost(&mut self, vm: &VmEntry, p: &Assumed, d: &Units) -> VmWrite {
+        let mut why = format!("host {} stopped reporting", p.node);
+        if vm.restart_elsewhere {
+            let counted = if p.compute { *d } else { d.non_compute() };
+            let mut req = vm.request.clone();
+            req.compute = Capacity {
+                vcpus: counted.vcpus,
+                memory: counted.memory,
+            };
+            match placement::place(
+                self.snaps.values().filter(|s| s.name != p.node),
+                &req,
+                self.cfg.strategy,
+            ) {
+                Ok(h) => {
+                    let node = h.name.clone();
+                    if let Some(s) = self.snaps.get_mut(&node) {
+                        take(s, vm, counted);
+                    }
+                    return VmWrite {
+                        key: vm.key.clone(),
+                        uid: vm.uid.clone(),
+                        label: Some(node.clone()),
+                        status: self.placed_status(vm, &node, d, p.compute, None, None),
+                        assume: Some(Assumed {
+                            node: node.clone(),
+                            compute: p.compute,
+                        }),
+                        announce: Some(Announce {
+                            warning: true,
+                            reason: "Rescheduled",
+                            note: format!("host {} was lost; restarting on host {node}", p.node),
+                        }),
+                    };
+                }
+                Err(u) => why = format!("{why}; cannot restart elsewhere: {u}"),
+            }
+        } else if vm.run_strategy.counts_compute() {
+            why = format!("{why}; waiting for it (disks are local or evictionStrategy is None)");
+        }
+        let changed = vm.ready.as_ref().is_none_or(|c| c.reason != HOST_LOST);
+        VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: None,
+            status: self.placed_status(vm, &p.node, d, p.compute, None, Some(why.clone())),
+            assume: None,
+            announce: changed.then_some(Announce {
+                warning: true,
+                reason: HOST_LOST,
+                note: why,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
