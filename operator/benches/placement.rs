@@ -68,8 +68,8 @@ fn cluster() -> Index {
             has_object: true,
             unschedulable: false,
             allocatable: Some(Capacity {
-                vcpus: 256,
-                memory: 512 * GI,
+                vcpus: 320,
+                memory: 640 * GI,
             }),
             ready: Some(("True".into(), "AgentReady".into())),
             heartbeat: Some(now()),

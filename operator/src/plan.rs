@@ -253,6 +253,36 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
     out
 }
 
+/// Whether a placed VM with no transition pending already shows exactly what `placed_status`
+/// would write (checked without building the status).
+fn steady_and_recorded(vm: &VmEntry, p: &Assumed, d: &Units) -> bool {
+    let reason = if p.compute {
+        REASON_SCHEDULED
+    } else {
+        REASON_SCHEDULED_HALTED
+    };
+    let scheduled_ok = vm.scheduled.as_ref().is_some_and(|c| {
+        c.status == condition_status::TRUE
+            && c.reason == reason
+            && c.message
+                .strip_prefix("placed on host ")
+                .is_some_and(|rest| {
+                    rest.strip_prefix(p.node.as_str()).is_some_and(|tail| {
+                        tail.is_empty() || (!p.compute && tail.starts_with(';'))
+                    })
+                })
+    });
+    let phase_ok = if vm.agents.contains(&p.node) {
+        !vm.operator_owns_phase
+    } else {
+        vm.phase == Some(Phase::Scheduled) && vm.printable.as_deref() == Some("Scheduled")
+    };
+    scheduled_ok
+        && phase_ok
+        && vm.status_node.as_deref() == Some(p.node.as_str())
+        && vm.status_vcpus == u32::try_from(d.vcpus).ok()
+}
+
 /// Count a VM's compute and group membership on a host snapshot.
 fn take(s: &mut HostSnapshot, vm: &VmEntry, counted: Units) {
     s.allocated.vcpus += counted.vcpus;
@@ -533,6 +563,10 @@ impl Pass<'_> {
                 assume,
                 None,
             ));
+        }
+        if steady_and_recorded(vm, p, &d) {
+            // The common case at scale: nothing to say, and no strings to build.
+            return None;
         }
         Some(write(
             self.placed_status(vm, &p.node, &d, p.compute, None, None),

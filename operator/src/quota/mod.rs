@@ -32,6 +32,8 @@ pub struct Ledger {
     quotas: Vec<QuotaEntry>,
     /// tenant → usage of the tenant and all its descendants.
     rolled: BTreeMap<String, Units>,
+    /// namespace → its tenant and the ancestors (cached: `add` runs once per VM per pass).
+    chains: BTreeMap<String, Vec<String>>,
 }
 
 impl Ledger {
@@ -42,6 +44,7 @@ impl Ledger {
             tree,
             quotas,
             rolled: BTreeMap::new(),
+            chains: BTreeMap::new(),
         }
     }
 
@@ -53,17 +56,25 @@ impl Ledger {
     /// Record usage of a VM in a namespace: it counts for the namespace's tenant and every
     /// ancestor. A namespace no tenant owns is not bounded by any quota.
     pub fn add(&mut self, namespace: &str, units: Units) {
-        let Some(owner) = self.tree.owner_of(namespace) else {
-            return;
-        };
-        let chain: Vec<String> = self
-            .tree
-            .chain(owner)
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        for t in chain {
-            *self.rolled.entry(t).or_default() += units;
+        if !self.chains.contains_key(namespace) {
+            let chain: Vec<String> = match self.tree.owner_of(namespace) {
+                Some(owner) => self
+                    .tree
+                    .chain(owner)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+                None => Vec::new(),
+            };
+            self.chains.insert(namespace.to_owned(), chain);
+        }
+        for t in self.chains.get(namespace).into_iter().flatten() {
+            match self.rolled.get_mut(t) {
+                Some(u) => *u += units,
+                None => {
+                    self.rolled.insert(t.clone(), units);
+                }
+            }
         }
     }
 
