@@ -635,3 +635,7 @@ impl Pass<'_> {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_props.rs"]
+mod props;
