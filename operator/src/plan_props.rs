@@ -157,7 +157,7 @@ proptest! {
                 Op::Pass => {
                     let p = plan(&index, Config::default(), t(1));
                     for w in &p.vms {
-                        if !api.get(&w.key).is_some_and(|e| e.uid == w.uid) {
+                        if api.get(&w.key).is_none_or(|e| e.uid != w.uid) {
                             continue; // the uid precondition fails: deleted meanwhile
                         }
                         land(&mut api, w);
