@@ -73,6 +73,7 @@ fn cluster() -> Index {
             }),
             ready: Some(("True".into(), "AgentReady".into())),
             heartbeat: Some(now()),
+            status_heartbeat: None,
             heartbeat_seen: Some(now()),
         };
         ix.hosts_mut().insert(format!("host{h:03}"), entry);

@@ -182,19 +182,31 @@ pub struct HostEntry {
     pub allocatable: Option<Capacity>,
     /// Ready condition (status, reason).
     pub ready: Option<(String, String)>,
-    /// Last heartbeat value seen (Lease renewTime or Hypervisor lastHeartbeatTime).
+    /// Last heartbeat Lease renewTime seen.
     pub heartbeat: Option<Timestamp>,
+    /// Last Hypervisor `status.lastHeartbeatTime` seen. Kept apart from the Lease's: the two
+    /// differ, and an unrelated Hypervisor update (the operator's own HostLost mark) must not
+    /// look like a heartbeat.
+    pub status_heartbeat: Option<Timestamp>,
     /// When the operator saw the heartbeat move last (its own clock).
     pub heartbeat_seen: Option<Timestamp>,
 }
 
 impl HostEntry {
-    fn beat(&mut self, value: Option<Timestamp>, now: Timestamp) {
-        if self.heartbeat_seen.is_none() || (value.is_some() && value != self.heartbeat) {
-            self.heartbeat_seen = Some(now);
-        }
+    /// A heartbeat value was observed: from the Lease (`lease`) or the Hypervisor status.
+    /// Only a value that moved (or the first sight of the host) refreshes it.
+    fn beat(&mut self, lease: bool, value: Option<Timestamp>, now: Timestamp) {
+        let last = if lease {
+            &mut self.heartbeat
+        } else {
+            &mut self.status_heartbeat
+        };
+        let moved = value.is_some() && value != *last;
         if value.is_some() {
-            self.heartbeat = value;
+            *last = value;
+        }
+        if self.heartbeat_seen.is_none() || moved {
+            self.heartbeat_seen = Some(now);
         }
     }
 }
@@ -289,7 +301,7 @@ impl Index {
             .as_ref()
             .and_then(|s| s.last_heartbeat_time.as_ref())
             .map(|t| t.0);
-        h.beat(beat, now);
+        h.beat(false, beat, now);
     }
 
     /// A Hypervisor is gone. Its heartbeat is kept (the Lease may still be there).
@@ -297,6 +309,7 @@ impl Index {
         if let Some(h) = self.hosts.get_mut(name) {
             *h = HostEntry {
                 heartbeat: h.heartbeat,
+                status_heartbeat: h.status_heartbeat,
                 heartbeat_seen: h.heartbeat_seen,
                 ..HostEntry::default()
             };
@@ -323,7 +336,7 @@ impl Index {
         self.hosts
             .entry(node.to_owned())
             .or_default()
-            .beat(renew, now);
+            .beat(true, renew, now);
     }
 
     /// The hosts, for tests and benchmarks that build a cluster directly.
@@ -414,5 +427,134 @@ impl Index {
     /// Every VM.
     pub fn vms(&self) -> impl Iterator<Item = &VmEntry> {
         self.vms.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).expect("valid")
+    }
+
+    fn hv(name: &str, beat: Option<i64>, ready: (&str, &str)) -> Hypervisor {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1", "kind": "Hypervisor",
+            "metadata": {"name": name, "labels": {"zone": "z1"}},
+            "spec": {},
+            "status": {
+                "capacity": {"vcpus": 8, "memory": "16Gi"},
+                "lastHeartbeatTime": beat.map(|b| t(b).to_string()),
+                "conditions": [{"type": "Ready", "status": ready.0, "reason": ready.1, "message": "",
+                                "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            },
+        }))
+        .expect("valid Hypervisor")
+    }
+
+    #[test]
+    fn only_a_moving_heartbeat_refreshes_a_host() {
+        let mut ix = Index::new();
+        ix.apply_heartbeat("h1", Some(t(100)), t(1000));
+        assert_eq!(ix.hosts()["h1"].heartbeat_seen, Some(t(1000)));
+        ix.apply_heartbeat("h1", Some(t(100)), t(1010));
+        assert_eq!(
+            ix.hosts()["h1"].heartbeat_seen,
+            Some(t(1000)),
+            "same renewTime"
+        );
+        ix.apply_heartbeat("h1", Some(t(110)), t(1020));
+        assert_eq!(ix.hosts()["h1"].heartbeat_seen, Some(t(1020)));
+    }
+
+    #[test]
+    fn the_operators_own_host_lost_mark_does_not_count_as_a_heartbeat() {
+        let mut ix = Index::new();
+        ix.apply_heartbeat("h1", Some(t(100)), t(1000));
+        ix.apply_hypervisor(&hv("h1", Some(90), ("True", "AgentReady")), t(1001));
+        let seen = ix.hosts()["h1"].heartbeat_seen;
+        // A relist of the Lease (same renewTime), then the operator marks the host lost:
+        // neither heartbeat has moved.
+        ix.apply_heartbeat("h1", Some(t(100)), t(1050));
+        ix.apply_hypervisor(&hv("h1", Some(90), ("False", "HostLost")), t(1100));
+        ix.reset_hypervisors([&hv("h1", Some(90), ("False", "HostLost"))], t(1200));
+        assert_eq!(ix.hosts()["h1"].heartbeat_seen, seen);
+        let h = &ix.hosts()["h1"];
+        assert_eq!(h.ready, Some(("False".into(), "HostLost".into())));
+        assert_eq!(
+            h.allocatable,
+            Some(Capacity {
+                vcpus: 32,
+                memory: 16 << 30
+            })
+        );
+        assert_eq!(h.labels.get("zone").map(String::as_str), Some("z1"));
+    }
+
+    #[test]
+    fn a_relist_keeps_assumptions_only_for_vms_that_still_exist() {
+        let vm = |name: &str| -> VirtualMachine {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
+                "metadata": {"name": name, "namespace": "ns", "uid": name},
+                "spec": {"memory": {"size": "1Gi"}},
+            }))
+            .expect("valid VM")
+        };
+        let mut ix = Index::new();
+        ix.apply_vm(&vm("a"));
+        ix.apply_vm(&vm("b"));
+        let key = |n: &str| VmKey {
+            namespace: "ns".into(),
+            name: n.into(),
+        };
+        ix.assume(
+            key("a"),
+            Assumed {
+                node: "h1".into(),
+                compute: true,
+            },
+        );
+        ix.assume(
+            key("b"),
+            Assumed {
+                node: "h1".into(),
+                compute: true,
+            },
+        );
+        ix.reset_vms([&vm("a")]);
+        assert_eq!(ix.assumed_len(), 1);
+        assert!(ix.vm(&key("b")).is_none());
+        // The relisted object predates the write: the assumption still places it.
+        let a = ix.vm(&key("a")).expect("a").clone();
+        assert_eq!(ix.placement(&a).map(|p| p.node), Some("h1".into()));
+    }
+
+    #[test]
+    fn managed_fields_tell_which_agent_wrote_the_status_and_whether_the_operator_owns_phase() {
+        let vm: VirtualMachine = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
+            "metadata": {"name": "a", "namespace": "ns", "labels": {"ironvisor.io/node": "h1"},
+                "managedFields": [
+                    {"manager": "ironvisor-agent/h1", "operation": "Apply", "subresource": "status",
+                     "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:phase": {}}}},
+                    {"manager": "ironvisor-operator", "operation": "Apply", "subresource": "status",
+                     "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:phase": {}, "f:nodeName": {}}}}
+                ]},
+            "spec": {"memory": {"size": "1Gi"}, "cpu": {"cores": 2}},
+            "status": {"conditions": [{"type": "Scheduled", "status": "True", "reason": "ScheduledHalted",
+                        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        }))
+        .expect("valid VM");
+        let e = VmEntry::from_vm(&vm);
+        assert!(e.agents.contains("h1"));
+        assert!(e.operator_owns_phase);
+        assert_eq!(e.label_node.as_deref(), Some("h1"));
+        assert!(
+            !e.observed_compute_reserved(),
+            "ScheduledHalted reserves no compute"
+        );
+        assert_eq!(e.demand.as_ref().map(|d| d.vcpus).ok(), Some(2));
     }
 }
