@@ -475,3 +475,103 @@ fn strip_times(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(name: &str) -> VirtualMachine {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
+            "metadata": {"name": name, "namespace": "ns", "uid": name},
+            "spec": {"memory": {"size": "1Gi"}},
+        }))
+        .expect("valid VM")
+    }
+
+    fn lease(name: &str, renew: &str) -> Lease {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ironvisor-system"},
+            "spec": {"renewTime": renew},
+        }))
+        .expect("valid Lease")
+    }
+
+    fn quota(name: &str) -> Quota {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1", "kind": "Quota",
+            "metadata": {"name": name},
+            "spec": {"tenant": "t", "hard": {"vcpus": 4}},
+        }))
+        .expect("valid Quota")
+    }
+
+    fn names(st: &Loop) -> Vec<String> {
+        st.index.vms().map(|v| v.key.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_relist_is_buffered_until_done_then_replaces_the_vms() {
+        let mut st = Loop::default();
+        for ev in [
+            Event::Init,
+            Event::InitApply(vm("a")),
+            Event::InitApply(vm("b")),
+        ] {
+            st.apply(Change::Vm(ev));
+        }
+        assert!(names(&st).is_empty(), "nothing before InitDone");
+        st.apply(Change::Vm(Event::InitDone));
+        assert_eq!(names(&st), vec!["a", "b"]);
+        st.apply(Change::Vm(Event::Apply(vm("c"))));
+        st.apply(Change::Vm(Event::Delete(vm("a"))));
+        assert_eq!(names(&st), vec!["b", "c"]);
+        for ev in [Event::Init, Event::InitApply(vm("c")), Event::InitDone] {
+            st.apply(Change::Vm(ev));
+        }
+        assert_eq!(
+            names(&st),
+            vec!["c"],
+            "a relist drops what it no longer lists"
+        );
+    }
+
+    #[test]
+    fn only_heartbeat_leases_become_hosts() {
+        let mut st = Loop::default();
+        st.apply(Change::Lease(Event::Apply(lease(
+            "ironvisor-agent-h1",
+            "2026-01-01T00:00:00.000000Z",
+        ))));
+        st.apply(Change::Lease(Event::Apply(lease(
+            "ironvisor-operator",
+            "2026-01-01T00:00:00.000000Z",
+        ))));
+        assert_eq!(st.index.hosts().keys().collect::<Vec<_>>(), vec!["h1"]);
+        assert!(st.index.hosts()["h1"].heartbeat.is_some());
+    }
+
+    #[test]
+    fn quotas_are_kept_for_status_and_parsed_for_decisions() {
+        let mut st = Loop::default();
+        for ev in [
+            Event::Init,
+            Event::InitApply(quota("q1")),
+            Event::InitApply(quota("q2")),
+            Event::InitDone,
+        ] {
+            st.apply(Change::Quota(ev));
+        }
+        st.apply(Change::Quota(Event::Delete(quota("q1"))));
+        assert_eq!(st.quotas.keys().collect::<Vec<_>>(), vec!["q2"]);
+    }
+
+    #[test]
+    fn condition_times_are_ignored_when_comparing_statuses() {
+        let mut a = serde_json::json!({"conditions": [{"type": "Ready", "lastTransitionTime": "1"}], "x": 1});
+        let mut b = serde_json::json!({"conditions": [{"type": "Ready", "lastTransitionTime": "2"}], "x": 1});
+        strip_times(&mut a);
+        strip_times(&mut b);
+        assert_eq!(a, b);
+    }
+}
