@@ -271,6 +271,16 @@ impl Index {
         self.assumed.remove(key);
     }
 
+    /// The assumption for a VM, if any.
+    pub fn assumed(&self, key: &VmKey) -> Option<&Assumed> {
+        self.assumed.get(key)
+    }
+
+    /// The VMs with an assumption.
+    pub fn assumed_keys(&self) -> Vec<VmKey> {
+        self.assumed.keys().cloned().collect()
+    }
+
     /// Number of writes not yet seen back.
     pub fn assumed_len(&self) -> usize {
         self.assumed.len()

@@ -253,9 +253,11 @@ impl Scheduler {
                 continue;
             }
             if !was_leader || last_full.elapsed() >= self.resync {
-                // New leadership or resync: rewrite every status that differs from the API.
+                // New leadership or resync: rewrite every status that differs from the API,
+                // and settle writes the watch has not confirmed.
                 st.written_quota.clear();
                 last_full = tokio::time::Instant::now();
+                self.settle_all(&mut st.index).await;
             }
             was_leader = true;
             self.pass(&mut st).await;
@@ -330,33 +332,39 @@ impl Scheduler {
         }
         let api: Api<VirtualMachine> = Api::namespaced(self.client.clone(), &w.key.namespace);
         let pp = PatchParams::apply(labels::OPERATOR_MANAGER).force();
+        // Record a decision that takes room *before* the write that makes it durable, and one
+        // that frees room only after: if the outcome is unknown, the index errs on counting.
+        let reserves = w.label.is_some() || w.assume.as_ref().is_some_and(|a| a.compute);
+        if let Some(a) = w.assume.as_ref().filter(|_| reserves) {
+            index.assume(w.key.clone(), a.clone());
+        }
         if let Some(node) = &w.label {
             let body = patches::vm_label(&w.key, &w.uid, node);
             if let Err(e) = api.patch(&w.key.name, &pp, &Patch::Apply(body)).await {
-                self.settle_unknown_outcome(index, &api, w, node).await;
+                self.settle(index, &api, &w.key).await;
                 return Err(e.into());
             }
-        }
-        // The label is durable: from here on every decision counts this one.
-        if let Some(a) = &w.assume {
-            index.assume(w.key.clone(), a.clone());
-        }
-        if w.label.is_some()
-            && let Some(created) = index.vm(&w.key).map(|v| v.created)
-        {
-            let secs = jiff::Timestamp::now().duration_since(created).as_secs_f64();
-            self.metrics.scheduling_latency.observe(secs.max(0.0));
+            if let Some(created) = index.vm(&w.key).map(|v| v.created) {
+                let secs = jiff::Timestamp::now().duration_since(created).as_secs_f64();
+                self.metrics.scheduling_latency.observe(secs.max(0.0));
+            }
         }
         if !self.leadership.is_leader() {
             return Err(WriteError::NotLeader);
         }
-        let vm = api
-            .patch_status(
-                &w.key.name,
-                &pp,
-                &Patch::Apply(patches::vm_status(&w.key, &w.status)),
-            )
-            .await?;
+        let body = Patch::Apply(patches::vm_status(&w.key, &w.status));
+        let vm = match api.patch_status(&w.key.name, &pp, &body).await {
+            Ok(vm) => vm,
+            Err(e) => {
+                if w.label.is_none() && reserves {
+                    self.settle(index, &api, &w.key).await;
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(a) = w.assume.as_ref().filter(|_| !reserves) {
+            index.assume(w.key.clone(), a.clone());
+        }
         if let Some(a) = &w.announce {
             let ev = KubeEvent {
                 type_: if a.warning {
@@ -376,29 +384,36 @@ impl Scheduler {
         Ok(())
     }
 
-    /// A label write failed: it may still have landed (a timeout). Read the VM back; only when
-    /// it shows no such label is the decision dropped. If even the read fails, keep the
-    /// assumption: counting a placement that did not happen wastes room for a while, not
-    /// counting one that did could overfill a quota.
-    async fn settle_unknown_outcome(
-        &self,
-        index: &mut Index,
-        api: &Api<VirtualMachine>,
-        w: &VmWrite,
-        node: &str,
-    ) {
-        match api.get_opt(&w.key.name).await {
-            Ok(Some(vm)) if vm.labels().get(labels::NODE).map(String::as_str) == Some(node) => {
-                if let Some(a) = &w.assume {
-                    index.assume(w.key.clone(), a.clone());
+    /// An assumption whose write failed or was never confirmed: read the VM back. If the API
+    /// shows the assumed placement, keep it (the watch will confirm it); if it shows something
+    /// else, the write did not land: forget it. If even the read fails, keep it — counting a
+    /// placement that did not happen wastes room for a while, not counting one that did could
+    /// overfill a quota. The object read is never put into the index (a lagging watch event
+    /// could then move it backwards).
+    async fn settle(&self, index: &mut Index, api: &Api<VirtualMachine>, key: &VmKey) {
+        let Some(assumed) = index.assumed(key).cloned() else {
+            return;
+        };
+        match api.get_opt(&key.name).await {
+            Ok(Some(vm)) => {
+                let seen = crate::index::VmEntry::from_vm(&vm);
+                let shows = seen.label_node.as_deref() == Some(assumed.node.as_str())
+                    && seen.observed_compute_reserved() == assumed.compute;
+                if !shows {
+                    index.forget(key);
                 }
             }
-            Ok(_) => index.forget(&w.key),
-            Err(_) => {
-                if let Some(a) = &w.assume {
-                    index.assume(w.key.clone(), a.clone());
-                }
-            }
+            Ok(None) => index.delete_vm(key),
+            Err(e) => tracing::debug!(error = %e, vm = %key, "cannot settle an assumption yet"),
+        }
+    }
+
+    /// At every resync: settle every assumption the watch has not confirmed (a write whose
+    /// outcome was unknown, or a watch that missed it).
+    async fn settle_all(&self, index: &mut Index) {
+        for key in index.assumed_keys() {
+            let api: Api<VirtualMachine> = Api::namespaced(self.client.clone(), &key.namespace);
+            self.settle(index, &api, &key).await;
         }
     }
 
