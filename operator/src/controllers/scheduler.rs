@@ -17,6 +17,7 @@ use ironvisor_crds::labels;
 use ironvisor_crds::{Hypervisor, Quota, Tenant, VirtualMachine};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
@@ -89,6 +90,7 @@ where
     F: Fn(Event<K>) -> Change + Send + 'static,
 {
     watcher::watcher(api, cfg)
+        .default_backoff()
         .map(move |r| (slot, r.map(&wrap)))
         .boxed()
 }
