@@ -5,7 +5,8 @@
 //! Model: `api` holds the truth (what the API server stores), `index` the operator's lagging
 //! view. Every operator write lands in `api` at once and is recorded as an assumption, as the
 //! write loop does; user actions land in `api` only; the watch copies a random subset of
-//! objects from `api` into `index` between passes.
+//! objects from `api` into `index` between passes. A pass may be cut short (the leader lost its
+//! lease mid-pass), and the operator may restart with only what the API holds.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,10 +29,15 @@ fn t(s: i64) -> Timestamp {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create { vcpus: u8, halted: bool },
+    Create {
+        vcpus: u8,
+        halted: bool,
+    },
     Delete(u8),
     Toggle(u8),
     Pass,
+    /// A pass cut short after `n` writes (the leader lost its lease mid-pass).
+    CutPass(u8),
     Sync(Vec<u8>),
     Restart,
 }
@@ -42,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u8>().prop_map(Op::Delete),
         2 => any::<u8>().prop_map(Op::Toggle),
         3 => Just(Op::Pass),
+        1 => (0u8..4).prop_map(Op::CutPass),
         2 => proptest::collection::vec(any::<u8>(), 0..6).prop_map(Op::Sync),
         1 => Just(Op::Restart),
     ]
@@ -154,9 +161,10 @@ proptest! {
                         e.run_strategy = if e.run_strategy == RunStrategy::Halted { RunStrategy::Always } else { RunStrategy::Halted };
                     }
                 }
-                Op::Pass => {
+                Op::Pass | Op::CutPass(_) => {
                     let p = plan(&index, Config::default(), t(1));
-                    for w in &p.vms {
+                    let limit = match op { Op::CutPass(n) => usize::from(n), _ => usize::MAX };
+                    for w in p.vms.iter().take(limit) {
                         if api.get(&w.key).is_none_or(|e| e.uid != w.uid) {
                             continue; // the uid precondition fails: deleted meanwhile
                         }
