@@ -238,7 +238,23 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
     for vm in order {
         let write = match index.placement(vm) {
             None => pass.admit(vm, &mut out),
-            Some(p) => pass.placed(vm, &p),
+            Some(p) => {
+                let w = pass.placed(vm, &p);
+                // A placed VM whose start waits (quota or host capacity) is pending too.
+                let waiting = w
+                    .as_ref()
+                    .map(|w| &w.status.scheduled)
+                    .filter(|c| c.status == condition_status::FALSE);
+                if let Some(c) = waiting {
+                    let reason = if c.reason == REASON_QUOTA_EXCEEDED {
+                        REASON_QUOTA_EXCEEDED
+                    } else {
+                        REASON_UNSCHEDULABLE
+                    };
+                    *out.pending.entry(reason).or_default() += 1;
+                }
+                w
+            }
         };
         if let Some(w) = write {
             let unchanged = w.label.is_none()

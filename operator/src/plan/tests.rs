@@ -304,6 +304,11 @@ fn starting_a_halted_vm_checks_quota_again_and_keeps_it_on_its_host() {
     let p = run(&mut ix, 2);
     let w = p.vms.iter().find(|w| w.key == key("fin", "h")).unwrap();
     assert_eq!(w.status.scheduled.reason, "QuotaExceeded");
+    assert_eq!(
+        p.pending.get("QuotaExceeded"),
+        Some(&1),
+        "counted as pending"
+    );
     assert_eq!(w.status.node_name.as_deref(), Some("h1"));
     assert_eq!(w.label, None);
     assert_eq!(used(&ix, "fin").vcpus, 2);
