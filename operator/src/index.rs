@@ -1,0 +1,570 @@
+//! The operator's in-memory view of the cluster, fed by watches (linkerd policy-controller
+//! style: `apply` / `delete` / `reset` per kind) and by the operator's own writes.
+//!
+//! Owns the parsed, compact form of every object a decision needs, and the *assumed*
+//! placements: writes the operator made that its watches have not shown yet (as
+//! kube-scheduler assumes pods), so the next decision already counts them. It never talks to
+//! the API and never decides anything; `plan` does.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ironvisor_crds::common::{Condition, condition_status, condition_type, find_condition};
+use ironvisor_crds::hypervisor::Hypervisor;
+use ironvisor_crds::labels;
+use ironvisor_crds::quota::Quota;
+use ironvisor_crds::tenant::Tenant;
+use ironvisor_crds::vm::{Phase, RunStrategy, VirtualMachine};
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::hosts;
+use crate::placement::{Capacity, Request};
+use crate::quota::{QuotaEntry, TenantNode};
+use crate::units::{Limits, Units, vm_demand};
+
+/// Scheduled reason: placed, vCPUs and memory reserved under quota.
+pub const REASON_SCHEDULED: &str = "Scheduled";
+/// Scheduled reason: placed while Halted; vCPUs and memory not reserved.
+pub const REASON_SCHEDULED_HALTED: &str = "ScheduledHalted";
+/// Scheduled=False reason: a quota of the tenant or an ancestor has no room.
+pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
+/// Scheduled=False reason: no host fits.
+pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+/// Scheduled=False reason: the spec cannot be turned into VM units.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+
+/// A VM's identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VmKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl std::fmt::Display for VmKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What decisions need to know about one VM.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmEntry {
+    /// Identity.
+    pub key: VmKey,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.creationTimestamp`: the admission queue is oldest first.
+    pub created: Timestamp,
+    /// Being deleted: keeps counting until gone, gets no decisions.
+    pub deleting: bool,
+    /// Full demand, or why the spec is invalid.
+    pub demand: Result<Units, String>,
+    /// `spec.runStrategy`.
+    pub run_strategy: RunStrategy,
+    /// The placement constraints.
+    pub request: Request,
+    /// `evictionStrategy: Restart` with no local disks.
+    pub restart_elsewhere: bool,
+    /// The `ironvisor.io/node` label.
+    pub label_node: Option<String>,
+    /// `status.nodeName`.
+    pub status_node: Option<String>,
+    /// `status.vcpus`.
+    pub status_vcpus: Option<u32>,
+    /// `status.phase`.
+    pub phase: Option<Phase>,
+    /// `status.printableStatus`.
+    pub printable: Option<String>,
+    /// The Scheduled condition.
+    pub scheduled: Option<Condition>,
+    /// The Ready condition.
+    pub ready: Option<Condition>,
+    /// Nodes whose agent has written this VM's status (from managedFields).
+    pub agents: BTreeSet<String>,
+    /// Whether the operator's field manager owns `status.phase` (from managedFields).
+    pub operator_owns_phase: bool,
+}
+
+impl VmEntry {
+    /// Parse a VirtualMachine.
+    pub fn from_vm(vm: &VirtualMachine) -> Self {
+        let status = vm.status.clone().unwrap_or_default();
+        let spec = &vm.spec;
+        let (mut agents, mut operator_owns_phase) = (BTreeSet::new(), false);
+        for mf in vm.metadata.managed_fields.iter().flatten() {
+            if mf.subresource.as_deref() != Some("status") {
+                continue;
+            }
+            let manager = mf.manager.as_deref().unwrap_or_default();
+            if let Some(node) = manager.strip_prefix("ironvisor-agent/") {
+                agents.insert(node.to_owned());
+            } else if manager == labels::OPERATOR_MANAGER {
+                let fields = mf
+                    .fields_v1
+                    .as_ref()
+                    .map(|f| f.0.to_string())
+                    .unwrap_or_default();
+                operator_owns_phase = fields.contains("\"f:phase\"");
+            }
+        }
+        VmEntry {
+            key: VmKey {
+                namespace: vm.namespace().unwrap_or_default(),
+                name: vm.name_any(),
+            },
+            uid: vm.metadata.uid.clone().unwrap_or_default(),
+            created: vm
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or_default(),
+            deleting: vm.metadata.deletion_timestamp.is_some(),
+            demand: vm_demand(spec).map_err(|e| e.to_string()),
+            run_strategy: spec.run_strategy,
+            request: Request {
+                namespace: vm.namespace().unwrap_or_default(),
+                compute: Capacity::default(),
+                node_selector: spec.node_selector.clone(),
+                node_name: spec.node_name.clone(),
+                anti_affinity_group: spec.anti_affinity_group.clone(),
+            },
+            restart_elsewhere: hosts::restart_elsewhere(spec),
+            label_node: vm.labels().get(labels::NODE).cloned(),
+            status_node: status.node_name.clone(),
+            status_vcpus: status.vcpus,
+            phase: status.phase,
+            printable: status.printable_status.clone(),
+            scheduled: find_condition(&status.conditions, condition_type::SCHEDULED).cloned(),
+            ready: find_condition(&status.conditions, condition_type::READY).cloned(),
+            agents,
+            operator_owns_phase,
+        }
+    }
+
+    /// Whether vCPUs and memory are reserved for it, as its durable state in the API says:
+    /// placed and Scheduled=True with reason Scheduled; or placed with no Scheduled condition
+    /// yet (the label was written, the status not: the decision counted compute unless
+    /// Halted). A VM going Halted keeps its reservation until the operator records the
+    /// release, so a fast Halted→Always flip can never double-book.
+    pub fn observed_compute_reserved(&self) -> bool {
+        if self.label_node.is_none() {
+            return false;
+        }
+        match &self.scheduled {
+            None => self.run_strategy.counts_compute(),
+            Some(c) => c.status == condition_status::TRUE && c.reason != REASON_SCHEDULED_HALTED,
+        }
+    }
+}
+
+/// A placement the operator wrote and has not seen come back yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assumed {
+    /// The host written in the label.
+    pub node: String,
+    /// Whether compute is reserved.
+    pub compute: bool,
+}
+
+/// What decisions need to know about one host.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostEntry {
+    /// Labels of the Hypervisor object.
+    pub labels: BTreeMap<String, String>,
+    /// Whether a Hypervisor object exists (a Lease alone does not make a host placeable).
+    pub has_object: bool,
+    /// Cordoned.
+    pub unschedulable: bool,
+    /// Allocatable, when reported.
+    pub allocatable: Option<Capacity>,
+    /// Ready condition (status, reason).
+    pub ready: Option<(String, String)>,
+    /// Last heartbeat Lease renewTime seen.
+    pub heartbeat: Option<Timestamp>,
+    /// Last Hypervisor `status.lastHeartbeatTime` seen. Kept apart from the Lease's: the two
+    /// differ, and an unrelated Hypervisor update (the operator's own HostLost mark) must not
+    /// look like a heartbeat.
+    pub status_heartbeat: Option<Timestamp>,
+    /// When the operator saw the heartbeat move last (its own clock).
+    pub heartbeat_seen: Option<Timestamp>,
+}
+
+impl HostEntry {
+    /// A heartbeat value was observed: from the Lease (`lease`) or the Hypervisor status.
+    /// Only a value that moved (or the first sight of the host) refreshes it.
+    fn beat(&mut self, lease: bool, value: Option<Timestamp>, now: Timestamp) {
+        let last = if lease {
+            &mut self.heartbeat
+        } else {
+            &mut self.status_heartbeat
+        };
+        let moved = value.is_some() && value != *last;
+        if value.is_some() {
+            *last = value;
+        }
+        if self.heartbeat_seen.is_none() || moved {
+            self.heartbeat_seen = Some(now);
+        }
+    }
+}
+
+/// Everything the planner reads.
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    pub(crate) vms: BTreeMap<VmKey, VmEntry>,
+    pub(crate) assumed: BTreeMap<VmKey, Assumed>,
+    pub(crate) hosts: BTreeMap<String, HostEntry>,
+    pub(crate) tenants: BTreeMap<String, TenantNode>,
+    /// Quota name → parsed entry, or the error that makes it unusable.
+    pub(crate) quotas: BTreeMap<String, Result<QuotaEntry, String>>,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A VM was added or changed. Drops its assumption once the API shows it.
+    pub fn apply_vm(&mut self, vm: &VirtualMachine) {
+        self.apply_vm_entry(VmEntry::from_vm(vm));
+    }
+
+    /// Same, from an already parsed entry (tests, the benchmark).
+    pub fn apply_vm_entry(&mut self, entry: VmEntry) {
+        if let Some(a) = self.assumed.get(&entry.key)
+            && entry.label_node.as_deref() == Some(a.node.as_str())
+            && entry.observed_compute_reserved() == a.compute
+        {
+            self.assumed.remove(&entry.key);
+        }
+        self.vms.insert(entry.key.clone(), entry);
+    }
+
+    /// A VM is gone.
+    pub fn delete_vm(&mut self, key: &VmKey) {
+        self.vms.remove(key);
+        self.assumed.remove(key);
+    }
+
+    /// The VM watch restarted: replace every VM. Assumptions for VMs still present stay
+    /// (a relist may predate the operator's last write).
+    pub fn reset_vms<'a>(&mut self, vms: impl IntoIterator<Item = &'a VirtualMachine>) {
+        self.vms.clear();
+        for vm in vms {
+            self.apply_vm(vm);
+        }
+        let vms = &self.vms;
+        self.assumed.retain(|k, _| vms.contains_key(k));
+    }
+
+    /// Record a write the operator made (label and Scheduled state), before the watch shows it.
+    pub fn assume(&mut self, key: VmKey, assumed: Assumed) {
+        self.assumed.insert(key, assumed);
+    }
+
+    /// Forget an assumption (the write is known to have failed).
+    pub fn forget(&mut self, key: &VmKey) {
+        self.assumed.remove(key);
+    }
+
+    /// The assumption for a VM, if any.
+    pub fn assumed(&self, key: &VmKey) -> Option<&Assumed> {
+        self.assumed.get(key)
+    }
+
+    /// The VMs with an assumption.
+    pub fn assumed_keys(&self) -> Vec<VmKey> {
+        self.assumed.keys().cloned().collect()
+    }
+
+    /// Number of writes not yet seen back.
+    pub fn assumed_len(&self) -> usize {
+        self.assumed.len()
+    }
+
+    /// Where a VM is placed and whether its compute is reserved, counting assumptions.
+    pub fn placement(&self, vm: &VmEntry) -> Option<Assumed> {
+        if let Some(a) = self.assumed.get(&vm.key) {
+            return Some(a.clone());
+        }
+        let node = vm.label_node.clone()?;
+        Some(Assumed {
+            node,
+            compute: vm.observed_compute_reserved(),
+        })
+    }
+
+    /// A Hypervisor was added or changed.
+    pub fn apply_hypervisor(&mut self, hv: &Hypervisor, now: Timestamp) {
+        let h = self.hosts.entry(hv.name_any()).or_default();
+        h.has_object = true;
+        h.labels = hv.labels().clone();
+        h.unschedulable = hv.spec.unschedulable;
+        h.allocatable = hosts::allocatable(hv);
+        h.ready = hosts::ready_condition(hv).map(|(s, r)| (s.to_owned(), r.to_owned()));
+        let beat = hv
+            .status
+            .as_ref()
+            .and_then(|s| s.last_heartbeat_time.as_ref())
+            .map(|t| t.0);
+        h.beat(false, beat, now);
+    }
+
+    /// A Hypervisor is gone. Its heartbeat is kept (the Lease may still be there).
+    pub fn delete_hypervisor(&mut self, name: &str) {
+        if let Some(h) = self.hosts.get_mut(name) {
+            *h = HostEntry {
+                heartbeat: h.heartbeat,
+                status_heartbeat: h.status_heartbeat,
+                heartbeat_seen: h.heartbeat_seen,
+                ..HostEntry::default()
+            };
+        }
+    }
+
+    /// The Hypervisor watch restarted.
+    pub fn reset_hypervisors<'a>(
+        &mut self,
+        hvs: impl IntoIterator<Item = &'a Hypervisor>,
+        now: Timestamp,
+    ) {
+        let names: Vec<String> = self.hosts.keys().cloned().collect();
+        for n in names {
+            self.delete_hypervisor(&n);
+        }
+        for hv in hvs {
+            self.apply_hypervisor(hv, now);
+        }
+    }
+
+    /// A heartbeat Lease `ironvisor-agent-<node>` was seen with this renewTime.
+    pub fn apply_heartbeat(&mut self, node: &str, renew: Option<Timestamp>, now: Timestamp) {
+        self.hosts
+            .entry(node.to_owned())
+            .or_default()
+            .beat(true, renew, now);
+    }
+
+    /// The hosts, for tests and benchmarks that build a cluster directly.
+    pub fn hosts_mut(&mut self) -> &mut BTreeMap<String, HostEntry> {
+        &mut self.hosts
+    }
+
+    /// The hosts, by name.
+    pub fn hosts(&self) -> &BTreeMap<String, HostEntry> {
+        &self.hosts
+    }
+
+    /// A Tenant was added or changed.
+    pub fn apply_tenant(&mut self, t: &Tenant) {
+        let node = TenantNode {
+            name: t.name_any(),
+            parent: t.spec.parent.clone(),
+            namespaces: t.spec.namespaces.clone(),
+            created: t
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|c| c.0)
+                .unwrap_or_default(),
+        };
+        self.tenants.insert(node.name.clone(), node);
+    }
+
+    /// Same, from a parsed node.
+    pub fn apply_tenant_node(&mut self, node: TenantNode) {
+        self.tenants.insert(node.name.clone(), node);
+    }
+
+    /// A Tenant is gone.
+    pub fn delete_tenant(&mut self, name: &str) {
+        self.tenants.remove(name);
+    }
+
+    /// The Tenant watch restarted.
+    pub fn reset_tenants<'a>(&mut self, ts: impl IntoIterator<Item = &'a Tenant>) {
+        self.tenants.clear();
+        for t in ts {
+            self.apply_tenant(t);
+        }
+    }
+
+    /// A Quota was added or changed.
+    pub fn apply_quota(&mut self, q: &Quota) {
+        let name = q.name_any();
+        let entry = Limits::parse(&q.spec.hard)
+            .map(|limits| QuotaEntry {
+                name: name.clone(),
+                tenant: q.spec.tenant.clone(),
+                limits,
+            })
+            .map_err(|e| e.to_string());
+        self.quotas.insert(name, entry);
+    }
+
+    /// Same, from a parsed entry.
+    pub fn apply_quota_entry(&mut self, q: QuotaEntry) {
+        self.quotas.insert(q.name.clone(), Ok(q));
+    }
+
+    /// A Quota is gone.
+    pub fn delete_quota(&mut self, name: &str) {
+        self.quotas.remove(name);
+    }
+
+    /// The Quota watch restarted.
+    pub fn reset_quotas<'a>(&mut self, qs: impl IntoIterator<Item = &'a Quota>) {
+        self.quotas.clear();
+        for q in qs {
+            self.apply_quota(q);
+        }
+    }
+
+    /// Every tenant's name.
+    pub fn tenant_names(&self) -> Vec<String> {
+        self.tenants.keys().cloned().collect()
+    }
+
+    /// A VM by key.
+    pub fn vm(&self, key: &VmKey) -> Option<&VmEntry> {
+        self.vms.get(key)
+    }
+
+    /// Every VM.
+    pub fn vms(&self) -> impl Iterator<Item = &VmEntry> {
+        self.vms.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).expect("valid")
+    }
+
+    fn hv(name: &str, beat: Option<i64>, ready: (&str, &str)) -> Hypervisor {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1", "kind": "Hypervisor",
+            "metadata": {"name": name, "labels": {"zone": "z1"}},
+            "spec": {},
+            "status": {
+                "capacity": {"vcpus": 8, "memory": "16Gi"},
+                "lastHeartbeatTime": beat.map(|b| t(b).to_string()),
+                "conditions": [{"type": "Ready", "status": ready.0, "reason": ready.1, "message": "",
+                                "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            },
+        }))
+        .expect("valid Hypervisor")
+    }
+
+    #[test]
+    fn only_a_moving_heartbeat_refreshes_a_host() {
+        let mut ix = Index::new();
+        ix.apply_heartbeat("h1", Some(t(100)), t(1000));
+        assert_eq!(ix.hosts()["h1"].heartbeat_seen, Some(t(1000)));
+        ix.apply_heartbeat("h1", Some(t(100)), t(1010));
+        assert_eq!(
+            ix.hosts()["h1"].heartbeat_seen,
+            Some(t(1000)),
+            "same renewTime"
+        );
+        ix.apply_heartbeat("h1", Some(t(110)), t(1020));
+        assert_eq!(ix.hosts()["h1"].heartbeat_seen, Some(t(1020)));
+    }
+
+    #[test]
+    fn the_operators_own_host_lost_mark_does_not_count_as_a_heartbeat() {
+        let mut ix = Index::new();
+        ix.apply_heartbeat("h1", Some(t(100)), t(1000));
+        ix.apply_hypervisor(&hv("h1", Some(90), ("True", "AgentReady")), t(1001));
+        let seen = ix.hosts()["h1"].heartbeat_seen;
+        // A relist of the Lease (same renewTime), then the operator marks the host lost:
+        // neither heartbeat has moved.
+        ix.apply_heartbeat("h1", Some(t(100)), t(1050));
+        ix.apply_hypervisor(&hv("h1", Some(90), ("False", "HostLost")), t(1100));
+        ix.reset_hypervisors([&hv("h1", Some(90), ("False", "HostLost"))], t(1200));
+        assert_eq!(ix.hosts()["h1"].heartbeat_seen, seen);
+        let h = &ix.hosts()["h1"];
+        assert_eq!(h.ready, Some(("False".into(), "HostLost".into())));
+        assert_eq!(
+            h.allocatable,
+            Some(Capacity {
+                vcpus: 32,
+                memory: 16 << 30
+            })
+        );
+        assert_eq!(h.labels.get("zone").map(String::as_str), Some("z1"));
+    }
+
+    #[test]
+    fn a_relist_keeps_assumptions_only_for_vms_that_still_exist() {
+        let vm = |name: &str| -> VirtualMachine {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
+                "metadata": {"name": name, "namespace": "ns", "uid": name},
+                "spec": {"memory": {"size": "1Gi"}},
+            }))
+            .expect("valid VM")
+        };
+        let mut ix = Index::new();
+        ix.apply_vm(&vm("a"));
+        ix.apply_vm(&vm("b"));
+        let key = |n: &str| VmKey {
+            namespace: "ns".into(),
+            name: n.into(),
+        };
+        ix.assume(
+            key("a"),
+            Assumed {
+                node: "h1".into(),
+                compute: true,
+            },
+        );
+        ix.assume(
+            key("b"),
+            Assumed {
+                node: "h1".into(),
+                compute: true,
+            },
+        );
+        ix.reset_vms([&vm("a")]);
+        assert_eq!(ix.assumed_len(), 1);
+        assert!(ix.vm(&key("b")).is_none());
+        // The relisted object predates the write: the assumption still places it.
+        let a = ix.vm(&key("a")).expect("a").clone();
+        assert_eq!(ix.placement(&a).map(|p| p.node), Some("h1".into()));
+    }
+
+    #[test]
+    fn managed_fields_tell_which_agent_wrote_the_status_and_whether_the_operator_owns_phase() {
+        let vm: VirtualMachine = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
+            "metadata": {"name": "a", "namespace": "ns", "labels": {"ironvisor.io/node": "h1"},
+                "managedFields": [
+                    {"manager": "ironvisor-agent/h1", "operation": "Apply", "subresource": "status",
+                     "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:phase": {}}}},
+                    {"manager": "ironvisor-operator", "operation": "Apply", "subresource": "status",
+                     "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:phase": {}, "f:nodeName": {}}}}
+                ]},
+            "spec": {"memory": {"size": "1Gi"}, "cpu": {"cores": 2}},
+            "status": {"conditions": [{"type": "Scheduled", "status": "True", "reason": "ScheduledHalted",
+                        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        }))
+        .expect("valid VM");
+        let e = VmEntry::from_vm(&vm);
+        assert!(e.agents.contains("h1"));
+        assert!(e.operator_owns_phase);
+        assert_eq!(e.label_node.as_deref(), Some("h1"));
+        assert!(
+            !e.observed_compute_reserved(),
+            "ScheduledHalted reserves no compute"
+        );
+        assert_eq!(e.demand.as_ref().map(|d| d.vcpus).ok(), Some(2));
+    }
+}

@@ -1,0 +1,17 @@
+//! Ironvisor's control plane: tenants, quotas in VM units, admission, placement, host failure.
+//!
+//! Pure decision logic (`units`, `quota`, `placement`, `hosts`, `index`, `plan`) is kept apart
+//! from the modules that talk to the API server (`controllers`, `leader`, `metrics`), so it is
+//! tested without a cluster.
+#![forbid(unsafe_code)]
+
+pub mod controllers;
+pub mod error;
+pub mod hosts;
+pub mod index;
+pub mod leader;
+pub mod metrics;
+pub mod placement;
+pub mod plan;
+pub mod quota;
+pub mod units;

@@ -1,0 +1,269 @@
+//! Filters: each drops a host that cannot take the VM and says why.
+//!
+//! Order matters only for the message: a host is reported under the first filter it fails
+//! (the capacity filter may report both vCPUs and memory), as kube-scheduler does.
+
+use std::fmt;
+
+use super::{HostSnapshot, Request};
+
+/// Why a host was turned away. The Display text goes into the Unschedulable message; the
+/// set is fixed, so it is also safe as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FilterReason {
+    /// `spec.nodeName` names another host.
+    NodeName,
+    /// Heartbeat stale or Ready not True.
+    NotReady,
+    /// Cordoned (`spec.unschedulable`).
+    Unschedulable,
+    /// The host's labels do not match `nodeSelector`.
+    NodeSelector,
+    /// The agent has not reported capacity yet.
+    NoCapacity,
+    /// Not enough free vCPUs.
+    InsufficientVcpus,
+    /// Not enough free memory.
+    InsufficientMemory,
+    /// Another VM of the same anti-affinity group is there and a host without one fits.
+    AntiAffinity,
+}
+
+impl FilterReason {
+    /// A short identifier (metric label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterReason::NodeName => "node_name",
+            FilterReason::NotReady => "not_ready",
+            FilterReason::Unschedulable => "unschedulable",
+            FilterReason::NodeSelector => "node_selector",
+            FilterReason::NoCapacity => "no_capacity",
+            FilterReason::InsufficientVcpus => "insufficient_vcpus",
+            FilterReason::InsufficientMemory => "insufficient_memory",
+            FilterReason::AntiAffinity => "anti_affinity",
+        }
+    }
+}
+
+impl fmt::Display for FilterReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FilterReason::NodeName => "not the requested host",
+            FilterReason::NotReady => "not ready",
+            FilterReason::Unschedulable => "unschedulable",
+            FilterReason::NodeSelector => "node selector mismatch",
+            FilterReason::NoCapacity => "no capacity reported",
+            FilterReason::InsufficientVcpus => "insufficient vcpus",
+            FilterReason::InsufficientMemory => "insufficient memory",
+            FilterReason::AntiAffinity => "anti-affinity group already there",
+        })
+    }
+}
+
+/// `spec.nodeName` pins the VM to one host.
+pub fn node_name(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
+    match &req.node_name {
+        Some(n) if *n != h.name => Err(FilterReason::NodeName),
+        _ => Ok(()),
+    }
+}
+
+/// Heartbeat fresh and Ready.
+pub fn ready(h: &HostSnapshot) -> Result<(), FilterReason> {
+    if h.ready {
+        Ok(())
+    } else {
+        Err(FilterReason::NotReady)
+    }
+}
+
+/// Not cordoned.
+pub fn schedulable(h: &HostSnapshot) -> Result<(), FilterReason> {
+    if h.unschedulable {
+        Err(FilterReason::Unschedulable)
+    } else {
+        Ok(())
+    }
+}
+
+/// Every `nodeSelector` label is on the host with the same value.
+pub fn node_selector(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
+    if req
+        .node_selector
+        .iter()
+        .all(|(k, v)| h.labels.get(k) == Some(v))
+    {
+        Ok(())
+    } else {
+        Err(FilterReason::NodeSelector)
+    }
+}
+
+/// Free capacity (allocatable minus allocated, placements not yet reported included) covers
+/// the request. A Halted VM asks for no compute and fits any host that reported capacity.
+pub fn capacity(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>> {
+    let Some(alloc) = h.allocatable else {
+        return Err(vec![FilterReason::NoCapacity]);
+    };
+    let mut out = Vec::new();
+    if req.compute.vcpus > 0 && h.allocated.vcpus.saturating_add(req.compute.vcpus) > alloc.vcpus {
+        out.push(FilterReason::InsufficientVcpus);
+    }
+    if req.compute.memory > 0
+        && h.allocated.memory.saturating_add(req.compute.memory) > alloc.memory
+    {
+        out.push(FilterReason::InsufficientMemory);
+    }
+    if out.is_empty() { Ok(()) } else { Err(out) }
+}
+
+/// Every per-host filter, in order; the first failure is the reason.
+pub fn run(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>> {
+    node_name(h, req)
+        .and_then(|()| ready(h))
+        .and_then(|()| schedulable(h))
+        .and_then(|()| node_selector(h, req))
+        .map_err(|r| vec![r])?;
+    capacity(h, req)
+}
+
+/// Anti-affinity spread over the hosts that passed the other filters: keep only those with
+/// the fewest VMs of the group (none, while any host without one fits). Returns how many
+/// hosts it dropped.
+pub fn anti_affinity(feasible: &mut Vec<&HostSnapshot>, req: &Request) -> usize {
+    let Some(group) = &req.anti_affinity_group else {
+        return 0;
+    };
+    let key = (req.namespace.clone(), group.clone());
+    let count = |h: &HostSnapshot| h.groups.get(&key).copied().unwrap_or(0);
+    let Some(min) = feasible.iter().map(|h| count(h)).min() else {
+        return 0;
+    };
+    let before = feasible.len();
+    feasible.retain(|h| count(h) == min);
+    before - feasible.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Capacity;
+    use super::super::tests::{GI, host, req};
+    use super::*;
+
+    #[test]
+    fn node_name_pin_keeps_only_the_named_host() {
+        let mut r = req(1, 1);
+        assert_eq!(node_name(&host("a", 1, 1), &r), Ok(()));
+        r.node_name = Some("b".into());
+        assert_eq!(node_name(&host("a", 1, 1), &r), Err(FilterReason::NodeName));
+        assert_eq!(node_name(&host("b", 1, 1), &r), Ok(()));
+    }
+
+    #[test]
+    fn a_host_that_is_not_ready_is_filtered() {
+        let mut h = host("a", 8, 8);
+        assert_eq!(ready(&h), Ok(()));
+        h.ready = false;
+        assert_eq!(run(&h, &req(1, 1)), Err(vec![FilterReason::NotReady]));
+    }
+
+    #[test]
+    fn a_cordoned_host_is_filtered() {
+        let mut h = host("a", 8, 8);
+        h.unschedulable = true;
+        assert_eq!(run(&h, &req(1, 1)), Err(vec![FilterReason::Unschedulable]));
+    }
+
+    #[test]
+    fn node_selector_needs_every_label_with_the_same_value() {
+        let mut h = host("a", 8, 8);
+        h.labels.insert("zone".into(), "z1".into());
+        h.labels.insert("gpu".into(), "yes".into());
+        let mut r = req(1, 1);
+        r.node_selector.insert("zone".into(), "z1".into());
+        assert_eq!(node_selector(&h, &r), Ok(()));
+        r.node_selector.insert("gpu".into(), "no".into());
+        assert_eq!(node_selector(&h, &r), Err(FilterReason::NodeSelector));
+        r.node_selector.clear();
+        r.node_selector.insert("ssd".into(), "yes".into());
+        assert_eq!(node_selector(&h, &r), Err(FilterReason::NodeSelector));
+    }
+
+    #[test]
+    fn capacity_counts_what_is_already_allocated_and_fits_exactly() {
+        let mut h = host("a", 8, 8);
+        h.allocated = Capacity {
+            vcpus: 6,
+            memory: 6 * GI,
+        };
+        assert_eq!(capacity(&h, &req(2, 2)), Ok(()));
+        assert_eq!(
+            capacity(&h, &req(3, 2)),
+            Err(vec![FilterReason::InsufficientVcpus])
+        );
+        assert_eq!(
+            capacity(&h, &req(2, 3)),
+            Err(vec![FilterReason::InsufficientMemory])
+        );
+        assert_eq!(
+            capacity(&h, &req(3, 3)),
+            Err(vec![
+                FilterReason::InsufficientVcpus,
+                FilterReason::InsufficientMemory
+            ])
+        );
+    }
+
+    #[test]
+    fn a_halted_vm_fits_a_full_host_but_not_one_without_reported_capacity() {
+        let mut h = host("a", 8, 8);
+        h.allocated = Capacity {
+            vcpus: 8,
+            memory: 8 * GI,
+        };
+        assert_eq!(capacity(&h, &req(0, 0)), Ok(()));
+        h.allocatable = None;
+        assert_eq!(
+            capacity(&h, &req(0, 0)),
+            Err(vec![FilterReason::NoCapacity])
+        );
+    }
+
+    #[test]
+    fn filters_report_the_first_failure_only() {
+        let mut h = host("a", 0, 0);
+        h.ready = false;
+        h.unschedulable = true;
+        assert_eq!(run(&h, &req(1, 1)), Err(vec![FilterReason::NotReady]));
+    }
+
+    #[test]
+    fn anti_affinity_keeps_the_hosts_with_the_fewest_group_members() {
+        let mut a = host("a", 8, 8);
+        a.groups.insert(("ns".into(), "web".into()), 2);
+        let mut b = host("b", 8, 8);
+        b.groups.insert(("ns".into(), "web".into()), 1);
+        // Same group name in another namespace does not count.
+        let mut c = host("c", 8, 8);
+        c.groups.insert(("other".into(), "web".into()), 5);
+        let mut r = req(1, 1);
+        r.anti_affinity_group = Some("web".into());
+        let mut feasible = vec![&a, &b, &c];
+        assert_eq!(anti_affinity(&mut feasible, &r), 2);
+        assert_eq!(
+            feasible.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            vec!["c"]
+        );
+        let mut feasible = vec![&a, &b];
+        assert_eq!(anti_affinity(&mut feasible, &r), 1);
+        assert_eq!(feasible[0].name, "b");
+    }
+
+    #[test]
+    fn without_a_group_anti_affinity_drops_nothing() {
+        let a = host("a", 8, 8);
+        let mut feasible = vec![&a];
+        assert_eq!(anti_affinity(&mut feasible, &req(1, 1)), 0);
+        assert_eq!(feasible.len(), 1);
+    }
+}

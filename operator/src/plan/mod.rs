@@ -1,0 +1,278 @@
+//! One admission and placement pass: from the index to the writes that bring the cluster to
+//! the decided state.
+//!
+//! Owns every decision about a VM: admit (quota), place (filters and scores), re-place off a
+//! lost host, reserve or release vCPUs and memory on a runStrategy change, and what the
+//! operator's part of the VM status must say. Decisions are made one VM at a time, oldest
+//! first, each counting the ones before it; the caller writes them in order and records each
+//! in the index (`Index::assume`) so the next pass counts them even before the watch does.
+//! Pure: no I/O, the clock is a parameter.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use ironvisor_crds::common::{Condition, condition_status};
+use ironvisor_crds::vm::Phase;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::hosts::{self, HOST_LOST, Health};
+use crate::index::*;
+use crate::placement::{HostSnapshot, Strategy};
+use crate::quota::{Ledger, TenantTree};
+
+/// Cluster settings for decisions.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Spread or bin-pack.
+    pub strategy: Strategy,
+    /// How long a heartbeat may stand still before its host is lost.
+    pub host_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Spread,
+            host_grace: Duration::from_secs(40),
+        }
+    }
+}
+
+/// The operator's part of a VM's status, as it should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmStatus {
+    /// `status.nodeName`.
+    pub node_name: Option<String>,
+    /// `status.vcpus`.
+    pub vcpus: Option<u32>,
+    /// The Scheduled condition.
+    pub scheduled: Condition,
+    /// `phase` and `printableStatus`, while the operator owns them (unplaced, placed but the
+    /// agent has not reported yet, host lost); `None` leaves them to the agent.
+    pub phase: Option<(Phase, String)>,
+    /// The Ready condition, forced only when the host is lost.
+    pub ready: Option<Condition>,
+}
+
+/// An Event to announce a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announce {
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// Human text.
+    pub note: String,
+}
+
+/// A write to one VM: the label first (when it changes), then the status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmWrite {
+    /// The VM.
+    pub key: VmKey,
+    /// Its uid (a precondition: never write to a recreated namesake).
+    pub uid: String,
+    /// New value of the `ironvisor.io/node` label, when it changes.
+    pub label: Option<String>,
+    /// The status to apply.
+    pub status: VmStatus,
+    /// What to record in the index once the write succeeded.
+    pub assume: Option<Assumed>,
+    /// The Event, if the decision changed.
+    pub announce: Option<Announce>,
+}
+
+/// A write to a Hypervisor's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostWrite {
+    /// Force Ready=False reason HostLost.
+    Lost {
+        /// Host name.
+        host: String,
+    },
+    /// The heartbeat moves again: drop the operator's HostLost mark.
+    Returned {
+        /// Host name.
+        host: String,
+    },
+}
+
+/// The outcome of one pass.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// Host writes, then VM writes, in decision order.
+    pub hosts: Vec<HostWrite>,
+    /// VM writes, oldest VM first.
+    pub vms: Vec<VmWrite>,
+    /// Usage per tenant after this pass's admissions.
+    pub ledger: Ledger,
+    /// VMs left pending, per reason.
+    pub pending: BTreeMap<&'static str, usize>,
+    /// VMs newly placed in this pass (not re-placements).
+    pub placed: Vec<VmKey>,
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    old: Option<&Condition>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ok {
+        condition_status::TRUE
+    } else {
+        condition_status::FALSE
+    };
+    let ltt = old
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: None,
+        last_transition_time: ltt,
+    }
+}
+
+fn same_condition(a: Option<&Condition>, b: &Condition) -> bool {
+    a.is_some_and(|a| a.status == b.status && a.reason == b.reason && a.message == b.message)
+}
+
+/// Whether the observed VM differs from the desired status.
+fn differs(vm: &VmEntry, want: &VmStatus) -> bool {
+    vm.status_node != want.node_name
+        || vm.status_vcpus != want.vcpus
+        || !same_condition(vm.scheduled.as_ref(), &want.scheduled)
+        || match &want.phase {
+            Some((p, s)) => vm.phase != Some(*p) || vm.printable.as_deref() != Some(s.as_str()),
+            None => vm.operator_owns_phase,
+        }
+        || want
+            .ready
+            .as_ref()
+            .is_some_and(|r| !same_condition(vm.ready.as_ref(), r))
+}
+
+/// Run one pass over the index.
+pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
+    let mut out = Plan::default();
+    let health: BTreeMap<&str, Health> = index
+        .hosts
+        .iter()
+        .map(|(n, h)| {
+            let ready = h.ready.as_ref().map(|(s, r)| (s.as_str(), r.as_str()));
+            (
+                n.as_str(),
+                hosts::health(h.heartbeat_seen, ready, now, cfg.host_grace),
+            )
+        })
+        .collect();
+    for (name, h) in &index.hosts {
+        let marked_lost = h
+            .ready
+            .as_ref()
+            .is_some_and(|(s, r)| s == condition_status::FALSE && r == HOST_LOST);
+        match health.get(name.as_str()) {
+            Some(Health::Lost) if h.has_object && !marked_lost => {
+                out.hosts.push(HostWrite::Lost { host: name.clone() })
+            }
+            Some(Health::Ready | Health::NotReady) if marked_lost => {
+                out.hosts.push(HostWrite::Returned { host: name.clone() })
+            }
+            _ => {}
+        }
+    }
+
+    // Usage and host allocations from everything already admitted.
+    let tree = TenantTree::new(index.tenants.values().cloned());
+    let quotas = index
+        .quotas
+        .values()
+        .filter_map(|q| q.as_ref().ok().cloned())
+        .collect();
+    let mut ledger = Ledger::new(tree, quotas);
+    let mut snaps: BTreeMap<String, HostSnapshot> = index
+        .hosts
+        .iter()
+        .filter(|(_, h)| h.has_object)
+        .map(|(n, h)| {
+            let snap = HostSnapshot {
+                name: n.clone(),
+                labels: h.labels.clone(),
+                ready: health.get(n.as_str()) == Some(&Health::Ready),
+                unschedulable: h.unschedulable,
+                allocatable: h.allocatable,
+                ..HostSnapshot::default()
+            };
+            (n.clone(), snap)
+        })
+        .collect();
+    for vm in index.vms.values() {
+        let (Some(p), Ok(d)) = (index.placement(vm), &vm.demand) else {
+            continue;
+        };
+        let counted = if p.compute { *d } else { d.non_compute() };
+        ledger.add(&vm.key.namespace, counted);
+        if let Some(s) = snaps.get_mut(&p.node) {
+            take(s, vm, counted);
+        }
+    }
+
+    let mut order: Vec<&VmEntry> = index.vms.values().filter(|v| !v.deleting).collect();
+    order.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    let mut pass = Pass {
+        cfg,
+        now,
+        ledger: &mut ledger,
+        snaps: &mut snaps,
+        blocked: &mut blocked,
+        health: &health,
+    };
+    for vm in order {
+        let write = match index.placement(vm) {
+            None => pass.admit(vm, &mut out),
+            Some(p) => {
+                let w = pass.placed(vm, &p);
+                // A placed VM whose start waits (quota or host capacity) is pending too.
+                let waiting = w
+                    .as_ref()
+                    .map(|w| &w.status.scheduled)
+                    .filter(|c| c.status == condition_status::FALSE);
+                if let Some(c) = waiting {
+                    let reason = if c.reason == REASON_QUOTA_EXCEEDED {
+                        REASON_QUOTA_EXCEEDED
+                    } else {
+                        REASON_UNSCHEDULABLE
+                    };
+                    *out.pending.entry(reason).or_default() += 1;
+                }
+                w
+            }
+        };
+        if let Some(w) = write {
+            let unchanged = w.label.is_none()
+                && (index.assumed.contains_key(&vm.key) || !differs(vm, &w.status));
+            if !unchanged {
+                out.vms.push(w);
+            }
+        }
+    }
+    out.ledger = ledger;
+    out
+}
+
+mod pass;
+
+use pass::{Pass, take};
+
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests;

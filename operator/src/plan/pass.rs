@@ -1,0 +1,393 @@
+//! The per-VM decisions of a pass: admit, place, re-place, reserve or release compute.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ironvisor_crds::common::{condition_status, condition_type};
+use ironvisor_crds::vm::Phase;
+use jiff::Timestamp;
+
+use super::{Announce, Config, Plan, VmStatus, VmWrite, condition};
+use crate::hosts::{HOST_LOST, Health};
+use crate::index::*;
+use crate::placement::{self, Capacity, HostSnapshot, filters};
+use crate::quota::Ledger;
+use crate::units::Units;
+
+/// Whether a placed VM with no transition pending already shows exactly what `placed_status`
+/// would write (checked without building the status).
+fn steady_and_recorded(vm: &VmEntry, p: &Assumed, d: &Units) -> bool {
+    let reason = if p.compute {
+        REASON_SCHEDULED
+    } else {
+        REASON_SCHEDULED_HALTED
+    };
+    let scheduled_ok = vm.scheduled.as_ref().is_some_and(|c| {
+        c.status == condition_status::TRUE
+            && c.reason == reason
+            && c.message
+                .strip_prefix("placed on host ")
+                .is_some_and(|rest| {
+                    rest.strip_prefix(p.node.as_str()).is_some_and(|tail| {
+                        tail.is_empty() || (!p.compute && tail.starts_with(';'))
+                    })
+                })
+    });
+    let phase_ok = if vm.agents.contains(&p.node) {
+        !vm.operator_owns_phase
+    } else {
+        vm.phase == Some(Phase::Scheduled) && vm.printable.as_deref() == Some("Scheduled")
+    };
+    scheduled_ok
+        && phase_ok
+        && vm.status_node.as_deref() == Some(p.node.as_str())
+        && vm.status_vcpus == u32::try_from(d.vcpus).ok()
+}
+
+/// Count a VM's compute and group membership on a host snapshot.
+pub(super) fn take(s: &mut HostSnapshot, vm: &VmEntry, counted: Units) {
+    s.allocated.vcpus += counted.vcpus;
+    s.allocated.memory += counted.memory;
+    if let Some(g) = &vm.request.anti_affinity_group {
+        *s.groups
+            .entry((vm.key.namespace.clone(), g.clone()))
+            .or_default() += 1;
+    }
+}
+
+pub(super) struct Pass<'a> {
+    pub(super) cfg: Config,
+    pub(super) now: Timestamp,
+    pub(super) ledger: &'a mut Ledger,
+    pub(super) snaps: &'a mut BTreeMap<String, HostSnapshot>,
+    pub(super) blocked: &'a mut BTreeSet<String>,
+    pub(super) health: &'a BTreeMap<&'a str, Health>,
+}
+
+impl Pass<'_> {
+    fn vcpus(d: &Units) -> Option<u32> {
+        u32::try_from(d.vcpus).ok()
+    }
+
+    /// A VM not admitted yet: quota, then placement.
+    pub(super) fn admit(&mut self, vm: &VmEntry, out: &mut Plan) -> Option<VmWrite> {
+        let d = match &vm.demand {
+            Ok(d) => *d,
+            Err(msg) => return Some(self.pending(vm, None, REASON_INVALID_SPEC, msg.clone(), out)),
+        };
+        let wants = vm.run_strategy.counts_compute();
+        let request = if wants { d } else { d.non_compute() };
+        let ns = &vm.key.namespace;
+        if let Err(e) = self.ledger.check(ns, &request) {
+            self.blocked.insert(e.quota.clone());
+            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, e.to_string(), out));
+        }
+        let waiting = self
+            .ledger
+            .quotas_for(ns)
+            .into_iter()
+            .find(|q| self.blocked.contains(&q.name));
+        if let Some(q) = waiting {
+            let msg = format!(
+                "waiting for older VMs under quota {} (oldest first)",
+                q.name
+            );
+            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, msg, out));
+        }
+        let mut req = vm.request.clone();
+        req.compute = Capacity {
+            vcpus: request.vcpus,
+            memory: request.memory,
+        };
+        let node = match placement::place(self.snaps.values(), &req, self.cfg.strategy) {
+            Ok(h) => h.name.clone(),
+            Err(u) => {
+                return Some(self.pending(vm, Some(&d), REASON_UNSCHEDULABLE, u.to_string(), out));
+            }
+        };
+        self.ledger.add(ns, request);
+        if let Some(s) = self.snaps.get_mut(&node) {
+            take(s, vm, request);
+        }
+        out.placed.push(vm.key.clone());
+        let status = self.placed_status(vm, &node, &d, wants, None, None);
+        Some(VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: Some(node.clone()),
+            status,
+            assume: Some(Assumed {
+                node: node.clone(),
+                compute: wants,
+            }),
+            announce: Some(Announce {
+                warning: false,
+                reason: "Scheduled",
+                note: format!("placed on host {node}"),
+            }),
+        })
+    }
+
+    fn pending(
+        &self,
+        vm: &VmEntry,
+        d: Option<&Units>,
+        reason: &'static str,
+        message: String,
+        out: &mut Plan,
+    ) -> VmWrite {
+        *out.pending.entry(reason).or_default() += 1;
+        let changed = vm.scheduled.as_ref().is_none_or(|c| c.reason != reason);
+        let event_reason = if reason == REASON_UNSCHEDULABLE {
+            "FailedScheduling"
+        } else {
+            reason
+        };
+        VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: None,
+            status: VmStatus {
+                node_name: None,
+                vcpus: d.and_then(Self::vcpus),
+                scheduled: condition(
+                    condition_type::SCHEDULED,
+                    false,
+                    reason,
+                    message.clone(),
+                    vm.scheduled.as_ref(),
+                    self.now,
+                ),
+                phase: Some((Phase::Pending, reason.to_owned())),
+                ready: None,
+            },
+            assume: None,
+            announce: changed.then_some(Announce {
+                warning: true,
+                reason: event_reason,
+                note: message,
+            }),
+        }
+    }
+
+    /// The status of a VM placed on `node`. `blocked` is a compute admission that failed
+    /// (reason, message); `lost` the HostLost Ready condition message.
+    fn placed_status(
+        &self,
+        vm: &VmEntry,
+        node: &str,
+        d: &Units,
+        compute: bool,
+        blocked: Option<(&str, String)>,
+        lost: Option<String>,
+    ) -> VmStatus {
+        let scheduled = match &blocked {
+            Some((reason, msg)) => condition(
+                condition_type::SCHEDULED,
+                false,
+                reason,
+                msg.clone(),
+                vm.scheduled.as_ref(),
+                self.now,
+            ),
+            None if compute => condition(
+                condition_type::SCHEDULED,
+                true,
+                REASON_SCHEDULED,
+                format!("placed on host {node}"),
+                vm.scheduled.as_ref(),
+                self.now,
+            ),
+            None => condition(
+                condition_type::SCHEDULED,
+                true,
+                REASON_SCHEDULED_HALTED,
+                format!("placed on host {node}; halted, so no vCPUs or memory are reserved"),
+                vm.scheduled.as_ref(),
+                self.now,
+            ),
+        };
+        let (phase, ready) = match lost {
+            Some(msg) => (
+                Some((Phase::Unknown, HOST_LOST.to_owned())),
+                Some(condition(
+                    condition_type::READY,
+                    false,
+                    HOST_LOST,
+                    msg,
+                    vm.ready.as_ref(),
+                    self.now,
+                )),
+            ),
+            None if vm.agents.contains(node) => (None, None),
+            None => {
+                let printable = blocked.as_ref().map_or("Scheduled", |(r, _)| r);
+                (Some((Phase::Scheduled, printable.to_owned())), None)
+            }
+        };
+        VmStatus {
+            node_name: Some(node.to_owned()),
+            vcpus: Self::vcpus(d),
+            scheduled,
+            phase,
+            ready,
+        }
+    }
+
+    /// A VM already admitted and placed.
+    pub(super) fn placed(&mut self, vm: &VmEntry, p: &Assumed) -> Option<VmWrite> {
+        let d = vm.demand.as_ref().ok().copied()?;
+        let wants = vm.run_strategy.counts_compute();
+        let write = |status, assume, announce| VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: None,
+            status,
+            assume,
+            announce,
+        };
+        if self.health.get(p.node.as_str()) == Some(&Health::Lost) {
+            return Some(self.lost(vm, p, &d));
+        }
+        if wants && !p.compute {
+            // Starting a Halted (or blocked) VM: quota and its host's capacity again. Its
+            // disks are on that host, so it cannot move.
+            let compute = d.compute();
+            let blocked = match self.ledger.check(&vm.key.namespace, &compute) {
+                Err(e) => {
+                    self.blocked.insert(e.quota.clone());
+                    Some((REASON_QUOTA_EXCEEDED, e.to_string()))
+                }
+                Ok(()) => self.snaps.get(&p.node).and_then(|s| {
+                    let req = placement::Request {
+                        compute: Capacity {
+                            vcpus: compute.vcpus,
+                            memory: compute.memory,
+                        },
+                        ..placement::Request::default()
+                    };
+                    filters::capacity(s, &req).err().map(|rs| {
+                        let what: Vec<String> = rs.iter().map(ToString::to_string).collect();
+                        (
+                            REASON_UNSCHEDULABLE,
+                            format!("host {}: {}", p.node, what.join(", ")),
+                        )
+                    })
+                }),
+            };
+            if let Some((reason, msg)) = blocked {
+                let changed = vm.scheduled.as_ref().is_none_or(|c| c.reason != reason);
+                let ann = changed.then(|| Announce {
+                    warning: true,
+                    reason: if reason == REASON_UNSCHEDULABLE {
+                        "FailedScheduling"
+                    } else {
+                        reason
+                    },
+                    note: msg.clone(),
+                });
+                return Some(write(
+                    self.placed_status(vm, &p.node, &d, false, Some((reason, msg)), None),
+                    None,
+                    ann,
+                ));
+            }
+            self.ledger.add(&vm.key.namespace, compute);
+            if let Some(s) = self.snaps.get_mut(&p.node) {
+                s.allocated.vcpus += compute.vcpus;
+                s.allocated.memory += compute.memory;
+            }
+            let assume = Some(Assumed {
+                node: p.node.clone(),
+                compute: true,
+            });
+            let ann = Some(Announce {
+                warning: false,
+                reason: "Admitted",
+                note: "vCPUs and memory reserved to start".into(),
+            });
+            return Some(write(
+                self.placed_status(vm, &p.node, &d, true, None, None),
+                assume,
+                ann,
+            ));
+        }
+        if !wants && p.compute {
+            // Halted: release vCPUs and memory. They stay counted in this pass; the next
+            // pass, after the write, no longer counts them.
+            let assume = Some(Assumed {
+                node: p.node.clone(),
+                compute: false,
+            });
+            return Some(write(
+                self.placed_status(vm, &p.node, &d, false, None, None),
+                assume,
+                None,
+            ));
+        }
+        if steady_and_recorded(vm, p, &d) {
+            // The common case at scale: nothing to say, and no strings to build.
+            return None;
+        }
+        Some(write(
+            self.placed_status(vm, &p.node, &d, p.compute, None, None),
+            None,
+            None,
+        ))
+    }
+
+    /// A VM whose host is lost: re-place it if it may move, else mark it HostLost.
+    fn lost(&mut self, vm: &VmEntry, p: &Assumed, d: &Units) -> VmWrite {
+        let mut why = format!("host {} stopped reporting", p.node);
+        if vm.restart_elsewhere {
+            let counted = if p.compute { *d } else { d.non_compute() };
+            let mut req = vm.request.clone();
+            req.compute = Capacity {
+                vcpus: counted.vcpus,
+                memory: counted.memory,
+            };
+            match placement::place(
+                self.snaps.values().filter(|s| s.name != p.node),
+                &req,
+                self.cfg.strategy,
+            ) {
+                Ok(h) => {
+                    let node = h.name.clone();
+                    if let Some(s) = self.snaps.get_mut(&node) {
+                        take(s, vm, counted);
+                    }
+                    return VmWrite {
+                        key: vm.key.clone(),
+                        uid: vm.uid.clone(),
+                        label: Some(node.clone()),
+                        status: self.placed_status(vm, &node, d, p.compute, None, None),
+                        assume: Some(Assumed {
+                            node: node.clone(),
+                            compute: p.compute,
+                        }),
+                        announce: Some(Announce {
+                            warning: true,
+                            reason: "Rescheduled",
+                            note: format!("host {} was lost; restarting on host {node}", p.node),
+                        }),
+                    };
+                }
+                Err(u) => why = format!("{why}; cannot restart elsewhere: {u}"),
+            }
+        } else if vm.run_strategy.counts_compute() {
+            why = format!("{why}; waiting for it (disks are local or evictionStrategy is None)");
+        }
+        let changed = vm.ready.as_ref().is_none_or(|c| c.reason != HOST_LOST);
+        VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: None,
+            status: self.placed_status(vm, &p.node, d, p.compute, None, Some(why.clone())),
+            assume: None,
+            announce: changed.then_some(Announce {
+                warning: true,
+                reason: HOST_LOST,
+                note: why,
+            }),
+        }
+    }
+}
