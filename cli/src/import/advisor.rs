@@ -150,7 +150,7 @@ impl Fact {
     }
     fn describe(&self) -> String {
         match self {
-            Fact::Bool(b) => b.to_string(),
+            Fact::Bool(_) => String::new(),
             Fact::Count(n) => n.to_string(),
             Fact::Text(t) => t.clone(),
             Fact::Items(v) => v.join(", "),

@@ -53,6 +53,18 @@ pub enum ConvertError {
         /// qemu-img compare's message.
         message: String,
     },
+    /// The converted image's size is not what the descriptor says.
+    #[error(
+        "{source_file}: qemu-img read {actual} bytes, the descriptor's extents add up to {expected}"
+    )]
+    SizeMismatch {
+        /// The disk.
+        source_file: PathBuf,
+        /// Bytes from the descriptor.
+        expected: u64,
+        /// Virtual size of the converted image.
+        actual: u64,
+    },
     /// Stopped because another disk failed.
     #[error("cancelled")]
     Cancelled,
@@ -67,6 +79,8 @@ pub struct Job {
     pub source: PathBuf,
     /// The qcow2 to write.
     pub dest: PathBuf,
+    /// The virtual size the VMDK's descriptor promises; checked against the result.
+    pub expected_bytes: Option<u64>,
 }
 
 /// Timing of one finished disk.
@@ -246,6 +260,16 @@ impl Converter {
             return Err(classify(job, &message));
         }
         let convert_seconds = started.elapsed().as_secs_f64();
+        if let Some(expected) = job.expected_bytes {
+            let actual = self.virtual_size(job)?;
+            if actual != expected {
+                return Err(ConvertError::SizeMismatch {
+                    source_file: job.source.clone(),
+                    expected,
+                    actual,
+                });
+            }
+        }
         bar.set_position(10_000);
         let verify_started = Instant::now();
         if self.verify {
@@ -258,6 +282,33 @@ impl Converter {
             convert_seconds,
             verify_seconds: verify_started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Virtual size of the converted image, from `qemu-img info`.
+    fn virtual_size(&self, job: &Job) -> Result<u64, ConvertError> {
+        let child = self.spawn(&[
+            "info".as_ref(),
+            "--output=json".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            job.dest.as_os_str(),
+        ])?;
+        let out = child
+            .wait_with_output()
+            .map_err(|source| ConvertError::Spawn {
+                binary: self.qemu_img.clone(),
+                source,
+            })?;
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        info["virtual-size"]
+            .as_u64()
+            .ok_or_else(|| ConvertError::Convert {
+                source_file: job.source.clone(),
+                message: format!(
+                    "qemu-img info gave no virtual size for {}",
+                    job.dest.display()
+                ),
+            })
     }
 
     fn compare(&self, job: &Job) -> Result<(), ConvertError> {

@@ -40,6 +40,17 @@ pub enum NetworkTarget {
     User,
 }
 
+impl NetworkTarget {
+    /// As the user writes it in `--network-map`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Network(n) => format!("network {n}"),
+            Self::Bridge(b) => format!("bridge {b}"),
+            Self::User => "user networking".into(),
+        }
+    }
+}
+
 /// `--network-map VMNET=TARGET`, TARGET being `NAME`, `network:NAME`, `bridge:NAME` or `user`.
 pub fn parse_network_map(arg: &str) -> Result<(String, NetworkTarget), String> {
     let (from, to) = arg
@@ -248,14 +259,13 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
             }
             _ => None,
         };
-        notes.push(
-            format!(
-                "{}: {} on {vmware_net:?} → {model:?} on {target:?}",
-                nic_name(nic),
-                nic.model
-            )
-            .to_lowercase(),
-        );
+        let model_name = format!("{model:?}").to_lowercase();
+        notes.push(format!(
+            "{}: {} on {vmware_net:?} → {model_name} on {}",
+            nic_name(nic),
+            nic.model,
+            target.describe()
+        ));
         let mut net = Network {
             name: nic_name(nic),
             model,

@@ -80,6 +80,16 @@ impl ControllerKind {
         }
     }
 
+    /// Order of the families in VMware's device listing: scsi, sata, ide, nvme.
+    pub fn rank(self) -> u8 {
+        match self.family() {
+            "scsi" => 0,
+            "sata" => 1,
+            "ide" => 2,
+            _ => 3,
+        }
+    }
+
     /// Whether it is one of the SCSI controllers.
     pub fn is_scsi(self) -> bool {
         self.family() == "scsi"

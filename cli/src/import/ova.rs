@@ -151,7 +151,9 @@ pub fn extract_from(reader: impl Read, ova: &Path, dest: &Path) -> Result<Extrac
                 entry: shown,
             });
         }
-        if !kind.is_file() {
+        // GNU sparse entries (tar --sparse, and the tar crate's default for files with
+        // holes) read back expanded, so they are plain files here.
+        if !(kind.is_file() || kind.is_gnu_sparse() || kind.is_contiguous()) {
             return Err(OvaError::NotAFile {
                 ova: ova.to_owned(),
                 entry: shown,

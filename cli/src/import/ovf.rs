@@ -374,14 +374,8 @@ fn read_system(system: &Element, disks: &BTreeMap<String, OvfDisk>) -> Result<So
     }
     vm.vcpus = vm.vcpus.max(1);
     vm.cores_per_socket = vm.cores_per_socket.max(1);
-    vm.disks.sort_by_key(|d| {
-        (
-            d.controller.family() != "scsi",
-            d.controller.family(),
-            d.controller_index,
-            d.unit,
-        )
-    });
+    vm.disks
+        .sort_by_key(|d| (d.controller.rank(), d.controller_index, d.unit));
     Ok(vm)
 }
 

@@ -219,7 +219,12 @@ impl Report {
                 Severity::Warning => "WARNING",
                 Severity::Info => "INFO",
             };
-            let _ = writeln!(s, "  [{sev}] {}: {} ({})", f.id, f.title, f.detail);
+            let detail = if f.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", f.detail)
+            };
+            let _ = writeln!(s, "  [{sev}] {}: {}{detail}", f.id, f.title);
             let _ = writeln!(s, "      what to do: {}", f.remedy);
         }
         let st = &self.steps;

@@ -181,6 +181,7 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
             label: p.source.slot(),
             source: source.clone(),
             dest: vm_stage.join(file),
+            expected_bytes: Some(p.capacity_bytes),
         })
         .collect();
     report.timings = req.converter.run(&jobs)?;

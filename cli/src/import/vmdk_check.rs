@@ -62,13 +62,13 @@ pub enum DiskError {
 /// Positional reads, so the walk can run on files and on buffers.
 pub trait ReadAt {
     /// Length in bytes.
-    fn len(&self) -> std::io::Result<u64>;
+    fn size(&self) -> std::io::Result<u64>;
     /// Fill `buf` from `offset`; an error when the range is not all there.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
 }
 
 impl ReadAt for File {
-    fn len(&self) -> std::io::Result<u64> {
+    fn size(&self) -> std::io::Result<u64> {
         Ok(self.metadata()?.len())
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -77,8 +77,8 @@ impl ReadAt for File {
 }
 
 impl ReadAt for [u8] {
-    fn len(&self) -> std::io::Result<u64> {
-        Ok(<[u8]>::len(self) as u64)
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len() as u64)
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
@@ -221,7 +221,7 @@ fn read_descriptor(
         file: path.to_owned(),
         source,
     };
-    let len = ReadAt::len(file).map_err(io)?;
+    let len = ReadAt::size(file).map_err(io)?;
     let mut first = vec![0u8; len.min(SECTOR) as usize];
     ReadAt::read_exact_at(file, &mut first, 0).map_err(io)?;
     let bad = |source| DiskError::Descriptor {
@@ -260,7 +260,7 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
 
 /// Walk a sparse extent's grain directory and tables; the error says what is missing.
 pub fn check_sparse<R: ReadAt + ?Sized>(r: &R, header: &SparseHeader) -> Result<(), String> {
-    let len = r.len().map_err(|e| e.to_string())?;
+    let len = r.size().map_err(|e| e.to_string())?;
     let mut h = *header;
     if h.gd_offset == GD_AT_END {
         // streamOptimized: the real header is the footer, 1024 bytes before the end
@@ -378,6 +378,22 @@ mod tests {
         let h = SparseHeader::parse(&img[..512]).unwrap();
         let err = check_sparse(&img[..1000], &h).unwrap_err();
         assert!(err.contains("grain table 0"), "{err}");
+    }
+
+    #[test]
+    fn a_stream_with_its_grain_directory_in_the_footer_passes() {
+        let mut img = image(4);
+        img[8..12].copy_from_slice(&crate::import::vmdk::FLAG_COMPRESSED.to_le_bytes());
+        let mut footer = img[..512].to_vec();
+        img[56..64].copy_from_slice(&GD_AT_END.to_le_bytes());
+        let mut marker = vec![0u8; 512];
+        marker[12..16].copy_from_slice(&3u32.to_le_bytes());
+        img.extend_from_slice(&marker);
+        img.append(&mut footer);
+        img.extend_from_slice(&[0u8; 512]);
+        let h = SparseHeader::parse(&img[..512]).unwrap();
+        assert!(h.is_stream_optimized());
+        check_sparse(img.as_slice(), &h).unwrap();
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn a_json_dry_run_report_is_one_document_with_the_automated_share() {
         report["steps"]["automatedPercent"],
         (automated * 100 / (automated + manual)) as u64
     );
-    assert!(crate::fixtures::entries(&out_dir).is_empty());
+    assert!(entries(&out_dir).is_empty());
 }
 
 #[test]

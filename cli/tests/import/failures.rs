@@ -60,7 +60,11 @@ fn a_truncated_stream_optimized_vmdk_is_refused_naming_it() {
     let vmdk = dir.path().join("disk.vmdk");
     let len = std::fs::metadata(&vmdk).unwrap().len();
     truncate(&vmdk, len / 2);
-    fails_cleanly(&ovf, &dir.path().join("out"), &["disk.vmdk", "footer"]);
+    fails_cleanly(
+        &ovf,
+        &dir.path().join("out"),
+        &["disk.vmdk", "truncated or corrupt", "beyond the end"],
+    );
 }
 
 #[test]

@@ -368,3 +368,14 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// The report's step counts (automated, manual, percent); printed for the docs' table.
+pub fn steps(fixture: &str, report: &Report) -> (usize, usize, u32) {
+    let s = &report.steps;
+    let t = (s.automated.len(), s.manual.len(), s.automated_percent);
+    println!(
+        "STEPS {fixture}: {} automated, {} manual, {}%  manual={:?}",
+        t.0, t.1, t.2, s.manual
+    );
+    t
+}

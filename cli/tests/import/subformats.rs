@@ -85,7 +85,7 @@ fn multi_extent(kind: &str) {
     }
     std::fs::write(
         dir.path().join("disk.vmdk"),
-        format!("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"{sub}\"\n\n{lines}\nddb.adapterType = \"lsilogic\"\n"),
+        format!("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"{sub}\"\n\n# Extent description\n{lines}\n# The Disk Data Base\n#DDB\n\nddb.adapterType = \"lsilogic\"\n"),
     )
     .unwrap();
     let spec = OvfSpec::simple(vec![disk("disk.vmdk", 4 << 20, "lsilogic", 0)]);
@@ -120,4 +120,33 @@ fn a_converted_disk_keeps_its_virtual_size_when_it_is_not_a_whole_mib() {
     assert_qcow2_equals(&out.join("simple/simple-ide0-0.qcow2"), &data);
     let vm = validated(&out.join("simple/simple.yaml"));
     assert_eq!(vm.spec.disks[0].size.as_ref().unwrap().0, "3136Ki");
+}
+
+/// qemu 7.2 counts the first extent twice when a blank line stands right before it; the
+/// converted disk would then be larger than the descriptor says and silently wrong.
+#[test]
+fn a_descriptor_that_qemu_reads_differently_from_its_extents_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_disk(dir.path(), "part.raw", 1, 5);
+    vmdk_from_raw(
+        &raw,
+        &dir.path().join("p.vmdk"),
+        "twoGbMaxExtentFlat",
+        "lsilogic",
+    );
+    std::fs::write(
+        dir.path().join("disk.vmdk"),
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentFlat\"\n\nRW 2048 FLAT \"p-f001.vmdk\" 0\n",
+    )
+    .unwrap();
+    let spec = OvfSpec::simple(vec![disk("disk.vmdk", 1 << 20, "lsilogic", 0)]);
+    std::fs::write(dir.path().join("vm.ovf"), ovf_text(&spec)).unwrap();
+    let out = dir.path().join("out");
+    let err = import(&request(&dir.path().join("vm.ovf"), &out)).unwrap_err();
+    let text = chain(&err);
+    assert!(
+        text.contains("disk.vmdk") && text.contains("extents add up to 1048576"),
+        "{text}"
+    );
+    assert!(entries(&out).is_empty());
 }
