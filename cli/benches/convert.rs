@@ -96,6 +96,7 @@ fn main() {
                 label: sub.into(),
                 source: src.clone(),
                 dest: dest.clone(),
+                expected_bytes: None,
             };
             let t = Instant::now();
             quiet(1)
@@ -138,6 +139,7 @@ fn main() {
             label: format!("disk{i}"),
             source: src,
             dest: dir.path().join(format!("m{i}.qcow2")),
+            expected_bytes: None,
         });
     }
     let clean = |jobs: &[Job]| jobs.iter().for_each(|j| rm(&j.dest));

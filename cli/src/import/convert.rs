@@ -413,6 +413,7 @@ mod tests {
             label: "d".into(),
             source: "/in/a.vmdk".into(),
             dest: "/out/a.qcow2".into(),
+            expected_bytes: None,
         };
         let e = classify(
             &job,
@@ -441,6 +442,7 @@ mod tests {
             label: "d".into(),
             source: "/in/a.vmdk".into(),
             dest: "/tmp/never.qcow2".into(),
+            expected_bytes: None,
         };
         assert!(matches!(c.run(&[job]), Err(ConvertError::Spawn { .. })));
     }

@@ -83,11 +83,8 @@ impl Steps {
     /// Fill in the percentage.
     pub fn finish(mut self) -> Self {
         let total = self.automated.len() + self.manual.len();
-        self.automated_percent = if total == 0 {
-            0
-        } else {
-            (self.automated.len() * 100 / total) as u32
-        };
+        let percent = (self.automated.len() * 100).checked_div(total).unwrap_or(0);
+        self.automated_percent = u32::try_from(percent).unwrap_or(100);
         self
     }
 }

@@ -10,6 +10,14 @@ use ironvisor_crds::vm::{DiskBus, Firmware, NicModel};
 use ivctl::import::manifest::NetworkTarget;
 use ivctl::import::report::Status;
 
+// (automated, manual, percent) per fixture; docs/migration.md shows the same table.
+const STEPS_VMX07: (usize, usize, u32) = (7, 4, 63);
+const STEPS_VMX13: (usize, usize, u32) = (10, 3, 76);
+const STEPS_VMX19: (usize, usize, u32) = (13, 4, 76);
+const STEPS_OVA: (usize, usize, u32) = (8, 4, 66);
+const STEPS_VMX_SET: (usize, usize, u32) = (9, 3, 75);
+const STEPS_VMX_SNAPSHOT: (usize, usize, u32) = (9, 4, 69);
+
 #[test]
 fn a_vmx_07_ide_bios_vm_with_e1000_maps_to_sata_and_virtio() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,6 +42,7 @@ fn a_vmx_07_ide_bios_vm_with_e1000_maps_to_sata_and_virtio() {
     std::fs::write(dir.path().join("old.ovf"), ovf_text(&spec)).unwrap();
     let out = dir.path().join("out");
     let report = import(&request(&dir.path().join("old.ovf"), &out)).unwrap();
+    assert_eq!(steps("vmx-07", &report), STEPS_VMX07);
     assert_eq!(report.vm.name, "old-server-2008");
     assert_eq!(report.vm.hardware_version.as_deref(), Some("vmx-07"));
     let vm = validated(&out.join("old-server-2008/old-server-2008.yaml"));
@@ -107,6 +116,7 @@ fn a_vmx_13_two_disk_vm_with_vmxnet3_and_e1000_on_two_networks_maps_every_device
     req.mapping.keep_mac = true;
     req.mapping.keep_nic_model = true;
     let report = import(&req).unwrap();
+    assert_eq!(steps("vmx-13", &report), STEPS_VMX13);
     assert!(
         !report.findings.iter().any(|f| f.id == "unmapped-network"),
         "{:?}",
@@ -196,6 +206,7 @@ fn a_vmx_19_efi_secure_boot_vm_on_pvscsi_sata_and_nvme_with_three_networks() {
         ("Mgmt".to_owned(), NetworkTarget::User),
     ]);
     let report = import(&req).unwrap();
+    assert_eq!(steps("vmx-19", &report), STEPS_VMX19);
     let ids: Vec<&str> = report.findings.iter().map(|f| f.id.as_str()).collect();
     for id in [
         "efi-secure-boot",
@@ -249,6 +260,7 @@ fn an_ova_with_a_sha256_manifest_is_verified_and_imported() {
         write_ova(&src, &["web.ovf", "web.mf", "web-disk1.vmdk"], &ova);
         let out = dir.path().join("out");
         let report = import(&request(&ova, &out)).unwrap();
+        assert_eq!(steps("ova", &report), STEPS_OVA);
         assert_eq!(report.format, "ova");
         assert!(
             report
@@ -308,6 +320,7 @@ fn a_vmx_set_with_sparse_and_flat_disks_is_imported() {
     req.mapping.keep_mac = true;
     req.mapping.scsi_bus = ivctl::import::manifest::ScsiBus::Virtio;
     let report = import(&req).unwrap();
+    assert_eq!(steps("vmx set", &report), STEPS_VMX_SET);
     assert_eq!(report.format, "vmx");
     assert_eq!(report.vm.hardware_version.as_deref(), Some("vmx-14"));
     let vm = validated(&out.join("db01/db01.yaml"));
@@ -374,6 +387,10 @@ fn a_vmx_with_a_snapshot_is_blocked_and_with_force_imports_the_current_state() {
     let mut req = request(&dir.path().join("db01.vmx"), &out);
     req.force = true;
     let report = import(&req).unwrap();
+    assert_eq!(
+        steps("vmx with snapshot, forced", &report),
+        STEPS_VMX_SNAPSHOT
+    );
     assert_eq!(report.status, Status::Imported);
     let mut expected = a.clone();
     expected[..65536].fill(0xab);
