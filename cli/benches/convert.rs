@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo bench -p ivctl --bench convert` (env: `IVCTL_BENCH_MIB` disk size, default
 //! 256; `IVCTL_BENCH_DISKS` disks of the multi-disk VM, default 3; `IVCTL_BENCH_REPS`
-//! repetitions, default 3; `IVCTL_BENCH_DIR` scratch directory, default /var/tmp).
+//! repetitions, default 5; `IVCTL_BENCH_DIR` scratch directory, default /var/tmp).
 //! Prints a Markdown table; figures are medians.
 
 use std::path::{Path, PathBuf};
@@ -59,10 +59,16 @@ fn rm(p: &Path) {
     let _ = std::fs::remove_file(p);
 }
 
+/// Remove the previous output and flush dirty pages before a timed run.
+fn settle(dest: &Path) {
+    rm(dest);
+    let _ = Command::new("sync").status();
+}
+
 fn main() {
     let mib = env_num("IVCTL_BENCH_MIB", 256);
     let disks = env_num("IVCTL_BENCH_DISKS", 3);
-    let reps = env_num("IVCTL_BENCH_REPS", 3).max(1);
+    let reps = env_num("IVCTL_BENCH_REPS", 5).max(1);
     let base = std::env::var_os("IVCTL_BENCH_DIR")
         .map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from);
     let dir = tempfile::tempdir_in(base).expect("scratch directory");
@@ -88,28 +94,34 @@ fn main() {
         vmdk(&raw, &src, sub);
         let dest = dir.path().join("out.qcow2");
         let (mut plain, mut ours, mut verified) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..reps {
-            rm(&dest);
-            plain.push(plain_convert(&qemu_img, &src, &dest).expect("plain convert"));
-            rm(&dest);
-            let job = Job {
-                label: sub.into(),
-                source: src.clone(),
-                dest: dest.clone(),
-                expected_bytes: None,
-            };
-            let t = Instant::now();
-            quiet(1)
-                .run(std::slice::from_ref(&job))
-                .expect("ivctl convert");
-            ours.push(t.elapsed());
-            rm(&dest);
+        let job = Job {
+            label: sub.into(),
+            source: src.clone(),
+            dest: dest.clone(),
+            expected_bytes: None,
+        };
+        for rep in 0..reps {
+            // Alternate which goes first, and start each run with no dirty pages in flight,
+            // so neither side pays for the other's writeback.
+            for side in [rep % 2, 1 - rep % 2] {
+                settle(&dest);
+                if side == 0 {
+                    plain.push(plain_convert(&qemu_img, &src, &dest).expect("plain convert"));
+                } else {
+                    let t = Instant::now();
+                    quiet(1)
+                        .run(std::slice::from_ref(&job))
+                        .expect("ivctl convert");
+                    ours.push(t.elapsed());
+                }
+            }
+            settle(&dest);
             let t = Instant::now();
             Converter {
                 verify: true,
                 ..quiet(1)
             }
-            .run(&[job])
+            .run(std::slice::from_ref(&job))
             .expect("ivctl convert + verify");
             verified.push(t.elapsed());
         }
@@ -144,15 +156,19 @@ fn main() {
     }
     let clean = |jobs: &[Job]| jobs.iter().for_each(|j| rm(&j.dest));
     let (mut seq, mut par) = (Vec::new(), Vec::new());
-    for _ in 0..reps {
-        clean(&jobs);
-        let t = Instant::now();
-        quiet(1).run(&jobs).expect("sequential");
-        seq.push(t.elapsed());
-        clean(&jobs);
-        let t = Instant::now();
-        quiet(disks).run(&jobs).expect("parallel");
-        par.push(t.elapsed());
+    for rep in 0..reps {
+        for side in [rep % 2, 1 - rep % 2] {
+            clean(&jobs);
+            let _ = Command::new("sync").status();
+            let t = Instant::now();
+            if side == 0 {
+                quiet(1).run(&jobs).expect("sequential");
+                seq.push(t.elapsed());
+            } else {
+                quiet(disks).run(&jobs).expect("parallel");
+                par.push(t.elapsed());
+            }
+        }
     }
     let (s, p) = (median(seq), median(par));
     println!(

@@ -468,4 +468,68 @@ mod tests {
             <VirtualSystem/><VirtualSystem/></Envelope>"#;
         assert!(matches!(parse(text), Err(OvfError::VirtualSystems(2))));
     }
+
+    const DEVICES: &str = r#"<?xml version="1.0"?>
+<ovf:Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+    xmlns:r="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
+    xmlns:v="http://www.vmware.com/schema/ovf">
+  <ovf:References><ovf:File ovf:id="f1" ovf:href="a.vmdk"/><ovf:File ovf:id="f2" ovf:href="b.vmdk"/></ovf:References>
+  <ovf:DiskSection>
+    <ovf:Disk ovf:diskId="d1" ovf:fileRef="f1" ovf:capacity="8" ovf:capacityAllocationUnits="byte * 2^30"/>
+    <ovf:Disk ovf:diskId="d2" ovf:fileRef="f2" ovf:capacity="1024"/>
+  </ovf:DiskSection>
+  <ovf:VirtualSystem ovf:id="cluster-node">
+    <ovf:VirtualHardwareSection>
+      <ovf:Item><r:ResourceType>3</r:ResourceType><r:VirtualQuantity>8</r:VirtualQuantity><r:InstanceID>1</r:InstanceID></ovf:Item>
+      <ovf:Item><r:ResourceType>4</r:ResourceType><r:VirtualQuantity>2</r:VirtualQuantity><r:AllocationUnits>byte * 2^30</r:AllocationUnits><r:InstanceID>2</r:InstanceID></ovf:Item>
+      <ovf:Item><r:ResourceType>6</r:ResourceType><r:ResourceSubType>lsilogicsas</r:ResourceSubType><r:InstanceID>3</r:InstanceID><r:Address>1</r:Address>
+        <v:Config v:key="sharedBus" v:value="physicalSharing"/></ovf:Item>
+      <ovf:Item><r:ResourceType>17</r:ResourceType><r:HostResource>ovf:/disk/d1</r:HostResource><r:Parent>3</r:Parent><r:AddressOnParent>2</r:AddressOnParent><r:InstanceID>4</r:InstanceID></ovf:Item>
+      <ovf:Item><r:ResourceType>17</r:ResourceType><r:HostResource>/disk/d2</r:HostResource><r:Parent>3</r:Parent><r:InstanceID>5</r:InstanceID>
+        <v:Config v:key="backing.diskMode" v:value="independent_persistent"/></ovf:Item>
+      <ovf:Item><r:ResourceType>23</r:ResourceType><r:ElementName>USB controller</r:ElementName><r:InstanceID>6</r:InstanceID></ovf:Item>
+      <ovf:Item><r:ResourceType>1</r:ResourceType><r:ResourceSubType>vmware.pcipassthrough</r:ResourceSubType><r:ElementName>PCI device 0</r:ElementName><r:InstanceID>7</r:InstanceID>
+        <v:Config v:key="backing.vgpu" v:value="grid_t4-4q"/></ovf:Item>
+      <ovf:Item><r:ResourceType>21</r:ResourceType><r:ElementName>Serial port 1</r:ElementName><r:InstanceID>8</r:InstanceID>
+        <v:Config v:key="backing.serviceURI" v:value="telnet://:7000"/></ovf:Item>
+      <ovf:Item><r:ResourceType>15</r:ResourceType><r:ElementName>CD/DVD drive 1</r:ElementName><r:InstanceID>9</r:InstanceID></ovf:Item>
+    </ovf:VirtualHardwareSection>
+  </ovf:VirtualSystem>
+</ovf:Envelope>"#;
+
+    #[test]
+    fn devices_without_equivalent_shared_and_independent_disks_are_read_from_an_ovf() {
+        let pkg = parse(DEVICES).unwrap();
+        let vm = pkg.vm;
+        assert_eq!(vm.name, "cluster-node");
+        assert_eq!((vm.vcpus, vm.cores_per_socket, vm.memory_mib), (8, 1, 2048));
+        assert_eq!(vm.disks.len(), 2);
+        assert_eq!(vm.disks[0].slot(), "scsi1:0");
+        assert_eq!(vm.disks[1].slot(), "scsi1:2");
+        assert_eq!(vm.disks[1].capacity_bytes, Some(8 << 30));
+        assert!(
+            vm.disks
+                .iter()
+                .all(|d| d.shared && d.controller == ControllerKind::LsiLogicSas)
+        );
+        assert!(vm.disks[0].independent && !vm.disks[1].independent);
+        let kinds: Vec<DeviceKind> = vm.devices.iter().map(|d| d.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                DeviceKind::UsbController,
+                DeviceKind::Vgpu,
+                DeviceKind::SerialNetwork,
+                DeviceKind::Cdrom
+            ]
+        );
+        assert_eq!(pkg.files.len(), 2);
+    }
+
+    #[test]
+    fn a_disk_pointing_at_an_undefined_file_is_a_dangling_reference() {
+        let text = DEVICES.replace(r#"ovf:fileRef="f2""#, r#"ovf:fileRef="nope""#);
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("\"nope\""), "{err}");
+    }
 }
