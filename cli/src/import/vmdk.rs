@@ -104,14 +104,13 @@ pub struct Descriptor {
 }
 
 /// Subformats `qemu-img` reads and this tool converts.
-pub const SUPPORTED_SUBFORMATS: [&str; 7] = [
+pub const SUPPORTED_SUBFORMATS: [&str; 6] = [
     "monolithicSparse",
     "streamOptimized",
     "monolithicFlat",
     "twoGbMaxExtentSparse",
     "twoGbMaxExtentFlat",
     "vmfs",
-    "vmfsSparse",
 ];
 
 /// Subformats that describe raw device mappings.
