@@ -213,3 +213,26 @@ fn a_failed_import_exits_1_with_the_file_named_on_stderr() {
             .contains("nothing.iso: not an .ovf, .ova or .vmx file")
     );
 }
+
+#[test]
+fn kubectl_finds_the_plugin_on_path_as_kubectl_ironvisor() {
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-ironvisor"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let out = Command::new("kubectl")
+        .args(["ironvisor", "import", "vmware", "--help"])
+        .env("PATH", path)
+        .output()
+        .expect("kubectl is installed (hack/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--network-map"));
+}
