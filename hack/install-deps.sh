@@ -11,7 +11,7 @@ fi
 # qemu-utils in the same transaction makes apt refuse ("held broken packages").
 group_virt=(libvirt-dev libvirt-daemon-system libvirt-clients qemu-system-x86 pkg-config)
 group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq curl ca-certificates
-             prometheus python3 python3-venv iproute2 procps psmisc)
+             prometheus python3 python3-venv iproute2 procps psmisc lua5.1 lua-cjson)
 
 missing() {
   local pkg
@@ -48,4 +48,15 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheu
   systemctl stop prometheus || true
 fi
 
-echo "install-deps: all system packages present"
+
+# kubernetes-validate (PyPI): validates rendered manifests against the official Kubernetes
+# OpenAPI schemas, offline (the schemas ship inside the package).
+KV_VENV=/opt/ironvisor-venv
+KV_VERSION=1.37.0
+if ! "$KV_VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$KV_VERSION"; then
+  echo "install-deps: kubernetes-validate $KV_VERSION into $KV_VENV"
+  python3 -m venv "$KV_VENV"
+  "$KV_VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KV_VERSION"
+fi
+
+echo "install-deps: everything present"

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
     group = "ironvisor.io",
     version = "v1alpha1",
     kind = "Hypervisor",
+    doc = "A host that runs VMs, named after it. Its agent writes the status (capacity, allocation, versions, heartbeat); admins write the spec (cordon, overcommit, reservation) and its labels (matched by VM nodeSelectors).",
     plural = "hypervisors",
     singular = "hypervisor",
     shortname = "hv",
@@ -66,7 +67,10 @@ fn default_memory_ratio() -> f64 {
 
 impl Default for Overcommit {
     fn default() -> Self {
-        Self { cpu: default_cpu_ratio(), memory: default_memory_ratio() }
+        Self {
+            cpu: default_cpu_ratio(),
+            memory: default_memory_ratio(),
+        }
     }
 }
 

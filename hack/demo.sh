@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The demo, from a fresh Debian 12 machine: installs what is missing, builds, starts libvirtd,
+# builds the tiny guest, starts the local control plane, the operator and one agent
+# (qemu:///system, software emulation), applies the CRDs and manifests/examples/, waits until
+# both VMs run, and leaves everything running.
+#
+#   hack/demo.sh          start (or re-start what is missing); safe to run twice
+#   hack/demo.sh stop     stop everything the demo started (the VMs' domains included)
+#   hack/demo.sh status   show what runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo -E "$0" "$@"
+fi
+
+STATE=${IRONVISOR_DEMO_DIR:-/var/tmp/ironvisor-demo}
+PORT=${IRONVISOR_DEMO_PORT:-6480}
+NODE=${IRONVISOR_DEMO_NODE:-$(hostname -s)}
+IMAGES=/var/lib/ironvisor/images
+export KUBECONFIG="$STATE/kubeconfig"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ironvisor-target}"
+BIN="$CARGO_TARGET_DIR/debug"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+start_bg() { # name, command...
+  local name=$1; shift
+  if alive "$name"; then
+    echo "$name already running (pid $(cat "$STATE/$name.pid"))"
+    return
+  fi
+  nohup "$@" >>"$STATE/logs/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+  echo "$name started (pid $!, log $STATE/logs/$name.log)"
+}
+
+stop_all() {
+  for name in agent operator devcluster; do
+    if alive "$name"; then
+      kill "$(cat "$STATE/$name.pid")" && echo "stopped $name"
+    fi
+    rm -f "$STATE/$name.pid"
+  done
+  # The agent leaves guests running when it stops (it adopts them on restart); the demo's
+  # stop command stops them too.
+  for dom in $(virsh -c qemu:///system list --all --name 2>/dev/null | grep '^iv-' || true); do
+    virsh -c qemu:///system destroy "$dom" >/dev/null 2>&1 || true
+    virsh -c qemu:///system undefine --nvram "$dom" >/dev/null 2>&1 ||
+      virsh -c qemu:///system undefine "$dom" >/dev/null 2>&1 || true
+    echo "removed domain $dom"
+  done
+}
+
+case "${1:-start}" in
+  stop) stop_all; exit 0 ;;
+  status)
+    for name in devcluster operator agent; do
+      if alive "$name"; then echo "$name: running"; else echo "$name: stopped"; fi
+    done
+    exit 0 ;;
+  start) ;;
+  *) echo "usage: hack/demo.sh [start|stop|status]" >&2; exit 2 ;;
+esac
+
+mkdir -p "$STATE/logs" "$STATE/vms" "$IMAGES"
+
+step "1/8 system packages"
+hack/install-deps.sh
+
+step "2/8 build (cargo build; the first build takes a few minutes on 2 cores)"
+cargo build --locked -p ironvisor-devcluster -p ironvisor-operator -p ironvisor-agent -p ivctl
+
+step "3/8 libvirtd"
+hack/start-libvirtd.sh
+
+step "4/8 the tiny guest (Debian kernel + busybox initramfs) in $IMAGES"
+hack/build-guest.sh "$IMAGES"
+
+step "5/8 local control plane on 127.0.0.1:$PORT"
+start_bg devcluster "$BIN/ironvisor-devcluster" --listen "127.0.0.1:$PORT" \
+  --kubeconfig "$KUBECONFIG" --data-dir "$STATE/devcluster"
+for i in $(seq 1 50); do
+  kubectl version >/dev/null 2>&1 && break
+  [ "$i" -eq 50 ] && { echo "the control plane did not answer; see $STATE/logs/devcluster.log" >&2; exit 1; }
+  sleep 0.2
+done
+kubectl apply -f manifests/namespace.yaml -k manifests/crds >/dev/null 2>&1 ||
+  { kubectl apply -f manifests/namespace.yaml && kubectl apply -k manifests/crds; }
+kubectl apply -k manifests/rbac >/dev/null
+kubectl wait --for=condition=Established --timeout=30s crd --all >/dev/null 2>&1 || true
+echo "CRDs, namespace and RBAC applied"
+
+step "6/8 operator and agent (node $NODE, qemu:///system, software emulation)"
+start_bg operator "$BIN/ironvisor-operator" --kubeconfig "$KUBECONFIG" --metrics-addr 127.0.0.1:9090
+start_bg agent "$BIN/ironvisor-agent" --node-name "$NODE" --kubeconfig "$KUBECONFIG" \
+  --libvirt-uri qemu:///system --state-dir "$STATE/vms" --images-dir "$IMAGES" \
+  --metrics-addr 127.0.0.1:9091 --accel auto
+
+step "7/8 examples: a tenant, a quota, two VMs"
+kubectl apply -f manifests/examples/
+echo "waiting for both VMs to run (software emulation: about 10 s)"
+deadline=$((SECONDS + 180))
+while :; do
+  phases=$(kubectl get vm -n demo -o jsonpath='{range .items[*]}{.metadata.name}={.status.phase}{" "}{end}' 2>/dev/null || true)
+  printf '\r  %-70s' "${phases:-no VMs yet}"
+  running=$(grep -o '=Running' <<<"$phases" | wc -l)
+  [ "$running" -ge 2 ] && break
+  if [ $SECONDS -ge $deadline ]; then
+    echo; echo "the VMs did not reach Running in 180 s; see $STATE/logs/ and 'kubectl describe vm -n demo'" >&2
+    exit 1
+  fi
+  sleep 1
+done
+echo
+
+step "8/8 result"
+kubectl get vm,hypervisor,tenant,vmq -A
+console=$(ls "$STATE"/vms/*/console.log 2>/dev/null | head -n1 || true)
+if [ -n "$console" ]; then
+  for _ in $(seq 1 30); do grep -q 'IRONVISOR-GUEST' "$console" && break; sleep 1; done
+  echo; echo "First guest's console: $(grep -m1 'IRONVISOR-GUEST' "$console" || tail -n1 "$console")"
+fi
+
+cat <<EOF
+
+Everything is running. To explore:
+  export KUBECONFIG=$KUBECONFIG
+  kubectl get vm -A -w                      # watch the VMs
+  kubectl describe vm -n demo tiny          # conditions and events
+  $BIN/ivctl -n demo status tiny            # the same, condensed
+  $BIN/ivctl -n demo console tiny           # the guest's serial console
+  curl -s 127.0.0.1:9091/metrics | grep ironvisor_   # agent metrics (operator: :9090)
+  logs: $STATE/logs/
+
+Stop it all:
+  hack/demo.sh stop
+EOF

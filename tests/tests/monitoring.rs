@@ -1,0 +1,189 @@
+//! The monitoring manifests: alert rules pass `promtool check rules`, the Argo CD health
+//! check for VirtualMachine gives the right verdict for each kind of status, and the
+//! argocd-cm snippet carries exactly the Lua script that is tested here.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use ironvisor_tests::{repo_root, run, yaml_documents};
+use serde_json::{Value, json};
+
+fn monitoring() -> PathBuf {
+    repo_root().join("manifests/monitoring")
+}
+
+/// The PrometheusRule's groups as a plain Prometheus rules file.
+fn rules_file(dir: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(monitoring().join("prometheusrule.yaml")).expect("rules");
+    let rule = yaml_documents(&text).remove(0);
+    let plain = json!({ "groups": rule["spec"]["groups"] });
+    let path = dir.join("ironvisor.rules.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&plain).expect("json")).expect("write rules");
+    path
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_rules() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run(Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(rules_file(dir.path())));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool rejected the rules:\n{text}");
+    assert!(text.contains("SUCCESS: 6 rules found"), "{text}");
+}
+
+#[test]
+fn the_alerts_cover_host_down_crash_loops_quota_and_reconcile_errors() {
+    let text = std::fs::read_to_string(monitoring().join("prometheusrule.yaml")).expect("rules");
+    for alert in [
+        "IronvisorHostDown",
+        "IronvisorVMCrashLooping",
+        "IronvisorQuotaAlmostFull",
+        "IronvisorReconcileErrorsRising",
+    ] {
+        assert!(text.contains(&format!("alert: {alert}")), "{alert} missing");
+    }
+}
+
+#[test]
+fn grafana_dashboard_shows_hosts_vms_quota_and_latency() {
+    let text =
+        std::fs::read_to_string(monitoring().join("ironvisor-dashboard.json")).expect("dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    for wanted in [
+        "Hosts ready",
+        "VMs by phase",
+        "Tenant usage against quota",
+        "Reconcile latency p95",
+    ] {
+        assert!(
+            titles.contains(&wanted),
+            "panel {wanted:?} missing from {titles:?}"
+        );
+    }
+}
+
+fn argo_health(object: &Value) -> (String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let obj = dir.path().join("obj.json");
+    std::fs::write(&obj, serde_json::to_vec(object).expect("json")).expect("write object");
+    let harness = dir.path().join("harness.lua");
+    std::fs::write(
+        &harness,
+        r#"local cjson = require("cjson")
+local f = assert(io.open(arg[2])); obj = cjson.decode(f:read("*a")); f:close()
+local hs = assert(loadfile(arg[1]))()
+io.write(hs.status, "|", hs.message or "")"#,
+    )
+    .expect("write harness");
+    let out = run(Command::new("lua5.1")
+        .arg(&harness)
+        .arg(monitoring().join("argocd/virtualmachine-health.lua"))
+        .arg(&obj));
+    assert!(
+        out.status.success(),
+        "lua failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let (status, message) = text.split_once('|').expect("status|message");
+    (status.to_owned(), message.to_owned())
+}
+
+fn vm(spec: Value, status: Value) -> Value {
+    json!({"apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
+           "metadata": {"name": "web", "namespace": "demo", "generation": 2},
+           "spec": spec, "status": status})
+}
+
+fn cond(kind: &str, status: &str, reason: &str, message: &str) -> Value {
+    json!({"type": kind, "status": status, "reason": reason, "message": message,
+           "lastTransitionTime": "2026-11-25T08:00:00Z"})
+}
+
+#[test]
+fn argo_sees_a_running_ready_vm_as_healthy() {
+    let o = vm(
+        json!({"runStrategy": "Always"}),
+        json!({"phase": "Running", "observedGeneration": 2,
+        "conditions": [cond("Ready", "True", "Running", ""), cond("Scheduled", "True", "Scheduled", "")]}),
+    );
+    assert_eq!(argo_health(&o), ("Healthy".into(), "Running".into()));
+}
+
+#[test]
+fn argo_sees_a_vm_over_quota_as_degraded_with_the_quota_message() {
+    let msg = "exceeded quota: demo-compute, requested: vcpus=4, used: vcpus=6, limited: vcpus=8";
+    let o = vm(
+        json!({}),
+        json!({"phase": "Pending",
+        "conditions": [cond("Scheduled", "False", "QuotaExceeded", msg)]}),
+    );
+    assert_eq!(
+        argo_health(&o),
+        ("Degraded".into(), format!("QuotaExceeded: {msg}"))
+    );
+}
+
+#[test]
+fn argo_waits_while_the_spec_change_is_not_observed() {
+    let o = vm(
+        json!({}),
+        json!({"phase": "Running", "observedGeneration": 1,
+        "conditions": [cond("Ready", "True", "Running", "")]}),
+    );
+    assert_eq!(argo_health(&o).0, "Progressing");
+}
+
+#[test]
+fn argo_sees_a_halted_stopped_vm_as_suspended_and_a_lost_host_as_degraded() {
+    let halted = vm(
+        json!({"runStrategy": "Halted"}),
+        json!({"phase": "Stopped", "observedGeneration": 2,
+        "conditions": [cond("Ready", "False", "Stopped", "")]}),
+    );
+    assert_eq!(argo_health(&halted).0, "Suspended");
+    let lost = vm(
+        json!({}),
+        json!({"phase": "Unknown", "observedGeneration": 2,
+        "conditions": [cond("Ready", "False", "HostLost", "host-1 stopped reporting")]}),
+    );
+    assert_eq!(
+        argo_health(&lost),
+        (
+            "Degraded".into(),
+            "HostLost: host-1 stopped reporting".into()
+        )
+    );
+    let mut new = vm(json!({}), Value::Null);
+    new.as_object_mut().expect("object").remove("status");
+    assert_eq!(argo_health(&new).0, "Progressing");
+}
+
+#[test]
+fn argocd_configmap_carries_the_tested_script() {
+    let lua = std::fs::read_to_string(monitoring().join("argocd/virtualmachine-health.lua"))
+        .expect("lua");
+    let cm_text = std::fs::read_to_string(monitoring().join("argocd/argocd-cm.yaml")).expect("cm");
+    let cm = yaml_documents(&cm_text).remove(0);
+    let embedded = cm["data"]["resource.customizations.health.ironvisor.io_VirtualMachine"]
+        .as_str()
+        .expect("key");
+    assert_eq!(
+        embedded.trim(),
+        lua.trim(),
+        "argocd-cm.yaml is out of date with virtualmachine-health.lua"
+    );
+}
