@@ -396,3 +396,51 @@ fn a_vmx_with_a_snapshot_is_blocked_and_with_force_imports_the_current_state() {
     expected[..65536].fill(0xab);
     assert_qcow2_equals(&out.join("db01/db01-scsi0-0.qcow2"), &expected);
 }
+
+#[test]
+fn raw_device_mappings_block_and_with_force_are_left_out_of_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = r#"scsi0:2.present = "TRUE"
+scsi0:2.fileName = "lun.vmdk"
+scsi0:2.deviceType = "rawDisk"
+scsi0:3.present = "TRUE"
+scsi0:3.fileName = "quorum.vmdk"
+"#;
+    let (a, b) = vmx_set(dir.path(), extra);
+    std::fs::write(
+        dir.path().join("quorum.vmdk"),
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"vmfsPassthroughRawDeviceMap\"\nRW 2048 VMFSRDM \"quorum-rdmp.vmdk\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let report = import(&request(&dir.path().join("db01.vmx"), &out)).unwrap();
+    assert_eq!(report.status, Status::Blocked);
+    let rdm = report
+        .findings
+        .iter()
+        .find(|f| f.id == "raw-device-mapping")
+        .unwrap();
+    assert_eq!(rdm.detail, "scsi0:2, scsi0:3");
+
+    let mut req = request(&dir.path().join("db01.vmx"), &out);
+    req.force = true;
+    let report = import(&req).unwrap();
+    assert_eq!(report.status, Status::Imported);
+    let skipped: Vec<&str> = report
+        .disks
+        .iter()
+        .filter(|d| d.skipped.is_some())
+        .map(|d| d.slot.as_str())
+        .collect();
+    assert_eq!(skipped, ["scsi0:2", "scsi0:3"]);
+    let vm = validated(&out.join("db01/db01.yaml"));
+    let names: Vec<&str> = vm.spec.disks.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["scsi0-0", "scsi0-1"]);
+    assert_qcow2_equals(&out.join("db01/db01-scsi0-0.qcow2"), &a);
+    assert_qcow2_equals(&out.join("db01/db01-scsi0-1.qcow2"), &b);
+    assert_eq!(
+        entries(&out.join("db01")).len(),
+        3,
+        "two images and the manifest"
+    );
+}
