@@ -1,6 +1,5 @@
-//! Placeholder until the cli lands; see the open issues.
+//! `ivctl`.
 
-fn main() {
-    eprintln!("not built yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    ivctl::main()
 }

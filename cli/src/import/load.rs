@@ -1,0 +1,237 @@
+//! Loading a source: detect its kind, unpack an OVA, parse the descriptor, check the
+//! manifest's checksums, and inspect every disk. Everything before the first byte of a
+//! converted image is written.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::bundle::{self, Algorithm, BundleError, Manifest};
+use super::model::SourceVm;
+use super::ova::{self, OvaError};
+use super::ovf::{self, OvfError};
+use super::vmdk_check::{self, DiskError, DiskInfo};
+use super::vmx::{self, Vmx, VmxError};
+
+/// Kind of source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// An OVF descriptor with its files beside it.
+    Ovf,
+    /// A tar of OVF, manifest and disks.
+    Ova,
+    /// A VMX with its VMDKs beside it.
+    Vmx,
+}
+
+impl Format {
+    /// From the file extension.
+    pub fn detect(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "ovf" => Some(Self::Ovf),
+            "ova" => Some(Self::Ova),
+            "vmx" => Some(Self::Vmx),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ovf => "ovf",
+            Self::Ova => "ova",
+            Self::Vmx => "vmx",
+        }
+    }
+}
+
+/// Why a source could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not .ovf, .ova or .vmx.
+    #[error("{0}: not an .ovf, .ova or .vmx file")]
+    UnknownFormat(PathBuf),
+    /// Reading a file failed.
+    #[error("{file}: cannot read")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OVF does not parse.
+    #[error("{file}: {source}")]
+    Ovf {
+        /// The descriptor.
+        file: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: OvfError,
+    },
+    /// The VMX does not parse.
+    #[error("{file}: {source}")]
+    Vmx {
+        /// The descriptor.
+        file: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: VmxError,
+    },
+    /// The OVA does not unpack.
+    #[error(transparent)]
+    Ova(#[from] OvaError),
+    /// A checksum or path problem.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A disk that cannot be converted.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+}
+
+/// A disk after inspection.
+#[derive(Clone, Debug)]
+pub struct LoadedDisk {
+    /// Its inspection result; `None` for a raw device mapping declared in the descriptor.
+    pub info: Option<DiskInfo>,
+}
+
+/// A loaded source.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// Its kind.
+    pub format: Format,
+    /// The descriptor file (inside the extraction directory for an OVA).
+    pub descriptor: PathBuf,
+    /// The directory its file names are relative to.
+    pub root: PathBuf,
+    /// The VM.
+    pub vm: SourceVm,
+    /// One entry per `vm.disks`, same order.
+    pub disks: Vec<LoadedDisk>,
+    /// Files whose checksum was verified.
+    pub verified_files: usize,
+    /// Referenced files that no manifest covers.
+    pub unverified_files: Vec<String>,
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        file: path.to_owned(),
+        source,
+    })
+}
+
+/// Load `source`; an OVA is unpacked into `scratch` (which the caller removes).
+pub fn load(source: &Path, scratch: &Path) -> Result<Loaded, LoadError> {
+    let format =
+        Format::detect(source).ok_or_else(|| LoadError::UnknownFormat(source.to_owned()))?;
+    let parent = |p: &Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned()
+    };
+    let (descriptor, root, digests, manifest_path) = match format {
+        Format::Ova => {
+            let x = ova::extract(source, scratch)?;
+            (x.ovf, scratch.to_owned(), Some(x.digests), x.manifest)
+        }
+        Format::Ovf | Format::Vmx => {
+            let mf = source.with_extension("mf");
+            (
+                source.to_owned(),
+                parent(source),
+                None,
+                mf.is_file().then_some(mf),
+            )
+        }
+    };
+    let (vm, referenced) = match format {
+        Format::Ovf | Format::Ova => {
+            let pkg = ovf::parse(&read(&descriptor)?).map_err(|source| LoadError::Ovf {
+                file: descriptor.clone(),
+                source,
+            })?;
+            let mut names: Vec<String> = pkg.files.iter().map(|f| f.href.clone()).collect();
+            names.insert(
+                0,
+                descriptor
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+            (pkg.vm, names)
+        }
+        Format::Vmx => {
+            let err = |source| LoadError::Vmx {
+                file: descriptor.clone(),
+                source,
+            };
+            let keys = Vmx::parse(&read(&descriptor)?).map_err(err)?;
+            let stem = descriptor
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut vm = vmx::to_source_vm(&keys, &stem).map_err(err)?;
+            let vmsd = descriptor.with_extension("vmsd");
+            if vmsd.is_file() {
+                let e = |source| LoadError::Vmx {
+                    file: vmsd.clone(),
+                    source,
+                };
+                vm.snapshots =
+                    vmx::snapshot_count(&Vmx::parse(&read(&vmsd)?).map_err(e)?).map_err(e)?;
+            }
+            let names = vm.disks.iter().map(|d| d.file.clone()).collect();
+            (vm, names)
+        }
+    };
+    // Checksums before anything else reads the disks.
+    let mut covered = BTreeSet::new();
+    if let Some(mf) = &manifest_path {
+        let manifest = Manifest::parse(mf, &read(mf)?)?;
+        for entry in &manifest.entries {
+            let path = bundle::resolve(&root, mf, &entry.file)?;
+            match digests.as_ref().and_then(|d| d.get(&entry.file)) {
+                Some((sha1, sha256)) => {
+                    let actual = if entry.algorithm == Algorithm::Sha1 {
+                        sha1
+                    } else {
+                        sha256
+                    };
+                    bundle::check_digest(&path, entry, actual.clone())?;
+                }
+                None => bundle::verify_file(&path, entry)?,
+            }
+            covered.insert(entry.file.clone());
+        }
+    }
+    let unverified_files: Vec<String> = if format == Format::Vmx && manifest_path.is_none() {
+        Vec::new() // a VMX set never has a manifest; nothing to report
+    } else {
+        referenced
+            .iter()
+            .filter(|n| !covered.contains(*n))
+            .cloned()
+            .collect()
+    };
+    let mut disks = Vec::with_capacity(vm.disks.len());
+    for d in &vm.disks {
+        if d.raw_device_mapping {
+            disks.push(LoadedDisk { info: None });
+            continue;
+        }
+        disks.push(LoadedDisk {
+            info: Some(vmdk_check::inspect(&root, &descriptor, &d.file)?),
+        });
+    }
+    Ok(Loaded {
+        format,
+        descriptor,
+        root,
+        vm,
+        disks,
+        verified_files: covered.len(),
+        unverified_files,
+    })
+}

@@ -1,0 +1,382 @@
+//! One import from start to end: load, advise, report, then (unless blocked or a dry run)
+//! convert into a staging directory under `--out` and move it into place with one rename.
+//!
+//! Nothing half-done survives a failure: the OVA's files, the images and the manifest are
+//! all written inside a `tempfile` staging directory that is removed on every error path
+//! (its `Drop`), and the finished VM directory appears only through the final `rename`.
+
+use std::path::{Path, PathBuf};
+
+use super::advisor::{self, ExtraFacts, Severity};
+use super::convert::{ConvertError, Converter, Job};
+use super::load::{self, LoadError, Loaded};
+use super::manifest::{self, Built, ManifestError, MappingOptions, PlannedDisk};
+use super::report::{DiskReport, QuotaReport, Report, Status, Steps, VmSummary};
+
+/// What the storage quota lookup found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuotaInfo {
+    /// This many bytes are left (from the option, or the cluster).
+    Remaining {
+        /// Bytes left.
+        bytes: u64,
+        /// `option` or `cluster`.
+        source: &'static str,
+    },
+    /// No quota limits the tenant's storage.
+    Unlimited,
+    /// Not known, and why.
+    Unknown(String),
+}
+
+/// Everything one import needs.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The .ovf, .ova or .vmx.
+    pub source: PathBuf,
+    /// `--name`, when given (else derived from the VMware name).
+    pub name: Option<String>,
+    /// Mapping choices (its `name` is replaced by the resolved name).
+    pub mapping: MappingOptions,
+    /// Where the VM's directory is created.
+    pub out: PathBuf,
+    /// Import despite blockers.
+    pub force: bool,
+    /// Report only.
+    pub dry_run: bool,
+    /// The storage quota figure.
+    pub quota: QuotaInfo,
+    /// How disks are converted.
+    pub converter: Converter,
+}
+
+/// Why an import failed (nothing was left behind).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Loading or checking the source failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Converting or verifying a disk failed.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// Writing the manifest failed.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The VM's output directory exists already.
+    #[error("{0}: already exists; remove it or choose another --name or --out")]
+    Exists(PathBuf),
+    /// A file-system operation on the output failed.
+    #[error("{file}: {action}")]
+    Io {
+        /// The path.
+        file: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(file: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> ImportError {
+    let file = file.to_owned();
+    move |source| ImportError::Io {
+        file,
+        action,
+        source,
+    }
+}
+
+/// Run one import and return its report (also for dry runs and blocked imports).
+pub fn run(req: &Request) -> Result<Report, ImportError> {
+    std::fs::create_dir_all(&req.out)
+        .map_err(io_err(&req.out, "cannot create the output directory"))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".ivctl-import-")
+        .tempdir_in(&req.out)
+        .map_err(io_err(&req.out, "cannot create a staging directory"))?;
+    let scratch = staging.path().join("source");
+    std::fs::create_dir(&scratch).map_err(io_err(&scratch, "cannot create a directory"))?;
+    let loaded = load::load(&req.source, &scratch)?;
+
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| manifest::sanitize_name(&loaded.vm.name));
+    let mapping = MappingOptions {
+        name: name.clone(),
+        ..req.mapping.clone()
+    };
+    let final_dir = req.out.join(&name);
+    if final_dir.exists() {
+        return Err(ImportError::Exists(final_dir));
+    }
+
+    let (planned, sources, disk_reports, extra) = plan_disks(&loaded, &mapping);
+    let built = manifest::build(&loaded.vm, &planned, &mapping);
+    let extra = ExtraFacts {
+        quota_remaining_bytes: match &req.quota {
+            QuotaInfo::Remaining { bytes, .. } => Some(*bytes),
+            QuotaInfo::Unlimited => Some(u64::MAX),
+            QuotaInfo::Unknown(_) => None,
+        },
+        unmapped_networks: built.unmapped_networks.clone(),
+        nic_models_changed: loaded
+            .vm
+            .nics
+            .iter()
+            .zip(&built.vm.spec.networks)
+            .filter(|(src, _)| src.model != "virtio")
+            .map(|(src, dst)| {
+                format!("{}: {} → {:?}", dst.name, src.model, dst.model).to_lowercase()
+            })
+            .collect(),
+        unverified_files: loaded.unverified_files.clone(),
+        ..extra
+    };
+    let findings = advisor::evaluate(
+        &advisor::builtin_rules(),
+        &advisor::facts(&loaded.vm, &extra),
+    );
+    let blocked = findings.iter().any(|f| f.severity == Severity::Blocker);
+    let mut report = Report {
+        source: req.source.display().to_string(),
+        format: loaded.format.name().into(),
+        vm: summary(&loaded, &built, &mapping),
+        disks: disk_reports,
+        mappings: built.notes.clone(),
+        quota: quota_report(&req.quota),
+        steps: steps(
+            &loaded,
+            &built,
+            &findings,
+            &mapping,
+            &req.out,
+            req.converter.verify,
+        ),
+        findings,
+        blocked,
+        forced: req.force,
+        status: Status::DryRun,
+        output_dir: None,
+        manifest_file: None,
+        manifest: serde_json::to_value(&built.vm).unwrap_or_default(),
+        timings: Vec::new(),
+    };
+    if blocked && !req.force {
+        report.status = Status::Blocked;
+        return Ok(report);
+    }
+    if req.dry_run {
+        return Ok(report);
+    }
+
+    let vm_stage = staging.path().join(&name);
+    std::fs::create_dir(&vm_stage).map_err(io_err(&vm_stage, "cannot create a directory"))?;
+    let jobs: Vec<Job> = planned
+        .iter()
+        .zip(&sources)
+        .zip(&built.image_files)
+        .map(|((p, source), file)| Job {
+            label: p.source.slot(),
+            source: source.clone(),
+            dest: vm_stage.join(file),
+            expected_bytes: Some(p.capacity_bytes),
+        })
+        .collect();
+    report.timings = req.converter.run(&jobs)?;
+    let manifest_path = vm_stage.join(format!("{name}.yaml"));
+    let mut f =
+        std::fs::File::create_new(&manifest_path).map_err(|source| ManifestError::Write {
+            file: manifest_path.clone(),
+            source,
+        })?;
+    manifest::write_to(&mut f, &manifest_path, &built.vm)?;
+    f.sync_all().map_err(|source| ManifestError::Write {
+        file: manifest_path.clone(),
+        source,
+    })?;
+    drop(f);
+    std::fs::rename(&vm_stage, &final_dir).map_err(io_err(
+        &final_dir,
+        "cannot move the finished import into place",
+    ))?;
+    drop(staging);
+    report.status = Status::Imported;
+    report.output_dir = Some(final_dir.display().to_string());
+    report.manifest_file = Some(final_dir.join(format!("{name}.yaml")).display().to_string());
+    Ok(report)
+}
+
+/// Which disks are converted (RDMs are not) with their VMDK paths, their report lines and
+/// disk facts.
+fn plan_disks(
+    loaded: &Loaded,
+    mapping: &MappingOptions,
+) -> (Vec<PlannedDisk>, Vec<PathBuf>, Vec<DiskReport>, ExtraFacts) {
+    let mut planned = Vec::new();
+    let mut sources = Vec::new();
+    let mut reports = Vec::new();
+    let mut extra = ExtraFacts::default();
+    for (src, disk) in loaded.vm.disks.iter().zip(&loaded.disks) {
+        let slot = src.slot();
+        let (subformat, capacity, skipped) = match &disk.info {
+            None => (
+                "rdm".to_owned(),
+                src.capacity_bytes.unwrap_or(0),
+                Some("raw device mapping".to_owned()),
+            ),
+            Some(info) if info.descriptor.is_rdm() => {
+                extra.rdm_disks.push(slot.clone());
+                (
+                    info.descriptor.create_type.clone(),
+                    info.capacity_bytes,
+                    Some("raw device mapping".to_owned()),
+                )
+            }
+            Some(info) => {
+                if info.snapshot_levels > 0 {
+                    extra
+                        .snapshot_disks
+                        .push(format!("{slot} ({} delta level(s))", info.snapshot_levels));
+                }
+                extra.tools_in_disk |= info.descriptor.has_tools_version()
+                    && info
+                        .descriptor
+                        .ddb
+                        .get("toolsversion")
+                        .is_some_and(|v| v != "2147483647");
+                (
+                    info.descriptor.create_type.clone(),
+                    info.capacity_bytes,
+                    None,
+                )
+            }
+        };
+        let image = skipped
+            .is_none()
+            .then(|| format!("{}-{}.qcow2", mapping.name, slot.replace(':', "-")));
+        if skipped.is_none() {
+            extra.disk_bytes = extra.disk_bytes.saturating_add(capacity);
+            planned.push(PlannedDisk {
+                source: src.clone(),
+                capacity_bytes: capacity,
+            });
+            sources.push(
+                disk.info
+                    .as_ref()
+                    .map(|i| i.path.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        reports.push(DiskReport {
+            slot,
+            file: src.file.clone(),
+            subformat,
+            capacity_bytes: capacity,
+            image,
+            skipped,
+        });
+    }
+    (planned, sources, reports, extra)
+}
+
+fn summary(loaded: &Loaded, built: &Built, mapping: &MappingOptions) -> VmSummary {
+    let spec = &built.vm.spec;
+    let vm = &loaded.vm;
+    VmSummary {
+        name: mapping.name.clone(),
+        namespace: mapping.namespace.clone(),
+        vmware_name: vm.name.clone(),
+        guest_os: vm.guest_os.clone(),
+        hardware_version: vm.hardware_version.clone(),
+        vcpus: vm.vcpus,
+        topology: format!(
+            "{} socket(s) × {} core(s)",
+            spec.cpu.sockets, spec.cpu.cores
+        ),
+        memory_mib: vm.memory_mib,
+        firmware: match (spec.firmware, spec.secure_boot) {
+            (Some(ironvisor_crds::vm::Firmware::Uefi), Some(true)) => {
+                "uefi with secure boot".into()
+            }
+            (Some(ironvisor_crds::vm::Firmware::Uefi), _) => "uefi".into(),
+            _ => "bios".into(),
+        },
+    }
+}
+
+fn quota_report(q: &QuotaInfo) -> QuotaReport {
+    match q {
+        QuotaInfo::Remaining { bytes, source } => QuotaReport {
+            source: (*source).into(),
+            remaining_bytes: Some(*bytes),
+            note: None,
+        },
+        QuotaInfo::Unlimited => QuotaReport {
+            source: "cluster".into(),
+            remaining_bytes: None,
+            note: Some("no storage limit".into()),
+        },
+        QuotaInfo::Unknown(why) => QuotaReport {
+            source: "unknown".into(),
+            remaining_bytes: None,
+            note: Some(why.clone()),
+        },
+    }
+}
+
+fn steps(
+    loaded: &Loaded,
+    built: &Built,
+    findings: &[advisor::Finding],
+    mapping: &MappingOptions,
+    out: &Path,
+    verify: bool,
+) -> Steps {
+    let mut s = Steps::default();
+    s.automated.push(format!(
+        "read the {} descriptor",
+        loaded.format.name().to_uppercase()
+    ));
+    if loaded.verified_files > 0 {
+        s.automated.push(format!(
+            "verify {} checksum(s) from the manifest",
+            loaded.verified_files
+        ));
+    }
+    s.automated.push(format!(
+        "check {} VMDK(s) for truncation and corruption",
+        loaded.disks.len()
+    ));
+    s.automated
+        .push("map CPU topology, memory and firmware".into());
+    for (d, file) in built.vm.spec.disks.iter().zip(&built.image_files) {
+        s.automated
+            .push(format!("convert disk {} to qcow2 ({file})", d.name));
+        if verify {
+            s.automated
+                .push(format!("verify disk {} against its source", d.name));
+        }
+    }
+    for n in &built.vm.spec.networks {
+        s.automated.push(format!("map network adapter {}", n.name));
+    }
+    s.automated.push("write the VirtualMachine manifest".into());
+    for f in findings.iter().filter(|f| f.manual_step) {
+        s.manual.push(format!("{} ({})", f.title, f.id));
+    }
+    let same = |a: &Path, b: &Path| {
+        a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    };
+    let images_here = same(out, &mapping.images_dir);
+    if !images_here && !built.image_files.is_empty() {
+        s.manual.push(format!(
+            "copy the images to {} on the hosts",
+            mapping.images_dir.join(&mapping.name).display()
+        ));
+    }
+    s.manual
+        .push("apply the manifest (kubectl apply -f)".into());
+    s.finish()
+}

@@ -1,0 +1,407 @@
+//! Opening a VMDK from a bundle and proving its extents are whole before conversion.
+//!
+//! `qemu-img` reads a truncated VMDK as zeros without complaint, so a cut-off download
+//! would convert "successfully" into a corrupt disk. This module walks the metadata the
+//! way a reader would: flat extents must be as long as the descriptor says; sparse extents
+//! must have a sane header, and every grain directory, grain table and grain they point to
+//! must lie inside the file. All reads go through [`ReadAt`], so the walk is tested on
+//! in-memory images.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::bundle::{self, BundleError};
+use super::vmdk::{Descriptor, ExtentKind, GD_AT_END, SECTOR, SparseHeader, VmdkError};
+
+/// Most snapshot levels followed through `parentFileNameHint`.
+const MAX_CHAIN: usize = 32;
+/// Largest plain-text descriptor accepted.
+const MAX_DESCRIPTOR: u64 = 64 * 1024;
+
+/// Why a disk cannot be converted.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// A descriptor or extent name outside the bundle, or a missing file.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The descriptor does not parse.
+    #[error("{file}: {source}")]
+    Descriptor {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: VmdkError,
+    },
+    /// The file is shorter than its metadata says.
+    #[error("{file}: truncated or corrupt: {what}")]
+    Truncated {
+        /// The file.
+        file: PathBuf,
+        /// What lies beyond its end.
+        what: String,
+    },
+    /// A snapshot chain too deep or looping.
+    #[error("{file}: snapshot chain deeper than {MAX_CHAIN} levels")]
+    ChainTooDeep {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Reading failed.
+    #[error("{file}: cannot read")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Positional reads, so the walk can run on files and on buffers.
+pub trait ReadAt {
+    /// Length in bytes.
+    fn size(&self) -> std::io::Result<u64>;
+    /// Fill `buf` from `offset`; an error when the range is not all there.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        let src = self
+            .get(start..start.saturating_add(buf.len()))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// A VMDK that passed inspection.
+#[derive(Clone, Debug)]
+pub struct DiskInfo {
+    /// The file to hand to `qemu-img` (descriptor or monolithic file).
+    pub path: PathBuf,
+    /// Its descriptor.
+    pub descriptor: Descriptor,
+    /// Virtual size in bytes.
+    pub capacity_bytes: u64,
+    /// Delta disks above the base (0 for a disk without snapshots).
+    pub snapshot_levels: usize,
+}
+
+/// Open the VMDK named `name` in `descriptor_file` (relative to `root`), check it and its
+/// parents, and return what conversion needs.
+pub fn inspect(root: &Path, descriptor_file: &Path, name: &str) -> Result<DiskInfo, DiskError> {
+    let path = bundle::resolve(root, descriptor_file, name)?;
+    let mut current = path.clone();
+    let mut top: Option<Descriptor> = None;
+    for level in 0..=MAX_CHAIN {
+        let descriptor = open_and_check(root, &current)?;
+        let parent = descriptor.parent_file_name_hint.clone();
+        if top.is_none() {
+            top = Some(descriptor.clone());
+        }
+        let Some(parent) = parent.filter(|_| !descriptor.is_rdm()) else {
+            let descriptor = top.unwrap_or(descriptor);
+            let capacity_bytes = descriptor.capacity_bytes();
+            return Ok(DiskInfo {
+                path,
+                descriptor,
+                capacity_bytes,
+                snapshot_levels: level,
+            });
+        };
+        current = bundle::resolve(root, &current, &parent)?;
+    }
+    Err(DiskError::ChainTooDeep { file: path })
+}
+
+/// Read one VMDK's descriptor (plain or embedded) and check each of its extents.
+fn open_and_check(root: &Path, path: &Path) -> Result<Descriptor, DiskError> {
+    let io = |source| DiskError::Io {
+        file: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let (descriptor, header) = read_descriptor(&file, path)?;
+    if descriptor.is_rdm() {
+        return Ok(descriptor);
+    }
+    descriptor
+        .check_supported()
+        .map_err(|source| DiskError::Descriptor {
+            file: path.to_owned(),
+            source,
+        })?;
+    for extent in &descriptor.extents {
+        let Some(name) = extent.file.as_deref() else {
+            continue;
+        };
+        let extent_path = bundle::resolve(root, path, name)?;
+        let same_file = extent_path.canonicalize().ok() == path.canonicalize().ok();
+        let ext_io = |source| DiskError::Io {
+            file: extent_path.clone(),
+            source,
+        };
+        match extent.kind {
+            ExtentKind::Flat | ExtentKind::Vmfs => {
+                let len = std::fs::metadata(&extent_path).map_err(ext_io)?.len();
+                let need = extent
+                    .offset
+                    .saturating_add(extent.sectors)
+                    .saturating_mul(SECTOR);
+                if len < need {
+                    return Err(DiskError::Truncated {
+                        file: extent_path,
+                        what: format!("flat extent needs {need} bytes, file has {len}"),
+                    });
+                }
+            }
+            ExtentKind::Sparse => {
+                let h = match (same_file, header) {
+                    (true, Some(h)) => (h, file.try_clone().map_err(io)?),
+                    _ => {
+                        let f = File::open(&extent_path).map_err(ext_io)?;
+                        let mut buf = [0u8; SECTOR as usize];
+                        ReadAt::read_exact_at(&f, &mut buf, 0).map_err(|_| {
+                            DiskError::Truncated {
+                                file: extent_path.clone(),
+                                what: "no sparse header".into(),
+                            }
+                        })?;
+                        let h =
+                            SparseHeader::parse(&buf).map_err(|source| DiskError::Descriptor {
+                                file: extent_path.clone(),
+                                source,
+                            })?;
+                        (h, f)
+                    }
+                };
+                if h.0.capacity != extent.sectors {
+                    return Err(DiskError::Truncated {
+                        file: extent_path,
+                        what: format!(
+                            "header capacity {} sectors, descriptor says {}",
+                            h.0.capacity, extent.sectors
+                        ),
+                    });
+                }
+                check_sparse(&h.1, &h.0).map_err(|what| DiskError::Truncated {
+                    file: extent_path.clone(),
+                    what,
+                })?;
+            }
+            ExtentKind::Zero | ExtentKind::Rdm => {}
+        }
+    }
+    Ok(descriptor)
+}
+
+/// The descriptor of a file that is either a text descriptor or a sparse extent with one
+/// embedded, and the sparse header when there is one.
+fn read_descriptor(
+    file: &File,
+    path: &Path,
+) -> Result<(Descriptor, Option<SparseHeader>), DiskError> {
+    let io = |source| DiskError::Io {
+        file: path.to_owned(),
+        source,
+    };
+    let len = ReadAt::size(file).map_err(io)?;
+    let mut first = vec![0u8; len.min(SECTOR) as usize];
+    ReadAt::read_exact_at(file, &mut first, 0).map_err(io)?;
+    let bad = |source| DiskError::Descriptor {
+        file: path.to_owned(),
+        source,
+    };
+    if SparseHeader::is_sparse(&first) {
+        let header = SparseHeader::parse(&first).map_err(bad)?;
+        if header.descriptor_offset == 0 {
+            return Err(bad(VmdkError::BadHeader(
+                "sparse extent without an embedded descriptor; give its descriptor file",
+            )));
+        }
+        let mut text = vec![0u8; (header.descriptor_size * SECTOR) as usize];
+        ReadAt::read_exact_at(file, &mut text, header.descriptor_offset * SECTOR).map_err(
+            |_| DiskError::Truncated {
+                file: path.to_owned(),
+                what: "embedded descriptor lies beyond the end".into(),
+            },
+        )?;
+        let descriptor = Descriptor::parse(&String::from_utf8_lossy(&text)).map_err(bad)?;
+        return Ok((descriptor, Some(header)));
+    }
+    if len > MAX_DESCRIPTOR {
+        return Err(bad(VmdkError::NotADescriptor));
+    }
+    let mut text = vec![0u8; len as usize];
+    ReadAt::read_exact_at(file, &mut text, 0).map_err(io)?;
+    let text = std::str::from_utf8(&text).map_err(|_| bad(VmdkError::NotADescriptor))?;
+    Ok((Descriptor::parse(text).map_err(bad)?, None))
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+}
+
+/// Walk a sparse extent's grain directory and tables; the error says what is missing.
+pub fn check_sparse<R: ReadAt + ?Sized>(r: &R, header: &SparseHeader) -> Result<(), String> {
+    let len = r.size().map_err(|e| e.to_string())?;
+    let mut h = *header;
+    if h.gd_offset == GD_AT_END {
+        // streamOptimized: the real header is the footer, 1024 bytes before the end
+        // (footer marker, footer header, end-of-stream marker).
+        if len < 3 * SECTOR {
+            return Err("no footer (file too short)".into());
+        }
+        let mut buf = [0u8; SECTOR as usize];
+        r.read_exact_at(&mut buf, len - 2 * SECTOR)
+            .map_err(|_| "footer unreadable".to_owned())?;
+        h = SparseHeader::parse(&buf)
+            .map_err(|_| "no footer at the end of the stream".to_owned())?;
+        if h.gd_offset == GD_AT_END || h.capacity != header.capacity {
+            return Err("footer does not match the header".into());
+        }
+    }
+    let entries = usize::try_from(h.gd_entries()).map_err(|_| "grain directory too large")?;
+    let gd_bytes = entries * 4;
+    let gd_at = h.gd_offset.saturating_mul(SECTOR);
+    if gd_at.saturating_add(gd_bytes as u64) > len {
+        return Err(format!(
+            "grain directory at byte {gd_at} lies beyond the end ({len} bytes)"
+        ));
+    }
+    let mut gd = vec![0u8; gd_bytes];
+    r.read_exact_at(&mut gd, gd_at).map_err(|e| e.to_string())?;
+    let gt_len = h.num_gtes_per_gt as usize;
+    let mut gt = vec![0u8; gt_len * 4];
+    let grain_bytes = h.grain_size * SECTOR;
+    for i in 0..entries {
+        let gde = u64::from(u32_at(&gd, i));
+        if gde == 0 {
+            continue;
+        }
+        let gt_at = gde * SECTOR;
+        if r.read_exact_at(&mut gt, gt_at).is_err() {
+            return Err(format!(
+                "grain table {i} at byte {gt_at} lies beyond the end ({len} bytes)"
+            ));
+        }
+        for j in 0..gt_len {
+            let gte = u64::from(u32_at(&gt, j));
+            if gte <= 1 {
+                continue; // unallocated, or a zeroed grain
+            }
+            let at = gte * SECTOR;
+            let end = if h.is_stream_optimized() {
+                let mut marker = [0u8; 12];
+                if r.read_exact_at(&mut marker, at).is_err() {
+                    return Err(format!(
+                        "grain {} at byte {at} lies beyond the end ({len} bytes)",
+                        i * gt_len + j
+                    ));
+                }
+                at + 12
+                    + u64::from(u32::from_le_bytes([
+                        marker[8], marker[9], marker[10], marker[11],
+                    ]))
+            } else {
+                at + grain_bytes
+            };
+            if end > len {
+                return Err(format!(
+                    "grain {} ends at byte {end}, beyond the end ({len} bytes)",
+                    i * gt_len + j
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::vmdk::SPARSE_MAGIC;
+
+    /// A minimal hosted sparse image: header, GD at sector 1, one GT at sector 2,
+    /// grains of 1 sector from sector 3.
+    fn image(grains: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 512 * (3 + grains as usize)];
+        b[0..4].copy_from_slice(&SPARSE_MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&1u32.to_le_bytes());
+        b[12..20].copy_from_slice(&u64::from(grains).to_le_bytes());
+        b[20..28].copy_from_slice(&1u64.to_le_bytes());
+        b[44..48].copy_from_slice(&512u32.to_le_bytes());
+        b[56..64].copy_from_slice(&1u64.to_le_bytes());
+        b[512..516].copy_from_slice(&2u32.to_le_bytes());
+        for g in 0..grains {
+            let at = 1024 + 4 * g as usize;
+            b[at..at + 4].copy_from_slice(&(3 + g).to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn a_whole_sparse_image_passes_the_walk() {
+        let img = image(4);
+        let h = SparseHeader::parse(&img[..512]).unwrap();
+        check_sparse(img.as_slice(), &h).unwrap();
+    }
+
+    #[test]
+    fn a_sparse_image_cut_inside_its_grains_is_reported_as_truncated() {
+        let mut img = image(4);
+        img.truncate(img.len() - 100);
+        let h = SparseHeader::parse(&img[..512]).unwrap();
+        let err = check_sparse(img.as_slice(), &h).unwrap_err();
+        assert!(err.contains("grain 3"), "{err}");
+    }
+
+    #[test]
+    fn a_sparse_image_cut_before_its_grain_table_is_reported() {
+        let img = image(4);
+        let h = SparseHeader::parse(&img[..512]).unwrap();
+        let err = check_sparse(&img[..1000], &h).unwrap_err();
+        assert!(err.contains("grain table 0"), "{err}");
+    }
+
+    #[test]
+    fn a_stream_with_its_grain_directory_in_the_footer_passes() {
+        let mut img = image(4);
+        img[8..12].copy_from_slice(&crate::import::vmdk::FLAG_COMPRESSED.to_le_bytes());
+        let mut footer = img[..512].to_vec();
+        img[56..64].copy_from_slice(&GD_AT_END.to_le_bytes());
+        let mut marker = vec![0u8; 512];
+        marker[12..16].copy_from_slice(&3u32.to_le_bytes());
+        img.extend_from_slice(&marker);
+        img.append(&mut footer);
+        img.extend_from_slice(&[0u8; 512]);
+        let h = SparseHeader::parse(&img[..512]).unwrap();
+        assert!(h.is_stream_optimized());
+        check_sparse(img.as_slice(), &h).unwrap();
+    }
+
+    #[test]
+    fn a_stream_without_footer_is_reported() {
+        let mut img = image(4);
+        img[56..64].copy_from_slice(&GD_AT_END.to_le_bytes());
+        let h = SparseHeader::parse(&img[..512]).unwrap();
+        let err = check_sparse(img.as_slice(), &h).unwrap_err();
+        assert!(err.contains("footer"), "{err}");
+    }
+}

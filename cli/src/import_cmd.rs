@@ -1,0 +1,135 @@
+//! Glue for `ivctl import vmware`: options → request, the soft quota lookup, printing.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cli::EXIT_BLOCKED;
+use crate::cluster::{self, ClusterArgs, StorageLeft};
+use crate::import::args::{ReportFormat, VmwareArgs};
+use crate::import::convert::Converter;
+use crate::import::manifest::{self, MappingOptions};
+use crate::import::report::Status;
+use crate::import::run::{self, QuotaInfo, Request};
+
+/// How long the optional quota lookup may take.
+const QUOTA_DEADLINE: Duration = Duration::from_secs(5);
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Namespace and quota, from the options or (softly) from the cluster.
+fn cluster_facts(cluster: &ClusterArgs, a: &VmwareArgs) -> (String, QuotaInfo) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let ns = cluster
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
+            return (ns, QuotaInfo::Unknown(format!("no async runtime: {e}")));
+        }
+    };
+    rt.block_on(async {
+        let namespace = cluster.namespace().await;
+        let quota = if let Some(bytes) = a.storage_quota_remaining {
+            QuotaInfo::Remaining {
+                bytes,
+                source: "option",
+            }
+        } else if a.offline {
+            QuotaInfo::Unknown("--offline".into())
+        } else {
+            match cluster::remaining_storage_within(cluster, &namespace, QUOTA_DEADLINE).await {
+                Ok(Some(StorageLeft::Bytes(bytes))) => QuotaInfo::Remaining {
+                    bytes,
+                    source: "cluster",
+                },
+                Ok(Some(StorageLeft::Unlimited)) => QuotaInfo::Unlimited,
+                Ok(None) => {
+                    QuotaInfo::Unknown(format!("namespace {namespace} belongs to no tenant"))
+                }
+                Err(e) => QuotaInfo::Unknown(format!("cluster lookup failed: {}", error_chain(&e))),
+            }
+        };
+        (namespace, quota)
+    })
+}
+
+/// Run the import and print its report; the exit code says how it ended.
+pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
+    if let Some(name) = &a.name
+        && manifest::sanitize_name(name) != *name
+    {
+        eprintln!(
+            "error: --name {name:?} is not a DNS label (lower-case letters, digits and '-', at most 63)"
+        );
+        return ExitCode::from(2);
+    }
+    let (namespace, quota) = cluster_facts(cluster, a);
+    let req = Request {
+        source: a.source.clone(),
+        name: a.name.clone(),
+        mapping: MappingOptions {
+            name: String::new(),
+            namespace,
+            images_dir: a.images_dir.clone(),
+            network_map: a.network_map.iter().cloned().collect::<BTreeMap<_, _>>(),
+            keep_nic_model: a.keep_nic_model,
+            keep_mac: a.keep_mac,
+            scsi_bus: a.scsi_bus,
+            run_strategy: a.run_strategy.into(),
+        },
+        out: a.out.clone(),
+        force: a.force,
+        dry_run: a.dry_run,
+        quota,
+        converter: Converter {
+            parallel: usize::from(a.parallel),
+            verify: !a.no_verify,
+            progress: a.report == ReportFormat::Text,
+            ..Converter::default()
+        },
+    };
+    match run::run(&req) {
+        Ok(report) => {
+            match a.report {
+                ReportFormat::Json => match serde_json::to_string_pretty(&report) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => eprintln!("error: cannot render the report: {e}"),
+                },
+                ReportFormat::Text => {
+                    print!("{}", report.to_text());
+                    if report.status == Status::DryRun
+                        && let Ok(yaml) = serde_saphyr::to_string(&report.manifest)
+                    {
+                        println!("\n# The manifest that would be written:\n{yaml}");
+                    }
+                }
+            }
+            if report.status == Status::Blocked {
+                ExitCode::from(EXIT_BLOCKED)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! `ivctl`, Ironvisor's command line, also installed as the kubectl plugin
+//! `kubectl-ironvisor`.
+//!
+//! The library holds everything so the two binaries are one-line wrappers and the tests
+//! and benchmarks reach the same code.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod cluster;
+pub mod import;
+mod import_cmd;
+
+/// Entry point shared by both binaries.
+pub fn main() -> std::process::ExitCode {
+    cli::main_with_args(std::env::args_os())
+}

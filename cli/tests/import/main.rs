@@ -1,0 +1,8 @@
+//! End-to-end tests of `ivctl import vmware` on fixtures made here with qemu-img.
+
+mod cli;
+mod failures;
+mod fixtures;
+mod formats;
+mod schema;
+mod subformats;

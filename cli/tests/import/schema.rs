@@ -1,0 +1,76 @@
+//! Validation of generated manifests the way the API server would: the CRD's
+//! openAPIV3Schema (structure, enums, patterns, limits) and its CEL rules.
+
+use std::path::Path;
+
+use ironvisor_crds::VirtualMachine;
+use kube::CustomResourceExt;
+
+fn crd_schema() -> serde_json::Value {
+    let crd = VirtualMachine::crd();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("schema");
+    serde_json::to_value(schema).unwrap()
+}
+
+/// Every violation of the schema and the CEL rules (empty when valid).
+pub fn violations(object: &serde_json::Value) -> Vec<String> {
+    let schema = crd_schema();
+    let validator = jsonschema::validator_for(&schema).expect("the CRD schema compiles");
+    let mut out: Vec<String> = validator
+        .iter_errors(object)
+        .map(|e| format!("schema: {} at {}", e, e.instance_path()))
+        .collect();
+    if let Err(errors) = kube::core::cel::Validator::new().validate(&schema, object, None) {
+        out.extend(errors.into_vec().into_iter().map(|e| format!("cel: {e}")));
+    }
+    out
+}
+
+/// Read a manifest file, check it is a VirtualMachine that validates, and return it.
+pub fn validated(path: &Path) -> VirtualMachine {
+    let text = std::fs::read_to_string(path).unwrap();
+    let value: serde_json::Value = serde_saphyr::from_str(&text).expect("the manifest is YAML");
+    assert_eq!(value["apiVersion"], "ironvisor.io/v1alpha1");
+    assert_eq!(value["kind"], "VirtualMachine");
+    let v = violations(&value);
+    assert!(
+        v.is_empty(),
+        "{} does not validate:\n{}",
+        path.display(),
+        v.join("\n")
+    );
+    serde_saphyr::from_str(&text).expect("the manifest deserializes as a VirtualMachine")
+}
+
+#[test]
+fn the_validator_rejects_what_the_api_server_would() {
+    let bad = serde_json::json!({
+        "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
+        "metadata": {"name": "x"},
+        "spec": {
+            "memory": {"size": "1Gi"},
+            "disks": [{"name": "Bad_Name", "bus": "ide", "source": {}}],
+            "networks": [{"name": "n", "macAddress": "01:00:00:00:00:01", "user": {}, "bridge": {"name": "br0"}}]
+        }
+    });
+    let v = violations(&bad);
+    let text = v.join("\n");
+    assert!(text.contains("Bad_Name"), "pattern not checked: {text}");
+    assert!(text.contains("\"ide\""), "enum not checked: {text}");
+    assert!(
+        text.contains("exactly one of blank, http or hostPath"),
+        "CEL on the disk source not checked: {text}"
+    );
+    assert!(
+        text.contains("unicast"),
+        "CEL on the MAC not checked: {text}"
+    );
+    assert!(
+        text.contains("exactly one of user, network or bridge"),
+        "CEL on the network not checked: {text}"
+    );
+}
