@@ -1,0 +1,10 @@
+//! The Ironvisor node agent as a library, so its pure parts and its libvirt parts are tested
+//! on their own; `main.rs` only parses flags and wires them together.
+
+pub mod domain_xml;
+pub mod hypervisor;
+pub mod lifecycle;
+pub mod paths;
+pub mod run_strategy;
+pub mod seed;
+pub mod storage;
