@@ -6,7 +6,9 @@
 
 use crate::hypervisor::HostInfo;
 use ironvisor_crds::common::{Condition, condition_status, condition_type};
-use ironvisor_crds::hypervisor::{Acceleration, HostCpu, HypervisorSpec, HypervisorStatus, ResourceSummary, Resources};
+use ironvisor_crds::hypervisor::{
+    Acceleration, HostCpu, HypervisorSpec, HypervisorStatus, ResourceSummary, Resources,
+};
 use ironvisor_crds::quantity::{format_bytes, to_bytes};
 use ironvisor_crds::vm::VirtualMachine;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -42,7 +44,11 @@ pub fn choose_accel(choice: AccelChoice, kvm_opens: bool, cpu_flags: &[String]) 
 
 /// Whether /dev/kvm can be opened for reading and writing.
 pub fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
 }
 
 /// What the agent knows about its host.
@@ -65,10 +71,22 @@ impl HostFacts {
     pub fn read(libvirt: &HostInfo) -> Self {
         use procfs::Current;
         let cpuinfo = procfs::CpuInfo::current().ok();
-        let mem = procfs::Meminfo::current().ok().map(|m| i128::from(m.mem_total));
-        let cpus = cpuinfo.as_ref().map(|c| c.num_cores() as u32).filter(|n| *n > 0).unwrap_or(libvirt.cpus);
-        let model = cpuinfo.as_ref().and_then(|c| c.model_name(0)).map(str::to_owned);
-        let vendor = cpuinfo.as_ref().and_then(|c| c.vendor_id(0)).map(str::to_owned);
+        let mem = procfs::Meminfo::current()
+            .ok()
+            .map(|m| i128::from(m.mem_total));
+        let cpus = cpuinfo
+            .as_ref()
+            .map(|c| c.num_cores() as u32)
+            .filter(|n| *n > 0)
+            .unwrap_or(libvirt.cpus);
+        let model = cpuinfo
+            .as_ref()
+            .and_then(|c| c.model_name(0))
+            .map(str::to_owned);
+        let vendor = cpuinfo
+            .as_ref()
+            .and_then(|c| c.vendor_id(0))
+            .map(str::to_owned);
         let flags: Vec<String> = cpuinfo
             .as_ref()
             .and_then(|c| c.flags(0))
@@ -77,7 +95,11 @@ impl HostFacts {
         Self {
             cpus,
             memory_bytes: mem.unwrap_or(i128::from(libvirt.memory_kib) * 1024),
-            cpu: HostCpu { model: model.unwrap_or_else(|| libvirt.cpu_model.clone()), vendor, flags },
+            cpu: HostCpu {
+                model: model.unwrap_or_else(|| libvirt.cpu_model.clone()),
+                vendor,
+                flags,
+            },
             libvirt_version: libvirt.libvirt_version.clone(),
             qemu_version: libvirt.hypervisor_version.clone(),
         }
@@ -95,17 +117,34 @@ pub struct Amount {
 
 impl Amount {
     fn to_resources(self) -> Resources {
-        Resources { vcpus: self.vcpus, memory: Quantity(format_bytes(self.memory)) }
+        Resources {
+            vcpus: self.vcpus,
+            memory: Quantity(format_bytes(self.memory)),
+        }
     }
 }
 
 /// (capacity − reserved) × overcommit, floored, never negative.
 pub fn allocatable(capacity: Amount, spec: &HypervisorSpec) -> Amount {
-    let reserved_mem = spec.reserved.memory.as_ref().and_then(|q| to_bytes(&q.0).ok()).unwrap_or(0).max(0);
+    let reserved_mem = spec
+        .reserved
+        .memory
+        .as_ref()
+        .and_then(|q| to_bytes(&q.0).ok())
+        .unwrap_or(0)
+        .max(0);
     let cpus = capacity.vcpus.saturating_sub(spec.reserved.vcpus);
     let mem = (capacity.memory - reserved_mem).max(0);
-    let cpu_ratio = if spec.overcommit.cpu.is_finite() && spec.overcommit.cpu > 0.0 { spec.overcommit.cpu } else { 1.0 };
-    let mem_ratio = if spec.overcommit.memory.is_finite() && spec.overcommit.memory > 0.0 { spec.overcommit.memory } else { 1.0 };
+    let cpu_ratio = if spec.overcommit.cpu.is_finite() && spec.overcommit.cpu > 0.0 {
+        spec.overcommit.cpu
+    } else {
+        1.0
+    };
+    let mem_ratio = if spec.overcommit.memory.is_finite() && spec.overcommit.memory > 0.0 {
+        spec.overcommit.memory
+    } else {
+        1.0
+    };
     Amount {
         vcpus: (f64::from(cpus) * cpu_ratio).floor() as u32,
         // Whole MiB: the ratio is a float, and a float product of bytes would print badly.
@@ -139,7 +178,10 @@ pub fn hypervisor_status(
     now: Time,
     previous: &[Condition],
 ) -> HypervisorStatus {
-    let capacity = Amount { vcpus: facts.cpus, memory: facts.memory_bytes };
+    let capacity = Amount {
+        vcpus: facts.cpus,
+        memory: facts.memory_bytes,
+    };
     let alloc = allocatable(capacity, spec);
     let mut conditions = previous.to_vec();
     ironvisor_crds::common::set_condition(
@@ -159,7 +201,11 @@ pub fn hypervisor_status(
         allocated: Some(used.to_resources()),
         summary: Some(ResourceSummary {
             vcpus: format!("{}/{}", used.vcpus, alloc.vcpus),
-            memory: format!("{}/{}", format_bytes(used.memory), format_bytes(alloc.memory)),
+            memory: format!(
+                "{}/{}",
+                format_bytes(used.memory),
+                format_bytes(alloc.memory)
+            ),
         }),
         vm_count: Some(vm_count),
         cpu: Some(facts.cpu.clone()),
@@ -192,32 +238,81 @@ mod tests {
 
     #[test]
     fn auto_uses_kvm_only_with_dev_kvm_and_vmx_or_svm() {
-        assert_eq!(choose_accel(AccelChoice::Auto, true, &flags(&["sse", "vmx"])), Acceleration::Kvm);
-        assert_eq!(choose_accel(AccelChoice::Auto, true, &flags(&["svm"])), Acceleration::Kvm);
-        assert_eq!(choose_accel(AccelChoice::Auto, true, &flags(&["sse"])), Acceleration::Tcg, "nested: no vmx");
-        assert_eq!(choose_accel(AccelChoice::Auto, false, &flags(&["vmx"])), Acceleration::Tcg);
-        assert_eq!(choose_accel(AccelChoice::Kvm, false, &[]), Acceleration::Kvm);
-        assert_eq!(choose_accel(AccelChoice::Tcg, true, &flags(&["vmx"])), Acceleration::Tcg);
+        assert_eq!(
+            choose_accel(AccelChoice::Auto, true, &flags(&["sse", "vmx"])),
+            Acceleration::Kvm
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Auto, true, &flags(&["svm"])),
+            Acceleration::Kvm
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Auto, true, &flags(&["sse"])),
+            Acceleration::Tcg,
+            "nested: no vmx"
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Auto, false, &flags(&["vmx"])),
+            Acceleration::Tcg
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Kvm, false, &[]),
+            Acceleration::Kvm
+        );
+        assert_eq!(
+            choose_accel(AccelChoice::Tcg, true, &flags(&["vmx"])),
+            Acceleration::Tcg
+        );
     }
 
     #[test]
     fn allocatable_subtracts_reserved_then_applies_overcommit() {
         let spec = HypervisorSpec {
             unschedulable: false,
-            overcommit: Overcommit { cpu: 4.0, memory: 1.5 },
-            reserved: Reserved { vcpus: 2, memory: Some(Quantity("2Gi".into())) },
+            overcommit: Overcommit {
+                cpu: 4.0,
+                memory: 1.5,
+            },
+            reserved: Reserved {
+                vcpus: 2,
+                memory: Some(Quantity("2Gi".into())),
+            },
         };
-        let a = allocatable(Amount { vcpus: 8, memory: 10 << 30 }, &spec);
-        assert_eq!(a, Amount { vcpus: 24, memory: 12 << 30 });
+        let a = allocatable(
+            Amount {
+                vcpus: 8,
+                memory: 10 << 30,
+            },
+            &spec,
+        );
+        assert_eq!(
+            a,
+            Amount {
+                vcpus: 24,
+                memory: 12 << 30
+            }
+        );
     }
 
     #[test]
     fn reservations_larger_than_the_host_leave_nothing_rather_than_negative() {
         let spec = HypervisorSpec {
-            reserved: Reserved { vcpus: 100, memory: Some(Quantity("1Ti".into())) },
+            reserved: Reserved {
+                vcpus: 100,
+                memory: Some(Quantity("1Ti".into())),
+            },
             ..Default::default()
         };
-        assert_eq!(allocatable(Amount { vcpus: 8, memory: 1 << 30 }, &spec), Amount::default());
+        assert_eq!(
+            allocatable(
+                Amount {
+                    vcpus: 8,
+                    memory: 1 << 30
+                },
+                &spec
+            ),
+            Amount::default()
+        );
     }
 
     #[test]
@@ -230,10 +325,20 @@ mod tests {
             }))
             .unwrap()
         };
-        let vms = [vm("Always", "1Gi"), vm("Halted", "4Gi"), vm("Manual", "512Mi")];
+        let vms = [
+            vm("Always", "1Gi"),
+            vm("Halted", "4Gi"),
+            vm("Manual", "512Mi"),
+        ];
         let (a, n) = allocated(vms.iter());
         assert_eq!(n, 3);
-        assert_eq!(a, Amount { vcpus: 4, memory: (1 << 30) + (512 << 20) });
+        assert_eq!(
+            a,
+            Amount {
+                vcpus: 4,
+                memory: (1 << 30) + (512 << 20)
+            }
+        );
     }
 
     #[test]
@@ -241,17 +346,24 @@ mod tests {
         let facts = HostFacts {
             cpus: 2,
             memory_bytes: 4 << 30,
-            cpu: HostCpu { model: "EPYC".into(), vendor: None, flags: vec![] },
+            cpu: HostCpu {
+                model: "EPYC".into(),
+                vendor: None,
+                flags: vec![],
+            },
             libvirt_version: "9.0.0".into(),
             qemu_version: "7.2.0".into(),
         };
-        let now = Time(k8s_openapi::jiff::Timestamp::from_second(1000).unwrap());
+        let now = Time(jiff::Timestamp::from_second(1000).unwrap());
         let s = hypervisor_status(
             &facts,
             Acceleration::Tcg,
             &HypervisorSpec::default(),
             Some(3),
-            Amount { vcpus: 1, memory: 1 << 30 },
+            Amount {
+                vcpus: 1,
+                memory: 1 << 30,
+            },
             1,
             now,
             &[],

@@ -87,11 +87,19 @@ pub fn valid_transition(from: VmState, to: VmState) -> bool {
         // A defined domain's stop reason can be rewritten only by libvirt restarting it.
         (Stopped(_), Stopped(_)) => true,
         (Stopped(_), _) => false,
-        (Starting, Running | Paused | Stopped(R::Failed | R::Crashed | R::Destroyed) | Pending) => true,
+        (Starting, Running | Paused | Stopped(R::Failed | R::Crashed | R::Destroyed) | Pending) => {
+            true
+        }
         (Starting, _) => false,
-        (Running, Paused | Stopping | Stopped(R::Shutdown | R::Destroyed | R::Crashed) | Pending) => true,
+        (
+            Running,
+            Paused | Stopping | Stopped(R::Shutdown | R::Destroyed | R::Crashed) | Pending,
+        ) => true,
         (Running, _) => false,
-        (Paused, Running | Stopping | Stopped(R::Shutdown | R::Destroyed | R::Crashed) | Pending) => true,
+        (
+            Paused,
+            Running | Stopping | Stopped(R::Shutdown | R::Destroyed | R::Crashed) | Pending,
+        ) => true,
         (Paused, _) => false,
         (Stopping, Running | Stopped(R::Shutdown | R::Destroyed | R::Crashed) | Pending) => true,
         (Stopping, _) => false,
@@ -141,7 +149,14 @@ mod tests {
     /// The full table of allowed changes (self-transitions aside). Every other pair is
     /// checked to be refused, so widening the match without updating this list fails.
     fn allowed() -> Vec<(VmState, VmState)> {
-        let stopped = [R::NeverStarted, R::Shutdown, R::Destroyed, R::Crashed, R::Failed].map(Stopped);
+        let stopped = [
+            R::NeverStarted,
+            R::Shutdown,
+            R::Destroyed,
+            R::Crashed,
+            R::Failed,
+        ]
+        .map(Stopped);
         let mut v = vec![(Deleting, Deleted)];
         for s in ALL_STATES {
             if !matches!(s, Deleting | Deleted) {
@@ -151,7 +166,11 @@ mod tests {
         }
         v.extend([(Failed, Pending), (Failed, Running)]);
         v.extend(stopped.map(|s| (Failed, s)));
-        v.extend([(Pending, Stopped(R::NeverStarted)), (Pending, Starting), (Pending, Running)]);
+        v.extend([
+            (Pending, Stopped(R::NeverStarted)),
+            (Pending, Starting),
+            (Pending, Running),
+        ]);
         for s in stopped {
             v.extend([(s, Starting), (s, Running), (s, Pending)]);
             v.extend(stopped.map(|t| (s, t)));
@@ -172,7 +191,13 @@ mod tests {
                 (s, Pending),
             ]);
         }
-        v.extend([(Running, Paused), (Running, Stopping), (Paused, Running), (Paused, Stopping), (Stopping, Running)]);
+        v.extend([
+            (Running, Paused),
+            (Running, Stopping),
+            (Paused, Running),
+            (Paused, Stopping),
+            (Stopping, Running),
+        ]);
         v
     }
 

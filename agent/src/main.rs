@@ -52,7 +52,9 @@ struct Args {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 60s"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 60s"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -69,9 +71,12 @@ async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Clien
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path).context("reading the kubeconfig")?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
         }
-        None => kube::Config::incluster().context("no --kubeconfig and no in-cluster configuration")?,
+        None => {
+            kube::Config::incluster().context("no --kubeconfig and no in-cluster configuration")?
+        }
     };
     Ok(kube::Client::try_from(config)?)
 }
@@ -89,7 +94,10 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir).context("creating the state directory")?;
     let libvirt = Libvirt::new(&args.libvirt_uri);
     libvirt.connect().await.context("connecting to libvirt")?;
-    let host_info = libvirt.host_info().await.context("reading host info from libvirt")?;
+    let host_info = libvirt
+        .host_info()
+        .await
+        .context("reading host info from libvirt")?;
     let facts = HostFacts::read(&host_info);
     let accel = choose_accel(args.accel, kvm_usable(), &facts.cpu.flags);
     let domain_type = match accel {
@@ -111,19 +119,39 @@ async fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
         images_dir: args.images_dir.clone(),
     };
-    let engine = Engine::new(Arc::new(libvirt.clone()), storage, domain_type, metrics.clone());
+    let engine = Engine::new(
+        Arc::new(libvirt.clone()),
+        storage,
+        domain_type,
+        metrics.clone(),
+    );
     let client = kube_client(args.kubeconfig.as_ref()).await?;
-    let ctx = Arc::new(Context::new(client.clone(), &args.node_name, engine, args.resync_interval));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        &args.node_name,
+        engine,
+        args.resync_interval,
+    ));
 
     match controller::collect_orphans(&ctx).await {
-        Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "removed leftovers of deleted VMs"),
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(?removed, "removed leftovers of deleted VMs")
+        }
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not look for leftovers; will not remove anything"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for leftovers; will not remove anything")
+        }
     }
 
     let metrics_task = tokio::spawn(metrics::serve(metrics.clone(), args.metrics_addr));
     let ctrl = controller::controller(&ctx);
-    let heartbeat = Heartbeat { client, node: args.node_name.clone(), facts, accel, metrics };
+    let heartbeat = Heartbeat {
+        client,
+        node: args.node_name.clone(),
+        facts,
+        accel,
+        metrics,
+    };
     let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store()));
     controller::run(ctx, ctrl).await;
     heartbeat_task.abort();

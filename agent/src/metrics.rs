@@ -5,8 +5,8 @@
 //! when the VM is deleted. Never an error message as a label.
 
 use prometheus::{
-    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,41 +73,76 @@ impl Metrics {
         let vm = &["namespace", "name"];
         let m = Self {
             reconciles: must(IntCounterVec::new(
-                Opts::new("ironvisor_agent_reconciles_total", "Reconciles of VirtualMachines by result."),
+                Opts::new(
+                    "ironvisor_agent_reconciles_total",
+                    "Reconciles of VirtualMachines by result.",
+                ),
                 &["result"],
             )),
             errors: must(IntCounterVec::new(
-                Opts::new("ironvisor_agent_reconcile_errors_total", "Reconcile errors by category."),
+                Opts::new(
+                    "ironvisor_agent_reconcile_errors_total",
+                    "Reconcile errors by category.",
+                ),
                 &["category"],
             )),
             duration: must(Histogram::with_opts(
-                HistogramOpts::new("ironvisor_agent_reconcile_duration_seconds", "Duration of one reconcile.")
-                    .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                HistogramOpts::new(
+                    "ironvisor_agent_reconcile_duration_seconds",
+                    "Duration of one reconcile.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
             )),
             invalid_transitions: must(IntCounter::new(
                 "ironvisor_agent_invalid_transitions_total",
                 "Observed lifecycle changes the state machine does not allow (missed events or out-of-band changes).",
             )),
-            vm_cpu: must(CounterVec::new(Opts::new("ironvisor_vm_cpu_seconds_total", "CPU time of a VM."), vm)),
-            vm_memory: must(GaugeVec::new(Opts::new("ironvisor_vm_memory_bytes", "Memory of a VM."), vm)),
+            vm_cpu: must(CounterVec::new(
+                Opts::new("ironvisor_vm_cpu_seconds_total", "CPU time of a VM."),
+                vm,
+            )),
+            vm_memory: must(GaugeVec::new(
+                Opts::new("ironvisor_vm_memory_bytes", "Memory of a VM."),
+                vm,
+            )),
             vm_disk: must(CounterVec::new(
-                Opts::new("ironvisor_vm_disk_bytes_total", "Bytes a VM read from or wrote to its disks."),
+                Opts::new(
+                    "ironvisor_vm_disk_bytes_total",
+                    "Bytes a VM read from or wrote to its disks.",
+                ),
                 &["namespace", "name", "direction"],
             )),
             vm_net: must(CounterVec::new(
-                Opts::new("ironvisor_vm_network_bytes_total", "Bytes a VM received or sent on libvirt-managed interfaces."),
+                Opts::new(
+                    "ironvisor_vm_network_bytes_total",
+                    "Bytes a VM received or sent on libvirt-managed interfaces.",
+                ),
                 &["namespace", "name", "direction"],
             )),
             host_vcpus: must(GaugeVec::new(
-                Opts::new("ironvisor_host_vcpus", "Host vCPUs: capacity, allocatable, allocated."),
+                Opts::new(
+                    "ironvisor_host_vcpus",
+                    "Host vCPUs: capacity, allocatable, allocated.",
+                ),
                 &["kind"],
             )),
             host_memory: must(GaugeVec::new(
-                Opts::new("ironvisor_host_memory_bytes", "Host memory: capacity, allocatable, allocated."),
+                Opts::new(
+                    "ironvisor_host_memory_bytes",
+                    "Host memory: capacity, allocatable, allocated.",
+                ),
                 &["kind"],
             )),
-            host_vms: must(IntGauge::new("ironvisor_host_vms", "VMs placed on the host.")),
-            rss: must(IntGauge::new("ironvisor_agent_resident_memory_bytes", "Resident memory of the agent.")),
+            host_vms: must(IntGauge::new(
+                "ironvisor_host_vms",
+                "VMs placed on the host.",
+            )),
+            rss: must(IntGauge::new(
+                "ironvisor_agent_resident_memory_bytes",
+                "Resident memory of the agent.",
+            )),
             registry,
         };
         for c in [
@@ -154,11 +189,29 @@ impl Metrics {
     /// that went down is reset rather than decremented.
     pub fn observe_vm(&self, namespace: &str, name: &str, s: &DomainStats) {
         set_counter(&self.vm_cpu, &[namespace, name], s.cpu_time_ns as f64 / 1e9);
-        self.vm_memory.with_label_values(&[namespace, name]).set(s.memory_bytes as f64);
-        set_counter(&self.vm_disk, &[namespace, name, "read"], s.disk_read_bytes as f64);
-        set_counter(&self.vm_disk, &[namespace, name, "write"], s.disk_write_bytes as f64);
-        set_counter(&self.vm_net, &[namespace, name, "receive"], s.net_rx_bytes as f64);
-        set_counter(&self.vm_net, &[namespace, name, "transmit"], s.net_tx_bytes as f64);
+        self.vm_memory
+            .with_label_values(&[namespace, name])
+            .set(s.memory_bytes as f64);
+        set_counter(
+            &self.vm_disk,
+            &[namespace, name, "read"],
+            s.disk_read_bytes as f64,
+        );
+        set_counter(
+            &self.vm_disk,
+            &[namespace, name, "write"],
+            s.disk_write_bytes as f64,
+        );
+        set_counter(
+            &self.vm_net,
+            &[namespace, name, "receive"],
+            s.net_rx_bytes as f64,
+        );
+        set_counter(
+            &self.vm_net,
+            &[namespace, name, "transmit"],
+            s.net_tx_bytes as f64,
+        );
     }
 
     /// Remove every series of a VM.
@@ -175,8 +228,12 @@ impl Metrics {
 
     /// Record host capacity, allocatable and allocated amounts.
     pub fn observe_host(&self, kind: &'static str, vcpus: u32, memory_bytes: i128) {
-        self.host_vcpus.with_label_values(&[kind]).set(f64::from(vcpus));
-        self.host_memory.with_label_values(&[kind]).set(memory_bytes as f64);
+        self.host_vcpus
+            .with_label_values(&[kind])
+            .set(f64::from(vcpus));
+        self.host_memory
+            .with_label_values(&[kind])
+            .set(memory_bytes as f64);
     }
 
     /// Record the VM count.
@@ -215,7 +272,13 @@ pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<(
         axum::routing::get(move || {
             let m = metrics.clone();
             async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render())
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    m.render(),
+                )
             }
         }),
     );
@@ -230,11 +293,21 @@ mod tests {
     #[test]
     fn vm_series_appear_and_disappear_with_the_vm() {
         let m = Metrics::new();
-        let s = DomainStats { cpu_time_ns: 2_500_000_000, memory_bytes: 64 << 20, disk_read_bytes: 10, ..Default::default() };
+        let s = DomainStats {
+            cpu_time_ns: 2_500_000_000,
+            memory_bytes: 64 << 20,
+            disk_read_bytes: 10,
+            ..Default::default()
+        };
         m.observe_vm("ns", "web", &s);
         let text = m.render();
-        assert!(text.contains("ironvisor_vm_cpu_seconds_total{name=\"web\",namespace=\"ns\"} 2.5"), "{text}");
-        assert!(text.contains("ironvisor_vm_disk_bytes_total{direction=\"read\",name=\"web\",namespace=\"ns\"} 10"));
+        assert!(
+            text.contains("ironvisor_vm_cpu_seconds_total{name=\"web\",namespace=\"ns\"} 2.5"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "ironvisor_vm_disk_bytes_total{direction=\"read\",name=\"web\",namespace=\"ns\"} 10"
+        ));
         m.forget_vm("ns", "web");
         assert!(!m.render().contains("name=\"web\""));
     }
@@ -242,9 +315,26 @@ mod tests {
     #[test]
     fn a_counter_that_goes_down_restarts_instead_of_going_negative() {
         let m = Metrics::new();
-        m.observe_vm("ns", "a", &DomainStats { cpu_time_ns: 5_000_000_000, ..Default::default() });
-        m.observe_vm("ns", "a", &DomainStats { cpu_time_ns: 1_000_000_000, ..Default::default() });
-        assert!(m.render().contains("ironvisor_vm_cpu_seconds_total{name=\"a\",namespace=\"ns\"} 1\n"));
+        m.observe_vm(
+            "ns",
+            "a",
+            &DomainStats {
+                cpu_time_ns: 5_000_000_000,
+                ..Default::default()
+            },
+        );
+        m.observe_vm(
+            "ns",
+            "a",
+            &DomainStats {
+                cpu_time_ns: 1_000_000_000,
+                ..Default::default()
+            },
+        );
+        assert!(
+            m.render()
+                .contains("ironvisor_vm_cpu_seconds_total{name=\"a\",namespace=\"ns\"} 1\n")
+        );
     }
 
     #[test]
@@ -257,7 +347,10 @@ mod tests {
         assert!(text.contains("ironvisor_agent_reconcile_errors_total{category=\"storage\"} 1"));
         assert!(text.contains("ironvisor_agent_reconciles_total{result=\"ok\"} 1"));
         assert!(text.contains("ironvisor_agent_reconcile_duration_seconds_count 1"));
-        let rss_line = text.lines().find(|l| l.starts_with("ironvisor_agent_resident_memory_bytes ")).unwrap();
+        let rss_line = text
+            .lines()
+            .find(|l| l.starts_with("ironvisor_agent_resident_memory_bytes "))
+            .unwrap();
         let rss: f64 = rss_line.split(' ').nth(1).unwrap().parse().unwrap();
         assert!(rss > 1e6, "{rss_line}");
     }

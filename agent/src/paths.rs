@@ -41,11 +41,14 @@ pub fn resolve_host_path(images_dir: &Path, requested: &str) -> Result<PathBuf, 
         return Err(malformed());
     }
     let root = images_dir.canonicalize().map_err(PathError::ImagesDir)?;
-    let resolved = p.canonicalize().map_err(|_| PathError::NotFound(requested.to_owned()))?;
+    let resolved = p
+        .canonicalize()
+        .map_err(|_| PathError::NotFound(requested.to_owned()))?;
     if resolved == root || !resolved.starts_with(&root) {
         return Err(PathError::Escapes(requested.to_owned()));
     }
-    let meta = std::fs::metadata(&resolved).map_err(|_| PathError::NotFound(requested.to_owned()))?;
+    let meta =
+        std::fs::metadata(&resolved).map_err(|_| PathError::NotFound(requested.to_owned()))?;
     if !meta.is_file() {
         return Err(PathError::NotAFile(requested.to_owned()));
     }
@@ -74,7 +77,11 @@ mod tests {
         std::fs::write(images.join("debian.qcow2"), b"img").unwrap();
         std::fs::write(images.join("sub/k"), b"kernel").unwrap();
         std::fs::write(&outside, b"secret").unwrap();
-        Fixture { _tmp: tmp, images, outside }
+        Fixture {
+            _tmp: tmp,
+            images,
+            outside,
+        }
     }
 
     fn s(p: &Path) -> String {
@@ -101,10 +108,16 @@ mod tests {
     fn a_symlink_pointing_outside_cannot_escape() {
         let f = fixture();
         symlink(&f.outside, f.images.join("evil")).unwrap();
-        assert!(matches!(resolve_host_path(&f.images, &s(&f.images.join("evil"))), Err(PathError::Escapes(_))));
+        assert!(matches!(
+            resolve_host_path(&f.images, &s(&f.images.join("evil"))),
+            Err(PathError::Escapes(_))
+        ));
         symlink("/etc", f.images.join("etc")).unwrap();
         let through_dir = s(&f.images.join("etc/passwd"));
-        assert!(matches!(resolve_host_path(&f.images, &through_dir), Err(PathError::Escapes(_))));
+        assert!(matches!(
+            resolve_host_path(&f.images, &through_dir),
+            Err(PathError::Escapes(_))
+        ));
     }
 
     #[test]
@@ -112,15 +125,27 @@ mod tests {
         let f = fixture();
         let dotdot = format!("{}/../secret", s(&f.images));
         for bad in [dotdot.as_str(), "relative/path", "", "/images/a\0b", "/.."] {
-            assert!(matches!(resolve_host_path(&f.images, bad), Err(PathError::Malformed(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    resolve_host_path(&f.images, bad),
+                    Err(PathError::Malformed(_))
+                ),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn paths_outside_the_images_directory_are_refused() {
         let f = fixture();
-        assert!(matches!(resolve_host_path(&f.images, &s(&f.outside)), Err(PathError::Escapes(_))));
-        assert!(matches!(resolve_host_path(&f.images, "/etc/passwd"), Err(PathError::Escapes(_))));
+        assert!(matches!(
+            resolve_host_path(&f.images, &s(&f.outside)),
+            Err(PathError::Escapes(_))
+        ));
+        assert!(matches!(
+            resolve_host_path(&f.images, "/etc/passwd"),
+            Err(PathError::Escapes(_))
+        ));
     }
 
     #[test]
@@ -129,19 +154,31 @@ mod tests {
         let sibling = f.images.with_file_name("images2");
         std::fs::create_dir_all(&sibling).unwrap();
         std::fs::write(sibling.join("x"), b"x").unwrap();
-        assert!(matches!(resolve_host_path(&f.images, &s(&sibling.join("x"))), Err(PathError::Escapes(_))));
+        assert!(matches!(
+            resolve_host_path(&f.images, &s(&sibling.join("x"))),
+            Err(PathError::Escapes(_))
+        ));
     }
 
     #[test]
     fn the_images_directory_itself_and_subdirectories_are_not_images() {
         let f = fixture();
-        assert!(matches!(resolve_host_path(&f.images, &s(&f.images)), Err(PathError::Escapes(_))));
-        assert!(matches!(resolve_host_path(&f.images, &s(&f.images.join("sub"))), Err(PathError::NotAFile(_))));
+        assert!(matches!(
+            resolve_host_path(&f.images, &s(&f.images)),
+            Err(PathError::Escapes(_))
+        ));
+        assert!(matches!(
+            resolve_host_path(&f.images, &s(&f.images.join("sub"))),
+            Err(PathError::NotAFile(_))
+        ));
     }
 
     #[test]
     fn a_missing_file_is_reported_as_not_found() {
         let f = fixture();
-        assert!(matches!(resolve_host_path(&f.images, &s(&f.images.join("nope"))), Err(PathError::NotFound(_))));
+        assert!(matches!(
+            resolve_host_path(&f.images, &s(&f.images.join("nope"))),
+            Err(PathError::NotFound(_))
+        ));
     }
 }

@@ -82,8 +82,14 @@ fn wants_running(input: &DecisionInput<'_>) -> bool {
 
 /// Decide the next step.
 pub fn decide(input: &DecisionInput<'_>) -> Decision {
-    let nothing = Decision { action: Action::Nothing, restart_handled: None };
-    if matches!(input.state, VmState::Failed | VmState::Deleting | VmState::Deleted) {
+    let nothing = Decision {
+        action: Action::Nothing,
+        restart_handled: None,
+    };
+    if matches!(
+        input.state,
+        VmState::Failed | VmState::Deleting | VmState::Deleted
+    ) {
         return nothing;
     }
     let want = wants_running(input);
@@ -99,7 +105,10 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         } else {
             Action::Nothing
         };
-        return Decision { action, restart_handled: Some(value.to_owned()) };
+        return Decision {
+            action,
+            restart_handled: Some(value.to_owned()),
+        };
     }
     let action = match (want, input.state) {
         (true, VmState::Pending | VmState::Stopped(_)) => Action::Start,
@@ -113,7 +122,10 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
         }
         (false, _) => Action::Nothing,
     };
-    Decision { action, restart_handled: None }
+    Decision {
+        action,
+        restart_handled: None,
+    }
 }
 
 #[cfg(test)]
@@ -140,38 +152,67 @@ mod tests {
 
     #[test]
     fn always_starts_a_new_vm_and_starts_it_again_whatever_stopped_it() {
-        assert_eq!(act(&input(RunStrategy::Always, VmState::Pending)), Action::Start);
-        for r in [R::Shutdown, R::Destroyed, R::Crashed, R::Failed, R::NeverStarted] {
+        assert_eq!(
+            act(&input(RunStrategy::Always, VmState::Pending)),
+            Action::Start
+        );
+        for r in [
+            R::Shutdown,
+            R::Destroyed,
+            R::Crashed,
+            R::Failed,
+            R::NeverStarted,
+        ] {
             let mut i = input(RunStrategy::Always, VmState::Stopped(r));
             i.has_run = true;
             assert_eq!(act(&i), Action::Start, "{r:?}");
         }
-        assert_eq!(act(&input(RunStrategy::Always, VmState::Running)), Action::Nothing);
+        assert_eq!(
+            act(&input(RunStrategy::Always, VmState::Running)),
+            Action::Nothing
+        );
     }
 
     #[test]
     fn rerun_on_failure_restarts_after_a_crash_but_not_after_a_clean_shutdown() {
-        assert_eq!(act(&input(RunStrategy::RerunOnFailure, VmState::Pending)), Action::Start);
+        assert_eq!(
+            act(&input(RunStrategy::RerunOnFailure, VmState::Pending)),
+            Action::Start
+        );
         let mut i = input(RunStrategy::RerunOnFailure, VmState::Stopped(R::Crashed));
         i.has_run = true;
         assert_eq!(act(&i), Action::Start);
         i.state = VmState::Stopped(R::Shutdown);
         assert_eq!(act(&i), Action::Nothing);
         i.state = VmState::Stopped(R::NeverStarted);
-        assert_eq!(act(&i), Action::Nothing, "a guest that ran and whose reason was lost stays off");
+        assert_eq!(
+            act(&i),
+            Action::Nothing,
+            "a guest that ran and whose reason was lost stays off"
+        );
     }
 
     #[test]
     fn once_runs_a_vm_a_single_time() {
-        assert_eq!(act(&input(RunStrategy::Once, VmState::Pending)), Action::Start);
-        assert_eq!(act(&input(RunStrategy::Once, VmState::Stopped(R::NeverStarted))), Action::Start);
+        assert_eq!(
+            act(&input(RunStrategy::Once, VmState::Pending)),
+            Action::Start
+        );
+        assert_eq!(
+            act(&input(RunStrategy::Once, VmState::Stopped(R::NeverStarted))),
+            Action::Start
+        );
         let mut i = input(RunStrategy::Once, VmState::Stopped(R::Crashed));
         assert_eq!(act(&i), Action::Nothing);
         i.state = VmState::Stopped(R::Shutdown);
         assert_eq!(act(&i), Action::Nothing);
         i.state = VmState::Pending;
         i.has_run = true;
-        assert_eq!(act(&i), Action::Nothing, "a Once VM whose domain vanished after it ran stays off");
+        assert_eq!(
+            act(&i),
+            Action::Nothing,
+            "a Once VM whose domain vanished after it ran stays off"
+        );
     }
 
     #[test]
@@ -182,8 +223,14 @@ mod tests {
         assert_eq!(act(&i), Action::AwaitShutdown(Duration::from_secs(40)));
         i.shutdown_sent_ago = Some(Duration::from_secs(60));
         assert_eq!(act(&i), Action::Destroy);
-        assert_eq!(act(&input(RunStrategy::Halted, VmState::Pending)), Action::Nothing);
-        assert_eq!(act(&input(RunStrategy::Halted, VmState::Stopped(R::Shutdown))), Action::Nothing);
+        assert_eq!(
+            act(&input(RunStrategy::Halted, VmState::Pending)),
+            Action::Nothing
+        );
+        assert_eq!(
+            act(&input(RunStrategy::Halted, VmState::Stopped(R::Shutdown))),
+            Action::Nothing
+        );
     }
 
     #[test]
@@ -197,16 +244,28 @@ mod tests {
     #[test]
     fn manual_follows_the_requested_state_and_otherwise_leaves_the_vm_alone() {
         let mut i = input(RunStrategy::Manual, VmState::Pending);
-        assert_eq!(act(&i), Action::Nothing, "a new Manual VM waits for a start request");
+        assert_eq!(
+            act(&i),
+            Action::Nothing,
+            "a new Manual VM waits for a start request"
+        );
         i.requested_state = Some("Running");
         assert_eq!(act(&i), Action::Start);
         i.state = VmState::Running;
         i.requested_state = Some("Stopped");
         assert_eq!(act(&i), Action::Shutdown);
         i.requested_state = None;
-        assert_eq!(act(&i), Action::Nothing, "a running Manual VM keeps running");
+        assert_eq!(
+            act(&i),
+            Action::Nothing,
+            "a running Manual VM keeps running"
+        );
         i.state = VmState::Stopped(R::Shutdown);
-        assert_eq!(act(&i), Action::Nothing, "a stopped Manual VM stays stopped");
+        assert_eq!(
+            act(&i),
+            Action::Nothing,
+            "a stopped Manual VM stays stopped"
+        );
     }
 
     #[test]
@@ -217,7 +276,13 @@ mod tests {
         assert_eq!(d.action, Action::Restart);
         assert_eq!(d.restart_handled.as_deref(), Some("2026-11-25T08:00:00Z"));
         i.last_restart_request = Some("2026-11-25T08:00:00Z");
-        assert_eq!(decide(&i), Decision { action: Action::Nothing, restart_handled: None });
+        assert_eq!(
+            decide(&i),
+            Decision {
+                action: Action::Nothing,
+                restart_handled: None
+            }
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@ impl SeedContent {
                     .iter()
                     .enumerate()
                     .map(|(i, n)| {
-                        (format!("eth{i}"), serde_json::json!({"match": {"macaddress": n.mac}, "dhcp4": true}))
+                        (
+                            format!("eth{i}"),
+                            serde_json::json!({"match": {"macaddress": n.mac}, "dhcp4": true}),
+                        )
                     })
                     .collect();
                 serde_json::json!({"version": 2, "ethernets": ethernets}).to_string()
@@ -88,11 +91,15 @@ pub async fn write_seed(seed: &Path, content: &SeedContent) -> Result<bool, Seed
     let digest = content.digest();
     let digest_path = digest_file(seed);
     if seed.exists()
-        && tokio::fs::read_to_string(&digest_path).await.is_ok_and(|d| d.trim() == digest)
+        && tokio::fs::read_to_string(&digest_path)
+            .await
+            .is_ok_and(|d| d.trim() == digest)
     {
         return Ok(false);
     }
-    let dir = seed.parent().ok_or_else(|| SeedError::Tool("the seed has no directory".into()))?;
+    let dir = seed
+        .parent()
+        .ok_or_else(|| SeedError::Tool("the seed has no directory".into()))?;
     let staging = tempfile::Builder::new().prefix(".seed-").tempdir_in(dir)?;
     for (name, body) in [
         ("user-data", &content.user_data),
@@ -113,7 +120,9 @@ pub async fn write_seed(seed: &Path, content: &SeedContent) -> Result<bool, Seed
         .output()
         .await?;
     if !out.status.success() {
-        return Err(SeedError::Tool(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        return Err(SeedError::Tool(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
     }
     tokio::fs::rename(&tmp_iso, seed).await?;
     tokio::fs::write(&digest_path, format!("{digest}\n")).await?;
@@ -127,7 +136,12 @@ mod tests {
     use ironvisor_crds::vm::NicModel;
 
     fn nic(mac: &str) -> NicPlan {
-        NicPlan { name: "n".into(), model: NicModel::Virtio, mac: mac.into(), attachment: NicAttachment::User(vec![]) }
+        NicPlan {
+            name: "n".into(),
+            model: NicModel::Virtio,
+            mac: mac.into(),
+            attachment: NicAttachment::User(vec![]),
+        }
     }
 
     #[test]
@@ -148,16 +162,31 @@ mod tests {
 
     #[test]
     fn without_network_data_every_interface_gets_dhcp_by_mac() {
-        let c = SeedContent::new("u", "h", None, None, &[nic("52:54:00:00:00:01"), nic("52:54:00:00:00:02")]);
+        let c = SeedContent::new(
+            "u",
+            "h",
+            None,
+            None,
+            &[nic("52:54:00:00:00:01"), nic("52:54:00:00:00:02")],
+        );
         let v: serde_json::Value = serde_json::from_str(&c.network_config).unwrap();
         assert_eq!(v["version"], 2);
-        assert_eq!(v["ethernets"]["eth1"]["match"]["macaddress"], "52:54:00:00:00:02");
+        assert_eq!(
+            v["ethernets"]["eth1"]["match"]["macaddress"],
+            "52:54:00:00:00:02"
+        );
         assert_eq!(v["ethernets"]["eth0"]["dhcp4"], true);
     }
 
     #[test]
     fn user_and_network_data_are_passed_through() {
-        let c = SeedContent::new("u", "h", Some("#!/bin/sh\necho hi\n"), Some("version: 1\n"), &[]);
+        let c = SeedContent::new(
+            "u",
+            "h",
+            Some("#!/bin/sh\necho hi\n"),
+            Some("version: 1\n"),
+            &[],
+        );
         assert_eq!(c.user_data, "#!/bin/sh\necho hi\n");
         assert_eq!(c.network_config, "version: 1\n");
     }
@@ -174,7 +203,13 @@ mod tests {
     async fn the_seed_image_is_an_iso_labelled_cidata_and_is_written_once_per_content() {
         let dir = tempfile::tempdir().unwrap();
         let seed = dir.path().join("seed.iso");
-        let c = SeedContent::new("uid-9", "web", Some("#cloud-config\nruncmd: [echo, marker]\n"), None, &[]);
+        let c = SeedContent::new(
+            "uid-9",
+            "web",
+            Some("#cloud-config\nruncmd: [echo, marker]\n"),
+            None,
+            &[],
+        );
         assert!(write_seed(&seed, &c).await.unwrap());
         let bytes = std::fs::read(&seed).unwrap();
         // The primary volume descriptor sits at sector 16: type 1, "CD001", label at +40.
@@ -182,8 +217,15 @@ mod tests {
         assert_eq!(&pvd[1..6], b"CD001");
         assert_eq!(std::str::from_utf8(&pvd[40..46]).unwrap(), VOLUME_LABEL);
         let user_data = "runcmd: [echo, marker]";
-        assert!(bytes.windows(user_data.len()).any(|w| w == user_data.as_bytes()));
-        assert!(!write_seed(&seed, &c).await.unwrap(), "same content is not rewritten");
+        assert!(
+            bytes
+                .windows(user_data.len())
+                .any(|w| w == user_data.as_bytes())
+        );
+        assert!(
+            !write_seed(&seed, &c).await.unwrap(),
+            "same content is not rewritten"
+        );
         let c2 = SeedContent::new("uid-9", "web", Some("other"), None, &[]);
         assert!(write_seed(&seed, &c2).await.unwrap());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())

@@ -23,7 +23,11 @@ fn guest_dir() -> PathBuf {
         std::env::var("IRONVISOR_GUEST_DIR").unwrap_or_else(|_| "/var/tmp/ironvisor-guest".into()),
     );
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/build-guest.sh");
-    let status = std::process::Command::new("bash").arg(script).arg(&dir).status().unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&dir)
+        .status()
+        .unwrap();
     assert!(status.success(), "hack/build-guest.sh failed");
     dir
 }
@@ -32,7 +36,10 @@ fn guest_dir() -> PathBuf {
 async fn a_tiny_guest_boots_reads_its_seed_and_powers_off() {
     let guest = guest_dir();
     // QEMU runs as an unprivileged user: the directories must be traversable.
-    let tmp = tempfile::Builder::new().prefix("ironvisor-boot-").tempdir_in("/var/tmp").unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("ironvisor-boot-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let state_dir = tmp.path().join("state");
     let (libvirt, engine) = engine(URI, &state_dir, &guest);
@@ -53,10 +60,22 @@ async fn a_tiny_guest_boots_reads_its_seed_and_powers_off() {
         "cloudInit": {"userData": user_data}
     });
     let v = vm(ns, &name, &uid, spec);
-    let ci = CloudInitData { user_data: Some(user_data.clone()), network_data: None };
+    let ci = CloudInitData {
+        user_data: Some(user_data.clone()),
+        network_data: None,
+    };
     let o = engine.converge(&v, &ci, now()).await.unwrap();
-    assert_eq!(o.status.phase, Some(Phase::Running), "{:?}", o.status.conditions);
-    std::fs::set_permissions(state_dir.join("vms"), std::fs::Permissions::from_mode(0o755)).ok();
+    assert_eq!(
+        o.status.phase,
+        Some(Phase::Running),
+        "{:?}",
+        o.status.conditions
+    );
+    std::fs::set_permissions(
+        state_dir.join("vms"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .ok();
 
     let log = state_dir.join("vms").join(&uid).join("console.log");
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -68,21 +87,42 @@ async fn a_tiny_guest_boots_reads_its_seed_and_powers_off() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(text.contains("IRONVISOR-GUEST-BOOTED"), "no boot marker in the console log:\n{text}");
-    assert!(text.contains("IRONVISOR-SEED-MOUNTED"), "the seed was not mounted:\n{text}");
-    assert!(text.contains(&format!("marker: {marker}")), "the user-data was not printed:\n{text}");
-    assert!(text.contains(&format!("\"instance-id\":\"{uid}\"")), "meta-data lacks the uid:\n{text}");
+    assert!(
+        text.contains("IRONVISOR-GUEST-BOOTED"),
+        "no boot marker in the console log:\n{text}"
+    );
+    assert!(
+        text.contains("IRONVISOR-SEED-MOUNTED"),
+        "the seed was not mounted:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("marker: {marker}")),
+        "the user-data was not printed:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("\"instance-id\":\"{uid}\"")),
+        "meta-data lacks the uid:\n{text}"
+    );
 
     // Powered off on its own: Once leaves it stopped.
     let domain = domain_name(ns, &name);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && libvirt.observe(&domain).await.unwrap().is_some_and(|o| o.state.is_up()) {
+    while Instant::now() < deadline
+        && libvirt
+            .observe(&domain)
+            .await
+            .unwrap()
+            .is_some_and(|o| o.state.is_up())
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let v = with_status(v, &o);
     let o2 = engine.converge(&v, &ci, now()).await.unwrap();
     assert_eq!(o2.status.phase, Some(Phase::Stopped));
-    assert!(matches!(libvirt.observe(&domain).await.unwrap().map(|o| o.state), Some(VmState::Stopped(_))));
+    assert!(matches!(
+        libvirt.observe(&domain).await.unwrap().map(|o| o.state),
+        Some(VmState::Stopped(_))
+    ));
 
     engine.remove(&v).await.unwrap();
     assert!(libvirt.observe(&domain).await.unwrap().is_none());

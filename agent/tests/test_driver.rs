@@ -26,12 +26,25 @@ fn spec() -> serde_json::Value {
     })
 }
 
-fn condition<'a>(vm: &'a ironvisor_crds::vm::VirtualMachine, t: &str) -> &'a ironvisor_crds::common::Condition {
-    vm.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == t).unwrap()
+fn condition<'a>(
+    vm: &'a ironvisor_crds::vm::VirtualMachine,
+    t: &str,
+) -> &'a ironvisor_crds::common::Condition {
+    vm.status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap()
 }
 
 async fn state(host: &Host, ns: &str, name: &str) -> Option<VmState> {
-    host.libvirt.observe(&domain_name(ns, name)).await.unwrap().map(|o| o.state)
+    host.libvirt
+        .observe(&domain_name(ns, name))
+        .await
+        .unwrap()
+        .map(|o| o.state)
 }
 
 #[tokio::test]
@@ -45,10 +58,20 @@ async fn a_new_vm_gets_a_running_domain_with_its_disks_seed_and_metadata() {
     assert!(status.started_at.is_some() && status.domain_uuid.is_some());
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(status.interfaces[0].name, "default");
-    assert_eq!(o.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["Started"]);
+    assert_eq!(
+        o.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
+        vec!["Started"]
+    );
     let observed = host.libvirt.observe(&o.domain).await.unwrap().unwrap();
     let meta = observed.config.unwrap();
-    assert_eq!((meta.uid.as_str(), meta.namespace.as_str(), meta.name.as_str()), ("uid-create-1", "create", "web"));
+    assert_eq!(
+        (
+            meta.uid.as_str(),
+            meta.namespace.as_str(),
+            meta.name.as_str()
+        ),
+        ("uid-create-1", "create", "web")
+    );
     let dir = host.vm_dir("uid-create-1");
     assert!(dir.join("disk-root.qcow2").exists());
     assert!(dir.join("seed.iso").exists());
@@ -60,8 +83,14 @@ async fn a_second_reconcile_of_a_converged_vm_changes_nothing() {
     let (v, o1) = step(&host.engine, vm("idem", "web", "uid-idem-1", spec())).await;
     let (v2, o2) = step(&host.engine, v.clone()).await;
     assert_eq!(o1.status.domain_uuid, o2.status.domain_uuid);
-    assert_eq!(v.status.as_ref().unwrap().started_at, v2.status.as_ref().unwrap().started_at);
-    assert_eq!(condition(&v, "Ready").last_transition_time, condition(&v2, "Ready").last_transition_time);
+    assert_eq!(
+        v.status.as_ref().unwrap().started_at,
+        v2.status.as_ref().unwrap().started_at
+    );
+    assert_eq!(
+        condition(&v, "Ready").last_transition_time,
+        condition(&v2, "Ready").last_transition_time
+    );
     assert!(o2.events.is_empty(), "{:?}", o2.events);
 }
 
@@ -73,14 +102,23 @@ async fn halted_stops_the_guest_and_always_starts_it_again() {
     v.spec.termination_grace_period_seconds = 0;
     let (v, o) = step(&host.engine, v).await;
     // The test driver powers off at once on an ACPI request.
-    assert_eq!(state(&host, "halt", "web").await, Some(VmState::Stopped(StopReason::Shutdown)));
+    assert_eq!(
+        state(&host, "halt", "web").await,
+        Some(VmState::Stopped(StopReason::Shutdown))
+    );
     assert_eq!(v.status.as_ref().unwrap().phase, Some(Phase::Stopped));
-    assert_eq!(o.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["Stopped"]);
+    assert_eq!(
+        o.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
+        vec!["Stopped"]
+    );
     let mut v = v;
     v.spec.run_strategy = RunStrategy::Always;
     let (v, o) = step(&host.engine, v).await;
     assert_eq!(v.status.as_ref().unwrap().phase, Some(Phase::Running));
-    assert_eq!(o.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["Started"]);
+    assert_eq!(
+        o.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
+        vec!["Started"]
+    );
 }
 
 #[tokio::test]
@@ -90,7 +128,11 @@ async fn manual_starts_and_stops_on_request() {
     s["runStrategy"] = "Manual".into();
     s["terminationGracePeriodSeconds"] = 0.into();
     let (mut v, _) = step(&host.engine, vm("manual", "web", "uid-manual-1", s)).await;
-    assert_eq!(v.status.as_ref().unwrap().phase, Some(Phase::Stopped), "defined, not started");
+    assert_eq!(
+        v.status.as_ref().unwrap().phase,
+        Some(Phase::Stopped),
+        "defined, not started"
+    );
     let ann = ironvisor_crds::labels::REQUESTED_STATE.to_owned();
     v.metadata.annotations = Some([(ann.clone(), "Running".to_owned())].into());
     let (mut v, _) = step(&host.engine, v).await;
@@ -105,15 +147,36 @@ async fn a_restart_request_restarts_once_per_value() {
     let host = Host::new(URI);
     let (mut v, _) = step(&host.engine, vm("restart", "web", "uid-restart-1", spec())).await;
     let first_start = v.status.as_ref().unwrap().started_at.clone();
-    v.metadata.annotations = Some([(RESTART_REQUESTED_AT.to_owned(), "2026-11-25T09:00:00Z".to_owned())].into());
+    v.metadata.annotations = Some(
+        [(
+            RESTART_REQUESTED_AT.to_owned(),
+            "2026-11-25T09:00:00Z".to_owned(),
+        )]
+        .into(),
+    );
     let (v, o) = step(&host.engine, v).await;
     let s = v.status.as_ref().unwrap();
-    assert_eq!(s.last_restart_request.as_deref(), Some("2026-11-25T09:00:00Z"));
+    assert_eq!(
+        s.last_restart_request.as_deref(),
+        Some("2026-11-25T09:00:00Z")
+    );
     assert_ne!(s.started_at, first_start, "the guest was started again");
-    assert_eq!(s.restart_count, Some(0), "a requested restart is not an automatic one");
-    assert_eq!(o.events.len(), 0, "Running before and after: no phase change to report");
+    assert_eq!(
+        s.restart_count,
+        Some(0),
+        "a requested restart is not an automatic one"
+    );
+    assert_eq!(
+        o.events.len(),
+        0,
+        "Running before and after: no phase change to report"
+    );
     let (v2, _) = step(&host.engine, v.clone()).await;
-    assert_eq!(v2.status.as_ref().unwrap().started_at, s.started_at, "the same value is not acted on twice");
+    assert_eq!(
+        v2.status.as_ref().unwrap().started_at,
+        s.started_at,
+        "the same value is not acted on twice"
+    );
 }
 
 #[tokio::test]
@@ -124,7 +187,11 @@ async fn a_spec_change_needing_a_restart_sets_restart_required_until_restarted()
     v.metadata.generation = Some(2);
     let (mut v, _) = step(&host.engine, v).await;
     assert_eq!(condition(&v, "RestartRequired").status, "True");
-    assert_eq!(v.status.as_ref().unwrap().phase, Some(Phase::Running), "no restart on its own");
+    assert_eq!(
+        v.status.as_ref().unwrap().phase,
+        Some(Phase::Running),
+        "no restart on its own"
+    );
     v.metadata.annotations = Some([(RESTART_REQUESTED_AT.to_owned(), "t1".to_owned())].into());
     let (v, _) = step(&host.engine, v).await;
     assert_eq!(condition(&v, "RestartRequired").status, "False");
@@ -136,11 +203,18 @@ async fn an_out_of_band_destroy_is_repaired_and_counted_as_a_restart() {
     let host = Host::new(URI);
     let (v, o) = step(&host.engine, vm("drift", "web", "uid-drift-1", spec())).await;
     let admin = admin(URI);
-    admin.lookup_domain_by_name(&o.domain).unwrap().destroy().unwrap();
+    admin
+        .lookup_domain_by_name(&o.domain)
+        .unwrap()
+        .destroy()
+        .unwrap();
     let (v, o) = step(&host.engine, v).await;
     assert_eq!(state(&host, "drift", "web").await, Some(VmState::Running));
     assert_eq!(v.status.as_ref().unwrap().restart_count, Some(1));
-    assert_eq!(o.events.iter().map(|e| e.reason).collect::<Vec<_>>(), vec!["Stopped", "Started"]);
+    assert_eq!(
+        o.events.iter().map(|e| e.reason).collect::<Vec<_>>(),
+        vec!["Stopped", "Started"]
+    );
 }
 
 #[tokio::test]
@@ -183,37 +257,87 @@ async fn a_restarted_agent_adopts_its_domains_instead_of_recreating_them() {
     let (v, o) = step(&host.engine, vm("adopt", "web", "uid-adopt-1", spec())).await;
     let uuid = o.status.domain_uuid.clone();
     let host = host.restart();
-    let removed = host.engine.collect_orphans(&HashSet::from(["uid-adopt-1".to_owned()])).await.unwrap();
-    assert!(removed.is_empty());
+    // Everything the shared driver holds is alive here (other tests run beside this one).
+    let live: HashSet<String> = host
+        .libvirt
+        .list_owned()
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.owner().unwrap().uid.clone())
+        .collect();
+    assert!(live.contains("uid-adopt-1"), "found by its metadata");
+    assert!(host.engine.collect_orphans(&live).await.unwrap().is_empty());
     let (v2, o2) = step(&host.engine, v.clone()).await;
     assert_eq!(o2.status.domain_uuid, uuid);
-    assert_eq!(v2.status.as_ref().unwrap().started_at, v.status.as_ref().unwrap().started_at, "not restarted");
+    assert_eq!(
+        v2.status.as_ref().unwrap().started_at,
+        v.status.as_ref().unwrap().started_at,
+        "not restarted"
+    );
     assert!(o2.events.is_empty());
+}
+
+/// A private test-driver instance (a custom node file): nothing else runs on it, and it
+/// holds one domain that Ironvisor does not manage.
+fn private_driver(dir: &std::path::Path) -> String {
+    let node = dir.join("node.xml");
+    std::fs::write(
+        &node,
+        "<node><cpu><mhz>2000</mhz><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads>\
+         <active>2</active><model>x86_64</model></cpu><memory>8388608</memory>\
+         <domain type='test'><name>foreign</name><memory>65536</memory><os><type>hvm</type></os></domain></node>",
+    )
+    .unwrap();
+    format!("test://{}", node.display())
 }
 
 #[tokio::test]
 async fn leftovers_of_deleted_vms_are_removed_and_foreign_domains_are_not_touched() {
-    let host = Host::new(URI);
-    let (_, gone) = step(&host.engine, vm("orphans", "gone", "uid-orphan-gone", spec())).await;
-    let (_, kept) = step(&host.engine, vm("orphans", "kept", "uid-orphan-kept", spec())).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let uri = private_driver(tmp.path());
+    let host = Host::in_dir(&uri, tmp);
+    let (_, gone) = step(
+        &host.engine,
+        vm("orphans", "gone", "uid-orphan-gone", spec()),
+    )
+    .await;
+    let (_, kept) = step(
+        &host.engine,
+        vm("orphans", "kept", "uid-orphan-kept", spec()),
+    )
+    .await;
     std::fs::create_dir_all(host.vm_dir("uid-orphan-stray")).unwrap();
-    let admin = admin(URI);
-    let foreign_before = admin.lookup_domain_by_name("test").unwrap().is_active().unwrap();
-    let mut live: HashSet<String> = HashSet::from(["uid-orphan-kept".to_owned()]);
-    // Other tests' VMs share the driver: count them as live so this test leaves them alone.
-    for o in host.libvirt.list_owned().await.unwrap() {
-        let uid = o.owner().unwrap().uid.clone();
-        if !uid.starts_with("uid-orphan-") {
-            live.insert(uid);
-        }
-    }
-    let removed = host.engine.collect_orphans(&live).await.unwrap();
-    assert!(removed.contains(&"uid-orphan-gone".to_owned()));
-    assert!(removed.contains(&"uid-orphan-stray".to_owned()));
+    let owned: Vec<String> = host
+        .libvirt
+        .list_owned()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(
+        owned.len(),
+        2,
+        "the foreign domain is not listed: {owned:?}"
+    );
+    let foreign_before = host.libvirt.observe("foreign").await.unwrap().unwrap();
+    let removed = host
+        .engine
+        .collect_orphans(&HashSet::from(["uid-orphan-kept".to_owned()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        removed,
+        vec!["uid-orphan-gone".to_owned(), "uid-orphan-stray".to_owned()]
+    );
     assert!(host.libvirt.observe(&gone.domain).await.unwrap().is_none());
     assert!(host.libvirt.observe(&kept.domain).await.unwrap().is_some());
     assert!(host.vm_dir("uid-orphan-kept").exists() && !host.vm_dir("uid-orphan-gone").exists());
-    assert_eq!(admin.lookup_domain_by_name("test").unwrap().is_active().unwrap(), foreign_before);
+    assert_eq!(
+        host.libvirt.observe("foreign").await.unwrap().unwrap(),
+        foreign_before
+    );
 }
 
 #[tokio::test]
@@ -226,10 +350,23 @@ async fn a_foreign_domain_with_our_name_fails_the_vm_and_is_left_alone() {
     );
     admin.define_domain_xml(&xml).unwrap();
     let (v, _) = step(&host.engine, vm("foreign", "web", "uid-foreign-1", spec())).await;
-    assert_eq!(v.status.as_ref().unwrap().printable_status.as_deref(), Some("DomainConflict"));
+    assert_eq!(
+        v.status.as_ref().unwrap().printable_status.as_deref(),
+        Some("DomainConflict")
+    );
     host.engine.remove(&v).await.unwrap();
-    assert!(admin.lookup_domain_by_name(&name).is_ok(), "still there after the VM's cleanup");
-    assert!(host.libvirt.list_owned().await.unwrap().iter().all(|o| o.name != name));
+    assert!(
+        admin.lookup_domain_by_name(&name).is_ok(),
+        "still there after the VM's cleanup"
+    );
+    assert!(
+        host.libvirt
+            .list_owned()
+            .await
+            .unwrap()
+            .iter()
+            .all(|o| o.name != name)
+    );
 }
 
 #[tokio::test]
@@ -256,10 +393,17 @@ async fn a_bad_image_checksum_fails_the_vm_with_a_clear_reason() {
         "url": format!("http://{addr}/img"), "sha256": "0".repeat(64)}}}]);
     let (v, _) = step(&host.engine, vm("checksum", "web", "uid-checksum-1", s)).await;
     let st = v.status.as_ref().unwrap();
-    assert_eq!(st.printable_status.as_deref(), Some("ImageChecksumMismatch"));
+    assert_eq!(
+        st.printable_status.as_deref(),
+        Some("ImageChecksumMismatch")
+    );
     assert!(condition(&v, "Ready").message.contains("checksum mismatch"));
     let cache = host.state_dir.join("images");
-    assert_eq!(std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0), 0, "no partial file");
+    assert_eq!(
+        std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0),
+        0,
+        "no partial file"
+    );
 }
 
 #[tokio::test]
@@ -267,7 +411,11 @@ async fn a_started_domain_emits_a_libvirt_lifecycle_event() {
     let host = Host::new(URI);
     let mut events = host.libvirt.subscribe();
     let v = vm("events", "web", "uid-events-1", spec());
-    let o = host.engine.converge(&v, &CloudInitData::default(), now()).await.unwrap();
+    let o = host
+        .engine
+        .converge(&v, &CloudInitData::default(), now())
+        .await
+        .unwrap();
     let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         loop {
             let ev = events.recv().await.unwrap();
@@ -286,7 +434,11 @@ async fn host_info_reports_cpus_memory_and_versions() {
     let host = Host::new(URI);
     let info = host.libvirt.host_info().await.unwrap();
     assert!(info.cpus > 0 && info.memory_kib > 0);
-    assert!(info.libvirt_version.starts_with("9."), "{}", info.libvirt_version);
+    assert!(
+        info.libvirt_version.starts_with("9."),
+        "{}",
+        info.libvirt_version
+    );
 }
 
 #[tokio::test]
@@ -296,5 +448,8 @@ async fn a_running_domain_reports_usage_to_metrics() {
     let stats = host.libvirt.stats(&o.domain).await.unwrap();
     assert!(stats.memory_bytes > 0);
     let text = host.engine.metrics.render();
-    assert!(text.contains("ironvisor_vm_memory_bytes{name=\"web\",namespace=\"metrics\"}"), "{text}");
+    assert!(
+        text.contains("ironvisor_vm_memory_bytes{name=\"web\",namespace=\"metrics\"}"),
+        "{text}"
+    );
 }

@@ -26,35 +26,51 @@ pub(super) fn write_devices(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::R
                 NicAttachment::Network(n) => ("network", "network", n.as_str()),
                 NicAttachment::Bridge(b) => ("bridge", "bridge", b.as_str()),
             };
-            w.create_element("interface").with_attribute(("type", kind)).write_inner_content(|w| {
-                w.create_element("mac").with_attribute(("address", nic.mac.as_str())).write_empty()?;
-                w.create_element("source").with_attribute((source_attr, source)).write_empty()?;
-                w.create_element("model").with_attribute(("type", libvirt_nic_model(nic.model))).write_empty()?;
-                Ok(())
-            })?;
+            w.create_element("interface")
+                .with_attribute(("type", kind))
+                .write_inner_content(|w| {
+                    w.create_element("mac")
+                        .with_attribute(("address", nic.mac.as_str()))
+                        .write_empty()?;
+                    w.create_element("source")
+                        .with_attribute((source_attr, source))
+                        .write_empty()?;
+                    w.create_element("model")
+                        .with_attribute(("type", libvirt_nic_model(nic.model)))
+                        .write_empty()?;
+                    Ok(())
+                })?;
         }
         let log = path_str(&plan.console_log);
-        w.create_element("serial").with_attribute(("type", "pty")).write_inner_content(|w| {
-            w.create_element("log")
-                .with_attribute(("file", log.as_str()))
-                .with_attribute(("append", "on"))
-                .write_empty()?;
-            w.create_element("target").with_attribute(("port", "0")).write_empty()?;
-            Ok(())
-        })?;
-        w.create_element("console").with_attribute(("type", "pty")).write_inner_content(|w| {
-            w.create_element("target")
-                .with_attribute(("type", "serial"))
-                .with_attribute(("port", "0"))
-                .write_empty()?;
-            Ok(())
-        })?;
-        w.create_element("rng").with_attribute(("model", "virtio")).write_inner_content(|w| {
-            w.create_element("backend")
-                .with_attribute(("model", "random"))
-                .write_text_content(quick_xml::events::BytesText::new("/dev/urandom"))?;
-            Ok(())
-        })?;
+        w.create_element("serial")
+            .with_attribute(("type", "pty"))
+            .write_inner_content(|w| {
+                w.create_element("log")
+                    .with_attribute(("file", log.as_str()))
+                    .with_attribute(("append", "on"))
+                    .write_empty()?;
+                w.create_element("target")
+                    .with_attribute(("port", "0"))
+                    .write_empty()?;
+                Ok(())
+            })?;
+        w.create_element("console")
+            .with_attribute(("type", "pty"))
+            .write_inner_content(|w| {
+                w.create_element("target")
+                    .with_attribute(("type", "serial"))
+                    .with_attribute(("port", "0"))
+                    .write_empty()?;
+                Ok(())
+            })?;
+        w.create_element("rng")
+            .with_attribute(("model", "virtio"))
+            .write_inner_content(|w| {
+                w.create_element("backend")
+                    .with_attribute(("model", "random"))
+                    .write_text_content(quick_xml::events::BytesText::new("/dev/urandom"))?;
+                Ok(())
+            })?;
         Ok(())
     })?;
     Ok(())
@@ -93,7 +109,9 @@ fn write_disks(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::Result<()> {
                     .with_attribute(("name", "qemu"))
                     .with_attribute(("type", format))
                     .write_empty()?;
-                w.create_element("source").with_attribute(("file", file.as_str())).write_empty()?;
+                w.create_element("source")
+                    .with_attribute(("file", file.as_str()))
+                    .write_empty()?;
                 w.create_element("target")
                     .with_attribute(("dev", dev.as_str()))
                     .with_attribute(("bus", bus))
@@ -103,7 +121,9 @@ fn write_disks(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::Result<()> {
                 }
                 if let Some(order) = disk.boot_order {
                     let order = order.to_string();
-                    w.create_element("boot").with_attribute(("order", order.as_str())).write_empty()?;
+                    w.create_element("boot")
+                        .with_attribute(("order", order.as_str()))
+                        .write_empty()?;
                 }
                 text(w, "serial", &disk.name)
             })?;
@@ -148,7 +168,9 @@ fn qemu_nic_device(model: NicModel) -> &'static str {
 pub(super) fn write_user_net_args(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::Result<()> {
     let mut args = Vec::new();
     for (index, nic) in plan.nics.iter().enumerate() {
-        let NicAttachment::User(forwards) = &nic.attachment else { continue };
+        let NicAttachment::User(forwards) = &nic.attachment else {
+            continue;
+        };
         let id = format!("ivnet{index}");
         let mut netdev = format!("user,id={id}");
         for (proto, host, guest) in forwards {
@@ -166,12 +188,15 @@ pub(super) fn write_user_net_args(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) ->
         );
         args.extend(["-netdev".to_owned(), netdev, "-device".to_owned(), device]);
     }
-    w.create_element("qemu:commandline").write_inner_content(|w| {
-        for arg in &args {
-            w.create_element("qemu:arg").with_attribute(("value", arg.as_str())).write_empty()?;
-        }
-        Ok(())
-    })?;
+    w.create_element("qemu:commandline")
+        .write_inner_content(|w| {
+            for arg in &args {
+                w.create_element("qemu:arg")
+                    .with_attribute(("value", arg.as_str()))
+                    .write_empty()?;
+            }
+            Ok(())
+        })?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! touched. The element is written inside `<metadata>` in its own XML namespace and read back
 //! through libvirt's metadata API (which returns just this element).
 
+use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, Writer};
 use std::io;
@@ -67,7 +68,8 @@ impl DomainMetadata {
     /// The element alone, as libvirt's `virDomainSetMetadata` wants it.
     pub fn to_xml(&self) -> String {
         let mut w = Writer::new(Vec::new());
-        self.write(&mut w).expect("writing XML into memory cannot fail");
+        self.write(&mut w)
+            .expect("writing XML into memory cannot fail");
         String::from_utf8(w.into_inner()).expect("quick-xml writes UTF-8")
     }
 
@@ -76,7 +78,7 @@ impl DomainMetadata {
         let mut reader = Reader::from_str(xml);
         loop {
             match reader.read_event()? {
-                Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == ELEMENT.as_bytes() => {
+                Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == ELEMENT => {
                     return Self::from_start(&e);
                 }
                 Event::Eof => return Err(MetadataError::Missing("the vm element")),
@@ -93,15 +95,15 @@ impl DomainMetadata {
         let mut config_hash = None;
         for attr in e.attributes() {
             let attr = attr?;
-            let value = attr.unescape_value()?.into_owned();
+            let value = attr.normalized_value(XmlVersion::Implicit1_0)?.into_owned();
             match attr.key.local_name().as_ref() {
-                b"uid" => uid = Some(value),
-                b"namespace" => namespace = Some(value),
-                b"name" => name = Some(value),
-                b"generation" => {
+                "uid" => uid = Some(value),
+                "namespace" => namespace = Some(value),
+                "name" => name = Some(value),
+                "generation" => {
                     generation = Some(value.parse().map_err(|_| MetadataError::Generation)?)
                 }
-                b"configHash" => config_hash = Some(value),
+                "configHash" => config_hash = Some(value),
                 _ => {}
             }
         }
@@ -145,12 +147,18 @@ mod tests {
     #[test]
     fn metadata_without_a_uid_is_rejected() {
         let xml = r#"<vm namespace="n" name="m" generation="3"/>"#;
-        assert!(matches!(DomainMetadata::parse(xml), Err(MetadataError::Missing("uid"))));
+        assert!(matches!(
+            DomainMetadata::parse(xml),
+            Err(MetadataError::Missing("uid"))
+        ));
     }
 
     #[test]
     fn metadata_with_a_bad_generation_is_rejected() {
         let xml = r#"<vm uid="u" namespace="n" name="m" generation="x"/>"#;
-        assert!(matches!(DomainMetadata::parse(xml), Err(MetadataError::Generation)));
+        assert!(matches!(
+            DomainMetadata::parse(xml),
+            Err(MetadataError::Generation)
+        ));
     }
 }

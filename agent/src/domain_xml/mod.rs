@@ -56,6 +56,9 @@ pub enum CpuMode {
 pub struct DomainPlan {
     /// Domain name.
     pub name: String,
+    /// UUID of the existing domain, when redefining it: libvirt refuses a definition of an
+    /// existing name without its UUID. Left out of the config hash.
+    pub uuid: Option<String>,
     /// Which VM the domain belongs to (the generation and hash are filled by [`render`]).
     pub owner: Owner,
     /// kvm or qemu.
@@ -114,7 +117,7 @@ pub enum DiskFormat {
 }
 
 /// A prepared disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DiskPlan {
     /// Name in the spec (`cloudinit` for the seed).
     pub name: String,
@@ -168,7 +171,13 @@ pub struct RenderedDomain {
 /// Render the domain XML. The config hash covers everything but our metadata, so a new VM
 /// generation that changes nothing in the domain (say, a runStrategy change) keeps it.
 pub fn render(plan: &DomainPlan) -> RenderedDomain {
-    let bare = write_domain(plan, None);
+    let bare = write_domain(
+        &DomainPlan {
+            uuid: None,
+            ..plan.clone()
+        },
+        None,
+    );
     let config_hash = hex::encode(Sha256::digest(bare.as_bytes()));
     let metadata = DomainMetadata {
         uid: plan.owner.uid.clone(),
@@ -177,7 +186,10 @@ pub fn render(plan: &DomainPlan) -> RenderedDomain {
         generation: plan.owner.generation,
         config_hash: config_hash.clone(),
     };
-    RenderedDomain { xml: write_domain(plan, Some(&metadata)), config_hash }
+    RenderedDomain {
+        xml: write_domain(plan, Some(&metadata)),
+        config_hash,
+    }
 }
 
 fn write_domain(plan: &DomainPlan, metadata: Option<&DomainMetadata>) -> String {
@@ -191,25 +203,40 @@ fn write_root(
     plan: &DomainPlan,
     metadata: Option<&DomainMetadata>,
 ) -> io::Result<()> {
-    let needs_qemu_ns = plan.nics.iter().any(|n| matches!(n.attachment, NicAttachment::User(_)));
-    let mut root = w.create_element("domain").with_attribute(("type", plan.domain_type.as_str()));
+    let needs_qemu_ns = plan
+        .nics
+        .iter()
+        .any(|n| matches!(n.attachment, NicAttachment::User(_)));
+    let mut root = w
+        .create_element("domain")
+        .with_attribute(("type", plan.domain_type.as_str()));
     if needs_qemu_ns {
         root = root.with_attribute(("xmlns:qemu", QEMU_NAMESPACE_URI));
     }
     root.write_inner_content(|w| {
         text(w, "name", &plan.name)?;
+        if let Some(uuid) = &plan.uuid {
+            text(w, "uuid", uuid)?;
+        }
         if let Some(m) = metadata {
-            w.create_element("metadata").write_inner_content(|w| m.write(w))?;
+            w.create_element("metadata")
+                .write_inner_content(|w| m.write(w))?;
         }
         let mem = plan.memory_kib.to_string();
-        w.create_element("memory").with_attribute(("unit", "KiB")).write_text_content(BytesText::new(&mem))?;
+        w.create_element("memory")
+            .with_attribute(("unit", "KiB"))
+            .write_text_content(BytesText::new(&mem))?;
         let (s, c, t) = plan.topology;
         let vcpus = s.saturating_mul(c).saturating_mul(t).to_string();
-        w.create_element("vcpu").with_attribute(("placement", "static")).write_text_content(BytesText::new(&vcpus))?;
+        w.create_element("vcpu")
+            .with_attribute(("placement", "static"))
+            .write_text_content(BytesText::new(&vcpus))?;
         write_os(w, plan)?;
         write_features(w, plan)?;
         write_cpu(w, plan)?;
-        w.create_element("clock").with_attribute(("offset", "utc")).write_empty()?;
+        w.create_element("clock")
+            .with_attribute(("offset", "utc"))
+            .write_empty()?;
         text(w, "on_poweroff", "destroy")?;
         text(w, "on_reboot", "restart")?;
         text(w, "on_crash", "destroy")?;
@@ -223,7 +250,8 @@ fn write_root(
 }
 
 fn text(w: &mut Writer<Vec<u8>>, name: &str, value: &str) -> io::Result<()> {
-    w.create_element(name).write_text_content(BytesText::new(value))?;
+    w.create_element(name)
+        .write_text_content(BytesText::new(value))?;
     Ok(())
 }
 
@@ -249,7 +277,9 @@ fn write_os(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::Result<()> {
                 Ok(())
             })?;
             if plan.secure_boot {
-                w.create_element("loader").with_attribute(("secure", "yes")).write_empty()?;
+                w.create_element("loader")
+                    .with_attribute(("secure", "yes"))
+                    .write_empty()?;
             }
         }
         if let Some(k) = &plan.kernel {
@@ -271,7 +301,9 @@ fn write_features(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::Result<()> 
         w.create_element("acpi").write_empty()?;
         w.create_element("apic").write_empty()?;
         if plan.secure_boot {
-            w.create_element("smm").with_attribute(("state", "on")).write_empty()?;
+            w.create_element("smm")
+                .with_attribute(("state", "on"))
+                .write_empty()?;
         }
         Ok(())
     })?;
@@ -279,8 +311,11 @@ fn write_features(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::Result<()> 
 }
 
 fn write_cpu(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::Result<()> {
-    let (sockets, cores, threads) =
-        (plan.topology.0.to_string(), plan.topology.1.to_string(), plan.topology.2.to_string());
+    let (sockets, cores, threads) = (
+        plan.topology.0.to_string(),
+        plan.topology.1.to_string(),
+        plan.topology.2.to_string(),
+    );
     let topology = |w: &mut Writer<Vec<u8>>| -> io::Result<()> {
         w.create_element("topology")
             .with_attribute(("sockets", sockets.as_str()))
@@ -292,7 +327,9 @@ fn write_cpu(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::Result<()> {
     };
     match &plan.cpu {
         CpuMode::HostModel => {
-            w.create_element("cpu").with_attribute(("mode", "host-model")).write_inner_content(topology)?;
+            w.create_element("cpu")
+                .with_attribute(("mode", "host-model"))
+                .write_inner_content(topology)?;
         }
         CpuMode::HostPassthrough => {
             w.create_element("cpu")

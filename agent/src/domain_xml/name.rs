@@ -24,7 +24,10 @@ pub fn domain_name(namespace: &str, name: &str) -> String {
     let budget = MAX_LEN - PREFIX.len() - 2 - HASH_LEN;
     let ns = sanitise(namespace);
     let nm = sanitise(name);
-    let ns_len = ns.len().min(budget / 2).max(budget.saturating_sub(nm.len()).min(ns.len()));
+    let ns_len = ns
+        .len()
+        .min(budget / 2)
+        .max(budget.saturating_sub(nm.len()).min(ns.len()));
     let nm_len = nm.len().min(budget - ns_len);
     format!(
         "{PREFIX}{}-{}-{}",
@@ -84,7 +87,8 @@ mod tests {
             let n = domain_name(ns, name);
             assert!(n.len() <= MAX_LEN, "{n} is too long");
             assert!(
-                n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
                 "{n} has unsafe characters"
             );
             assert!(n.starts_with(PREFIX));

@@ -1,12 +1,14 @@
 //! From a VM spec and host facts to a [`DomainPlan`]: validation and every decision, no I/O.
 
 use super::{
-    CpuMode, DiskFormat, DiskPlan, DomainPlan, DomainType, KernelPlan, NicAttachment, NicPlan, Owner,
-    name::domain_name,
+    CpuMode, DiskFormat, DiskPlan, DomainPlan, DomainType, KernelPlan, NicAttachment, NicPlan,
+    Owner, name::domain_name,
 };
 use crate::storage::layout;
 use ironvisor_crds::quantity::to_bytes;
-use ironvisor_crds::vm::{DiskBus, Firmware, MAX_DISKS, MAX_NETWORKS, MAX_VCPUS, VirtualMachineSpec};
+use ironvisor_crds::vm::{
+    DiskBus, Firmware, MAX_DISKS, MAX_NETWORKS, MAX_VCPUS, VirtualMachineSpec,
+};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -86,7 +88,9 @@ pub fn generated_mac(uid: &str, nic: &str) -> String {
 fn valid_mac(mac: &str) -> bool {
     let parts: Vec<&str> = mac.split(':').collect();
     parts.len() == 6
-        && parts.iter().all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
         && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
         && mac != "00:00:00:00:00:00"
 }
@@ -101,7 +105,8 @@ fn valid_model(model: &str) -> bool {
 /// Validate the spec and decide the domain.
 pub fn build_plan(input: &PlanInput<'_>) -> Result<DomainPlan, PlanError> {
     let spec = input.spec;
-    let mem = to_bytes(&spec.memory.size.0).map_err(|_| PlanError::Memory(spec.memory.size.0.clone()))?;
+    let mem =
+        to_bytes(&spec.memory.size.0).map_err(|_| PlanError::Memory(spec.memory.size.0.clone()))?;
     if !(MIN_MEMORY..=MAX_MEMORY).contains(&mem) {
         return Err(PlanError::Memory(spec.memory.size.0.clone()));
     }
@@ -143,11 +148,13 @@ pub fn build_plan(input: &PlanInput<'_>) -> Result<DomainPlan, PlanError> {
     };
     Ok(DomainPlan {
         name: domain_name(&input.owner.namespace, &input.owner.name),
+        uuid: None,
         owner: input.owner.clone(),
         domain_type: input.domain_type,
         topology: (spec.cpu.sockets, spec.cpu.cores, spec.cpu.threads),
         cpu,
-        memory_kib: u64::try_from(mem.div_ceil(1024)).map_err(|_| PlanError::Memory(spec.memory.size.0.clone()))?,
+        memory_kib: u64::try_from((mem + 1023) / 1024)
+            .map_err(|_| PlanError::Memory(spec.memory.size.0.clone()))?,
         firmware,
         secure_boot,
         kernel,
@@ -222,20 +229,30 @@ fn plan_nics(input: &PlanInput<'_>) -> Result<Vec<NicPlan>, PlanError> {
             (Some(u), None, None) => {
                 let mut forwards = Vec::new();
                 for pf in &u.port_forwards {
-                    if pf.host_port == 0 || pf.guest_port == 0 || !host_ports.insert((pf.protocol as u8, pf.host_port)) {
+                    if pf.host_port == 0
+                        || pf.guest_port == 0
+                        || !host_ports.insert((pf.protocol as u8, pf.host_port))
+                    {
                         return Err(PlanError::DuplicateHostPort(pf.host_port));
                     }
                     forwards.push((pf.protocol, pf.host_port, pf.guest_port));
                 }
                 NicAttachment::User(forwards)
             }
-            (None, Some(net), None) if valid_model(&net.name) => NicAttachment::Network(net.name.clone()),
+            (None, Some(net), None) if valid_model(&net.name) => {
+                NicAttachment::Network(net.name.clone())
+            }
             (None, None, Some(br)) if valid_model(&br.name) && br.name.len() <= 15 => {
                 NicAttachment::Bridge(br.name.clone())
             }
             _ => return Err(PlanError::NicKind(n.name.clone())),
         };
-        nics.push(NicPlan { name: n.name.clone(), model: n.model, mac, attachment });
+        nics.push(NicPlan {
+            name: n.name.clone(),
+            model: n.model,
+            mac,
+            attachment,
+        });
     }
     Ok(nics)
 }

@@ -22,12 +22,16 @@ pub fn parse_devices(xml: &str) -> Result<DomainDevices, quick_xml::Error> {
         match reader.read_event()? {
             Event::Start(e) | Event::Empty(e) => {
                 let attr = |name: &str| -> Option<String> {
-                    e.try_get_attribute(name).ok().flatten().and_then(|a| a.unescape_value().ok()).map(|v| v.into_owned())
+                    e.try_get_attribute(name)
+                        .ok()
+                        .flatten()
+                        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok())
+                        .map(|v| v.into_owned())
                 };
                 match e.name().as_ref() {
-                    b"disk" => in_disk = Some(attr("device").as_deref() == Some("cdrom")),
-                    b"interface" => iface = Some((String::new(), None)),
-                    b"target" => {
+                    "disk" => in_disk = Some(attr("device").as_deref() == Some("cdrom")),
+                    "interface" => iface = Some((String::new(), None)),
+                    "target" => {
                         if let Some(false) = in_disk
                             && let Some(dev) = attr("dev")
                         {
@@ -36,7 +40,7 @@ pub fn parse_devices(xml: &str) -> Result<DomainDevices, quick_xml::Error> {
                             i.1 = attr("dev");
                         }
                     }
-                    b"mac" => {
+                    "mac" => {
                         if let (Some(i), Some(mac)) = (iface.as_mut(), attr("address")) {
                             i.0 = mac;
                         }
@@ -45,8 +49,8 @@ pub fn parse_devices(xml: &str) -> Result<DomainDevices, quick_xml::Error> {
                 }
             }
             Event::End(e) => match e.name().as_ref() {
-                b"disk" => in_disk = None,
-                b"interface" => {
+                "disk" => in_disk = None,
+                "interface" => {
                     if let Some(i) = iface.take() {
                         out.interfaces.push(i);
                     }
@@ -76,7 +80,10 @@ mod tests {
         assert_eq!(d.disks, vec!["vda"]);
         assert_eq!(
             d.interfaces,
-            vec![("52:54:00:00:00:01".into(), Some("vnet3".into())), ("52:54:00:00:00:02".into(), None)]
+            vec![
+                ("52:54:00:00:00:01".into(), Some("vnet3".into())),
+                ("52:54:00:00:00:02".into(), None)
+            ]
         );
     }
 }

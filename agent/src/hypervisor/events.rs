@@ -30,6 +30,8 @@ static EVENT_LOOP: OnceLock<Result<(), String>> = OnceLock::new();
 pub(crate) fn ensure_event_loop() -> Result<(), String> {
     EVENT_LOOP
         .get_or_init(|| {
+            // libvirt prints every error to stderr by default; ours are returned and logged.
+            virt::error::clear_error_callback();
             virt::event::event_register_default_impl().map_err(|e| e.to_string())?;
             std::thread::Builder::new()
                 .name("libvirt-events".into())
@@ -64,9 +66,15 @@ unsafe extern "C" fn lifecycle_cb(
     let name_ptr = unsafe { sys::virDomainGetName(dom) };
     if !name_ptr.is_null() {
         // SAFETY: non-null, NUL-terminated string owned by `dom`, copied before returning.
-        let name = unsafe { CStr::from_ptr(name_ptr) }.to_string_lossy().into_owned();
+        let name = unsafe { CStr::from_ptr(name_ptr) }
+            .to_string_lossy()
+            .into_owned();
         // No receiver is fine: the periodic resync still converges.
-        let _ = tx.send(DomainEvent { name, event, detail });
+        let _ = tx.send(DomainEvent {
+            name,
+            event,
+            detail,
+        });
     }
     0
 }
@@ -87,7 +95,13 @@ pub(crate) fn register(conn: &virt::connect::Connect, tx: Sender) -> Result<c_in
     // (same ABI, more arguments) is what the C API prescribes.
     let cb: sys::virConnectDomainEventGenericCallback = unsafe {
         std::mem::transmute::<
-            unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void) -> c_int,
+            unsafe extern "C" fn(
+                sys::virConnectPtr,
+                sys::virDomainPtr,
+                c_int,
+                c_int,
+                *mut c_void,
+            ) -> c_int,
             unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void),
         >(lifecycle_cb)
     }

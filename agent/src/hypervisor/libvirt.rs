@@ -53,7 +53,12 @@ fn close_quietly(conn: Connect) {
 fn is_connection_error(e: &VirtError) -> bool {
     matches!(
         e.code(),
-        Enum::Known(ErrorNumber::NoConnect | ErrorNumber::Rpc | ErrorNumber::SystemError | ErrorNumber::AuthFailed)
+        Enum::Known(
+            ErrorNumber::NoConnect
+                | ErrorNumber::Rpc
+                | ErrorNumber::SystemError
+                | ErrorNumber::AuthFailed
+        )
     )
 }
 
@@ -62,7 +67,11 @@ fn is_not_found(e: &VirtError) -> bool {
 }
 
 fn lv(op: &'static str, e: VirtError) -> HvError {
-    HvError::Libvirt { op, connection: is_connection_error(&e), message: e.message().to_owned() }
+    HvError::Libvirt {
+        op,
+        connection: is_connection_error(&e),
+        message: e.message().to_owned(),
+    }
 }
 
 fn version_string(v: u32) -> String {
@@ -73,7 +82,13 @@ impl Libvirt {
     /// A client for `uri`. The connection opens on first use.
     pub fn new(uri: &str) -> Self {
         let (events, _) = broadcast::channel(1024);
-        Self { inner: Arc::new(Inner { uri: uri.to_owned(), slot: Mutex::new(None), events }) }
+        Self {
+            inner: Arc::new(Inner {
+                uri: uri.to_owned(),
+                slot: Mutex::new(None),
+                events,
+            }),
+        }
     }
 
     /// Open the connection now (to fail fast at startup).
@@ -96,7 +111,10 @@ impl Libvirt {
         tokio::task::spawn_blocking(move || {
             let conn = inner.connection()?;
             let result = f(&conn);
-            if let Err(HvError::Libvirt { connection: true, .. }) = &result {
+            if let Err(HvError::Libvirt {
+                connection: true, ..
+            }) = &result
+            {
                 tracing::warn!(op, "libvirt connection lost; reconnecting on next call");
                 inner.drop_connection();
             }
@@ -114,9 +132,19 @@ impl Libvirt {
         let name = name.to_owned();
         self.call(op, move |c| {
             let dom = c.lookup_domain_by_name(&name).map_err(|e| {
-                if is_not_found(&e) { HvError::NotFound(name.clone()) } else { lv(op, e) }
+                if is_not_found(&e) {
+                    HvError::NotFound(name.clone())
+                } else {
+                    lv(op, e)
+                }
             })?;
-            f(&dom).map_err(|e| if is_not_found(&e) { HvError::NotFound(name.clone()) } else { lv(op, e) })
+            f(&dom).map_err(|e| {
+                if is_not_found(&e) {
+                    HvError::NotFound(name.clone())
+                } else {
+                    lv(op, e)
+                }
+            })
         })
         .await
     }
@@ -133,11 +161,17 @@ impl Inner {
                 Self::release(old);
             }
         }
-        let connect_err = |message: String| HvError::Connect { uri: self.uri.clone(), message };
+        let connect_err = |message: String| HvError::Connect {
+            uri: self.uri.clone(),
+            message,
+        };
         events::ensure_event_loop().map_err(connect_err)?;
-        let conn = Connect::open(Some(&self.uri)).map_err(|e| connect_err(e.message().to_owned()))?;
-        // Keepalives detect a dead libvirtd; drivers without them (test://) refuse, which is fine.
-        let _ = conn.set_keep_alive(5, 3);
+        let conn = Connect::open(Some(self.uri.as_str()))
+            .map_err(|e| connect_err(e.message().to_owned()))?;
+        // Keepalives detect a dead libvirtd; the in-process test driver has none.
+        if !self.uri.starts_with("test:") {
+            let _ = conn.set_keep_alive(5, 3);
+        }
         let callback = match events::register(&conn, self.events.clone()) {
             Ok(id) => Some(id),
             Err(e) => {
@@ -188,7 +222,11 @@ fn state_of(dom: &Domain) -> Result<VmState, VirtError> {
 }
 
 fn metadata_of(dom: &Domain, flags: u32) -> Result<Option<DomainMetadata>, VirtError> {
-    match dom.metadata(sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(NAMESPACE_URI), flags) {
+    match dom.metadata(
+        sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+        Some(NAMESPACE_URI),
+        flags,
+    ) {
         Ok(xml) => Ok(DomainMetadata::parse(&xml).ok()),
         Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoDomainMetadata)) => Ok(None),
         Err(e) => Err(e),
@@ -203,13 +241,26 @@ fn observe_domain(dom: &Domain) -> Result<Observed, VirtError> {
     } else {
         None
     };
-    let live = if active { metadata_of(dom, sys::VIR_DOMAIN_AFFECT_LIVE)? } else { None };
+    let live = if active {
+        metadata_of(dom, sys::VIR_DOMAIN_AFFECT_LIVE)?
+    } else {
+        None
+    };
     let interfaces = if active {
-        parse_devices(&dom.xml_desc(0)?).map(|d| d.interfaces).unwrap_or_default()
+        parse_devices(&dom.xml_desc(0)?)
+            .map(|d| d.interfaces)
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
-    Ok(Observed { name: dom.name()?, uuid: dom.uuid_string()?, state, config, live, interfaces })
+    Ok(Observed {
+        name: dom.name()?,
+        uuid: dom.uuid_string()?,
+        state,
+        config,
+        live,
+        interfaces,
+    })
 }
 
 #[async_trait]
@@ -243,7 +294,12 @@ impl Hypervisor for Libvirt {
 
     async fn define(&self, xml: &str) -> Result<(), HvError> {
         let xml = xml.to_owned();
-        self.call("define", move |c| c.define_domain_xml(&xml).map(|_| ()).map_err(|e| lv("define", e))).await
+        self.call("define", move |c| {
+            c.define_domain_xml(&xml)
+                .map(|_| ())
+                .map_err(|e| lv("define", e))
+        })
+        .await
     }
 
     async fn start(&self, name: &str) -> Result<(), HvError> {
@@ -275,7 +331,12 @@ impl Hypervisor for Libvirt {
                 match d.undefine_flags(flags) {
                     Ok(()) => Ok(()),
                     // Drivers without NVRAM support refuse the flag.
-                    Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::InvalidArg | ErrorNumber::NoSupport)) => {
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            Enum::Known(ErrorNumber::InvalidArg | ErrorNumber::NoSupport)
+                        ) =>
+                    {
                         d.undefine()
                     }
                     Err(e) => Err(e),
@@ -291,7 +352,11 @@ impl Hypervisor for Libvirt {
     async fn stats(&self, name: &str) -> Result<DomainStats, HvError> {
         self.with_domain("stats", name, |d| {
             let info = d.info()?;
-            let mut s = DomainStats { cpu_time_ns: info.cpu_time, memory_bytes: info.memory * 1024, ..Default::default() };
+            let mut s = DomainStats {
+                cpu_time_ns: info.cpu_time,
+                memory_bytes: info.memory * 1024,
+                ..Default::default()
+            };
             if !d.is_active()? {
                 return Ok(s);
             }

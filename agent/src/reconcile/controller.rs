@@ -69,7 +69,10 @@ pub struct Context {
 impl Context {
     /// A context for `node`.
     pub fn new(client: Client, node: &str, engine: Engine, resync: Duration) -> Self {
-        let reporter = Reporter { controller: "ironvisor-agent".into(), instance: Some(node.to_owned()) };
+        let reporter = Reporter {
+            controller: "ironvisor-agent".into(),
+            instance: Some(node.to_owned()),
+        };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -86,8 +89,15 @@ impl Context {
     }
 }
 
-async fn secret_value(client: &Client, ns: &str, name: &str, keys: [&'static str; 2]) -> Result<String, Error> {
-    let secret = Api::<Secret>::namespaced(client.clone(), ns).get(name).await?;
+async fn secret_value(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    keys: [&'static str; 2],
+) -> Result<String, Error> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await?;
     let data = secret.data.unwrap_or_default();
     for key in keys {
         if let Some(v) = data.get(key) {
@@ -97,8 +107,14 @@ async fn secret_value(client: &Client, ns: &str, name: &str, keys: [&'static str
     Err(Error::SecretKey(format!("{ns}/{name}"), keys[0]))
 }
 
-async fn resolve_cloud_init(client: &Client, ns: &str, ci: Option<&CloudInit>) -> Result<CloudInitData, Error> {
-    let Some(ci) = ci else { return Ok(CloudInitData::default()) };
+async fn resolve_cloud_init(
+    client: &Client,
+    ns: &str,
+    ci: Option<&CloudInit>,
+) -> Result<CloudInitData, Error> {
+    let Some(ci) = ci else {
+        return Ok(CloudInitData::default());
+    };
     let user_data = match (&ci.user_data, &ci.user_data_secret_ref) {
         (Some(u), _) => Some(u.clone()),
         (None, Some(r)) => Some(secret_value(client, ns, &r.name, ["userdata", "userData"]).await?),
@@ -106,17 +122,22 @@ async fn resolve_cloud_init(client: &Client, ns: &str, ci: Option<&CloudInit>) -
     };
     let network_data = match (&ci.network_data, &ci.network_data_secret_ref) {
         (Some(n), _) => Some(n.clone()),
-        (None, Some(r)) => Some(secret_value(client, ns, &r.name, ["networkdata", "networkData"]).await?),
+        (None, Some(r)) => {
+            Some(secret_value(client, ns, &r.name, ["networkdata", "networkData"]).await?)
+        }
         (None, None) => None,
     };
-    Ok(CloudInitData { user_data, network_data })
+    Ok(CloudInitData {
+        user_data,
+        network_data,
+    })
 }
 
 async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
     let ci = resolve_cloud_init(&ctx.client, &ns, vm.spec.cloud_init.as_ref()).await?;
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let now = Time(jiff::Timestamp::now());
     let outcome = ctx.engine.converge(&vm, &ci, now).await?;
     ctx.domains
         .lock()
@@ -129,11 +150,16 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
         "status": outcome.status,
     });
     let params = PatchParams::apply(&agent_manager(&ctx.node)).force();
-    api.patch_status(&name, &params, &Patch::Apply(&patch)).await?;
+    api.patch_status(&name, &params, &Patch::Apply(&patch))
+        .await?;
     let reference = vm.object_ref(&());
     for ev in outcome.events {
         let event = Event {
-            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+            type_: if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: ev.reason.into(),
             note: Some(ev.note),
             action: "Reconcile".into(),
@@ -143,7 +169,9 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
             tracing::warn!(vm = %vm.key(), error = %e, "publishing an event failed");
         }
     }
-    Ok(outcome.requeue.map_or(Action::requeue(ctx.resync), Action::requeue))
+    Ok(outcome
+        .requeue
+        .map_or(Action::requeue(ctx.resync), Action::requeue))
 }
 
 async fn cleanup(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -181,12 +209,20 @@ pub fn error_policy(vm: Arc<VirtualMachine>, error: &Error, ctx: Arc<Context>) -
 /// Before watching: remove domains and directories of VMs that no longer exist.
 pub async fn collect_orphans(ctx: &Context) -> Result<Vec<String>, Error> {
     let api = Api::<VirtualMachine>::all(ctx.client.clone());
-    let vms = api.list(&ListParams::default().labels(&ctx.selector())).await?;
-    let uids: HashSet<String> = vms.items.iter().filter_map(|v| v.metadata.uid.clone()).collect();
+    let vms = api
+        .list(&ListParams::default().labels(&ctx.selector()))
+        .await?;
+    let uids: HashSet<String> = vms
+        .items
+        .iter()
+        .filter_map(|v| v.metadata.uid.clone())
+        .collect();
     Ok(ctx.engine.collect_orphans(&uids).await?)
 }
 
-fn libvirt_triggers(ctx: Arc<Context>) -> impl futures::Stream<Item = ObjectRef<VirtualMachine>> + Send + 'static {
+fn libvirt_triggers(
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<VirtualMachine>> + Send + 'static {
     let rx = ctx.engine.hv.subscribe();
     futures::stream::unfold((rx, ctx), |(mut rx, ctx)| async move {
         loop {
@@ -198,7 +234,12 @@ fn libvirt_triggers(ctx: Arc<Context>) -> impl futures::Stream<Item = ObjectRef<
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             };
-            let known = ctx.domains.lock().unwrap_or_else(|e| e.into_inner()).get(&ev.name).cloned();
+            let known = ctx
+                .domains
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&ev.name)
+                .cloned();
             let target = match known {
                 Some(r) => Some(r),
                 None => ctx

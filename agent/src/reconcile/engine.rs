@@ -52,7 +52,9 @@ impl EngineError {
         match self {
             EngineError::Identity(_) => ErrorCategory::InvalidSpec,
             EngineError::Hypervisor(_) => ErrorCategory::Hypervisor,
-            EngineError::Storage(_) | EngineError::Seed(_) | EngineError::Cleanup(_) => ErrorCategory::Storage,
+            EngineError::Storage(_) | EngineError::Seed(_) | EngineError::Cleanup(_) => {
+                ErrorCategory::Storage
+            }
         }
     }
 }
@@ -102,21 +104,49 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The VM's identity, or which field is missing.
 pub fn owner_of(vm: &VirtualMachine) -> Result<Owner, EngineError> {
     Ok(Owner {
-        uid: vm.metadata.uid.clone().ok_or(EngineError::Identity("uid"))?,
-        namespace: vm.metadata.namespace.clone().ok_or(EngineError::Identity("namespace"))?,
-        name: vm.metadata.name.clone().ok_or(EngineError::Identity("name"))?,
+        uid: vm
+            .metadata
+            .uid
+            .clone()
+            .ok_or(EngineError::Identity("uid"))?,
+        namespace: vm
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(EngineError::Identity("namespace"))?,
+        name: vm
+            .metadata
+            .name
+            .clone()
+            .ok_or(EngineError::Identity("name"))?,
         generation: vm.metadata.generation.unwrap_or(0),
     })
 }
 
 fn annotation<'a>(vm: &'a VirtualMachine, key: &str) -> Option<&'a str> {
-    vm.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str)
+    vm.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
 }
 
 impl Engine {
     /// An engine over `hv` and `storage`.
-    pub fn new(hv: Arc<dyn Hypervisor>, storage: StorageRoots, domain_type: DomainType, metrics: Arc<Metrics>) -> Self {
-        Self { hv, storage, domain_type, metrics, shutdowns: Mutex::default(), last_state: Mutex::default() }
+    pub fn new(
+        hv: Arc<dyn Hypervisor>,
+        storage: StorageRoots,
+        domain_type: DomainType,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            hv,
+            storage,
+            domain_type,
+            metrics,
+            shutdowns: Mutex::default(),
+            last_state: Mutex::default(),
+        }
     }
 
     fn vm_dir(&self, uid: &str) -> Result<PathBuf, EngineError> {
@@ -139,12 +169,19 @@ impl Engine {
             self.hv.destroy(&o.name).await?;
         }
         self.hv.undefine(&o.name).await?;
-        remove_vm_dir(&self.storage.state_dir, uid).await.map_err(EngineError::Cleanup)?;
+        remove_vm_dir(&self.storage.state_dir, uid)
+            .await
+            .map_err(EngineError::Cleanup)?;
         Ok(())
     }
 
     /// Bring the VM's domain to where its spec asks.
-    pub async fn converge(&self, vm: &VirtualMachine, cloud_init: &CloudInitData, now: Time) -> Result<Outcome, EngineError> {
+    pub async fn converge(
+        &self,
+        vm: &VirtualMachine,
+        cloud_init: &CloudInitData,
+        now: Time,
+    ) -> Result<Outcome, EngineError> {
         let owner = owner_of(vm)?;
         let vm_dir = self.vm_dir(&owner.uid)?;
         let name = domain_name(&owner.namespace, &owner.name);
@@ -165,7 +202,12 @@ impl Engine {
                 now: now.clone(),
             });
             let events = events(prev.phase, state, &status, Some(&failure));
-            Outcome { status, events, requeue: None, domain: name.clone() }
+            Outcome {
+                status,
+                events,
+                requeue: None,
+                domain: name.clone(),
+            }
         };
 
         // Validate before touching anything: boot files are placeholders here.
@@ -179,19 +221,36 @@ impl Engine {
             initrd: Some(placeholder),
         };
         if let Err(e) = build_plan(&probe) {
-            return Ok(fail(Failure { reason: "InvalidSpec", message: e.to_string() }, VmState::Failed));
+            return Ok(fail(
+                Failure {
+                    reason: "InvalidSpec",
+                    message: e.to_string(),
+                },
+                VmState::Failed,
+            ));
         }
 
         let mut observed = self.hv.observe(&name).await?;
         if let Some(o) = &observed {
             match o.owner() {
                 None => {
-                    let message = format!("a domain named {name} exists that Ironvisor does not manage");
-                    return Ok(fail(Failure { reason: "DomainConflict", message }, VmState::Failed));
+                    let message =
+                        format!("a domain named {name} exists that Ironvisor does not manage");
+                    return Ok(fail(
+                        Failure {
+                            reason: "DomainConflict",
+                            message,
+                        },
+                        VmState::Failed,
+                    ));
                 }
                 Some(m) if m.uid != owner.uid => {
                     // A previous VM of the same namespace/name: it no longer exists.
-                    tracing::info!(domain = name, stale_uid = m.uid, "removing the domain of a deleted VM");
+                    tracing::info!(
+                        domain = name,
+                        stale_uid = m.uid,
+                        "removing the domain of a deleted VM"
+                    );
                     let stale_uid = m.uid.clone();
                     self.remove_domain_of(o, &stale_uid).await?;
                     observed = None;
@@ -207,14 +266,35 @@ impl Engine {
                     StorageError::Download(d) if d.is_permanent() => "ImageChecksumMismatch",
                     _ => "StorageFailed",
                 };
-                return Ok(fail(Failure { reason, message: e.to_string() }, VmState::Failed));
+                return Ok(fail(
+                    Failure {
+                        reason,
+                        message: e.to_string(),
+                    },
+                    VmState::Failed,
+                ));
             }
             Err(e) => return Err(e.into()),
         };
-        let input = PlanInput { kernel: prepared.kernel, initrd: prepared.initrd, ..probe };
+        let input = PlanInput {
+            kernel: prepared.kernel,
+            initrd: prepared.initrd,
+            ..probe
+        };
         let plan = match build_plan(&input) {
-            Ok(p) => p,
-            Err(e) => return Ok(fail(Failure { reason: "InvalidSpec", message: e.to_string() }, VmState::Failed)),
+            Ok(mut p) => {
+                p.uuid = observed.as_ref().map(|o| o.uuid.clone());
+                p
+            }
+            Err(e) => {
+                return Ok(fail(
+                    Failure {
+                        reason: "InvalidSpec",
+                        message: e.to_string(),
+                    },
+                    VmState::Failed,
+                ));
+            }
         };
         if spec.cloud_init.is_some() {
             let hostname = spec.hostname.clone().unwrap_or_else(|| owner.name.clone());
@@ -230,7 +310,9 @@ impl Engine {
 
         let rendered = render(&plan);
         let current = observed.as_ref().and_then(|o| o.config.as_ref());
-        if current.is_none_or(|m| m.config_hash != rendered.config_hash || m.generation != owner.generation) {
+        if current.is_none_or(|m| {
+            m.config_hash != rendered.config_hash || m.generation != owner.generation
+        }) {
             self.hv.define(&rendered.xml).await?;
             observed = self.hv.observe(&name).await?;
         }
@@ -246,7 +328,9 @@ impl Engine {
             last_restart_request: prev.last_restart_request.as_deref(),
             has_run: prev.started_at.is_some(),
             shutdown_sent_ago,
-            grace: Duration::from_secs(u64::try_from(spec.termination_grace_period_seconds).unwrap_or(0)),
+            grace: Duration::from_secs(
+                u64::try_from(spec.termination_grace_period_seconds).unwrap_or(0),
+            ),
         });
         let mut started_now = false;
         let mut auto_restart = false;
@@ -277,7 +361,11 @@ impl Engine {
             lock(&self.shutdowns).remove(&owner.uid);
         }
 
-        let after = if decision.action == Action::Nothing { observed } else { self.hv.observe(&name).await? };
+        let after = if decision.action == Action::Nothing {
+            observed
+        } else {
+            self.hv.observe(&name).await?
+        };
         let state = after.as_ref().map_or(VmState::Pending, |o| o.state);
         self.record_state(&owner.uid, state);
         if matches!(state, VmState::Starting | VmState::Stopping) {
@@ -294,7 +382,10 @@ impl Engine {
                 name: n.name.clone(),
                 mac_address: Some(n.mac.clone()),
                 host_device: after.as_ref().and_then(|o| {
-                    o.interfaces.iter().find(|(mac, _)| mac.eq_ignore_ascii_case(&n.mac)).and_then(|(_, d)| d.clone())
+                    o.interfaces
+                        .iter()
+                        .find(|(mac, _)| mac.eq_ignore_ascii_case(&n.mac))
+                        .and_then(|(_, d)| d.clone())
                 }),
                 ip_addresses: vec![],
             })
@@ -316,9 +407,15 @@ impl Engine {
         if state.is_up()
             && let Ok(stats) = self.hv.stats(&name).await
         {
-            self.metrics.observe_vm(&owner.namespace, &owner.name, &stats);
+            self.metrics
+                .observe_vm(&owner.namespace, &owner.name, &stats);
         }
-        Ok(Outcome { status, events, requeue, domain: name })
+        Ok(Outcome {
+            status,
+            events,
+            requeue,
+            domain: name,
+        })
     }
 
     /// The finalizer's cleanup: destroy and undefine the VM's domain (only if it is ours and
@@ -334,7 +431,9 @@ impl Engine {
             }
             self.hv.undefine(&name).await?;
         }
-        remove_vm_dir(&self.storage.state_dir, &owner.uid).await.map_err(EngineError::Cleanup)?;
+        remove_vm_dir(&self.storage.state_dir, &owner.uid)
+            .await
+            .map_err(EngineError::Cleanup)?;
         self.metrics.forget_vm(&owner.namespace, &owner.name);
         lock(&self.shutdowns).remove(&owner.uid);
         lock(&self.last_state).remove(&owner.uid);
@@ -343,20 +442,33 @@ impl Engine {
 
     /// At startup: remove our domains and VM directories whose VM no longer exists (by
     /// uid). Domains without our metadata are never looked at. Returns the removed uids.
-    pub async fn collect_orphans(&self, live_uids: &HashSet<String>) -> Result<Vec<String>, EngineError> {
+    pub async fn collect_orphans(
+        &self,
+        live_uids: &HashSet<String>,
+    ) -> Result<Vec<String>, EngineError> {
         let mut removed = Vec::new();
         for o in self.hv.list_owned().await? {
-            let Some(uid) = o.owner().map(|m| m.uid.clone()) else { continue };
+            let Some(uid) = o.owner().map(|m| m.uid.clone()) else {
+                continue;
+            };
             if !live_uids.contains(&uid) {
-                tracing::info!(domain = o.name, uid, "removing the domain of a VM that no longer exists");
+                tracing::info!(
+                    domain = o.name,
+                    uid,
+                    "removing the domain of a VM that no longer exists"
+                );
                 self.remove_domain_of(&o, &uid).await?;
                 removed.push(uid);
             }
         }
-        let dirs = list_vm_dirs(&self.storage.state_dir).await.map_err(EngineError::Cleanup)?;
+        let dirs = list_vm_dirs(&self.storage.state_dir)
+            .await
+            .map_err(EngineError::Cleanup)?;
         for uid in dirs {
             if !live_uids.contains(&uid) && !removed.contains(&uid) {
-                remove_vm_dir(&self.storage.state_dir, &uid).await.map_err(EngineError::Cleanup)?;
+                remove_vm_dir(&self.storage.state_dir, &uid)
+                    .await
+                    .map_err(EngineError::Cleanup)?;
                 removed.push(uid);
             }
         }

@@ -44,11 +44,15 @@ impl Heartbeat {
             "spec": {
                 "holderIdentity": self.node,
                 "leaseDurationSeconds": LEASE_SECONDS,
-                "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
+                "renewTime": MicroTime(jiff::Timestamp::now()),
             }
         });
         Api::<Lease>::namespaced(self.client.clone(), SYSTEM_NAMESPACE)
-            .patch(&name, &PatchParams::apply(&agent_manager(&self.node)).force(), &Patch::Apply(&lease))
+            .patch(
+                &name,
+                &PatchParams::apply(&agent_manager(&self.node)).force(),
+                &Patch::Apply(&lease),
+            )
             .await?;
         Ok(())
     }
@@ -67,10 +71,17 @@ impl Heartbeat {
                 }
             }
         };
-        let live: Vec<&VirtualMachine> =
-            vms.iter().map(|v| v.as_ref()).filter(|v| v.metadata.deletion_timestamp.is_none()).collect();
+        let live: Vec<&VirtualMachine> = vms
+            .iter()
+            .map(|v| v.as_ref())
+            .filter(|v| v.metadata.deletion_timestamp.is_none())
+            .collect();
         let (used, count) = allocated(live.iter().copied());
-        let previous = hv.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        let previous = hv
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
         let status = hypervisor_status(
             &self.facts,
             self.accel,
@@ -78,16 +89,19 @@ impl Heartbeat {
             hv.metadata.generation,
             used,
             count,
-            Time(k8s_openapi::jiff::Timestamp::now()),
+            Time(jiff::Timestamp::now()),
             &previous,
         );
         if let (Some(cap), Some(alloc)) = (&status.capacity, &status.allocatable) {
             let bytes = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
                 ironvisor_crds::quantity::to_bytes(&q.0).unwrap_or(0)
             };
-            self.metrics.observe_host("capacity", cap.vcpus, bytes(&cap.memory));
-            self.metrics.observe_host("allocatable", alloc.vcpus, bytes(&alloc.memory));
-            self.metrics.observe_host("allocated", used.vcpus, used.memory);
+            self.metrics
+                .observe_host("capacity", cap.vcpus, bytes(&cap.memory));
+            self.metrics
+                .observe_host("allocatable", alloc.vcpus, bytes(&alloc.memory));
+            self.metrics
+                .observe_host("allocated", used.vcpus, used.memory);
         }
         self.metrics.observe_vm_count(count);
         let patch = serde_json::json!({
@@ -95,8 +109,12 @@ impl Heartbeat {
             "kind": "Hypervisor",
             "status": status,
         });
-        api.patch_status(&self.node, &PatchParams::apply(&agent_manager(&self.node)).force(), &Patch::Apply(&patch))
-            .await?;
+        api.patch_status(
+            &self.node,
+            &PatchParams::apply(&agent_manager(&self.node)).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
         Ok(())
     }
 

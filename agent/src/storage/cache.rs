@@ -39,7 +39,10 @@ pub enum DownloadError {
 impl DownloadError {
     /// Whether retrying cannot help (the VM fails with this reason until its spec changes).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, DownloadError::Checksum { .. } | DownloadError::BadDigest(_))
+        matches!(
+            self,
+            DownloadError::Checksum { .. } | DownloadError::BadDigest(_)
+        )
     }
 }
 
@@ -59,7 +62,11 @@ impl ImageCache {
             .read_timeout(Duration::from_secs(60))
             .build()
             .unwrap_or_default();
-        Self { state_dir: state_dir.to_owned(), client, locks: Arc::default() }
+        Self {
+            state_dir: state_dir.to_owned(),
+            client,
+            locks: Arc::default(),
+        }
     }
 
     fn lock_for(&self, sha: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -82,15 +89,23 @@ impl ImageCache {
         if tokio::fs::try_exists(&target).await? {
             return Ok(target);
         }
-        let dir = target.parent().ok_or_else(|| DownloadError::Http("no cache directory".into()))?;
+        let dir = target
+            .parent()
+            .ok_or_else(|| DownloadError::Http("no cache directory".into()))?;
         tokio::fs::create_dir_all(dir).await?;
         // Dropped (and deleted) on every early return: no partial file is left behind.
-        let tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(dir)?;
         let actual = self.download_into(url, tmp.path()).await?;
         if actual != sha {
-            return Err(DownloadError::Checksum { expected: sha, actual });
+            return Err(DownloadError::Checksum {
+                expected: sha,
+                actual,
+            });
         }
-        tmp.persist(&target).map_err(|e| DownloadError::Io(e.error))?;
+        tmp.persist(&target)
+            .map_err(|e| DownloadError::Io(e.error))?;
         Ok(target)
     }
 
@@ -151,7 +166,10 @@ mod tests {
 
     fn cache_entries(dir: &Path) -> Vec<String> {
         match std::fs::read_dir(dir.join(layout::CACHE_DIR)) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
             Err(_) => vec![],
         }
     }
@@ -162,11 +180,19 @@ mod tests {
         let (url, hits) = serve(body.clone()).await;
         let dir = tempfile::tempdir().unwrap();
         let cache = ImageCache::new(dir.path());
-        let (a, b) = tokio::join!(cache.ensure(&url, &sha(&body)), cache.ensure(&url, &sha(&body)));
+        let digest = sha(&body);
+        let (a, b) = tokio::join!(cache.ensure(&url, &digest), cache.ensure(&url, &digest));
         assert_eq!(a.unwrap(), b.unwrap());
-        let p = cache.ensure(&url, &sha(&body).to_uppercase()).await.unwrap();
+        let p = cache
+            .ensure(&url, &sha(&body).to_uppercase())
+            .await
+            .unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), body);
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "one download for three requests");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "one download for three requests"
+        );
     }
 
     #[tokio::test]
@@ -178,7 +204,11 @@ mod tests {
         let err = cache.ensure(&url, &expected).await.unwrap_err();
         assert!(err.is_permanent());
         assert!(err.to_string().contains(&expected), "{err}");
-        assert!(cache_entries(dir.path()).is_empty(), "{:?}", cache_entries(dir.path()));
+        assert!(
+            cache_entries(dir.path()).is_empty(),
+            "{:?}",
+            cache_entries(dir.path())
+        );
     }
 
     #[tokio::test]
@@ -186,7 +216,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = ImageCache::new(dir.path());
         let (url, _) = serve(vec![]).await;
-        let err = cache.ensure(&url.replace("/img", "/missing"), &sha(b"x")).await.unwrap_err();
+        let err = cache
+            .ensure(&url.replace("/img", "/missing"), &sha(b"x"))
+            .await
+            .unwrap_err();
         assert!(!err.is_permanent(), "{err}");
         assert!(cache_entries(dir.path()).is_empty());
     }
@@ -194,7 +227,10 @@ mod tests {
     #[tokio::test]
     async fn a_malformed_digest_is_refused_before_any_download() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ImageCache::new(dir.path()).ensure("http://127.0.0.1:1/x", "../../etc").await.unwrap_err();
+        let err = ImageCache::new(dir.path())
+            .ensure("http://127.0.0.1:1/x", "../../etc")
+            .await
+            .unwrap_err();
         assert!(matches!(err, DownloadError::BadDigest(_)));
     }
 }

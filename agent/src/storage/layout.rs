@@ -38,12 +38,22 @@ pub fn console_log(vm_dir: &Path) -> PathBuf {
 
 /// A downloaded image in the host cache.
 pub fn cached_image(state_dir: &Path, sha256: &str) -> PathBuf {
-    state_dir.join(CACHE_DIR).join(format!("{}.img", sanitise(&sha256.to_ascii_lowercase())))
+    state_dir
+        .join(CACHE_DIR)
+        .join(format!("{}.img", sanitise(&sha256.to_ascii_lowercase())))
 }
 
 /// Keep `[a-z0-9-]` only: names reach here validated, this is belt and braces.
 fn sanitise(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -44,7 +44,10 @@ impl StorageError {
             StorageError::Path(_) | StorageError::Size(_) | StorageError::Source(_) => true,
             StorageError::Download(d) => d.is_permanent(),
             StorageError::Disk { source, .. } => {
-                matches!(source, qcow2::Qcow2Error::HasBackingFile | qcow2::Qcow2Error::TooSmall { .. })
+                matches!(
+                    source,
+                    qcow2::Qcow2Error::HasBackingFile | qcow2::Qcow2Error::TooSmall { .. }
+                )
             }
             StorageError::Io(_) => false,
         }
@@ -72,7 +75,12 @@ pub struct Prepared {
 }
 
 impl StorageRoots {
-    async fn image(&self, http: Option<&ironvisor_crds::vm::HttpSource>, host_path: Option<&str>, what: &str) -> Result<PathBuf, StorageError> {
+    async fn image(
+        &self,
+        http: Option<&ironvisor_crds::vm::HttpSource>,
+        host_path: Option<&str>,
+        what: &str,
+    ) -> Result<PathBuf, StorageError> {
         match (http, host_path) {
             (Some(h), None) => Ok(self.cache.ensure(&h.url, &h.sha256).await?),
             (None, Some(p)) => Ok(resolve_host_path(&self.images_dir, p)?),
@@ -81,11 +89,20 @@ impl StorageRoots {
     }
 
     async fn boot_file(&self, src: &BootFileSource, what: &str) -> Result<PathBuf, StorageError> {
-        self.image(src.http.as_ref(), src.host_path.as_ref().map(|h| h.path.as_str()), what).await
+        self.image(
+            src.http.as_ref(),
+            src.host_path.as_ref().map(|h| h.path.as_str()),
+            what,
+        )
+        .await
     }
 
     /// Create the VM directory and every disk that does not exist yet; resolve boot files.
-    pub async fn prepare(&self, vm_dir: &Path, spec: &VirtualMachineSpec) -> Result<Prepared, StorageError> {
+    pub async fn prepare(
+        &self,
+        vm_dir: &Path,
+        spec: &VirtualMachineSpec,
+    ) -> Result<Prepared, StorageError> {
         tokio::fs::create_dir_all(vm_dir).await?;
         for disk in &spec.disks {
             let target = layout::disk_file(vm_dir, &disk.name);
@@ -98,17 +115,32 @@ impl StorageRoots {
                 ),
                 None => None,
             };
-            let wrap = |source| StorageError::Disk { disk: disk.name.clone(), source };
+            let wrap = |source| StorageError::Disk {
+                disk: disk.name.clone(),
+                source,
+            };
             if tokio::fs::try_exists(&target).await? {
                 continue;
             }
-            let DiskSource { blank, http, host_path } = &disk.source;
+            let DiskSource {
+                blank,
+                http,
+                host_path,
+            } = &disk.source;
             if blank.is_some() {
                 let size = size.ok_or_else(|| StorageError::Size(disk.name.clone()))?;
                 qcow2::ensure_blank(&target, size).await.map_err(wrap)?;
             } else {
-                let image = self.image(http.as_ref(), host_path.as_ref().map(|h| h.path.as_str()), &disk.name).await?;
-                qcow2::ensure_overlay(&target, &image, size).await.map_err(wrap)?;
+                let image = self
+                    .image(
+                        http.as_ref(),
+                        host_path.as_ref().map(|h| h.path.as_str()),
+                        &disk.name,
+                    )
+                    .await?;
+                qcow2::ensure_overlay(&target, &image, size)
+                    .await
+                    .map_err(wrap)?;
             }
         }
         let mut prepared = Prepared::default();
@@ -174,7 +206,11 @@ mod tests {
         let state = tmp.join("state");
         let images = tmp.join("images");
         std::fs::create_dir_all(&images).unwrap();
-        StorageRoots { cache: ImageCache::new(&state), state_dir: state, images_dir: images }
+        StorageRoots {
+            cache: ImageCache::new(&state),
+            state_dir: state,
+            images_dir: images,
+        }
     }
 
     #[tokio::test]
@@ -195,10 +231,19 @@ mod tests {
         let vm_dir = layout::vm_dir(&r.state_dir, "uid-1").unwrap();
         let p = r.prepare(&vm_dir, &s).await.unwrap();
         assert!(p.kernel.unwrap().ends_with("vmlinuz"));
-        assert_eq!(qcow2::info(&layout::disk_file(&vm_dir, "data")).await.unwrap().virtual_size, 16 << 20);
+        assert_eq!(
+            qcow2::info(&layout::disk_file(&vm_dir, "data"))
+                .await
+                .unwrap()
+                .virtual_size,
+            16 << 20
+        );
         assert!(layout::disk_file(&vm_dir, "root").exists());
         assert_eq!(std::fs::read(&image).unwrap(), vec![1u8; 1 << 20]);
-        assert_eq!(list_vm_dirs(&r.state_dir).await.unwrap(), vec!["uid-1".to_owned()]);
+        assert_eq!(
+            list_vm_dirs(&r.state_dir).await.unwrap(),
+            vec!["uid-1".to_owned()]
+        );
     }
 
     #[tokio::test]
@@ -209,7 +254,10 @@ mod tests {
             "memory": {"size": "64Mi"},
             "disks": [{"name": "root", "source": {"hostPath": {"path": "/etc/passwd"}}}]
         }));
-        let err = r.prepare(&tmp.path().join("state/vms/u"), &s).await.unwrap_err();
+        let err = r
+            .prepare(&tmp.path().join("state/vms/u"), &s)
+            .await
+            .unwrap_err();
         assert!(err.is_permanent(), "{err}");
     }
 

@@ -48,7 +48,9 @@ pub struct ImageInfo {
 async fn run(cmd: &mut Command) -> Result<Vec<u8>, Qcow2Error> {
     let out = cmd.output().await?;
     if !out.status.success() {
-        return Err(Qcow2Error::Tool(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        return Err(Qcow2Error::Tool(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
     }
     Ok(out.stdout)
 }
@@ -56,12 +58,18 @@ async fn run(cmd: &mut Command) -> Result<Vec<u8>, Qcow2Error> {
 /// Inspect an image. Its format is probed, so the result is only trusted together with the
 /// check that there is no backing file.
 pub async fn info(path: &Path) -> Result<ImageInfo, Qcow2Error> {
-    let out = run(Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(path)).await?;
+    let out = run(Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(path))
+    .await?;
     Ok(serde_json::from_slice(&out)?)
 }
 
 fn staging_name(target: &Path) -> std::path::PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     target.with_file_name(format!(".{name}.tmp"))
 }
 
@@ -73,14 +81,22 @@ pub async fn ensure_blank(target: &Path, size: u64) -> Result<bool, Qcow2Error> 
     }
     let tmp = staging_name(target);
     let _ = tokio::fs::remove_file(&tmp).await;
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&tmp).arg(size.to_string())).await?;
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&tmp)
+        .arg(size.to_string()))
+    .await?;
     tokio::fs::rename(&tmp, target).await?;
     Ok(true)
 }
 
 /// Create a qcow2 overlay at `target` on top of `image` (never written), grown to `size`
 /// when given, unless it exists. Returns whether it was created.
-pub async fn ensure_overlay(target: &Path, image: &Path, size: Option<u64>) -> Result<bool, Qcow2Error> {
+pub async fn ensure_overlay(
+    target: &Path,
+    image: &Path,
+    size: Option<u64>,
+) -> Result<bool, Qcow2Error> {
     if tokio::fs::try_exists(target).await? {
         return Ok(false);
     }
@@ -91,12 +107,17 @@ pub async fn ensure_overlay(target: &Path, image: &Path, size: Option<u64>) -> R
     if let Some(requested) = size
         && requested < base.virtual_size
     {
-        return Err(Qcow2Error::TooSmall { requested, image: base.virtual_size });
+        return Err(Qcow2Error::TooSmall {
+            requested,
+            image: base.virtual_size,
+        });
     }
     let tmp = staging_name(target);
     let _ = tokio::fs::remove_file(&tmp).await;
     let mut cmd = Command::new("qemu-img");
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", &base.format, "-b"]).arg(image).arg(&tmp);
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", &base.format, "-b"])
+        .arg(image)
+        .arg(&tmp);
     if let Some(s) = size {
         cmd.arg(s.to_string());
     }
@@ -118,7 +139,10 @@ mod tests {
         assert_eq!((i.format.as_str(), i.virtual_size), ("qcow2", 64 << 20));
         let before = std::fs::metadata(&disk).unwrap().modified().unwrap();
         assert!(!ensure_blank(&disk, 128 << 20).await.unwrap());
-        assert_eq!(std::fs::metadata(&disk).unwrap().modified().unwrap(), before);
+        assert_eq!(
+            std::fs::metadata(&disk).unwrap().modified().unwrap(),
+            before
+        );
     }
 
     #[tokio::test]
@@ -139,7 +163,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("base.raw");
         std::fs::write(&image, vec![0u8; 2 << 20]).unwrap();
-        let err = ensure_overlay(&dir.path().join("d.qcow2"), &image, Some(1 << 20)).await.unwrap_err();
+        let err = ensure_overlay(&dir.path().join("d.qcow2"), &image, Some(1 << 20))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Qcow2Error::TooSmall { .. }), "{err}");
     }
 
@@ -150,7 +176,9 @@ mod tests {
         std::fs::write(&secret, b"host secret").unwrap();
         let crafted = dir.path().join("crafted.qcow2");
         ensure_overlay(&crafted, &secret, None).await.unwrap();
-        let err = ensure_overlay(&dir.path().join("d.qcow2"), &crafted, None).await.unwrap_err();
+        let err = ensure_overlay(&dir.path().join("d.qcow2"), &crafted, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Qcow2Error::HasBackingFile));
     }
 }

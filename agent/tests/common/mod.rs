@@ -33,14 +33,24 @@ impl Host {
         let images_dir = tmp.path().join("images");
         std::fs::create_dir_all(&images_dir).unwrap();
         let (libvirt, engine) = engine(uri, &state_dir, &images_dir);
-        Self { tmp, state_dir, images_dir, libvirt, engine }
+        Self {
+            tmp,
+            state_dir,
+            images_dir,
+            libvirt,
+            engine,
+        }
     }
 
     /// A new engine on the same directories, as after an agent restart.
     pub fn restart(self) -> Self {
         self.libvirt.close();
         let (libvirt, engine) = engine(&self.libvirt_uri(), &self.state_dir, &self.images_dir);
-        Self { libvirt, engine, ..self }
+        Self {
+            libvirt,
+            engine,
+            ..self
+        }
     }
 
     fn libvirt_uri(&self) -> String {
@@ -59,7 +69,12 @@ pub fn engine(uri: &str, state_dir: &Path, images_dir: &Path) -> (Libvirt, Engin
         state_dir: state_dir.to_owned(),
         images_dir: images_dir.to_owned(),
     };
-    let engine = Engine::new(Arc::new(libvirt.clone()), storage, DomainType::Qemu, Arc::new(Metrics::new()));
+    let engine = Engine::new(
+        Arc::new(libvirt.clone()),
+        storage,
+        DomainType::Qemu,
+        Arc::new(Metrics::new()),
+    );
     (libvirt, engine)
 }
 
@@ -67,7 +82,7 @@ static CLOCK: AtomicI64 = AtomicI64::new(1_800_000_000);
 
 /// A strictly increasing fake clock, so startedAt changes are visible.
 pub fn now() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_second(CLOCK.fetch_add(1, Ordering::SeqCst)).unwrap())
+    Time(jiff::Timestamp::from_second(CLOCK.fetch_add(1, Ordering::SeqCst)).unwrap())
 }
 
 /// A VirtualMachine as the API server would hand it to the agent.
@@ -89,7 +104,10 @@ pub fn with_status(mut vm: VirtualMachine, o: &Outcome) -> VirtualMachine {
 
 /// Converge and carry the status over.
 pub async fn step(engine: &Engine, vm: VirtualMachine) -> (VirtualMachine, Outcome) {
-    let o = engine.converge(&vm, &CloudInitData::default(), now()).await.unwrap();
+    let o = engine
+        .converge(&vm, &CloudInitData::default(), now())
+        .await
+        .unwrap();
     (with_status(vm, &o), o)
 }
 
