@@ -66,10 +66,7 @@ fn default_memory_ratio() -> f64 {
 
 impl Default for Overcommit {
     fn default() -> Self {
-        Self {
-            cpu: default_cpu_ratio(),
-            memory: default_memory_ratio(),
-        }
+        Self { cpu: default_cpu_ratio(), memory: default_memory_ratio() }
     }
 }
 

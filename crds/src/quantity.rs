@@ -22,10 +22,7 @@ impl ParsedQuantity {
     /// Parse a quantity in Kubernetes syntax: an optional sign, a decimal number, then a
     /// binary suffix (Ki..Ei), a decimal suffix (n, u, m, k, M..E) or an exponent (e3).
     pub fn parse(input: &str) -> Result<Self, QuantityError> {
-        let err = |reason| QuantityError {
-            input: input.to_owned(),
-            reason,
-        };
+        let err = |reason| QuantityError { input: input.to_owned(), reason };
         let s = input.trim();
         if s.is_empty() {
             return Err(err("it is empty"));
@@ -47,11 +44,8 @@ impl ParsedQuantity {
         if digits.len() > 30 {
             return Err(err("it has too many digits"));
         }
-        let mut numerator: i128 = digits
-            .parse()
-            .map_err(|_| err("it does not start with a number"))?;
-        let mut scale =
-            u32::try_from(frac_part.len()).map_err(|_| err("it has too many digits"))?;
+        let mut numerator: i128 = digits.parse().map_err(|_| err("it does not start with a number"))?;
+        let mut scale = u32::try_from(frac_part.len()).map_err(|_| err("it has too many digits"))?;
         let (mul_pow2, exp10): (u32, i32) = match suffix {
             "" => (0, 0),
             "Ki" => (10, 0),
@@ -70,24 +64,16 @@ impl ParsedQuantity {
             "P" => (0, 15),
             "E" => (0, 18),
             s if s.starts_with(['e', 'E']) => {
-                let e: i32 = s[1..]
-                    .parse()
-                    .map_err(|_| err("its exponent is not a number"))?;
+                let e: i32 = s[1..].parse().map_err(|_| err("its exponent is not a number"))?;
                 if !(-30..=30).contains(&e) {
                     return Err(err("its exponent is out of range"));
                 }
                 (0, e)
             }
-            _ => {
-                return Err(err(
-                    "its suffix is not one of Ki Mi Gi Ti Pi Ei n u m k M G T P E",
-                ));
-            }
+            _ => return Err(err("its suffix is not one of Ki Mi Gi Ti Pi Ei n u m k M G T P E")),
         };
         let overflow = || err("it is too large");
-        numerator = numerator
-            .checked_mul(1i128 << mul_pow2)
-            .ok_or_else(overflow)?;
+        numerator = numerator.checked_mul(1i128 << mul_pow2).ok_or_else(overflow)?;
         if exp10 >= 0 {
             numerator = numerator
                 .checked_mul(10i128.pow(exp10.unsigned_abs()))
@@ -105,20 +91,12 @@ impl ParsedQuantity {
     pub fn ceil_units(&self) -> i128 {
         let den = 10i128.pow(self.scale);
         let q = self.numerator.div_euclid(den);
-        if self.numerator.rem_euclid(den) == 0 {
-            q
-        } else {
-            q + 1
-        }
+        if self.numerator.rem_euclid(den) == 0 { q } else { q + 1 }
     }
 
     /// The value in thousandths of a base unit, rounded up (millicores for CPU).
     pub fn ceil_milli(&self) -> i128 {
-        Self {
-            numerator: self.numerator.saturating_mul(1000),
-            scale: self.scale,
-        }
-        .ceil_units()
+        Self { numerator: self.numerator.saturating_mul(1000), scale: self.scale }.ceil_units()
     }
 
     /// Whether the value is below zero.
@@ -135,14 +113,8 @@ pub fn to_bytes(q: &str) -> Result<i128, QuantityError> {
 /// Format a byte count the way Kubernetes prints memory: the largest binary suffix that
 /// divides it exactly (`2Gi`, `1536Mi`, `100`).
 pub fn format_bytes(bytes: i128) -> String {
-    const SUFFIXES: [(&str, u32); 6] = [
-        ("Ei", 60),
-        ("Pi", 50),
-        ("Ti", 40),
-        ("Gi", 30),
-        ("Mi", 20),
-        ("Ki", 10),
-    ];
+    const SUFFIXES: [(&str, u32); 6] =
+        [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)];
     if bytes != 0 {
         for (suffix, shift) in SUFFIXES {
             let unit = 1i128 << shift;

@@ -27,10 +27,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct QuotaSpec {
     /// The tenant this quota bounds (with all its descendants). Immutable.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     #[schemars(extend("x-kubernetes-validations" = [
         {"rule": "self == oldSelf", "message": "tenant is immutable; create another Quota"}
     ]))]

@@ -48,10 +48,7 @@ pub struct TenantSpec {
     /// Parent tenant (organisation → department → project). A parent's quotas bound the sum
     /// of its own VMs and its children's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub parent: Option<String>,
     /// What happens to the tenant's namespaces when the tenant is deleted: DeleteEmpty (delete
     /// those that hold no VMs, keep the others), Delete (delete all, VMs included) or Retain.

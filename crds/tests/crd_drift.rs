@@ -29,16 +29,8 @@ fn every_crd_has_a_manifest_and_nothing_else_is_there() {
     expected.sort();
     let mut present: Vec<String> = std::fs::read_dir(&dir)
         .expect("manifests/crds exists")
-        .map(|e| {
-            e.expect("readable entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|e| e.expect("readable entry").file_name().to_string_lossy().into_owned())
         .collect();
     present.sort();
-    assert_eq!(
-        present, expected,
-        "stray or missing files in manifests/crds/"
-    );
+    assert_eq!(present, expected, "stray or missing files in manifests/crds/");
 }

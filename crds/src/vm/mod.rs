@@ -103,10 +103,7 @@ pub struct VirtualMachineSpec {
 
     /// Host name of the guest, passed to cloud-init as local-hostname. Defaults to the VM name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub hostname: Option<String>,
 
     /// Pin the VM to this host. It is still subject to quota and capacity checks.
@@ -121,10 +118,7 @@ pub struct VirtualMachineSpec {
     /// VMs of the same namespace with the same group are spread across hosts: no two of
     /// them share a host while another host fits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub anti_affinity_group: Option<String>,
 
     /// Seconds the guest gets to shut down after an ACPI power-off before it is destroyed.
@@ -209,10 +203,7 @@ pub struct Cpu {
     /// CPU model: host-model, host-passthrough, or a named libvirt model (e.g. Skylake-Server).
     /// Under software emulation (no KVM) the agent uses QEMU's default model instead.
     #[serde(default = "default_cpu_model")]
-    #[schemars(
-        length(min = 1, max = 64),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    )]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
     pub model: String,
 }
 
@@ -226,21 +217,14 @@ fn default_cpu_model() -> String {
 
 impl Default for Cpu {
     fn default() -> Self {
-        Self {
-            cores: 1,
-            sockets: 1,
-            threads: 1,
-            model: default_cpu_model(),
-        }
+        Self { cores: 1, sockets: 1, threads: 1, model: default_cpu_model() }
     }
 }
 
 impl Cpu {
     /// Number of vCPUs: sockets × cores × threads.
     pub fn vcpus(&self) -> u32 {
-        self.sockets
-            .saturating_mul(self.cores)
-            .saturating_mul(self.threads)
+        self.sockets.saturating_mul(self.cores).saturating_mul(self.threads)
     }
 }
 

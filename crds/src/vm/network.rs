@@ -12,10 +12,7 @@ use serde::{Deserialize, Serialize};
 ]))]
 pub struct Network {
     /// Name of the interface, unique within the VM (a DNS label).
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Device model: virtio (fastest; needs guest drivers), e1000e, or rtl8139.
     #[serde(default)]
@@ -96,10 +93,7 @@ pub enum Protocol {
 #[serde(rename_all = "camelCase")]
 pub struct NamedNetwork {
     /// Name of the libvirt network.
-    #[schemars(
-        length(min = 1, max = 64),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    )]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
     pub name: String,
 }
 
@@ -108,9 +102,6 @@ pub struct NamedNetwork {
 #[serde(rename_all = "camelCase")]
 pub struct BridgeNetwork {
     /// Name of the host bridge (a Linux interface name, at most 15 characters).
-    #[schemars(
-        length(min = 1, max = 15),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    )]
+    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
     pub name: String,
 }

@@ -30,11 +30,7 @@ pub struct VirtualMachineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// UUID of the libvirt domain.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        rename = "domainUUID"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "domainUUID")]
     pub domain_uuid: Option<String>,
     /// When the guest was last started.
     #[serde(default, skip_serializing_if = "Option::is_none")]

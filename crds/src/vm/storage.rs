@@ -17,10 +17,7 @@ use serde::{Deserialize, Serialize};
 ]))]
 pub struct Disk {
     /// Name of the disk, unique within the VM (a DNS label).
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// Bus the disk is attached to: virtio (fastest; needs guest drivers), sata, or scsi
     /// (virtio-scsi).
