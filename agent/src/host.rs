@@ -173,8 +173,7 @@ pub fn hypervisor_status(
     accel: Acceleration,
     spec: &HypervisorSpec,
     generation: Option<i64>,
-    used: Amount,
-    vm_count: u32,
+    (used, vm_count): (Amount, u32),
     now: Time,
     previous: &[Condition],
 ) -> HypervisorStatus {
@@ -360,11 +359,13 @@ mod tests {
             Acceleration::Tcg,
             &HypervisorSpec::default(),
             Some(3),
-            Amount {
-                vcpus: 1,
-                memory: 1 << 30,
-            },
-            1,
+            (
+                Amount {
+                    vcpus: 1,
+                    memory: 1 << 30,
+                },
+                1,
+            ),
             now,
             &[],
         );

@@ -229,6 +229,13 @@ fn metadata_of(dom: &Domain, flags: u32) -> Result<Option<DomainMetadata>, VirtE
     ) {
         Ok(xml) => Ok(DomainMetadata::parse(&xml).ok()),
         Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoDomainMetadata)) => Ok(None),
+        // The guest stopped between the state check and this call: no live definition.
+        Err(e)
+            if flags == sys::VIR_DOMAIN_AFFECT_LIVE
+                && matches!(e.code(), Enum::Known(ErrorNumber::OperationInvalid)) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }

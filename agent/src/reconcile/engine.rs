@@ -9,14 +9,14 @@ use super::status::{Failure, StatusInput, VmEvent, agent_status, events};
 use crate::domain_xml::name::domain_name;
 use crate::domain_xml::{DomainType, Owner, PlanInput, build_plan, render};
 use crate::hypervisor::{HvError, Hypervisor, Observed};
-use crate::lifecycle::{VmState, valid_transition};
+use crate::lifecycle::{StopReason, VmState, valid_transition};
 use crate::metrics::{ErrorCategory, Metrics};
 use crate::run_strategy::{Action, DecisionInput, decide};
 use crate::seed::{SeedContent, SeedError, write_seed};
 use crate::storage::layout;
 use crate::storage::prepare::{StorageError, StorageRoots, list_vm_dirs, remove_vm_dir};
 use ironvisor_crds::labels::{REQUESTED_STATE, RESTART_REQUESTED_AT};
-use ironvisor_crds::vm::{InterfaceStatus, VirtualMachine, VirtualMachineStatus};
+use ironvisor_crds::vm::{InterfaceStatus, RunStrategy, VirtualMachine, VirtualMachineStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -340,7 +340,13 @@ impl Engine {
             Action::Start => {
                 self.hv.start(&name).await?;
                 started_now = true;
-                auto_restart = prev.started_at.is_some() && decision.restart_handled.is_none();
+                // Started again by the strategy itself, not on a request or a strategy change.
+                auto_restart = prev.started_at.is_some()
+                    && matches!(
+                        spec.run_strategy,
+                        RunStrategy::Always | RunStrategy::RerunOnFailure
+                    )
+                    && matches!(before, VmState::Stopped(r) if r != StopReason::NeverStarted);
             }
             Action::Restart => {
                 if before.is_up() || before == VmState::Starting {

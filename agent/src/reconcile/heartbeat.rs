@@ -87,8 +87,7 @@ impl Heartbeat {
             self.accel,
             &hv.spec,
             hv.metadata.generation,
-            used,
-            count,
+            (used, count),
             Time(jiff::Timestamp::now()),
             &previous,
         );
