@@ -199,6 +199,13 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Never let `Connect`'s panicking Drop run on the shared connection.
+        self.drop_connection();
+    }
+}
+
 fn state_of(dom: &Domain) -> Result<VmState, VirtError> {
     let (state, reason) = dom.state()?;
     Ok(match state {
