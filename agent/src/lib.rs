@@ -1,0 +1,13 @@
+//! The Ironvisor node agent as a library, so its pure parts and its libvirt parts are tested
+//! on their own; `main.rs` only parses flags and wires them together.
+
+pub mod domain_xml;
+pub mod host;
+pub mod hypervisor;
+pub mod lifecycle;
+pub mod metrics;
+pub mod paths;
+pub mod reconcile;
+pub mod run_strategy;
+pub mod seed;
+pub mod storage;

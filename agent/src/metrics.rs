@@ -1,0 +1,357 @@
+//! The agent's Prometheus metrics and the `/metrics` endpoint.
+//!
+//! Label values come from fixed sets only (result, error category, resource kind), except
+//! the per-VM series, which carry `namespace` and `name` as their identity and are removed
+//! when the VM is deleted. Never an error message as a label.
+
+use prometheus::{
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::hypervisor::DomainStats;
+
+/// Fixed categories of reconcile errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCategory {
+    /// The spec cannot run (permanent until it changes).
+    InvalidSpec,
+    /// Disks, images, seed.
+    Storage,
+    /// libvirt.
+    Hypervisor,
+    /// The Kubernetes API.
+    Kubernetes,
+}
+
+impl ErrorCategory {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::InvalidSpec => "invalid_spec",
+            ErrorCategory::Storage => "storage",
+            ErrorCategory::Hypervisor => "hypervisor",
+            ErrorCategory::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// Every metric of the agent.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: IntCounterVec,
+    errors: IntCounterVec,
+    duration: Histogram,
+    invalid_transitions: IntCounter,
+    vm_cpu: CounterVec,
+    vm_memory: GaugeVec,
+    vm_disk: CounterVec,
+    vm_net: CounterVec,
+    host_vcpus: GaugeVec,
+    host_memory: GaugeVec,
+    host_vms: IntGauge,
+    rss: IntGauge,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static; a failure here is a programming error caught by tests.
+    r.expect("static metric definitions are valid")
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Register every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let vm = &["namespace", "name"];
+        let m = Self {
+            reconciles: must(IntCounterVec::new(
+                Opts::new(
+                    "ironvisor_agent_reconciles_total",
+                    "Reconciles of VirtualMachines by result.",
+                ),
+                &["result"],
+            )),
+            errors: must(IntCounterVec::new(
+                Opts::new(
+                    "ironvisor_agent_reconcile_errors_total",
+                    "Reconcile errors by category.",
+                ),
+                &["category"],
+            )),
+            duration: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "ironvisor_agent_reconcile_duration_seconds",
+                    "Duration of one reconcile.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ]),
+            )),
+            invalid_transitions: must(IntCounter::new(
+                "ironvisor_agent_invalid_transitions_total",
+                "Observed lifecycle changes the state machine does not allow (missed events or out-of-band changes).",
+            )),
+            vm_cpu: must(CounterVec::new(
+                Opts::new("ironvisor_vm_cpu_seconds_total", "CPU time of a VM."),
+                vm,
+            )),
+            vm_memory: must(GaugeVec::new(
+                Opts::new("ironvisor_vm_memory_bytes", "Memory of a VM."),
+                vm,
+            )),
+            vm_disk: must(CounterVec::new(
+                Opts::new(
+                    "ironvisor_vm_disk_bytes_total",
+                    "Bytes a VM read from or wrote to its disks.",
+                ),
+                &["namespace", "name", "direction"],
+            )),
+            vm_net: must(CounterVec::new(
+                Opts::new(
+                    "ironvisor_vm_network_bytes_total",
+                    "Bytes a VM received or sent on libvirt-managed interfaces.",
+                ),
+                &["namespace", "name", "direction"],
+            )),
+            host_vcpus: must(GaugeVec::new(
+                Opts::new(
+                    "ironvisor_host_vcpus",
+                    "Host vCPUs: capacity, allocatable, allocated.",
+                ),
+                &["kind"],
+            )),
+            host_memory: must(GaugeVec::new(
+                Opts::new(
+                    "ironvisor_host_memory_bytes",
+                    "Host memory: capacity, allocatable, allocated.",
+                ),
+                &["kind"],
+            )),
+            host_vms: must(IntGauge::new(
+                "ironvisor_host_vms",
+                "VMs placed on the host.",
+            )),
+            rss: must(IntGauge::new(
+                "ironvisor_agent_resident_memory_bytes",
+                "Resident memory of the agent.",
+            )),
+            registry,
+        };
+        for c in [
+            Box::new(m.reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.errors.clone()),
+            Box::new(m.duration.clone()),
+            Box::new(m.invalid_transitions.clone()),
+            Box::new(m.vm_cpu.clone()),
+            Box::new(m.vm_memory.clone()),
+            Box::new(m.vm_disk.clone()),
+            Box::new(m.vm_net.clone()),
+            Box::new(m.host_vcpus.clone()),
+            Box::new(m.host_memory.clone()),
+            Box::new(m.host_vms.clone()),
+            Box::new(m.rss.clone()),
+        ] {
+            must(m.registry.register(c));
+        }
+        m
+    }
+
+    /// A timer that records the reconcile duration when dropped.
+    pub fn reconcile_timer(&self) -> prometheus::HistogramTimer {
+        self.duration.start_timer()
+    }
+
+    /// Count a reconcile that succeeded.
+    pub fn reconcile_ok(&self) {
+        self.reconciles.with_label_values(&["ok"]).inc();
+    }
+
+    /// Count a failed reconcile.
+    pub fn reconcile_error(&self, category: ErrorCategory) {
+        self.reconciles.with_label_values(&["error"]).inc();
+        self.errors.with_label_values(&[category.as_str()]).inc();
+    }
+
+    /// Count a transition the lifecycle state machine refused.
+    pub fn invalid_transition(&self) {
+        self.invalid_transitions.inc();
+    }
+
+    /// Record a VM's usage counters. libvirt's counters restart with the guest; a counter
+    /// that went down is reset rather than decremented.
+    pub fn observe_vm(&self, namespace: &str, name: &str, s: &DomainStats) {
+        set_counter(&self.vm_cpu, &[namespace, name], s.cpu_time_ns as f64 / 1e9);
+        self.vm_memory
+            .with_label_values(&[namespace, name])
+            .set(s.memory_bytes as f64);
+        set_counter(
+            &self.vm_disk,
+            &[namespace, name, "read"],
+            s.disk_read_bytes as f64,
+        );
+        set_counter(
+            &self.vm_disk,
+            &[namespace, name, "write"],
+            s.disk_write_bytes as f64,
+        );
+        set_counter(
+            &self.vm_net,
+            &[namespace, name, "receive"],
+            s.net_rx_bytes as f64,
+        );
+        set_counter(
+            &self.vm_net,
+            &[namespace, name, "transmit"],
+            s.net_tx_bytes as f64,
+        );
+    }
+
+    /// Remove every series of a VM.
+    pub fn forget_vm(&self, namespace: &str, name: &str) {
+        let _ = self.vm_cpu.remove_label_values(&[namespace, name]);
+        let _ = self.vm_memory.remove_label_values(&[namespace, name]);
+        for d in ["read", "write"] {
+            let _ = self.vm_disk.remove_label_values(&[namespace, name, d]);
+        }
+        for d in ["receive", "transmit"] {
+            let _ = self.vm_net.remove_label_values(&[namespace, name, d]);
+        }
+    }
+
+    /// Record host capacity, allocatable and allocated amounts.
+    pub fn observe_host(&self, kind: &'static str, vcpus: u32, memory_bytes: i128) {
+        self.host_vcpus
+            .with_label_values(&[kind])
+            .set(f64::from(vcpus));
+        self.host_memory
+            .with_label_values(&[kind])
+            .set(memory_bytes as f64);
+    }
+
+    /// Record the VM count.
+    pub fn observe_vm_count(&self, n: u32) {
+        self.host_vms.set(i64::from(n));
+    }
+
+    /// The text exposition, refreshing the agent's RSS first.
+    pub fn render(&self) -> String {
+        if let Ok(me) = procfs::process::Process::myself()
+            && let Ok(stat) = me.stat()
+        {
+            self.rss.set((stat.rss * procfs::page_size()) as i64);
+        }
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+fn set_counter(c: &CounterVec, labels: &[&str], value: f64) {
+    let current = c.with_label_values(labels);
+    let now = current.get();
+    if value >= now {
+        current.inc_by(value - now);
+    } else {
+        let _ = c.remove_label_values(labels);
+        c.with_label_values(labels).inc_by(value);
+    }
+}
+
+/// Serve `/metrics` on `addr` until the process ends.
+pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    m.render(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_series_appear_and_disappear_with_the_vm() {
+        let m = Metrics::new();
+        let s = DomainStats {
+            cpu_time_ns: 2_500_000_000,
+            memory_bytes: 64 << 20,
+            disk_read_bytes: 10,
+            ..Default::default()
+        };
+        m.observe_vm("ns", "web", &s);
+        let text = m.render();
+        assert!(
+            text.contains("ironvisor_vm_cpu_seconds_total{name=\"web\",namespace=\"ns\"} 2.5"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "ironvisor_vm_disk_bytes_total{direction=\"read\",name=\"web\",namespace=\"ns\"} 10"
+        ));
+        m.forget_vm("ns", "web");
+        assert!(!m.render().contains("name=\"web\""));
+    }
+
+    #[test]
+    fn a_counter_that_goes_down_restarts_instead_of_going_negative() {
+        let m = Metrics::new();
+        m.observe_vm(
+            "ns",
+            "a",
+            &DomainStats {
+                cpu_time_ns: 5_000_000_000,
+                ..Default::default()
+            },
+        );
+        m.observe_vm(
+            "ns",
+            "a",
+            &DomainStats {
+                cpu_time_ns: 1_000_000_000,
+                ..Default::default()
+            },
+        );
+        assert!(
+            m.render()
+                .contains("ironvisor_vm_cpu_seconds_total{name=\"a\",namespace=\"ns\"} 1\n")
+        );
+    }
+
+    #[test]
+    fn errors_are_labelled_by_fixed_category_and_rss_is_reported() {
+        let m = Metrics::new();
+        m.reconcile_error(ErrorCategory::Storage);
+        m.reconcile_ok();
+        drop(m.reconcile_timer());
+        let text = m.render();
+        assert!(text.contains("ironvisor_agent_reconcile_errors_total{category=\"storage\"} 1"));
+        assert!(text.contains("ironvisor_agent_reconciles_total{result=\"ok\"} 1"));
+        assert!(text.contains("ironvisor_agent_reconcile_duration_seconds_count 1"));
+        let rss_line = text
+            .lines()
+            .find(|l| l.starts_with("ironvisor_agent_resident_memory_bytes "))
+            .unwrap();
+        let rss: f64 = rss_line.split(' ').nth(1).unwrap().parse().unwrap();
+        assert!(rss > 1e6, "{rss_line}");
+    }
+}

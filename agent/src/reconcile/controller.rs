@@ -1,0 +1,288 @@
+//! The Kubernetes side: watch the VMs placed on this node, run the [`Engine`] for each,
+//! write the status by server-side apply, publish Events, keep the finalizer.
+
+use super::engine::{CloudInitData, Engine, EngineError};
+use crate::metrics::ErrorCategory;
+use futures::StreamExt;
+use ironvisor_crds::labels::{AGENT_FINALIZER, NODE, agent_manager};
+use ironvisor_crds::vm::{CloudInit, VirtualMachine};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Host side.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The API server refused or failed a call.
+    #[error("Kubernetes API call failed")]
+    Kube(#[from] kube::Error),
+    /// A referenced Secret lacks the expected key.
+    #[error("secret {0} has no {1} key")]
+    SecretKey(String, &'static str),
+    /// The finalizer helper failed.
+    #[error("finalizer step failed")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    fn category(&self) -> ErrorCategory {
+        match self {
+            Error::Engine(e) => e.category(),
+            Error::Kube(_) | Error::SecretKey(..) => ErrorCategory::Kubernetes,
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.category(),
+                _ => ErrorCategory::Kubernetes,
+            },
+        }
+    }
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// This node.
+    pub node: String,
+    /// Host side.
+    pub engine: Engine,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Full resync period.
+    pub resync: Duration,
+    /// Domain name → VM, to route libvirt events without a libvirt call.
+    domains: Mutex<HashMap<String, ObjectRef<VirtualMachine>>>,
+}
+
+impl Context {
+    /// A context for `node`.
+    pub fn new(client: Client, node: &str, engine: Engine, resync: Duration) -> Self {
+        let reporter = Reporter {
+            controller: "ironvisor-agent".into(),
+            instance: Some(node.to_owned()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            node: node.to_owned(),
+            engine,
+            resync,
+            domains: Mutex::default(),
+        }
+    }
+
+    /// Label selector of this node's VMs.
+    pub fn selector(&self) -> String {
+        format!("{NODE}={}", self.node)
+    }
+}
+
+async fn secret_value(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    keys: [&'static str; 2],
+) -> Result<String, Error> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await?;
+    let data = secret.data.unwrap_or_default();
+    for key in keys {
+        if let Some(v) = data.get(key) {
+            return Ok(String::from_utf8_lossy(&v.0).into_owned());
+        }
+    }
+    Err(Error::SecretKey(format!("{ns}/{name}"), keys[0]))
+}
+
+async fn resolve_cloud_init(
+    client: &Client,
+    ns: &str,
+    ci: Option<&CloudInit>,
+) -> Result<CloudInitData, Error> {
+    let Some(ci) = ci else {
+        return Ok(CloudInitData::default());
+    };
+    let user_data = match (&ci.user_data, &ci.user_data_secret_ref) {
+        (Some(u), _) => Some(u.clone()),
+        (None, Some(r)) => Some(secret_value(client, ns, &r.name, ["userdata", "userData"]).await?),
+        (None, None) => None,
+    };
+    let network_data = match (&ci.network_data, &ci.network_data_secret_ref) {
+        (Some(n), _) => Some(n.clone()),
+        (None, Some(r)) => {
+            Some(secret_value(client, ns, &r.name, ["networkdata", "networkData"]).await?)
+        }
+        (None, None) => None,
+    };
+    Ok(CloudInitData {
+        user_data,
+        network_data,
+    })
+}
+
+async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = vm.namespace().unwrap_or_default();
+    let name = vm.name_any();
+    let ci = resolve_cloud_init(&ctx.client, &ns, vm.spec.cloud_init.as_ref()).await?;
+    let now = Time(jiff::Timestamp::now());
+    let outcome = ctx.engine.converge(&vm, &ci, now).await?;
+    ctx.domains
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(outcome.domain.clone(), ObjectRef::from_obj(vm.as_ref()));
+    let api = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": "ironvisor.io/v1alpha1",
+        "kind": "VirtualMachine",
+        "status": outcome.status,
+    });
+    let params = PatchParams::apply(&agent_manager(&ctx.node)).force();
+    api.patch_status(&name, &params, &Patch::Apply(&patch))
+        .await?;
+    let reference = vm.object_ref(&());
+    for ev in outcome.events {
+        let event = Event {
+            type_: if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: ev.reason.into(),
+            note: Some(ev.note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(vm = %vm.key(), error = %e, "publishing an event failed");
+        }
+    }
+    Ok(outcome
+        .requeue
+        .map_or(Action::requeue(ctx.resync), Action::requeue))
+}
+
+async fn cleanup(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.engine.remove(&vm).await?;
+    tracing::info!(vm = %vm.key(), "domain, disks and seed removed");
+    Ok(Action::await_change())
+}
+
+/// One reconcile of one VM.
+pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.engine.metrics.reconcile_timer();
+    let ns = vm.namespace().unwrap_or_default();
+    let api = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, AGENT_FINALIZER, vm, |event| async {
+        match event {
+            Finalizer::Apply(vm) => apply(vm, ctx.clone()).await,
+            Finalizer::Cleanup(vm) => cleanup(vm, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.engine.metrics.reconcile_ok();
+    }
+    result
+}
+
+/// Requeue a failed reconcile after a pause; the error is counted by category.
+pub fn error_policy(vm: Arc<VirtualMachine>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.engine.metrics.reconcile_error(error.category());
+    tracing::warn!(vm = %vm.key(), error = %error, source = ?std::error::Error::source(error), "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Before watching: remove domains and directories of VMs that no longer exist.
+pub async fn collect_orphans(ctx: &Context) -> Result<Vec<String>, Error> {
+    let api = Api::<VirtualMachine>::all(ctx.client.clone());
+    let vms = api
+        .list(&ListParams::default().labels(&ctx.selector()))
+        .await?;
+    let uids: HashSet<String> = vms
+        .items
+        .iter()
+        .filter_map(|v| v.metadata.uid.clone())
+        .collect();
+    Ok(ctx.engine.collect_orphans(&uids).await?)
+}
+
+fn libvirt_triggers(
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<VirtualMachine>> + Send + 'static {
+    let rx = ctx.engine.hv.subscribe();
+    futures::stream::unfold((rx, ctx), |(mut rx, ctx)| async move {
+        loop {
+            let ev = match rx.recv().await {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "libvirt events dropped; the resync repairs");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            };
+            let known = ctx
+                .domains
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&ev.name)
+                .cloned();
+            let target = match known {
+                Some(r) => Some(r),
+                None => ctx
+                    .engine
+                    .owner_of_domain(&ev.name)
+                    .await
+                    .map(|(ns, name)| ObjectRef::new(&name).within(&ns)),
+            };
+            if let Some(r) = target {
+                tracing::debug!(domain = ev.name, event = ev.event, "libvirt event");
+                return Some((r, (rx, ctx)));
+            }
+        }
+    })
+}
+
+/// Build the controller; its store serves the heartbeat's allocation figures.
+pub fn controller(ctx: &Arc<Context>) -> Controller<VirtualMachine> {
+    let api = Api::<VirtualMachine>::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default().labels(&ctx.selector()))
+}
+
+/// Run the controller until a shutdown signal.
+pub async fn run(ctx: Arc<Context>, controller: Controller<VirtualMachine>) {
+    let resync = ctx.resync;
+    let ticks = futures::stream::unfold(tokio::time::interval(resync), |mut t| async move {
+        t.tick().await;
+        Some(((), t))
+    });
+    controller
+        .reconcile_on(libvirt_triggers(ctx.clone()))
+        .reconcile_all_on(ticks)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile not done");
+            }
+        })
+        .await;
+}
+
+/// The VMs in the controller's cache.
+pub fn cached_vms(store: &Store<VirtualMachine>) -> Vec<Arc<VirtualMachine>> {
+    store.state()
+}

@@ -1,0 +1,489 @@
+//! The host side of a reconcile: from a VirtualMachine object to a domain in the state its
+//! runStrategy asks for, and the status that results. No Kubernetes client here, so the
+//! whole pipeline is tested on libvirt's test driver.
+//!
+//! Pipeline: identify → validate (pure) → observe → prepare storage and seed → build the
+//! domain (pure) → define when it differs → decide (pure) → act → observe → status (pure).
+
+use super::status::{Failure, StatusInput, VmEvent, agent_status, events};
+use crate::domain_xml::name::domain_name;
+use crate::domain_xml::{DomainType, Owner, PlanInput, build_plan, render};
+use crate::hypervisor::{HvError, Hypervisor, Observed};
+use crate::lifecycle::{StopReason, VmState, valid_transition};
+use crate::metrics::{ErrorCategory, Metrics};
+use crate::run_strategy::{Action, DecisionInput, decide};
+use crate::seed::{SeedContent, SeedError, write_seed};
+use crate::storage::layout;
+use crate::storage::prepare::{StorageError, StorageRoots, list_vm_dirs, remove_vm_dir};
+use ironvisor_crds::labels::{REQUESTED_STATE, RESTART_REQUESTED_AT};
+use ironvisor_crds::vm::{InterfaceStatus, RunStrategy, VirtualMachine, VirtualMachineStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How soon to look again while a guest is starting or shutting down.
+const FAST_REQUEUE: Duration = Duration::from_secs(2);
+
+/// A transient reconcile failure (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The object lacks uid, namespace or name.
+    #[error("the VirtualMachine has no {0}")]
+    Identity(&'static str),
+    /// libvirt failed.
+    #[error(transparent)]
+    Hypervisor(#[from] HvError),
+    /// Storage failed (transiently).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The seed could not be written.
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    /// Removing the VM's directory failed.
+    #[error("cannot remove the VM directory")]
+    Cleanup(#[source] std::io::Error),
+}
+
+impl EngineError {
+    /// The metrics category.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            EngineError::Identity(_) => ErrorCategory::InvalidSpec,
+            EngineError::Hypervisor(_) => ErrorCategory::Hypervisor,
+            EngineError::Storage(_) | EngineError::Seed(_) | EngineError::Cleanup(_) => {
+                ErrorCategory::Storage
+            }
+        }
+    }
+}
+
+/// Cloud-init data resolved from the spec and its Secrets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CloudInitData {
+    /// User data.
+    pub user_data: Option<String>,
+    /// Network data.
+    pub network_data: Option<String>,
+}
+
+/// The result of one reconcile.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The status the agent owns.
+    pub status: VirtualMachineStatus,
+    /// Events to publish.
+    pub events: Vec<VmEvent>,
+    /// Look again after this long (`None`: the regular resync).
+    pub requeue: Option<Duration>,
+    /// The domain name.
+    pub domain: String,
+}
+
+/// Host-side reconcile state shared by all VMs. Only timing hints live in memory (when an
+/// ACPI shutdown was sent, the last observed state); losing them on restart costs at most
+/// one extra grace period and one unchecked transition.
+pub struct Engine {
+    /// The hypervisor.
+    pub hv: Arc<dyn Hypervisor>,
+    /// Storage roots.
+    pub storage: StorageRoots,
+    /// kvm or qemu.
+    pub domain_type: DomainType,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    shutdowns: Mutex<HashMap<String, Instant>>,
+    last_state: Mutex<HashMap<String, VmState>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The VM's identity, or which field is missing.
+pub fn owner_of(vm: &VirtualMachine) -> Result<Owner, EngineError> {
+    Ok(Owner {
+        uid: vm
+            .metadata
+            .uid
+            .clone()
+            .ok_or(EngineError::Identity("uid"))?,
+        namespace: vm
+            .metadata
+            .namespace
+            .clone()
+            .ok_or(EngineError::Identity("namespace"))?,
+        name: vm
+            .metadata
+            .name
+            .clone()
+            .ok_or(EngineError::Identity("name"))?,
+        generation: vm.metadata.generation.unwrap_or(0),
+    })
+}
+
+fn annotation<'a>(vm: &'a VirtualMachine, key: &str) -> Option<&'a str> {
+    vm.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+impl Engine {
+    /// An engine over `hv` and `storage`.
+    pub fn new(
+        hv: Arc<dyn Hypervisor>,
+        storage: StorageRoots,
+        domain_type: DomainType,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            hv,
+            storage,
+            domain_type,
+            metrics,
+            shutdowns: Mutex::default(),
+            last_state: Mutex::default(),
+        }
+    }
+
+    fn vm_dir(&self, uid: &str) -> Result<PathBuf, EngineError> {
+        layout::vm_dir(&self.storage.state_dir, uid).ok_or(EngineError::Identity("safe uid"))
+    }
+
+    fn record_state(&self, uid: &str, state: VmState) {
+        let mut last = lock(&self.last_state);
+        if let Some(prev) = last.insert(uid.to_owned(), state)
+            && !valid_transition(prev, state)
+        {
+            self.metrics.invalid_transition();
+            tracing::info!(uid, from = ?prev, to = ?state, "lifecycle change outside the state machine");
+        }
+    }
+
+    /// Destroy and undefine a domain we own, and remove that VM's directory.
+    async fn remove_domain_of(&self, o: &Observed, uid: &str) -> Result<(), EngineError> {
+        if o.state.is_up() || o.state == VmState::Starting {
+            self.hv.destroy(&o.name).await?;
+        }
+        self.hv.undefine(&o.name).await?;
+        remove_vm_dir(&self.storage.state_dir, uid)
+            .await
+            .map_err(EngineError::Cleanup)?;
+        Ok(())
+    }
+
+    /// Bring the VM's domain to where its spec asks.
+    pub async fn converge(
+        &self,
+        vm: &VirtualMachine,
+        cloud_init: &CloudInitData,
+        now: Time,
+    ) -> Result<Outcome, EngineError> {
+        let owner = owner_of(vm)?;
+        let vm_dir = self.vm_dir(&owner.uid)?;
+        let name = domain_name(&owner.namespace, &owner.name);
+        let spec = &vm.spec;
+        let prev = vm.status.clone().unwrap_or_default();
+        let fail = |failure: Failure, state: VmState| -> Outcome {
+            let status = agent_status(&StatusInput {
+                prev: &prev,
+                generation: vm.metadata.generation,
+                state,
+                domain_uuid: prev.domain_uuid.clone(),
+                started_now: false,
+                auto_restart: false,
+                restart_handled: None,
+                restart_required: false,
+                interfaces: vec![],
+                failure: Some(failure.clone()),
+                now: now.clone(),
+            });
+            let events = events(prev.phase, state, &status, Some(&failure));
+            Outcome {
+                status,
+                events,
+                requeue: None,
+                domain: name.clone(),
+            }
+        };
+
+        // Validate before touching anything: boot files are placeholders here.
+        let placeholder = PathBuf::from("/nonexistent");
+        let probe = PlanInput {
+            owner: owner.clone(),
+            spec,
+            domain_type: self.domain_type,
+            vm_dir: &vm_dir,
+            kernel: Some(placeholder.clone()),
+            initrd: Some(placeholder),
+        };
+        if let Err(e) = build_plan(&probe) {
+            return Ok(fail(
+                Failure {
+                    reason: "InvalidSpec",
+                    message: e.to_string(),
+                },
+                VmState::Failed,
+            ));
+        }
+
+        let mut observed = self.hv.observe(&name).await?;
+        if let Some(o) = &observed {
+            match o.owner() {
+                None => {
+                    let message =
+                        format!("a domain named {name} exists that Ironvisor does not manage");
+                    return Ok(fail(
+                        Failure {
+                            reason: "DomainConflict",
+                            message,
+                        },
+                        VmState::Failed,
+                    ));
+                }
+                Some(m) if m.uid != owner.uid => {
+                    // A previous VM of the same namespace/name: it no longer exists.
+                    tracing::info!(
+                        domain = name,
+                        stale_uid = m.uid,
+                        "removing the domain of a deleted VM"
+                    );
+                    let stale_uid = m.uid.clone();
+                    self.remove_domain_of(o, &stale_uid).await?;
+                    observed = None;
+                }
+                Some(_) => {}
+            }
+        }
+
+        let prepared = match self.storage.prepare(&vm_dir, spec).await {
+            Ok(p) => p,
+            Err(e) if e.is_permanent() => {
+                let reason = match &e {
+                    StorageError::Download(d) if d.is_permanent() => "ImageChecksumMismatch",
+                    _ => "StorageFailed",
+                };
+                return Ok(fail(
+                    Failure {
+                        reason,
+                        message: e.to_string(),
+                    },
+                    VmState::Failed,
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let input = PlanInput {
+            kernel: prepared.kernel,
+            initrd: prepared.initrd,
+            ..probe
+        };
+        let plan = match build_plan(&input) {
+            Ok(mut p) => {
+                p.uuid = observed.as_ref().map(|o| o.uuid.clone());
+                p
+            }
+            Err(e) => {
+                return Ok(fail(
+                    Failure {
+                        reason: "InvalidSpec",
+                        message: e.to_string(),
+                    },
+                    VmState::Failed,
+                ));
+            }
+        };
+        if spec.cloud_init.is_some() {
+            let hostname = spec.hostname.clone().unwrap_or_else(|| owner.name.clone());
+            let content = SeedContent::new(
+                &owner.uid,
+                &hostname,
+                cloud_init.user_data.as_deref(),
+                cloud_init.network_data.as_deref(),
+                &plan.nics,
+            );
+            write_seed(&layout::seed_file(&vm_dir), &content).await?;
+        }
+
+        let rendered = render(&plan);
+        let current = observed.as_ref().and_then(|o| o.config.as_ref());
+        if current.is_none_or(|m| {
+            m.config_hash != rendered.config_hash || m.generation != owner.generation
+        }) {
+            self.hv.define(&rendered.xml).await?;
+            observed = self.hv.observe(&name).await?;
+        }
+        let before = observed.as_ref().map_or(VmState::Pending, |o| o.state);
+        self.record_state(&owner.uid, before);
+
+        let shutdown_sent_ago = lock(&self.shutdowns).get(&owner.uid).map(Instant::elapsed);
+        let decision = decide(&DecisionInput {
+            strategy: spec.run_strategy,
+            state: before,
+            requested_state: annotation(vm, REQUESTED_STATE),
+            restart_requested: annotation(vm, RESTART_REQUESTED_AT),
+            last_restart_request: prev.last_restart_request.as_deref(),
+            has_run: prev.started_at.is_some(),
+            shutdown_sent_ago,
+            grace: Duration::from_secs(
+                u64::try_from(spec.termination_grace_period_seconds).unwrap_or(0),
+            ),
+        });
+        let mut started_now = false;
+        let mut auto_restart = false;
+        let mut requeue = None;
+        match decision.action {
+            Action::Nothing => {}
+            Action::Start => {
+                self.hv.start(&name).await?;
+                started_now = true;
+                // Started again by the strategy itself, not on a request or a strategy change.
+                auto_restart = prev.started_at.is_some()
+                    && matches!(
+                        spec.run_strategy,
+                        RunStrategy::Always | RunStrategy::RerunOnFailure
+                    )
+                    && matches!(before, VmState::Stopped(r) if r != StopReason::NeverStarted);
+            }
+            Action::Restart => {
+                if before.is_up() || before == VmState::Starting {
+                    self.hv.destroy(&name).await?;
+                }
+                self.hv.start(&name).await?;
+                started_now = true;
+            }
+            Action::Shutdown => {
+                self.hv.shutdown(&name).await?;
+                lock(&self.shutdowns).insert(owner.uid.clone(), Instant::now());
+                requeue = Some(FAST_REQUEUE);
+            }
+            Action::AwaitShutdown(left) => requeue = Some(left.min(FAST_REQUEUE)),
+            Action::Destroy => self.hv.destroy(&name).await?,
+        }
+        if !matches!(decision.action, Action::Shutdown | Action::AwaitShutdown(_)) {
+            lock(&self.shutdowns).remove(&owner.uid);
+        }
+
+        let after = if decision.action == Action::Nothing {
+            observed
+        } else {
+            self.hv.observe(&name).await?
+        };
+        let state = after.as_ref().map_or(VmState::Pending, |o| o.state);
+        self.record_state(&owner.uid, state);
+        if matches!(state, VmState::Starting | VmState::Stopping) {
+            requeue = Some(FAST_REQUEUE);
+        }
+        let restart_required = after
+            .as_ref()
+            .and_then(|o| o.live.as_ref())
+            .is_some_and(|live| live.config_hash != rendered.config_hash);
+        let interfaces = plan
+            .nics
+            .iter()
+            .map(|n| InterfaceStatus {
+                name: n.name.clone(),
+                mac_address: Some(n.mac.clone()),
+                host_device: after.as_ref().and_then(|o| {
+                    o.interfaces
+                        .iter()
+                        .find(|(mac, _)| mac.eq_ignore_ascii_case(&n.mac))
+                        .and_then(|(_, d)| d.clone())
+                }),
+                ip_addresses: vec![],
+            })
+            .collect();
+        let status = agent_status(&StatusInput {
+            prev: &prev,
+            generation: vm.metadata.generation,
+            state,
+            domain_uuid: after.as_ref().map(|o| o.uuid.clone()),
+            started_now,
+            auto_restart,
+            restart_handled: decision.restart_handled,
+            restart_required,
+            interfaces,
+            failure: None,
+            now,
+        });
+        let events = events(prev.phase, before, &status, None);
+        if state.is_up()
+            && let Ok(stats) = self.hv.stats(&name).await
+        {
+            self.metrics
+                .observe_vm(&owner.namespace, &owner.name, &stats);
+        }
+        Ok(Outcome {
+            status,
+            events,
+            requeue,
+            domain: name,
+        })
+    }
+
+    /// The finalizer's cleanup: destroy and undefine the VM's domain (only if it is ours and
+    /// this VM's), remove its directory, forget its metrics.
+    pub async fn remove(&self, vm: &VirtualMachine) -> Result<(), EngineError> {
+        let owner = owner_of(vm)?;
+        let name = domain_name(&owner.namespace, &owner.name);
+        if let Some(o) = self.hv.observe(&name).await?
+            && o.owner().is_some_and(|m| m.uid == owner.uid)
+        {
+            if o.state.is_up() || o.state == VmState::Starting {
+                self.hv.destroy(&name).await?;
+            }
+            self.hv.undefine(&name).await?;
+        }
+        remove_vm_dir(&self.storage.state_dir, &owner.uid)
+            .await
+            .map_err(EngineError::Cleanup)?;
+        self.metrics.forget_vm(&owner.namespace, &owner.name);
+        lock(&self.shutdowns).remove(&owner.uid);
+        lock(&self.last_state).remove(&owner.uid);
+        Ok(())
+    }
+
+    /// At startup: remove our domains and VM directories whose VM no longer exists (by
+    /// uid). Domains without our metadata are never looked at. Returns the removed uids.
+    pub async fn collect_orphans(
+        &self,
+        live_uids: &HashSet<String>,
+    ) -> Result<Vec<String>, EngineError> {
+        let mut removed = Vec::new();
+        for o in self.hv.list_owned().await? {
+            let Some(uid) = o.owner().map(|m| m.uid.clone()) else {
+                continue;
+            };
+            if !live_uids.contains(&uid) {
+                tracing::info!(
+                    domain = o.name,
+                    uid,
+                    "removing the domain of a VM that no longer exists"
+                );
+                self.remove_domain_of(&o, &uid).await?;
+                removed.push(uid);
+            }
+        }
+        let dirs = list_vm_dirs(&self.storage.state_dir)
+            .await
+            .map_err(EngineError::Cleanup)?;
+        for uid in dirs {
+            if !live_uids.contains(&uid) && !removed.contains(&uid) {
+                remove_vm_dir(&self.storage.state_dir, &uid)
+                    .await
+                    .map_err(EngineError::Cleanup)?;
+                removed.push(uid);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The VM (namespace, name) a domain belongs to, for routing libvirt events.
+    pub async fn owner_of_domain(&self, domain: &str) -> Option<(String, String)> {
+        let o = self.hv.observe(domain).await.ok()??;
+        o.owner().map(|m| (m.namespace.clone(), m.name.clone()))
+    }
+}

@@ -1,0 +1,133 @@
+//! The host's heartbeat: the Lease `ironvisor-agent-<node>` in `ironvisor-system`, renewed
+//! every 10 s, and the status of the Hypervisor named after the node.
+
+use crate::host::{HostFacts, allocated, hypervisor_status};
+use crate::metrics::Metrics;
+use ironvisor_crds::hypervisor::{Acceleration, Hypervisor};
+use ironvisor_crds::labels::{HEARTBEAT_LEASE_PREFIX, SYSTEM_NAMESPACE, agent_manager};
+use ironvisor_crds::vm::VirtualMachine;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the Lease is renewed and the Hypervisor status written.
+pub const PERIOD: Duration = Duration::from_secs(10);
+/// How long the Lease holds without renewal.
+pub const LEASE_SECONDS: i32 = 40;
+
+/// What the heartbeat reports.
+pub struct Heartbeat {
+    /// API client.
+    pub client: Client,
+    /// This node.
+    pub node: String,
+    /// Host facts, read at startup.
+    pub facts: HostFacts,
+    /// Acceleration in use.
+    pub accel: Acceleration,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Heartbeat {
+    /// Renew the Lease once.
+    pub async fn renew_lease(&self) -> Result<(), kube::Error> {
+        let name = format!("{HEARTBEAT_LEASE_PREFIX}{}", self.node);
+        let lease = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE},
+            "spec": {
+                "holderIdentity": self.node,
+                "leaseDurationSeconds": LEASE_SECONDS,
+                "renewTime": MicroTime(jiff::Timestamp::now()),
+            }
+        });
+        Api::<Lease>::namespaced(self.client.clone(), SYSTEM_NAMESPACE)
+            .patch(
+                &name,
+                &PatchParams::apply(&agent_manager(&self.node)).force(),
+                &Patch::Apply(&lease),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Create the Hypervisor object if missing and write its status.
+    pub async fn report(&self, vms: &[Arc<VirtualMachine>]) -> Result<(), kube::Error> {
+        let api = Api::<Hypervisor>::all(self.client.clone());
+        let hv = match api.get_opt(&self.node).await? {
+            Some(hv) => hv,
+            None => {
+                let new = Hypervisor::new(&self.node, Default::default());
+                match api.create(&PostParams::default(), &new).await {
+                    Ok(hv) => hv,
+                    Err(kube::Error::Api(e)) if e.code == 409 => api.get(&self.node).await?,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let live: Vec<&VirtualMachine> = vms
+            .iter()
+            .map(|v| v.as_ref())
+            .filter(|v| v.metadata.deletion_timestamp.is_none())
+            .collect();
+        let (used, count) = allocated(live.iter().copied());
+        let previous = hv
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let status = hypervisor_status(
+            &self.facts,
+            self.accel,
+            &hv.spec,
+            hv.metadata.generation,
+            (used, count),
+            Time(jiff::Timestamp::now()),
+            &previous,
+        );
+        if let (Some(cap), Some(alloc)) = (&status.capacity, &status.allocatable) {
+            let bytes = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+                ironvisor_crds::quantity::to_bytes(&q.0).unwrap_or(0)
+            };
+            self.metrics
+                .observe_host("capacity", cap.vcpus, bytes(&cap.memory));
+            self.metrics
+                .observe_host("allocatable", alloc.vcpus, bytes(&alloc.memory));
+            self.metrics
+                .observe_host("allocated", used.vcpus, used.memory);
+        }
+        self.metrics.observe_vm_count(count);
+        let patch = serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1",
+            "kind": "Hypervisor",
+            "status": status,
+        });
+        api.patch_status(
+            &self.node,
+            &PatchParams::apply(&agent_manager(&self.node)).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Renew and report every [`PERIOD`] until the process ends.
+    pub async fn run(self, store: Store<VirtualMachine>) {
+        let mut tick = tokio::time::interval(PERIOD);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.renew_lease().await {
+                tracing::warn!(error = %e, "renewing the heartbeat lease failed");
+            }
+            if let Err(e) = self.report(&store.state()).await {
+                tracing::warn!(error = %e, "writing the Hypervisor status failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Reconciling VirtualMachines: the host-side [`engine`] (libvirt, storage; no Kubernetes
+//! client), the pure [`status`] builder, and the Kubernetes [`controller`] around them.
+
+pub mod controller;
+pub mod engine;
+pub mod heartbeat;
+pub mod status;

@@ -1,0 +1,393 @@
+//! The VM status the agent owns, and the Events a change deserves: pure functions of what
+//! was there before and what the reconcile observed and did.
+
+use crate::lifecycle::{StopReason, VmState};
+use ironvisor_crds::common::{Condition, condition_status, condition_type, set_condition};
+use ironvisor_crds::vm::{InterfaceStatus, Phase, VirtualMachineStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// A Kubernetes Event to publish about the VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmEvent {
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// Started, Stopped, Crashed, Failed.
+    pub reason: &'static str,
+    /// Human-readable note.
+    pub note: String,
+}
+
+/// A permanent failure to show in the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// CamelCase reason (InvalidSpec, StorageFailed, ImageChecksumMismatch, DomainConflict).
+    pub reason: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+/// What the new status is computed from.
+#[derive(Clone, Debug)]
+pub struct StatusInput<'a> {
+    /// The status before this reconcile.
+    pub prev: &'a VirtualMachineStatus,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// State after the reconcile acted.
+    pub state: VmState,
+    /// Domain UUID.
+    pub domain_uuid: Option<String>,
+    /// The agent started the guest in this reconcile.
+    pub started_now: bool,
+    /// The start was an automatic restart after the guest stopped on its own.
+    pub auto_restart: bool,
+    /// The restart annotation value handled by this reconcile.
+    pub restart_handled: Option<String>,
+    /// The running guest booted from an older definition.
+    pub restart_required: bool,
+    /// Interfaces.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// A permanent failure, if any.
+    pub failure: Option<Failure>,
+    /// Now.
+    pub now: Time,
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok {
+            condition_status::TRUE
+        } else {
+            condition_status::FALSE
+        }
+        .into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }
+}
+
+/// The status fields the agent owns (the operator's `nodeName`, `vcpus` and Scheduled
+/// condition are left out, so server-side apply leaves them to the operator).
+pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
+    let phase = if i.failure.is_some() {
+        Phase::Failed
+    } else {
+        i.state.phase()
+    };
+    let prev_conditions: Vec<Condition> = i
+        .prev
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == condition_type::READY || c.type_ == condition_type::RESTART_REQUIRED)
+        .cloned()
+        .collect();
+    let mut conditions = prev_conditions;
+    let (ready, reason, message) = match (&i.failure, i.state) {
+        (Some(f), _) => (false, f.reason, f.message.clone()),
+        (None, VmState::Running) => (true, "Running", "the guest is running".to_owned()),
+        (None, VmState::Paused) => (false, "Paused", "the guest is paused".to_owned()),
+        (None, VmState::Stopped(StopReason::Crashed)) => {
+            (false, "Crashed", "the guest crashed".to_owned())
+        }
+        (None, s) => (
+            false,
+            phase.as_str(),
+            format!("the guest is {}", s.as_str()),
+        ),
+    };
+    set_condition(
+        &mut conditions,
+        condition(
+            condition_type::READY,
+            ready,
+            reason,
+            message,
+            i.generation,
+            &i.now,
+        ),
+    );
+    let (rr, rr_reason, rr_msg) = if i.restart_required && i.state.is_up() {
+        (
+            true,
+            "SpecChanged",
+            "the spec changed in a way that needs a restart; restart the VM to apply it".to_owned(),
+        )
+    } else {
+        (
+            false,
+            "UpToDate",
+            "the guest runs the current definition".to_owned(),
+        )
+    };
+    set_condition(
+        &mut conditions,
+        condition(
+            condition_type::RESTART_REQUIRED,
+            rr,
+            rr_reason,
+            rr_msg,
+            i.generation,
+            &i.now,
+        ),
+    );
+    let started_at = if i.started_now {
+        Some(i.now.clone())
+    } else {
+        i.prev.started_at.clone()
+    };
+    let started_at = match (started_at, i.state.is_up()) {
+        // Adopted a running guest the status never saw start: it runs since at least now.
+        (None, true) => Some(i.now.clone()),
+        (s, _) => s,
+    };
+    let restart_count = i.prev.restart_count.unwrap_or(0) + i64::from(i.auto_restart);
+    VirtualMachineStatus {
+        phase: Some(phase),
+        printable_status: Some(match &i.failure {
+            Some(f) => f.reason.to_owned(),
+            None => phase.as_str().to_owned(),
+        }),
+        node_name: None,
+        vcpus: None,
+        conditions,
+        observed_generation: i.generation,
+        domain_uuid: i.domain_uuid.clone(),
+        started_at,
+        restart_count: Some(restart_count),
+        last_restart_request: i
+            .restart_handled
+            .clone()
+            .or_else(|| i.prev.last_restart_request.clone()),
+        interfaces: i.interfaces.clone(),
+    }
+}
+
+/// Events for a change: from the previous phase, the state observed before acting, and the
+/// new status.
+pub fn events(
+    prev_phase: Option<Phase>,
+    observed: VmState,
+    new: &VirtualMachineStatus,
+    failure: Option<&Failure>,
+) -> Vec<VmEvent> {
+    let mut out = Vec::new();
+    let was_running = matches!(prev_phase, Some(Phase::Running | Phase::Stopping));
+    if let Some(f) = failure {
+        if prev_phase != Some(Phase::Failed) {
+            out.push(VmEvent {
+                warning: true,
+                reason: "Failed",
+                note: f.message.clone(),
+            });
+        }
+        return out;
+    }
+    match observed {
+        VmState::Stopped(StopReason::Crashed | StopReason::Failed) if was_running => {
+            out.push(VmEvent {
+                warning: true,
+                reason: "Crashed",
+                note: "the guest stopped unexpectedly".into(),
+            });
+        }
+        VmState::Stopped(_) if was_running => {
+            out.push(VmEvent {
+                warning: false,
+                reason: "Stopped",
+                note: "the guest stopped".into(),
+            });
+        }
+        _ => {}
+    }
+    if new.phase == Some(Phase::Running) && (prev_phase != Some(Phase::Running) || !out.is_empty())
+    {
+        out.push(VmEvent {
+            warning: false,
+            reason: "Started",
+            note: "the guest was started".into(),
+        });
+    }
+    if new.phase == Some(Phase::Stopped) && was_running && out.is_empty() {
+        out.push(VmEvent {
+            warning: false,
+            reason: "Stopped",
+            note: "the guest stopped".into(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now(s: i64) -> Time {
+        Time(jiff::Timestamp::from_second(s).unwrap())
+    }
+
+    fn input(prev: &VirtualMachineStatus, state: VmState) -> StatusInput<'_> {
+        StatusInput {
+            prev,
+            generation: Some(4),
+            state,
+            domain_uuid: Some("uuid".into()),
+            started_now: false,
+            auto_restart: false,
+            restart_handled: None,
+            restart_required: false,
+            interfaces: vec![],
+            failure: None,
+            now: now(100),
+        }
+    }
+
+    #[test]
+    fn a_started_guest_is_running_and_ready_with_started_at() {
+        let prev = VirtualMachineStatus::default();
+        let mut i = input(&prev, VmState::Running);
+        i.started_now = true;
+        let s = agent_status(&i);
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(s.started_at, Some(now(100)));
+        assert_eq!(s.observed_generation, Some(4));
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "True");
+        assert!(
+            s.node_name.is_none() && s.vcpus.is_none(),
+            "operator fields are never written"
+        );
+    }
+
+    #[test]
+    fn ready_keeps_its_transition_time_while_it_holds() {
+        let prev = agent_status(&input(&VirtualMachineStatus::default(), VmState::Running));
+        let mut i = input(&prev, VmState::Running);
+        i.now = now(500);
+        let s = agent_status(&i);
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.last_transition_time, now(100));
+    }
+
+    #[test]
+    fn a_spec_change_on_a_running_guest_sets_restart_required() {
+        let prev = VirtualMachineStatus::default();
+        let mut i = input(&prev, VmState::Running);
+        i.restart_required = true;
+        let s = agent_status(&i);
+        let rr = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "RestartRequired")
+            .unwrap();
+        assert_eq!(
+            (rr.status.as_str(), rr.reason.as_str()),
+            ("True", "SpecChanged")
+        );
+        i.state = VmState::Stopped(StopReason::Shutdown);
+        let s = agent_status(&i);
+        let rr = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "RestartRequired")
+            .unwrap();
+        assert_eq!(
+            rr.status, "False",
+            "a stopped guest boots the new definition anyway"
+        );
+    }
+
+    #[test]
+    fn a_failure_shows_its_reason_and_message() {
+        let prev = VirtualMachineStatus::default();
+        let mut i = input(&prev, VmState::Pending);
+        i.failure = Some(Failure {
+            reason: "ImageChecksumMismatch",
+            message: "checksum mismatch".into(),
+        });
+        let s = agent_status(&i);
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(s.printable_status.as_deref(), Some("ImageChecksumMismatch"));
+        let ev = events(
+            Some(Phase::Scheduled),
+            VmState::Pending,
+            &s,
+            i.failure.as_ref(),
+        );
+        assert_eq!(ev[0].reason, "Failed");
+        assert!(
+            events(
+                Some(Phase::Failed),
+                VmState::Pending,
+                &s,
+                i.failure.as_ref()
+            )
+            .is_empty(),
+            "once"
+        );
+    }
+
+    #[test]
+    fn automatic_restarts_are_counted_and_the_restart_request_is_recorded() {
+        let prev = VirtualMachineStatus {
+            restart_count: Some(2),
+            ..Default::default()
+        };
+        let mut i = input(&prev, VmState::Running);
+        i.auto_restart = true;
+        i.restart_handled = Some("t1".into());
+        let s = agent_status(&i);
+        assert_eq!(s.restart_count, Some(3));
+        assert_eq!(s.last_restart_request.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn a_crash_then_restart_yields_crashed_and_started_events() {
+        let prev = VirtualMachineStatus::default();
+        let s = agent_status(&input(&prev, VmState::Running));
+        let ev = events(
+            Some(Phase::Running),
+            VmState::Stopped(StopReason::Crashed),
+            &s,
+            None,
+        );
+        assert_eq!(
+            ev.iter().map(|e| e.reason).collect::<Vec<_>>(),
+            vec!["Crashed", "Started"]
+        );
+    }
+
+    #[test]
+    fn a_clean_stop_yields_one_stopped_event() {
+        let prev = VirtualMachineStatus::default();
+        let s = agent_status(&input(&prev, VmState::Stopped(StopReason::Shutdown)));
+        let ev = events(
+            Some(Phase::Running),
+            VmState::Stopped(StopReason::Shutdown),
+            &s,
+            None,
+        );
+        assert_eq!(
+            ev.iter().map(|e| e.reason).collect::<Vec<_>>(),
+            vec!["Stopped"]
+        );
+        assert!(
+            events(
+                Some(Phase::Stopped),
+                VmState::Stopped(StopReason::Shutdown),
+                &s,
+                None
+            )
+            .is_empty()
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! Images downloaded over HTTP(S), once per host, into a cache keyed by their sha256.
+//!
+//! A download streams into a temporary file while hashing; only a file whose hash matches
+//! is renamed into the cache, so the cache never holds a partial or wrong image. Two VMs
+//! asking for the same image share one download.
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+use super::layout;
+
+/// Why an image could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The request failed or the server answered with an error.
+    #[error("download failed: {0}")]
+    Http(String),
+    /// The image's hash is not the one the spec names. Permanent until the spec changes.
+    #[error("checksum mismatch: expected sha256 {expected}, got {actual}")]
+    Checksum {
+        /// From the spec.
+        expected: String,
+        /// Of the bytes received.
+        actual: String,
+    },
+    /// The sha256 in the spec is malformed.
+    #[error("sha256 {0:?} is not 64 hexadecimal digits")]
+    BadDigest(String),
+    /// Local file error.
+    #[error("cannot write the image cache")]
+    Io(#[from] std::io::Error),
+}
+
+impl DownloadError {
+    /// Whether retrying cannot help (the VM fails with this reason until its spec changes).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            DownloadError::Checksum { .. } | DownloadError::BadDigest(_)
+        )
+    }
+}
+
+/// The host's image cache.
+#[derive(Clone)]
+pub struct ImageCache {
+    state_dir: PathBuf,
+    client: reqwest::Client,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl ImageCache {
+    /// A cache under `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        Self {
+            state_dir: state_dir.to_owned(),
+            client,
+            locks: Arc::default(),
+        }
+    }
+
+    fn lock_for(&self, sha: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(sha.to_owned()).or_default().clone()
+    }
+
+    /// Path of the cached image, downloading and verifying it first when needed.
+    pub async fn ensure(&self, url: &str, sha256: &str) -> Result<PathBuf, DownloadError> {
+        let sha = sha256.to_ascii_lowercase();
+        if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(DownloadError::BadDigest(sha256.to_owned()));
+        }
+        let target = layout::cached_image(&self.state_dir, &sha);
+        if tokio::fs::try_exists(&target).await? {
+            return Ok(target);
+        }
+        let lock = self.lock_for(&sha);
+        let _guard = lock.lock().await;
+        if tokio::fs::try_exists(&target).await? {
+            return Ok(target);
+        }
+        let dir = target
+            .parent()
+            .ok_or_else(|| DownloadError::Http("no cache directory".into()))?;
+        tokio::fs::create_dir_all(dir).await?;
+        // Dropped (and deleted) on every early return: no partial file is left behind.
+        let tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(dir)?;
+        let actual = self.download_into(url, tmp.path()).await?;
+        if actual != sha {
+            return Err(DownloadError::Checksum {
+                expected: sha,
+                actual,
+            });
+        }
+        tmp.persist(&target)
+            .map_err(|e| DownloadError::Io(e.error))?;
+        Ok(target)
+    }
+
+    async fn download_into(&self, url: &str, path: &Path) -> Result<String, DownloadError> {
+        let http = |e: reqwest::Error| DownloadError::Http(e.without_url().to_string());
+        let resp = self.client.get(url).send().await.map_err(http)?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(DownloadError::Http(format!("server answered {status}")));
+        }
+        let total = resp.content_length();
+        let mut file = tokio::fs::File::create(path).await?;
+        let mut hasher = Sha256::new();
+        let mut received: u64 = 0;
+        let mut last_log = Instant::now();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(http)?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+            received += chunk.len() as u64;
+            if last_log.elapsed() >= Duration::from_secs(5) {
+                last_log = Instant::now();
+                tracing::info!(url, received, total, "downloading image");
+            }
+        }
+        file.sync_all().await?;
+        tracing::info!(url, received, "image downloaded");
+        Ok(hex::encode(hasher.finalize()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    async fn serve(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().route(
+            "/img",
+            axum::routing::get(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                async move { body }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/img"), hits)
+    }
+
+    fn sha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    fn cache_entries(dir: &Path) -> Vec<String> {
+        match std::fs::read_dir(dir.join(layout::CACHE_DIR)) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_image_is_downloaded_once_and_verified() {
+        let body = b"image bytes".repeat(10_000);
+        let (url, hits) = serve(body.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(dir.path());
+        let digest = sha(&body);
+        let (a, b) = tokio::join!(cache.ensure(&url, &digest), cache.ensure(&url, &digest));
+        assert_eq!(a.unwrap(), b.unwrap());
+        let p = cache
+            .ensure(&url, &sha(&body).to_uppercase())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), body);
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "one download for three requests"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_checksum_fails_clearly_and_leaves_no_partial_file() {
+        let (url, _) = serve(b"tampered".to_vec()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(dir.path());
+        let expected = sha(b"original");
+        let err = cache.ensure(&url, &expected).await.unwrap_err();
+        assert!(err.is_permanent());
+        assert!(err.to_string().contains(&expected), "{err}");
+        assert!(
+            cache_entries(dir.path()).is_empty(),
+            "{:?}",
+            cache_entries(dir.path())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_error_is_transient_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(dir.path());
+        let (url, _) = serve(vec![]).await;
+        let err = cache
+            .ensure(&url.replace("/img", "/missing"), &sha(b"x"))
+            .await
+            .unwrap_err();
+        assert!(!err.is_permanent(), "{err}");
+        assert!(cache_entries(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_malformed_digest_is_refused_before_any_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ImageCache::new(dir.path())
+            .ensure("http://127.0.0.1:1/x", "../../etc")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DownloadError::BadDigest(_)));
+    }
+}

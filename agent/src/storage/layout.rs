@@ -1,0 +1,81 @@
+//! Where a VM's files live under `--state-dir`: one directory per VM uid, nothing shared.
+//!
+//! Pure path arithmetic. The uid comes from the API server; it is checked to be a plain
+//! file name so a hostile value can never point outside the state directory.
+
+use std::path::{Path, PathBuf};
+
+/// Name of the seed disk in the domain.
+pub const SEED_DISK_NAME: &str = "cloudinit";
+/// Sub-directory of the state directory holding VM directories.
+pub const VMS_DIR: &str = "vms";
+/// Sub-directory of the state directory holding downloaded images, keyed by sha256.
+pub const CACHE_DIR: &str = "images";
+
+/// Directory of the VM with this uid, or `None` when the uid is not a safe file name.
+pub fn vm_dir(state_dir: &Path, uid: &str) -> Option<PathBuf> {
+    let safe = !uid.is_empty()
+        && uid.len() <= 128
+        && uid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !uid.starts_with('-');
+    safe.then(|| state_dir.join(VMS_DIR).join(uid))
+}
+
+/// The qcow2 file of a disk (disk names are DNS labels, validated by the API).
+pub fn disk_file(vm_dir: &Path, disk: &str) -> PathBuf {
+    vm_dir.join(format!("disk-{}.qcow2", sanitise(disk)))
+}
+
+/// The NoCloud seed image.
+pub fn seed_file(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("seed.iso")
+}
+
+/// The serial console log.
+pub fn console_log(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("console.log")
+}
+
+/// A downloaded image in the host cache.
+pub fn cached_image(state_dir: &Path, sha256: &str) -> PathBuf {
+    state_dir
+        .join(CACHE_DIR)
+        .join(format!("{}.img", sanitise(&sha256.to_ascii_lowercase())))
+}
+
+/// Keep `[a-z0-9-]` only: names reach here validated, this is belt and braces.
+fn sanitise(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uid_maps_to_its_own_directory() {
+        let d = vm_dir(Path::new("/s"), "6c1f0a1e-1111-4000-8000-000000000001").unwrap();
+        assert_eq!(d, Path::new("/s/vms/6c1f0a1e-1111-4000-8000-000000000001"));
+    }
+
+    #[test]
+    fn hostile_uids_get_no_directory() {
+        for uid in ["", "..", "../x", "a/b", "/abs", "-rf", "a b", "x\0y"] {
+            assert_eq!(vm_dir(Path::new("/s"), uid), None, "{uid:?}");
+        }
+    }
+
+    #[test]
+    fn disk_files_stay_inside_the_vm_directory() {
+        let f = disk_file(Path::new("/s/vms/u"), "../../etc");
+        assert_eq!(f.parent(), Some(Path::new("/s/vms/u")));
+    }
+}

@@ -1,0 +1,184 @@
+//! qcow2 files through `qemu-img`: blank disks and copy-on-write overlays.
+//!
+//! Files are created under a temporary name and renamed into place, so a crash never leaves
+//! a half-made disk that a later reconcile would take for a good one. An existing disk is
+//! never recreated: it holds the guest's data.
+
+use std::path::Path;
+use tokio::process::Command;
+
+/// Why a disk could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Qcow2Error {
+    /// File system error.
+    #[error("disk file operation failed")]
+    Io(#[from] std::io::Error),
+    /// qemu-img failed.
+    #[error("qemu-img failed: {0}")]
+    Tool(String),
+    /// The image has a backing file of its own (it could point anywhere on the host).
+    #[error("the image has a backing file, which is not allowed")]
+    HasBackingFile,
+    /// The requested size is below the image's own size.
+    #[error("the disk size {requested} is smaller than the image ({image} bytes)")]
+    TooSmall {
+        /// Requested bytes.
+        requested: u64,
+        /// Virtual size of the image.
+        image: u64,
+    },
+    /// qemu-img's answer could not be read.
+    #[error("cannot read qemu-img info output")]
+    Info(#[from] serde_json::Error),
+}
+
+/// What `qemu-img info` says about an image.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct ImageInfo {
+    /// Format (raw, qcow2, vmdk, ...).
+    pub format: String,
+    /// Size the guest sees.
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    /// Backing file, if any.
+    #[serde(rename = "backing-filename", default)]
+    pub backing_filename: Option<String>,
+}
+
+async fn run(cmd: &mut Command) -> Result<Vec<u8>, Qcow2Error> {
+    let out = cmd.output().await?;
+    if !out.status.success() {
+        return Err(Qcow2Error::Tool(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(out.stdout)
+}
+
+/// Inspect an image. Its format is probed, so the result is only trusted together with the
+/// check that there is no backing file.
+pub async fn info(path: &Path) -> Result<ImageInfo, Qcow2Error> {
+    let out = run(Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(path))
+    .await?;
+    Ok(serde_json::from_slice(&out)?)
+}
+
+fn staging_name(target: &Path) -> std::path::PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Create a blank qcow2 disk of `size` bytes at `target` unless it exists. Returns whether
+/// it was created.
+pub async fn ensure_blank(target: &Path, size: u64) -> Result<bool, Qcow2Error> {
+    if tokio::fs::try_exists(target).await? {
+        return Ok(false);
+    }
+    let tmp = staging_name(target);
+    let _ = tokio::fs::remove_file(&tmp).await;
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&tmp)
+        .arg(size.to_string()))
+    .await?;
+    tokio::fs::rename(&tmp, target).await?;
+    Ok(true)
+}
+
+/// Create a qcow2 overlay at `target` on top of `image` (never written), grown to `size`
+/// when given, unless it exists. Returns whether it was created.
+pub async fn ensure_overlay(
+    target: &Path,
+    image: &Path,
+    size: Option<u64>,
+) -> Result<bool, Qcow2Error> {
+    if tokio::fs::try_exists(target).await? {
+        return Ok(false);
+    }
+    let base = info(image).await?;
+    if base.backing_filename.is_some() {
+        return Err(Qcow2Error::HasBackingFile);
+    }
+    if let Some(requested) = size
+        && requested < base.virtual_size
+    {
+        return Err(Qcow2Error::TooSmall {
+            requested,
+            image: base.virtual_size,
+        });
+    }
+    let tmp = staging_name(target);
+    let _ = tokio::fs::remove_file(&tmp).await;
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", &base.format, "-b"])
+        .arg(image)
+        .arg(&tmp);
+    if let Some(s) = size {
+        cmd.arg(s.to_string());
+    }
+    run(&mut cmd).await?;
+    tokio::fs::rename(&tmp, target).await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_blank_disk_has_the_requested_size_and_is_never_recreated() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk-a.qcow2");
+        assert!(ensure_blank(&disk, 64 << 20).await.unwrap());
+        let i = info(&disk).await.unwrap();
+        assert_eq!((i.format.as_str(), i.virtual_size), ("qcow2", 64 << 20));
+        let before = std::fs::metadata(&disk).unwrap().modified().unwrap();
+        assert!(!ensure_blank(&disk, 128 << 20).await.unwrap());
+        assert_eq!(
+            std::fs::metadata(&disk).unwrap().modified().unwrap(),
+            before
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overlay_grows_to_the_requested_size_and_leaves_the_image_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("base.raw");
+        std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
+        let disk = dir.path().join("disk-root.qcow2");
+        assert!(ensure_overlay(&disk, &image, Some(8 << 20)).await.unwrap());
+        let i = info(&disk).await.unwrap();
+        assert_eq!(i.virtual_size, 8 << 20);
+        assert_eq!(i.backing_filename.as_deref(), image.to_str());
+        assert_eq!(std::fs::read(&image).unwrap(), vec![7u8; 1 << 20]);
+    }
+
+    #[tokio::test]
+    async fn an_overlay_smaller_than_its_image_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("base.raw");
+        std::fs::write(&image, vec![0u8; 2 << 20]).unwrap();
+        let err = ensure_overlay(&dir.path().join("d.qcow2"), &image, Some(1 << 20))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Qcow2Error::TooSmall { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_image_with_its_own_backing_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.raw");
+        std::fs::write(&secret, b"host secret").unwrap();
+        let crafted = dir.path().join("crafted.qcow2");
+        ensure_overlay(&crafted, &secret, None).await.unwrap();
+        let err = ensure_overlay(&dir.path().join("d.qcow2"), &crafted, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Qcow2Error::HasBackingFile));
+    }
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Builds the tiny test guest from Debian packages and caches it (default /var/tmp/ironvisor-guest,
+# or $IRONVISOR_GUEST_DIR, or the first argument):
+#   vmlinuz    the kernel of the package linux-image-amd64 depends on
+#   initrd.gz  busybox-static + the modules to read a SATA CD-ROM with ISO 9660; its /init prints
+#              IRONVISOR-GUEST-BOOTED on the serial console, mounts the CIDATA seed, prints the
+#              user-data it found between IRONVISOR-USER-DATA-BEGIN/END, then powers off.
+# Needs: apt-get, dpkg, cpio, gzip, busybox-static, kmod (modinfo) — see hack/install-deps.sh.
+set -euo pipefail
+
+OUT="${1:-${IRONVISOR_GUEST_DIR:-/var/tmp/ironvisor-guest}}"
+# Bump when the recipe changes, so cached guests are rebuilt.
+RECIPE=3
+if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$RECIPE" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ]; then
+  echo "build-guest: cached in $OUT"
+  exit 0
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$OUT"
+
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+if [ -z "$kpkg" ]; then
+  apt-get update -qq
+  kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+fi
+echo "build-guest: kernel package $kpkg"
+(cd "$work" && apt-get download -qq "$kpkg")
+dpkg -x "$work"/linux-image-*.deb "$work/k"
+vmlinuz=$(ls "$work"/k/boot/vmlinuz-* | head -1)
+moddir=$(ls -d "$work"/k/lib/modules/* | head -1)
+
+# Modules in load order (dependencies first), found with modinfo.
+order=()
+add_module() {
+  local m=$1 f dep
+  for seen in "${order[@]:-}"; do [ "$seen" = "$m" ] && return 0; done
+  f=$(find "$moddir" -name "$m.ko" -o -name "${m//_/-}.ko" | head -1)
+  [ -n "$f" ] || { echo "build-guest: module $m not found" >&2; exit 1; }
+  for dep in $(modinfo -F depends "$f" | tr ',' ' '); do add_module "$dep"; done
+  for seen in "${order[@]:-}"; do [ "$seen" = "$m" ] && return 0; done
+  order+=("$m")
+  cp "$f" "$work/root/lib/modules/$m.ko"
+}
+
+mkdir -p "$work/root"/{bin,dev,proc,sys,seed,lib/modules}
+for m in ahci sr_mod isofs; do add_module "$m"; done
+printf '%s\n' "${order[@]}" > "$work/root/lib/modules/order"
+
+cp /bin/busybox "$work/root/bin/busybox"
+cat > "$work/root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo "IRONVISOR-GUEST-BOOTED"
+for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
+dev=""
+for _ in $(seq 1 100); do
+  for d in /dev/sr0 /dev/sr1; do [ -b "$d" ] && dev=$d; done
+  [ -n "$dev" ] && break
+  sleep 0.1
+done
+if [ -n "$dev" ] && mount -t iso9660 -o ro "$dev" /seed; then
+  echo "IRONVISOR-SEED-MOUNTED $dev"
+  echo "IRONVISOR-META-DATA: $(cat /seed/meta-data)"
+  echo "IRONVISOR-USER-DATA-BEGIN"
+  cat /seed/user-data
+  echo "IRONVISOR-USER-DATA-END"
+else
+  echo "IRONVISOR-NO-SEED"
+fi
+echo "IRONVISOR-GUEST-POWEROFF"
+sync
+poweroff -f
+INIT
+chmod +x "$work/root/init"
+(cd "$work/root" && find . | cpio -o -H newc --quiet | gzip -9) > "$work/initrd.gz"
+
+cp "$vmlinuz" "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+mv "$work/initrd.gz" "$OUT/initrd.gz"
+echo "$RECIPE" > "$OUT/stamp"
+echo "build-guest: built $OUT/vmlinuz and $OUT/initrd.gz (modules: ${order[*]})"
