@@ -6,7 +6,7 @@
 use crate::app::{App, Params, Target, present};
 use crate::error::ApiError;
 use crate::ops::Filter;
-use crate::store::EventType;
+use crate::store::{Event, EventType};
 use crate::table::{self, Include};
 use axum::body::{Body, Bytes};
 use serde_json::{Value, json};
@@ -26,7 +26,15 @@ struct Shape {
 }
 
 impl Shape {
-    fn event(&self, kind: &str, obj: &Value) -> Bytes {
+    fn event(&self, kind: &str, e: &Event) -> Bytes {
+        let obj = &*e.object;
+        let as_stored = obj["apiVersion"].as_str() == Some(self.info.api_version().as_str())
+            && !crate::app::is_event(&self.info);
+        if self.table.is_none() && as_stored {
+            // Serialized once per event, however many watchers send it.
+            let json = e.encoded.get_or_init(|| obj.to_string());
+            return Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{json}}}\n"));
+        }
         let shown = present(obj, &self.info);
         let object = match self.table {
             Some(inc) => {
@@ -109,10 +117,7 @@ pub fn start(
         };
         for e in backlog {
             if filter.matches(&shape.shown(&e.object))
-                && tx
-                    .send(Ok(shape.event(e.kind.as_str(), &e.object)))
-                    .await
-                    .is_err()
+                && tx.send(Ok(shape.event(e.kind.as_str(), &e))).await.is_err()
             {
                 return;
             }
@@ -141,7 +146,7 @@ pub fn start(
                             (k, _, true) => k,
                             _ => continue,
                         };
-                        if tx.send(Ok(shape.event(kind.as_str(), &e.object))).await.is_err() {
+                        if tx.send(Ok(shape.event(kind.as_str(), &e))).await.is_err() {
                             return;
                         }
                     }
