@@ -7,7 +7,7 @@ use crate::app::{App, Params, Target, present};
 use crate::error::ApiError;
 use crate::ops::Filter;
 use crate::store::{Event, EventType};
-use crate::table::{self, Include};
+use crate::table::{self, Form};
 use axum::body::{Body, Bytes};
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -22,7 +22,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Shape {
     info: crate::resource::ResourceInfo,
-    table: Option<Include>,
+    form: Form,
 }
 
 impl Shape {
@@ -30,19 +30,20 @@ impl Shape {
         let obj = &*e.object;
         let as_stored = obj["apiVersion"].as_str() == Some(self.info.api_version().as_str())
             && !crate::app::is_event(&self.info);
-        if self.table.is_none() && as_stored {
+        if self.form == Form::Full && as_stored {
             // Serialized once per event, however many watchers send it.
             let json = e.encoded.get_or_init(|| obj.to_string());
             return Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{json}}}\n"));
         }
         let shown = present(obj, &self.info);
-        let object = match self.table {
-            Some(inc) => {
+        let object = match self.form {
+            Form::Metadata => table::partial(&shown),
+            Form::Table(inc) => {
                 let mut t = table::table(&self.info, std::slice::from_ref(&shown), 0, None, inc);
                 t["metadata"] = json!({"resourceVersion": shown["metadata"]["resourceVersion"]});
                 t
             }
-            None => shown,
+            Form::Full => shown,
         };
         let mut line = json!({"type": kind, "object": object}).to_string();
         line.push('\n');
@@ -75,12 +76,7 @@ fn error_event(e: &ApiError) -> Bytes {
 }
 
 /// Starts a watch and returns its streaming body.
-pub fn start(
-    app: Arc<App>,
-    t: &Target,
-    p: &Params,
-    table: Option<Include>,
-) -> Result<Body, ApiError> {
+pub fn start(app: Arc<App>, t: &Target, p: &Params, form: Form) -> Result<Body, ApiError> {
     let filter = Filter::new(t, p)?;
     let from = match p.resource_version.as_deref() {
         None | Some("0") => None,
@@ -97,7 +93,7 @@ pub fn start(
     };
     let shape = Shape {
         info: t.info().clone(),
-        table,
+        form,
     };
     let timeout = p
         .timeout_seconds
