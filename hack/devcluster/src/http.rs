@@ -5,7 +5,7 @@
 
 use crate::app::{App, Params, Target};
 use crate::error::ApiError;
-use crate::table::{self, Include};
+use crate::table::{self, Form};
 use crate::{discovery, openapi, ops, watch};
 use axum::Router;
 use axum::body::Body;
@@ -193,9 +193,7 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let p = Params::from_query(&query);
     let accept = header_str(req.headers(), header::ACCEPT).to_string();
-    let table = accept
-        .contains("as=Table")
-        .then(|| Include::parse(p.include_object.as_deref()));
+    let form = Form::negotiate(&accept, p.include_object.as_deref());
     let ua = header_str(req.headers(), header::USER_AGENT).to_string();
     let method = req.method().clone();
     match method {
@@ -209,7 +207,7 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
                 });
             }
             let t = Target { name: None, ..t };
-            let body = watch::start(app.clone(), &t, &p, table)?;
+            let body = watch::start(app.clone(), &t, &p, form)?;
             let mut r = Response::new(body);
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -221,25 +219,31 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
             let o = ops::get(&app, &t)?;
             Ok(json_response(
                 200,
-                &match table {
-                    Some(inc) => table::table(t.info(), &[o], app.store.current_rv(), None, inc),
-                    None => o,
+                &match form {
+                    Form::Table(inc) => {
+                        table::table(t.info(), &[o], app.store.current_rv(), None, inc)
+                    }
+                    Form::Metadata => table::partial(&o),
+                    Form::Full => o,
                 },
             ))
         }
         Method::GET => {
-            if let Some(inc) = table {
-                let (items, rv, cont) = ops::list_items(&app, &t, &p)?;
-                let shown: Vec<Value> = items
-                    .iter()
-                    .map(|o| crate::app::present(o, t.info()))
-                    .collect();
-                return Ok(json_response(
-                    200,
-                    &table::table(t.info(), &shown, rv, cont, inc),
-                ));
+            if form == Form::Full {
+                return Ok(json_response(200, &ops::list(&app, &t, &p)?));
             }
-            Ok(json_response(200, &ops::list(&app, &t, &p)?))
+            let (items, rv, cont) = ops::list_items(&app, &t, &p)?;
+            let shown: Vec<Value> = items
+                .iter()
+                .map(|o| crate::app::present(o, t.info()))
+                .collect();
+            Ok(json_response(
+                200,
+                &match form {
+                    Form::Table(inc) => table::table(t.info(), &shown, rv, cont, inc),
+                    _ => table::partial_list(&shown, rv, cont),
+                },
+            ))
         }
         Method::POST if t.name.is_none() && t.subresource.is_none() => {
             if t.info().namespaced && t.namespace.is_none() {

@@ -68,6 +68,12 @@ pub fn on_write(info: &ResourceInfo, obj: &mut Value) {
                         .collect()
                 })
                 .unwrap_or_default();
+            if obj["status"]["acceptedNames"] == accepted && obj["status"]["conditions"].is_array()
+            {
+                // Already established with these names: keep the transition times.
+                obj["status"]["storedVersions"] = json!(stored);
+                return;
+            }
             let now = crate::meta::now();
             let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
             obj["status"] = json!({
@@ -80,5 +86,42 @@ pub fn on_write(info: &ResourceInfo, obj: &mut Value) {
             });
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::builtins;
+
+    fn info(kind: &str) -> ResourceInfo {
+        builtins().into_iter().find(|r| r.kind == kind).unwrap()
+    }
+
+    #[test]
+    fn a_crd_is_established_once_and_keeps_its_condition_times() {
+        let crd = info("CustomResourceDefinition");
+        let mut o = json!({"spec": {"names": {"kind": "Foo", "plural": "foos"},
+            "versions": [{"name": "v1", "storage": true}]}});
+        on_write(&crd, &mut o);
+        assert_eq!(o["status"]["conditions"][1]["type"], "Established");
+        assert_eq!(o["status"]["acceptedNames"]["listKind"], "FooList");
+        let mut again = o.clone();
+        again["status"]["conditions"][1]["lastTransitionTime"] = json!("2020-01-01T00:00:00Z");
+        on_write(&crd, &mut again);
+        assert_eq!(
+            again["status"]["conditions"][1]["lastTransitionTime"],
+            "2020-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let mut o = json!({"stringData": {"a": "hello"}, "data": {"b": "eA=="}});
+        on_write(&info("Secret"), &mut o);
+        assert_eq!(
+            o,
+            json!({"data": {"a": "aGVsbG8=", "b": "eA=="}, "type": "Opaque"})
+        );
     }
 }

@@ -39,7 +39,11 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(path = %path.display(), "kubeconfig written");
     }
     tracing::info!(url = %cluster.url(), "ready");
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     cluster.shutdown().await;
     Ok(())
 }

@@ -70,7 +70,22 @@ pub fn apply_patch(kind: PatchType, target: &mut Value, body: &[u8]) -> Result<(
                     "the server rejected our request due to an error in our request: {e}"
                 ))
             })?;
-            json_patch::patch(target, &p).map_err(|e| ApiError::unprocessable(e.to_string()))
+            // Applied on a copy, one operation at a time: a `test` of a missing path against
+            // null passes, as it does in the apiserver (kube-runtime's finalizer helper relies
+            // on it); any failure leaves the target untouched.
+            let mut doc = target.clone();
+            for op in p.0 {
+                if let json_patch::PatchOperation::Test(t) = &op
+                    && t.value.is_null()
+                    && doc.pointer(t.path.as_str()).is_none()
+                {
+                    continue;
+                }
+                json_patch::patch(&mut doc, &[op])
+                    .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            }
+            *target = doc;
+            Ok(())
         }
         PatchType::Merge | PatchType::Strategic => {
             let mut p: Value = serde_json::from_slice(body).map_err(|e| {
@@ -117,6 +132,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, 422);
+    }
+
+    #[test]
+    fn a_null_test_of_a_missing_path_passes_as_with_the_apiserver() {
+        // kube-runtime's finalizer helper adds the first finalizer this way.
+        let mut v = json!({"metadata": {"name": "a"}});
+        let p = br#"[{"op": "test", "path": "/metadata/finalizers", "value": null},
+                     {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]"#;
+        apply_patch(PatchType::Json, &mut v, p).unwrap();
+        assert_eq!(v["metadata"]["finalizers"], json!(["f"]));
+        let again = apply_patch(PatchType::Json, &mut v, p).unwrap_err();
+        assert_eq!(again.code, 422);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Event {
     pub object: Arc<Value>,
     /// The object before a modification (selectors turn it into ADDED/DELETED for watches).
     pub previous: Option<Arc<Value>>,
+    /// The object's JSON, computed by the first watch that sends it.
+    pub encoded: std::sync::OnceLock<String>,
 }
 
 /// A started watch: missed events, the live receiver, and the resourceVersion it starts at.
@@ -299,6 +301,7 @@ impl Store {
             } else {
                 None
             },
+            encoded: Default::default(),
         });
         inner.history.push_back(event.clone());
         while inner.history.len() > HISTORY {
@@ -352,6 +355,7 @@ impl Store {
                                 kind: EventType::Added,
                                 object: o.clone(),
                                 previous: None,
+                                encoded: Default::default(),
                             })
                         })
                         .collect()

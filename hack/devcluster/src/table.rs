@@ -8,6 +8,45 @@ use serde_json::{Value, json};
 
 const NAME_DESC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
 
+/// The representation a client asked for with its Accept header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The objects themselves.
+    Full,
+    /// `as=Table`, rows carrying `Include`.
+    Table(Include),
+    /// `as=PartialObjectMetadata(List)`: metadata only.
+    Metadata,
+}
+
+impl Form {
+    /// From an Accept header and the `includeObject` parameter.
+    pub fn negotiate(accept: &str, include: Option<&str>) -> Self {
+        if accept.contains("as=Table") {
+            Self::Table(Include::parse(include))
+        } else if accept.contains("as=PartialObjectMetadata") {
+            Self::Metadata
+        } else {
+            Self::Full
+        }
+    }
+}
+
+/// An object reduced to `PartialObjectMetadata`.
+pub fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+/// A list of `PartialObjectMetadata`.
+pub fn partial_list(objs: &[Value], rv: u64, cont: Option<String>) -> Value {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
+        "items": objs.iter().map(partial).collect::<Vec<_>>()})
+}
+
 /// What each row carries (`includeObject`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Include {

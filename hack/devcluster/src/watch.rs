@@ -6,8 +6,8 @@
 use crate::app::{App, Params, Target, present};
 use crate::error::ApiError;
 use crate::ops::Filter;
-use crate::store::EventType;
-use crate::table::{self, Include};
+use crate::store::{Event, EventType};
+use crate::table::{self, Form};
 use axum::body::{Body, Bytes};
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -22,19 +22,28 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Shape {
     info: crate::resource::ResourceInfo,
-    table: Option<Include>,
+    form: Form,
 }
 
 impl Shape {
-    fn event(&self, kind: &str, obj: &Value) -> Bytes {
+    fn event(&self, kind: &str, e: &Event) -> Bytes {
+        let obj = &*e.object;
+        let as_stored = obj["apiVersion"].as_str() == Some(self.info.api_version().as_str())
+            && !crate::app::is_event(&self.info);
+        if self.form == Form::Full && as_stored {
+            // Serialized once per event, however many watchers send it.
+            let json = e.encoded.get_or_init(|| obj.to_string());
+            return Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{json}}}\n"));
+        }
         let shown = present(obj, &self.info);
-        let object = match self.table {
-            Some(inc) => {
+        let object = match self.form {
+            Form::Metadata => table::partial(&shown),
+            Form::Table(inc) => {
                 let mut t = table::table(&self.info, std::slice::from_ref(&shown), 0, None, inc);
                 t["metadata"] = json!({"resourceVersion": shown["metadata"]["resourceVersion"]});
                 t
             }
-            None => shown,
+            Form::Full => shown,
         };
         let mut line = json!({"type": kind, "object": object}).to_string();
         line.push('\n');
@@ -67,12 +76,7 @@ fn error_event(e: &ApiError) -> Bytes {
 }
 
 /// Starts a watch and returns its streaming body.
-pub fn start(
-    app: Arc<App>,
-    t: &Target,
-    p: &Params,
-    table: Option<Include>,
-) -> Result<Body, ApiError> {
+pub fn start(app: Arc<App>, t: &Target, p: &Params, form: Form) -> Result<Body, ApiError> {
     let filter = Filter::new(t, p)?;
     let from = match p.resource_version.as_deref() {
         None | Some("0") => None,
@@ -89,7 +93,7 @@ pub fn start(
     };
     let shape = Shape {
         info: t.info().clone(),
-        table,
+        form,
     };
     let timeout = p
         .timeout_seconds
@@ -109,10 +113,7 @@ pub fn start(
         };
         for e in backlog {
             if filter.matches(&shape.shown(&e.object))
-                && tx
-                    .send(Ok(shape.event(e.kind.as_str(), &e.object)))
-                    .await
-                    .is_err()
+                && tx.send(Ok(shape.event(e.kind.as_str(), &e))).await.is_err()
             {
                 return;
             }
@@ -141,7 +142,7 @@ pub fn start(
                             (k, _, true) => k,
                             _ => continue,
                         };
-                        if tx.send(Ok(shape.event(kind.as_str(), &e.object))).await.is_err() {
+                        if tx.send(Ok(shape.event(kind.as_str(), &e))).await.is_err() {
                             return;
                         }
                     }

@@ -133,3 +133,88 @@ async fn controller_reconciles_new_objects_recovers_from_410_and_lands_ssa_statu
     controller.abort();
     cluster.shutdown().await;
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("finalizer step failed")]
+struct FinalizerFailed(#[from] kube::runtime::finalizer::Error<Failed>);
+
+async fn reconcile_with_finalizer(
+    w: Arc<Widget>,
+    ctx: Arc<(Api<Widget>, tokio::sync::mpsc::UnboundedSender<String>)>,
+) -> Result<Action, FinalizerFailed> {
+    use kube::runtime::finalizer::{Event, finalizer};
+    let (api, cleaned) = (ctx.0.clone(), ctx.1.clone());
+    Ok(
+        finalizer(&api, "test.devcluster.io/cleanup", w, |ev| async move {
+            match ev {
+                Event::Apply(_) => Ok::<_, Failed>(Action::await_change()),
+                Event::Cleanup(w) => {
+                    let _ = cleaned.send(w.name_any());
+                    Ok(Action::await_change())
+                }
+            }
+        })
+        .await?,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_runtime_finalizer_helper_adds_runs_cleanup_and_releases() {
+    let cluster = DevCluster::start_ephemeral().await.unwrap();
+    let client = cluster.client().unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &Widget::crd())
+        .await
+        .unwrap();
+    let api: Api<Widget> = Api::namespaced(client.clone(), "default");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = Arc::new((api.clone(), tx));
+    let controller = tokio::spawn(
+        Controller::new(api.clone(), watcher::Config::default())
+            .run(
+                reconcile_with_finalizer,
+                |_, _, _| Action::requeue(Duration::from_millis(100)),
+                ctx,
+            )
+            .for_each(|_| async {}),
+    );
+    api.create(
+        &PostParams::default(),
+        &Widget::new("f", WidgetSpec { size: 1 }),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let w = api.get("f").await.unwrap();
+        if w.finalizers()
+            .iter()
+            .any(|f| f == "test.devcluster.io/cleanup")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the finalizer was never added"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.delete("f", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let cleaned = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(cleaned.as_deref(), Some("f"));
+    loop {
+        if api.get_opt("f").await.unwrap().is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the object was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    controller.abort();
+}

@@ -288,3 +288,28 @@ async fn foreground_deletion_removes_dependents_first_and_orphan_keeps_them() {
         "the orphan lost its owner reference"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_only_reads_return_partial_object_metadata() {
+    let c = DevCluster::start_ephemeral().await.unwrap();
+    let cms: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
+    cms.create(&PostParams::default(), &cm("m", &[("a", "b")]))
+        .await
+        .unwrap();
+    let one = cms.get_metadata("m").await.unwrap();
+    assert_eq!(
+        one.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(
+        one.metadata
+            .labels
+            .unwrap_or_default()
+            .get("a")
+            .map(String::as_str),
+        Some("b")
+    );
+    let list = cms.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("m"));
+}
