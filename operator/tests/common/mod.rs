@@ -84,6 +84,11 @@ impl Env {
         for ns in namespaces {
             self.namespace(ns).await;
         }
+        self.tenant_only(name, namespaces, parent).await;
+    }
+
+    /// A tenant whose namespaces the operator must create.
+    pub async fn tenant_only(&self, name: &str, namespaces: &[&str], parent: Option<&str>) {
         let mut spec = json!({"namespaces": namespaces,
                               "owners": [{"kind": "Group", "name": format!("{name}-admins")}]});
         if let Some(p) = parent {
@@ -127,16 +132,29 @@ impl Env {
         api.create(&PostParams::default(), &hv)
             .await
             .expect("hypervisor created");
+        self.agent_status(name, vcpus, memory).await;
+        self.heartbeat(name).await;
+    }
+
+    /// The host's status as its agent writes it (server-side apply, the agent's manager):
+    /// capacity = allocatable, Ready=True.
+    pub async fn agent_status(&self, name: &str, vcpus: u32, memory: &str) {
         let now = jiff::Timestamp::now().to_string();
         let res = json!({"vcpus": vcpus, "memory": memory});
-        let status = json!({"status": {
-            "capacity": res, "allocatable": res, "lastHeartbeatTime": now,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady",
-                            "message": "", "lastTransitionTime": now}]}});
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        let body = json!({"apiVersion": "ironvisor.io/v1alpha1", "kind": "Hypervisor",
+            "metadata": {"name": name},
+            "status": {
+                "capacity": res, "allocatable": res, "lastHeartbeatTime": now,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "AgentReady",
+                                "message": "", "lastTransitionTime": now}]}});
+        self.hypervisors()
+            .patch_status(
+                name,
+                &PatchParams::apply(&labels::agent_manager(name)).force(),
+                &Patch::Apply(body),
+            )
             .await
             .expect("hypervisor status written");
-        self.heartbeat(name).await;
     }
 
     /// Renews (or creates) the host's heartbeat Lease.
