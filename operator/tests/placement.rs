@@ -15,13 +15,11 @@ fn plain(unschedulable: bool) -> serde_json::Value {
 }
 
 async fn placed_on(env: &Env, name: &str) -> String {
-    let mut node = None;
     eventually(&format!("{name} is placed"), || async {
-        node = env.node_of(NS, name).await;
-        node.is_some()
+        env.node_of(NS, name).await.is_some()
     })
     .await;
-    node.unwrap_or_default()
+    env.node_of(NS, name).await.unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
