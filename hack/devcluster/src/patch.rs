@@ -65,11 +65,18 @@ fn strip_directives(v: &mut Value) {
 pub fn apply_patch(kind: PatchType, target: &mut Value, body: &[u8]) -> Result<(), ApiError> {
     match kind {
         PatchType::Json => {
-            let p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
+            let mut p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!(
                     "the server rejected our request due to an error in our request: {e}"
                 ))
             })?;
+            // As the API server's json-patch does: `test` for null passes on a missing member
+            // (kube-runtime's finalizer helper relies on it to add the first finalizer).
+            let t: &Value = target;
+            p.0.retain(|op| {
+                !matches!(op, json_patch::PatchOperation::Test(op)
+                    if op.value.is_null() && t.pointer(op.path.as_str()).is_none())
+            });
             json_patch::patch(target, &p).map_err(|e| ApiError::unprocessable(e.to_string()))
         }
         PatchType::Merge | PatchType::Strategic => {
@@ -97,6 +104,17 @@ pub fn apply_patch(kind: PatchType, target: &mut Value, body: &[u8]) -> Result<(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_json_patch_test_for_null_passes_on_a_missing_member() {
+        let mut v = serde_json::json!({"metadata": {"name": "a"}});
+        let body = br#"[{"op":"test","path":"/metadata/finalizers","value":null},
+                        {"op":"add","path":"/metadata/finalizers","value":["f"]}]"#;
+        apply_patch(PatchType::Json, &mut v, body).expect("patch applies");
+        assert_eq!(v["metadata"]["finalizers"], serde_json::json!(["f"]));
+        let again = br#"[{"op":"test","path":"/metadata/finalizers","value":null}]"#;
+        assert!(apply_patch(PatchType::Json, &mut v, again).is_err());
+    }
 
     #[test]
     fn merge_patch_removes_nulls_and_json_patch_replaces() {

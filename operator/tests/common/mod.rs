@@ -32,6 +32,13 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "off".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let cluster = DevCluster::start_ephemeral()
             .await
             .expect("devcluster starts");
