@@ -106,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
         let placed = placed.clone();
         let api = api.clone();
         tokio::spawn(async move {
-            let mut s = watcher::watcher(api, watcher::Config::default()).boxed();
+            let mut s = watcher(api, watcher::Config::default()).boxed();
             while let Ok(Some(ev)) = s.try_next().await {
                 let objs: Vec<VirtualMachine> = match ev {
                     watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
@@ -137,11 +137,10 @@ async fn main() -> anyhow::Result<()> {
                     "spec": {"runStrategy": "Always", "cpu": {"cores": 1 + i % 4},
                              "memory": {"size": format!("{}Gi", 1 + i % 8)}}}))
                 .expect("VM");
-                created
-                    .lock()
-                    .expect("lock")
-                    .insert(name, Instant::now());
-                api.create(&PostParams::default(), &vm).await.expect("create");
+                created.lock().expect("lock").insert(name, Instant::now());
+                api.create(&PostParams::default(), &vm)
+                    .await
+                    .expect("create");
             }
         })
         .buffer_unordered(CLIENTS)

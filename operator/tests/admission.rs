@@ -19,8 +19,7 @@ async fn is_admitted(env: &Env, name: &str) -> bool {
     };
     let status_node = vm.status.as_ref().and_then(|s| s.node_name.clone());
     let scheduled = env.condition(NS, name, "Scheduled").await;
-    status_node.as_deref() == Some(node.as_str())
-        && scheduled.is_some_and(|(s, _, _)| s == "True")
+    status_node.as_deref() == Some(node.as_str()) && scheduled.is_some_and(|(s, _, _)| s == "True")
 }
 
 async fn is_quota_blocked(env: &Env, name: &str, message: &str) -> bool {
@@ -55,7 +54,8 @@ async fn a_vm_over_quota_waits_and_is_admitted_by_itself_when_room_appears() {
     assert_eq!(env.node_of(NS, "a").await.as_deref(), Some("h1"));
 
     env.vm(NS, "d", 4, "1Gi", json!({})).await;
-    let msg_d = "exceeded quota: finance-compute, requested: vcpus=4, used: vcpus=8, limited: vcpus=8";
+    let msg_d =
+        "exceeded quota: finance-compute, requested: vcpus=4, used: vcpus=8, limited: vcpus=8";
     eventually("d waits for quota", || is_quota_blocked(&env, "d", msg_d)).await;
     env.vm(NS, "e", 4, "1Gi", json!({})).await;
     eventually("e waits for quota", || is_quota_blocked(&env, "e", msg_d)).await;
@@ -65,7 +65,10 @@ async fn a_vm_over_quota_waits_and_is_admitted_by_itself_when_room_appears() {
         .delete("a", &DeleteParams::default())
         .await
         .expect("a deleted");
-    eventually("d is admitted after a is deleted", || is_admitted(&env, "d")).await;
+    eventually("d is admitted after a is deleted", || {
+        is_admitted(&env, "d")
+    })
+    .await;
     eventually("e still waits, now against the new usage", || {
         is_quota_blocked(&env, "e", msg_d)
     })
@@ -83,11 +86,15 @@ async fn a_vm_over_quota_waits_and_is_admitted_by_itself_when_room_appears() {
             .await
             .expect("halted");
     }
-    eventually("e is admitted after b and c halt", || is_admitted(&env, "e")).await;
+    eventually("e is admitted after b and c halt", || {
+        is_admitted(&env, "e")
+    })
+    .await;
 
     // Full again (d + e = 8): f waits until the quota is raised.
     env.vm(NS, "f", 2, "1Gi", json!({})).await;
-    let msg_f = "exceeded quota: finance-compute, requested: vcpus=2, used: vcpus=8, limited: vcpus=8";
+    let msg_f =
+        "exceeded quota: finance-compute, requested: vcpus=2, used: vcpus=8, limited: vcpus=8";
     eventually("f waits for quota", || is_quota_blocked(&env, "f", msg_f)).await;
     env.quotas()
         .patch(
@@ -97,7 +104,10 @@ async fn a_vm_over_quota_waits_and_is_admitted_by_itself_when_room_appears() {
         )
         .await
         .expect("quota raised");
-    eventually("f is admitted after the quota is raised", || is_admitted(&env, "f")).await;
+    eventually("f is admitted after the quota is raised", || {
+        is_admitted(&env, "f")
+    })
+    .await;
     eventually("the quota's status.used says 10 vCPUs", || async {
         env.quotas()
             .get("finance-compute")

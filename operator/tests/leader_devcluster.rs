@@ -22,7 +22,8 @@ fn config(identity: &str) -> RunConfig {
 }
 
 async fn holder(env: &Env) -> Option<String> {
-    let api: Api<Lease> = Api::namespaced(env.client.clone(), ironvisor_crds::labels::SYSTEM_NAMESPACE);
+    let api: Api<Lease> =
+        Api::namespaced(env.client.clone(), ironvisor_crds::labels::SYSTEM_NAMESPACE);
     api.get(LEADER_LEASE).await.ok()?.spec?.holder_identity
 }
 

@@ -46,21 +46,32 @@ async fn every_filter_turns_hosts_away_and_the_message_counts_them() {
     let op = Operator::start(env.client.clone(), fast_config("op-1"));
 
     // The stale host's heartbeat stands still: after the grace period it is lost.
-    eventually_within("the stale host is marked lost", Duration::from_secs(15), || async {
-        env.hypervisors().get("stale").await.ok().and_then(|h| {
-            h.status?.conditions.into_iter().find(|c| c.type_ == "Ready")
-        })
-        .is_some_and(|c| c.status == "False" && c.reason == "HostLost")
-    })
+    eventually_within(
+        "the stale host is marked lost",
+        Duration::from_secs(15),
+        || async {
+            env.hypervisors()
+                .get("stale")
+                .await
+                .ok()
+                .and_then(|h| {
+                    h.status?
+                        .conditions
+                        .into_iter()
+                        .find(|c| c.type_ == "Ready")
+                })
+                .is_some_and(|c| c.status == "False" && c.reason == "HostLost")
+        },
+    )
     .await;
 
     // Nothing fits 64 vCPUs: one count per filter.
     env.vm(NS, "huge", 64, "1Gi", json!({})).await;
     let want = "0/5 hosts available: 3 insufficient vcpus, 1 not ready, 1 unschedulable";
     eventually("huge is unschedulable with the counts", || async {
-        env.condition(NS, "huge", "Scheduled").await.is_some_and(|(s, r, m)| {
-            s == "False" && r == "Unschedulable" && m == want
-        })
+        env.condition(NS, "huge", "Scheduled")
+            .await
+            .is_some_and(|(s, r, m)| s == "False" && r == "Unschedulable" && m == want)
     })
     .await;
     let vm = env.vms(NS).get("huge").await.expect("huge");
@@ -74,16 +85,28 @@ async fn every_filter_turns_hosts_away_and_the_message_counts_them() {
         .await;
     assert_eq!(placed_on(&env, "in-b").await, "big-b");
     // Capacity: zone a has small (2 Gi) and big-a; 8 Gi fits only big-a.
-    env.vm(NS, "fat-a", 1, "8Gi", json!({"nodeSelector": {"zone": "a"}}))
-        .await;
+    env.vm(
+        NS,
+        "fat-a",
+        1,
+        "8Gi",
+        json!({"nodeSelector": {"zone": "a"}}),
+    )
+    .await;
     assert_eq!(placed_on(&env, "fat-a").await, "big-a");
     // nodeName pins, even to the host spread would not choose.
     env.vm(NS, "pinned", 1, "1Gi", json!({"nodeName": "small"}))
         .await;
     assert_eq!(placed_on(&env, "pinned").await, "small");
     // A pin to a cordoned host waits.
-    env.vm(NS, "pinned-cordoned", 1, "1Gi", json!({"nodeName": "cordoned"}))
-        .await;
+    env.vm(
+        NS,
+        "pinned-cordoned",
+        1,
+        "1Gi",
+        json!({"nodeName": "cordoned"}),
+    )
+    .await;
     eventually("the pin to a cordoned host is unschedulable", || async {
         env.condition(NS, "pinned-cordoned", "Scheduled")
             .await

@@ -13,7 +13,11 @@ use serde_json::json;
 
 async fn ready_condition(env: &Env, tenant: &str) -> Option<(String, String, String)> {
     let t = env.tenants().get(tenant).await.ok()?;
-    let c = t.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+    let c = t
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")?;
     Some((c.status, c.reason, c.message))
 }
 
@@ -41,14 +45,22 @@ async fn a_tenant_tree_gets_its_namespaces_and_the_parent_quota_bounds_the_child
         })
         .await;
         let rbs: Api<RoleBinding> = Api::namespaced(env.client.clone(), ns);
-        eventually(&format!("the owners of {tenant} are bound in {ns}"), || async {
-            rbs.get("ironvisor-tenant-owners").await.ok().is_some_and(|rb| {
-                rb.role_ref.name == "ironvisor-admin"
-                    && rb.subjects.unwrap_or_default().iter().any(|s| {
-                        s.kind == "Group" && s.name == format!("{tenant}-admins")
+        eventually(
+            &format!("the owners of {tenant} are bound in {ns}"),
+            || async {
+                rbs.get("ironvisor-tenant-owners")
+                    .await
+                    .ok()
+                    .is_some_and(|rb| {
+                        rb.role_ref.name == "ironvisor-admin"
+                            && rb
+                                .subjects
+                                .unwrap_or_default()
+                                .iter()
+                                .any(|s| s.kind == "Group" && s.name == format!("{tenant}-admins"))
                     })
-            })
-        })
+            },
+        )
         .await;
         eventually(&format!("{tenant} is Ready"), || async {
             ready_condition(&env, tenant)
@@ -84,7 +96,11 @@ async fn a_tenant_tree_gets_its_namespaces_and_the_parent_quota_bounds_the_child
     .await;
     let ta = namespaces.get("ta").await.expect("ta");
     assert_eq!(
-        ta.metadata.labels.unwrap_or_default().get(labels::TENANT).map(String::as_str),
+        ta.metadata
+            .labels
+            .unwrap_or_default()
+            .get(labels::TENANT)
+            .map(String::as_str),
         Some("team-a")
     );
     assert!(

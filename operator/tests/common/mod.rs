@@ -196,13 +196,14 @@ impl Env {
     }
 
     /// The VM's condition `type` as (status, reason, message).
-    pub async fn condition(&self, ns: &str, name: &str, ty: &str) -> Option<(String, String, String)> {
+    pub async fn condition(
+        &self,
+        ns: &str,
+        name: &str,
+        ty: &str,
+    ) -> Option<(String, String, String)> {
         let vm = self.vms(ns).get(name).await.ok()?;
-        let c = vm
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == ty)?;
+        let c = vm.status?.conditions.into_iter().find(|c| c.type_ == ty)?;
         Some((c.status, c.reason, c.message))
     }
 }
@@ -234,10 +235,8 @@ pub fn vm_object(ns: &str, name: &str, cores: u32, memory: &str, extra: Value) -
             s.insert(k.clone(), v.clone());
         }
     }
-    serde_json::from_value(
-        json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}),
-    )
-    .unwrap_or_else(|e| panic!("VM {name} parses: {e}"))
+    serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
+        .unwrap_or_else(|e| panic!("VM {name} parses: {e}"))
 }
 
 /// Test-speed settings: short resync and grace, fast election.
