@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod placement;
 pub mod plan;
 pub mod quota;
+pub mod run;
 pub mod units;

@@ -4,7 +4,6 @@
 //! controller, and the metrics endpoint. Only the leader writes; a standby keeps its watches
 //! warm and takes over when the Lease runs out.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,20 +11,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use ironvisor_crds::labels;
-use ironvisor_operator::controllers::{scheduler::Scheduler, tenant};
-use ironvisor_operator::leader::{self, Leadership, Timing};
-use ironvisor_operator::metrics::{self, Metrics};
+use ironvisor_operator::metrics::Metrics;
 use ironvisor_operator::placement::Strategy;
-use ironvisor_operator::plan::Config;
-use k8s_openapi::api::coordination::v1::Lease;
+use ironvisor_operator::run::{RunConfig, run};
 use kube::Client;
-use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::events::{Recorder, Reporter};
-
-/// Name of the leader-election Lease in `ironvisor-system`.
-const LEADER_LEASE: &str = "ironvisor-operator";
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -111,52 +101,19 @@ async fn main() -> anyhow::Result<()> {
         format!("{}-{}", host.trim(), std::process::id())
     });
     tracing::info!(%identity, strategy = ?args.placement_strategy.0, "starting");
-
-    let (leadership, sender) = Leadership::new();
-    let lease_api: Api<Lease> = Api::namespaced(client.clone(), labels::SYSTEM_NAMESPACE);
-    let elector = tokio::spawn(leader::run(
-        lease_api,
-        LEADER_LEASE.into(),
-        identity.clone(),
-        Timing::default(),
-        sender,
-    ));
-
-    let (usage_tx, usage_rx) = tokio::sync::watch::channel(BTreeMap::new());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: labels::OPERATOR_MANAGER.into(),
-            instance: Some(identity),
-        },
-    );
-    let scheduler = Scheduler {
-        client: client.clone(),
-        metrics: metrics.clone(),
-        leadership: leadership.clone(),
-        config: Config {
-            strategy: args.placement_strategy.0,
-            host_grace: args.host_grace_period,
-        },
+    let cfg = RunConfig {
+        strategy: args.placement_strategy.0,
+        host_grace: args.host_grace_period,
         resync: args.resync_interval,
-        recorder,
-        usage: usage_tx,
+        metrics_addr: Some(args.metrics_addr),
+        ..RunConfig::new(identity)
     };
-    let tenants = tenant::Ctx::new(
-        client,
-        metrics.clone(),
-        leadership,
-        usage_rx,
-        args.resync_interval,
-    );
-
-    tokio::select! {
-        r = metrics::serve(args.metrics_addr, metrics) => r.context("metrics endpoint")?,
-        () = scheduler.run() => anyhow::bail!("scheduler loop ended"),
-        () = tenant::run(tenants) => anyhow::bail!("tenant controller ended"),
-        r = elector => anyhow::bail!("leader election ended: {r:?}"),
-        r = tokio::signal::ctrl_c() => r.context("signal handler")?,
-    }
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "signal handler failed; stopping");
+        }
+    };
+    run(client, cfg, metrics, ctrl_c).await?;
     Ok(())
 }
 

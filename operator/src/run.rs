@@ -1,0 +1,123 @@
+//! The whole operator as one future: leader election, the admission and placement loop, the
+//! tenant controller and (optionally) the metrics endpoint, until `shutdown` resolves.
+//!
+//! Used by the binary and, in-process, by the integration tests.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironvisor_crds::labels;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::controllers::{scheduler::Scheduler, tenant};
+use crate::leader::{self, Leadership, Timing};
+use crate::metrics::{self, Metrics};
+use crate::placement::Strategy;
+use crate::plan::Config;
+
+/// Name of the leader-election Lease in `ironvisor-system`.
+pub const LEADER_LEASE: &str = "ironvisor-operator";
+
+/// Settings of one operator replica.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Holder identity in the leader Lease.
+    pub identity: String,
+    /// Spread or bin-pack.
+    pub strategy: Strategy,
+    /// A host whose heartbeat stands still longer than this is lost.
+    pub host_grace: Duration,
+    /// Full pass and status rewrite at least this often.
+    pub resync: Duration,
+    /// Leader election timing.
+    pub timing: Timing,
+    /// Where to serve /metrics and /healthz; `None` serves nothing.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl RunConfig {
+    /// The binary's defaults for `identity`.
+    pub fn new(identity: impl Into<String>) -> Self {
+        Self {
+            identity: identity.into(),
+            strategy: Strategy::default(),
+            host_grace: Duration::from_secs(40),
+            resync: Duration::from_secs(30),
+            timing: Timing::default(),
+            metrics_addr: None,
+        }
+    }
+}
+
+/// Why the operator stopped before `shutdown`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The metrics endpoint failed.
+    #[error("metrics endpoint")]
+    Metrics(#[source] std::io::Error),
+    /// A loop that should run forever ended.
+    #[error("{0} ended")]
+    Ended(&'static str),
+}
+
+/// Runs one replica until `shutdown` resolves (then returns `Ok`). Everything it started is
+/// dropped on return: a stopped replica writes nothing more.
+pub async fn run(
+    client: Client,
+    cfg: RunConfig,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let (leadership, sender) = Leadership::new();
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), labels::SYSTEM_NAMESPACE);
+    let elector = leader::run(
+        lease_api,
+        LEADER_LEASE.into(),
+        cfg.identity.clone(),
+        cfg.timing,
+        sender,
+    );
+    let (usage_tx, usage_rx) = tokio::sync::watch::channel(BTreeMap::new());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: labels::OPERATOR_MANAGER.into(),
+            instance: Some(cfg.identity.clone()),
+        },
+    );
+    let scheduler = Scheduler {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        leadership: leadership.clone(),
+        config: Config {
+            strategy: cfg.strategy,
+            host_grace: cfg.host_grace,
+        },
+        resync: cfg.resync,
+        recorder,
+        usage: usage_tx,
+    };
+    let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync);
+    let serve_metrics = async {
+        match cfg.metrics_addr {
+            Some(addr) => metrics::serve(addr, metrics).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = serve_metrics => Err(match r {
+            Err(e) => RunError::Metrics(e),
+            Ok(()) => RunError::Ended("metrics endpoint"),
+        }),
+        () = scheduler.run() => Err(RunError::Ended("scheduler loop")),
+        () = tenant::run(tenants) => Err(RunError::Ended("tenant controller")),
+        () = elector => Err(RunError::Ended("leader election")),
+        () = shutdown => Ok(()),
+    }
+}
