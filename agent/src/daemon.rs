@@ -43,7 +43,12 @@ pub struct Config {
 impl Config {
     /// A configuration with the defaults of the command line for everything but the node,
     /// the libvirt URI and the directories.
-    pub fn new(node_name: &str, libvirt_uri: &str, state_dir: PathBuf, images_dir: PathBuf) -> Self {
+    pub fn new(
+        node_name: &str,
+        libvirt_uri: &str,
+        state_dir: PathBuf,
+        images_dir: PathBuf,
+    ) -> Self {
         Self {
             node_name: node_name.to_owned(),
             libvirt_uri: libvirt_uri.to_owned(),

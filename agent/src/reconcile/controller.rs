@@ -332,8 +332,14 @@ mod tests {
 
     #[test]
     fn only_scheduled_true_with_reason_scheduled_lets_the_guest_start() {
-        assert!(placement_confirmed(&vm_with(scheduled("True", "Scheduled"))));
-        assert!(!placement_confirmed(&vm_with(scheduled("False", "Scheduled"))));
+        assert!(placement_confirmed(&vm_with(scheduled(
+            "True",
+            "Scheduled"
+        ))));
+        assert!(!placement_confirmed(&vm_with(scheduled(
+            "False",
+            "Scheduled"
+        ))));
         assert!(!placement_confirmed(&vm_with(scheduled("True", "Pending"))));
         assert!(!placement_confirmed(&vm_with(serde_json::json!([]))));
         let mut no_status = vm_with(serde_json::json!([]));
