@@ -16,11 +16,10 @@ use ironvisor_crds::labels::{
 };
 use ironvisor_crds::vm::{Phase, VirtualMachine};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
 use kube::api::DeleteParams;
+use kube::{Api, ResourceExt};
 use std::time::Duration;
 use tokio::sync::Mutex;
-use virt::domain::Domain;
 
 const URI: &str = "test:///default";
 
@@ -38,13 +37,10 @@ fn spec() -> serde_json::Value {
 
 /// The libvirt state of a domain: `None` when undefined, else whether it is active.
 fn domain_active(ns: &str, name: &str) -> Option<bool> {
-    let conn = virt::connect::Connect::open(Some(URI)).expect("test driver");
-    let state = Domain::lookup_by_name(&conn, &domain_name(ns, name))
+    common::admin(URI)
+        .lookup_domain_by_name(&domain_name(ns, name))
         .ok()
-        .map(|d| d.is_active().expect("domain state"));
-    let mut conn = conn;
-    let _ = conn.close();
-    state
+        .map(|d| d.is_active().expect("domain state"))
 }
 
 fn phase(vm: &VirtualMachine) -> Option<Phase> {
@@ -292,12 +288,11 @@ async fn an_out_of_band_destroy_is_repaired() {
     c.place("it-drift", "web", "node-x", spec()).await;
     c.wait_vm("it-drift", "web", "Running", running).await;
     {
-        let mut conn = virt::connect::Connect::open(Some(URI)).expect("test driver");
-        Domain::lookup_by_name(&conn, &domain_name("it-drift", "web"))
+        common::admin(URI)
+            .lookup_domain_by_name(&domain_name("it-drift", "web"))
             .expect("domain")
             .destroy()
             .expect("destroyed");
-        let _ = conn.close();
     }
     wait_domain("it-drift", "web", Some(true)).await;
     let vm = c

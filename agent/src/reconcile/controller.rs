@@ -17,6 +17,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -284,7 +285,7 @@ pub fn controller(ctx: &Arc<Context>) -> Controller<VirtualMachine> {
 pub async fn run(
     ctx: Arc<Context>,
     controller: Controller<VirtualMachine>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let resync = ctx.resync;
     let ticks = futures::stream::unfold(tokio::time::interval(resync), |mut t| async move {
