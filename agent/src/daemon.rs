@@ -73,6 +73,15 @@ pub enum StartError {
     Libvirt(String, #[source] HvError),
 }
 
+/// Select rustls' process-wide crypto provider (ring). The agent links both of rustls'
+/// providers (kube asks for ring, reqwest for aws-lc-rs), and rustls then refuses to pick
+/// one: without this, building a kube client panics. Call it before building a client;
+/// calling it again is harmless.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Run the agent until `shutdown` resolves.
 pub async fn run(
     config: Config,

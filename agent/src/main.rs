@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    daemon::install_crypto_provider();
     let client = kube_client(args.kubeconfig.as_ref()).await?;
     let config = Config {
         resync_interval: args.resync_interval,

@@ -35,6 +35,7 @@ pub struct Cluster {
 impl Cluster {
     /// Start the cluster (CRDs applied, system namespace created) and the agent.
     pub async fn start(node: &str, uri: &str, configure: impl FnOnce(&mut Config)) -> Self {
+        daemon::install_crypto_provider();
         let cluster = DevCluster::start_ephemeral()
             .await
             .expect("devcluster starts");
