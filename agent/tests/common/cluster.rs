@@ -36,6 +36,13 @@ impl Cluster {
     /// Start the cluster (CRDs applied, system namespace created) and the agent.
     pub async fn start(node: &str, uri: &str, configure: impl FnOnce(&mut Config)) -> Self {
         daemon::install_crypto_provider();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let cluster = DevCluster::start_ephemeral()
             .await
             .expect("devcluster starts");

@@ -70,7 +70,7 @@ pub fn apply_patch(kind: PatchType, target: &mut Value, body: &[u8]) -> Result<(
                     "the server rejected our request due to an error in our request: {e}"
                 ))
             })?;
-            json_patch::patch(target, &p).map_err(|e| ApiError::unprocessable(e.to_string()))
+            json_patch_like_kubernetes(target, p)
         }
         PatchType::Merge | PatchType::Strategic => {
             let mut p: Value = serde_json::from_slice(body).map_err(|e| {
@@ -91,6 +91,30 @@ pub fn apply_patch(kind: PatchType, target: &mut Value, body: &[u8]) -> Result<(
             "apply patches are handled by server-side apply",
         )),
     }
+}
+
+/// RFC 6902 as the Kubernetes API server applies it: a `test` of `null` passes on a missing
+/// path (clients such as kube-rs' finalizer helper test `/metadata/finalizers` against null
+/// before adding the first one). All or nothing.
+fn json_patch_like_kubernetes(target: &mut Value, p: json_patch::Patch) -> Result<(), ApiError> {
+    let mut work = target.clone();
+    for (i, op) in p.0.into_iter().enumerate() {
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && work.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut work, &[op]).map_err(|e| {
+            ApiError::unprocessable(e.to_string().replacen(
+                "operation '/0'",
+                &format!("operation '/{i}'"),
+                1,
+            ))
+        })?;
+    }
+    *target = work;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -117,6 +141,28 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, 422);
+    }
+
+    #[test]
+    fn a_json_patch_test_of_null_passes_on_a_missing_path_and_failures_change_nothing() {
+        let mut v = json!({"metadata": {"name": "a"}});
+        apply_patch(
+            PatchType::Json,
+            &mut v,
+            br#"[{"op": "test", "path": "/metadata/finalizers", "value": null},
+                 {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(v["metadata"]["finalizers"], json!(["f"]));
+        let e = apply_patch(
+            PatchType::Json,
+            &mut v,
+            br#"[{"op": "add", "path": "/metadata/x", "value": 1},
+                 {"op": "test", "path": "/metadata/finalizers", "value": null}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(v["metadata"].get("x").is_none(), "all or nothing");
     }
 
     #[test]
