@@ -38,6 +38,9 @@ pub struct Config {
     pub resync_interval: Duration,
     /// Lease renewal and Hypervisor status period.
     pub heartbeat_period: Duration,
+    /// At startup, remove our domains and directories whose VM no longer exists. Only a
+    /// libvirt shared with other Ironvisor users (tests on `qemu:///system`) turns it off.
+    pub collect_orphans: bool,
 }
 
 impl Config {
@@ -58,6 +61,7 @@ impl Config {
             accel: AccelChoice::Auto,
             resync_interval: Duration::from_secs(60),
             heartbeat_period: heartbeat::PERIOD,
+            collect_orphans: true,
         }
     }
 }
@@ -128,7 +132,12 @@ pub async fn run(
         config.resync_interval,
     ));
 
-    match controller::collect_orphans(&ctx).await {
+    let collected = if config.collect_orphans {
+        controller::collect_orphans(&ctx).await
+    } else {
+        Ok(vec![])
+    };
+    match collected {
         Ok(removed) if !removed.is_empty() => {
             tracing::info!(?removed, "removed leftovers of deleted VMs")
         }

@@ -68,6 +68,7 @@ impl Cluster {
         config.accel = AccelChoice::Tcg;
         config.heartbeat_period = Duration::from_millis(500);
         configure(&mut config);
+        let state_dir = config.state_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let agent_client = client.clone();
         let agent = tokio::spawn(async move {
