@@ -3,20 +3,10 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use ironvisor_agent::domain_xml::DomainType;
-use ironvisor_agent::host::{AccelChoice, HostFacts, accel_str, choose_accel, kvm_usable};
-use ironvisor_agent::hypervisor::Hypervisor as _;
-use ironvisor_agent::hypervisor::libvirt::Libvirt;
-use ironvisor_agent::metrics::{self, Metrics};
-use ironvisor_agent::reconcile::controller::{self, Context};
-use ironvisor_agent::reconcile::engine::Engine;
-use ironvisor_agent::reconcile::heartbeat::Heartbeat;
-use ironvisor_agent::storage::cache::ImageCache;
-use ironvisor_agent::storage::prepare::StorageRoots;
-use ironvisor_crds::hypervisor::Acceleration;
+use ironvisor_agent::daemon::{self, Config};
+use ironvisor_agent::host::AccelChoice;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The Ironvisor node agent.
@@ -90,75 +80,41 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-
-    std::fs::create_dir_all(&args.state_dir).context("creating the state directory")?;
-    let libvirt = Libvirt::new(&args.libvirt_uri);
-    libvirt.connect().await.context("connecting to libvirt")?;
-    let host_info = libvirt
-        .host_info()
-        .await
-        .context("reading host info from libvirt")?;
-    let facts = HostFacts::read(&host_info);
-    let accel = choose_accel(args.accel, kvm_usable(), &facts.cpu.flags);
-    let domain_type = match accel {
-        Acceleration::Kvm => DomainType::Kvm,
-        Acceleration::Tcg => DomainType::Qemu,
-    };
-    tracing::info!(
-        node = args.node_name,
-        uri = args.libvirt_uri,
-        accel = accel_str(accel),
-        libvirt = facts.libvirt_version,
-        qemu = facts.qemu_version,
-        "ironvisor-agent starting"
-    );
-
-    let metrics = Arc::new(Metrics::new());
-    let storage = StorageRoots {
-        cache: ImageCache::new(&args.state_dir),
-        state_dir: args.state_dir.clone(),
-        images_dir: args.images_dir.clone(),
-    };
-    let engine = Engine::new(
-        Arc::new(libvirt.clone()),
-        storage,
-        domain_type,
-        metrics.clone(),
-    );
+    daemon::install_crypto_provider();
     let client = kube_client(args.kubeconfig.as_ref()).await?;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        &args.node_name,
-        engine,
-        args.resync_interval,
-    ));
-
-    match controller::collect_orphans(&ctx).await {
-        Ok(removed) if !removed.is_empty() => {
-            tracing::info!(?removed, "removed leftovers of deleted VMs")
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "could not look for leftovers; will not remove anything")
-        }
-    }
-
-    let metrics_task = tokio::spawn(metrics::serve(metrics.clone(), args.metrics_addr));
-    let ctrl = controller::controller(&ctx);
-    let heartbeat = Heartbeat {
-        client,
-        node: args.node_name.clone(),
-        facts,
-        accel,
-        metrics,
+    let config = Config {
+        resync_interval: args.resync_interval,
+        metrics_addr: Some(args.metrics_addr),
+        accel: args.accel,
+        ..Config::new(
+            &args.node_name,
+            &args.libvirt_uri,
+            args.state_dir,
+            args.images_dir,
+        )
     };
-    let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store()));
-    controller::run(ctx, ctrl).await;
-    heartbeat_task.abort();
-    metrics_task.abort();
-    libvirt.close();
-    tracing::info!("ironvisor-agent stopped");
+    daemon::run(config, client, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested");
 }
 
 #[cfg(test)]

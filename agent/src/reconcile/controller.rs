@@ -4,6 +4,7 @@
 use super::engine::{CloudInitData, Engine, EngineError};
 use crate::metrics::ErrorCategory;
 use futures::StreamExt;
+use ironvisor_crds::common::{condition_status, condition_type, find_condition};
 use ironvisor_crds::labels::{AGENT_FINALIZER, NODE, agent_manager};
 use ironvisor_crds::vm::{CloudInit, VirtualMachine};
 use k8s_openapi::api::core::v1::Secret;
@@ -16,6 +17,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -133,9 +135,26 @@ async fn resolve_cloud_init(
     })
 }
 
+/// Whether the operator lets this node run the VM: the Scheduled condition is True with
+/// reason `Scheduled` (the node label alone is not enough; the operator sets the label and
+/// the condition in separate writes, and admission by quota comes with the condition).
+pub fn placement_confirmed(vm: &VirtualMachine) -> bool {
+    vm.status.as_ref().is_some_and(|s| {
+        find_condition(&s.conditions, condition_type::SCHEDULED).is_some_and(|c| {
+            c.status == condition_status::TRUE && c.reason == condition_type::SCHEDULED
+        })
+    })
+}
+
 async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
+    if !placement_confirmed(&vm) {
+        // Nothing is defined or started until the operator confirms; its status write
+        // wakes the watch.
+        tracing::debug!(vm = %vm.key(), "waiting for Scheduled=True from the operator");
+        return Ok(Action::requeue(ctx.resync));
+    }
     let ci = resolve_cloud_init(&ctx.client, &ns, vm.spec.cloud_init.as_ref()).await?;
     let now = Time(jiff::Timestamp::now());
     let outcome = ctx.engine.converge(&vm, &ci, now).await?;
@@ -262,8 +281,12 @@ pub fn controller(ctx: &Arc<Context>) -> Controller<VirtualMachine> {
     Controller::new(api, watcher::Config::default().labels(&ctx.selector()))
 }
 
-/// Run the controller until a shutdown signal.
-pub async fn run(ctx: Arc<Context>, controller: Controller<VirtualMachine>) {
+/// Run the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    controller: Controller<VirtualMachine>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let resync = ctx.resync;
     let ticks = futures::stream::unfold(tokio::time::interval(resync), |mut t| async move {
         t.tick().await;
@@ -272,7 +295,7 @@ pub async fn run(ctx: Arc<Context>, controller: Controller<VirtualMachine>) {
     controller
         .reconcile_on(libvirt_triggers(ctx.clone()))
         .reconcile_all_on(ticks)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -285,4 +308,43 @@ pub async fn run(ctx: Arc<Context>, controller: Controller<VirtualMachine>) {
 /// The VMs in the controller's cache.
 pub fn cached_vms(store: &Store<VirtualMachine>) -> Vec<Arc<VirtualMachine>> {
     store.state()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placement_confirmed;
+    use ironvisor_crds::vm::VirtualMachine;
+
+    fn vm_with(conditions: serde_json::Value) -> VirtualMachine {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": "a", "namespace": "n"},
+            "spec": {"memory": {"size": "64Mi"}},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    fn scheduled(status: &str, reason: &str) -> serde_json::Value {
+        serde_json::json!([{"type": "Scheduled", "status": status, "reason": reason,
+            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+    }
+
+    #[test]
+    fn only_scheduled_true_with_reason_scheduled_lets_the_guest_start() {
+        assert!(placement_confirmed(&vm_with(scheduled(
+            "True",
+            "Scheduled"
+        ))));
+        assert!(!placement_confirmed(&vm_with(scheduled(
+            "False",
+            "Scheduled"
+        ))));
+        assert!(!placement_confirmed(&vm_with(scheduled("True", "Pending"))));
+        assert!(!placement_confirmed(&vm_with(serde_json::json!([]))));
+        let mut no_status = vm_with(serde_json::json!([]));
+        no_status.status = None;
+        assert!(!placement_confirmed(&no_status));
+    }
 }

@@ -31,6 +31,8 @@ pub struct Heartbeat {
     pub accel: Acceleration,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Renewal period ([`PERIOD`] in production).
+    pub period: Duration,
 }
 
 impl Heartbeat {
@@ -117,9 +119,9 @@ impl Heartbeat {
         Ok(())
     }
 
-    /// Renew and report every [`PERIOD`] until the process ends.
+    /// Renew and report every `period` until the task is aborted.
     pub async fn run(self, store: Store<VirtualMachine>) {
-        let mut tick = tokio::time::interval(PERIOD);
+        let mut tick = tokio::time::interval(self.period);
         loop {
             tick.tick().await;
             if let Err(e) = self.renew_lease().await {

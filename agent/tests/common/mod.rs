@@ -115,3 +115,4 @@ pub async fn step(engine: &Engine, vm: VirtualMachine) -> (VirtualMachine, Outco
 pub fn admin(uri: &str) -> virt::connect::Connect {
     virt::connect::Connect::open(Some(uri)).unwrap()
 }
+pub mod cluster;

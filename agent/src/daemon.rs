@@ -1,0 +1,171 @@
+//! The agent as a whole: connect to libvirt, collect leftovers, then run the VM controller,
+//! the heartbeat and the metrics endpoint until `shutdown` resolves. `main.rs` calls it with
+//! the flags it parsed; the integration tests call it in-process against a devcluster.
+
+use crate::domain_xml::DomainType;
+use crate::host::{AccelChoice, HostFacts, accel_str, choose_accel, kvm_usable};
+use crate::hypervisor::libvirt::Libvirt;
+use crate::hypervisor::{HvError, Hypervisor as _};
+use crate::metrics::{self, Metrics};
+use crate::reconcile::controller::{self, Context};
+use crate::reconcile::engine::Engine;
+use crate::reconcile::heartbeat::{self, Heartbeat};
+use crate::storage::cache::ImageCache;
+use crate::storage::prepare::StorageRoots;
+use ironvisor_crds::hypervisor::Acceleration;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the agent needs besides an API client.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Name of this host (its Hypervisor object and the `ironvisor.io/node` label value).
+    pub node_name: String,
+    /// libvirt URI.
+    pub libvirt_uri: String,
+    /// Directory for VM directories and the image cache.
+    pub state_dir: PathBuf,
+    /// Directory that hostPath images must resolve under.
+    pub images_dir: PathBuf,
+    /// Address of the /metrics endpoint; `None` serves no metrics.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Acceleration choice.
+    pub accel: AccelChoice,
+    /// Full resync period.
+    pub resync_interval: Duration,
+    /// Lease renewal and Hypervisor status period.
+    pub heartbeat_period: Duration,
+    /// At startup, remove our domains and directories whose VM no longer exists. Only a
+    /// libvirt shared with other Ironvisor users (tests on `qemu:///system`) turns it off.
+    pub collect_orphans: bool,
+}
+
+impl Config {
+    /// A configuration with the defaults of the command line for everything but the node,
+    /// the libvirt URI and the directories.
+    pub fn new(
+        node_name: &str,
+        libvirt_uri: &str,
+        state_dir: PathBuf,
+        images_dir: PathBuf,
+    ) -> Self {
+        Self {
+            node_name: node_name.to_owned(),
+            libvirt_uri: libvirt_uri.to_owned(),
+            state_dir,
+            images_dir,
+            metrics_addr: None,
+            accel: AccelChoice::Auto,
+            resync_interval: Duration::from_secs(60),
+            heartbeat_period: heartbeat::PERIOD,
+            collect_orphans: true,
+        }
+    }
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state directory could not be created.
+    #[error("creating the state directory {0}")]
+    StateDir(PathBuf, #[source] std::io::Error),
+    /// libvirt refused the connection or the host info.
+    #[error("talking to libvirt at {0}")]
+    Libvirt(String, #[source] HvError),
+}
+
+/// Select rustls' process-wide crypto provider (aws-lc-rs, the workspace's only one). Should a
+/// second provider ever be linked in (a dependency asking for ring), rustls would refuse to
+/// pick one and building a kube client would panic; installing it explicitly prevents that.
+/// Call it before building a client; calling it again is harmless.
+pub fn install_crypto_provider() {
+    // Err means a provider is already installed, which is all we need.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Run the agent until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    client: kube::Client,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), StartError> {
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| StartError::StateDir(config.state_dir.clone(), e))?;
+    let libvirt = Libvirt::new(&config.libvirt_uri);
+    let lv_err = |e| StartError::Libvirt(config.libvirt_uri.clone(), e);
+    libvirt.connect().await.map_err(lv_err)?;
+    let host_info = libvirt.host_info().await.map_err(lv_err)?;
+    let facts = HostFacts::read(&host_info);
+    let accel = choose_accel(config.accel, kvm_usable(), &facts.cpu.flags);
+    let domain_type = match accel {
+        Acceleration::Kvm => DomainType::Kvm,
+        Acceleration::Tcg => DomainType::Qemu,
+    };
+    tracing::info!(
+        node = config.node_name,
+        uri = config.libvirt_uri,
+        accel = accel_str(accel),
+        libvirt = facts.libvirt_version,
+        qemu = facts.qemu_version,
+        "ironvisor-agent starting"
+    );
+
+    let metrics = Arc::new(Metrics::new());
+    let storage = StorageRoots {
+        cache: ImageCache::new(&config.state_dir),
+        state_dir: config.state_dir.clone(),
+        images_dir: config.images_dir.clone(),
+    };
+    let engine = Engine::new(
+        Arc::new(libvirt.clone()),
+        storage,
+        domain_type,
+        metrics.clone(),
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        &config.node_name,
+        engine,
+        config.resync_interval,
+    ));
+
+    let collected = if config.collect_orphans {
+        controller::collect_orphans(&ctx).await
+    } else {
+        Ok(vec![])
+    };
+    match collected {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(?removed, "removed leftovers of deleted VMs")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for leftovers; will not remove anything")
+        }
+    }
+
+    let metrics_task = config
+        .metrics_addr
+        .map(|addr| tokio::spawn(metrics::serve(metrics.clone(), addr)));
+    let ctrl = controller::controller(&ctx);
+    let heartbeat = Heartbeat {
+        client,
+        node: config.node_name.clone(),
+        facts,
+        accel,
+        metrics,
+        period: config.heartbeat_period,
+    };
+    let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store()));
+    controller::run(ctx, ctrl, shutdown).await;
+    heartbeat_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    libvirt.close();
+    tracing::info!(node = config.node_name, "ironvisor-agent stopped");
+    Ok(())
+}

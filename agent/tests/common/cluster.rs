@@ -1,0 +1,218 @@
+//! An agent running in-process against an in-process devcluster: the CRDs applied, the
+//! `ironvisor-system` namespace created, and the operator's part played by the test.
+#![allow(dead_code)]
+
+use ironvisor_agent::daemon::{self, Config};
+use ironvisor_agent::host::AccelChoice;
+use ironvisor_crds::labels::{NODE, OPERATOR_MANAGER, SYSTEM_NAMESPACE};
+use ironvisor_crds::vm::VirtualMachine;
+use ironvisor_devcluster::DevCluster;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any awaited change may take.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A devcluster, a client, and an agent for `node` on `uri`.
+pub struct Cluster {
+    pub cluster: DevCluster,
+    pub client: Client,
+    pub node: String,
+    pub tmp: tempfile::TempDir,
+    pub state_dir: PathBuf,
+    pub images_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    agent: Option<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Start the cluster (CRDs applied, system namespace created) and the agent.
+    pub async fn start(node: &str, uri: &str, configure: impl FnOnce(&mut Config)) -> Self {
+        daemon::install_crypto_provider();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        let cluster = DevCluster::start_ephemeral()
+            .await
+            .expect("devcluster starts");
+        let client = cluster.client().expect("client");
+        let crds = Api::<CustomResourceDefinition>::all(client.clone());
+        for crd in ironvisor_crds::crdgen::all() {
+            crds.create(&PostParams::default(), &crd)
+                .await
+                .expect("CRD created");
+        }
+        create_namespace(&client, SYSTEM_NAMESPACE).await;
+        // The CRDs are served once a list answers.
+        wait_for("the VirtualMachine API to be served", || {
+            let api = Api::<VirtualMachine>::all(client.clone());
+            async move { api.list(&Default::default()).await.ok().map(|_| ()) }
+        })
+        .await;
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let state_dir = tmp.path().join("state");
+        let images_dir = tmp.path().join("images");
+        std::fs::create_dir_all(&images_dir).expect("images dir");
+        let mut config = Config::new(node, uri, state_dir.clone(), images_dir.clone());
+        config.accel = AccelChoice::Tcg;
+        config.heartbeat_period = Duration::from_millis(500);
+        configure(&mut config);
+        let state_dir = config.state_dir.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let agent_client = client.clone();
+        let agent = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            daemon::run(config, agent_client, shutdown)
+                .await
+                .expect("the agent starts");
+        });
+        Self {
+            cluster,
+            client,
+            node: node.to_owned(),
+            tmp,
+            state_dir,
+            images_dir,
+            stop: Some(tx),
+            agent: Some(agent),
+        }
+    }
+
+    /// Stop the agent (waiting for it) and the cluster.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(agent) = self.agent.take() {
+            tokio::time::timeout(TIMEOUT, agent)
+                .await
+                .expect("the agent stops on shutdown")
+                .expect("the agent task did not panic");
+        }
+        self.cluster.shutdown().await;
+    }
+
+    pub fn vms(&self, ns: &str) -> Api<VirtualMachine> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    pub fn vm_dir(&self, uid: &str) -> PathBuf {
+        self.state_dir.join("vms").join(uid)
+    }
+
+    /// Create a VM labelled for `node` and [`confirm`](Self::confirm) its placement.
+    pub async fn place(
+        &self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        spec: serde_json::Value,
+    ) -> VirtualMachine {
+        create_namespace(&self.client, ns).await;
+        let vm: VirtualMachine = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": name, "namespace": ns, "labels": {NODE: node}},
+            "spec": spec,
+        }))
+        .expect("VM object");
+        self.vms(ns)
+            .create(&PostParams::default(), &vm)
+            .await
+            .expect("VM created");
+        self.confirm(ns, name, node).await
+    }
+
+    /// Set Scheduled=True (reason Scheduled) and nodeName as the operator does.
+    pub async fn confirm(&self, ns: &str, name: &str, node: &str) -> VirtualMachine {
+        let status = serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1",
+            "kind": "VirtualMachine",
+            "status": {
+                "nodeName": node,
+                "conditions": [{
+                    "type": "Scheduled", "status": "True", "reason": "Scheduled",
+                    "message": format!("placed on {node}"),
+                    "lastTransitionTime": "2026-11-25T09:00:00Z",
+                }],
+            },
+        });
+        self.vms(ns)
+            .patch_status(
+                name,
+                &PatchParams::apply(OPERATOR_MANAGER).force(),
+                &Patch::Apply(&status),
+            )
+            .await
+            .expect("operator status applied")
+    }
+
+    /// Merge-patch the VM (spec, metadata) as a user would.
+    pub async fn merge(&self, ns: &str, name: &str, patch: serde_json::Value) {
+        self.vms(ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("VM patched");
+    }
+
+    /// Wait until `f` finds the VM as wanted.
+    pub async fn wait_vm(
+        &self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        f: impl Fn(&VirtualMachine) -> bool,
+    ) -> VirtualMachine {
+        let api = self.vms(ns);
+        wait_for(what, || {
+            let api = api.clone();
+            let f = &f;
+            async move { api.get_opt(name).await.ok().flatten().filter(|v| f(v)) }
+        })
+        .await
+    }
+}
+
+pub async fn create_namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+    }))
+    .expect("namespace object");
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating namespace {name}: {e}"),
+    }
+}
+
+/// Poll `f` every 100 ms until it yields a value; panic after [`TIMEOUT`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
