@@ -45,8 +45,8 @@ stop_all() {
     rm -f "$STATE/$name.pid"
   done
   # The agent leaves guests running when it stops (it adopts them on restart); the demo's
-  # stop command stops them too.
-  for dom in $(virsh -c qemu:///system list --all --name 2>/dev/null | grep '^iv-' || true); do
+  # stop command stops them too: only the demo namespace's domains (iv-demo-*), never others.
+  for dom in $(virsh -c qemu:///system list --all --name 2>/dev/null | grep '^iv-demo-' || true); do
     virsh -c qemu:///system destroy "$dom" >/dev/null 2>&1 || true
     virsh -c qemu:///system undefine --nvram "$dom" >/dev/null 2>&1 ||
       virsh -c qemu:///system undefine "$dom" >/dev/null 2>&1 || true
@@ -71,7 +71,8 @@ step "1/8 system packages"
 hack/install-deps.sh
 
 step "2/8 build (cargo build; the first build takes a few minutes on 2 cores)"
-cargo build --locked -p ironvisor-devcluster -p ironvisor-operator -p ironvisor-agent -p ivctl
+# The whole workspace, so features unify as in the tests and their build is reused.
+cargo build --locked --workspace --bins
 
 step "3/8 libvirtd"
 hack/start-libvirtd.sh
