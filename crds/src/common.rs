@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Status of a condition, as Kubernetes spells it.
 pub mod condition_status {
@@ -25,6 +26,30 @@ pub mod condition_type {
     pub const RESTART_REQUIRED: &str = "RestartRequired";
     /// Images for the VM's disks are available on its host.
     pub const IMAGES_READY: &str = "ImagesReady";
+}
+
+/// A condition of `type_` that holds (`ok`) or not, observed at `now`.
+pub fn new_condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    observed_generation: Option<i64>,
+    now: Time,
+) -> Condition {
+    let status = if ok {
+        condition_status::TRUE
+    } else {
+        condition_status::FALSE
+    };
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation,
+        last_transition_time: now,
+    }
 }
 
 /// Find a condition by type.
@@ -94,7 +119,6 @@ impl SubjectKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn cond(status: &str, at: i64) -> Condition {
         Condition {

@@ -2,7 +2,7 @@
 //! was there before and what the reconcile observed and did.
 
 use crate::lifecycle::{StopReason, VmState};
-use ironvisor_crds::common::{Condition, condition_status, condition_type, set_condition};
+use ironvisor_crds::common::{Condition, condition_type, set_condition};
 use ironvisor_crds::vm::{InterfaceStatus, Phase, VirtualMachineStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -61,19 +61,7 @@ fn condition(
     generation: Option<i64>,
     now: &Time,
 ) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok {
-            condition_status::TRUE
-        } else {
-            condition_status::FALSE
-        }
-        .into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: now.clone(),
-    }
+    ironvisor_crds::common::new_condition(type_, ok, reason, message, generation, now.clone())
 }
 
 /// The status fields the agent owns (the operator's `nodeName`, `vcpus` and Scheduled

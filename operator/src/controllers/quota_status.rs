@@ -1,7 +1,7 @@
 //! The status of a Quota: limits in force, usage recomputed from admitted VMs, `used/hard`
 //! summaries and conditions. Pure; the scheduler loop writes it after every pass.
 
-use ironvisor_crds::common::{Condition, condition_status, condition_type, set_condition};
+use ironvisor_crds::common::{Condition, condition_type, set_condition};
 use ironvisor_crds::quota::{Quota, QuotaStatus, QuotaSummary};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -12,19 +12,7 @@ use crate::units::{Limits, Resource};
 pub const EXCEEDED: &str = "Exceeded";
 
 fn cond(type_: &str, ok: bool, reason: &str, message: String, now: jiff::Timestamp) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok {
-            condition_status::TRUE
-        } else {
-            condition_status::FALSE
-        }
-        .into(),
-        reason: reason.into(),
-        message,
-        observed_generation: None,
-        last_transition_time: Time(now),
-    }
+    ironvisor_crds::common::new_condition(type_, ok, reason, message, None, Time(now))
 }
 
 /// The status a Quota should have, given this pass's ledger.

@@ -130,14 +130,7 @@ fn condition(
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or(Time(now));
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: None,
-        last_transition_time: ltt,
-    }
+    ironvisor_crds::common::new_condition(type_, ok, reason, message, None, ltt)
 }
 
 fn same_condition(a: Option<&Condition>, b: &Condition) -> bool {
