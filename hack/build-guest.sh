@@ -4,14 +4,20 @@
 #   vmlinuz    the kernel of the package linux-image-amd64 depends on
 #   initrd.gz  busybox-static + the modules to read a SATA CD-ROM with ISO 9660; its /init prints
 #              IRONVISOR-GUEST-BOOTED on the serial console, mounts the CIDATA seed, prints the
-#              user-data it found between IRONVISOR-USER-DATA-BEGIN/END, then powers off.
-# Needs: apt-get, dpkg, cpio, gzip, busybox-static, kmod (modinfo) — see hack/install-deps.sh.
+#              user-data it found between IRONVISOR-USER-DATA-BEGIN/END, then powers off; with
+#              `ironvisor.stay` on the kernel command line it prints IRONVISOR-GUEST-UP and stays
+#              up instead (the demo's VMs), until the host destroys it.
+#   root.qcow2 a 256 MiB qcow2 root disk (ext4, label ironvisor-root) for VMs that want an image
+#              to overlay (manifests/examples/20-vm-disk-cloud-init.yaml).
+# Needs: apt-get, dpkg, cpio, gzip, busybox-static, kmod (modinfo), e2fsprogs, qemu-utils — see
+# hack/install-deps.sh.
 set -euo pipefail
 
 OUT="${1:-${IRONVISOR_GUEST_DIR:-/var/tmp/ironvisor-guest}}"
 # Bump when the recipe changes, so cached guests are rebuilt.
-RECIPE=3
-if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$RECIPE" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ]; then
+RECIPE=4
+if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$RECIPE" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] &&
+  [ -s "$OUT/root.qcow2" ]; then
   echo "build-guest: cached in $OUT"
   exit 0
 fi
@@ -72,6 +78,10 @@ if [ -n "$dev" ] && mount -t iso9660 -o ro "$dev" /seed; then
 else
   echo "IRONVISOR-NO-SEED"
 fi
+if grep -qw ironvisor.stay /proc/cmdline; then
+  echo "IRONVISOR-GUEST-UP"
+  while :; do sleep 3600; done
+fi
 echo "IRONVISOR-GUEST-POWEROFF"
 sync
 poweroff -f
@@ -79,7 +89,14 @@ INIT
 chmod +x "$work/root/init"
 (cd "$work/root" && find . | cpio -o -H newc --quiet | gzip -9) > "$work/initrd.gz"
 
+mkdir -p "$work/rootfs/etc"
+echo "ironvisor tiny guest root disk (recipe $RECIPE)" > "$work/rootfs/etc/ironvisor-root"
+truncate -s 256M "$work/root.img"
+mkfs.ext4 -q -F -L ironvisor-root -d "$work/rootfs" "$work/root.img"
+qemu-img convert -q -f raw -O qcow2 "$work/root.img" "$work/root.qcow2"
+
 cp "$vmlinuz" "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
 mv "$work/initrd.gz" "$OUT/initrd.gz"
+mv "$work/root.qcow2" "$OUT/root.qcow2"
 echo "$RECIPE" > "$OUT/stamp"
-echo "build-guest: built $OUT/vmlinuz and $OUT/initrd.gz (modules: ${order[*]})"
+echo "build-guest: built $OUT/vmlinuz, $OUT/initrd.gz (modules: ${order[*]}) and $OUT/root.qcow2"

@@ -11,7 +11,7 @@ fi
 # qemu-utils in the same transaction makes apt refuse ("held broken packages").
 group_virt=(libvirt-dev libvirt-daemon-system libvirt-clients qemu-system-x86 pkg-config)
 group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq curl ca-certificates
-             prometheus python3 python3-venv iproute2 procps psmisc lua5.1 lua-cjson kmod)
+             prometheus python3 python3-venv iproute2 procps psmisc lua5.1 lua-cjson kmod e2fsprogs)
 
 missing() {
   local pkg
