@@ -341,6 +341,43 @@ async fn leftovers_of_deleted_vms_are_removed_and_foreign_domains_are_not_touche
 }
 
 #[tokio::test]
+async fn another_agents_domains_on_a_shared_libvirtd_are_not_taken_for_orphans() {
+    let mine = Host::new(URI);
+    let other = Host::new(URI);
+    let (_, theirs) = step(
+        &other.engine,
+        vm("shared-libvirtd", "theirs", "uid-shared-theirs", spec()),
+    )
+    .await;
+    let removed = mine.engine.collect_orphans(&HashSet::new()).await.unwrap();
+    assert!(
+        !removed.contains(&"uid-shared-theirs".to_owned()),
+        "{removed:?}"
+    );
+    assert!(
+        mine.libvirt
+            .observe(&theirs.domain)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Its own agent, which made its directory, does remove it once the VM is gone.
+    let removed = other.engine.collect_orphans(&HashSet::new()).await.unwrap();
+    assert!(
+        removed.contains(&"uid-shared-theirs".to_owned()),
+        "{removed:?}"
+    );
+    assert!(
+        other
+            .libvirt
+            .observe(&theirs.domain)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn a_foreign_domain_with_our_name_fails_the_vm_and_is_left_alone() {
     let host = Host::new(URI);
     let name = domain_name("foreign", "web");

@@ -447,7 +447,9 @@ impl Engine {
     }
 
     /// At startup: remove our domains and VM directories whose VM no longer exists (by
-    /// uid). Domains without our metadata are never looked at. Returns the removed uids.
+    /// uid). Domains without our metadata, and ours whose directory is not under this
+    /// agent's state dir (another agent's, on a shared libvirtd), are never touched.
+    /// Returns the removed uids.
     pub async fn collect_orphans(
         &self,
         live_uids: &HashSet<String>,
@@ -458,6 +460,21 @@ impl Engine {
                 continue;
             };
             if !live_uids.contains(&uid) {
+                // The agent creates a VM's directory before its domain and removes it after,
+                // so a domain of ours always has one under our --state-dir. A domain without
+                // one belongs to another agent sharing this libvirtd (tests, the demo next to
+                // a test run): never ours to remove.
+                let Ok(dir) = self.vm_dir(&uid) else {
+                    continue;
+                };
+                if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+                    tracing::debug!(
+                        domain = o.name,
+                        uid,
+                        "leaving a domain whose directory is not under this agent's state dir"
+                    );
+                    continue;
+                }
                 tracing::info!(
                     domain = o.name,
                     uid,
