@@ -2,6 +2,8 @@
 //! to run the real tools (kubectl, validators) with errors that say what to install.
 #![forbid(unsafe_code)]
 
+pub mod system;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
