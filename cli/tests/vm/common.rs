@@ -124,8 +124,9 @@ impl Cluster {
     /// The agent's status write: phase, printableStatus, Ready, and `extra` fields.
     pub async fn agent_reports(&self, name: &str, phase: &str, extra: Value) -> VirtualMachine {
         let ready = phase == "Running";
+        let generation = self.get(name).await.metadata.generation;
         let mut status = json!({
-            "phase": phase, "printableStatus": phase,
+            "phase": phase, "printableStatus": phase, "observedGeneration": generation,
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
                 "reason": phase, "message": format!("the guest is {}", phase.to_lowercase()),
                 "lastTransitionTime": "2026-11-25T09:30:00Z"}],
@@ -246,16 +247,15 @@ users:
 }
 
 /// The managers and operations recorded in `managedFields`, with whether each owns `field`
-/// (a `FieldsV1` path such as `f:spec.f:runStrategy`).
-pub fn managers_of(vm: &VirtualMachine, field: &str) -> Vec<(String, String)> {
-    let path: Vec<&str> = field.split('.').collect();
+/// (a `FieldsV1` path such as `["f:spec", "f:runStrategy"]`).
+pub fn managers_of(vm: &VirtualMachine, path: &[&str]) -> Vec<(String, String)> {
     vm.metadata
         .managed_fields
         .iter()
         .flatten()
         .filter(|m| {
             let mut v = m.fields_v1.as_ref().map(|f| &f.0);
-            for p in &path {
+            for p in path {
                 v = v.and_then(|x| x.get(*p));
             }
             v.is_some()

@@ -36,7 +36,7 @@ async fn stop_halts_an_always_vm_with_a_merge_patch_owned_by_ivctl_and_a_second_
         "no annotation written"
     );
     assert_eq!(
-        managers_of(&vm, "f:spec.f:runStrategy"),
+        managers_of(&vm, &["f:spec", "f:runStrategy"]),
         [("ivctl".to_owned(), "Update".to_owned())],
         "ivctl owns runStrategy now"
     );
@@ -106,7 +106,7 @@ async fn start_of_a_halted_vm_sets_always_and_wait_shows_each_phase_until_runnin
     }
     let vm = c.get("web").await;
     assert_eq!(
-        managers_of(&vm, "f:spec.f:runStrategy"),
+        managers_of(&vm, &["f:spec", "f:runStrategy"]),
         [("ivctl".to_owned(), "Update".to_owned())]
     );
     c.stop().await;
@@ -145,7 +145,11 @@ async fn manual_vms_are_started_and_stopped_through_the_requested_state_annotati
     assert_eq!(
         managers_of(
             &vm,
-            &format!("f:metadata.f:annotations.f:{REQUESTED_STATE}")
+            &[
+                "f:metadata",
+                "f:annotations",
+                &format!("f:{REQUESTED_STATE}")
+            ]
         ),
         [("ivctl".to_owned(), "Update".to_owned())]
     );
@@ -211,7 +215,11 @@ async fn restart_writes_an_rfc3339_timestamp_and_waits_until_the_agent_acted_on_
     assert_eq!(
         managers_of(
             &vm,
-            &format!("f:metadata.f:annotations.f:{RESTART_REQUESTED_AT}")
+            &[
+                "f:metadata",
+                "f:annotations",
+                &format!("f:{RESTART_REQUESTED_AT}")
+            ]
         ),
         [("ivctl".to_owned(), "Update".to_owned())]
     );

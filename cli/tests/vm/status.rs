@@ -108,15 +108,15 @@ async fn kubectl_ironvisor_status_prints_placement_conditions_and_the_vms_events
     let conditions = section("Conditions:");
     assert_eq!(conditions.len(), 3, "{text}");
     assert!(
-        conditions[1].starts_with("  Ready      True    Running"),
+        conditions[2].starts_with("  Ready      True    Running"),
         "{text}"
     );
-    assert!(conditions[1].ends_with("the guest is running"), "{text}");
+    assert!(conditions[2].ends_with("the guest is running"), "{text}");
     assert!(
-        conditions[2].starts_with("  Scheduled  True    Scheduled"),
+        conditions[1].starts_with("  Scheduled  True    Scheduled"),
         "{text}"
     );
-    assert!(conditions[2].ends_with("placed on host-a"), "{text}");
+    assert!(conditions[1].ends_with("placed on host-a"), "{text}");
     let events = section("Events:");
     assert_eq!(events.len(), 3, "header and two events of web only: {text}");
     let cells = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
@@ -148,7 +148,7 @@ async fn status_as_json_and_yaml_carries_the_same_report() {
         .iter()
         .filter_map(|c| c["type"].as_str())
         .collect();
-    assert_eq!(types, ["Ready", "Scheduled"]);
+    assert_eq!(types, ["Scheduled", "Ready"], "in the status' order");
     let reasons: Vec<&str> = v["events"]
         .as_array()
         .unwrap()
@@ -193,7 +193,7 @@ async fn kubectl_ironvisor_stop_and_start_write_what_ivctl_writes() {
         ironvisor_crds::vm::RunStrategy::Always
     );
     assert_eq!(
-        managers_of(&vm, "f:spec.f:runStrategy"),
+        managers_of(&vm, &["f:spec", "f:runStrategy"]),
         [("ivctl".to_owned(), "Update".to_owned())]
     );
     c.stop().await;
