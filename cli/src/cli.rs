@@ -1,8 +1,8 @@
 //! The command tree. `ivctl` and `kubectl ironvisor` are the same program.
 //!
 //! Verbs are subcommands of the root; each cluster-facing verb reads the global
-//! [`ClusterArgs`] (`-n`, `--kubeconfig`, `--context`), so VM verbs (`start`, `stop`,
-//! `restart`, `status`, `console`) slot in as siblings of `import`.
+//! [`ClusterArgs`] (`-n`, `--kubeconfig`, `--context`): the VM verbs (`start`, `stop`,
+//! `restart`, `status`, `console`, see [`crate::vm`]) and `import`.
 
 use std::process::ExitCode;
 

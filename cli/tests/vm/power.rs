@@ -303,3 +303,44 @@ async fn the_namespace_comes_from_the_context_unless_n_is_given() {
     assert_eq!(c.get("web").await.spec.run_strategy, RunStrategy::Halted);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_terminal_wait_draws_a_spinner_with_the_phase() {
+    let c = Cluster::start().await;
+    c.create_vm("web", "Halted", json!({})).await;
+    c.agent_reports("web", "Stopped", json!({})).await;
+    // `script` gives ivctl a pseudo-terminal, so indicatif draws instead of printing lines.
+    let line = format!(
+        "{} start web -n {NS} --wait --timeout 20s",
+        env!("CARGO_BIN_EXE_ivctl")
+    );
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qfec", &line, "/dev/null"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("script runs (bsdutils)");
+    c.eventually("runStrategy Always", || async {
+        (c.get("web").await.spec.run_strategy == RunStrategy::Always).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    c.agent_reports("web", "Running", json!({})).await;
+    let out = tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        .await
+        .expect("ivctl ends")
+        .expect("output");
+    let screen = ok(&out);
+    assert!(
+        screen.contains("waiting for team/web to be Running: Stopped on host-a ("),
+        "the spinner shows the phase and the elapsed time: {screen:?}"
+    );
+    assert!(
+        !screen.contains("[0s]"),
+        "no line-per-change output on a terminal: {screen:?}"
+    );
+    assert!(screen.contains("team/web is Running"), "{screen:?}");
+    c.stop().await;
+}

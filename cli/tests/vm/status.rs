@@ -163,6 +163,13 @@ async fn status_as_json_and_yaml_carries_the_same_report() {
     let y: Value = serde_saphyr::from_str(&ok(&out)).expect("YAML");
     assert_eq!(y, v);
 
+    // Through kubectl, with the options before the verb; the events' ages may have moved on.
+    let out = run(c.kubectl(&["ironvisor", "-n", NS, "status", "-o", "json", "web"])).await;
+    let k: Value = serde_json::from_str(&ok(&out)).expect("JSON");
+    assert_eq!(k["name"], v["name"]);
+    assert_eq!(k["conditions"], v["conditions"]);
+    assert_eq!(k["events"].as_array().map(Vec::len), Some(2));
+
     let out = run(c.kubectl(&["ironvisor", "status", "nope", "-n", NS])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
