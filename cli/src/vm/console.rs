@@ -138,7 +138,7 @@ pub fn plan(vm: &VirtualMachine, here: &Here<'_>) -> ConsolePlan {
         (false, None, Some(domain)) => ConsolePlan::Attach { domain },
         (_, note, _) if here.log_exists => log(note),
         _ => ConsolePlan::Unavailable(format!(
-            "{key} has no serial log at {} yet (the agent writes it when the guest first starts)",
+            "{key} has no serial log at {} yet (libvirt writes it once the guest has started)",
             path.display()
         )),
     }

@@ -270,7 +270,7 @@ impl Report {
         }
         out.push_str("Interfaces:");
         if self.interfaces.is_empty() {
-            out.push_str("      <none>\n");
+            out.push_str("       <none>\n");
         } else {
             out.push('\n');
             let rows = self.interfaces.iter().map(|i| {
@@ -289,7 +289,7 @@ impl Report {
         }
         out.push_str("Conditions:");
         if self.conditions.is_empty() {
-            out.push_str("      <none>\n");
+            out.push_str("       <none>\n");
         } else {
             out.push('\n');
             let rows = self.conditions.iter().map(|c| {
@@ -309,7 +309,7 @@ impl Report {
         }
         out.push_str("Events:");
         if self.events.is_empty() {
-            out.push_str("          <none>\n");
+            out.push_str("           <none>\n");
         } else {
             out.push('\n');
             let rows = self.events.iter().map(|e| {

@@ -128,7 +128,9 @@ fn a_new_vm_without_status_reads_as_such() {
         "{text}"
     );
     assert!(
-        text.ends_with("Conditions:      <none>\nEvents:          <none>\n"),
+        text.ends_with(
+            "Interfaces:       <none>\nConditions:       <none>\nEvents:           <none>\n"
+        ),
         "{text}"
     );
 }
