@@ -1,8 +1,8 @@
 //! The command tree. `ivctl` and `kubectl ironvisor` are the same program.
 //!
 //! Verbs are subcommands of the root; each cluster-facing verb reads the global
-//! [`ClusterArgs`] (`-n`, `--kubeconfig`, `--context`), so VM verbs (`start`, `stop`,
-//! `restart`, `status`, `console`) slot in as siblings of `import`.
+//! [`ClusterArgs`] (`-n`, `--kubeconfig`, `--context`): the VM verbs (`start`, `stop`,
+//! `restart`, `status`, `console`, see [`crate::vm`]) and `import`.
 
 use std::process::ExitCode;
 
@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand};
 
 use crate::cluster::ClusterArgs;
 use crate::import::args::VmwareArgs;
+use crate::vm::args::{ConsoleArgs, PowerArgs, StatusArgs};
+use crate::vm::cmd::{block_on, power, status};
+use crate::vm::power::Verb;
 
 /// Ironvisor's command line: manage VMs and import them from other platforms.
 #[derive(Debug, Parser)]
@@ -26,6 +29,16 @@ pub struct Cli {
 /// Top-level verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start a VM: Halted becomes Always; a Manual VM gets requestedState=Running.
+    Start(PowerArgs),
+    /// Stop a VM: its runStrategy becomes Halted; a Manual VM gets requestedState=Stopped.
+    Stop(PowerArgs),
+    /// Restart a running VM's guest (sets the ironvisor.io/restartedAt annotation).
+    Restart(PowerArgs),
+    /// Show a VM's phase, host, resources, interfaces, conditions and recent Events.
+    Status(StatusArgs),
+    /// Attach to a VM's serial console on its host, or print its serial log.
+    Console(ConsoleArgs),
     /// Import a virtual machine from another platform.
     Import {
         /// The platform.
@@ -61,5 +74,10 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Import {
             from: ImportFrom::Vmware(a),
         } => crate::import_cmd::run(&cli.cluster, &a),
+        Command::Start(a) => block_on(power(&cli.cluster, Verb::Start, &a)),
+        Command::Stop(a) => block_on(power(&cli.cluster, Verb::Stop, &a)),
+        Command::Restart(a) => block_on(power(&cli.cluster, Verb::Restart, &a)),
+        Command::Status(a) => block_on(status(&cli.cluster, &a)),
+        Command::Console(a) => crate::vm::console_cmd::console(&cli.cluster, &a),
     }
 }

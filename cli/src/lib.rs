@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster;
 pub mod import;
 mod import_cmd;
+pub mod vm;
 
 /// Entry point shared by both binaries.
 pub fn main() -> std::process::ExitCode {
