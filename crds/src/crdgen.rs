@@ -4,19 +4,67 @@
 //! committed files differ from what [`render_all`] produces (run `cargo run -p ironvisor-crds
 //! --bin crdgen` to refresh them).
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 use crate::{Hypervisor, Quota, Tenant, VirtualMachine};
 
-/// Every CRD of the API.
+/// Every CRD of the API, as installed: without defaults inside list items (see
+/// [`strip_list_item_defaults`]).
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         VirtualMachine::crd(),
         Hypervisor::crd(),
         Tenant::crd(),
         Quota::crd(),
-    ]
+    ];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                strip_list_item_defaults(schema, false);
+            }
+        }
+    }
+    crds
+}
+
+/// Remove `default` from every schema inside a list item.
+///
+/// `kubectl apply` sends custom resources as JSON merge patches, which replace a list whole:
+/// a field the API server defaults inside a list item (a disk's `bus`, a NIC's `model`) makes
+/// the live list differ from the manifest's, so every re-apply reports `configured` and GitOps
+/// tools show drift. The types default those fields when they are read (`#[serde(default)]`),
+/// so leaving them out of the stored object changes nothing else.
+pub fn strip_list_item_defaults(schema: &mut JSONSchemaProps, in_list: bool) {
+    if in_list {
+        schema.default = None;
+    }
+    for p in schema.properties.iter_mut().flat_map(|m| m.values_mut()) {
+        strip_list_item_defaults(p, in_list);
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => strip_list_item_defaults(item, true),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
+            for item in items {
+                strip_list_item_defaults(item, true);
+            }
+        }
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(values)) = schema.additional_properties.as_mut() {
+        strip_list_item_defaults(values, in_list);
+    }
+    for group in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of] {
+        for s in group.iter_mut().flatten() {
+            strip_list_item_defaults(s, in_list);
+        }
+    }
 }
 
 /// The file name of a CRD's manifest: `<plural>.<group>.yaml`.

@@ -248,7 +248,7 @@ impl System {
         sys.devcluster.assert_alive();
         let root = repo_root();
         sys.kubectl_ok(&["apply", "-f", path(&root.join("manifests/namespace.yaml"))]);
-        sys.kubectl_ok(&["apply", "-f", path(&root.join("manifests/crds"))]);
+        sys.kubectl_ok(&["apply", "-k", path(&root.join("manifests/crds"))]);
         sys.kubectl_ok(&["apply", "-k", path(&root.join("manifests/rbac"))]);
         sys
     }

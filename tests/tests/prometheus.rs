@@ -11,20 +11,24 @@ use ironvisor_tests::system::{System, free_port, guest_cache, tiny_guest, wait_f
 use ironvisor_tests::{repo_root, run, yaml_documents};
 use serde_json::Value;
 
-fn query(port: u16, path: &str, expr: Option<&str>) -> Value {
+fn try_query(port: u16, path: &str, expr: Option<&str>) -> Result<Value, String> {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--max-time", "5"]);
     if let Some(expr) = expr {
         cmd.arg("--data-urlencode").arg(format!("query={expr}"));
     }
     let out = run(cmd.arg(format!("http://127.0.0.1:{port}{path}")));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
             "Prometheus answered {path} with no JSON ({e}): {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+fn query(port: u16, path: &str, expr: Option<&str>) -> Value {
+    try_query(port, path, expr).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn alert_exprs() -> Vec<(String, String)> {
