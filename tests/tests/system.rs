@@ -154,6 +154,13 @@ fn the_demo_flow_runs_the_examples_and_survives_reapply_agent_restart_and_delete
     assert_eq!(before, after, "generations moved on a no-op apply");
 
     // The agent killed with SIGKILL and started again adopts the running guests.
+    let tiny = wait_for("tiny's domain UUID in its status", QUICK, || {
+        let vm = sys.vm(&ns, "tiny");
+        match vm["status"]["domainUuid"].as_str() {
+            Some(_) => Ok(vm),
+            None => Err(describe(&vm)),
+        }
+    });
     let domain = tiny["status"]["domainUuid"].as_str().unwrap().to_owned();
     let id_before = domain_id("qemu:///system", &domain).expect("tiny's domain runs");
     let started_before = tiny["status"]["startedAt"].clone();
@@ -181,6 +188,7 @@ fn the_demo_flow_runs_the_examples_and_survives_reapply_agent_restart_and_delete
     );
 
     // Deleting a VM removes its disks and seed, never the images it was made from.
+    let web = sys.vm(&ns, "web");
     let web_uid = uid(&web);
     let web_dir = agent.vm_dir(&web_uid);
     assert!(web_dir.join("disk-root.qcow2").exists(), "{web_dir:?}");
@@ -484,7 +492,7 @@ ethernet0.networkName = "VM Network"
                 "--network-map",
                 "VM Network=user",
                 "--run-strategy",
-                "always",
+                "Always",
                 "--offline",
             ]),
     );
