@@ -427,7 +427,11 @@ impl Engine {
     /// The finalizer's cleanup: destroy and undefine the VM's domain (only if it is ours and
     /// this VM's), remove its directory, forget its metrics.
     pub async fn remove(&self, vm: &VirtualMachine) -> Result<(), EngineError> {
-        let owner = owner_of(vm)?;
+        self.remove_owned(&owner_of(vm)?).await
+    }
+
+    /// [`remove`](Self::remove) by identity alone (a VM whose spec cannot be read).
+    pub async fn remove_owned(&self, owner: &Owner) -> Result<(), EngineError> {
         let name = domain_name(&owner.namespace, &owner.name);
         if let Some(o) = self.hv.observe(&name).await?
             && o.owner().is_some_and(|m| m.uid == owner.uid)
