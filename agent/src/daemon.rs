@@ -19,6 +19,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often the libvirt connection is checked.
+const LIBVIRT_CHECK: Duration = Duration::from_secs(1);
+
 /// What the agent needs besides an API client.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -147,10 +150,31 @@ pub async fn run(
         }
     }
 
+    let health = Arc::new(metrics::Health::default());
     let metrics_task = config
         .metrics_addr
-        .map(|addr| tokio::spawn(metrics::serve(metrics.clone(), addr)));
+        .map(|addr| tokio::spawn(metrics::serve(metrics.clone(), health.clone(), addr)));
     let ctrl = controller::controller(&ctx);
+    let store = ctrl.store();
+    let synced = health.clone();
+    let sync_task = tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            synced.set_synced();
+        }
+    });
+    // Watch the libvirt connection: reopen it (with backoff) when libvirtd went away,
+    // and report it in the metrics and the readiness probe.
+    let watch_lv = libvirt.clone();
+    let (watch_metrics, watch_health) = (metrics.clone(), health.clone());
+    let libvirt_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIBVIRT_CHECK);
+        loop {
+            tick.tick().await;
+            let up = watch_lv.ensure_connected().await;
+            watch_health.set_libvirt(up);
+            watch_metrics.observe_libvirt(up, watch_lv.reconnects());
+        }
+    });
     let heartbeat = Heartbeat {
         client,
         node: config.node_name.clone(),
@@ -162,6 +186,8 @@ pub async fn run(
     let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store()));
     controller::run(ctx, ctrl, shutdown).await;
     heartbeat_task.abort();
+    sync_task.abort();
+    libvirt_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -317,6 +317,14 @@ pub async fn run(
         t.tick().await;
         Some(((), t))
     });
+    // After libvirtd comes back, every VM is looked at again at once.
+    let reconnects = futures::stream::unfold(ctx.engine.hv.reconnected(), |mut rx| async move {
+        match rx.recv().await {
+            Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    let ticks = futures::stream::select(ticks, reconnects);
     controller
         .reconcile_on(libvirt_triggers(ctx.clone()))
         .reconcile_all_on(ticks)

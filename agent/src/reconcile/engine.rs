@@ -332,6 +332,7 @@ impl Engine {
                 u64::try_from(spec.termination_grace_period_seconds).unwrap_or(0),
             ),
         });
+        self.metrics.vm_seen(&owner.namespace, &owner.name);
         let mut started_now = false;
         let mut auto_restart = false;
         let mut requeue = None;
@@ -347,6 +348,9 @@ impl Engine {
                         RunStrategy::Always | RunStrategy::RerunOnFailure
                     )
                     && matches!(before, VmState::Stopped(r) if r != StopReason::NeverStarted);
+                if auto_restart {
+                    self.metrics.vm_restarted(&owner.namespace, &owner.name);
+                }
             }
             Action::Restart => {
                 if before.is_up() || before == VmState::Starting {
