@@ -41,8 +41,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// Lease renewal and Hypervisor status period.
     pub heartbeat_period: Duration,
-    /// At startup, remove our domains and directories whose VM no longer exists. Only a
-    /// libvirt shared with other Ironvisor users (tests on `qemu:///system`) turns it off.
+    /// At startup, remove our domains (recorded for this node) and directories whose VM no
+    /// longer exists.
     pub collect_orphans: bool,
 }
 
@@ -122,12 +122,13 @@ pub async fn run(
         state_dir: config.state_dir.clone(),
         images_dir: config.images_dir.clone(),
     };
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         Arc::new(libvirt.clone()),
         storage,
         domain_type,
         metrics.clone(),
     );
+    engine.node = config.node_name.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         &config.node_name,

@@ -453,3 +453,26 @@ async fn a_running_domain_reports_usage_to_metrics() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_agent_collects_only_the_leftovers_recorded_for_its_own_node() {
+    let mut host = Host::new(URI);
+    host.engine.node = "node-one".into();
+    let (_, o) = step(&host.engine, vm("nodes", "web", "uid-node-one", spec())).await;
+    let other_dirs = tempfile::tempdir().unwrap();
+    let (_, mut other) = engine(
+        URI,
+        &other_dirs.path().join("state"),
+        &other_dirs.path().join("images"),
+    );
+    other.node = "node-two".into();
+    let removed = other.collect_orphans(&HashSet::new()).await.unwrap();
+    assert!(removed.is_empty(), "{removed:?}");
+    assert!(
+        host.libvirt.observe(&o.domain).await.unwrap().is_some(),
+        "another node's domain on a shared libvirt is left alone"
+    );
+    let removed = host.engine.collect_orphans(&HashSet::new()).await.unwrap();
+    assert_eq!(removed, vec!["uid-node-one".to_owned()]);
+    assert!(host.libvirt.observe(&o.domain).await.unwrap().is_none());
+}

@@ -93,6 +93,9 @@ pub struct Engine {
     pub domain_type: DomainType,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// This node, recorded in the domains' metadata. When set, only domains recorded for
+    /// this node are collected as leftovers; empty: every domain with our metadata.
+    pub node: String,
     shutdowns: Mutex<HashMap<String, Instant>>,
     last_state: Mutex<HashMap<String, VmState>>,
 }
@@ -120,6 +123,7 @@ pub fn owner_of(vm: &VirtualMachine) -> Result<Owner, EngineError> {
             .clone()
             .ok_or(EngineError::Identity("name"))?,
         generation: vm.metadata.generation.unwrap_or(0),
+        node: String::new(),
     })
 }
 
@@ -144,6 +148,7 @@ impl Engine {
             storage,
             domain_type,
             metrics,
+            node: String::new(),
             shutdowns: Mutex::default(),
             last_state: Mutex::default(),
         }
@@ -182,7 +187,10 @@ impl Engine {
         cloud_init: &CloudInitData,
         now: Time,
     ) -> Result<Outcome, EngineError> {
-        let owner = owner_of(vm)?;
+        let owner = Owner {
+            node: self.node.clone(),
+            ..owner_of(vm)?
+        };
         let vm_dir = self.vm_dir(&owner.uid)?;
         let name = domain_name(&owner.namespace, &owner.name);
         let spec = &vm.spec;
@@ -311,7 +319,9 @@ impl Engine {
         let rendered = render(&plan);
         let current = observed.as_ref().and_then(|o| o.config.as_ref());
         if current.is_none_or(|m| {
-            m.config_hash != rendered.config_hash || m.generation != owner.generation
+            m.config_hash != rendered.config_hash
+                || m.generation != owner.generation
+                || m.node.as_deref().unwrap_or_default() != owner.node
         }) {
             self.hv.define(&rendered.xml).await?;
             observed = self.hv.observe(&name).await?;
@@ -462,9 +472,14 @@ impl Engine {
     ) -> Result<Vec<String>, EngineError> {
         let mut removed = Vec::new();
         for o in self.hv.list_owned().await? {
-            let Some(uid) = o.owner().map(|m| m.uid.clone()) else {
+            let Some(m) = o.owner() else {
                 continue;
             };
+            if !self.node.is_empty() && m.node.as_deref() != Some(self.node.as_str()) {
+                // Another agent's (or an older agent's) domain on a shared libvirt.
+                continue;
+            }
+            let uid = m.uid.clone();
             if !live_uids.contains(&uid) {
                 tracing::info!(
                     domain = o.name,

@@ -20,13 +20,14 @@ use kube::{Api, Resource};
 /// The Ready reason of a malformed VM.
 pub const REASON: &str = "InvalidObject";
 
-fn identity(m: &Malformed) -> Result<Owner, Error> {
+fn identity(m: &Malformed, ctx_node: &str) -> Result<Owner, Error> {
     let md = &m.metadata;
     Ok(Owner {
         uid: md.uid.clone().ok_or(Error::Identity("uid"))?,
         namespace: md.namespace.clone().ok_or(Error::Identity("namespace"))?,
         name: md.name.clone().ok_or(Error::Identity("name"))?,
         generation: md.generation.unwrap_or(0),
+        node: ctx_node.to_owned(),
     })
 }
 
@@ -67,7 +68,7 @@ pub fn status_for(m: &Malformed, now: Time) -> (VirtualMachineStatus, bool, Fail
 
 /// Reconcile a malformed VM.
 pub async fn reconcile(m: &Malformed, obj: &VmObject, ctx: &Context) -> Result<Action, Error> {
-    let owner = identity(m)?;
+    let owner = identity(m, &ctx.node)?;
     let api = Api::<VmObject>::namespaced(ctx.client.clone(), &owner.namespace);
     let finalizers = m.metadata.finalizers.clone().unwrap_or_default();
     if m.metadata.deletion_timestamp.is_some() {
