@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How soon to look again while a guest is starting or shutting down.
 const FAST_REQUEUE: Duration = Duration::from_secs(2);
@@ -44,6 +44,9 @@ pub enum EngineError {
     /// Removing the VM's directory failed.
     #[error("cannot remove the VM directory")]
     Cleanup(#[source] std::io::Error),
+    /// The shutdown time could not be recorded or cleared.
+    #[error("cannot record the ACPI shutdown time in the VM directory")]
+    ShutdownMarker(#[source] std::io::Error),
 }
 
 impl EngineError {
@@ -52,9 +55,10 @@ impl EngineError {
         match self {
             EngineError::Identity(_) => ErrorCategory::InvalidSpec,
             EngineError::Hypervisor(_) => ErrorCategory::Hypervisor,
-            EngineError::Storage(_) | EngineError::Seed(_) | EngineError::Cleanup(_) => {
-                ErrorCategory::Storage
-            }
+            EngineError::Storage(_)
+            | EngineError::Seed(_)
+            | EngineError::Cleanup(_)
+            | EngineError::ShutdownMarker(_) => ErrorCategory::Storage,
         }
     }
 }
@@ -81,9 +85,9 @@ pub struct Outcome {
     pub domain: String,
 }
 
-/// Host-side reconcile state shared by all VMs. Only timing hints live in memory (when an
-/// ACPI shutdown was sent, the last observed state); losing them on restart costs at most
-/// one extra grace period and one unchecked transition.
+/// Host-side reconcile state shared by all VMs. Only the last observed state lives in
+/// memory (losing it on restart costs one unchecked transition); when an ACPI shutdown was
+/// sent is kept in the VM's directory, so the grace period survives a restart.
 pub struct Engine {
     /// The hypervisor.
     pub hv: Arc<dyn Hypervisor>,
@@ -96,12 +100,21 @@ pub struct Engine {
     /// This node, recorded in the domains' metadata. When set, only domains recorded for
     /// this node are collected as leftovers; empty: every domain with our metadata.
     pub node: String,
-    shutdowns: Mutex<HashMap<String, Instant>>,
     last_state: Mutex<HashMap<String, VmState>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long ago the ACPI shutdown recorded in `marker` was sent (wall clock, so it holds
+/// across agent restarts); `None` when none is recorded or the record is unreadable.
+async fn shutdown_sent_ago(marker: &std::path::Path) -> Option<Duration> {
+    let text = tokio::fs::read_to_string(marker).await.ok()?;
+    let sent: jiff::Timestamp = text.trim().parse().ok()?;
+    let ago = jiff::Timestamp::now().duration_since(sent);
+    // A clock that went backwards counts as "just sent".
+    Some(Duration::try_from(ago).unwrap_or(Duration::ZERO))
 }
 
 /// The VM's identity, or which field is missing.
@@ -149,7 +162,6 @@ impl Engine {
             domain_type,
             metrics,
             node: String::new(),
-            shutdowns: Mutex::default(),
             last_state: Mutex::default(),
         }
     }
@@ -329,7 +341,8 @@ impl Engine {
         let before = observed.as_ref().map_or(VmState::Pending, |o| o.state);
         self.record_state(&owner.uid, before);
 
-        let shutdown_sent_ago = lock(&self.shutdowns).get(&owner.uid).map(Instant::elapsed);
+        let marker = layout::shutdown_marker(&vm_dir);
+        let shutdown_sent_ago = shutdown_sent_ago(&marker).await;
         let decision = decide(&DecisionInput {
             strategy: spec.run_strategy,
             state: before,
@@ -371,14 +384,21 @@ impl Engine {
             }
             Action::Shutdown => {
                 self.hv.shutdown(&name).await?;
-                lock(&self.shutdowns).insert(owner.uid.clone(), Instant::now());
+                // On disk, so the grace period survives an agent restart.
+                tokio::fs::write(&marker, jiff::Timestamp::now().to_string())
+                    .await
+                    .map_err(EngineError::Cleanup)?;
                 requeue = Some(FAST_REQUEUE);
             }
             Action::AwaitShutdown(left) => requeue = Some(left.min(FAST_REQUEUE)),
             Action::Destroy => self.hv.destroy(&name).await?,
         }
         if !matches!(decision.action, Action::Shutdown | Action::AwaitShutdown(_)) {
-            lock(&self.shutdowns).remove(&owner.uid);
+            match tokio::fs::remove_file(&marker).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::ShutdownMarker(e)),
+            }
         }
 
         let after = if decision.action == Action::Nothing {
@@ -459,7 +479,6 @@ impl Engine {
             .await
             .map_err(EngineError::Cleanup)?;
         self.metrics.forget_vm(&owner.namespace, &owner.name);
-        lock(&self.shutdowns).remove(&owner.uid);
         lock(&self.last_state).remove(&owner.uid);
         Ok(())
     }
