@@ -159,8 +159,17 @@ pub async fn run(
     let store = ctrl.store();
     let synced = health.clone();
     let sync_task = tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            synced.set_synced();
+        // Polled again and again: the store's ready signal keeps one waker only, and the
+        // controller waits on it too, so a single wait here could sleep forever.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    synced.set_synced();
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
     });
     // Watch the libvirt connection: reopen it (with backoff) when libvirtd went away,
