@@ -391,7 +391,24 @@ async fn a_bad_image_checksum_fails_the_vm_with_a_clear_reason() {
     let mut s = spec();
     s["disks"] = serde_json::json!([{"name": "root", "source": {"http": {
         "url": format!("http://{addr}/img"), "sha256": "0".repeat(64)}}}]);
-    let (v, _) = step(&host.engine, vm("checksum", "web", "uid-checksum-1", s)).await;
+    let mut v = vm("checksum", "web", "uid-checksum-1", s);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (next, o) = step(&host.engine, v).await;
+        v = next;
+        if o.status.phase == Some(Phase::Failed) {
+            break;
+        }
+        // The download runs in the background; the condition says so meanwhile.
+        assert_eq!(condition(&v, "ImagesReady").reason, "Downloading");
+        assert!(std::time::Instant::now() < deadline, "never failed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let images = condition(&v, "ImagesReady");
+    assert_eq!(
+        (images.status.as_str(), images.reason.as_str()),
+        ("False", "ChecksumMismatch")
+    );
     let st = v.status.as_ref().unwrap();
     assert_eq!(
         st.printable_status.as_deref(),

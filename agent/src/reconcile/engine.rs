@@ -5,7 +5,7 @@
 //! Pipeline: identify → validate (pure) → observe → prepare storage and seed → build the
 //! domain (pure) → define when it differs → decide (pure) → act → observe → status (pure).
 
-use super::status::{Failure, StatusInput, VmEvent, agent_status, events};
+use super::status::{Failure, ImagesCondition, StatusInput, VmEvent, agent_status, events};
 use crate::domain_xml::name::domain_name;
 use crate::domain_xml::{DomainType, Owner, PlanInput, build_plan, render};
 use crate::hypervisor::{HvError, Hypervisor, Observed};
@@ -13,6 +13,7 @@ use crate::lifecycle::{StopReason, VmState, valid_transition};
 use crate::metrics::{ErrorCategory, Metrics};
 use crate::run_strategy::{Action, DecisionInput, decide};
 use crate::seed::{SeedContent, SeedError, write_seed};
+use crate::storage::cache::DownloadError;
 use crate::storage::layout;
 use crate::storage::prepare::{StorageError, StorageRoots, list_vm_dirs, remove_vm_dir};
 use ironvisor_crds::labels::{REQUESTED_STATE, RESTART_REQUESTED_AT};
@@ -23,8 +24,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How soon to look again while a guest is starting or shutting down.
+/// How soon to look again while a guest is starting or shutting down, or an image downloads.
 const FAST_REQUEUE: Duration = Duration::from_secs(2);
+/// How soon to try a failed download again.
+const RETRY_DOWNLOAD: Duration = Duration::from_secs(10);
 
 /// A transient reconcile failure (retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +210,7 @@ impl Engine {
         let name = domain_name(&owner.namespace, &owner.name);
         let spec = &vm.spec;
         let prev = vm.status.clone().unwrap_or_default();
-        let fail = |failure: Failure, state: VmState| -> Outcome {
+        let fail = |failure: Failure, state: VmState, images: Option<ImagesCondition>| -> Outcome {
             let status = agent_status(&StatusInput {
                 prev: &prev,
                 generation: vm.metadata.generation,
@@ -219,6 +222,7 @@ impl Engine {
                 restart_required: false,
                 interfaces: vec![],
                 failure: Some(failure.clone()),
+                images,
                 now: now.clone(),
             });
             let events = events(prev.phase, state, &status, Some(&failure));
@@ -247,6 +251,7 @@ impl Engine {
                     message: e.to_string(),
                 },
                 VmState::Failed,
+                None,
             ));
         }
 
@@ -262,6 +267,7 @@ impl Engine {
                             message,
                         },
                         VmState::Failed,
+                        None,
                     ));
                 }
                 Some(m) if m.uid != owner.uid => {
@@ -279,22 +285,67 @@ impl Engine {
             }
         }
 
-        let prepared = match self.storage.prepare(&vm_dir, spec).await {
-            Ok(p) => p,
-            Err(e) if e.is_permanent() => {
-                let reason = match &e {
-                    StorageError::Download(d) if d.is_permanent() => "ImageChecksumMismatch",
-                    _ => "StorageFailed",
+        // Images first, without waiting: a download runs in the background while the
+        // status says how far it got.
+        let waiting = |images: ImagesCondition, requeue: Duration| -> Outcome {
+            let state = observed.as_ref().map_or(VmState::Pending, |o| o.state);
+            let status = agent_status(&StatusInput {
+                prev: &prev,
+                generation: vm.metadata.generation,
+                state,
+                domain_uuid: observed.as_ref().map(|o| o.uuid.clone()),
+                started_now: false,
+                auto_restart: false,
+                restart_handled: None,
+                restart_required: false,
+                interfaces: prev.interfaces.clone(),
+                failure: None,
+                images: Some(images),
+                now: now.clone(),
+            });
+            Outcome {
+                events: events(prev.phase, state, &status, None),
+                status,
+                requeue: Some(requeue),
+                domain: name.clone(),
+            }
+        };
+        let storage_failed = |e: StorageError| -> Result<Outcome, EngineError> {
+            if !e.is_permanent() {
+                return match e {
+                    StorageError::Download(d) => Ok(waiting(
+                        ImagesCondition::not_ready("DownloadFailed", format!("{d}; retrying")),
+                        RETRY_DOWNLOAD,
+                    )),
+                    e => Err(e.into()),
                 };
-                return Ok(fail(
-                    Failure {
-                        reason,
-                        message: e.to_string(),
-                    },
-                    VmState::Failed,
+            }
+            let message = e.to_string();
+            let (reason, images) = match &e {
+                StorageError::Download(DownloadError::Checksum { .. }) => {
+                    ("ImageChecksumMismatch", Some("ChecksumMismatch"))
+                }
+                StorageError::Download(_) => ("ImageChecksumMismatch", Some("InvalidDigest")),
+                StorageError::Path(_) => ("StorageFailed", Some("ImageUnavailable")),
+                _ => ("StorageFailed", None),
+            };
+            let images = images.map(|r| ImagesCondition::not_ready(r, message.clone()));
+            Ok(fail(Failure { reason, message }, VmState::Failed, images))
+        };
+        match self.storage.images_pending(&vm_dir, spec).await {
+            Ok(None) => {}
+            Ok(Some(progress)) => {
+                tracing::info!(vm = %format!("{}/{}", owner.namespace, owner.name), progress, "waiting for images");
+                return Ok(waiting(
+                    ImagesCondition::not_ready("Downloading", progress),
+                    FAST_REQUEUE,
                 ));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return storage_failed(e),
+        }
+        let prepared = match self.storage.prepare(&vm_dir, spec).await {
+            Ok(p) => p,
+            Err(e) => return storage_failed(e),
         };
         let input = PlanInput {
             kernel: prepared.kernel,
@@ -313,6 +364,7 @@ impl Engine {
                         message: e.to_string(),
                     },
                     VmState::Failed,
+                    None,
                 ));
             }
         };
@@ -441,6 +493,7 @@ impl Engine {
             restart_required,
             interfaces,
             failure: None,
+            images: Some(ImagesCondition::available()),
             now,
         });
         let events = events(prev.phase, before, &status, None);

@@ -61,6 +61,7 @@ pub fn status_for(m: &Malformed, now: Time) -> (VirtualMachineStatus, bool, Fail
         restart_required: false,
         interfaces: prev.interfaces.clone(),
         failure: Some(failure.clone()),
+        images: None,
         now,
     });
     (status, !seen, failure)
