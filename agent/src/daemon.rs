@@ -19,6 +19,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often the libvirt connection is checked.
+const LIBVIRT_CHECK: Duration = Duration::from_secs(1);
+
 /// What the agent needs besides an API client.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,8 +41,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// Lease renewal and Hypervisor status period.
     pub heartbeat_period: Duration,
-    /// At startup, remove our domains and directories whose VM no longer exists. Only a
-    /// libvirt shared with other Ironvisor users (tests on `qemu:///system`) turns it off.
+    /// At startup, remove our domains (recorded for this node) and directories whose VM no
+    /// longer exists.
     pub collect_orphans: bool,
 }
 
@@ -119,12 +122,13 @@ pub async fn run(
         state_dir: config.state_dir.clone(),
         images_dir: config.images_dir.clone(),
     };
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         Arc::new(libvirt.clone()),
         storage,
         domain_type,
         metrics.clone(),
     );
+    engine.node = config.node_name.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         &config.node_name,
@@ -147,10 +151,40 @@ pub async fn run(
         }
     }
 
+    let health = Arc::new(metrics::Health::default());
     let metrics_task = config
         .metrics_addr
-        .map(|addr| tokio::spawn(metrics::serve(metrics.clone(), addr)));
+        .map(|addr| tokio::spawn(metrics::serve(metrics.clone(), health.clone(), addr)));
     let ctrl = controller::controller(&ctx);
+    let store = ctrl.store();
+    let synced = health.clone();
+    let sync_task = tokio::spawn(async move {
+        // Polled again and again: the store's ready signal keeps one waker only, and the
+        // controller waits on it too, so a single wait here could sleep forever.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    synced.set_synced();
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
+        }
+    });
+    // Watch the libvirt connection: reopen it (with backoff) when libvirtd went away,
+    // and report it in the metrics and the readiness probe.
+    let watch_lv = libvirt.clone();
+    let (watch_metrics, watch_health) = (metrics.clone(), health.clone());
+    let libvirt_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIBVIRT_CHECK);
+        loop {
+            tick.tick().await;
+            let up = watch_lv.ensure_connected().await;
+            watch_health.set_libvirt(up);
+            watch_metrics.observe_libvirt(up, watch_lv.reconnects());
+        }
+    });
     let heartbeat = Heartbeat {
         client,
         node: config.node_name.clone(),
@@ -162,6 +196,8 @@ pub async fn run(
     let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store()));
     controller::run(ctx, ctrl, shutdown).await;
     heartbeat_task.abort();
+    sync_task.abort();
+    libvirt_task.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -10,6 +10,7 @@ use prometheus::{
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::hypervisor::DomainStats;
 
@@ -49,6 +50,9 @@ pub struct Metrics {
     vm_memory: GaugeVec,
     vm_disk: CounterVec,
     vm_net: CounterVec,
+    vm_restarts: IntCounterVec,
+    libvirt_connected: IntGauge,
+    libvirt_reconnects: IntCounter,
     host_vcpus: GaugeVec,
     host_memory: GaugeVec,
     host_vms: IntGauge,
@@ -121,6 +125,21 @@ impl Metrics {
                 ),
                 &["namespace", "name", "direction"],
             )),
+            vm_restarts: must(IntCounterVec::new(
+                Opts::new(
+                    "ironvisor_vm_restarts_total",
+                    "Times a VM's guest stopped on its own and the agent started it again (runStrategy Always or RerunOnFailure).",
+                ),
+                vm,
+            )),
+            libvirt_connected: must(IntGauge::new(
+                "ironvisor_agent_libvirt_connected",
+                "1 while the agent holds a working libvirt connection, else 0.",
+            )),
+            libvirt_reconnects: must(IntCounter::new(
+                "ironvisor_agent_libvirt_reconnects_total",
+                "Times the agent reopened its libvirt connection after losing it.",
+            )),
             host_vcpus: must(GaugeVec::new(
                 Opts::new(
                     "ironvisor_host_vcpus",
@@ -154,6 +173,9 @@ impl Metrics {
             Box::new(m.vm_memory.clone()),
             Box::new(m.vm_disk.clone()),
             Box::new(m.vm_net.clone()),
+            Box::new(m.vm_restarts.clone()),
+            Box::new(m.libvirt_connected.clone()),
+            Box::new(m.libvirt_reconnects.clone()),
             Box::new(m.host_vcpus.clone()),
             Box::new(m.host_memory.clone()),
             Box::new(m.host_vms.clone()),
@@ -214,8 +236,29 @@ impl Metrics {
         );
     }
 
+    /// Make the VM's restart counter exist (at 0 until its first restart), so that
+    /// `increase()` in the crash-loop alert sees the first restart too.
+    pub fn vm_seen(&self, namespace: &str, name: &str) {
+        let _ = self.vm_restarts.with_label_values(&[namespace, name]);
+    }
+
+    /// Count an automatic restart of a VM's guest.
+    pub fn vm_restarted(&self, namespace: &str, name: &str) {
+        self.vm_restarts.with_label_values(&[namespace, name]).inc();
+    }
+
+    /// Record the libvirt connection state and the total of reconnects so far.
+    pub fn observe_libvirt(&self, connected: bool, reconnects: u64) {
+        self.libvirt_connected.set(i64::from(connected));
+        let seen = self.libvirt_reconnects.get();
+        if reconnects > seen {
+            self.libvirt_reconnects.inc_by(reconnects - seen);
+        }
+    }
+
     /// Remove every series of a VM.
     pub fn forget_vm(&self, namespace: &str, name: &str) {
+        let _ = self.vm_restarts.remove_label_values(&[namespace, name]);
         let _ = self.vm_cpu.remove_label_values(&[namespace, name]);
         let _ = self.vm_memory.remove_label_values(&[namespace, name]);
         for d in ["read", "write"] {
@@ -265,25 +308,79 @@ fn set_counter(c: &CounterVec, labels: &[&str], value: f64) {
     }
 }
 
-/// Serve `/metrics` on `addr` until the process ends.
-pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let m = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    m.render(),
-                )
-            }
-        }),
-    );
+/// What the probes report: the agent is live while it serves; it is ready once its watch
+/// has listed the VMs and it holds a libvirt connection.
+#[derive(Debug, Default)]
+pub struct Health {
+    synced: AtomicBool,
+    libvirt: AtomicBool,
+}
+
+impl Health {
+    /// The controller's cache has its first full list.
+    pub fn set_synced(&self) {
+        self.synced.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether libvirt answers.
+    pub fn set_libvirt(&self, connected: bool) {
+        self.libvirt.store(connected, Ordering::Relaxed);
+    }
+
+    /// `None` when ready, else why not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if !self.synced.load(Ordering::Relaxed) {
+            Some("the VM watch has not listed yet")
+        } else if !self.libvirt.load(Ordering::Relaxed) {
+            Some("no libvirt connection")
+        } else {
+            None
+        }
+    }
+}
+
+/// `/metrics`, `/healthz` (liveness) and `/readyz` (readiness).
+pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> axum::Router {
+    use axum::http::StatusCode;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let h = health.clone();
+                async move {
+                    match h.not_ready() {
+                        None => (StatusCode::OK, "ok\n".to_owned()),
+                        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                    }
+                }
+            }),
+        )
+}
+
+/// Serve [`router`] on `addr` until the process ends.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await
+    axum::serve(listener, router(metrics, health)).await
 }
 
 #[cfg(test)]
@@ -335,6 +432,66 @@ mod tests {
             m.render()
                 .contains("ironvisor_vm_cpu_seconds_total{name=\"a\",namespace=\"ns\"} 1\n")
         );
+    }
+
+    #[test]
+    fn restarts_start_at_zero_count_up_and_vanish_with_the_vm() {
+        let m = Metrics::new();
+        m.vm_seen("ns", "web");
+        assert!(
+            m.render()
+                .contains("ironvisor_vm_restarts_total{name=\"web\",namespace=\"ns\"} 0\n")
+        );
+        m.vm_restarted("ns", "web");
+        m.vm_restarted("ns", "web");
+        assert!(
+            m.render()
+                .contains("ironvisor_vm_restarts_total{name=\"web\",namespace=\"ns\"} 2\n")
+        );
+        m.forget_vm("ns", "web");
+        assert!(!m.render().contains("ironvisor_vm_restarts_total{"));
+    }
+
+    #[test]
+    fn libvirt_reconnects_are_counted_from_the_connection_total() {
+        let m = Metrics::new();
+        m.observe_libvirt(true, 0);
+        m.observe_libvirt(false, 0);
+        m.observe_libvirt(true, 2);
+        let text = m.render();
+        assert!(
+            text.contains("ironvisor_agent_libvirt_connected 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ironvisor_agent_libvirt_reconnects_total 2\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_probes_answer_on_the_metrics_address() {
+        let health = Arc::new(Health::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(Arc::new(Metrics::new()), health.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let get = |path: &'static str| async move {
+            let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        assert_eq!(get("/healthz").await.0, 200);
+        let (code, body) = get("/readyz").await;
+        assert_eq!(code, 503);
+        assert!(body.contains("watch"), "{body}");
+        health.set_synced();
+        let (code, body) = get("/readyz").await;
+        assert_eq!((code, body.as_str()), (503, "no libvirt connection\n"));
+        health.set_libvirt(true);
+        assert_eq!(get("/readyz").await.0, 200);
+        let (code, body) = get("/metrics").await;
+        assert_eq!(code, 200);
+        assert!(body.contains("ironvisor_agent_resident_memory_bytes"));
     }
 
     #[test]

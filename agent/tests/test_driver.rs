@@ -428,7 +428,24 @@ async fn a_bad_image_checksum_fails_the_vm_with_a_clear_reason() {
     let mut s = spec();
     s["disks"] = serde_json::json!([{"name": "root", "source": {"http": {
         "url": format!("http://{addr}/img"), "sha256": "0".repeat(64)}}}]);
-    let (v, _) = step(&host.engine, vm("checksum", "web", "uid-checksum-1", s)).await;
+    let mut v = vm("checksum", "web", "uid-checksum-1", s);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (next, o) = step(&host.engine, v).await;
+        v = next;
+        if o.status.phase == Some(Phase::Failed) {
+            break;
+        }
+        // The download runs in the background; the condition says so meanwhile.
+        assert_eq!(condition(&v, "ImagesReady").reason, "Downloading");
+        assert!(std::time::Instant::now() < deadline, "never failed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let images = condition(&v, "ImagesReady");
+    assert_eq!(
+        (images.status.as_str(), images.reason.as_str()),
+        ("False", "ChecksumMismatch")
+    );
     let st = v.status.as_ref().unwrap();
     assert_eq!(
         st.printable_status.as_deref(),
@@ -489,4 +506,27 @@ async fn a_running_domain_reports_usage_to_metrics() {
         text.contains("ironvisor_vm_memory_bytes{name=\"web\",namespace=\"metrics\"}"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn an_agent_collects_only_the_leftovers_recorded_for_its_own_node() {
+    let mut host = Host::new(URI);
+    host.engine.node = "node-one".into();
+    let (_, o) = step(&host.engine, vm("nodes", "web", "uid-node-one", spec())).await;
+    let other_dirs = tempfile::tempdir().unwrap();
+    let (_, mut other) = engine(
+        URI,
+        &other_dirs.path().join("state"),
+        &other_dirs.path().join("images"),
+    );
+    other.node = "node-two".into();
+    let removed = other.collect_orphans(&HashSet::new()).await.unwrap();
+    assert!(removed.is_empty(), "{removed:?}");
+    assert!(
+        host.libvirt.observe(&o.domain).await.unwrap().is_some(),
+        "another node's domain on a shared libvirt is left alone"
+    );
+    let removed = host.engine.collect_orphans(&HashSet::new()).await.unwrap();
+    assert_eq!(removed, vec!["uid-node-one".to_owned()]);
+    assert!(host.libvirt.observe(&o.domain).await.unwrap().is_none());
 }

@@ -30,6 +30,9 @@ pub struct DomainMetadata {
     /// Hash of the domain definition without this element: tells whether a running guest
     /// was booted from the definition the spec asks for now.
     pub config_hash: String,
+    /// The node whose agent manages the domain: a libvirt shared by several agents (tests)
+    /// lets each collect only its own leftovers. Absent in domains of older agents.
+    pub node: Option<String>,
 }
 
 /// Why a metadata element could not be read.
@@ -61,6 +64,7 @@ impl DomainMetadata {
             .with_attribute(("name", self.name.as_str()))
             .with_attribute(("generation", generation.as_str()))
             .with_attribute(("configHash", self.config_hash.as_str()))
+            .with_attributes(self.node.as_deref().map(|n| ("node", n)))
             .write_empty()?;
         Ok(())
     }
@@ -93,6 +97,7 @@ impl DomainMetadata {
         let mut name = None;
         let mut generation = None;
         let mut config_hash = None;
+        let mut node = None;
         for attr in e.attributes() {
             let attr = attr?;
             let value = attr.normalized_value(XmlVersion::Implicit1_0)?.into_owned();
@@ -104,6 +109,7 @@ impl DomainMetadata {
                     generation = Some(value.parse().map_err(|_| MetadataError::Generation)?)
                 }
                 "configHash" => config_hash = Some(value),
+                "node" => node = Some(value),
                 _ => {}
             }
         }
@@ -113,6 +119,7 @@ impl DomainMetadata {
             name: name.ok_or(MetadataError::Missing("name"))?,
             generation: generation.ok_or(MetadataError::Missing("generation"))?,
             config_hash: config_hash.unwrap_or_default(),
+            node,
         })
     }
 }
@@ -128,6 +135,7 @@ mod tests {
             name: "web\"<&>'".into(),
             generation: 7,
             config_hash: "abc".into(),
+            node: Some("host-1".into()),
         }
     }
 

@@ -94,6 +94,8 @@ pub struct Owner {
     pub name: String,
     /// `metadata.generation`.
     pub generation: i64,
+    /// The node whose agent manages the domain (empty: not recorded).
+    pub node: String,
 }
 
 /// Direct kernel boot with prepared files.
@@ -185,6 +187,7 @@ pub fn render(plan: &DomainPlan) -> RenderedDomain {
         name: plan.owner.name.clone(),
         generation: plan.owner.generation,
         config_hash: config_hash.clone(),
+        node: (!plan.owner.node.is_empty()).then(|| plan.owner.node.clone()),
     };
     RenderedDomain {
         xml: write_domain(plan, Some(&metadata)),

@@ -11,6 +11,7 @@ fn spec() -> VirtualMachineSpec {
 
 fn owner() -> Owner {
     Owner {
+        node: String::new(),
         uid: "u-1".into(),
         namespace: "ns".into(),
         name: "vm".into(),

@@ -2,7 +2,10 @@
 //!
 //! Every libvirt call blocks, so each runs in `spawn_blocking` on a shared connection
 //! (libvirt connections are thread-safe). A broken connection (libvirtd restarted) is closed
-//! explicitly and reopened on the next call, and the event callback is registered again.
+//! explicitly and reopened on the next call (or by [`Libvirt::ensure_connected`], which the
+//! daemon calls every second), with exponential backoff between failed attempts; the event
+//! callback is registered again, and subscribers of [`Hypervisor::reconnected`] are told so
+//! they can resync at once.
 //! Connections are never dropped while in the shared slot: `Connect`'s Drop panics when
 //! closing fails, so [`close_quietly`] closes them and logs instead.
 #![allow(unsafe_code)]
@@ -14,7 +17,9 @@ use crate::domain_xml::metadata::{DomainMetadata, NAMESPACE_URI};
 use crate::lifecycle::{StopReason, VmState};
 use async_trait::async_trait;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainShutoffReason, DomainState, DomainStateReason};
@@ -27,10 +32,33 @@ struct Live {
     callback: Option<c_int>,
 }
 
+/// First and longest pause between failed connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(8);
+
+/// Failed attempts since the connection was last good.
+#[derive(Default)]
+struct Retry {
+    failures: u32,
+    next_attempt: Option<Instant>,
+}
+
 struct Inner {
     uri: String,
     slot: Mutex<Option<Live>>,
     events: broadcast::Sender<DomainEvent>,
+    reconnected: broadcast::Sender<()>,
+    retry: Mutex<Retry>,
+    connected: AtomicBool,
+    /// A connection was open before (so the next open is a reconnect).
+    was_open: AtomicBool,
+    reconnects: AtomicU64,
+}
+
+fn backoff(failures: u32) -> Duration {
+    BACKOFF_MIN
+        .saturating_mul(1u32 << failures.min(6))
+        .min(BACKOFF_MAX)
 }
 
 /// libvirt at one URI.
@@ -82,13 +110,37 @@ impl Libvirt {
     /// A client for `uri`. The connection opens on first use.
     pub fn new(uri: &str) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let (reconnected, _) = broadcast::channel(16);
         Self {
             inner: Arc::new(Inner {
                 uri: uri.to_owned(),
                 slot: Mutex::new(None),
                 events,
+                reconnected,
+                retry: Mutex::default(),
+                connected: AtomicBool::new(false),
+                was_open: AtomicBool::new(false),
+                reconnects: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Check the connection and reopen it when it is gone (subject to the backoff).
+    pub async fn ensure_connected(&self) -> bool {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.connection().is_ok())
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Whether the last call found a working connection.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// How many times the connection was reopened after being lost.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
     }
 
     /// Open the connection now (to fail fast at startup).
@@ -157,17 +209,46 @@ impl Inner {
             if live.conn.is_alive().unwrap_or(false) {
                 return Ok(live.conn.clone());
             }
+            tracing::warn!(uri = self.uri, "libvirt connection lost; reconnecting");
             if let Some(old) = slot.take() {
                 Self::release(old);
             }
+            self.connected.store(false, Ordering::Relaxed);
         }
         let connect_err = |message: String| HvError::Connect {
             uri: self.uri.clone(),
             message,
         };
+        {
+            let retry = self.retry.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = retry.next_attempt
+                && let Some(left) = at.checked_duration_since(Instant::now())
+            {
+                return Err(connect_err(format!(
+                    "not connected; next attempt in {} ms",
+                    left.as_millis()
+                )));
+            }
+        }
         events::ensure_event_loop().map_err(connect_err)?;
-        let conn = Connect::open(Some(self.uri.as_str()))
-            .map_err(|e| connect_err(e.message().to_owned()))?;
+        let conn = match Connect::open(Some(self.uri.as_str())) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut retry = self.retry.lock().unwrap_or_else(|e| e.into_inner());
+                retry.failures += 1;
+                let pause = backoff(retry.failures);
+                retry.next_attempt = Some(Instant::now() + pause);
+                self.connected.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    uri = self.uri,
+                    attempt = retry.failures,
+                    retry_in_ms = pause.as_millis() as u64,
+                    error = e.message(),
+                    "cannot connect to libvirt"
+                );
+                return Err(connect_err(e.message().to_owned()));
+            }
+        };
         // Keepalives detect a dead libvirtd; the in-process test driver has none.
         if !self.uri.starts_with("test:") {
             let _ = conn.set_keep_alive(5, 3);
@@ -181,6 +262,20 @@ impl Inner {
         };
         let out = conn.clone();
         *slot = Some(Live { conn, callback });
+        drop(slot);
+        let failures =
+            std::mem::take(&mut *self.retry.lock().unwrap_or_else(|e| e.into_inner())).failures;
+        self.connected.store(true, Ordering::Relaxed);
+        if self.was_open.swap(true, Ordering::Relaxed) {
+            let n = self.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::info!(
+                uri = self.uri,
+                failed_attempts = failures,
+                reconnects = n,
+                "libvirt connection restored"
+            );
+            let _ = self.reconnected.send(());
+        }
         Ok(out)
     }
 
@@ -192,6 +287,7 @@ impl Inner {
     }
 
     fn drop_connection(&self) {
+        self.connected.store(false, Ordering::Relaxed);
         let old = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(live) = old {
             Self::release(live);
@@ -411,11 +507,24 @@ impl Hypervisor for Libvirt {
     fn subscribe(&self) -> broadcast::Receiver<DomainEvent> {
         self.inner.events.subscribe()
     }
+
+    fn reconnected(&self) -> broadcast::Receiver<()> {
+        self.inner.reconnected.subscribe()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::version_string;
+
+    #[test]
+    fn failed_connection_attempts_back_off_exponentially_up_to_a_limit() {
+        use super::{BACKOFF_MAX, BACKOFF_MIN, backoff};
+        assert_eq!(backoff(0), BACKOFF_MIN);
+        assert_eq!(backoff(1), BACKOFF_MIN * 2);
+        assert_eq!(backoff(3), BACKOFF_MIN * 8);
+        assert_eq!(backoff(50), BACKOFF_MAX);
+    }
 
     #[test]
     fn libvirt_versions_are_spelled_as_dotted_triples() {

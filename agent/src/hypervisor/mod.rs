@@ -123,4 +123,7 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn host_info(&self) -> Result<HostInfo, HvError>;
     /// Lifecycle events of domains (all of them; the receiver filters).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<DomainEvent>;
+    /// A message each time the connection is reopened after being lost (events may have
+    /// been missed meanwhile: resync everything).
+    fn reconnected(&self) -> tokio::sync::broadcast::Receiver<()>;
 }

@@ -2,6 +2,7 @@
 //! write the status by server-side apply, publish Events, keep the finalizer.
 
 use super::engine::{CloudInitData, Engine, EngineError};
+use super::guard::VmObject;
 use crate::metrics::ErrorCategory;
 use futures::StreamExt;
 use ironvisor_crds::common::{condition_status, condition_type, find_condition};
@@ -24,6 +25,9 @@ use std::time::Duration;
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A malformed VM lacks the identity needed to clean it up.
+    #[error("the malformed VirtualMachine has no {0}")]
+    Identity(&'static str),
     /// Host side.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -43,6 +47,7 @@ impl Error {
         match self {
             Error::Engine(e) => e.category(),
             Error::Kube(_) | Error::SecretKey(..) => ErrorCategory::Kubernetes,
+            Error::Identity(_) => ErrorCategory::InvalidSpec,
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.category(),
@@ -65,7 +70,7 @@ pub struct Context {
     /// Full resync period.
     pub resync: Duration,
     /// Domain name → VM, to route libvirt events without a libvirt call.
-    domains: Mutex<HashMap<String, ObjectRef<VirtualMachine>>>,
+    domains: Mutex<HashMap<String, ObjectRef<VmObject>>>,
 }
 
 impl Context {
@@ -146,6 +151,30 @@ pub fn placement_confirmed(vm: &VirtualMachine) -> bool {
     })
 }
 
+/// Publish an Event about a VM; a failure is logged, never fatal.
+pub(super) async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+        tracing::warn!(object = ?reference.name, error = %e, "publishing an event failed");
+    }
+}
+
 async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
@@ -161,7 +190,7 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
     ctx.domains
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(outcome.domain.clone(), ObjectRef::from_obj(vm.as_ref()));
+        .insert(outcome.domain.clone(), ObjectRef::new(&name).within(&ns));
     let api = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns);
     let patch = serde_json::json!({
         "apiVersion": "ironvisor.io/v1alpha1",
@@ -173,20 +202,7 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
         .await?;
     let reference = vm.object_ref(&());
     for ev in outcome.events {
-        let event = Event {
-            type_: if ev.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: ev.reason.into(),
-            note: Some(ev.note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(vm = %vm.key(), error = %e, "publishing an event failed");
-        }
+        publish(&ctx, &reference, ev.warning, ev.reason, ev.note).await;
     }
     Ok(outcome
         .requeue
@@ -199,49 +215,58 @@ async fn cleanup(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, E
     Ok(Action::await_change())
 }
 
-/// One reconcile of one VM.
-pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// One reconcile of one VM; a malformed one gets its own path and never stops the others.
+pub async fn reconcile(obj: Arc<VmObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.engine.metrics.reconcile_timer();
-    let ns = vm.namespace().unwrap_or_default();
-    let api = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, AGENT_FINALIZER, vm, |event| async {
-        match event {
-            Finalizer::Apply(vm) => apply(vm, ctx.clone()).await,
-            Finalizer::Cleanup(vm) => cleanup(vm, ctx.clone()).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = match &obj.0 {
+        Ok(vm) => reconcile_vm(Arc::new(vm.clone()), &ctx).await,
+        Err(m) => super::malformed::reconcile(m, &obj, &ctx).await,
+    };
     if result.is_ok() {
         ctx.engine.metrics.reconcile_ok();
     }
     result
 }
 
+async fn reconcile_vm(vm: Arc<VirtualMachine>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let ns = vm.namespace().unwrap_or_default();
+    let api = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, AGENT_FINALIZER, vm, |event| async {
+        match event {
+            Finalizer::Apply(vm) => apply(vm, ctx.clone()).await,
+            Finalizer::Cleanup(vm) => cleanup(vm, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
 /// Requeue a failed reconcile after a pause; the error is counted by category.
-pub fn error_policy(vm: Arc<VirtualMachine>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<VmObject>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.engine.metrics.reconcile_error(error.category());
-    tracing::warn!(vm = %vm.key(), error = %error, source = ?std::error::Error::source(error), "reconcile failed");
+    let vm = ObjectRef::from_obj(obj.as_ref());
+    tracing::warn!(%vm, error = %error, source = ?std::error::Error::source(error), "reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
 
 /// Before watching: remove domains and directories of VMs that no longer exist.
 pub async fn collect_orphans(ctx: &Context) -> Result<Vec<String>, Error> {
-    let api = Api::<VirtualMachine>::all(ctx.client.clone());
+    // Malformed VMs count too: their domains stay until they are deleted.
+    let api = Api::<VmObject>::all(ctx.client.clone());
     let vms = api
         .list(&ListParams::default().labels(&ctx.selector()))
         .await?;
     let uids: HashSet<String> = vms
         .items
         .iter()
-        .filter_map(|v| v.metadata.uid.clone())
+        .filter_map(|v| v.meta().uid.clone())
         .collect();
     Ok(ctx.engine.collect_orphans(&uids).await?)
 }
 
 fn libvirt_triggers(
     ctx: Arc<Context>,
-) -> impl futures::Stream<Item = ObjectRef<VirtualMachine>> + Send + 'static {
+) -> impl futures::Stream<Item = ObjectRef<VmObject>> + Send + 'static {
     let rx = ctx.engine.hv.subscribe();
     futures::stream::unfold((rx, ctx), |(mut rx, ctx)| async move {
         loop {
@@ -276,15 +301,15 @@ fn libvirt_triggers(
 }
 
 /// Build the controller; its store serves the heartbeat's allocation figures.
-pub fn controller(ctx: &Arc<Context>) -> Controller<VirtualMachine> {
-    let api = Api::<VirtualMachine>::all(ctx.client.clone());
+pub fn controller(ctx: &Arc<Context>) -> Controller<VmObject> {
+    let api = Api::<VmObject>::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().labels(&ctx.selector()))
 }
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
-    controller: Controller<VirtualMachine>,
+    controller: Controller<VmObject>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let resync = ctx.resync;
@@ -292,6 +317,14 @@ pub async fn run(
         t.tick().await;
         Some(((), t))
     });
+    // After libvirtd comes back, every VM is looked at again at once.
+    let reconnects = futures::stream::unfold(ctx.engine.hv.reconnected(), |mut rx| async move {
+        match rx.recv().await {
+            Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    let ticks = futures::stream::select(ticks, reconnects);
     controller
         .reconcile_on(libvirt_triggers(ctx.clone()))
         .reconcile_all_on(ticks)
@@ -305,9 +338,13 @@ pub async fn run(
         .await;
 }
 
-/// The VMs in the controller's cache.
-pub fn cached_vms(store: &Store<VirtualMachine>) -> Vec<Arc<VirtualMachine>> {
-    store.state()
+/// The VMs in the controller's cache that parse.
+pub fn cached_vms(store: &Store<VmObject>) -> Vec<Arc<VirtualMachine>> {
+    store
+        .state()
+        .iter()
+        .filter_map(|o| o.0.as_ref().ok().map(|vm| Arc::new(vm.clone())))
+        .collect()
 }
 
 #[cfg(test)]

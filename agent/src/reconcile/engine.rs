@@ -5,7 +5,7 @@
 //! Pipeline: identify → validate (pure) → observe → prepare storage and seed → build the
 //! domain (pure) → define when it differs → decide (pure) → act → observe → status (pure).
 
-use super::status::{Failure, StatusInput, VmEvent, agent_status, events};
+use super::status::{Failure, ImagesCondition, StatusInput, VmEvent, agent_status, events};
 use crate::domain_xml::name::domain_name;
 use crate::domain_xml::{DomainType, Owner, PlanInput, build_plan, render};
 use crate::hypervisor::{HvError, Hypervisor, Observed};
@@ -13,6 +13,7 @@ use crate::lifecycle::{StopReason, VmState, valid_transition};
 use crate::metrics::{ErrorCategory, Metrics};
 use crate::run_strategy::{Action, DecisionInput, decide};
 use crate::seed::{SeedContent, SeedError, write_seed};
+use crate::storage::cache::DownloadError;
 use crate::storage::layout;
 use crate::storage::prepare::{StorageError, StorageRoots, list_vm_dirs, remove_vm_dir};
 use ironvisor_crds::labels::{REQUESTED_STATE, RESTART_REQUESTED_AT};
@@ -21,10 +22,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How soon to look again while a guest is starting or shutting down.
+/// How soon to look again while a guest is starting or shutting down, or an image downloads.
 const FAST_REQUEUE: Duration = Duration::from_secs(2);
+/// How soon to try a failed download again.
+const RETRY_DOWNLOAD: Duration = Duration::from_secs(10);
 
 /// A transient reconcile failure (retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,9 @@ pub enum EngineError {
     /// Removing the VM's directory failed.
     #[error("cannot remove the VM directory")]
     Cleanup(#[source] std::io::Error),
+    /// The shutdown time could not be recorded or cleared.
+    #[error("cannot record the ACPI shutdown time in the VM directory")]
+    ShutdownMarker(#[source] std::io::Error),
 }
 
 impl EngineError {
@@ -52,9 +58,10 @@ impl EngineError {
         match self {
             EngineError::Identity(_) => ErrorCategory::InvalidSpec,
             EngineError::Hypervisor(_) => ErrorCategory::Hypervisor,
-            EngineError::Storage(_) | EngineError::Seed(_) | EngineError::Cleanup(_) => {
-                ErrorCategory::Storage
-            }
+            EngineError::Storage(_)
+            | EngineError::Seed(_)
+            | EngineError::Cleanup(_)
+            | EngineError::ShutdownMarker(_) => ErrorCategory::Storage,
         }
     }
 }
@@ -81,9 +88,9 @@ pub struct Outcome {
     pub domain: String,
 }
 
-/// Host-side reconcile state shared by all VMs. Only timing hints live in memory (when an
-/// ACPI shutdown was sent, the last observed state); losing them on restart costs at most
-/// one extra grace period and one unchecked transition.
+/// Host-side reconcile state shared by all VMs. Only the last observed state lives in
+/// memory (losing it on restart costs one unchecked transition); when an ACPI shutdown was
+/// sent is kept in the VM's directory, so the grace period survives a restart.
 pub struct Engine {
     /// The hypervisor.
     pub hv: Arc<dyn Hypervisor>,
@@ -93,12 +100,24 @@ pub struct Engine {
     pub domain_type: DomainType,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    shutdowns: Mutex<HashMap<String, Instant>>,
+    /// This node, recorded in the domains' metadata. When set, only domains recorded for
+    /// this node are collected as leftovers; empty: every domain with our metadata.
+    pub node: String,
     last_state: Mutex<HashMap<String, VmState>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long ago the ACPI shutdown recorded in `marker` was sent (wall clock, so it holds
+/// across agent restarts); `None` when none is recorded or the record is unreadable.
+async fn shutdown_sent_ago(marker: &std::path::Path) -> Option<Duration> {
+    let text = tokio::fs::read_to_string(marker).await.ok()?;
+    let sent: jiff::Timestamp = text.trim().parse().ok()?;
+    let ago = jiff::Timestamp::now().duration_since(sent);
+    // A clock that went backwards counts as "just sent".
+    Some(Duration::try_from(ago).unwrap_or(Duration::ZERO))
 }
 
 /// The VM's identity, or which field is missing.
@@ -120,6 +139,7 @@ pub fn owner_of(vm: &VirtualMachine) -> Result<Owner, EngineError> {
             .clone()
             .ok_or(EngineError::Identity("name"))?,
         generation: vm.metadata.generation.unwrap_or(0),
+        node: String::new(),
     })
 }
 
@@ -144,7 +164,7 @@ impl Engine {
             storage,
             domain_type,
             metrics,
-            shutdowns: Mutex::default(),
+            node: String::new(),
             last_state: Mutex::default(),
         }
     }
@@ -182,12 +202,15 @@ impl Engine {
         cloud_init: &CloudInitData,
         now: Time,
     ) -> Result<Outcome, EngineError> {
-        let owner = owner_of(vm)?;
+        let owner = Owner {
+            node: self.node.clone(),
+            ..owner_of(vm)?
+        };
         let vm_dir = self.vm_dir(&owner.uid)?;
         let name = domain_name(&owner.namespace, &owner.name);
         let spec = &vm.spec;
         let prev = vm.status.clone().unwrap_or_default();
-        let fail = |failure: Failure, state: VmState| -> Outcome {
+        let fail = |failure: Failure, state: VmState, images: Option<ImagesCondition>| -> Outcome {
             let status = agent_status(&StatusInput {
                 prev: &prev,
                 generation: vm.metadata.generation,
@@ -199,6 +222,7 @@ impl Engine {
                 restart_required: false,
                 interfaces: vec![],
                 failure: Some(failure.clone()),
+                images,
                 now: now.clone(),
             });
             let events = events(prev.phase, state, &status, Some(&failure));
@@ -227,6 +251,7 @@ impl Engine {
                     message: e.to_string(),
                 },
                 VmState::Failed,
+                None,
             ));
         }
 
@@ -242,6 +267,7 @@ impl Engine {
                             message,
                         },
                         VmState::Failed,
+                        None,
                     ));
                 }
                 Some(m) if m.uid != owner.uid => {
@@ -259,22 +285,67 @@ impl Engine {
             }
         }
 
-        let prepared = match self.storage.prepare(&vm_dir, spec).await {
-            Ok(p) => p,
-            Err(e) if e.is_permanent() => {
-                let reason = match &e {
-                    StorageError::Download(d) if d.is_permanent() => "ImageChecksumMismatch",
-                    _ => "StorageFailed",
+        // Images first, without waiting: a download runs in the background while the
+        // status says how far it got.
+        let waiting = |images: ImagesCondition, requeue: Duration| -> Outcome {
+            let state = observed.as_ref().map_or(VmState::Pending, |o| o.state);
+            let status = agent_status(&StatusInput {
+                prev: &prev,
+                generation: vm.metadata.generation,
+                state,
+                domain_uuid: observed.as_ref().map(|o| o.uuid.clone()),
+                started_now: false,
+                auto_restart: false,
+                restart_handled: None,
+                restart_required: false,
+                interfaces: prev.interfaces.clone(),
+                failure: None,
+                images: Some(images),
+                now: now.clone(),
+            });
+            Outcome {
+                events: events(prev.phase, state, &status, None),
+                status,
+                requeue: Some(requeue),
+                domain: name.clone(),
+            }
+        };
+        let storage_failed = |e: StorageError| -> Result<Outcome, EngineError> {
+            if !e.is_permanent() {
+                return match e {
+                    StorageError::Download(d) => Ok(waiting(
+                        ImagesCondition::not_ready("DownloadFailed", format!("{d}; retrying")),
+                        RETRY_DOWNLOAD,
+                    )),
+                    e => Err(e.into()),
                 };
-                return Ok(fail(
-                    Failure {
-                        reason,
-                        message: e.to_string(),
-                    },
-                    VmState::Failed,
+            }
+            let message = e.to_string();
+            let (reason, images) = match &e {
+                StorageError::Download(DownloadError::Checksum { .. }) => {
+                    ("ImageChecksumMismatch", Some("ChecksumMismatch"))
+                }
+                StorageError::Download(_) => ("ImageChecksumMismatch", Some("InvalidDigest")),
+                StorageError::Path(_) => ("StorageFailed", Some("ImageUnavailable")),
+                _ => ("StorageFailed", None),
+            };
+            let images = images.map(|r| ImagesCondition::not_ready(r, message.clone()));
+            Ok(fail(Failure { reason, message }, VmState::Failed, images))
+        };
+        match self.storage.images_pending(&vm_dir, spec).await {
+            Ok(None) => {}
+            Ok(Some(progress)) => {
+                tracing::info!(vm = %format!("{}/{}", owner.namespace, owner.name), progress, "waiting for images");
+                return Ok(waiting(
+                    ImagesCondition::not_ready("Downloading", progress),
+                    FAST_REQUEUE,
                 ));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return storage_failed(e),
+        }
+        let prepared = match self.storage.prepare(&vm_dir, spec).await {
+            Ok(p) => p,
+            Err(e) => return storage_failed(e),
         };
         let input = PlanInput {
             kernel: prepared.kernel,
@@ -293,6 +364,7 @@ impl Engine {
                         message: e.to_string(),
                     },
                     VmState::Failed,
+                    None,
                 ));
             }
         };
@@ -311,7 +383,9 @@ impl Engine {
         let rendered = render(&plan);
         let current = observed.as_ref().and_then(|o| o.config.as_ref());
         if current.is_none_or(|m| {
-            m.config_hash != rendered.config_hash || m.generation != owner.generation
+            m.config_hash != rendered.config_hash
+                || m.generation != owner.generation
+                || m.node.as_deref().unwrap_or_default() != owner.node
         }) {
             self.hv.define(&rendered.xml).await?;
             observed = self.hv.observe(&name).await?;
@@ -319,7 +393,8 @@ impl Engine {
         let before = observed.as_ref().map_or(VmState::Pending, |o| o.state);
         self.record_state(&owner.uid, before);
 
-        let shutdown_sent_ago = lock(&self.shutdowns).get(&owner.uid).map(Instant::elapsed);
+        let marker = layout::shutdown_marker(&vm_dir);
+        let shutdown_sent_ago = shutdown_sent_ago(&marker).await;
         let decision = decide(&DecisionInput {
             strategy: spec.run_strategy,
             state: before,
@@ -332,6 +407,7 @@ impl Engine {
                 u64::try_from(spec.termination_grace_period_seconds).unwrap_or(0),
             ),
         });
+        self.metrics.vm_seen(&owner.namespace, &owner.name);
         let mut started_now = false;
         let mut auto_restart = false;
         let mut requeue = None;
@@ -347,6 +423,9 @@ impl Engine {
                         RunStrategy::Always | RunStrategy::RerunOnFailure
                     )
                     && matches!(before, VmState::Stopped(r) if r != StopReason::NeverStarted);
+                if auto_restart {
+                    self.metrics.vm_restarted(&owner.namespace, &owner.name);
+                }
             }
             Action::Restart => {
                 if before.is_up() || before == VmState::Starting {
@@ -357,14 +436,21 @@ impl Engine {
             }
             Action::Shutdown => {
                 self.hv.shutdown(&name).await?;
-                lock(&self.shutdowns).insert(owner.uid.clone(), Instant::now());
+                // On disk, so the grace period survives an agent restart.
+                tokio::fs::write(&marker, jiff::Timestamp::now().to_string())
+                    .await
+                    .map_err(EngineError::Cleanup)?;
                 requeue = Some(FAST_REQUEUE);
             }
             Action::AwaitShutdown(left) => requeue = Some(left.min(FAST_REQUEUE)),
             Action::Destroy => self.hv.destroy(&name).await?,
         }
         if !matches!(decision.action, Action::Shutdown | Action::AwaitShutdown(_)) {
-            lock(&self.shutdowns).remove(&owner.uid);
+            match tokio::fs::remove_file(&marker).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::ShutdownMarker(e)),
+            }
         }
 
         let after = if decision.action == Action::Nothing {
@@ -407,6 +493,7 @@ impl Engine {
             restart_required,
             interfaces,
             failure: None,
+            images: Some(ImagesCondition::available()),
             now,
         });
         let events = events(prev.phase, before, &status, None);
@@ -427,7 +514,11 @@ impl Engine {
     /// The finalizer's cleanup: destroy and undefine the VM's domain (only if it is ours and
     /// this VM's), remove its directory, forget its metrics.
     pub async fn remove(&self, vm: &VirtualMachine) -> Result<(), EngineError> {
-        let owner = owner_of(vm)?;
+        self.remove_owned(&owner_of(vm)?).await
+    }
+
+    /// [`remove`](Self::remove) by identity alone (a VM whose spec cannot be read).
+    pub async fn remove_owned(&self, owner: &Owner) -> Result<(), EngineError> {
         let name = domain_name(&owner.namespace, &owner.name);
         if let Some(o) = self.hv.observe(&name).await?
             && o.owner().is_some_and(|m| m.uid == owner.uid)
@@ -441,7 +532,6 @@ impl Engine {
             .await
             .map_err(EngineError::Cleanup)?;
         self.metrics.forget_vm(&owner.namespace, &owner.name);
-        lock(&self.shutdowns).remove(&owner.uid);
         lock(&self.last_state).remove(&owner.uid);
         Ok(())
     }
@@ -456,9 +546,14 @@ impl Engine {
     ) -> Result<Vec<String>, EngineError> {
         let mut removed = Vec::new();
         for o in self.hv.list_owned().await? {
-            let Some(uid) = o.owner().map(|m| m.uid.clone()) else {
+            let Some(m) = o.owner() else {
                 continue;
             };
+            if !self.node.is_empty() && m.node.as_deref() != Some(self.node.as_str()) {
+                // Another agent's (or an older agent's) domain on a shared libvirt.
+                continue;
+            }
+            let uid = m.uid.clone();
             if !live_uids.contains(&uid) {
                 // The agent creates a VM's directory before its domain and removes it after,
                 // so a domain of ours always has one under our --state-dir. A domain without

@@ -1,6 +1,7 @@
 //! The host's heartbeat: the Lease `ironvisor-agent-<node>` in `ironvisor-system`, renewed
 //! every 10 s, and the status of the Hypervisor named after the node.
 
+use super::guard::VmObject;
 use crate::host::{HostFacts, allocated, hypervisor_status};
 use crate::metrics::Metrics;
 use ironvisor_crds::hypervisor::{Acceleration, Hypervisor};
@@ -120,14 +121,14 @@ impl Heartbeat {
     }
 
     /// Renew and report every `period` until the task is aborted.
-    pub async fn run(self, store: Store<VirtualMachine>) {
+    pub async fn run(self, store: Store<VmObject>) {
         let mut tick = tokio::time::interval(self.period);
         loop {
             tick.tick().await;
             if let Err(e) = self.renew_lease().await {
                 tracing::warn!(error = %e, "renewing the heartbeat lease failed");
             }
-            if let Err(e) = self.report(&store.state()).await {
+            if let Err(e) = self.report(&super::controller::cached_vms(&store)).await {
                 tracing::warn!(error = %e, "writing the Hypervisor status failed");
             }
         }

@@ -3,5 +3,7 @@
 
 pub mod controller;
 pub mod engine;
+pub mod guard;
 pub mod heartbeat;
+pub mod malformed;
 pub mod status;

@@ -26,6 +26,38 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The `ImagesReady` condition: whether every image the VM needs is on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImagesCondition {
+    /// All images are available.
+    pub ready: bool,
+    /// Available, Downloading, DownloadFailed, ChecksumMismatch, InvalidDigest,
+    /// ImageUnavailable.
+    pub reason: &'static str,
+    /// Progress or what failed.
+    pub message: String,
+}
+
+impl ImagesCondition {
+    /// Every image is available.
+    pub fn available() -> Self {
+        Self {
+            ready: true,
+            reason: "Available",
+            message: "every image the VM needs is on the host".into(),
+        }
+    }
+
+    /// Not (yet) available, for `reason`.
+    pub fn not_ready(reason: &'static str, message: String) -> Self {
+        Self {
+            ready: false,
+            reason,
+            message,
+        }
+    }
+}
+
 /// What the new status is computed from.
 #[derive(Clone, Debug)]
 pub struct StatusInput<'a> {
@@ -49,6 +81,8 @@ pub struct StatusInput<'a> {
     pub interfaces: Vec<InterfaceStatus>,
     /// A permanent failure, if any.
     pub failure: Option<Failure>,
+    /// The images condition, when this reconcile learnt it (else the previous one stays).
+    pub images: Option<ImagesCondition>,
     /// Now.
     pub now: Time,
 }
@@ -76,7 +110,11 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
         .prev
         .conditions
         .iter()
-        .filter(|c| c.type_ == condition_type::READY || c.type_ == condition_type::RESTART_REQUIRED)
+        .filter(|c| {
+            c.type_ == condition_type::READY
+                || c.type_ == condition_type::RESTART_REQUIRED
+                || c.type_ == condition_type::IMAGES_READY
+        })
         .cloned()
         .collect();
     let mut conditions = prev_conditions;
@@ -128,6 +166,19 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
             &i.now,
         ),
     );
+    if let Some(img) = &i.images {
+        set_condition(
+            &mut conditions,
+            condition(
+                condition_type::IMAGES_READY,
+                img.ready,
+                img.reason,
+                img.message.clone(),
+                i.generation,
+                &i.now,
+            ),
+        );
+    }
     let started_at = if i.started_now {
         Some(i.now.clone())
     } else {
@@ -235,6 +286,7 @@ mod tests {
             restart_required: false,
             interfaces: vec![],
             failure: None,
+            images: None,
             now: now(100),
         }
     }
@@ -322,6 +374,29 @@ mod tests {
             .is_empty(),
             "once"
         );
+    }
+
+    #[test]
+    fn images_ready_is_set_when_known_and_kept_otherwise() {
+        let prev = VirtualMachineStatus::default();
+        let mut i = input(&prev, VmState::Pending);
+        i.images = Some(ImagesCondition::not_ready(
+            "Downloading",
+            "downloading root: 1.0 of 4.0 MiB".into(),
+        ));
+        let s = agent_status(&i);
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ImagesReady")
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "Downloading")
+        );
+        assert_eq!(s.phase, Some(Phase::Scheduled), "still waiting, not failed");
+        let later = agent_status(&input(&s, VmState::Running));
+        assert!(later.conditions.iter().any(|c| c.type_ == "ImagesReady"));
     }
 
     #[test]

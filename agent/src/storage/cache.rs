@@ -2,12 +2,14 @@
 //!
 //! A download streams into a temporary file while hashing; only a file whose hash matches
 //! is renamed into the cache, so the cache never holds a partial or wrong image. Two VMs
-//! asking for the same image share one download.
+//! asking for the same image share one download. [`ImageCache::poll`] runs the download in
+//! the background and reports its progress, so a reconcile never waits for it.
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -46,12 +48,50 @@ impl DownloadError {
     }
 }
 
+/// Bytes received so far by a download, and its announced size (0: unknown).
+#[derive(Debug, Default)]
+pub struct Progress {
+    received: AtomicU64,
+    total: AtomicU64,
+}
+
+/// Where an image stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageState {
+    /// Verified and in the cache.
+    Ready(PathBuf),
+    /// Being downloaded.
+    Downloading {
+        /// Bytes so far.
+        received: u64,
+        /// Announced size, when the server sent one.
+        total: Option<u64>,
+    },
+}
+
+struct Job {
+    progress: Arc<Progress>,
+    task: tokio::task::JoinHandle<Result<PathBuf, DownloadError>>,
+}
+
 /// The host's image cache.
 #[derive(Clone)]
 pub struct ImageCache {
     state_dir: PathBuf,
     client: reqwest::Client,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    jobs: Arc<Mutex<HashMap<String, Job>>>,
+    /// (url, expected sha256) → actual sha256 of downloads that did not match: not tried
+    /// again until the spec names another URL or digest (or the agent restarts).
+    mismatches: Arc<Mutex<HashMap<(String, String), String>>>,
+}
+
+fn check_digest(sha256: &str) -> Result<String, DownloadError> {
+    let sha = sha256.to_ascii_lowercase();
+    if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(DownloadError::BadDigest(sha256.to_owned()));
+    }
+    Ok(sha)
 }
 
 impl ImageCache {
@@ -66,6 +106,8 @@ impl ImageCache {
             state_dir: state_dir.to_owned(),
             client,
             locks: Arc::default(),
+            jobs: Arc::default(),
+            mismatches: Arc::default(),
         }
     }
 
@@ -74,12 +116,89 @@ impl ImageCache {
         locks.entry(sha.to_owned()).or_default().clone()
     }
 
+    /// The image's state without waiting: ready, or downloading in the background (started
+    /// by the first call). A finished download's error is returned once; the next call
+    /// starts a new attempt.
+    pub async fn poll(&self, url: &str, sha256: &str) -> Result<ImageState, DownloadError> {
+        let sha = check_digest(sha256)?;
+        let key = (url.to_owned(), sha.clone());
+        if let Some(actual) = self
+            .mismatches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Err(DownloadError::Checksum {
+                expected: sha,
+                actual: actual.clone(),
+            });
+        }
+        let target = layout::cached_image(&self.state_dir, &sha);
+        let finished = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            match jobs.get(&sha) {
+                Some(job) if !job.task.is_finished() => {
+                    let total = job.progress.total.load(Ordering::Relaxed);
+                    return Ok(ImageState::Downloading {
+                        received: job.progress.received.load(Ordering::Relaxed),
+                        total: (total > 0).then_some(total),
+                    });
+                }
+                Some(_) => jobs.remove(&sha),
+                None => None,
+            }
+        };
+        if let Some(job) = finished {
+            return match job.task.await {
+                Ok(Err(DownloadError::Checksum { expected, actual })) => {
+                    tracing::warn!(
+                        url,
+                        expected,
+                        actual,
+                        "downloaded image does not match its sha256"
+                    );
+                    self.mismatches
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, actual.clone());
+                    Err(DownloadError::Checksum { expected, actual })
+                }
+                Ok(r) => r.map(ImageState::Ready),
+                Err(e) => Err(DownloadError::Http(format!(
+                    "the download task failed: {e}"
+                ))),
+            };
+        }
+        if tokio::fs::try_exists(&target).await? {
+            return Ok(ImageState::Ready(target));
+        }
+        let progress = Arc::new(Progress::default());
+        let (cache, url_owned, sha_owned, p) =
+            (self.clone(), url.to_owned(), sha.clone(), progress.clone());
+        let task = tokio::spawn(async move { cache.ensure_with(&url_owned, &sha_owned, &p).await });
+        tracing::info!(url, sha256 = sha, "image download started");
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sha, Job { progress, task });
+        Ok(ImageState::Downloading {
+            received: 0,
+            total: None,
+        })
+    }
+
     /// Path of the cached image, downloading and verifying it first when needed.
     pub async fn ensure(&self, url: &str, sha256: &str) -> Result<PathBuf, DownloadError> {
-        let sha = sha256.to_ascii_lowercase();
-        if sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(DownloadError::BadDigest(sha256.to_owned()));
-        }
+        self.ensure_with(url, sha256, &Progress::default()).await
+    }
+
+    async fn ensure_with(
+        &self,
+        url: &str,
+        sha256: &str,
+        progress: &Progress,
+    ) -> Result<PathBuf, DownloadError> {
+        let sha = check_digest(sha256)?;
         let target = layout::cached_image(&self.state_dir, &sha);
         if tokio::fs::try_exists(&target).await? {
             return Ok(target);
@@ -97,7 +216,7 @@ impl ImageCache {
         let tmp = tempfile::Builder::new()
             .prefix(".partial-")
             .tempfile_in(dir)?;
-        let actual = self.download_into(url, tmp.path()).await?;
+        let actual = self.download_into(url, tmp.path(), progress).await?;
         if actual != sha {
             return Err(DownloadError::Checksum {
                 expected: sha,
@@ -109,7 +228,12 @@ impl ImageCache {
         Ok(target)
     }
 
-    async fn download_into(&self, url: &str, path: &Path) -> Result<String, DownloadError> {
+    async fn download_into(
+        &self,
+        url: &str,
+        path: &Path,
+        progress: &Progress,
+    ) -> Result<String, DownloadError> {
         let http = |e: reqwest::Error| DownloadError::Http(e.without_url().to_string());
         let resp = self.client.get(url).send().await.map_err(http)?;
         let status = resp.status();
@@ -117,6 +241,7 @@ impl ImageCache {
             return Err(DownloadError::Http(format!("server answered {status}")));
         }
         let total = resp.content_length();
+        progress.total.store(total.unwrap_or(0), Ordering::Relaxed);
         let mut file = tokio::fs::File::create(path).await?;
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
@@ -127,7 +252,8 @@ impl ImageCache {
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
             received += chunk.len() as u64;
-            if last_log.elapsed() >= Duration::from_secs(5) {
+            progress.received.store(received, Ordering::Relaxed);
+            if last_log.elapsed() >= Duration::from_secs(2) {
                 last_log = Instant::now();
                 tracing::info!(url, received, total, "downloading image");
             }
@@ -209,6 +335,39 @@ mod tests {
             "{:?}",
             cache_entries(dir.path())
         );
+    }
+
+    #[tokio::test]
+    async fn a_background_download_reports_progress_and_a_mismatch_is_not_retried() {
+        let body = vec![7u8; 1 << 20];
+        let (url, hits) = serve(body.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ImageCache::new(dir.path());
+        let good = sha(&body);
+        let first = cache.poll(&url, &good).await.unwrap();
+        assert!(matches!(first, ImageState::Downloading { .. }), "{first:?}");
+        let path = loop {
+            match cache.poll(&url, &good).await.unwrap() {
+                ImageState::Ready(p) => break p,
+                ImageState::Downloading { .. } => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+            }
+        };
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+
+        let bad = sha(b"other");
+        let err = loop {
+            match cache.poll(&url, &bad).await {
+                Err(e) => break e,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        assert!(err.is_permanent(), "{err}");
+        let before = hits.load(Ordering::SeqCst);
+        assert!(cache.poll(&url, &bad).await.unwrap_err().is_permanent());
+        assert_eq!(hits.load(Ordering::SeqCst), before, "not downloaded again");
+        assert_eq!(before, 2);
     }
 
     #[tokio::test]

@@ -31,6 +31,12 @@ pub fn seed_file(vm_dir: &Path) -> PathBuf {
     vm_dir.join("seed.iso")
 }
 
+/// When the agent sent the guest an ACPI shutdown (RFC 3339), while it waits for the
+/// grace period.
+pub fn shutdown_marker(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("shutdown-requested")
+}
+
 /// The serial console log.
 pub fn console_log(vm_dir: &Path) -> PathBuf {
     vm_dir.join("console.log")

@@ -1,7 +1,7 @@
 //! Prepare everything a VM's domain points at: its directory, disks, kernel and initrd.
 //! Cleanup removes the VM's own directory and nothing else.
 
-use super::cache::{DownloadError, ImageCache};
+use super::cache::{DownloadError, ImageCache, ImageState};
 use super::{layout, qcow2};
 use crate::paths::{PathError, resolve_host_path};
 use ironvisor_crds::quantity::to_bytes;
@@ -95,6 +95,44 @@ impl StorageRoots {
             what,
         )
         .await
+    }
+
+    /// Whether every http image the VM still needs is in the cache; starts the missing
+    /// downloads in the background. `Some(progress)` while any is downloading.
+    pub async fn images_pending(
+        &self,
+        vm_dir: &Path,
+        spec: &VirtualMachineSpec,
+    ) -> Result<Option<String>, StorageError> {
+        let mut wanted = Vec::new();
+        for disk in &spec.disks {
+            if let Some(h) = &disk.source.http
+                && !tokio::fs::try_exists(layout::disk_file(vm_dir, &disk.name)).await?
+            {
+                wanted.push((disk.name.as_str(), h));
+            }
+        }
+        if let Some(kb) = &spec.kernel_boot {
+            if let Some(h) = &kb.kernel.http {
+                wanted.push(("kernel", h));
+            }
+            if let Some(h) = kb.initrd.as_ref().and_then(|i| i.http.as_ref()) {
+                wanted.push(("initrd", h));
+            }
+        }
+        let mut pending = Vec::new();
+        for (what, h) in wanted {
+            if let ImageState::Downloading { received, total } =
+                self.cache.poll(&h.url, &h.sha256).await?
+            {
+                let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+                pending.push(match total {
+                    Some(t) => format!("{what}: {:.1} of {:.1} MiB", mib(received), mib(t)),
+                    None => format!("{what}: {:.1} MiB", mib(received)),
+                });
+            }
+        }
+        Ok((!pending.is_empty()).then(|| format!("downloading {}", pending.join(", "))))
     }
 
     /// Create the VM directory and every disk that does not exist yet; resolve boot files.

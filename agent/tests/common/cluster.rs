@@ -35,6 +35,29 @@ pub struct Cluster {
 impl Cluster {
     /// Start the cluster (CRDs applied, system namespace created) and the agent.
     pub async fn start(node: &str, uri: &str, configure: impl FnOnce(&mut Config)) -> Self {
+        let mut c = Self::without_agent(node).await;
+        let mut config = Config::new(node, uri, c.state_dir.clone(), c.images_dir.clone());
+        config.accel = AccelChoice::Tcg;
+        config.heartbeat_period = Duration::from_millis(500);
+        configure(&mut config);
+        c.state_dir = config.state_dir.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let agent_client = c.client.clone();
+        let agent = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            daemon::run(config, agent_client, shutdown)
+                .await
+                .expect("the agent starts");
+        });
+        c.stop = Some(tx);
+        c.agent = Some(agent);
+        c
+    }
+
+    /// Start the cluster only (the test runs the agent itself, e.g. as a process).
+    pub async fn without_agent(node: &str) -> Self {
         daemon::install_crypto_provider();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -64,21 +87,6 @@ impl Cluster {
         let state_dir = tmp.path().join("state");
         let images_dir = tmp.path().join("images");
         std::fs::create_dir_all(&images_dir).expect("images dir");
-        let mut config = Config::new(node, uri, state_dir.clone(), images_dir.clone());
-        config.accel = AccelChoice::Tcg;
-        config.heartbeat_period = Duration::from_millis(500);
-        configure(&mut config);
-        let state_dir = config.state_dir.clone();
-        let (tx, rx) = oneshot::channel::<()>();
-        let agent_client = client.clone();
-        let agent = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = rx.await;
-            };
-            daemon::run(config, agent_client, shutdown)
-                .await
-                .expect("the agent starts");
-        });
         Self {
             cluster,
             client,
@@ -86,8 +94,8 @@ impl Cluster {
             tmp,
             state_dir,
             images_dir,
-            stop: Some(tx),
-            agent: Some(agent),
+            stop: None,
+            agent: None,
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 /// A host: state and images directories, and an engine over `uri`.
 pub struct Host {
+    pub uri: String,
     pub tmp: tempfile::TempDir,
     pub state_dir: PathBuf,
     pub images_dir: PathBuf,
@@ -34,6 +35,7 @@ impl Host {
         std::fs::create_dir_all(&images_dir).unwrap();
         let (libvirt, engine) = engine(uri, &state_dir, &images_dir);
         Self {
+            uri: uri.to_owned(),
             tmp,
             state_dir,
             images_dir,
@@ -45,16 +47,12 @@ impl Host {
     /// A new engine on the same directories, as after an agent restart.
     pub fn restart(self) -> Self {
         self.libvirt.close();
-        let (libvirt, engine) = engine(&self.libvirt_uri(), &self.state_dir, &self.images_dir);
+        let (libvirt, engine) = engine(&self.uri, &self.state_dir, &self.images_dir);
         Self {
             libvirt,
             engine,
             ..self
         }
-    }
-
-    fn libvirt_uri(&self) -> String {
-        "test:///default".into()
     }
 
     pub fn vm_dir(&self, uid: &str) -> PathBuf {
