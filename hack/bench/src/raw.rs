@@ -93,10 +93,12 @@ pub fn define_and_start(
     })
 }
 
-/// Destroy and undefine the named domains (those that exist).
+/// Destroy and undefine the named domains (those that exist). Listing first rather than
+/// looking each name up keeps libvirt from printing "Domain not found" for every absent one.
 pub fn remove(conn: &Connect, names: &[String]) {
-    for n in names {
-        if let Ok(d) = conn.lookup_domain_by_name(n) {
+    let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    for d in conn.list_all_domains(0).unwrap_or_default() {
+        if d.name().is_ok_and(|n| wanted.contains(n.as_str())) {
             let _ = d.destroy();
             let _ = d.undefine();
         }
@@ -155,6 +157,13 @@ mod tests {
         assert!(d.is_active().expect("state"));
         let names: Vec<String> = domains.iter().map(|d| d.name.clone()).collect();
         remove(&conn, &names);
-        assert!(conn.lookup_domain_by_name(&domains[0].name).is_err());
+        let left: Vec<String> = conn
+            .list_all_domains(0)
+            .expect("list")
+            .iter()
+            .filter_map(|d| d.name().ok())
+            .filter(|n| names.contains(n))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -166,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
         times.iter().filter(|t| t.running.is_some()).count(),
         args.count,
         wall.as_secs_f64(),
-        interval.as_secs_f64() * args.count as f64,
+        interval.as_secs_f64() * args.count.saturating_sub(1) as f64,
     );
     let value = json!({
         "bench": "density", "uri": args.libvirt_uri, "count": args.count,
