@@ -25,6 +25,8 @@ pub struct RawDomain {
 pub fn domain(spec: &VirtualMachineSpec, name: &str, dir: &Path) -> anyhow::Result<RawDomain> {
     let uid = format!("00000000-0000-4000-8000-{:012x}", fnv(name));
     let vm_dir = dir.join(&uid);
+    // The agent creates the VM's directory before defining (the console log goes there).
+    std::fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
     let input = PlanInput {
         owner: Owner {
             uid,
@@ -82,9 +84,9 @@ pub fn define_and_start(
         let t = Instant::now();
         let dom = conn
             .define_domain_xml(&d.xml)
-            .with_context(|| format!("defining {}", d.name))?;
+            .map_err(|e| anyhow::anyhow!("defining {}: {}", d.name, e.message()))?;
         dom.create()
-            .with_context(|| format!("starting {}", d.name))?;
+            .map_err(|e| anyhow::anyhow!("starting {}: {}", d.name, e.message()))?;
         latencies.push(t.elapsed());
     }
     Ok(RawRun {

@@ -121,6 +121,17 @@ async fn main() -> anyhow::Result<()> {
         peak_op = o.peak_bytes;
     }
     let agents: Vec<Option<rss::Rss>> = st.agents.iter().map(|a| a.proc.rss()).collect();
+    let vm_api: kube::Api<ironvisor_crds::VirtualMachine> =
+        kube::Api::namespaced(st.client.clone(), NS);
+    let mut on_agent = Vec::new();
+    for a in &st.agents {
+        let lp = kube::api::ListParams::default().labels(&format!(
+            "{}={}",
+            ironvisor_crds::labels::NODE,
+            a.node
+        ));
+        on_agent.push(vm_api.list(&lp).await.map(|l| l.items.len()).unwrap_or(0));
+    }
     let bench_rss = rss::own();
     st.stop();
 
@@ -208,8 +219,8 @@ async fn main() -> anyhow::Result<()> {
         vec!["RSS operator".into(), mib(op), String::new()],
     ];
     for (i, a) in agents.iter().enumerate() {
-        let vms_on = "test:///default agent";
-        rows.push(vec![format!("RSS agent-{i}"), mib(*a), vms_on.into()]);
+        let note = format!("real agent on test:///default, {} VMs", on_agent[i]);
+        rows.push(vec![format!("RSS agent-{i}"), mib(*a), note]);
     }
     rows.push(vec![
         "RSS bench (watch + simulated agents)".into(),
@@ -223,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
         "decisions_per_s": decisions, "creation_to_placement": c2p, "creation_to_running": c2r,
         "raw_define_start_s": secs(raw_run.wall),
         "rss_devcluster": rss_json(dev), "rss_operator": rss_json(op), "operator_peak_bytes": peak_op,
-        "rss_agents": agents, "rss_bench": rss_json(bench_rss),
+        "rss_agents": agents, "vms_on_agents": on_agent, "rss_bench": rss_json(bench_rss),
     });
     report::emit("scale", &text, &value, args.json.as_deref())?;
     anyhow::ensure!(
