@@ -61,8 +61,11 @@ fn fnv(s: &str) -> u64 {
 /// What the baseline measured.
 #[derive(Clone, Debug)]
 pub struct RawRun {
-    /// Define + start of each domain.
+    /// Define + start of each domain (the calls alone).
     pub latencies: Vec<Duration>,
+    /// From the moment each domain was due to the end of its start: the calls plus any wait
+    /// behind earlier domains, the counterpart of "creation → Running".
+    pub since_due: Vec<Duration>,
     /// First define to last start.
     pub wall: Duration,
 }
@@ -76,6 +79,7 @@ pub fn define_and_start(
 ) -> anyhow::Result<RawRun> {
     let start = Instant::now();
     let mut latencies = Vec::with_capacity(domains.len());
+    let mut since_due = Vec::with_capacity(domains.len());
     for (i, d) in domains.iter().enumerate() {
         let due = start + interval * u32::try_from(i).unwrap_or(u32::MAX);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -88,9 +92,11 @@ pub fn define_and_start(
         dom.create()
             .map_err(|e| anyhow::anyhow!("starting {}: {}", d.name, e.message()))?;
         latencies.push(t.elapsed());
+        since_due.push(due.elapsed());
     }
     Ok(RawRun {
         latencies,
+        since_due,
         wall: start.elapsed(),
     })
 }
@@ -148,6 +154,12 @@ mod tests {
         let conn = Connect::open(Some("test:///default")).expect("test driver");
         let run = define_and_start(&conn, &domains, Duration::from_millis(5)).expect("run");
         assert_eq!(run.latencies.len(), 3);
+        assert!(
+            run.since_due
+                .iter()
+                .zip(&run.latencies)
+                .all(|(q, c)| q >= c)
+        );
         assert!(
             run.wall >= Duration::from_millis(10),
             "paced: {:?}",

@@ -68,6 +68,19 @@ pub fn intervals(
         .collect()
 }
 
+/// Each VM's (created, placed, running) in milliseconds after `origin`, sorted by creation:
+/// the timeline the JSON output carries for diagnosis.
+pub fn timeline(times: &[Times], origin: Instant) -> Vec<[Option<f64>; 3]> {
+    let ms =
+        |i: Option<Instant>| i.map(|i| i.saturating_duration_since(origin).as_secs_f64() * 1000.0);
+    let mut rows: Vec<[Option<f64>; 3]> = times
+        .iter()
+        .map(|t| [ms(t.created), ms(t.placed), ms(t.running)])
+        .collect();
+    rows.sort_by(|a, b| a[0].partial_cmp(&b[0]).unwrap_or(std::cmp::Ordering::Equal));
+    rows
+}
+
 /// Earliest and latest of the given instants.
 pub fn span(times: &[Times], at: fn(&Times) -> Option<Instant>) -> Option<(Instant, Instant)> {
     let all: Vec<Instant> = times.iter().filter_map(at).collect();
@@ -266,5 +279,9 @@ mod tests {
             ))
         );
         assert_eq!(span(&[], |t| t.placed), None);
+        let tl = timeline(&times, t0);
+        assert_eq!(tl[0], [None, Some(1.0), Some(2.0)]);
+        assert_eq!(tl[1], [Some(0.0), Some(10.0), Some(30.0)]);
+        assert_eq!(tl[2], [Some(5.0), Some(20.0), None]);
     }
 }
