@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
                 "creation→Running",
                 "creation→placed",
                 "placed→Running",
-                "raw define+start",
+                "raw, due→started",
                 "ours/raw"
             ],
             &rows

@@ -192,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
             "time until all Running".into(),
             format!("{:.1} s", secs(all_running)),
             format!(
-                "{}/{} Running; {}× the API-only create time",
+                "{}/{} Running; {} the API-only create time",
                 times.iter().filter(|t| t.running.is_some()).count(),
                 args.vms,
                 report::times(stats::ratio(secs(all_running), secs(created)))
