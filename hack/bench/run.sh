@@ -5,7 +5,7 @@
 #
 #   hack/bench/run.sh                 # everything on test:///default
 #   QEMU=1 hack/bench/run.sh          # also density and overhead on qemu:///system
-#   QEMU_COUNT=20 SCALE_VMS=2000 FOOTPRINT_VMS=500 hack/bench/run.sh   # smaller runs
+#   QEMU_COUNT=10 SCALE_VMS=2000 FOOTPRINT_VMS=500 hack/bench/run.sh   # smaller runs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ironvisor-target}"
@@ -28,8 +28,8 @@ echo "==> scale"
 if [ -n "${QEMU:-}" ]; then
   hack/start-libvirtd.sh
   echo "==> density on qemu:///system (tiny diskless guests, TCG)"
-  "$BIN/bench-density" --libvirt-uri qemu:///system --count "${QEMU_COUNT:-20}" --json "$OUT/density-qemu.json"
+  "$BIN/bench-density" --libvirt-uri qemu:///system --count "${QEMU_COUNT:-50}" --json "$OUT/density-qemu.json"
   echo "==> overhead on qemu:///system"
-  "$BIN/bench-overhead" --libvirt-uri qemu:///system --count "${QEMU_COUNT:-20}" --json "$OUT/overhead-qemu.json"
+  "$BIN/bench-overhead" --libvirt-uri qemu:///system --count "${QEMU_COUNT:-50}" --json "$OUT/overhead-qemu.json"
 fi
 echo "==> results in $OUT"
