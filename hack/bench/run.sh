@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds Ironvisor in release and runs the four benchmarks with their default sizes (the full
+# sizes of the issues: 100 VMs, 10,000 VMs over 100 hosts, 1,000 VMs on one agent).
+# Figures go to stdout (a table and a BENCH_JSON line each) and to $OUT/*.json.
+#
+#   hack/bench/run.sh                 # everything on test:///default
+#   QEMU=1 hack/bench/run.sh          # also density and overhead on qemu:///system
+#   QEMU_COUNT=10 SCALE_VMS=2000 FOOTPRINT_VMS=500 hack/bench/run.sh   # smaller runs
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ironvisor-target}"
+OUT="${OUT:-$CARGO_TARGET_DIR/bench-results}"
+mkdir -p "$OUT"
+
+echo "==> building in release (agent, operator, devcluster, bench)"
+cargo build --release -p ironvisor-agent -p ironvisor-operator -p ironvisor-devcluster -p ironvisor-bench --bins
+BIN="$CARGO_TARGET_DIR/release"
+
+echo "==> density on test:///default"
+"$BIN/bench-density" --count "${DENSITY_COUNT:-100}" --json "$OUT/density-test.json"
+echo "==> overhead on test:///default"
+"$BIN/bench-overhead" --count "${OVERHEAD_COUNT:-100}" --json "$OUT/overhead-test.json"
+echo "==> footprint"
+"$BIN/bench-footprint" --count "${FOOTPRINT_VMS:-1000}" --json "$OUT/footprint.json"
+echo "==> scale"
+"$BIN/bench-scale" --vms "${SCALE_VMS:-10000}" --hosts "${SCALE_HOSTS:-100}" --json "$OUT/scale.json"
+
+if [ -n "${QEMU:-}" ]; then
+  hack/start-libvirtd.sh
+  echo "==> density on qemu:///system (tiny diskless guests, TCG)"
+  "$BIN/bench-density" --libvirt-uri qemu:///system --count "${QEMU_COUNT:-50}" --json "$OUT/density-qemu.json"
+  echo "==> overhead on qemu:///system"
+  "$BIN/bench-overhead" --libvirt-uri qemu:///system --count "${QEMU_COUNT:-50}" --json "$OUT/overhead-qemu.json"
+fi
+echo "==> results in $OUT"
