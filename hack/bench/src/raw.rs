@@ -33,6 +33,8 @@ pub fn domain(spec: &VirtualMachineSpec, name: &str, dir: &Path) -> anyhow::Resu
             namespace: RAW_NAMESPACE.into(),
             name: name.into(),
             generation: 1,
+            // No agent's node: no agent's orphan sweep ever takes the baseline's domains.
+            node: "ironvisor-bench-raw".into(),
         },
         spec,
         domain_type: DomainType::Qemu,
