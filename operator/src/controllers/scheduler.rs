@@ -342,9 +342,12 @@ impl Scheduler {
         }
         if let Some(node) = &w.label {
             let body = patches::vm_label(&w.key, &w.uid, node);
-            if let Err(e) = api.patch(&w.key.name, &pp, &Patch::Apply(body)).await {
-                self.settle(index, &api, &w.key).await;
-                return Err(e.into());
+            match api.patch(&w.key.name, &pp, &Patch::Apply(body)).await {
+                Ok(vm) => index.record_write(&vm),
+                Err(e) => {
+                    self.settle(index, &api, &w.key).await;
+                    return Err(e.into());
+                }
             }
             if let Some(created) = index.vm(&w.key).map(|v| v.created) {
                 let secs = jiff::Timestamp::now().duration_since(created).as_secs_f64();
@@ -364,6 +367,7 @@ impl Scheduler {
                 return Err(e.into());
             }
         };
+        index.record_write(&vm);
         if let Some(a) = w.assume.as_ref().filter(|_| !reserves) {
             index.assume(w.key.clone(), a.clone());
         }
@@ -413,6 +417,7 @@ impl Scheduler {
     /// At every resync: settle every assumption the watch has not confirmed (a write whose
     /// outcome was unknown, or a watch that missed it).
     async fn settle_all(&self, index: &mut Index) {
+        index.release_writes();
         for key in index.assumed_keys() {
             let api: Api<VirtualMachine> = Api::namespaced(self.client.clone(), &key.namespace);
             self.settle(index, &api, &key).await;
