@@ -2,12 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ironvisor_crds::common::{condition_status, condition_type};
+use ironvisor_crds::common::{Condition, condition_status, condition_type};
 use ironvisor_crds::vm::Phase;
 use jiff::Timestamp;
 
 use super::{Announce, Config, Plan, VmStatus, VmWrite, condition};
-use crate::hosts::{HOST_LOST, Health};
+use crate::hosts::{HOST_LOST, HOST_RETURNED, Health, RESCHEDULED, operator_ready_reason};
 use crate::index::*;
 use crate::placement::{self, Capacity, HostSnapshot, filters};
 use crate::quota::Ledger;
@@ -37,8 +37,11 @@ fn steady_and_recorded(vm: &VmEntry, p: &Assumed, d: &Units) -> bool {
     } else {
         vm.phase == Some(Phase::Scheduled) && vm.printable.as_deref() == Some("Scheduled")
     };
+    // A Ready condition the operator wrote while the host was lost must be rewritten.
+    let ready_ok = vm.ready.as_ref().is_none_or(|c| c.reason != HOST_LOST);
     scheduled_ok
         && phase_ok
+        && ready_ok
         && vm.status_node.as_deref() == Some(p.node.as_str())
         && vm.status_vcpus == u32::try_from(d.vcpus).ok()
 }
@@ -218,10 +221,13 @@ impl Pass<'_> {
                     self.now,
                 )),
             ),
-            None if vm.agents.contains(node) => (None, None),
+            None if vm.agents.contains(node) => (None, self.operator_ready(vm, node)),
             None => {
                 let printable = blocked.as_ref().map_or("Scheduled", |(r, _)| r);
-                (Some((Phase::Scheduled, printable.to_owned())), None)
+                (
+                    Some((Phase::Scheduled, printable.to_owned())),
+                    self.operator_ready(vm, node),
+                )
             }
         };
         VmStatus {
@@ -231,6 +237,36 @@ impl Pass<'_> {
             phase,
             ready,
         }
+    }
+
+    /// The Ready condition the operator still owns on a VM whose host is not lost: `None`
+    /// once an agent has taken it over (its reason is no longer one the operator writes) or
+    /// when there never was one. A HostLost mark becomes `Unknown/HostReturned`; a
+    /// `Rescheduled` mark stays until the new host's agent reports. Never left out while the
+    /// operator owns it: releasing a list item it alone owns would delete the condition (and
+    /// a partly owned item would lose its required fields), so the hand-off is the agent's
+    /// forced apply, as for `phase`.
+    fn operator_ready(&self, vm: &VmEntry, node: &str) -> Option<Condition> {
+        let old = vm.ready.as_ref()?;
+        if !operator_ready_reason(&old.reason) {
+            return None;
+        }
+        if old.reason == RESCHEDULED {
+            return Some(old.clone());
+        }
+        let mut c = condition(
+            condition_type::READY,
+            false,
+            HOST_RETURNED,
+            format!("host {node} reports again; waiting for its agent to report this VM"),
+            None,
+            self.now,
+        );
+        c.status = condition_status::UNKNOWN.into();
+        if old.reason == HOST_RETURNED {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+        Some(c)
     }
 
     /// A VM already admitted and placed.
@@ -355,11 +391,23 @@ impl Pass<'_> {
                     if let Some(s) = self.snaps.get_mut(&node) {
                         take(s, vm, counted);
                     }
+                    let mut status = self.placed_status(vm, &node, d, p.compute, None, None);
+                    status.ready = Some(condition(
+                        condition_type::READY,
+                        false,
+                        RESCHEDULED,
+                        format!(
+                            "host {} was lost; restarting on host {node}, waiting for its agent",
+                            p.node
+                        ),
+                        vm.ready.as_ref(),
+                        self.now,
+                    ));
                     return VmWrite {
                         key: vm.key.clone(),
                         uid: vm.uid.clone(),
                         label: Some(node.clone()),
-                        status: self.placed_status(vm, &node, d, p.compute, None, None),
+                        status,
                         assume: Some(Assumed {
                             node: node.clone(),
                             compute: p.compute,

@@ -504,6 +504,111 @@ fn a_diskless_restart_vm_moves_off_a_lost_host_and_the_returning_host_does_not_g
     );
 }
 
+/// A VM placed on h1 whose agent (when `agent`) reported it Running and Ready, then h1 lost.
+fn lost_vm(agent: bool) -> Index {
+    let mut ix = cluster(Limits::default(), &[("h1", 8, 8)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 1, 1));
+    run(&mut ix, 1);
+    if agent {
+        let mut e = ix.vm(&key("fin", "a")).unwrap().clone();
+        e.agents.insert("h1".into());
+        e.operator_owns_phase = false;
+        e.phase = Some(Phase::Running);
+        e.ready = Some(ironvisor_crds::common::new_condition(
+            "Ready",
+            true,
+            "Running",
+            String::new(),
+            None,
+            Time(t(2)),
+        ));
+        ix.apply_vm_entry(e);
+        assert!(run(&mut ix, 3).vms.is_empty());
+    }
+    let p = run(&mut ix, 60);
+    assert_eq!(p.hosts, vec![HostWrite::Lost { host: "h1".into() }]);
+    let r = ix.vm(&key("fin", "a")).unwrap().ready.clone().unwrap();
+    assert_eq!(r.reason, "HostLost");
+    let mut h1 = ix.hosts["h1"].clone();
+    h1.ready = Some(("False".into(), "HostLost".into()));
+    h1.heartbeat_seen = Some(t(70));
+    ix.hosts.insert("h1".into(), h1);
+    ix
+}
+
+fn ready_of(w: &VmWrite) -> Option<(String, String)> {
+    let r = w.status.ready.as_ref()?;
+    Some((r.status.clone(), r.reason.clone()))
+}
+
+#[test]
+fn a_returning_host_clears_the_host_lost_mark_of_a_vm_its_agent_never_reported() {
+    let mut ix = lost_vm(false);
+    let p = run(&mut ix, 71);
+    assert_eq!(p.hosts, vec![HostWrite::Returned { host: "h1".into() }]);
+    let w = &p.vms[0];
+    assert_eq!(w.label, None, "it stays on h1");
+    assert_eq!(w.status.phase, Some((Phase::Scheduled, "Scheduled".into())));
+    assert_eq!(
+        ready_of(w),
+        Some(("Unknown".into(), "HostReturned".into())),
+        "the operator owns Ready alone: it rewrites it rather than dropping it"
+    );
+    assert!(run(&mut ix, 72).vms.is_empty(), "then nothing more to say");
+}
+
+#[test]
+fn a_returning_host_hands_phase_and_ready_back_to_its_agent() {
+    let mut ix = lost_vm(true);
+    let p = run(&mut ix, 71);
+    let w = &p.vms[0];
+    assert_eq!(w.status.phase, None, "phase is released to the agent");
+    assert_eq!(ready_of(w), Some(("Unknown".into(), "HostReturned".into())));
+    // The agent re-applies its status with force: Ready is its own again.
+    let mut e = ix.vm(&key("fin", "a")).unwrap().clone();
+    e.phase = Some(Phase::Running);
+    e.operator_owns_phase = false;
+    e.ready = Some(ironvisor_crds::common::new_condition(
+        "Ready",
+        true,
+        "Running",
+        String::new(),
+        None,
+        Time(t(72)),
+    ));
+    ix.apply_vm_entry(e);
+    assert!(run(&mut ix, 73).vms.is_empty(), "the agent's Ready stays");
+}
+
+#[test]
+fn a_moved_vm_is_not_ready_until_the_new_hosts_agent_reports_it() {
+    let mut ix = lost_vm(true);
+    ix.hosts.remove("h1");
+    let mut v = ix.vm(&key("fin", "a")).unwrap().clone();
+    v.restart_elsewhere = true;
+    ix.apply_vm_entry(v);
+    let mut h1 = host(8, 8, 0);
+    h1.ready = Some(("False".into(), "HostLost".into()));
+    ix.hosts.insert("h1".into(), h1);
+    ix.hosts.insert("h2".into(), host(8, 8, 80));
+    let p = run(&mut ix, 80);
+    let w = &p.vms[0];
+    assert_eq!(w.label.as_deref(), Some("h2"));
+    assert_eq!(ready_of(w), Some(("False".into(), "Rescheduled".into())));
+    assert_eq!(w.status.phase, Some((Phase::Scheduled, "Scheduled".into())));
+    assert!(run(&mut ix, 81).vms.is_empty(), "the mark holds, unchanged");
+    // h1 returns: nothing moves back, the VM's one owner stays h2.
+    let mut h1 = ix.hosts["h1"].clone();
+    h1.heartbeat_seen = Some(t(90));
+    ix.hosts.insert("h1".into(), h1);
+    let p = run(&mut ix, 90);
+    assert!(p.vms.iter().all(|w| w.label.is_none()), "{:?}", p.vms);
+    assert_eq!(
+        ix.vm(&key("fin", "a")).unwrap().label_node.as_deref(),
+        Some("h2")
+    );
+}
+
 #[test]
 fn a_restart_vm_with_nowhere_to_go_waits_and_says_why() {
     let mut ix = cluster(Limits::default(), &[("h1", 8, 8)]);
