@@ -121,3 +121,38 @@ async fn a_vm_over_quota_waits_and_is_admitted_by_itself_when_room_appears() {
     op.stop().await;
     env.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_over_quota_does_not_hold_back_a_smaller_younger_one() {
+    let env = Env::start().await;
+    env.tenant("finance", &[NS], None).await;
+    env.quota("finance-compute", "finance", json!({"vcpus": 4}))
+        .await;
+    env.host("h1", 64, "256Gi", json!({})).await;
+    let op = Operator::start(env.client.clone(), fast_config("op-1"));
+
+    env.vm(NS, "running", 3, "1Gi", json!({})).await;
+    eventually("running is admitted", || is_admitted(&env, "running")).await;
+    env.vm(NS, "old-big", 2, "1Gi", json!({})).await;
+    let msg =
+        "exceeded quota: finance-compute, requested: vcpus=2, used: vcpus=3, limited: vcpus=4";
+    eventually("old-big waits for quota", || {
+        is_quota_blocked(&env, "old-big", msg)
+    })
+    .await;
+    // Within the same second old-big still comes first (ties go by name).
+    env.vm(NS, "young-small", 1, "1Gi", json!({})).await;
+    eventually("the younger, smaller VM is admitted past it", || {
+        is_admitted(&env, "young-small")
+    })
+    .await;
+    let msg =
+        "exceeded quota: finance-compute, requested: vcpus=2, used: vcpus=4, limited: vcpus=4";
+    eventually("old-big still waits, on the real limit", || {
+        is_quota_blocked(&env, "old-big", msg)
+    })
+    .await;
+
+    op.stop().await;
+    env.cluster.shutdown().await;
+}

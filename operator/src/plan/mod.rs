@@ -8,7 +8,7 @@
 //! in the index (`Index::assume`) so the next pass counts them even before the watch does.
 //! Pure: no I/O, the clock is a parameter.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ironvisor_crds::common::{Condition, condition_status};
@@ -219,13 +219,11 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
 
     let mut order: Vec<&VmEntry> = index.vms.values().filter(|v| !v.deleting).collect();
     order.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
-    let mut blocked: BTreeSet<String> = BTreeSet::new();
     let mut pass = Pass {
         cfg,
         now,
         ledger: &mut ledger,
         snaps: &mut snaps,
-        blocked: &mut blocked,
         health: &health,
     };
     for vm in order {

@@ -1,6 +1,6 @@
 //! The per-VM decisions of a pass: admit, place, re-place, reserve or release compute.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use ironvisor_crds::common::{Condition, condition_status, condition_type};
 use ironvisor_crds::vm::Phase;
@@ -62,7 +62,6 @@ pub(super) struct Pass<'a> {
     pub(super) now: Timestamp,
     pub(super) ledger: &'a mut Ledger,
     pub(super) snaps: &'a mut BTreeMap<String, HostSnapshot>,
-    pub(super) blocked: &'a mut BTreeSet<String>,
     pub(super) health: &'a BTreeMap<&'a str, Health>,
 }
 
@@ -80,21 +79,10 @@ impl Pass<'_> {
         let wants = vm.run_strategy.counts_compute();
         let request = if wants { d } else { d.non_compute() };
         let ns = &vm.key.namespace;
+        // A VM that does not fit never holds back a younger one that does (as ResourceQuota):
+        // VMs are only *considered* oldest first, so room goes to the oldest that fits.
         if let Err(e) = self.ledger.check(ns, &request) {
-            self.blocked.insert(e.quota.clone());
             return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, e.to_string(), out));
-        }
-        let waiting = self
-            .ledger
-            .quotas_for(ns)
-            .into_iter()
-            .find(|q| self.blocked.contains(&q.name));
-        if let Some(q) = waiting {
-            let msg = format!(
-                "waiting for older VMs under quota {} (oldest first)",
-                q.name
-            );
-            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, msg, out));
         }
         let mut req = vm.request.clone();
         req.compute = Capacity {
@@ -289,10 +277,7 @@ impl Pass<'_> {
             // disks are on that host, so it cannot move.
             let compute = d.compute();
             let blocked = match self.ledger.check(&vm.key.namespace, &compute) {
-                Err(e) => {
-                    self.blocked.insert(e.quota.clone());
-                    Some((REASON_QUOTA_EXCEEDED, e.to_string()))
-                }
+                Err(e) => Some((REASON_QUOTA_EXCEEDED, e.to_string())),
                 Ok(()) => self.snaps.get(&p.node).and_then(|s| {
                     let req = placement::Request {
                         compute: Capacity {

@@ -180,29 +180,53 @@ fn a_hundred_creates_against_a_quota_of_fifty_admit_exactly_fifty() {
 }
 
 #[test]
-fn the_oldest_pending_vm_gets_room_first_and_younger_ones_wait_behind_it() {
+fn a_vm_over_quota_does_not_block_a_younger_one_that_fits() {
     let mut ix = cluster(limits(None, Some(4)), &[("h1", 64, 64)]);
     ix.apply_vm_entry(vm("fin", "running", 0, 3, 1));
     run(&mut ix, 1);
     ix.apply_vm_entry(vm("fin", "old-big", 10, 2, 1));
     ix.apply_vm_entry(vm("fin", "young-small", 20, 1, 1));
     let p = run(&mut ix, 2);
-    let small = p
+    let big = p
         .vms
         .iter()
-        .find(|w| w.key == key("fin", "young-small"))
+        .find(|w| w.key == key("fin", "old-big"))
         .unwrap();
     assert_eq!(
-        small.status.scheduled.message,
-        "waiting for older VMs under quota fin-q (oldest first)"
+        big.status.scheduled.message,
+        "exceeded quota: fin-q, requested: vcpus=2, used: vcpus=3, limited: vcpus=4"
     );
-    assert!(p.placed.is_empty());
-    // Room appears: the older VM is admitted, then the younger one waits on the real limit.
+    assert_eq!(p.placed, vec![key("fin", "young-small")]);
+    assert_eq!(used(&ix, "fin").vcpus, 4);
+}
+
+#[test]
+fn room_that_appears_goes_to_the_oldest_pending_vm_that_fits() {
+    let mut ix = cluster(limits(None, Some(4)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "running", 0, 4, 1));
+    run(&mut ix, 1);
+    ix.apply_vm_entry(vm("fin", "old", 10, 2, 1));
+    ix.apply_vm_entry(vm("fin", "young", 20, 2, 1));
+    ix.apply_vm_entry(vm("fin", "youngest", 30, 1, 1));
+    assert!(run(&mut ix, 2).placed.is_empty());
+    // 3 vCPUs free up: the oldest (2) first, then the youngest (1) that still fits; the
+    // middle one (2) waits on the real limit.
     ix.delete_vm(&key("fin", "running"));
+    ix.apply_vm_entry(vm("fin", "running-1", 0, 1, 1));
+    ix.assume(
+        key("fin", "running-1"),
+        Assumed {
+            node: "h1".into(),
+            compute: true,
+        },
+    );
     let p = run(&mut ix, 3);
+    assert_eq!(p.placed, vec![key("fin", "old"), key("fin", "youngest")]);
+    let young = p.vms.iter().find(|w| w.key == key("fin", "young")).unwrap();
     assert_eq!(
-        p.placed,
-        vec![key("fin", "old-big"), key("fin", "young-small")]
+        young.status.scheduled.message,
+        "exceeded quota: fin-q, requested: vcpus=2, used: vcpus=3, limited: vcpus=4",
+        "checked before the youngest took the last vCPU"
     );
 }
 
