@@ -28,10 +28,19 @@ pub const REASON_SCHEDULED: &str = "Scheduled";
 pub const REASON_SCHEDULED_HALTED: &str = "ScheduledHalted";
 /// Scheduled=False reason: a quota of the tenant or an ancestor has no room.
 pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
+/// Scheduled=False reason on a running VM whose grown spec does not fit its quota (or its
+/// host): it keeps its admitted size reserved and runs on; the agent starts it again only
+/// once the resize is admitted (or the spec is reverted).
+pub const REASON_RESIZE_QUOTA_EXCEEDED: &str = "ResizeQuotaExceeded";
 /// Scheduled=False reason: no host fits.
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
 /// Scheduled=False reason: the spec cannot be turned into VM units.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+
+/// Annotation the operator keeps on an admitted VM: the size it admitted (vCPUs, memory,
+/// storage; [`Units::to_annotation`]). Written with the node label in one apply, so the
+/// admission record is atomic; a spec grown beyond it is re-admitted against quota.
+pub const ADMITTED_ANNOTATION: &str = "ironvisor.io/admitted";
 
 /// A VM's identity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -155,9 +164,18 @@ impl VmEntry {
         }
         match &self.scheduled {
             None => self.run_strategy.counts_compute(),
-            Some(c) => c.status == condition_status::TRUE && c.reason != REASON_SCHEDULED_HALTED,
+            Some(c) => {
+                (c.status == condition_status::TRUE && c.reason != REASON_SCHEDULED_HALTED)
+                    || c.reason == REASON_RESIZE_QUOTA_EXCEEDED
+            }
         }
     }
+}
+
+fn admitted_of(vm: &VirtualMachine) -> Option<Units> {
+    vm.annotations()
+        .get(ADMITTED_ANNOTATION)
+        .and_then(|v| Units::from_annotation(v))
 }
 
 /// A placement the operator wrote and has not seen come back yet.
@@ -223,6 +241,8 @@ pub struct Index {
     /// the write's own event comes before any later one) and are skipped, so a lagging watch
     /// can never make the planner rewrite a status it has just written.
     written: BTreeMap<VmKey, String>,
+    /// The admitted size of each VM that carries [`ADMITTED_ANNOTATION`].
+    admitted: BTreeMap<VmKey, Units>,
     pub(crate) assumed: BTreeMap<VmKey, Assumed>,
     pub(crate) hosts: BTreeMap<String, HostEntry>,
     pub(crate) tenants: BTreeMap<String, TenantNode>,
@@ -248,7 +268,21 @@ impl Index {
             self.written.remove(&entry.key);
         }
         self.rvs.insert(entry.key.clone(), rv);
+        self.set_admitted(&entry.key, admitted_of(vm));
         self.apply_vm_entry(entry);
+    }
+
+    /// Record (or clear) the admitted size of a VM.
+    pub fn set_admitted(&mut self, key: &VmKey, size: Option<Units>) {
+        match size {
+            Some(u) => self.admitted.insert(key.clone(), u),
+            None => self.admitted.remove(key),
+        };
+    }
+
+    /// The size the VM was admitted at, when recorded.
+    pub fn admitted(&self, key: &VmKey) -> Option<&Units> {
+        self.admitted.get(key)
     }
 
     /// The API's answer to the operator's own write of a VM (label or status): it is newer
@@ -267,6 +301,7 @@ impl Index {
         }
         self.written.insert(entry.key.clone(), rv.clone());
         self.rvs.insert(entry.key.clone(), rv);
+        self.set_admitted(&entry.key, admitted_of(vm));
         self.apply_vm_entry(entry);
     }
 
@@ -299,6 +334,7 @@ impl Index {
         self.assumed.remove(key);
         self.rvs.remove(key);
         self.written.remove(key);
+        self.admitted.remove(key);
     }
 
     /// The VM watch restarted: replace every VM. Assumptions for VMs still present stay
@@ -307,6 +343,7 @@ impl Index {
         self.vms.clear();
         self.rvs.clear();
         self.written.clear();
+        self.admitted.clear();
         for vm in vms {
             self.apply_vm(vm);
         }

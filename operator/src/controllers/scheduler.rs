@@ -341,7 +341,14 @@ impl Scheduler {
             index.assume(w.key.clone(), a.clone());
         }
         if let Some(node) = &w.label {
-            let body = patches::vm_label(&w.key, &w.uid, node);
+            let first = index.vm(&w.key).is_some_and(|v| v.label_node.is_none());
+            if let Some(a) = &w.admitted {
+                // Count the larger of the old and new admitted sizes until the answer says
+                // which one the API holds: an unknown outcome must not under-count.
+                let old = index.admitted(&w.key).copied().unwrap_or(*a);
+                index.set_admitted(&w.key, Some(max_units(&old, a)));
+            }
+            let body = patches::vm_label(&w.key, &w.uid, node, w.admitted.as_ref());
             match api.patch(&w.key.name, &pp, &Patch::Apply(body)).await {
                 Ok(vm) => index.record_write(&vm),
                 Err(e) => {
@@ -349,7 +356,7 @@ impl Scheduler {
                     return Err(e.into());
                 }
             }
-            if let Some(created) = index.vm(&w.key).map(|v| v.created) {
+            if let Some(created) = index.vm(&w.key).filter(|_| first).map(|v| v.created) {
                 let secs = jiff::Timestamp::now().duration_since(created).as_secs_f64();
                 self.metrics.scheduling_latency.observe(secs.max(0.0));
             }
@@ -484,6 +491,15 @@ impl Scheduler {
                 true
             }
         });
+    }
+}
+
+fn max_units(a: &Units, b: &Units) -> Units {
+    Units {
+        vms: a.vms.max(b.vms),
+        vcpus: a.vcpus.max(b.vcpus),
+        memory: a.memory.max(b.memory),
+        storage: a.storage.max(b.storage),
     }
 }
 

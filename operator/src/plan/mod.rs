@@ -20,6 +20,7 @@ use crate::hosts::{self, HOST_LOST, Health};
 use crate::index::*;
 use crate::placement::{HostSnapshot, Strategy};
 use crate::quota::{Ledger, TenantTree};
+use crate::units::Units;
 
 /// Cluster settings for decisions.
 #[derive(Clone, Copy, Debug)]
@@ -73,8 +74,12 @@ pub struct VmWrite {
     pub key: VmKey,
     /// Its uid (a precondition: never write to a recreated namesake).
     pub uid: String,
-    /// New value of the `ironvisor.io/node` label, when it changes.
+    /// New value of the `ironvisor.io/node` label, when it changes (or is re-applied with a
+    /// new admitted size).
     pub label: Option<String>,
+    /// The admitted size to record with the label (`ironvisor.io/admitted`); set whenever
+    /// `label` is, as one apply owns both.
+    pub admitted: Option<Units>,
     /// The status to apply.
     pub status: VmStatus,
     /// What to record in the index once the write succeeded.
@@ -210,7 +215,10 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         let (Some(p), Ok(d)) = (index.placement(vm), &vm.demand) else {
             continue;
         };
-        let counted = if p.compute { *d } else { d.non_compute() };
+        // An admitted VM counts at the size it was admitted at; a grown spec is re-admitted
+        // by the pass.
+        let base = index.admitted(&vm.key).copied().unwrap_or(*d);
+        let counted = if p.compute { base } else { base.non_compute() };
         ledger.add(&vm.key.namespace, counted);
         if let Some(s) = snaps.get_mut(&p.node) {
             take(s, vm, counted);
@@ -230,14 +238,16 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         let write = match index.placement(vm) {
             None => pass.admit(vm, &mut out),
             Some(p) => {
-                let w = pass.placed(vm, &p);
+                let w = pass.placed(vm, &p, index.admitted(&vm.key).copied());
                 // A placed VM whose start waits (quota or host capacity) is pending too.
                 let waiting = w
                     .as_ref()
                     .map(|w| &w.status.scheduled)
                     .filter(|c| c.status == condition_status::FALSE);
                 if let Some(c) = waiting {
-                    let reason = if c.reason == REASON_QUOTA_EXCEEDED {
+                    let reason = if c.reason == REASON_QUOTA_EXCEEDED
+                        || c.reason == REASON_RESIZE_QUOTA_EXCEEDED
+                    {
                         REASON_QUOTA_EXCEEDED
                     } else {
                         REASON_UNSCHEDULABLE

@@ -46,6 +46,16 @@ fn steady_and_recorded(vm: &VmEntry, p: &Assumed, d: &Units) -> bool {
         && vm.status_vcpus == u32::try_from(d.vcpus).ok()
 }
 
+/// A size as people read it: `vcpus=4, memory=2Gi, storage=10Gi`.
+fn size_text(u: &Units) -> String {
+    use crate::units::Resource;
+    [Resource::Vcpus, Resource::Memory, Resource::Storage]
+        .iter()
+        .map(|r| format!("{}={}", r.as_str(), r.format(u.get(*r))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Count a VM's compute and group membership on a host snapshot.
 pub(super) fn take(s: &mut HostSnapshot, vm: &VmEntry, counted: Units) {
     s.allocated.vcpus += counted.vcpus;
@@ -105,6 +115,7 @@ impl Pass<'_> {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
             label: Some(node.clone()),
+            admitted: Some(d),
             status,
             assume: Some(Assumed {
                 node: node.clone(),
@@ -137,6 +148,7 @@ impl Pass<'_> {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
             label: None,
+            admitted: None,
             status: VmStatus {
                 node_name: None,
                 vcpus: d.and_then(Self::vcpus),
@@ -258,19 +270,32 @@ impl Pass<'_> {
     }
 
     /// A VM already admitted and placed.
-    pub(super) fn placed(&mut self, vm: &VmEntry, p: &Assumed) -> Option<VmWrite> {
+    /// `admitted` is the size it was admitted at, when recorded.
+    pub(super) fn placed(
+        &mut self,
+        vm: &VmEntry,
+        p: &Assumed,
+        admitted: Option<Units>,
+    ) -> Option<VmWrite> {
         let d = vm.demand.as_ref().ok().copied()?;
+        let base = admitted.unwrap_or(d);
         let wants = vm.run_strategy.counts_compute();
         let write = |status, assume, announce| VmWrite {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
             label: None,
+            admitted: None,
             status,
             assume,
             announce,
         };
         if self.health.get(p.node.as_str()) == Some(&Health::Lost) {
-            return Some(self.lost(vm, p, &d));
+            return Some(self.lost(vm, p, &base));
+        }
+        // A VM with no recorded size (admitted before the size was recorded, or built
+        // directly by a test or benchmark) counts at its spec, as before.
+        if admitted.is_some_and(|a| a != d) {
+            return Some(self.resize(vm, p, &base, &d));
         }
         if wants && !p.compute {
             // Starting a Halted (or blocked) VM: quota and its host's capacity again. Its
@@ -356,6 +381,93 @@ impl Pass<'_> {
         ))
     }
 
+    /// A placed VM whose spec differs from its recorded admitted size `base`. Growth is checked against quota and,
+    /// for reserved vCPUs and memory, its host's free capacity; a shrink always fits. Fits:
+    /// the new size is recorded (with the label, one apply) and counted. Does not fit: the
+    /// VM keeps its admitted size counted and gets `Scheduled=False`, reason
+    /// `ResizeQuotaExceeded` (compute still reserved; the agent runs on, but starts it again
+    /// only once admitted) or `QuotaExceeded` when nothing is reserved (Halted).
+    fn resize(&mut self, vm: &VmEntry, p: &Assumed, base: &Units, d: &Units) -> VmWrite {
+        let ns = &vm.key.namespace;
+        let mut grow = d.growth_over(base);
+        if !p.compute {
+            // Compute is checked in full when a Halted VM starts.
+            grow.vcpus = 0;
+            grow.memory = 0;
+        }
+        let blocked = if grow.is_zero() {
+            None
+        } else {
+            match self.ledger.check(ns, &grow) {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => self.snaps.get(&p.node).and_then(|s| {
+                    let req = placement::Request {
+                        compute: Capacity {
+                            vcpus: grow.vcpus,
+                            memory: grow.memory,
+                        },
+                        ..placement::Request::default()
+                    };
+                    filters::capacity(s, &req).err().map(|rs| {
+                        let what: Vec<String> = rs.iter().map(ToString::to_string).collect();
+                        format!("host {}: {}", p.node, what.join(", "))
+                    })
+                }),
+            }
+        };
+        if let Some(why) = blocked {
+            let reason = if p.compute {
+                REASON_RESIZE_QUOTA_EXCEEDED
+            } else {
+                REASON_QUOTA_EXCEEDED
+            };
+            let msg = format!(
+                "resize to {} not admitted: {why}; the VM keeps its admitted size {}",
+                size_text(d),
+                size_text(base)
+            );
+            let changed = vm.scheduled.as_ref().is_none_or(|c| c.reason != reason);
+            return VmWrite {
+                key: vm.key.clone(),
+                uid: vm.uid.clone(),
+                label: None,
+                admitted: None,
+                status: self.placed_status(
+                    vm,
+                    &p.node,
+                    base,
+                    false,
+                    Some((reason, msg.clone())),
+                    None,
+                ),
+                assume: None,
+                announce: changed.then_some(Announce {
+                    warning: true,
+                    reason: REASON_RESIZE_QUOTA_EXCEEDED,
+                    note: msg,
+                }),
+            };
+        }
+        self.ledger.add(ns, grow);
+        if let Some(s) = self.snaps.get_mut(&p.node) {
+            s.allocated.vcpus += grow.vcpus;
+            s.allocated.memory += grow.memory;
+        }
+        VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: Some(p.node.clone()),
+            admitted: Some(*d),
+            status: self.placed_status(vm, &p.node, d, p.compute, None, None),
+            assume: Some(p.clone()),
+            announce: Some(Announce {
+                warning: false,
+                reason: "Resized",
+                note: format!("size {} admitted (was {})", size_text(d), size_text(base)),
+            }),
+        }
+    }
+
     /// A VM whose host is lost: re-place it if it may move, else mark it HostLost.
     fn lost(&mut self, vm: &VmEntry, p: &Assumed, d: &Units) -> VmWrite {
         let mut why = format!("host {} stopped reporting", p.node);
@@ -392,6 +504,7 @@ impl Pass<'_> {
                         key: vm.key.clone(),
                         uid: vm.uid.clone(),
                         label: Some(node.clone()),
+                        admitted: Some(*d),
                         status,
                         assume: Some(Assumed {
                             node: node.clone(),
@@ -414,6 +527,7 @@ impl Pass<'_> {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
             label: None,
+            admitted: None,
             status: self.placed_status(vm, &p.node, d, p.compute, None, Some(why.clone())),
             assume: None,
             announce: changed.then_some(Announce {

@@ -100,6 +100,9 @@ fn write_back(ix: &mut Index, plan: &Plan) {
         }
     }
     for w in &plan.vms {
+        if let Some(a) = w.admitted {
+            ix.set_admitted(&w.key, Some(a));
+        }
         let mut e = ix.vm(&w.key).expect("known").clone();
         if let Some(n) = &w.label {
             e.label_node = Some(n.clone());
@@ -673,4 +676,92 @@ fn spec_node_name_pins_and_anti_affinity_spreads_within_a_pass() {
     assert_eq!(node_of("p"), "h3");
     let webs: BTreeSet<String> = (0..3).map(|i| node_of(&format!("web{i}"))).collect();
     assert_eq!(webs.len(), 3, "three group members on three hosts");
+}
+
+fn resize(ix: &mut Index, name: &str, vcpus: i128) {
+    let mut e = ix.vm(&key("fin", name)).unwrap().clone();
+    if let Ok(d) = e.demand.as_mut() {
+        d.vcpus = vcpus;
+    }
+    ix.apply_vm_entry(e);
+}
+
+#[test]
+fn a_resize_within_quota_is_admitted_and_recorded_with_the_label() {
+    let mut ix = cluster(limits(None, Some(8)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 2, 1));
+    let p = run(&mut ix, 1);
+    assert_eq!(p.vms[0].admitted.map(|a| a.vcpus), Some(2));
+    resize(&mut ix, "a", 6);
+    let p = run(&mut ix, 2);
+    let w = &p.vms[0];
+    assert_eq!(
+        w.label.as_deref(),
+        Some("h1"),
+        "same host, new size recorded"
+    );
+    assert_eq!(w.admitted.map(|a| a.vcpus), Some(6));
+    assert_eq!(w.announce.as_ref().map(|a| a.reason), Some("Resized"));
+    assert_eq!(used(&ix, "fin").vcpus, 6);
+    assert!(run(&mut ix, 3).vms.is_empty());
+}
+
+#[test]
+fn a_resize_beyond_quota_keeps_the_admitted_size_and_says_so() {
+    let mut ix = cluster(limits(None, Some(8)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 2, 1));
+    ix.apply_vm_entry(vm("fin", "b", 1, 4, 1));
+    run(&mut ix, 1);
+    resize(&mut ix, "a", 6);
+    let p = run(&mut ix, 2);
+    let w = &p.vms[0];
+    assert_eq!((w.label.as_ref(), w.admitted), (None, None));
+    let c = &w.status.scheduled;
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ResizeQuotaExceeded")
+    );
+    assert_eq!(
+        c.message,
+        "resize to vcpus=6, memory=1Gi, storage=1Gi not admitted: exceeded quota: fin-q, \
+         requested: vcpus=4, used: vcpus=6, limited: vcpus=8; the VM keeps its admitted size \
+         vcpus=2, memory=1Gi, storage=1Gi"
+    );
+    assert_eq!(w.status.vcpus, Some(2));
+    // Its admitted compute stays reserved: usage counts it at 2, never above the limit.
+    assert_eq!(used(&ix, "fin").vcpus, 6);
+    assert!(
+        run(&mut ix, 3).vms.is_empty(),
+        "stable while nothing changes"
+    );
+    assert_eq!(p.pending.get("QuotaExceeded"), Some(&1));
+    // Room appears (b halts and is released): the resize is admitted by itself.
+    let mut b = ix.vm(&key("fin", "b")).unwrap().clone();
+    b.run_strategy = RunStrategy::Halted;
+    ix.apply_vm_entry(b);
+    run(&mut ix, 4);
+    let p = run(&mut ix, 5);
+    let w = p.vms.iter().find(|w| w.key == key("fin", "a")).unwrap();
+    assert_eq!(w.admitted.map(|a| a.vcpus), Some(6));
+    run(&mut ix, 6);
+    assert_eq!(used(&ix, "fin").vcpus, 6);
+    let a = ix.vm(&key("fin", "a")).unwrap();
+    assert_eq!(
+        a.scheduled.as_ref().map(|c| c.reason.as_str()),
+        Some("Scheduled")
+    );
+}
+
+#[test]
+fn reverting_a_refused_resize_restores_the_vm_at_once() {
+    let mut ix = cluster(limits(None, Some(4)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 2, 1));
+    run(&mut ix, 1);
+    resize(&mut ix, "a", 8);
+    run(&mut ix, 2);
+    resize(&mut ix, "a", 2);
+    let p = run(&mut ix, 3);
+    assert_eq!(p.vms[0].status.scheduled.reason, "Scheduled");
+    assert_eq!(p.vms[0].label, None);
+    assert_eq!(used(&ix, "fin").vcpus, 2);
 }
