@@ -251,6 +251,9 @@ impl Scheduler {
             let leading = self.leadership.is_leader();
             self.metrics.leader.set(i64::from(leading));
             if !leading || !st.synced.iter().all(|s| *s) {
+                if !leading {
+                    self.metrics.clear_cluster_figures();
+                }
                 was_leader = false;
                 continue;
             }
@@ -292,6 +295,12 @@ impl Scheduler {
                 .with_label_values(&[reason])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        self.metrics.set_hosts_ready(
+            plan.hosts_ready
+                .iter()
+                .map(|(h, ready)| (h.as_str(), *ready)),
+        );
+        self.metrics.set_vm_phases(st.index.vms().map(|v| v.phase));
         for hw in &plan.hosts {
             if let Err(e) = self.write_host(hw, now).await {
                 tracing::warn!(error = %e, ?hw, "host status write failed");

@@ -116,6 +116,8 @@ pub struct Plan {
     pub pending: BTreeMap<&'static str, usize>,
     /// VMs newly placed in this pass (not re-placements).
     pub placed: Vec<VmKey>,
+    /// Each Hypervisor (object) and whether it is Ready (heartbeat fresh, agent Ready).
+    pub hosts_ready: BTreeMap<String, bool>,
 }
 
 fn condition(
@@ -186,6 +188,13 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
             _ => {}
         }
     }
+
+    out.hosts_ready = index
+        .hosts
+        .iter()
+        .filter(|(_, h)| h.has_object)
+        .map(|(n, _)| (n.clone(), health.get(n.as_str()) == Some(&Health::Ready)))
+        .collect();
 
     // Usage and host allocations from everything already admitted.
     let tree = TenantTree::new(index.tenants.values().cloned());
