@@ -119,12 +119,15 @@ async fn a_lost_host_marks_its_vms_moves_the_restartable_one_and_recovers_on_ret
         .await;
         assert_eq!(env.node_of(NS, name).await.as_deref(), Some("h1"));
     }
-    eventually("the metrics say h1 is down and two VMs are Unknown", || async {
-        let text = op.metrics.render().expect("metrics");
-        text.contains(r#"ironvisor_host_ready{host="h1"} 0"#)
-            && text.contains(r#"ironvisor_host_ready{host="h2"} 1"#)
-            && text.contains(r#"ironvisor_vms{phase="Unknown"} 2"#)
-    })
+    eventually(
+        "the metrics say h1 is down and two VMs are Unknown",
+        || async {
+            let text = op.metrics.render().expect("metrics");
+            text.contains(r#"ironvisor_host_ready{host="h1"} 0"#)
+                && text.contains(r#"ironvisor_host_ready{host="h2"} 1"#)
+                && text.contains(r#"ironvisor_vms{phase="Unknown"} 2"#)
+        },
+    )
     .await;
     eventually(
         "the diskless Restart VM is placed on h2, not Ready until h2's agent reports",

@@ -294,7 +294,9 @@ impl Pass<'_> {
         }
         // A VM with no recorded size (admitted before the size was recorded, or built
         // directly by a test or benchmark) counts at its spec, as before.
-        if admitted.is_some_and(|a| a != d) {
+        // A VM being halted releases its compute first; its size is checked after.
+        let releasing = !wants && p.compute;
+        if admitted.is_some_and(|a| a != d) && !releasing {
             return Some(self.resize(vm, p, &base, &d));
         }
         if wants && !p.compute {

@@ -765,3 +765,22 @@ fn reverting_a_refused_resize_restores_the_vm_at_once() {
     assert_eq!(p.vms[0].label, None);
     assert_eq!(used(&ix, "fin").vcpus, 2);
 }
+
+#[test]
+fn halting_a_vm_whose_resize_was_refused_releases_its_compute() {
+    let mut ix = cluster(limits(None, Some(4)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 2, 1));
+    run(&mut ix, 1);
+    resize(&mut ix, "a", 8);
+    run(&mut ix, 2);
+    assert_eq!(used(&ix, "fin").vcpus, 2);
+    let mut a = ix.vm(&key("fin", "a")).unwrap().clone();
+    a.run_strategy = RunStrategy::Halted;
+    ix.apply_vm_entry(a);
+    let p = run(&mut ix, 3);
+    assert_eq!(p.vms[0].status.scheduled.reason, "ScheduledHalted");
+    run(&mut ix, 4);
+    assert_eq!(used(&ix, "fin").vcpus, 0);
+    // Halted, the bigger size is recorded (compute is checked in full when it starts).
+    assert_eq!(ix.admitted(&key("fin", "a")).map(|u| u.vcpus), Some(8));
+}
