@@ -226,10 +226,13 @@ async fn the_quota_holds_when_the_operator_is_killed_and_restarted_mid_burst() {
         env.client.clone(),
         fast_config("op-0"),
     ))));
-    for i in 0..3 {
+    // The kill lands at a different point of the burst each round: as the second half of
+    // the creates starts, then while the operator is writing its decisions.
+    for (i, delay_ms) in [0u64, 150, 400].into_iter().enumerate() {
         let slot = current.clone();
         let client = env.client.clone();
         round(&env, i, move || async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             let mut slot = slot.lock().await;
             if let Some(op) = slot.take() {
                 op.kill().await;
