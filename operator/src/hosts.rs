@@ -25,6 +25,21 @@ use crate::placement::Capacity;
 /// The reason the operator writes on a lost host's Ready condition and on its VMs.
 pub const HOST_LOST: &str = "HostLost";
 
+/// Ready reason on a VM whose lost host reports again, until that host's agent reports the
+/// VM (`Ready=Unknown`): the operator's HostLost mark is cleared, and the agent's own
+/// forced status apply takes the condition back.
+pub const HOST_RETURNED: &str = "HostReturned";
+
+/// Ready reason on a VM re-placed off a lost host (`Ready=False`), until the new host's agent
+/// reports it: the last agent's Ready would otherwise still say True.
+pub const RESCHEDULED: &str = "Rescheduled";
+
+/// Whether a VM's Ready reason is one only the operator writes (so it still owns the
+/// condition and must write it until the agent takes it over).
+pub fn operator_ready_reason(reason: &str) -> bool {
+    [HOST_LOST, HOST_RETURNED, RESCHEDULED].contains(&reason)
+}
+
 /// Health of a host as placement and the host monitor see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {

@@ -28,10 +28,19 @@ pub const REASON_SCHEDULED: &str = "Scheduled";
 pub const REASON_SCHEDULED_HALTED: &str = "ScheduledHalted";
 /// Scheduled=False reason: a quota of the tenant or an ancestor has no room.
 pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
+/// Scheduled=False reason on a running VM whose grown spec does not fit its quota (or its
+/// host): it keeps its admitted size reserved and runs on; the agent starts it again only
+/// once the resize is admitted (or the spec is reverted).
+pub const REASON_RESIZE_QUOTA_EXCEEDED: &str = "ResizeQuotaExceeded";
 /// Scheduled=False reason: no host fits.
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
 /// Scheduled=False reason: the spec cannot be turned into VM units.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+
+/// Annotation the operator keeps on an admitted VM: the size it admitted (vCPUs, memory,
+/// storage; [`Units::to_annotation`]). Written with the node label in one apply, so the
+/// admission record is atomic; a spec grown beyond it is re-admitted against quota.
+pub const ADMITTED_ANNOTATION: &str = "ironvisor.io/admitted";
 
 /// A VM's identity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -155,9 +164,18 @@ impl VmEntry {
         }
         match &self.scheduled {
             None => self.run_strategy.counts_compute(),
-            Some(c) => c.status == condition_status::TRUE && c.reason != REASON_SCHEDULED_HALTED,
+            Some(c) => {
+                (c.status == condition_status::TRUE && c.reason != REASON_SCHEDULED_HALTED)
+                    || c.reason == REASON_RESIZE_QUOTA_EXCEEDED
+            }
         }
     }
+}
+
+fn admitted_of(vm: &VirtualMachine) -> Option<Units> {
+    vm.annotations()
+        .get(ADMITTED_ANNOTATION)
+        .and_then(|v| Units::from_annotation(v))
 }
 
 /// A placement the operator wrote and has not seen come back yet.
@@ -215,6 +233,16 @@ impl HostEntry {
 #[derive(Clone, Debug, Default)]
 pub struct Index {
     pub(crate) vms: BTreeMap<VmKey, VmEntry>,
+    /// resourceVersion of each VM as last applied (from the watch or an own write).
+    rvs: BTreeMap<VmKey, String>,
+    /// VMs whose entry comes from the response to the operator's own write, with that
+    /// write's resourceVersion, until the watch delivers that version. Watch events for such a
+    /// VM that carry another version are older than the write (a watch delivers in order, and
+    /// the write's own event comes before any later one) and are skipped, so a lagging watch
+    /// can never make the planner rewrite a status it has just written.
+    written: BTreeMap<VmKey, String>,
+    /// The admitted size of each VM that carries [`ADMITTED_ANNOTATION`].
+    admitted: BTreeMap<VmKey, Units>,
     pub(crate) assumed: BTreeMap<VmKey, Assumed>,
     pub(crate) hosts: BTreeMap<String, HostEntry>,
     pub(crate) tenants: BTreeMap<String, TenantNode>,
@@ -228,9 +256,65 @@ impl Index {
         Self::default()
     }
 
-    /// A VM was added or changed. Drops its assumption once the API shows it.
+    /// A VM was added or changed, as the watch shows it. Drops its assumption once the API
+    /// shows it. An event older than the operator's own last write to the VM is skipped.
     pub fn apply_vm(&mut self, vm: &VirtualMachine) {
-        self.apply_vm_entry(VmEntry::from_vm(vm));
+        let entry = VmEntry::from_vm(vm);
+        let rv = vm.resource_version().unwrap_or_default();
+        if let Some(own) = self.written.get(&entry.key) {
+            if *own != rv {
+                return;
+            }
+            self.written.remove(&entry.key);
+        }
+        self.rvs.insert(entry.key.clone(), rv);
+        self.set_admitted(&entry.key, admitted_of(vm));
+        self.apply_vm_entry(entry);
+    }
+
+    /// Record (or clear) the admitted size of a VM.
+    pub fn set_admitted(&mut self, key: &VmKey, size: Option<Units>) {
+        match size {
+            Some(u) => self.admitted.insert(key.clone(), u),
+            None => self.admitted.remove(key),
+        };
+    }
+
+    /// The size the VM was admitted at, when recorded.
+    pub fn admitted(&self, key: &VmKey) -> Option<&Units> {
+        self.admitted.get(key)
+    }
+
+    /// The API's answer to the operator's own write of a VM (label or status): it is newer
+    /// than anything the watch has delivered so far, so it replaces the VM's entry until the
+    /// watch catches up with it. Ignored for a VM the index does not know or whose uid
+    /// differs (deleted, or recreated under the same name).
+    pub fn record_write(&mut self, vm: &VirtualMachine) {
+        let entry = VmEntry::from_vm(vm);
+        let Some(rv) = vm.resource_version() else {
+            return;
+        };
+        if self.vms.get(&entry.key).is_none_or(|e| e.uid != entry.uid)
+            || self.rvs.get(&entry.key) == Some(&rv)
+        {
+            return;
+        }
+        self.written.insert(entry.key.clone(), rv.clone());
+        self.rvs.insert(entry.key.clone(), rv);
+        self.set_admitted(&entry.key, admitted_of(vm));
+        self.apply_vm_entry(entry);
+    }
+
+    /// Stop waiting for the watch to deliver the operator's own writes: the next watch event
+    /// of each VM applies whatever it carries. Done at every resync, so a write whose event
+    /// never comes (a watch that restarted past it) holds nothing back for long.
+    pub fn release_writes(&mut self) {
+        self.written.clear();
+    }
+
+    /// Number of own writes the watch has not delivered yet.
+    pub fn unwatched_writes(&self) -> usize {
+        self.written.len()
     }
 
     /// Same, from an already parsed entry (tests, the benchmark).
@@ -248,12 +332,18 @@ impl Index {
     pub fn delete_vm(&mut self, key: &VmKey) {
         self.vms.remove(key);
         self.assumed.remove(key);
+        self.rvs.remove(key);
+        self.written.remove(key);
+        self.admitted.remove(key);
     }
 
     /// The VM watch restarted: replace every VM. Assumptions for VMs still present stay
     /// (a relist may predate the operator's last write).
     pub fn reset_vms<'a>(&mut self, vms: impl IntoIterator<Item = &'a VirtualMachine>) {
         self.vms.clear();
+        self.rvs.clear();
+        self.written.clear();
+        self.admitted.clear();
         for vm in vms {
             self.apply_vm(vm);
         }
@@ -539,6 +629,80 @@ mod tests {
         // The relisted object predates the write: the assumption still places it.
         let a = ix.vm(&key("a")).expect("a").clone();
         assert_eq!(ix.placement(&a).map(|p| p.node), Some("h1".into()));
+    }
+
+    fn vm_at(rv: &str, reason: Option<&str>) -> VirtualMachine {
+        let conditions: Vec<serde_json::Value> = reason
+            .map(|r| {
+                serde_json::json!({"type": "Scheduled", "status": "False", "reason": r,
+                    "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"})
+            })
+            .into_iter()
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
+            "metadata": {"name": "a", "namespace": "ns", "uid": "u1", "resourceVersion": rv},
+            "spec": {"memory": {"size": "1Gi"}},
+            "status": {"conditions": conditions},
+        }))
+        .expect("valid VM")
+    }
+
+    fn reason(ix: &Index) -> Option<String> {
+        let key = VmKey {
+            namespace: "ns".into(),
+            name: "a".into(),
+        };
+        ix.vm(&key)?.scheduled.as_ref().map(|c| c.reason.clone())
+    }
+
+    #[test]
+    fn watch_events_older_than_an_own_write_do_not_move_the_vm_back() {
+        let mut ix = Index::new();
+        ix.apply_vm(&vm_at("1", None));
+        // The operator writes QuotaExceeded (rv 3) while the watch still delivers rv 2
+        // (someone else's earlier change, without the operator's condition).
+        ix.record_write(&vm_at("3", Some("QuotaExceeded")));
+        ix.apply_vm(&vm_at("2", None));
+        assert_eq!(reason(&ix).as_deref(), Some("QuotaExceeded"));
+        assert_eq!(ix.unwatched_writes(), 1);
+        // The watch delivers the write itself: from then on every event applies.
+        ix.apply_vm(&vm_at("3", Some("QuotaExceeded")));
+        assert_eq!(ix.unwatched_writes(), 0);
+        ix.apply_vm(&vm_at("4", Some("Unschedulable")));
+        assert_eq!(reason(&ix).as_deref(), Some("Unschedulable"));
+    }
+
+    #[test]
+    fn a_write_that_changed_nothing_holds_back_no_watch_event() {
+        let mut ix = Index::new();
+        ix.apply_vm(&vm_at("5", Some("QuotaExceeded")));
+        // A no-op apply returns the same resourceVersion and makes no watch event.
+        ix.record_write(&vm_at("5", Some("QuotaExceeded")));
+        assert_eq!(ix.unwatched_writes(), 0);
+        ix.apply_vm(&vm_at("6", Some("Unschedulable")));
+        assert_eq!(reason(&ix).as_deref(), Some("Unschedulable"));
+    }
+
+    #[test]
+    fn released_writes_and_relists_let_the_watch_apply_again() {
+        let mut ix = Index::new();
+        ix.apply_vm(&vm_at("1", None));
+        ix.record_write(&vm_at("3", Some("QuotaExceeded")));
+        ix.release_writes();
+        ix.apply_vm(&vm_at("7", Some("Unschedulable")));
+        assert_eq!(reason(&ix).as_deref(), Some("Unschedulable"));
+        ix.record_write(&vm_at("8", Some("QuotaExceeded")));
+        ix.reset_vms([&vm_at("9", None)]);
+        assert_eq!(ix.unwatched_writes(), 0);
+        assert_eq!(reason(&ix), None);
+        // A write to a VM the index does not know (deleted meanwhile) is not recorded.
+        ix.delete_vm(&VmKey {
+            namespace: "ns".into(),
+            name: "a".into(),
+        });
+        ix.record_write(&vm_at("10", Some("QuotaExceeded")));
+        assert!(ix.vms().next().is_none());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use ironvisor_crds::vm::Phase;
+
 use crate::error::Category;
 
 /// Every series the operator exports.
@@ -39,7 +41,23 @@ pub struct Metrics {
     pub reconcile_duration: HistogramVec,
     /// 1 while this replica leads.
     pub leader: IntGauge,
+    /// 1 per Hypervisor whose heartbeat is fresh and that is Ready, else 0: host.
+    pub host_ready: IntGaugeVec,
+    /// VMs per phase (a VM with no phase yet counts as Pending): phase.
+    pub vms: IntGaugeVec,
 }
+
+/// Every phase a VM can report, so each `ironvisor_vms` series exists (at 0) from the start.
+const PHASES: [Phase; 8] = [
+    Phase::Pending,
+    Phase::Scheduled,
+    Phase::Starting,
+    Phase::Running,
+    Phase::Stopping,
+    Phase::Stopped,
+    Phase::Failed,
+    Phase::Unknown,
+];
 
 impl Metrics {
     /// Register every series on a fresh registry.
@@ -96,7 +114,23 @@ impl Metrics {
         registry.register(Box::new(scheduling_latency.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
+        let host_ready = IntGaugeVec::new(
+            Opts::new(
+                "ironvisor_host_ready",
+                "1 when the host's heartbeat is fresh and it is Ready, else 0 (leader only)",
+            ),
+            &["host"],
+        )?;
+        let vms = IntGaugeVec::new(
+            Opts::new(
+                "ironvisor_vms",
+                "VirtualMachines per status.phase (none yet counts as Pending; leader only)",
+            ),
+            &["phase"],
+        )?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(host_ready.clone()))?;
+        registry.register(Box::new(vms.clone()))?;
         for reason in ["QuotaExceeded", "Unschedulable", "InvalidSpec"] {
             pending.with_label_values(&[reason]).set(0);
         }
@@ -109,7 +143,43 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             leader,
+            host_ready,
+            vms,
         })
+        .inspect(|m| m.set_vm_phases(std::iter::empty()))
+    }
+
+    /// Host readiness, one series per Hypervisor; hosts no longer listed disappear.
+    pub fn set_hosts_ready<'a>(&self, hosts: impl IntoIterator<Item = (&'a str, bool)>) {
+        self.host_ready.reset();
+        for (host, ready) in hosts {
+            self.host_ready
+                .with_label_values(&[host])
+                .set(i64::from(ready));
+        }
+    }
+
+    /// VM counts per phase, from every VM's phase.
+    pub fn set_vm_phases(&self, phases: impl IntoIterator<Item = Option<Phase>>) {
+        let mut counts = [0i64; PHASES.len()];
+        for p in phases {
+            let p = p.unwrap_or(Phase::Pending);
+            if let Some(i) = PHASES.iter().position(|q| *q == p) {
+                counts[i] += 1;
+            }
+        }
+        for (p, n) in PHASES.iter().zip(counts) {
+            self.vms.with_label_values(&[p.as_str()]).set(n);
+        }
+    }
+
+    /// A replica that does not lead reports no cluster figures (they would be stale and add
+    /// up with the leader's in `sum()`).
+    pub fn clear_cluster_figures(&self) {
+        self.host_ready.reset();
+        self.quota_hard.reset();
+        self.quota_used.reset();
+        self.set_vm_phases(std::iter::empty());
     }
 
     /// Count an error.
@@ -206,6 +276,45 @@ mod tests {
                 r#"ironvisor_reconcile_duration_seconds_count{controller="scheduler"} 1"#
             )
         );
+    }
+
+    #[test]
+    fn host_readiness_and_vm_phases_render_as_the_rules_and_dashboard_read_them() {
+        let m = Metrics::new().unwrap();
+        let text = m.render().unwrap();
+        assert!(
+            text.contains(r#"ironvisor_vms{phase="Running"} 0"#),
+            "{text}"
+        );
+        m.set_hosts_ready([("h1", true), ("h2", false)]);
+        m.set_vm_phases([
+            Some(Phase::Running),
+            Some(Phase::Running),
+            None,
+            Some(Phase::Unknown),
+        ]);
+        let text = m.render().unwrap();
+        // manifests/monitoring: `ironvisor_host_ready == 0` (alert, `$labels.host`),
+        // `sum(ironvisor_host_ready)`, `count(ironvisor_host_ready)`, `sum by (phase) (ironvisor_vms)`.
+        for line in [
+            r#"ironvisor_host_ready{host="h1"} 1"#,
+            r#"ironvisor_host_ready{host="h2"} 0"#,
+            r#"ironvisor_vms{phase="Running"} 2"#,
+            r#"ironvisor_vms{phase="Pending"} 1"#,
+            r#"ironvisor_vms{phase="Unknown"} 1"#,
+            r#"ironvisor_vms{phase="Stopped"} 0"#,
+            "# TYPE ironvisor_host_ready gauge",
+            "# TYPE ironvisor_vms gauge",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
+        // A host that is gone disappears; a standby reports no cluster figures at all.
+        m.set_hosts_ready([("h1", true)]);
+        assert!(!m.render().unwrap().contains(r#"host="h2""#));
+        m.clear_cluster_figures();
+        let text = m.render().unwrap();
+        assert!(!text.contains("ironvisor_host_ready{"), "{text}");
+        assert!(text.contains(r#"ironvisor_vms{phase="Running"} 0"#));
     }
 
     #[tokio::test]

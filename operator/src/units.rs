@@ -106,6 +106,47 @@ impl Units {
         *self == Units::default()
     }
 
+    /// What `self` asks for beyond `admitted`, per resource (never negative; `vms` 0).
+    pub fn growth_over(&self, admitted: &Units) -> Units {
+        Units {
+            vms: 0,
+            vcpus: (self.vcpus - admitted.vcpus).max(0),
+            memory: (self.memory - admitted.memory).max(0),
+            storage: (self.storage - admitted.storage).max(0),
+        }
+    }
+
+    /// The admitted-size annotation value: `vcpus=2,memory=1073741824,storage=0` (exact
+    /// integers, bytes).
+    pub fn to_annotation(&self) -> String {
+        format!(
+            "vcpus={},memory={},storage={}",
+            self.vcpus, self.memory, self.storage
+        )
+    }
+
+    /// Parses [`Units::to_annotation`]; `None` when malformed (then the VM is treated as
+    /// admitted at its spec size, as before the annotation existed).
+    pub fn from_annotation(v: &str) -> Option<Units> {
+        let mut u = Units {
+            vms: 1,
+            ..Units::default()
+        };
+        let mut seen = 0;
+        for part in v.split(',') {
+            let (k, n) = part.split_once('=')?;
+            let n: i128 = n.trim().parse().ok().filter(|n| *n >= 0)?;
+            match k.trim() {
+                "vcpus" => u.vcpus = n,
+                "memory" => u.memory = n,
+                "storage" => u.storage = n,
+                _ => return None,
+            }
+            seen += 1;
+        }
+        (seen == 3).then_some(u)
+    }
+
     /// Convert to the API's `Usage` (counts saturate at i64, quantities print exactly).
     pub fn to_usage(&self) -> Usage {
         Usage {

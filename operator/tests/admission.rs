@@ -45,6 +45,7 @@ async fn a_vm_over_quota_waits_and_is_admitted_by_itself_when_room_appears() {
     env.quota("finance-compute", "finance", json!({"vcpus": 8}))
         .await;
     env.host("h1", 64, "256Gi", json!({})).await;
+    let beat = env.keep_alive(&["h1"]);
     let op = Operator::start(env.client.clone(), fast_config("op-1"));
 
     for (name, cores) in [("a", 4), ("b", 2), ("c", 2)] {
@@ -118,6 +119,134 @@ async fn a_vm_over_quota_waits_and_is_admitted_by_itself_when_room_appears() {
     })
     .await;
 
+    beat.abort();
+    op.stop().await;
+    env.cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_over_quota_does_not_hold_back_a_smaller_younger_one() {
+    let env = Env::start().await;
+    env.tenant("finance", &[NS], None).await;
+    env.quota("finance-compute", "finance", json!({"vcpus": 4}))
+        .await;
+    env.host("h1", 64, "256Gi", json!({})).await;
+    let beat = env.keep_alive(&["h1"]);
+    let op = Operator::start(env.client.clone(), fast_config("op-1"));
+
+    env.vm(NS, "running", 3, "1Gi", json!({})).await;
+    eventually("running is admitted", || is_admitted(&env, "running")).await;
+    env.vm(NS, "old-big", 2, "1Gi", json!({})).await;
+    let msg =
+        "exceeded quota: finance-compute, requested: vcpus=2, used: vcpus=3, limited: vcpus=4";
+    eventually("old-big waits for quota", || {
+        is_quota_blocked(&env, "old-big", msg)
+    })
+    .await;
+    // Within the same second old-big still comes first (ties go by name).
+    env.vm(NS, "young-small", 1, "1Gi", json!({})).await;
+    eventually("the younger, smaller VM is admitted past it", || {
+        is_admitted(&env, "young-small")
+    })
+    .await;
+    let msg =
+        "exceeded quota: finance-compute, requested: vcpus=2, used: vcpus=4, limited: vcpus=4";
+    eventually("old-big still waits, on the real limit", || {
+        is_quota_blocked(&env, "old-big", msg)
+    })
+    .await;
+
+    beat.abort();
+    op.stop().await;
+    env.cluster.shutdown().await;
+}
+
+async fn used_vcpus(env: &Env) -> Option<i64> {
+    let q = env.quotas().get("finance-compute").await.ok()?;
+    Some(q.status?.used?.vcpus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resize_beyond_the_quota_is_refused_and_the_vm_keeps_its_admitted_size() {
+    use kube::ResourceExt;
+    let env = Env::start().await;
+    env.tenant("finance", &[NS], None).await;
+    env.quota("finance-compute", "finance", json!({"vcpus": 4}))
+        .await;
+    env.host("h1", 64, "256Gi", json!({})).await;
+    let beat = env.keep_alive(&["h1"]);
+    let op = Operator::start(env.client.clone(), fast_config("op-1"));
+
+    env.vm(NS, "db", 2, "1Gi", json!({})).await;
+    eventually("db is admitted", || is_admitted(&env, "db")).await;
+    let admitted = |vm: &ironvisor_crds::VirtualMachine| {
+        vm.annotations().get("ironvisor.io/admitted").cloned()
+    };
+    let vm = env.vms(NS).get("db").await.expect("db");
+    assert_eq!(
+        admitted(&vm).as_deref(),
+        Some("vcpus=2,memory=1073741824,storage=0"),
+        "the admitted size is recorded with the label"
+    );
+
+    let grow = |cores: u32| {
+        let api = env.vms(NS);
+        async move {
+            api.patch(
+                "db",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"cpu": {"cores": cores}}})),
+            )
+            .await
+            .expect("resized");
+        }
+    };
+    grow(6).await;
+    let msg = "resize to vcpus=6, memory=1Gi, storage=0 not admitted: exceeded quota: \
+               finance-compute, requested: vcpus=4, used: vcpus=2, limited: vcpus=4; the VM \
+               keeps its admitted size vcpus=2, memory=1Gi, storage=0";
+    eventually("the resize is refused", || async {
+        env.condition(NS, "db", "Scheduled").await
+            == Some((
+                "False".to_owned(),
+                "ResizeQuotaExceeded".to_owned(),
+                msg.to_owned(),
+            ))
+    })
+    .await;
+    let vm = env.vms(NS).get("db").await.expect("db");
+    assert_eq!(env.node_of(NS, "db").await.as_deref(), Some("h1"));
+    assert_eq!(
+        admitted(&vm).as_deref(),
+        Some("vcpus=2,memory=1073741824,storage=0")
+    );
+    assert_eq!(vm.status.and_then(|s| s.vcpus), Some(2));
+    eventually("status.used still counts the admitted 2 vCPUs", || async {
+        used_vcpus(&env).await == Some(2)
+    })
+    .await;
+
+    // The quota is raised: the resize is admitted by itself.
+    env.quotas()
+        .patch(
+            "finance-compute",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"hard": {"vcpus": 8}}})),
+        )
+        .await
+        .expect("quota raised");
+    eventually("the resize is admitted", || async {
+        is_admitted(&env, "db").await && used_vcpus(&env).await == Some(6)
+    })
+    .await;
+    let vm = env.vms(NS).get("db").await.expect("db");
+    assert_eq!(
+        admitted(&vm).as_deref(),
+        Some("vcpus=6,memory=1073741824,storage=0")
+    );
+    assert_eq!(env.node_of(NS, "db").await.as_deref(), Some("h1"));
+
+    beat.abort();
     op.stop().await;
     env.cluster.shutdown().await;
 }

@@ -8,14 +8,17 @@ use ironvisor_crds::labels;
 use serde_json::{Value, json};
 
 use crate::hosts::HOST_LOST;
-use crate::index::VmKey;
+use crate::index::{ADMITTED_ANNOTATION, VmKey};
 use crate::plan::VmStatus;
+use crate::units::Units;
 
 const API_VERSION: &str = "ironvisor.io/v1alpha1";
 
-/// The `ironvisor.io/node` label of a VM. The uid makes it fail on a recreated namesake.
-pub fn vm_label(key: &VmKey, uid: &str, node: &str) -> Value {
-    json!({
+/// The `ironvisor.io/node` label of a VM, with the admitted size annotation when known (one
+/// apply owns both: leaving one out would release it). The uid makes it fail on a recreated
+/// namesake.
+pub fn vm_label(key: &VmKey, uid: &str, node: &str, admitted: Option<&Units>) -> Value {
+    let mut v = json!({
         "apiVersion": API_VERSION,
         "kind": "VirtualMachine",
         "metadata": {
@@ -24,7 +27,11 @@ pub fn vm_label(key: &VmKey, uid: &str, node: &str) -> Value {
             "uid": uid,
             "labels": { labels::NODE: node },
         },
-    })
+    });
+    if let Some(a) = admitted {
+        v["metadata"]["annotations"] = json!({ ADMITTED_ANNOTATION: a.to_annotation() });
+    }
+    v
 }
 
 /// The operator's part of a VM's status.
@@ -107,7 +114,7 @@ mod tests {
 
     #[test]
     fn the_label_body_carries_only_the_label_and_the_uid_precondition() {
-        let v = vm_label(&key(), "u1", "h1");
+        let v = vm_label(&key(), "u1", "h1", None);
         assert_eq!(v["metadata"]["labels"]["ironvisor.io/node"], "h1");
         assert_eq!(v["metadata"]["uid"], "u1");
         assert!(v.get("spec").is_none() && v.get("status").is_none());

@@ -251,6 +251,9 @@ impl Scheduler {
             let leading = self.leadership.is_leader();
             self.metrics.leader.set(i64::from(leading));
             if !leading || !st.synced.iter().all(|s| *s) {
+                if !leading {
+                    self.metrics.clear_cluster_figures();
+                }
                 was_leader = false;
                 continue;
             }
@@ -292,6 +295,12 @@ impl Scheduler {
                 .with_label_values(&[reason])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+        self.metrics.set_hosts_ready(
+            plan.hosts_ready
+                .iter()
+                .map(|(h, ready)| (h.as_str(), *ready)),
+        );
+        self.metrics.set_vm_phases(st.index.vms().map(|v| v.phase));
         for hw in &plan.hosts {
             if let Err(e) = self.write_host(hw, now).await {
                 tracing::warn!(error = %e, ?hw, "host status write failed");
@@ -341,12 +350,22 @@ impl Scheduler {
             index.assume(w.key.clone(), a.clone());
         }
         if let Some(node) = &w.label {
-            let body = patches::vm_label(&w.key, &w.uid, node);
-            if let Err(e) = api.patch(&w.key.name, &pp, &Patch::Apply(body)).await {
-                self.settle(index, &api, &w.key).await;
-                return Err(e.into());
+            let first = index.vm(&w.key).is_some_and(|v| v.label_node.is_none());
+            if let Some(a) = &w.admitted {
+                // Count the larger of the old and new admitted sizes until the answer says
+                // which one the API holds: an unknown outcome must not under-count.
+                let old = index.admitted(&w.key).copied().unwrap_or(*a);
+                index.set_admitted(&w.key, Some(max_units(&old, a)));
             }
-            if let Some(created) = index.vm(&w.key).map(|v| v.created) {
+            let body = patches::vm_label(&w.key, &w.uid, node, w.admitted.as_ref());
+            match api.patch(&w.key.name, &pp, &Patch::Apply(body)).await {
+                Ok(vm) => index.record_write(&vm),
+                Err(e) => {
+                    self.settle(index, &api, &w.key).await;
+                    return Err(e.into());
+                }
+            }
+            if let Some(created) = index.vm(&w.key).filter(|_| first).map(|v| v.created) {
                 let secs = jiff::Timestamp::now().duration_since(created).as_secs_f64();
                 self.metrics.scheduling_latency.observe(secs.max(0.0));
             }
@@ -364,6 +383,7 @@ impl Scheduler {
                 return Err(e.into());
             }
         };
+        index.record_write(&vm);
         if let Some(a) = w.assume.as_ref().filter(|_| !reserves) {
             index.assume(w.key.clone(), a.clone());
         }
@@ -413,6 +433,7 @@ impl Scheduler {
     /// At every resync: settle every assumption the watch has not confirmed (a write whose
     /// outcome was unknown, or a watch that missed it).
     async fn settle_all(&self, index: &mut Index) {
+        index.release_writes();
         for key in index.assumed_keys() {
             let api: Api<VirtualMachine> = Api::namespaced(self.client.clone(), &key.namespace);
             self.settle(index, &api, &key).await;
@@ -479,6 +500,15 @@ impl Scheduler {
                 true
             }
         });
+    }
+}
+
+fn max_units(a: &Units, b: &Units) -> Units {
+    Units {
+        vms: a.vms.max(b.vms),
+        vcpus: a.vcpus.max(b.vcpus),
+        memory: a.memory.max(b.memory),
+        storage: a.storage.max(b.storage),
     }
 }
 

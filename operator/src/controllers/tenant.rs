@@ -39,6 +39,8 @@ use crate::units::Units;
 const CONTROLLER: &str = "tenant";
 /// Name of the RoleBinding the controller keeps in each namespace of a tenant.
 pub const ROLE_BINDING: &str = "ironvisor-tenant-owners";
+/// Usage changes within this period reconcile the tenants once.
+const USAGE_DEBOUNCE: Duration = Duration::from_millis(500);
 /// The ClusterRole tenant owners are bound to.
 pub const ADMIN_CLUSTER_ROLE: &str = "ironvisor-admin";
 
@@ -327,6 +329,10 @@ async fn apply(t: Arc<Tenant>, ctx: &Ctx) -> Result<Action, TenantError> {
     }
     let usage = ctx.usage.borrow().get(&name).copied().unwrap_or_default();
     let st = status(&t, &tree, statuses, usage, jiff::Timestamp::now());
+    if t.status.as_ref() == Some(&st) {
+        // Usage moves with every admission; an unchanged status is not written again.
+        return Ok(Action::requeue(ctx.resync));
+    }
     let api: Api<Tenant> = Api::all(ctx.client.clone());
     let body = json!({"apiVersion": "ironvisor.io/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "status": st});
     api.patch_status(&name, &pp(), &Patch::Apply(body)).await?;
@@ -385,7 +391,12 @@ pub async fn run(mut ctx: Ctx) {
     ctx.store = Some(controller.store());
     let usage = ctx.usage.clone();
     let trigger = futures::stream::unfold(usage, |mut rx| async move {
-        rx.changed().await.ok().map(|()| ((), rx))
+        rx.changed().await.ok()?;
+        // Usage moves with every admission of a burst: reconcile every tenant at most once
+        // per debounce period, with the latest figures.
+        tokio::time::sleep(USAGE_DEBOUNCE).await;
+        rx.borrow_and_update();
+        Some(((), rx))
     });
     controller
         .reconcile_all_on(trigger)

@@ -8,7 +8,7 @@
 //! in the index (`Index::assume`) so the next pass counts them even before the watch does.
 //! Pure: no I/O, the clock is a parameter.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ironvisor_crds::common::{Condition, condition_status};
@@ -20,6 +20,7 @@ use crate::hosts::{self, HOST_LOST, Health};
 use crate::index::*;
 use crate::placement::{HostSnapshot, Strategy};
 use crate::quota::{Ledger, TenantTree};
+use crate::units::Units;
 
 /// Cluster settings for decisions.
 #[derive(Clone, Copy, Debug)]
@@ -73,8 +74,12 @@ pub struct VmWrite {
     pub key: VmKey,
     /// Its uid (a precondition: never write to a recreated namesake).
     pub uid: String,
-    /// New value of the `ironvisor.io/node` label, when it changes.
+    /// New value of the `ironvisor.io/node` label, when it changes (or is re-applied with a
+    /// new admitted size).
     pub label: Option<String>,
+    /// The admitted size to record with the label (`ironvisor.io/admitted`); set whenever
+    /// `label` is, as one apply owns both.
+    pub admitted: Option<Units>,
     /// The status to apply.
     pub status: VmStatus,
     /// What to record in the index once the write succeeded.
@@ -111,6 +116,8 @@ pub struct Plan {
     pub pending: BTreeMap<&'static str, usize>,
     /// VMs newly placed in this pass (not re-placements).
     pub placed: Vec<VmKey>,
+    /// Each Hypervisor (object) and whether it is Ready (heartbeat fresh, agent Ready).
+    pub hosts_ready: BTreeMap<String, bool>,
 }
 
 fn condition(
@@ -182,6 +189,13 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         }
     }
 
+    out.hosts_ready = index
+        .hosts
+        .iter()
+        .filter(|(_, h)| h.has_object)
+        .map(|(n, _)| (n.clone(), health.get(n.as_str()) == Some(&Health::Ready)))
+        .collect();
+
     // Usage and host allocations from everything already admitted.
     let tree = TenantTree::new(index.tenants.values().cloned());
     let quotas = index
@@ -210,7 +224,10 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         let (Some(p), Ok(d)) = (index.placement(vm), &vm.demand) else {
             continue;
         };
-        let counted = if p.compute { *d } else { d.non_compute() };
+        // An admitted VM counts at the size it was admitted at; a grown spec is re-admitted
+        // by the pass.
+        let base = index.admitted(&vm.key).copied().unwrap_or(*d);
+        let counted = if p.compute { base } else { base.non_compute() };
         ledger.add(&vm.key.namespace, counted);
         if let Some(s) = snaps.get_mut(&p.node) {
             take(s, vm, counted);
@@ -219,27 +236,27 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
 
     let mut order: Vec<&VmEntry> = index.vms.values().filter(|v| !v.deleting).collect();
     order.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
-    let mut blocked: BTreeSet<String> = BTreeSet::new();
     let mut pass = Pass {
         cfg,
         now,
         ledger: &mut ledger,
         snaps: &mut snaps,
-        blocked: &mut blocked,
         health: &health,
     };
     for vm in order {
         let write = match index.placement(vm) {
             None => pass.admit(vm, &mut out),
             Some(p) => {
-                let w = pass.placed(vm, &p);
+                let w = pass.placed(vm, &p, index.admitted(&vm.key).copied());
                 // A placed VM whose start waits (quota or host capacity) is pending too.
                 let waiting = w
                     .as_ref()
                     .map(|w| &w.status.scheduled)
                     .filter(|c| c.status == condition_status::FALSE);
                 if let Some(c) = waiting {
-                    let reason = if c.reason == REASON_QUOTA_EXCEEDED {
+                    let reason = if c.reason == REASON_QUOTA_EXCEEDED
+                        || c.reason == REASON_RESIZE_QUOTA_EXCEEDED
+                    {
                         REASON_QUOTA_EXCEEDED
                     } else {
                         REASON_UNSCHEDULABLE

@@ -1,13 +1,13 @@
 //! The per-VM decisions of a pass: admit, place, re-place, reserve or release compute.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use ironvisor_crds::common::{condition_status, condition_type};
+use ironvisor_crds::common::{Condition, condition_status, condition_type};
 use ironvisor_crds::vm::Phase;
 use jiff::Timestamp;
 
 use super::{Announce, Config, Plan, VmStatus, VmWrite, condition};
-use crate::hosts::{HOST_LOST, Health};
+use crate::hosts::{HOST_LOST, HOST_RETURNED, Health, RESCHEDULED, operator_ready_reason};
 use crate::index::*;
 use crate::placement::{self, Capacity, HostSnapshot, filters};
 use crate::quota::Ledger;
@@ -37,10 +37,23 @@ fn steady_and_recorded(vm: &VmEntry, p: &Assumed, d: &Units) -> bool {
     } else {
         vm.phase == Some(Phase::Scheduled) && vm.printable.as_deref() == Some("Scheduled")
     };
+    // A Ready condition the operator wrote while the host was lost must be rewritten.
+    let ready_ok = vm.ready.as_ref().is_none_or(|c| c.reason != HOST_LOST);
     scheduled_ok
         && phase_ok
+        && ready_ok
         && vm.status_node.as_deref() == Some(p.node.as_str())
         && vm.status_vcpus == u32::try_from(d.vcpus).ok()
+}
+
+/// A size as people read it: `vcpus=4, memory=2Gi, storage=10Gi`.
+fn size_text(u: &Units) -> String {
+    use crate::units::Resource;
+    [Resource::Vcpus, Resource::Memory, Resource::Storage]
+        .iter()
+        .map(|r| format!("{}={}", r.as_str(), r.format(u.get(*r))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Count a VM's compute and group membership on a host snapshot.
@@ -59,7 +72,6 @@ pub(super) struct Pass<'a> {
     pub(super) now: Timestamp,
     pub(super) ledger: &'a mut Ledger,
     pub(super) snaps: &'a mut BTreeMap<String, HostSnapshot>,
-    pub(super) blocked: &'a mut BTreeSet<String>,
     pub(super) health: &'a BTreeMap<&'a str, Health>,
 }
 
@@ -77,21 +89,10 @@ impl Pass<'_> {
         let wants = vm.run_strategy.counts_compute();
         let request = if wants { d } else { d.non_compute() };
         let ns = &vm.key.namespace;
+        // A VM that does not fit never holds back a younger one that does (as ResourceQuota):
+        // VMs are only *considered* oldest first, so room goes to the oldest that fits.
         if let Err(e) = self.ledger.check(ns, &request) {
-            self.blocked.insert(e.quota.clone());
             return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, e.to_string(), out));
-        }
-        let waiting = self
-            .ledger
-            .quotas_for(ns)
-            .into_iter()
-            .find(|q| self.blocked.contains(&q.name));
-        if let Some(q) = waiting {
-            let msg = format!(
-                "waiting for older VMs under quota {} (oldest first)",
-                q.name
-            );
-            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, msg, out));
         }
         let mut req = vm.request.clone();
         req.compute = Capacity {
@@ -114,6 +115,7 @@ impl Pass<'_> {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
             label: Some(node.clone()),
+            admitted: Some(d),
             status,
             assume: Some(Assumed {
                 node: node.clone(),
@@ -146,6 +148,7 @@ impl Pass<'_> {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
             label: None,
+            admitted: None,
             status: VmStatus {
                 node_name: None,
                 vcpus: d.and_then(Self::vcpus),
@@ -218,10 +221,13 @@ impl Pass<'_> {
                     self.now,
                 )),
             ),
-            None if vm.agents.contains(node) => (None, None),
+            None if vm.agents.contains(node) => (None, self.operator_ready(vm, node)),
             None => {
                 let printable = blocked.as_ref().map_or("Scheduled", |(r, _)| r);
-                (Some((Phase::Scheduled, printable.to_owned())), None)
+                (
+                    Some((Phase::Scheduled, printable.to_owned())),
+                    self.operator_ready(vm, node),
+                )
             }
         };
         VmStatus {
@@ -233,30 +239,72 @@ impl Pass<'_> {
         }
     }
 
+    /// The Ready condition the operator still owns on a VM whose host is not lost: `None`
+    /// once an agent has taken it over (its reason is no longer one the operator writes) or
+    /// when there never was one. A HostLost mark becomes `Unknown/HostReturned`; a
+    /// `Rescheduled` mark stays until the new host's agent reports. Never left out while the
+    /// operator owns it: releasing a list item it alone owns would delete the condition (and
+    /// a partly owned item would lose its required fields), so the hand-off is the agent's
+    /// forced apply, as for `phase`.
+    fn operator_ready(&self, vm: &VmEntry, node: &str) -> Option<Condition> {
+        let old = vm.ready.as_ref()?;
+        if !operator_ready_reason(&old.reason) {
+            return None;
+        }
+        if old.reason == RESCHEDULED {
+            return Some(old.clone());
+        }
+        let mut c = condition(
+            condition_type::READY,
+            false,
+            HOST_RETURNED,
+            format!("host {node} reports again; waiting for its agent to report this VM"),
+            None,
+            self.now,
+        );
+        c.status = condition_status::UNKNOWN.into();
+        if old.reason == HOST_RETURNED {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+        Some(c)
+    }
+
     /// A VM already admitted and placed.
-    pub(super) fn placed(&mut self, vm: &VmEntry, p: &Assumed) -> Option<VmWrite> {
+    /// `admitted` is the size it was admitted at, when recorded.
+    pub(super) fn placed(
+        &mut self,
+        vm: &VmEntry,
+        p: &Assumed,
+        admitted: Option<Units>,
+    ) -> Option<VmWrite> {
         let d = vm.demand.as_ref().ok().copied()?;
+        let base = admitted.unwrap_or(d);
         let wants = vm.run_strategy.counts_compute();
         let write = |status, assume, announce| VmWrite {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
             label: None,
+            admitted: None,
             status,
             assume,
             announce,
         };
         if self.health.get(p.node.as_str()) == Some(&Health::Lost) {
-            return Some(self.lost(vm, p, &d));
+            return Some(self.lost(vm, p, &base));
+        }
+        // A VM with no recorded size (admitted before the size was recorded, or built
+        // directly by a test or benchmark) counts at its spec, as before.
+        // A VM being halted releases its compute first; its size is checked after.
+        let releasing = !wants && p.compute;
+        if admitted.is_some_and(|a| a != d) && !releasing {
+            return Some(self.resize(vm, p, &base, &d));
         }
         if wants && !p.compute {
             // Starting a Halted (or blocked) VM: quota and its host's capacity again. Its
             // disks are on that host, so it cannot move.
             let compute = d.compute();
             let blocked = match self.ledger.check(&vm.key.namespace, &compute) {
-                Err(e) => {
-                    self.blocked.insert(e.quota.clone());
-                    Some((REASON_QUOTA_EXCEEDED, e.to_string()))
-                }
+                Err(e) => Some((REASON_QUOTA_EXCEEDED, e.to_string())),
                 Ok(()) => self.snaps.get(&p.node).and_then(|s| {
                     let req = placement::Request {
                         compute: Capacity {
@@ -335,6 +383,93 @@ impl Pass<'_> {
         ))
     }
 
+    /// A placed VM whose spec differs from its recorded admitted size `base`. Growth is checked against quota and,
+    /// for reserved vCPUs and memory, its host's free capacity; a shrink always fits. Fits:
+    /// the new size is recorded (with the label, one apply) and counted. Does not fit: the
+    /// VM keeps its admitted size counted and gets `Scheduled=False`, reason
+    /// `ResizeQuotaExceeded` (compute still reserved; the agent runs on, but starts it again
+    /// only once admitted) or `QuotaExceeded` when nothing is reserved (Halted).
+    fn resize(&mut self, vm: &VmEntry, p: &Assumed, base: &Units, d: &Units) -> VmWrite {
+        let ns = &vm.key.namespace;
+        let mut grow = d.growth_over(base);
+        if !p.compute {
+            // Compute is checked in full when a Halted VM starts.
+            grow.vcpus = 0;
+            grow.memory = 0;
+        }
+        let blocked = if grow.is_zero() {
+            None
+        } else {
+            match self.ledger.check(ns, &grow) {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => self.snaps.get(&p.node).and_then(|s| {
+                    let req = placement::Request {
+                        compute: Capacity {
+                            vcpus: grow.vcpus,
+                            memory: grow.memory,
+                        },
+                        ..placement::Request::default()
+                    };
+                    filters::capacity(s, &req).err().map(|rs| {
+                        let what: Vec<String> = rs.iter().map(ToString::to_string).collect();
+                        format!("host {}: {}", p.node, what.join(", "))
+                    })
+                }),
+            }
+        };
+        if let Some(why) = blocked {
+            let reason = if p.compute {
+                REASON_RESIZE_QUOTA_EXCEEDED
+            } else {
+                REASON_QUOTA_EXCEEDED
+            };
+            let msg = format!(
+                "resize to {} not admitted: {why}; the VM keeps its admitted size {}",
+                size_text(d),
+                size_text(base)
+            );
+            let changed = vm.scheduled.as_ref().is_none_or(|c| c.reason != reason);
+            return VmWrite {
+                key: vm.key.clone(),
+                uid: vm.uid.clone(),
+                label: None,
+                admitted: None,
+                status: self.placed_status(
+                    vm,
+                    &p.node,
+                    base,
+                    false,
+                    Some((reason, msg.clone())),
+                    None,
+                ),
+                assume: None,
+                announce: changed.then_some(Announce {
+                    warning: true,
+                    reason: REASON_RESIZE_QUOTA_EXCEEDED,
+                    note: msg,
+                }),
+            };
+        }
+        self.ledger.add(ns, grow);
+        if let Some(s) = self.snaps.get_mut(&p.node) {
+            s.allocated.vcpus += grow.vcpus;
+            s.allocated.memory += grow.memory;
+        }
+        VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            label: Some(p.node.clone()),
+            admitted: Some(*d),
+            status: self.placed_status(vm, &p.node, d, p.compute, None, None),
+            assume: Some(p.clone()),
+            announce: Some(Announce {
+                warning: false,
+                reason: "Resized",
+                note: format!("size {} admitted (was {})", size_text(d), size_text(base)),
+            }),
+        }
+    }
+
     /// A VM whose host is lost: re-place it if it may move, else mark it HostLost.
     fn lost(&mut self, vm: &VmEntry, p: &Assumed, d: &Units) -> VmWrite {
         let mut why = format!("host {} stopped reporting", p.node);
@@ -355,11 +490,24 @@ impl Pass<'_> {
                     if let Some(s) = self.snaps.get_mut(&node) {
                         take(s, vm, counted);
                     }
+                    let mut status = self.placed_status(vm, &node, d, p.compute, None, None);
+                    status.ready = Some(condition(
+                        condition_type::READY,
+                        false,
+                        RESCHEDULED,
+                        format!(
+                            "host {} was lost; restarting on host {node}, waiting for its agent",
+                            p.node
+                        ),
+                        vm.ready.as_ref(),
+                        self.now,
+                    ));
                     return VmWrite {
                         key: vm.key.clone(),
                         uid: vm.uid.clone(),
                         label: Some(node.clone()),
-                        status: self.placed_status(vm, &node, d, p.compute, None, None),
+                        admitted: Some(*d),
+                        status,
                         assume: Some(Assumed {
                             node: node.clone(),
                             compute: p.compute,
@@ -381,6 +529,7 @@ impl Pass<'_> {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
             label: None,
+            admitted: None,
             status: self.placed_status(vm, &p.node, d, p.compute, None, Some(why.clone())),
             assume: None,
             announce: changed.then_some(Announce {

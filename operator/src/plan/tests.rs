@@ -100,6 +100,9 @@ fn write_back(ix: &mut Index, plan: &Plan) {
         }
     }
     for w in &plan.vms {
+        if let Some(a) = w.admitted {
+            ix.set_admitted(&w.key, Some(a));
+        }
         let mut e = ix.vm(&w.key).expect("known").clone();
         if let Some(n) = &w.label {
             e.label_node = Some(n.clone());
@@ -180,29 +183,53 @@ fn a_hundred_creates_against_a_quota_of_fifty_admit_exactly_fifty() {
 }
 
 #[test]
-fn the_oldest_pending_vm_gets_room_first_and_younger_ones_wait_behind_it() {
+fn a_vm_over_quota_does_not_block_a_younger_one_that_fits() {
     let mut ix = cluster(limits(None, Some(4)), &[("h1", 64, 64)]);
     ix.apply_vm_entry(vm("fin", "running", 0, 3, 1));
     run(&mut ix, 1);
     ix.apply_vm_entry(vm("fin", "old-big", 10, 2, 1));
     ix.apply_vm_entry(vm("fin", "young-small", 20, 1, 1));
     let p = run(&mut ix, 2);
-    let small = p
+    let big = p
         .vms
         .iter()
-        .find(|w| w.key == key("fin", "young-small"))
+        .find(|w| w.key == key("fin", "old-big"))
         .unwrap();
     assert_eq!(
-        small.status.scheduled.message,
-        "waiting for older VMs under quota fin-q (oldest first)"
+        big.status.scheduled.message,
+        "exceeded quota: fin-q, requested: vcpus=2, used: vcpus=3, limited: vcpus=4"
     );
-    assert!(p.placed.is_empty());
-    // Room appears: the older VM is admitted, then the younger one waits on the real limit.
+    assert_eq!(p.placed, vec![key("fin", "young-small")]);
+    assert_eq!(used(&ix, "fin").vcpus, 4);
+}
+
+#[test]
+fn room_that_appears_goes_to_the_oldest_pending_vm_that_fits() {
+    let mut ix = cluster(limits(None, Some(4)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "running", 0, 4, 1));
+    run(&mut ix, 1);
+    ix.apply_vm_entry(vm("fin", "old", 10, 2, 1));
+    ix.apply_vm_entry(vm("fin", "young", 20, 2, 1));
+    ix.apply_vm_entry(vm("fin", "youngest", 30, 1, 1));
+    assert!(run(&mut ix, 2).placed.is_empty());
+    // 3 vCPUs free up: the oldest (2) first, then the youngest (1) that still fits; the
+    // middle one (2) waits on the real limit.
     ix.delete_vm(&key("fin", "running"));
+    ix.apply_vm_entry(vm("fin", "running-1", 0, 1, 1));
+    ix.assume(
+        key("fin", "running-1"),
+        Assumed {
+            node: "h1".into(),
+            compute: true,
+        },
+    );
     let p = run(&mut ix, 3);
+    assert_eq!(p.placed, vec![key("fin", "old"), key("fin", "youngest")]);
+    let young = p.vms.iter().find(|w| w.key == key("fin", "young")).unwrap();
     assert_eq!(
-        p.placed,
-        vec![key("fin", "old-big"), key("fin", "young-small")]
+        young.status.scheduled.message,
+        "exceeded quota: fin-q, requested: vcpus=2, used: vcpus=3, limited: vcpus=4",
+        "checked before the youngest took the last vCPU"
     );
 }
 
@@ -504,6 +531,111 @@ fn a_diskless_restart_vm_moves_off_a_lost_host_and_the_returning_host_does_not_g
     );
 }
 
+/// A VM placed on h1 whose agent (when `agent`) reported it Running and Ready, then h1 lost.
+fn lost_vm(agent: bool) -> Index {
+    let mut ix = cluster(Limits::default(), &[("h1", 8, 8)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 1, 1));
+    run(&mut ix, 1);
+    if agent {
+        let mut e = ix.vm(&key("fin", "a")).unwrap().clone();
+        e.agents.insert("h1".into());
+        e.operator_owns_phase = false;
+        e.phase = Some(Phase::Running);
+        e.ready = Some(ironvisor_crds::common::new_condition(
+            "Ready",
+            true,
+            "Running",
+            String::new(),
+            None,
+            Time(t(2)),
+        ));
+        ix.apply_vm_entry(e);
+        assert!(run(&mut ix, 3).vms.is_empty());
+    }
+    let p = run(&mut ix, 60);
+    assert_eq!(p.hosts, vec![HostWrite::Lost { host: "h1".into() }]);
+    let r = ix.vm(&key("fin", "a")).unwrap().ready.clone().unwrap();
+    assert_eq!(r.reason, "HostLost");
+    let mut h1 = ix.hosts["h1"].clone();
+    h1.ready = Some(("False".into(), "HostLost".into()));
+    h1.heartbeat_seen = Some(t(70));
+    ix.hosts.insert("h1".into(), h1);
+    ix
+}
+
+fn ready_of(w: &VmWrite) -> Option<(String, String)> {
+    let r = w.status.ready.as_ref()?;
+    Some((r.status.clone(), r.reason.clone()))
+}
+
+#[test]
+fn a_returning_host_clears_the_host_lost_mark_of_a_vm_its_agent_never_reported() {
+    let mut ix = lost_vm(false);
+    let p = run(&mut ix, 71);
+    assert_eq!(p.hosts, vec![HostWrite::Returned { host: "h1".into() }]);
+    let w = &p.vms[0];
+    assert_eq!(w.label, None, "it stays on h1");
+    assert_eq!(w.status.phase, Some((Phase::Scheduled, "Scheduled".into())));
+    assert_eq!(
+        ready_of(w),
+        Some(("Unknown".into(), "HostReturned".into())),
+        "the operator owns Ready alone: it rewrites it rather than dropping it"
+    );
+    assert!(run(&mut ix, 72).vms.is_empty(), "then nothing more to say");
+}
+
+#[test]
+fn a_returning_host_hands_phase_and_ready_back_to_its_agent() {
+    let mut ix = lost_vm(true);
+    let p = run(&mut ix, 71);
+    let w = &p.vms[0];
+    assert_eq!(w.status.phase, None, "phase is released to the agent");
+    assert_eq!(ready_of(w), Some(("Unknown".into(), "HostReturned".into())));
+    // The agent re-applies its status with force: Ready is its own again.
+    let mut e = ix.vm(&key("fin", "a")).unwrap().clone();
+    e.phase = Some(Phase::Running);
+    e.operator_owns_phase = false;
+    e.ready = Some(ironvisor_crds::common::new_condition(
+        "Ready",
+        true,
+        "Running",
+        String::new(),
+        None,
+        Time(t(72)),
+    ));
+    ix.apply_vm_entry(e);
+    assert!(run(&mut ix, 73).vms.is_empty(), "the agent's Ready stays");
+}
+
+#[test]
+fn a_moved_vm_is_not_ready_until_the_new_hosts_agent_reports_it() {
+    let mut ix = lost_vm(true);
+    ix.hosts.remove("h1");
+    let mut v = ix.vm(&key("fin", "a")).unwrap().clone();
+    v.restart_elsewhere = true;
+    ix.apply_vm_entry(v);
+    let mut h1 = host(8, 8, 0);
+    h1.ready = Some(("False".into(), "HostLost".into()));
+    ix.hosts.insert("h1".into(), h1);
+    ix.hosts.insert("h2".into(), host(8, 8, 80));
+    let p = run(&mut ix, 80);
+    let w = &p.vms[0];
+    assert_eq!(w.label.as_deref(), Some("h2"));
+    assert_eq!(ready_of(w), Some(("False".into(), "Rescheduled".into())));
+    assert_eq!(w.status.phase, Some((Phase::Scheduled, "Scheduled".into())));
+    assert!(run(&mut ix, 81).vms.is_empty(), "the mark holds, unchanged");
+    // h1 returns: nothing moves back, the VM's one owner stays h2.
+    let mut h1 = ix.hosts["h1"].clone();
+    h1.heartbeat_seen = Some(t(90));
+    ix.hosts.insert("h1".into(), h1);
+    let p = run(&mut ix, 90);
+    assert!(p.vms.iter().all(|w| w.label.is_none()), "{:?}", p.vms);
+    assert_eq!(
+        ix.vm(&key("fin", "a")).unwrap().label_node.as_deref(),
+        Some("h2")
+    );
+}
+
 #[test]
 fn a_restart_vm_with_nowhere_to_go_waits_and_says_why() {
     let mut ix = cluster(Limits::default(), &[("h1", 8, 8)]);
@@ -544,4 +676,111 @@ fn spec_node_name_pins_and_anti_affinity_spreads_within_a_pass() {
     assert_eq!(node_of("p"), "h3");
     let webs: BTreeSet<String> = (0..3).map(|i| node_of(&format!("web{i}"))).collect();
     assert_eq!(webs.len(), 3, "three group members on three hosts");
+}
+
+fn resize(ix: &mut Index, name: &str, vcpus: i128) {
+    let mut e = ix.vm(&key("fin", name)).unwrap().clone();
+    if let Ok(d) = e.demand.as_mut() {
+        d.vcpus = vcpus;
+    }
+    ix.apply_vm_entry(e);
+}
+
+#[test]
+fn a_resize_within_quota_is_admitted_and_recorded_with_the_label() {
+    let mut ix = cluster(limits(None, Some(8)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 2, 1));
+    let p = run(&mut ix, 1);
+    assert_eq!(p.vms[0].admitted.map(|a| a.vcpus), Some(2));
+    resize(&mut ix, "a", 6);
+    let p = run(&mut ix, 2);
+    let w = &p.vms[0];
+    assert_eq!(
+        w.label.as_deref(),
+        Some("h1"),
+        "same host, new size recorded"
+    );
+    assert_eq!(w.admitted.map(|a| a.vcpus), Some(6));
+    assert_eq!(w.announce.as_ref().map(|a| a.reason), Some("Resized"));
+    assert_eq!(used(&ix, "fin").vcpus, 6);
+    assert!(run(&mut ix, 3).vms.is_empty());
+}
+
+#[test]
+fn a_resize_beyond_quota_keeps_the_admitted_size_and_says_so() {
+    let mut ix = cluster(limits(None, Some(8)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 2, 1));
+    ix.apply_vm_entry(vm("fin", "b", 1, 4, 1));
+    run(&mut ix, 1);
+    resize(&mut ix, "a", 6);
+    let p = run(&mut ix, 2);
+    let w = &p.vms[0];
+    assert_eq!((w.label.as_ref(), w.admitted), (None, None));
+    let c = &w.status.scheduled;
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ResizeQuotaExceeded")
+    );
+    assert_eq!(
+        c.message,
+        "resize to vcpus=6, memory=1Gi, storage=1Gi not admitted: exceeded quota: fin-q, \
+         requested: vcpus=4, used: vcpus=6, limited: vcpus=8; the VM keeps its admitted size \
+         vcpus=2, memory=1Gi, storage=1Gi"
+    );
+    assert_eq!(w.status.vcpus, Some(2));
+    // Its admitted compute stays reserved: usage counts it at 2, never above the limit.
+    assert_eq!(used(&ix, "fin").vcpus, 6);
+    assert!(
+        run(&mut ix, 3).vms.is_empty(),
+        "stable while nothing changes"
+    );
+    assert_eq!(p.pending.get("QuotaExceeded"), Some(&1));
+    // Room appears (b halts and is released): the resize is admitted by itself.
+    let mut b = ix.vm(&key("fin", "b")).unwrap().clone();
+    b.run_strategy = RunStrategy::Halted;
+    ix.apply_vm_entry(b);
+    run(&mut ix, 4);
+    let p = run(&mut ix, 5);
+    let w = p.vms.iter().find(|w| w.key == key("fin", "a")).unwrap();
+    assert_eq!(w.admitted.map(|a| a.vcpus), Some(6));
+    run(&mut ix, 6);
+    assert_eq!(used(&ix, "fin").vcpus, 6);
+    let a = ix.vm(&key("fin", "a")).unwrap();
+    assert_eq!(
+        a.scheduled.as_ref().map(|c| c.reason.as_str()),
+        Some("Scheduled")
+    );
+}
+
+#[test]
+fn reverting_a_refused_resize_restores_the_vm_at_once() {
+    let mut ix = cluster(limits(None, Some(4)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 2, 1));
+    run(&mut ix, 1);
+    resize(&mut ix, "a", 8);
+    run(&mut ix, 2);
+    resize(&mut ix, "a", 2);
+    let p = run(&mut ix, 3);
+    assert_eq!(p.vms[0].status.scheduled.reason, "Scheduled");
+    assert_eq!(p.vms[0].label, None);
+    assert_eq!(used(&ix, "fin").vcpus, 2);
+}
+
+#[test]
+fn halting_a_vm_whose_resize_was_refused_releases_its_compute() {
+    let mut ix = cluster(limits(None, Some(4)), &[("h1", 64, 64)]);
+    ix.apply_vm_entry(vm("fin", "a", 0, 2, 1));
+    run(&mut ix, 1);
+    resize(&mut ix, "a", 8);
+    run(&mut ix, 2);
+    assert_eq!(used(&ix, "fin").vcpus, 2);
+    let mut a = ix.vm(&key("fin", "a")).unwrap().clone();
+    a.run_strategy = RunStrategy::Halted;
+    ix.apply_vm_entry(a);
+    let p = run(&mut ix, 3);
+    assert_eq!(p.vms[0].status.scheduled.reason, "ScheduledHalted");
+    run(&mut ix, 4);
+    assert_eq!(used(&ix, "fin").vcpus, 0);
+    // Halted, the bigger size is recorded (compute is checked in full when it starts).
+    assert_eq!(ix.admitted(&key("fin", "a")).map(|u| u.vcpus), Some(8));
 }
