@@ -28,6 +28,15 @@ pub mod condition_type {
     pub const IMAGES_READY: &str = "ImagesReady";
 }
 
+/// Reasons of the `Scheduled` condition that the agents act on (the operator writes them).
+pub mod scheduled_reason {
+    /// Admitted and placed: the agent may run the guest.
+    pub const SCHEDULED: &str = "Scheduled";
+    /// Placed while `runStrategy: Halted`, with no vCPUs or memory reserved: the agent may keep
+    /// the guest stopped (and stop it), never start it.
+    pub const SCHEDULED_HALTED: &str = "ScheduledHalted";
+}
+
 /// A condition of `type_` that holds (`ok`) or not, observed at `now`.
 pub fn new_condition(
     type_: &str,

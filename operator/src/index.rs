@@ -22,10 +22,12 @@ use crate::placement::{Capacity, Request};
 use crate::quota::{QuotaEntry, TenantNode};
 use crate::units::{Limits, Units, vm_demand};
 
-/// Scheduled reason: placed, vCPUs and memory reserved under quota.
-pub const REASON_SCHEDULED: &str = "Scheduled";
-/// Scheduled reason: placed while Halted; vCPUs and memory not reserved.
-pub const REASON_SCHEDULED_HALTED: &str = "ScheduledHalted";
+/// Scheduled reason: placed, vCPUs and memory reserved under quota (the agents act on it).
+pub const REASON_SCHEDULED: &str = ironvisor_crds::common::scheduled_reason::SCHEDULED;
+/// Scheduled reason: placed while Halted; vCPUs and memory not reserved (the agents stop
+/// the guest on it, never start it).
+pub const REASON_SCHEDULED_HALTED: &str =
+    ironvisor_crds::common::scheduled_reason::SCHEDULED_HALTED;
 /// Scheduled=False reason: a quota of the tenant or an ancestor has no room.
 pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
 /// Scheduled=False reason on a running VM whose grown spec does not fit its quota (or its

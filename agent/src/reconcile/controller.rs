@@ -5,9 +5,9 @@ use super::engine::{CloudInitData, Engine, EngineError};
 use super::guard::VmObject;
 use crate::metrics::ErrorCategory;
 use futures::StreamExt;
-use ironvisor_crds::common::{condition_status, condition_type, find_condition};
+use ironvisor_crds::common::{condition_status, condition_type, find_condition, scheduled_reason};
 use ironvisor_crds::labels::{AGENT_FINALIZER, NODE, agent_manager};
-use ironvisor_crds::vm::{CloudInit, VirtualMachine};
+use ironvisor_crds::vm::{CloudInit, RunStrategy, VirtualMachine};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -140,13 +140,18 @@ async fn resolve_cloud_init(
     })
 }
 
-/// Whether the operator lets this node run the VM: the Scheduled condition is True with
-/// reason `Scheduled` (the node label alone is not enough; the operator sets the label and
-/// the condition in separate writes, and admission by quota comes with the condition).
+/// Whether the operator lets this node act on the VM: the Scheduled condition is True with
+/// reason `Scheduled`, or `ScheduledHalted` while the VM is meant to be halted (placed with
+/// no compute reserved: the agent may stop it, never start it). The node label alone is not
+/// enough; the operator sets the label and the condition in separate writes, and admission by
+/// quota comes with the condition.
 pub fn placement_confirmed(vm: &VirtualMachine) -> bool {
     vm.status.as_ref().is_some_and(|s| {
         find_condition(&s.conditions, condition_type::SCHEDULED).is_some_and(|c| {
-            c.status == condition_status::TRUE && c.reason == condition_type::SCHEDULED
+            c.status == condition_status::TRUE
+                && (c.reason == scheduled_reason::SCHEDULED
+                    || (c.reason == scheduled_reason::SCHEDULED_HALTED
+                        && vm.spec.run_strategy == RunStrategy::Halted))
         })
     })
 }
@@ -369,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn only_scheduled_true_with_reason_scheduled_lets_the_guest_start() {
+    fn only_scheduled_true_lets_the_agent_act_and_scheduled_halted_only_on_a_halted_vm() {
         assert!(placement_confirmed(&vm_with(scheduled(
             "True",
             "Scheduled"
@@ -379,6 +384,11 @@ mod tests {
             "Scheduled"
         ))));
         assert!(!placement_confirmed(&vm_with(scheduled("True", "Pending"))));
+        // Placed as halted: acted on only while the VM is meant to be halted.
+        let mut halted = vm_with(scheduled("True", "ScheduledHalted"));
+        assert!(!placement_confirmed(&halted));
+        halted.spec.run_strategy = ironvisor_crds::vm::RunStrategy::Halted;
+        assert!(placement_confirmed(&halted));
         assert!(!placement_confirmed(&vm_with(serde_json::json!([]))));
         let mut no_status = vm_with(serde_json::json!([]));
         no_status.status = None;
