@@ -51,6 +51,43 @@ spec:
     )
 }
 
+/// A control plane, the operator, one agent on `test:///default` and a tenant (named like
+/// its namespace) with the quota `hard`.
+struct OneHost {
+    sys: System,
+    ns: String,
+    images: std::path::PathBuf,
+    _operator: ironvisor_tests::system::Proc,
+    _agent: ironvisor_tests::system::Agent,
+}
+
+impl OneHost {
+    fn start(prefix: &str, hard: &str) -> Self {
+        let images = tiny_guest(&guest_cache());
+        let sys = System::start();
+        let (operator, _) = sys.operator();
+        let agent = sys.agent(
+            &unique(&format!("e2e-{prefix}-")),
+            "test:///default",
+            &images,
+        );
+        let ns = unique(&format!("e2e{prefix}"));
+        sys.tenant(&ns, &ns, hard);
+        Self {
+            sys,
+            ns,
+            images,
+            _operator: operator,
+            _agent: agent,
+        }
+    }
+}
+
+fn set_run_strategy(sys: &System, ns: &str, name: &str, strategy: &str) {
+    let patch = format!(r#"{{"spec":{{"runStrategy":"{strategy}"}}}}"#);
+    sys.kubectl_ok(&["patch", "vm", name, "-n", ns, "--type=merge", "-p", &patch]);
+}
+
 fn phase(vm: &Value) -> &str {
     vm["status"]["phase"].as_str().unwrap_or("")
 }
@@ -283,24 +320,16 @@ fn an_anti_affinity_group_spreads_over_three_agents_two_test_drivers_and_one_qem
 /// Always starts it again.
 #[test]
 fn halting_and_starting_through_run_strategy() {
-    let images = tiny_guest(&guest_cache());
-    let sys = System::start();
-    let (_operator, _) = sys.operator();
-    let _agent = sys.agent(&unique("e2e-halt-"), "test:///default", &images);
-    let ns = unique("e2ehalt");
-    sys.tenant(&ns, &ns, "{virtualMachines: 2, vcpus: 2}");
+    let OneHost {
+        sys,
+        ns,
+        images,
+        _operator,
+        _agent,
+    } = OneHost::start("halt", "{virtualMachines: 2, vcpus: 2}");
     sys.apply(&tiny_vm(&ns, "h", &images, ""));
     let first = sys.wait_phase(&ns, "h", "Running", QUICK);
-    sys.kubectl_ok(&[
-        "patch",
-        "vm",
-        "h",
-        "-n",
-        &ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"runStrategy":"Halted"}}"#,
-    ]);
+    set_run_strategy(&sys, &ns, "h", "Halted");
     let stopped = sys.wait_phase(&ns, "h", "Stopped", QUICK);
     let quota: Value = serde_json::from_str(&sys.kubectl_ok(&[
         "get",
@@ -321,16 +350,7 @@ fn halting_and_starting_through_run_strategy() {
         quota["status"]
     );
     assert_ne!(stopped["status"]["conditions"], Value::Null);
-    sys.kubectl_ok(&[
-        "patch",
-        "vm",
-        "h",
-        "-n",
-        &ns,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"runStrategy":"Always"}}"#,
-    ]);
+    set_run_strategy(&sys, &ns, "h", "Always");
     let again = sys.wait_phase(&ns, "h", "Running", QUICK);
     assert_ne!(
         again["status"]["startedAt"], first["status"]["startedAt"],
@@ -341,12 +361,13 @@ fn halting_and_starting_through_run_strategy() {
 /// `ivctl restart` restarts the guest: a new start time, the request recorded.
 #[test]
 fn restarting_through_ivctl() {
-    let images = tiny_guest(&guest_cache());
-    let sys = System::start();
-    let (_operator, _) = sys.operator();
-    let _agent = sys.agent(&unique("e2e-restart-"), "test:///default", &images);
-    let ns = unique("e2erestart");
-    sys.tenant(&ns, &ns, "{virtualMachines: 2}");
+    let OneHost {
+        sys,
+        ns,
+        images,
+        _operator,
+        _agent,
+    } = OneHost::start("restart", "{virtualMachines: 2}");
     sys.apply(&tiny_vm(&ns, "r", &images, ""));
     let first = sys.wait_phase(&ns, "r", "Running", QUICK);
     // test:///default starts guests within the same second; RFC 3339 times have seconds.
@@ -380,12 +401,13 @@ fn restarting_through_ivctl() {
 /// once another VM is deleted.
 #[test]
 fn a_vm_over_quota_shows_quota_exceeded_and_starts_once_another_is_deleted() {
-    let images = tiny_guest(&guest_cache());
-    let sys = System::start();
-    let (_operator, _) = sys.operator();
-    let _agent = sys.agent(&unique("e2e-quota-"), "test:///default", &images);
-    let ns = unique("e2equota");
-    sys.tenant(&ns, &ns, "{virtualMachines: 1}");
+    let OneHost {
+        sys,
+        ns,
+        images,
+        _operator,
+        _agent,
+    } = OneHost::start("quota", "{virtualMachines: 1}");
     sys.apply(&tiny_vm(&ns, "first", &images, ""));
     sys.wait_phase(&ns, "first", "Running", QUICK);
     sys.apply(&tiny_vm(&ns, "second", &images, ""));

@@ -19,6 +19,7 @@ use crate::storage::prepare::{StorageError, StorageRoots, list_vm_dirs, remove_v
 use ironvisor_crds::labels::{REQUESTED_STATE, RESTART_REQUESTED_AT};
 use ironvisor_crds::vm::{InterfaceStatus, RunStrategy, VirtualMachine, VirtualMachineStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -144,11 +145,7 @@ pub fn owner_of(vm: &VirtualMachine) -> Result<Owner, EngineError> {
 }
 
 fn annotation<'a>(vm: &'a VirtualMachine, key: &str) -> Option<&'a str> {
-    vm.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
+    vm.annotations().get(key).map(String::as_str)
 }
 
 impl Engine {

@@ -16,6 +16,7 @@
 
 use ironvisor_crds::labels::{REQUESTED_STATE, RESTART_REQUESTED_AT};
 use ironvisor_crds::vm::{Phase, RunStrategy, VirtualMachine};
+use kube::ResourceExt;
 use serde_json::{Value, json};
 
 /// Field manager recorded for every write `ivctl` makes.
@@ -93,11 +94,7 @@ pub enum Refusal {
 }
 
 fn annotation<'a>(vm: &'a VirtualMachine, key: &str) -> Option<&'a str> {
-    vm.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
+    vm.annotations().get(key).map(String::as_str)
 }
 
 /// The VM's phase as its status says (`None`: no status yet).
