@@ -150,8 +150,10 @@ Everything is running. To explore:
   kubectl get vm -A -w                      # watch the VMs
   kubectl describe vm -n demo tiny          # conditions and events
   $BIN/ivctl -n demo status tiny            # the same, condensed
-  $BIN/ivctl -n demo console tiny           # the guest's serial console
+  $BIN/ivctl -n demo console tiny --state-dir $STATE/agent   # the guest's serial console
   tail -f $STATE/agent/vms/<vm uid>/console.log   # the same, as a file
+  $BIN/ivctl -n demo stop web --wait        # runStrategy Halted; 'start' and 'restart' too
+  PATH=$BIN:\$PATH kubectl ironvisor -n demo status web   # ivctl as a kubectl plugin
   curl -s 127.0.0.1:9091/metrics | grep ironvisor_   # agent metrics (operator: :9090)
   logs: $STATE/logs/
 
