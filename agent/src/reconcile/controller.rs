@@ -236,14 +236,23 @@ pub async fn reconcile(obj: Arc<VmObject>, ctx: Arc<Context>) -> Result<Action, 
 async fn reconcile_vm(vm: Arc<VirtualMachine>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let ns = vm.namespace().unwrap_or_default();
     let api = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns);
-    finalizer(&api, AGENT_FINALIZER, vm, |event| async {
+    let result = finalizer(&api, AGENT_FINALIZER, vm, |event| async {
         match event {
             Finalizer::Apply(vm) => apply(vm, ctx.clone()).await,
             Finalizer::Cleanup(vm) => cleanup(vm, ctx.clone()).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .await;
+    match result {
+        // A second cleanup from a cache that has not seen the deletion yet: the VM is gone,
+        // which is what removing the finalizer was for.
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status)))
+            if status.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    }
 }
 
 /// Requeue a failed reconcile after a pause; the error is counted by category.

@@ -105,6 +105,9 @@ pub struct Engine {
     /// this node are collected as leftovers; empty: every domain with our metadata.
     pub node: String,
     last_state: Mutex<HashMap<String, VmState>>,
+    /// Bounds the guest starts in flight to about the number of host CPUs: a QEMU start is
+    /// CPU-bound, and a burst started all at once makes every guest wait for the slowest.
+    starts: tokio::sync::Semaphore,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -163,6 +166,9 @@ impl Engine {
             metrics,
             node: String::new(),
             last_state: Mutex::default(),
+            starts: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
         }
     }
 
@@ -411,6 +417,8 @@ impl Engine {
         match decision.action {
             Action::Nothing => {}
             Action::Start => {
+                // The semaphore is never closed; were it, starting unbounded is still right.
+                let _slot = self.starts.acquire().await.ok();
                 self.hv.start(&name).await?;
                 started_now = true;
                 // Started again by the strategy itself, not on a request or a strategy change.
@@ -428,6 +436,7 @@ impl Engine {
                 if before.is_up() || before == VmState::Starting {
                     self.hv.destroy(&name).await?;
                 }
+                let _slot = self.starts.acquire().await.ok();
                 self.hv.start(&name).await?;
                 started_now = true;
             }
