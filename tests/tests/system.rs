@@ -350,6 +350,8 @@ fn halting_and_starting_through_run_strategy() {
         quota["status"]
     );
     assert_ne!(stopped["status"]["conditions"], Value::Null);
+    // test:///default halts and starts within a second; start times are in seconds.
+    std::thread::sleep(Duration::from_millis(1100));
     set_run_strategy(&sys, &ns, "h", "Always");
     let again = sys.wait_phase(&ns, "h", "Running", QUICK);
     assert_ne!(
