@@ -2,18 +2,10 @@
 //! stays readable after `kill -9` in the middle of writes.
 
 use serde_json::Value;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -29,10 +21,12 @@ async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<
     Some((code, text.split_once("\r\n\r\n")?.1.to_string()))
 }
 
-fn spawn(port: u16, dir: &std::path::Path, kubeconfig: &std::path::Path) -> Child {
+fn spawn(dir: &std::path::Path, kubeconfig: &std::path::Path) -> Child {
+    // Port 0: the kernel picks a free port and the kubeconfig says which. (A port picked by
+    // the test and released before the server binds can be taken by another test meanwhile.)
     Command::new(env!("CARGO_BIN_EXE_ironvisor-devcluster"))
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(dir)
         .arg("--kubeconfig")
@@ -43,16 +37,29 @@ fn spawn(port: u16, dir: &std::path::Path, kubeconfig: &std::path::Path) -> Chil
         .unwrap()
 }
 
-async fn wait_ready(addr: SocketAddr) -> Duration {
-    let t = Instant::now();
+/// Wait until the server named by the kubeconfig `child` writes answers: its address and how
+/// long that took since `t`.
+async fn wait_ready(
+    child: &mut Child,
+    kubeconfig: &std::path::Path,
+    t: Instant,
+) -> (SocketAddr, Duration) {
     loop {
-        if let Some((200, _)) = send(addr, "GET", "/version", "").await {
-            return t.elapsed();
+        let port = std::fs::read_to_string(kubeconfig).ok().and_then(|text| {
+            let rest = text.split("server: http://127.0.0.1:").nth(1)?;
+            rest.lines().next()?.trim().parse::<u16>().ok()
+        });
+        if let Some(port) = port {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if let Some((200, _)) = send(addr, "GET", "/version", "").await {
+                return (addr, t.elapsed());
+            }
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the server never answered"
-        );
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server never answered");
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -62,16 +69,10 @@ async fn the_data_dir_survives_kill_9_during_writes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let kc = dir.path().join("kubeconfig");
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut child = spawn(port, &data, &kc);
-    let ready_in = wait_ready(addr).await;
+    let t = Instant::now();
+    let mut child = spawn(&data, &kc);
+    let (addr, ready_in) = wait_ready(&mut child, &kc, t).await;
     assert!(ready_in < Duration::from_secs(2), "started in {ready_in:?}");
-    let kubeconfig = std::fs::read_to_string(&kc).unwrap();
-    assert!(
-        kubeconfig.contains(&format!("server: http://127.0.0.1:{port}")),
-        "{kubeconfig}"
-    );
 
     let writer = tokio::spawn(async move {
         let mut acked = 0u32;
@@ -93,8 +94,9 @@ async fn the_data_dir_survives_kill_9_during_writes() {
     let acked = writer.await.unwrap();
     assert!(acked > 10, "the writer got going ({acked} creates)");
 
-    let mut child = spawn(port, &data, &kc);
-    wait_ready(addr).await;
+    std::fs::remove_file(&kc).unwrap();
+    let mut child = spawn(&data, &kc);
+    let (addr, _) = wait_ready(&mut child, &kc, Instant::now()).await;
     let (code, body) = send(addr, "GET", "/api/v1/namespaces/default/configmaps", "")
         .await
         .unwrap();
