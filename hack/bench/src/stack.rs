@@ -203,6 +203,42 @@ impl Stack {
         })
     }
 
+    /// The one-host set-up of density and overhead: a tenant with room for `vms` VMs in
+    /// `ns`, the Hypervisor `node`, the operator, an agent on `uri` (in this process on a
+    /// libvirt shared with others, without orphan collection), the host Ready, and one warm-up
+    /// VM through the whole path (leader elected, watches synced), deleted again.
+    pub async fn single_host(
+        &mut self,
+        ns: &str,
+        node: &str,
+        uri: &str,
+        vms: usize,
+        spec: &serde_json::Value,
+    ) -> anyhow::Result<Option<InProcessAgent>> {
+        api::tenant_with_quota(&self.client, "ivbench", ns, vms + 1).await?;
+        // 1 vCPU per VM on a 2-core host needs the top overcommit ratio (64) above 128 VMs it
+        // would not fit; the benches stay below.
+        api::hypervisor(&self.client, node, 64.0, 4.0).await?;
+        self.start_operator()?;
+        let in_process = if uri.starts_with("test:") {
+            self.start_agent(node, uri, 60)?;
+            None
+        } else {
+            Some(self.start_agent_in_process(node, uri, self.dir.path())?)
+        };
+        api::wait_host_ready(&self.client, node, Duration::from_secs(30)).await?;
+        self.check_alive()?;
+        let tr = crate::tracker::Tracker::start(&self.client, ns, None);
+        tr.created(ns, "warmup");
+        api::create_vm(&self.client, ns, "warmup", spec, None).await?;
+        anyhow::ensure!(
+            tr.wait_running(1, Duration::from_secs(60), |_, _| {}).await,
+            "the warm-up VM never ran"
+        );
+        api::delete_all_vms(&self.client, ns, Duration::from_secs(60)).await?;
+        Ok(in_process)
+    }
+
     /// Fails when any process of the stack has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         self.devcluster.check_alive()?;

@@ -46,31 +46,9 @@ async fn main() -> anyhow::Result<()> {
 
     let mut st =
         stack::Stack::start(ironvisor_bench::procs::bin_dir(args.bin_dir.clone())?).await?;
-    api::tenant_with_quota(&st.client, "ivbench", NS, args.count + 1).await?;
-    // 1 vCPU per VM on a 2-core host needs the top overcommit ratio (64) above 128 VMs it
-    // would not fit; the bench stays below.
-    api::hypervisor(&st.client, NODE, 64.0, 4.0).await?;
-    st.start_operator()?;
-    let in_process = if shared {
-        // On a libvirt shared with other users the agent must not collect "orphans".
-        Some(st.start_agent_in_process(NODE, &args.libvirt_uri, st.dir.path())?)
-    } else {
-        st.start_agent(NODE, &args.libvirt_uri, 60)?;
-        None
-    };
-    api::wait_host_ready(&st.client, NODE, Duration::from_secs(30)).await?;
-    st.check_alive()?;
-
-    // Warm-up: one VM through the whole path (leader elected, watches synced), then deleted.
-    let tr = tracker::Tracker::start(&st.client, NS, None);
-    tr.created(NS, "warmup");
-    api::create_vm(&st.client, NS, "warmup", &spec_json, None).await?;
-    anyhow::ensure!(
-        tr.wait_running(1, Duration::from_secs(60), |_, _| {}).await,
-        "the warm-up VM never ran"
-    );
-    api::delete_all_vms(&st.client, NS, Duration::from_secs(60)).await?;
-    drop(tr);
+    let in_process = st
+        .single_host(NS, NODE, &args.libvirt_uri, args.count, &spec_json)
+        .await?;
 
     println!(
         "density: {} VMs, one every {} ms, on {} ...",
