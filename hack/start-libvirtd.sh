@@ -1,9 +1,36 @@
 #!/usr/bin/env bash
-# Starts virtlogd and libvirtd if they are not running (there is no systemd in CI containers).
+# Prepares the host the way a udev-managed Debian host is prepared, then starts virtlogd and
+# libvirtd if they are not running (there is no systemd in CI containers).
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   exec sudo -E "$0" "$@"
 fi
+
+# /dev/kvm as udev's rule leaves it (systemd's 50-udev-default.rules on Debian: group kvm,
+# mode 0660). Without udev the node stays root-only: libvirt then probes QEMU as root (KVM
+# present) but validates its capability cache as the QEMU user (KVM absent), finds the cache
+# outdated and probes again on every call, ~56 s per `virsh define`. Only when udev is not
+# running: a host where udev runs keeps whatever its rules decided.
+kvm_device() {
+  local dev=/dev/kvm qemu_user=libvirt-qemu
+  [ -c "$dev" ] || return 0
+  if [ -S /run/udev/control ] || pgrep -x systemd-udevd >/dev/null || pgrep -x udevd >/dev/null; then
+    return 0
+  fi
+  getent group kvm >/dev/null || groupadd --system kvm
+  if id "$qemu_user" >/dev/null 2>&1 && ! id -nG "$qemu_user" | tr ' ' '\n' | grep -qx kvm; then
+    usermod -a -G kvm "$qemu_user"
+  fi
+  local before
+  before=$(stat -c '%A %U:%G' "$dev")
+  if [ "$(stat -c '%G %a' "$dev")" != "kvm 660" ]; then
+    chgrp kvm "$dev"
+    chmod 0660 "$dev"
+    echo "start-libvirtd: no udev here: $dev was $before, set to $(stat -c '%A %U:%G' "$dev") as Debian's udev rule does"
+  fi
+}
+kvm_device
+
 if ! pgrep -x virtlogd >/dev/null; then
   virtlogd -d
 fi

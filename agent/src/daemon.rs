@@ -3,6 +3,7 @@
 //! the flags it parsed; the integration tests call it in-process against a devcluster.
 
 use crate::domain_xml::DomainType;
+use crate::health::{Monitor, MonitorConfig, Report};
 use crate::host::{AccelChoice, HostFacts, accel_str, choose_accel, kvm_usable};
 use crate::hypervisor::libvirt::Libvirt;
 use crate::hypervisor::{HvError, Hypervisor as _};
@@ -44,6 +45,8 @@ pub struct Config {
     /// At startup, remove our domains (recorded for this node) and directories whose VM no
     /// longer exists.
     pub collect_orphans: bool,
+    /// The KVM device whose access the host check verifies (/dev/kvm).
+    pub kvm_device: PathBuf,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             resync_interval: Duration::from_secs(60),
             heartbeat_period: heartbeat::PERIOD,
             collect_orphans: true,
+            kvm_device: PathBuf::from("/dev/kvm"),
         }
     }
 }
@@ -87,6 +91,32 @@ pub enum StartError {
 pub fn install_crypto_provider() {
     // Err means a provider is already installed, which is all we need.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The host check at start: one probe, and a second at once when the first was slow (a
+/// single slow probe right after libvirtd started is normal; two in a row are a finding).
+/// Says what it found in one log line.
+async fn initial_health_check(heartbeat: &mut Heartbeat) -> Report {
+    let mut report = heartbeat.check_health(None).await;
+    if heartbeat
+        .monitor
+        .last_probe()
+        .is_some_and(|d| d >= crate::health::probe::SLOW)
+    {
+        report = heartbeat.check_health(None).await;
+    }
+    let probe_ms = heartbeat.monitor.last_probe().map(|d| d.as_millis());
+    if report.kvm.ok && report.schedulable() {
+        tracing::info!(probe_ms, "host check passed: {}", report.log_line());
+    } else {
+        tracing::warn!(
+            probe_ms,
+            health = report.summary(),
+            "host check: {}",
+            report.log_line()
+        );
+    }
+    report
 }
 
 /// Run the agent until `shutdown` resolves.
@@ -152,6 +182,8 @@ pub async fn run(
     }
 
     let health = Arc::new(metrics::Health::default());
+    // Connected a moment ago; the connection watch keeps it current from here on.
+    health.set_libvirt(true);
     let metrics_task = config
         .metrics_addr
         .map(|addr| tokio::spawn(metrics::serve(metrics.clone(), health.clone(), addr)));
@@ -185,15 +217,25 @@ pub async fn run(
             watch_metrics.observe_libvirt(up, watch_lv.reconnects());
         }
     });
-    let heartbeat = Heartbeat {
+    let mut heartbeat = Heartbeat {
         client,
         node: config.node_name.clone(),
+        monitor: Monitor::new(MonitorConfig {
+            kvm_device: config.kvm_device.clone(),
+            state_dir: config.state_dir.clone(),
+            images_dir: config.images_dir.clone(),
+            cpu_flags: facts.cpu.flags.clone(),
+            qemu_label: host_info.qemu_label,
+        }),
         facts,
         accel,
         metrics,
         period: config.heartbeat_period,
+        libvirt: libvirt.clone(),
+        health: health.clone(),
     };
-    let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store()));
+    let first = initial_health_check(&mut heartbeat).await;
+    let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store(), first));
     controller::run(ctx, ctrl, shutdown).await;
     heartbeat_task.abort();
     sync_task.abort();

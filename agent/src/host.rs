@@ -176,6 +176,7 @@ pub fn hypervisor_status(
     (used, vm_count): (Amount, u32),
     now: Time,
     previous: &[Condition],
+    health: &crate::health::Report,
 ) -> HypervisorStatus {
     let capacity = Amount {
         vcpus: facts.cpus,
@@ -194,6 +195,9 @@ pub fn hypervisor_status(
             last_transition_time: now.clone(),
         },
     );
+    for c in health.conditions(generation, &now) {
+        ironvisor_crds::common::set_condition(&mut conditions, c);
+    }
     HypervisorStatus {
         capacity: Some(capacity.to_resources()),
         allocatable: Some(alloc.to_resources()),
@@ -213,6 +217,7 @@ pub fn hypervisor_status(
         acceleration: Some(accel),
         agent_version: Some(env!("CARGO_PKG_VERSION").into()),
         last_heartbeat_time: Some(now),
+        health: Some(health.summary()),
         conditions,
         observed_generation: generation,
     }
@@ -368,7 +373,14 @@ mod tests {
             ),
             now,
             &[],
+            &crate::health::Report {
+                kvm: crate::health::Finding::problem("NoHardwareVirtualization", "x".into()),
+                libvirt: crate::health::Finding::ok("CapabilityProbeFast", "y".into()),
+                storage: crate::health::Finding::ok("DirectoriesAccessible", "z".into()),
+            },
         );
+        assert_eq!(s.health.as_deref(), Some("NoHardwareVirtualization"));
+        assert_eq!(s.conditions.len(), 4);
         assert_eq!(s.summary.unwrap().vcpus, "1/8");
         assert_eq!(s.allocatable.unwrap().memory.0, "4Gi");
         assert_eq!(s.acceleration, Some(Acceleration::Tcg));

@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod domain_xml;
+pub mod health;
 pub mod host;
 pub mod hypervisor;
 pub mod lifecycle;

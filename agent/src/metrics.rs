@@ -6,7 +6,7 @@
 
 use prometheus::{
     CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +57,8 @@ pub struct Metrics {
     host_memory: GaugeVec,
     host_vms: IntGauge,
     rss: IntGauge,
+    host_condition: IntGaugeVec,
+    capability_probe: Histogram,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -162,6 +164,20 @@ impl Metrics {
                 "ironvisor_agent_resident_memory_bytes",
                 "Resident memory of the agent.",
             )),
+            host_condition: must(IntGaugeVec::new(
+                Opts::new(
+                    "ironvisor_host_condition",
+                    "1 while a host health condition holds, else 0 (kvm_available, libvirt_healthy, storage_accessible).",
+                ),
+                &["condition"],
+            )),
+            capability_probe: must(Histogram::with_opts(
+                HistogramOpts::new(
+                    "ironvisor_agent_capability_probe_seconds",
+                    "Duration of libvirt's domain-capabilities call (seconds each time: a thrashing QEMU capability cache).",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
+            )),
             registry,
         };
         for c in [
@@ -180,6 +196,8 @@ impl Metrics {
             Box::new(m.host_memory.clone()),
             Box::new(m.host_vms.clone()),
             Box::new(m.rss.clone()),
+            Box::new(m.host_condition.clone()),
+            Box::new(m.capability_probe.clone()),
         ] {
             must(m.registry.register(c));
         }
@@ -256,6 +274,24 @@ impl Metrics {
         }
     }
 
+    /// Record the host health findings.
+    pub fn observe_host_health(&self, report: &crate::health::Report) {
+        for (name, f) in [
+            ("kvm_available", &report.kvm),
+            ("libvirt_healthy", &report.libvirt),
+            ("storage_accessible", &report.storage),
+        ] {
+            self.host_condition
+                .with_label_values(&[name])
+                .set(i64::from(f.ok));
+        }
+    }
+
+    /// Record one capability probe's duration.
+    pub fn observe_capability_probe(&self, took: std::time::Duration) {
+        self.capability_probe.observe(took.as_secs_f64());
+    }
+
     /// Remove every series of a VM.
     pub fn forget_vm(&self, namespace: &str, name: &str) {
         let _ = self.vm_restarts.remove_label_values(&[namespace, name]);
@@ -325,6 +361,11 @@ impl Health {
     /// Whether libvirt answers.
     pub fn set_libvirt(&self, connected: bool) {
         self.libvirt.store(connected, Ordering::Relaxed);
+    }
+
+    /// Whether libvirt answered at the last check.
+    pub fn libvirt_connected(&self) -> bool {
+        self.libvirt.load(Ordering::Relaxed)
     }
 
     /// `None` when ready, else why not.

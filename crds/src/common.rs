@@ -26,6 +26,15 @@ pub mod condition_type {
     pub const RESTART_REQUIRED: &str = "RestartRequired";
     /// Images for the VM's disks are available on its host.
     pub const IMAGES_READY: &str = "ImagesReady";
+    /// Hypervisor: guests can use KVM acceleration here (False is information on a
+    /// software-emulation host, not a reason to stop placing VMs).
+    pub const KVM_AVAILABLE: &str = "KVMAvailable";
+    /// Hypervisor: libvirt answers at normal speed (its capability probes are not thrashing).
+    /// The operator places no new VMs on a host where this is False.
+    pub const LIBVIRT_HEALTHY: &str = "LibvirtHealthy";
+    /// Hypervisor: the QEMU user can reach the agent's state and images directories. The
+    /// operator places no new VMs on a host where this is False.
+    pub const STORAGE_ACCESSIBLE: &str = "StorageAccessible";
 }
 
 /// Reasons of the `Scheduled` condition that the agents act on (the operator writes them).

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     category = "ironvisor",
     status = "HypervisorStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether the host's agent is reporting"}"#,
+    printcolumn = r#"{"name":"Health","type":"string","jsonPath":".status.health","description":"OK, or the reasons of the health conditions that fail (LibvirtHealthy and StorageAccessible keep new VMs away; KVMAvailable is information)"}"#,
     printcolumn = r#"{"name":"VCPUs","type":"string","jsonPath":".status.summary.vcpus","description":"vCPUs allocated/allocatable"}"#,
     printcolumn = r#"{"name":"Memory","type":"string","jsonPath":".status.summary.memory","description":"Memory allocated/allocatable"}"#,
     printcolumn = r#"{"name":"VMs","type":"integer","jsonPath":".status.vmCount","description":"VMs on the host"}"#,
@@ -130,7 +131,14 @@ pub struct HypervisorStatus {
     /// When the agent last reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_time: Option<Time>,
-    /// Conditions: at least Ready.
+    /// `OK`, or the reasons of the health conditions that do not hold (KVMAvailable,
+    /// LibvirtHealthy, StorageAccessible), for the HEALTH column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Conditions: Ready (the agent reports), KVMAvailable (guests can use KVM; False is
+    /// information on a software-emulation host), LibvirtHealthy and StorageAccessible (the
+    /// operator places no new VMs on a host where either is False), each with the remedy in
+    /// its message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -75,6 +75,7 @@ fn cluster() -> Index {
             heartbeat: Some(now()),
             status_heartbeat: None,
             heartbeat_seen: Some(now()),
+            unhealthy: None,
         };
         ix.hosts_mut().insert(format!("host{h:03}"), entry);
     }

@@ -20,7 +20,7 @@ use ironvisor_crds::quantity::to_bytes;
 use ironvisor_crds::vm::{EvictionStrategy, VirtualMachineSpec};
 use jiff::Timestamp;
 
-use crate::placement::Capacity;
+use crate::placement::{Capacity, FilterReason};
 
 /// The reason the operator writes on a lost host's Ready condition and on its VMs.
 pub const HOST_LOST: &str = "HostLost";
@@ -82,6 +82,29 @@ pub fn ready_condition(hv: &Hypervisor) -> Option<(&str, &str)> {
     let status = hv.status.as_ref()?;
     find_condition(&status.conditions, condition_type::READY)
         .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+/// The first health condition the agent reports False among those that keep new VMs away:
+/// LibvirtHealthy (a thrashing or unreachable libvirtd makes every start take minutes) and
+/// StorageAccessible (QEMU cannot open what the agent prepares). KVMAvailable is not one: a
+/// software-emulation host works. A condition not reported (an older agent) is no finding.
+pub fn unhealthy(hv: &Hypervisor) -> Option<FilterReason> {
+    let status = hv.status.as_ref()?;
+    [
+        (
+            condition_type::LIBVIRT_HEALTHY,
+            FilterReason::LibvirtUnhealthy,
+        ),
+        (
+            condition_type::STORAGE_ACCESSIBLE,
+            FilterReason::StorageInaccessible,
+        ),
+    ]
+    .into_iter()
+    .find(|(t, _)| {
+        find_condition(&status.conditions, t).is_some_and(|c| c.status == condition_status::FALSE)
+    })
+    .map(|(_, r)| r)
 }
 
 /// A ratio as an integer number of thousandths, rounded to nearest; never negative.
@@ -280,5 +303,37 @@ mod tests {
             !restart_elsewhere(&s),
             "an overlay in the host's state dir is local"
         );
+    }
+
+    #[test]
+    fn libvirt_or_storage_false_makes_a_host_unhealthy_but_kvm_false_or_unreported_does_not() {
+        let cond = |t: &str, status: &str| ironvisor_crds::common::Condition {
+            type_: t.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::UNIX_EPOCH,
+            ),
+        };
+        let mut hv = Hypervisor::new("h", HypervisorSpec::default());
+        assert_eq!(unhealthy(&hv), None);
+        hv.status = Some(HypervisorStatus {
+            conditions: vec![
+                cond("KVMAvailable", "False"),
+                cond("LibvirtHealthy", "True"),
+            ],
+            ..Default::default()
+        });
+        assert_eq!(unhealthy(&hv), None);
+        hv.status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .push(cond("StorageAccessible", "False"));
+        assert_eq!(unhealthy(&hv), Some(FilterReason::StorageInaccessible));
+        hv.status.as_mut().unwrap().conditions[1].status = "False".into();
+        assert_eq!(unhealthy(&hv), Some(FilterReason::LibvirtUnhealthy));
     }
 }

@@ -202,6 +202,9 @@ pub struct HostEntry {
     pub allocatable: Option<Capacity>,
     /// Ready condition (status, reason).
     pub ready: Option<(String, String)>,
+    /// A health condition that keeps new VMs away (LibvirtHealthy or StorageAccessible
+    /// False), when the agent reports one.
+    pub unhealthy: Option<crate::placement::FilterReason>,
     /// Last heartbeat Lease renewTime seen.
     pub heartbeat: Option<Timestamp>,
     /// Last Hypervisor `status.lastHeartbeatTime` seen. Kept apart from the Lease's: the two
@@ -398,6 +401,7 @@ impl Index {
         h.unschedulable = hv.spec.unschedulable;
         h.allocatable = hosts::allocatable(hv);
         h.ready = hosts::ready_condition(hv).map(|(s, r)| (s.to_owned(), r.to_owned()));
+        h.unhealthy = hosts::unhealthy(hv);
         let beat = hv
             .status
             .as_ref()

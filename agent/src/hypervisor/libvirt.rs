@@ -499,7 +499,27 @@ impl Hypervisor for Libvirt {
                 cpu_model: node.model,
                 libvirt_version: c.lib_version().map(version_string).unwrap_or_default(),
                 hypervisor_version: c.hyp_version().map(version_string).unwrap_or_default(),
+                qemu_label: c
+                    .capabilities()
+                    .ok()
+                    .and_then(|caps| crate::health::parse_dac_label(&caps)),
             })
+        })
+        .await
+    }
+
+    async fn probe_capabilities(&self) -> Result<(), HvError> {
+        self.call("probe_capabilities", |c| {
+            // test:///default has no domain capabilities; its host capabilities stand in.
+            if c.driver_type()
+                .is_ok_and(|t| t.eq_ignore_ascii_case("test"))
+            {
+                c.capabilities().map_err(|e| lv("capabilities", e))?;
+            } else {
+                c.domain_capabilities(None, None, None, None, 0)
+                    .map_err(|e| lv("domain_capabilities", e))?;
+            }
+            Ok(())
         })
         .await
     }

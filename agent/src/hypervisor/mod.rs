@@ -68,6 +68,9 @@ pub struct HostInfo {
     pub libvirt_version: String,
     /// Hypervisor version (QEMU's, e.g. 7.2.0).
     pub hypervisor_version: String,
+    /// The uid and gid QEMU runs as (libvirt's DAC base label); `None` when libvirt has no
+    /// DAC security model (QEMU then runs as libvirtd's own user).
+    pub qemu_label: Option<(u32, u32)>,
 }
 
 /// Why a hypervisor call failed.
@@ -121,6 +124,9 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn stats(&self, name: &str) -> Result<DomainStats, HvError>;
     /// Facts about the host.
     async fn host_info(&self) -> Result<HostInfo, HvError>;
+    /// Ask for the domain capabilities of the default guest type: a call that goes through
+    /// libvirt's QEMU capability cache, so its duration shows a thrashing cache.
+    async fn probe_capabilities(&self) -> Result<(), HvError>;
     /// Lifecycle events of domains (all of them; the receiver filters).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<DomainEvent>;
     /// A message each time the connection is reopened after being lost (events may have

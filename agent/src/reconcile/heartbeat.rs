@@ -1,9 +1,11 @@
 //! The host's heartbeat: the Lease `ironvisor-agent-<node>` in `ironvisor-system`, renewed
-//! every 10 s, and the status of the Hypervisor named after the node.
+//! every 10 s, and the status of the Hypervisor named after the node, with the host's health
+//! checked anew each time (a timed capability probe, /dev/kvm, the directories).
 
 use super::guard::VmObject;
+use crate::health::{Monitor, Report};
 use crate::host::{HostFacts, allocated, hypervisor_status};
-use crate::metrics::Metrics;
+use crate::metrics::{Health, Metrics};
 use ironvisor_crds::hypervisor::{Acceleration, Hypervisor};
 use ironvisor_crds::labels::{HEARTBEAT_LEASE_PREFIX, SYSTEM_NAMESPACE, agent_manager};
 use ironvisor_crds::vm::VirtualMachine;
@@ -34,6 +36,12 @@ pub struct Heartbeat {
     pub metrics: Arc<Metrics>,
     /// Renewal period ([`PERIOD`] in production).
     pub period: Duration,
+    /// The host health checks.
+    pub monitor: Monitor,
+    /// The libvirt connection, for the capability probe.
+    pub libvirt: crate::hypervisor::libvirt::Libvirt,
+    /// Whether libvirt is connected (kept by the connection watch).
+    pub health: Arc<Health>,
 }
 
 impl Heartbeat {
@@ -60,8 +68,48 @@ impl Heartbeat {
         Ok(())
     }
 
+    /// Probe libvirt and check the host; logs each change of a finding.
+    pub async fn check_health(&mut self, previous: Option<&Report>) -> Report {
+        let connected = self.health.libvirt_connected();
+        if connected && let Some(took) = self.monitor.probe(&self.libvirt).await {
+            self.metrics.observe_capability_probe(took);
+        }
+        let report = self.monitor.report(connected);
+        self.metrics.observe_host_health(&report);
+        if let Some(prev) = previous {
+            for (name, before, now) in [
+                ("KVMAvailable", &prev.kvm, &report.kvm),
+                ("LibvirtHealthy", &prev.libvirt, &report.libvirt),
+                ("StorageAccessible", &prev.storage, &report.storage),
+            ] {
+                if before.ok != now.ok || before.reason != now.reason {
+                    if now.ok {
+                        tracing::info!(
+                            condition = name,
+                            reason = now.reason,
+                            "host health: {}",
+                            now.message
+                        );
+                    } else {
+                        tracing::warn!(
+                            condition = name,
+                            reason = now.reason,
+                            "host health: {}",
+                            now.message
+                        );
+                    }
+                }
+            }
+        }
+        report
+    }
+
     /// Create the Hypervisor object if missing and write its status.
-    pub async fn report(&self, vms: &[Arc<VirtualMachine>]) -> Result<(), kube::Error> {
+    pub async fn report(
+        &self,
+        vms: &[Arc<VirtualMachine>],
+        health: &Report,
+    ) -> Result<(), kube::Error> {
         let api = Api::<Hypervisor>::all(self.client.clone());
         let hv = match api.get_opt(&self.node).await? {
             Some(hv) => hv,
@@ -93,6 +141,7 @@ impl Heartbeat {
             (used, count),
             Time(jiff::Timestamp::now()),
             &previous,
+            health,
         );
         if let (Some(cap), Some(alloc)) = (&status.capacity, &status.allocatable) {
             let bytes = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
@@ -120,15 +169,25 @@ impl Heartbeat {
         Ok(())
     }
 
-    /// Renew and report every `period` until the task is aborted.
-    pub async fn run(self, store: Store<VmObject>) {
+    /// Renew and report every `period` until the task is aborted; `first` is the report of
+    /// the check at start.
+    pub async fn run(mut self, store: Store<VmObject>, first: Report) {
         let mut tick = tokio::time::interval(self.period);
+        let mut last = first;
+        let mut fresh = true;
         loop {
             tick.tick().await;
+            if !fresh {
+                last = self.check_health(Some(&last)).await;
+            }
+            fresh = false;
             if let Err(e) = self.renew_lease().await {
                 tracing::warn!(error = %e, "renewing the heartbeat lease failed");
             }
-            if let Err(e) = self.report(&super::controller::cached_vms(&store)).await {
+            if let Err(e) = self
+                .report(&super::controller::cached_vms(&store), &last)
+                .await
+            {
                 tracing::warn!(error = %e, "writing the Hypervisor status failed");
             }
         }

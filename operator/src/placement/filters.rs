@@ -17,6 +17,11 @@ pub enum FilterReason {
     NotReady,
     /// Cordoned (`spec.unschedulable`).
     Unschedulable,
+    /// The agent reports LibvirtHealthy=False (e.g. capability probes that keep taking
+    /// seconds: every define would wait minutes).
+    LibvirtUnhealthy,
+    /// The agent reports StorageAccessible=False (QEMU cannot reach its directories).
+    StorageInaccessible,
     /// The host's labels do not match `nodeSelector`.
     NodeSelector,
     /// The agent has not reported capacity yet.
@@ -36,6 +41,8 @@ impl FilterReason {
             FilterReason::NodeName => "node_name",
             FilterReason::NotReady => "not_ready",
             FilterReason::Unschedulable => "unschedulable",
+            FilterReason::LibvirtUnhealthy => "libvirt_unhealthy",
+            FilterReason::StorageInaccessible => "storage_inaccessible",
             FilterReason::NodeSelector => "node_selector",
             FilterReason::NoCapacity => "no_capacity",
             FilterReason::InsufficientVcpus => "insufficient_vcpus",
@@ -51,6 +58,12 @@ impl fmt::Display for FilterReason {
             FilterReason::NodeName => "not the requested host",
             FilterReason::NotReady => "not ready",
             FilterReason::Unschedulable => "unschedulable",
+            FilterReason::LibvirtUnhealthy => {
+                "libvirt unhealthy (see the host's LibvirtHealthy condition)"
+            }
+            FilterReason::StorageInaccessible => {
+                "storage unreachable for QEMU (see the host's StorageAccessible condition)"
+            }
             FilterReason::NodeSelector => "node selector mismatch",
             FilterReason::NoCapacity => "no capacity reported",
             FilterReason::InsufficientVcpus => "insufficient vcpus",
@@ -84,6 +97,11 @@ pub fn schedulable(h: &HostSnapshot) -> Result<(), FilterReason> {
     } else {
         Ok(())
     }
+}
+
+/// No health condition keeps new VMs away.
+pub fn healthy(h: &HostSnapshot) -> Result<(), FilterReason> {
+    h.unhealthy.map_or(Ok(()), Err)
 }
 
 /// Every `nodeSelector` label is on the host with the same value.
@@ -122,6 +140,7 @@ pub fn run(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>> {
     node_name(h, req)
         .and_then(|()| ready(h))
         .and_then(|()| schedulable(h))
+        .and_then(|()| healthy(h))
         .and_then(|()| node_selector(h, req))
         .map_err(|r| vec![r])?;
     capacity(h, req)
@@ -172,6 +191,25 @@ mod tests {
         let mut h = host("a", 8, 8);
         h.unschedulable = true;
         assert_eq!(run(&h, &req(1, 1)), Err(vec![FilterReason::Unschedulable]));
+    }
+
+    #[test]
+    fn a_host_whose_libvirt_or_storage_is_unhealthy_is_filtered_with_the_reason() {
+        let mut h = host("a", 8, 8);
+        h.unhealthy = Some(FilterReason::LibvirtUnhealthy);
+        assert_eq!(
+            run(&h, &req(1, 1)),
+            Err(vec![FilterReason::LibvirtUnhealthy])
+        );
+        let mut u = super::super::Unschedulable {
+            hosts: 1,
+            ..Default::default()
+        };
+        u.reasons.insert(FilterReason::LibvirtUnhealthy, 1);
+        assert_eq!(
+            u.to_string(),
+            "0/1 hosts available: 1 libvirt unhealthy (see the host's LibvirtHealthy condition)"
+        );
     }
 
     #[test]

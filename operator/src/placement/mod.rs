@@ -34,6 +34,8 @@ pub struct HostSnapshot {
     pub ready: bool,
     /// Cordoned.
     pub unschedulable: bool,
+    /// A health condition that keeps new VMs away, as its filter reason.
+    pub unhealthy: Option<FilterReason>,
     /// What may be given to VMs: (capacity − reserved) × overcommit; `None` until reported.
     pub allocatable: Option<Capacity>,
     /// What VMs placed on the host take, counting placements the agent has not reported yet.

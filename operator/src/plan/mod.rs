@@ -214,6 +214,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
                 labels: h.labels.clone(),
                 ready: health.get(n.as_str()) == Some(&Health::Ready),
                 unschedulable: h.unschedulable,
+                unhealthy: h.unhealthy,
                 allocatable: h.allocatable,
                 ..HostSnapshot::default()
             };
