@@ -176,7 +176,6 @@ pub fn hypervisor_status(
     (used, vm_count): (Amount, u32),
     now: Time,
     previous: &[Condition],
-    health: &crate::health::Report,
 ) -> HypervisorStatus {
     let capacity = Amount {
         vcpus: facts.cpus,
@@ -195,9 +194,6 @@ pub fn hypervisor_status(
             last_transition_time: now.clone(),
         },
     );
-    for c in health.conditions(generation, &now) {
-        ironvisor_crds::common::set_condition(&mut conditions, c);
-    }
     HypervisorStatus {
         capacity: Some(capacity.to_resources()),
         allocatable: Some(alloc.to_resources()),
@@ -217,10 +213,18 @@ pub fn hypervisor_status(
         acceleration: Some(accel),
         agent_version: Some(env!("CARGO_PKG_VERSION").into()),
         last_heartbeat_time: Some(now),
-        health: Some(health.summary()),
+        health: None,
         conditions,
         observed_generation: generation,
     }
+}
+
+/// Add the host health findings: their conditions and the HEALTH summary.
+pub fn add_health(status: &mut HypervisorStatus, health: &crate::health::Report, now: &Time) {
+    for c in health.conditions(status.observed_generation, now) {
+        ironvisor_crds::common::set_condition(&mut status.conditions, c);
+    }
+    status.health = Some(health.summary());
 }
 
 /// `kvm` or `tcg`.
@@ -359,7 +363,7 @@ mod tests {
             qemu_version: "7.2.0".into(),
         };
         let now = Time(jiff::Timestamp::from_second(1000).unwrap());
-        let s = hypervisor_status(
+        let mut s = hypervisor_status(
             &facts,
             Acceleration::Tcg,
             &HypervisorSpec::default(),
@@ -371,13 +375,17 @@ mod tests {
                 },
                 1,
             ),
-            now,
+            now.clone(),
             &[],
+        );
+        add_health(
+            &mut s,
             &crate::health::Report {
                 kvm: crate::health::Finding::problem("NoHardwareVirtualization", "x".into()),
                 libvirt: crate::health::Finding::ok("CapabilityProbeFast", "y".into()),
                 storage: crate::health::Finding::ok("DirectoriesAccessible", "z".into()),
             },
+            &now,
         );
         assert_eq!(s.health.as_deref(), Some("NoHardwareVirtualization"));
         assert_eq!(s.conditions.len(), 4);

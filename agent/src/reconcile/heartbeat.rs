@@ -4,7 +4,7 @@
 
 use super::guard::VmObject;
 use crate::health::{Monitor, Report};
-use crate::host::{HostFacts, allocated, hypervisor_status};
+use crate::host::{HostFacts, add_health, allocated, hypervisor_status};
 use crate::metrics::{Health, Metrics};
 use ironvisor_crds::hypervisor::{Acceleration, Hypervisor};
 use ironvisor_crds::labels::{HEARTBEAT_LEASE_PREFIX, SYSTEM_NAMESPACE, agent_manager};
@@ -133,16 +133,17 @@ impl Heartbeat {
             .as_ref()
             .map(|s| s.conditions.clone())
             .unwrap_or_default();
-        let status = hypervisor_status(
+        let now = Time(jiff::Timestamp::now());
+        let mut status = hypervisor_status(
             &self.facts,
             self.accel,
             &hv.spec,
             hv.metadata.generation,
             (used, count),
-            Time(jiff::Timestamp::now()),
+            now.clone(),
             &previous,
-            health,
         );
+        add_health(&mut status, health, &now);
         if let (Some(cap), Some(alloc)) = (&status.capacity, &status.allocatable) {
             let bytes = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
                 ironvisor_crds::quantity::to_bytes(&q.0).unwrap_or(0)
