@@ -6,7 +6,7 @@
 use crate::app::{App, Params, Target};
 use crate::error::ApiError;
 use crate::table::{self, Form};
-use crate::{discovery, openapi, ops, protobuf, watch};
+use crate::{discovery, openapi, openapi_v2, ops, protobuf, watch};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -67,8 +67,11 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
 async fn read_body(req: Request) -> Result<(HeaderMap, Vec<u8>), ApiError> {
     let (parts, body) = req.into_parts();
     let ct = header_str(&parts.headers, header::CONTENT_TYPE).to_string();
-    // CBOR is not spoken; clients fall back to JSON on 415.
-    if ct.contains("cbor") || (ct.contains("protobuf") && !protobuf::is_protobuf(&ct)) {
+    // CBOR is not spoken; clients fall back to JSON on 415. Patches are never protobuf.
+    let pb_allowed = parts.method != Method::PATCH;
+    if ct.contains("cbor")
+        || (ct.contains("protobuf") && !(pb_allowed && protobuf::is_protobuf(&ct)))
+    {
         return Err(ApiError::unsupported_media(&ct));
     }
     let declared: Option<usize> = header_str(&parts.headers, header::CONTENT_LENGTH)
@@ -190,6 +193,18 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
             return discovery::group(&reg, g)
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::no_route);
+        }
+        ["openapi", "v2"] if get => {
+            let accept = header_str(req.headers(), header::ACCEPT);
+            if !openapi_v2::wants_protobuf(accept) {
+                return Ok(json_response(200, &openapi_v2::document(&reg)));
+            }
+            let mut r = Response::new(Body::from(openapi_v2::protobuf(&reg)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(openapi_v2::PROTO_MEDIA),
+            );
+            return Ok(r);
         }
         ["openapi", "v3", rest @ ..] if get => {
             let doc = if rest.is_empty() {

@@ -27,6 +27,7 @@ mod http;
 mod kinds;
 mod meta;
 mod openapi;
+mod openapi_v2;
 mod ops;
 mod patch;
 mod persist;

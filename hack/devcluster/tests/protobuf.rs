@@ -210,3 +210,61 @@ async fn a_protobuf_body_of_a_kind_without_a_protobuf_form_is_415() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protobuf_delete_options_body_is_honoured_and_a_protobuf_patch_is_415() {
+    let c = DevCluster::start_ephemeral().await.unwrap();
+    let a = c.addr();
+    let r = send(a, "POST", CM, PB, "application/json", &config_map("d")).await;
+    assert_eq!(r.code, 201);
+    let r = send(
+        a,
+        "PATCH",
+        &format!("{CM}/d"),
+        PB,
+        "application/json",
+        &config_map("d"),
+    )
+    .await;
+    assert_eq!(r.code, 415);
+    let stale = meta_pb::DeleteOptions {
+        preconditions: Some(meta_pb::Preconditions {
+            uid: Some("not-the-uid".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let body = envelope("v1", "DeleteOptions", stale.encode_to_vec());
+    let r = send(
+        a,
+        "DELETE",
+        &format!("{CM}/d"),
+        PB,
+        "application/json",
+        &body,
+    )
+    .await;
+    assert_eq!(
+        r.code,
+        409,
+        "a precondition in a protobuf body is checked: {:?}",
+        r.json()
+    );
+    let ok = meta_pb::DeleteOptions {
+        propagation_policy: Some("Background".into()),
+        ..Default::default()
+    };
+    let body = envelope("v1", "DeleteOptions", ok.encode_to_vec());
+    let r = send(
+        a,
+        "DELETE",
+        &format!("{CM}/d"),
+        PB,
+        "application/json",
+        &body,
+    )
+    .await;
+    assert_eq!(r.code, 200);
+    let r = send(a, "GET", &format!("{CM}/d"), "", "application/json", b"").await;
+    assert_eq!(r.code, 404);
+}
