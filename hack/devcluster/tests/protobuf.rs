@@ -268,3 +268,57 @@ async fn a_protobuf_delete_options_body_is_honoured_and_a_protobuf_patch_is_415(
     let r = send(a, "GET", &format!("{CM}/d"), "", "application/json", b"").await;
     assert_eq!(r.code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protobuf_event_from_a_go_recorder_shows_in_both_event_apis() {
+    use k8s_pb::api::core::v1::ObjectReference;
+    use k8s_pb::api::events::v1 as events_pb;
+    let c = DevCluster::start_ephemeral().await.unwrap();
+    let a = c.addr();
+    let ev = events_pb::Event {
+        metadata: Some(meta_pb::ObjectMeta {
+            name: Some("vm.1".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        }),
+        event_time: Some(meta_pb::MicroTime {
+            seconds: Some(1_795_000_000),
+            nanos: Some(0),
+        }),
+        reporting_controller: Some("example.io/controller".into()),
+        reporting_instance: Some("controller-0".into()),
+        action: Some("Reconcile".into()),
+        reason: Some("Synced".into()),
+        note: Some("all good".into()),
+        r#type: Some("Normal".into()),
+        regarding: Some(ObjectReference {
+            kind: Some("ConfigMap".into()),
+            name: Some("c".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let body = envelope("events.k8s.io/v1", "Event", ev.encode_to_vec());
+    let path = "/apis/events.k8s.io/v1/namespaces/default/events";
+    let r = send(a, "POST", path, PB, "application/json", &body).await;
+    assert_eq!(r.code, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = send(
+        a,
+        "GET",
+        "/api/v1/namespaces/default/events",
+        "",
+        "application/json",
+        b"",
+    )
+    .await;
+    let item = &r.json()["items"][0];
+    assert_eq!(
+        (
+            item["involvedObject"]["name"].as_str(),
+            item["message"].as_str(),
+            item["reason"].as_str()
+        ),
+        (Some("c"), Some("all good"), Some("Synced"))
+    );
+}

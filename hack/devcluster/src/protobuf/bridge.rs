@@ -19,6 +19,9 @@ pub enum BridgeError {
         /// Nanoseconds, as sent.
         nanos: i32,
     },
+    /// A time the JSON form requires is absent.
+    #[error("a required time is missing")]
+    MissingTime,
     /// `managedFields[].fieldsV1.raw` must hold JSON.
     #[error("managedFields fieldsV1 is not JSON")]
     FieldsV1(#[source] serde_json::Error),
@@ -60,10 +63,10 @@ pub mod mode {
     /// A number with `omitempty`.
     pub mod n {
         use super::R;
-        pub fn to(v: Option<i64>) -> R<Option<i64>> {
-            Ok(v.filter(|n| *n != 0))
+        pub fn to<T: Default + PartialEq>(v: Option<T>) -> R<Option<T>> {
+            Ok(v.filter(|n| *n != T::default()))
         }
-        pub fn from(v: Option<i64>) -> Option<i64> {
+        pub fn from<T>(v: Option<T>) -> Option<T> {
             v
         }
     }
@@ -203,6 +206,17 @@ pub mod mode {
                 seconds: Some(t.0.as_second()),
                 nanos: Some(t.0.subsec_nanosecond()),
             })
+        }
+    }
+
+    /// A `MicroTime` k8s-openapi requires.
+    pub mod mtime_req {
+        use super::{BridgeError, R, js, mtime, pb};
+        pub fn to(v: Option<pb::MicroTime>) -> R<js::MicroTime> {
+            mtime::to(v)?.ok_or(BridgeError::MissingTime)
+        }
+        pub fn from(v: js::MicroTime) -> Option<pb::MicroTime> {
+            mtime::from(Some(v))
         }
     }
 

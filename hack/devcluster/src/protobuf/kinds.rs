@@ -1,15 +1,18 @@
 //! The built-in kinds spoken in protobuf: their field bridges and the table of codecs.
 //!
 //! Covers what kubectl's generators create (`kubectl create namespace|secret|configmap|
-//! serviceaccount|role|clusterrole|rolebinding|clusterrolebinding`) and the Lease client-go
-//! leader election writes. Pure.
+//! serviceaccount|role|clusterrole|rolebinding|clusterrolebinding`), and what client-go
+//! programs write on their own: Leases (leader election) and Events (event recorders, both
+//! APIs). Pure.
 
 use super::bridge::{Bridge, BridgeError, bridge};
 use k8s_openapi::api::coordination::v1 as coord_js;
 use k8s_openapi::api::core::v1 as core_js;
+use k8s_openapi::api::events::v1 as events_js;
 use k8s_openapi::api::rbac::v1 as rbac_js;
 use k8s_pb::api::coordination::v1 as coord_pb;
 use k8s_pb::api::core::v1 as core_pb;
+use k8s_pb::api::events::v1 as events_pb;
 use k8s_pb::api::rbac::v1 as rbac_pb;
 use prost::Message;
 use serde::Serialize;
@@ -138,6 +141,57 @@ bridge!(coord_pb::LeaseSpec => coord_js::LeaseSpec {
     strategy => strategy: p,
 });
 
+bridge!(core_pb::Event => core_js::Event {
+    action => action: s,
+    count => count: n,
+    event_time => event_time: mtime,
+    first_timestamp => first_timestamp: time,
+    involved_object => involved_object: msg_req,
+    last_timestamp => last_timestamp: time,
+    message => message: s,
+    metadata => metadata: msg_req,
+    reason => reason: s,
+    related => related: msg,
+    reporting_component => reporting_component: s,
+    reporting_instance => reporting_instance: s,
+    series => series: msg,
+    source => source: msg,
+    r#type => type_: s,
+});
+
+bridge!(core_pb::EventSource => core_js::EventSource {
+    component => component: s,
+    host => host: s,
+});
+
+bridge!(core_pb::EventSeries => core_js::EventSeries {
+    count => count: n,
+    last_observed_time => last_observed_time: mtime,
+});
+
+bridge!(events_pb::Event => events_js::Event {
+    action => action: s,
+    deprecated_count => deprecated_count: n,
+    deprecated_first_timestamp => deprecated_first_timestamp: time,
+    deprecated_last_timestamp => deprecated_last_timestamp: time,
+    deprecated_source => deprecated_source: msg,
+    event_time => event_time: mtime,
+    metadata => metadata: msg_req,
+    note => note: s,
+    reason => reason: s,
+    regarding => regarding: msg,
+    related => related: msg,
+    reporting_controller => reporting_controller: s,
+    reporting_instance => reporting_instance: s,
+    series => series: msg,
+    r#type => type_: s,
+});
+
+bridge!(events_pb::EventSeries => events_js::EventSeries {
+    count => count: req,
+    last_observed_time => last_observed_time: mtime_req,
+});
+
 /// Why a known kind could not be converted.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -223,7 +277,7 @@ where
 }
 
 /// Every kind spoken in protobuf.
-pub fn codecs() -> [Codec; 9] {
+pub fn codecs() -> [Codec; 11] {
     [
         codec::<core_pb::Namespace>(),
         codec::<core_pb::ConfigMap>(),
@@ -234,6 +288,8 @@ pub fn codecs() -> [Codec; 9] {
         codec::<rbac_pb::RoleBinding>(),
         codec::<rbac_pb::ClusterRoleBinding>(),
         codec::<coord_pb::Lease>(),
+        codec::<core_pb::Event>(),
+        codec::<events_pb::Event>(),
     ]
 }
 
