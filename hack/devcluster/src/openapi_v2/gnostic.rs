@@ -9,6 +9,7 @@
 
 use serde_json::{Map, Value};
 
+/// gnostic `openapi.v2.Document` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Document {
     #[prost(string, tag = "1")]
@@ -21,6 +22,7 @@ pub struct Document {
     pub definitions: Option<Definitions>,
 }
 
+/// gnostic `openapi.v2.Info` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Info {
     #[prost(string, tag = "1")]
@@ -29,12 +31,14 @@ pub struct Info {
     pub version: String,
 }
 
+/// gnostic `openapi.v2.Paths` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Paths {
     #[prost(message, repeated, tag = "2")]
     pub path: Vec<NamedPathItem>,
 }
 
+/// gnostic `openapi.v2.NamedPathItem` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NamedPathItem {
     #[prost(string, tag = "1")]
@@ -43,6 +47,7 @@ pub struct NamedPathItem {
     pub value: Option<PathItem>,
 }
 
+/// gnostic `openapi.v2.PathItem` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PathItem {
     #[prost(message, optional, tag = "2")]
@@ -57,6 +62,7 @@ pub struct PathItem {
     pub patch: Option<Operation>,
 }
 
+/// gnostic `openapi.v2.Operation` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Operation {
     #[prost(string, tag = "3")]
@@ -75,18 +81,21 @@ pub struct Operation {
     pub vendor_extension: Vec<NamedAny>,
 }
 
+/// gnostic `openapi.v2.ParametersItem` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ParametersItem {
     #[prost(message, optional, tag = "1")]
     pub parameter: Option<Parameter>,
 }
 
+/// gnostic `openapi.v2.Parameter` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Parameter {
     #[prost(oneof = "ParameterKind", tags = "1, 2")]
     pub oneof: Option<ParameterKind>,
 }
 
+/// gnostic `openapi.v2.Parameter` (its oneof).
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum ParameterKind {
     #[prost(message, boxed, tag = "1")]
@@ -95,6 +104,7 @@ pub enum ParameterKind {
     NonBody(NonBodyParameter),
 }
 
+/// gnostic `openapi.v2.BodyParameter` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct BodyParameter {
     #[prost(string, tag = "2")]
@@ -107,12 +117,14 @@ pub struct BodyParameter {
     pub schema: Option<Schema>,
 }
 
+/// gnostic `openapi.v2.NonBodyParameter` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NonBodyParameter {
     #[prost(oneof = "NonBodyKind", tags = "3, 4")]
     pub oneof: Option<NonBodyKind>,
 }
 
+/// gnostic `openapi.v2.NonBodyParameter` (its oneof).
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum NonBodyKind {
     #[prost(message, tag = "3")]
@@ -121,6 +133,7 @@ pub enum NonBodyKind {
     Path(PathParameter),
 }
 
+/// gnostic `openapi.v2.QueryParameterSubSchema` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct QueryParameter {
     #[prost(string, tag = "2")]
@@ -135,6 +148,7 @@ pub struct QueryParameter {
     pub unique_items: bool,
 }
 
+/// gnostic `openapi.v2.PathParameterSubSchema` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PathParameter {
     #[prost(bool, tag = "1")]
@@ -149,12 +163,14 @@ pub struct PathParameter {
     pub unique_items: bool,
 }
 
+/// gnostic `openapi.v2.Responses` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Responses {
     #[prost(message, repeated, tag = "1")]
     pub response_code: Vec<NamedResponse>,
 }
 
+/// gnostic `openapi.v2.NamedResponseValue` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NamedResponse {
     #[prost(string, tag = "1")]
@@ -163,12 +179,14 @@ pub struct NamedResponse {
     pub value: Option<ResponseValue>,
 }
 
+/// gnostic `openapi.v2.ResponseValue` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ResponseValue {
     #[prost(message, optional, tag = "1")]
     pub response: Option<Response>,
 }
 
+/// gnostic `openapi.v2.Response` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Response {
     #[prost(string, tag = "1")]
@@ -177,18 +195,21 @@ pub struct Response {
     pub schema: Option<SchemaItem>,
 }
 
+/// gnostic `openapi.v2.SchemaItem` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SchemaItem {
     #[prost(message, optional, tag = "1")]
     pub schema: Option<Schema>,
 }
 
+/// gnostic `openapi.v2.Definitions` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Definitions {
     #[prost(message, repeated, tag = "1")]
     pub additional_properties: Vec<NamedSchema>,
 }
 
+/// gnostic `openapi.v2.NamedSchema` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NamedSchema {
     #[prost(string, tag = "1")]
@@ -197,6 +218,7 @@ pub struct NamedSchema {
     pub value: Option<Schema>,
 }
 
+/// gnostic `openapi.v2.Schema` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Schema {
     #[prost(string, tag = "1")]
@@ -255,12 +277,14 @@ pub struct Schema {
     pub vendor_extension: Vec<NamedAny>,
 }
 
+/// gnostic `openapi.v2.AdditionalPropertiesItem` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AdditionalProperties {
     #[prost(oneof = "AdditionalKind", tags = "1, 2")]
     pub oneof: Option<AdditionalKind>,
 }
 
+/// gnostic `openapi.v2.AdditionalPropertiesItem` (its oneof).
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum AdditionalKind {
     #[prost(message, boxed, tag = "1")]
@@ -269,30 +293,35 @@ pub enum AdditionalKind {
     Boolean(bool),
 }
 
+/// gnostic `openapi.v2.TypeItem` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TypeItem {
     #[prost(string, repeated, tag = "1")]
     pub value: Vec<String>,
 }
 
+/// gnostic `openapi.v2.ItemsItem` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ItemsItem {
     #[prost(message, repeated, tag = "1")]
     pub schema: Vec<Schema>,
 }
 
+/// gnostic `openapi.v2.Properties` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Properties {
     #[prost(message, repeated, tag = "1")]
     pub additional_properties: Vec<NamedSchema>,
 }
 
+/// gnostic `openapi.v2.Any` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Any {
     #[prost(string, tag = "2")]
     pub yaml: String,
 }
 
+/// gnostic `openapi.v2.NamedAny` (the fields filled here).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NamedAny {
     #[prost(string, tag = "1")]
