@@ -187,6 +187,11 @@ impl ApiError {
         )
     }
 
+    /// 415 UnsupportedMediaType for a well-formed body of a kind that has no such form here.
+    pub fn unsupported_kind(message: impl Into<String>) -> Self {
+        Self::new(415, "UnsupportedMediaType", message)
+    }
+
     /// 500 InternalError.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message)

@@ -6,7 +6,7 @@
 use crate::app::{App, Params, Target};
 use crate::error::ApiError;
 use crate::table::{self, Form};
-use crate::{discovery, openapi, ops, watch};
+use crate::{discovery, openapi, openapi_v2, ops, protobuf, watch};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -66,10 +66,13 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
 
 async fn read_body(req: Request) -> Result<(HeaderMap, Vec<u8>), ApiError> {
     let (parts, body) = req.into_parts();
-    let ct = header_str(&parts.headers, header::CONTENT_TYPE);
-    // Protobuf and CBOR are not spoken; clients fall back to JSON on 415.
-    if ct.contains("protobuf") || ct.contains("cbor") {
-        return Err(ApiError::unsupported_media(ct));
+    let ct = header_str(&parts.headers, header::CONTENT_TYPE).to_string();
+    // CBOR is not spoken; clients fall back to JSON on 415. Patches are never protobuf.
+    let pb_allowed = parts.method != Method::PATCH;
+    if ct.contains("cbor")
+        || (ct.contains("protobuf") && !(pb_allowed && protobuf::is_protobuf(&ct)))
+    {
+        return Err(ApiError::unsupported_media(&ct));
     }
     let declared: Option<usize> = header_str(&parts.headers, header::CONTENT_LENGTH)
         .parse()
@@ -80,7 +83,50 @@ async fn read_body(req: Request) -> Result<(HeaderMap, Vec<u8>), ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| ApiError::too_large())?;
+    if protobuf::is_protobuf(&ct) {
+        // The rest of the server speaks JSON: hand it the object the protobuf stands for.
+        let obj = protobuf::decode(&bytes).map_err(|e| protobuf_error(&e))?;
+        return Ok((parts.headers, obj.to_string().into_bytes()));
+    }
     Ok((parts.headers, bytes.to_vec()))
+}
+
+fn protobuf_error(e: &protobuf::ProtoError) -> ApiError {
+    if e.is_unsupported_kind() {
+        return ApiError::unsupported_kind(e.to_string());
+    }
+    let mut msg = format!("the protobuf body could not be decoded: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    ApiError::bad_request(msg)
+}
+
+/// A single object in the representation the client prefers: protobuf when its `Accept` puts
+/// protobuf first and the kind has a protobuf form (as kube-apiserver answers kubectl's typed
+/// clients), JSON otherwise. Lists, tables, watches and `Status` bodies are always JSON; clients
+/// decode by the response's `Content-Type`.
+fn object_response(code: u16, body: &Value, accept: &str) -> Response {
+    if protobuf::prefers_protobuf(accept) {
+        match protobuf::encode(body) {
+            Some(Ok(bytes)) => {
+                let mut r = Response::new(Body::from(bytes));
+                *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(protobuf::MEDIA_TYPE),
+                );
+                return r;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "answering in JSON: protobuf encoding failed")
+            }
+            None => {}
+        }
+    }
+    json_response(code, body)
 }
 
 /// A parsed API path.
@@ -147,6 +193,18 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
             return discovery::group(&reg, g)
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::no_route);
+        }
+        ["openapi", "v2"] if get => {
+            let accept = header_str(req.headers(), header::ACCEPT);
+            if !openapi_v2::wants_protobuf(accept) {
+                return Ok(json_response(200, &openapi_v2::document(&reg)));
+            }
+            let mut r = Response::new(Body::from(openapi_v2::protobuf(&reg)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(openapi_v2::PROTO_MEDIA),
+            );
+            return Ok(r);
         }
         ["openapi", "v3", rest @ ..] if get => {
             let doc = if rest.is_empty() {
@@ -217,16 +275,14 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
         }
         Method::GET if t.name.is_some() => {
             let o = ops::get(&app, &t)?;
-            Ok(json_response(
-                200,
-                &match form {
-                    Form::Table(inc) => {
-                        table::table(t.info(), &[o], app.store.current_rv(), None, inc)
-                    }
-                    Form::Metadata => table::partial(&o),
-                    Form::Full => o,
-                },
-            ))
+            Ok(match form {
+                Form::Table(inc) => json_response(
+                    200,
+                    &table::table(t.info(), &[o], app.store.current_rv(), None, inc),
+                ),
+                Form::Metadata => json_response(200, &table::partial(&o)),
+                Form::Full => object_response(200, &o, &accept),
+            })
         }
         Method::GET => {
             if form == Form::Full {
@@ -250,16 +306,16 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
                 return Err(ApiError::no_route());
             }
             let (_, body) = read_body(req).await?;
-            outcome(ops::create(&app, &t, &body, &p, &ua)?)
+            outcome(ops::create(&app, &t, &body, &p, &ua)?, &accept)
         }
         Method::PUT if t.name.is_some() => {
             let (_, body) = read_body(req).await?;
-            outcome(ops::update(&app, &t, &body, &p, &ua)?)
+            outcome(ops::update(&app, &t, &body, &p, &ua)?, &accept)
         }
         Method::PATCH if t.name.is_some() => {
             let (headers, body) = read_body(req).await?;
             let ct = header_str(&headers, header::CONTENT_TYPE).to_string();
-            outcome(ops::patch(&app, &t, &ct, &body, &p, &ua)?)
+            outcome(ops::patch(&app, &t, &ct, &body, &p, &ua)?, &accept)
         }
         Method::DELETE if t.subresource.is_none() => {
             let (_, body) = read_body(req).await?;
@@ -273,17 +329,17 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
                 p.propagation_policy = Some(pp.to_string());
             }
             if t.name.is_some() {
-                outcome(ops::delete(&app, &t, &opts, &p)?)
+                outcome(ops::delete(&app, &t, &opts, &p)?, &accept)
             } else {
-                outcome(ops::delete_collection(&app, &t, &p)?)
+                outcome(ops::delete_collection(&app, &t, &p)?, &accept)
             }
         }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
 
-fn outcome(o: ops::Outcome) -> Result<Response, ApiError> {
-    let mut r = json_response(o.code, &o.body);
+fn outcome(o: ops::Outcome, accept: &str) -> Result<Response, ApiError> {
+    let mut r = object_response(o.code, &o.body, accept);
     for w in o.warnings {
         let text = format!("299 - {}", Value::String(w));
         if let Ok(v) = HeaderValue::from_str(&text) {

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 
-fn gv_path(group: &str, version: &str) -> String {
+/// `api/<v>` or `apis/<g>/<v>`.
+pub fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
         format!("api/{version}")
     } else {
