@@ -149,13 +149,13 @@ pub fn domain_test(uri: &str, f: &DomainTestFacts) -> Check {
 
 /// The verdict on the steps, before the clean-up is considered.
 fn run_verdict(id: &'static str, uri: &str, run: &DomainRun, t: &Timings) -> Check {
-    let ty = run.virt_type.as_str();
+    let ty = format!("{} (type={})", run.name, run.virt_type.as_str());
     let define = match &run.define {
         Err(msg) => {
             return Check::problem(
                 id,
                 Status::Fail,
-                format!("type={ty} domain could not be defined: {msg}"),
+                format!("{ty} could not be defined: {msg}"),
                 format!(
                     "fix what libvirt names; virsh -c {uri} domcapabilities shows what it supports"
                 ),
@@ -169,7 +169,7 @@ fn run_verdict(id: &'static str, uri: &str, run: &DomainRun, t: &Timings) -> Che
             id,
             Status::Fail,
             format!(
-                "type={ty} domain defined in {} ms but did not start: {msg}",
+                "{ty} defined in {} ms but did not start: {msg}",
                 ms(t.define)
             ),
             format!(
@@ -181,14 +181,14 @@ fn run_verdict(id: &'static str, uri: &str, run: &DomainRun, t: &Timings) -> Che
         (_, Some(Err(msg))) => Check::problem(
             id,
             Status::Fail,
-            format!("type={ty} domain started but could not be stopped: {msg}"),
+            format!("{ty} started but could not be stopped: {msg}"),
             "read libvirtd's log; a guest that cannot be stopped cannot be managed",
         ),
         _ if define > SLOW_CALL => Check::problem(
             id,
             Status::Warn,
             format!(
-                "type={ty}: define {} ms (over 1 s: capability cache thrash), start {} ms, \
+                "{ty}: define {} ms (over 1 s: capability cache thrash), start {} ms, \
                  destroy {} ms",
                 ms(t.define),
                 ms(t.start),
@@ -199,7 +199,7 @@ fn run_verdict(id: &'static str, uri: &str, run: &DomainRun, t: &Timings) -> Che
         _ => Check::pass(
             id,
             format!(
-                "type={ty}: define {} ms, start {} ms, destroy {} ms",
+                "{ty}: define {} ms, start {} ms, destroy {} ms",
                 ms(t.define),
                 ms(t.start),
                 ms(t.destroy)

@@ -1,5 +1,5 @@
 use super::*;
-use crate::host::facts::VirtType;
+use crate::host::facts::{Step, VirtType};
 
 const URI: &str = "qemu:///system";
 
@@ -25,8 +25,6 @@ fn run(define: Step, start: Option<Step>, destroy: Option<Step>) -> DomainTestFa
         cleanup: Ok(()),
     })
 }
-
-use crate::host::facts::Step;
 
 #[test]
 fn a_missing_virsh_fails_with_the_package_to_install() {
@@ -121,7 +119,7 @@ fn a_fast_domain_test_passes_with_its_timings() {
     assert_eq!(c.status, Status::Pass);
     assert_eq!(
         c.finding,
-        "type=qemu: define 19 ms, start 537 ms, destroy 1257 ms"
+        "ironvisor-hostcheck-1a2b3c4d (type=qemu): define 19 ms, start 537 ms, destroy 1257 ms"
     );
     let t = c.timings_ms.unwrap();
     assert_eq!(
