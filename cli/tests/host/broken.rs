@@ -97,3 +97,43 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("production, development"));
 }
+
+#[test]
+fn a_qemu_user_that_cannot_open_dev_kvm_fails_the_kvm_check_with_the_chgrp_remedy() {
+    // Not a change to the host: qemu.conf is the test's own, naming a user outside every
+    // group /dev/kvm could have.
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("qemu.conf");
+    std::fs::write(&conf, "user = \"nobody\"\ngroup = \"nogroup\"\n").unwrap();
+    let out = host_check(
+        &[
+            "--profile",
+            "production",
+            "-o",
+            "json",
+            "--skip-domain-test",
+            "--qemu-conf",
+            conf.to_str().unwrap(),
+        ],
+        None,
+    );
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    let kvm = check(&r, "kvm");
+    assert_eq!(kvm["status"], "fail", "{kvm:#}");
+    let finding = kvm["finding"].as_str().unwrap();
+    if !std::path::Path::new("/dev/kvm").exists() {
+        assert!(finding.starts_with("no /dev/kvm"), "{finding}");
+        return;
+    }
+    assert!(finding.starts_with("crw-"), "{finding}");
+    assert!(
+        finding.contains(": nobody cannot open it; libvirt re-probes QEMU"),
+        "{finding}"
+    );
+    let remedy = kvm["remedy"].as_str().unwrap();
+    assert!(
+        remedy.starts_with("chgrp kvm /dev/kvm && chmod 0660 /dev/kvm (what udev's rule does)"),
+        "{remedy}"
+    );
+}
