@@ -167,12 +167,15 @@ pub fn kvm(
         .into_iter()
         .flatten()
         .collect();
-    if problems.is_empty() {
-        let (owner, name) = match (kvm, user) {
-            (KvmDevice::CharDevice(o), Ok(u)) => (o.describe('c'), u.name.as_str()),
-            _ => (String::new(), ""),
-        };
-        return Check::pass(ID, format!("{owner}: {name} can open it; guests use KVM"));
+    // No problem means the device is a character device and the user is known.
+    if problems.is_empty()
+        && let (KvmDevice::CharDevice(o), Ok(u)) = (kvm, user)
+    {
+        let owner = o.describe('c');
+        return Check::pass(
+            ID,
+            format!("{owner}: {} can open it; guests use KVM", u.name),
+        );
     }
     let finding = problems.iter().map(|p| p.0.as_str()).collect::<Vec<_>>();
     let remedy = problems.iter().map(|p| p.1).collect::<Vec<_>>();

@@ -182,7 +182,10 @@ pub fn iommu(root: &HostRoot) -> IommuFacts {
 fn meminfo_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        (k.trim_end().ends_with(key)).then(|| v.split_whitespace().next()?.parse().ok())?
+        if !k.trim_end().ends_with(key) {
+            return None;
+        }
+        v.split_whitespace().next()?.parse().ok()
     })
 }
 
