@@ -2,13 +2,15 @@
 //!
 //! Verbs are subcommands of the root; each cluster-facing verb reads the global
 //! [`ClusterArgs`] (`-n`, `--kubeconfig`, `--context`): the VM verbs (`start`, `stop`,
-//! `restart`, `status`, `console`, see [`crate::vm`]) and `import`.
+//! `restart`, `status`, `console`, see [`crate::vm`]) and `import`. `host check`
+//! (see [`crate::host`]) reads the local host only and needs no cluster.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::cluster::ClusterArgs;
+use crate::host::args::HostCommand;
 use crate::import::args::VmwareArgs;
 use crate::vm::args::{ConsoleArgs, PowerArgs, StatusArgs};
 use crate::vm::cmd::{block_on, power, status};
@@ -39,6 +41,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Attach to a VM's serial console on its host, or print its serial log.
     Console(ConsoleArgs),
+    /// Qualify this host for running Ironvisor (no cluster needed).
+    Host {
+        /// The verb.
+        #[command(subcommand)]
+        verb: HostCommand,
+    },
     /// Import a virtual machine from another platform.
     Import {
         /// The platform.
@@ -79,5 +87,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Restart(a) => block_on(power(&cli.cluster, Verb::Restart, &a)),
         Command::Status(a) => block_on(status(&cli.cluster, &a)),
         Command::Console(a) => crate::vm::console_cmd::console(&cli.cluster, &a),
+        Command::Host {
+            verb: HostCommand::Check(a),
+        } => crate::host::cmd::check(&a),
     }
 }
