@@ -152,6 +152,8 @@ pub struct Agent {
     pub images_dir: PathBuf,
     /// Its metrics port.
     pub metrics_port: u16,
+    /// The command prefix it runs through (empty for none).
+    pub wrapper: Vec<std::ffi::OsString>,
 }
 
 impl Agent {
@@ -374,10 +376,22 @@ impl System {
 
     /// Start an agent for host `node` on `uri`, with its own state dir and `images_dir`.
     pub fn agent(&self, node: &str, uri: &str, images_dir: &Path) -> Agent {
+        self.agent_wrapped(node, uri, images_dir, &[])
+    }
+
+    /// [`System::agent`] run through `wrapper` (a command prefix, e.g. one that enters a
+    /// private host's mount namespace; empty for none).
+    pub fn agent_wrapped(
+        &self,
+        node: &str,
+        uri: &str,
+        images_dir: &Path,
+        wrapper: &[std::ffi::OsString],
+    ) -> Agent {
         let state_dir = self.dir.path().join(format!("agent-{node}"));
         fs::create_dir_all(&state_dir).expect("agent state dir");
         let port = free_port();
-        let proc = self.spawn_agent(node, uri, &state_dir, images_dir, port);
+        let proc = self.spawn_agent(node, uri, (&state_dir, images_dir), port, wrapper);
         Agent {
             proc,
             node: node.into(),
@@ -385,6 +399,7 @@ impl System {
             state_dir,
             images_dir: images_dir.into(),
             metrics_port: port,
+            wrapper: wrapper.to_vec(),
         }
     }
 
@@ -394,9 +409,9 @@ impl System {
         agent.proc = self.spawn_agent(
             &agent.node,
             &agent.uri,
-            &agent.state_dir,
-            &agent.images_dir,
+            (&agent.state_dir, &agent.images_dir),
             agent.metrics_port,
+            &agent.wrapper,
         );
     }
 
@@ -404,14 +419,21 @@ impl System {
         &self,
         node: &str,
         uri: &str,
-        state_dir: &Path,
-        images_dir: &Path,
+        (state_dir, images_dir): (&Path, &Path),
         port: u16,
+        wrapper: &[std::ffi::OsString],
     ) -> Proc {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("ironvisor-agent"));
+                c
+            }
+            None => Command::new(bin("ironvisor-agent")),
+        };
         Proc::spawn(
             &format!("ironvisor-agent ({node})"),
-            Command::new(bin("ironvisor-agent"))
-                .args(["--node-name", node, "--libvirt-uri", uri])
+            cmd.args(["--node-name", node, "--libvirt-uri", uri])
                 .arg("--kubeconfig")
                 .arg(&self.kubeconfig)
                 .arg("--state-dir")

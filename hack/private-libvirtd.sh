@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# A libvirtd "host" of its own: the system-mode daemon (QEMU runs as libvirt-qemu, as on a
+# real host) in a private mount namespace with its own run, state, cache, log and config
+# directories, and its own /dev/kvm node whose mode and group the caller chooses. Tests and
+# benchmarks use it to reproduce a host the shared machine must never be turned into (for
+# example a fresh host's root-only /dev/kvm) without touching the shared libvirtd or /dev/kvm.
+#
+#   hack/private-libvirtd.sh start DIR [--kvm-mode 600] [--kvm-group root]
+#       prints the URI (qemu+unix:///system?socket=DIR/run/libvirt-sock) when it answers
+#   hack/private-libvirtd.sh exec DIR -- CMD ARGS...
+#       runs CMD inside the daemon's mount namespace (it sees the private /dev/kvm)
+#   hack/private-libvirtd.sh stop DIR
+#       destroys and undefines its domains, stops the daemons, removes DIR
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  exec sudo -E "$0" "$@"
+fi
+
+usage() { sed -n '8,14p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || usage
+cmd=$1 dir=$2
+shift 2
+marker="$dir/.ironvisor-private-libvirtd"
+uri="qemu+unix:///system?socket=$dir/run/libvirt-sock"
+
+start() {
+  local mode=600 group=root
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --kvm-mode) mode=$2; shift 2 ;;
+      --kvm-group) group=$2; shift 2 ;;
+      *) usage ;;
+    esac
+  done
+  [ -c /dev/kvm ] || { echo "private-libvirtd: the host has no /dev/kvm to stand in for" >&2; exit 1; }
+  mkdir -p "$dir"/{run,lib/qemu,cache/qemu,log/qemu,etc}
+  touch "$marker"
+  chmod 755 "$dir" "$dir/run"
+  cp -a /etc/libvirt/. "$dir/etc/"
+  rm -f "$dir/kvm"
+  mknod "$dir/kvm" c "$(stat -c '%t' /dev/kvm | xargs -I{} printf '%d' 0x{})" \
+    "$(stat -c '%T' /dev/kvm | xargs -I{} printf '%d' 0x{})"
+  chgrp "$group" "$dir/kvm"
+  chmod "$mode" "$dir/kvm"
+  unshare -m --propagation private bash -c '
+    set -e
+    d=$1
+    mount --bind "$d/run" /run/libvirt
+    mount --bind "$d/lib" /var/lib/libvirt
+    mount --bind "$d/cache" /var/cache/libvirt
+    mount --bind "$d/log" /var/log/libvirt
+    mount --bind "$d/etc" /etc/libvirt
+    mount --bind "$d/kvm" /dev/kvm
+    virtlogd -d -p "$d/virtlogd.pid"
+    libvirtd -d -p "$d/libvirtd.pid"
+  ' _ "$dir"
+  for _ in $(seq 1 300); do
+    if virsh -c "$uri" version >/dev/null 2>&1; then
+      echo "$uri"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "private-libvirtd: the daemon in $dir did not answer within 60 s" >&2
+  exit 1
+}
+
+in_namespace() {
+  [ "${1:-}" = "--" ] && shift
+  [ $# -gt 0 ] || usage
+  exec nsenter --mount="/proc/$(cat "$dir/libvirtd.pid")/ns/mnt" -- "$@"
+}
+
+stop() {
+  # Only a directory this script made: never remove anything on inference.
+  [ -e "$marker" ] || { echo "private-libvirtd: $dir was not made by this script; left alone" >&2; exit 1; }
+  if virsh -c "$uri" version >/dev/null 2>&1; then
+    for d in $(virsh -c "$uri" list --all --name); do
+      virsh -c "$uri" destroy "$d" >/dev/null 2>&1 || true
+      virsh -c "$uri" undefine --nvram "$d" >/dev/null 2>&1 || virsh -c "$uri" undefine "$d" >/dev/null 2>&1 || true
+    done
+  fi
+  for p in libvirtd virtlogd; do
+    if [ -f "$dir/$p.pid" ]; then
+      kill "$(cat "$dir/$p.pid")" 2>/dev/null || true
+    fi
+  done
+  for _ in $(seq 1 50); do
+    alive=0
+    for p in libvirtd virtlogd; do
+      [ -f "$dir/$p.pid" ] && kill -0 "$(cat "$dir/$p.pid")" 2>/dev/null && alive=1
+    done
+    [ $alive -eq 0 ] && break
+    sleep 0.1
+  done
+  rm -rf "$dir"
+}
+
+case $cmd in
+  start) start "$@" ;;
+  exec) in_namespace "$@" ;;
+  stop) stop ;;
+  *) usage ;;
+esac

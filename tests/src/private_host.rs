@@ -1,0 +1,65 @@
+//! A libvirtd "host" of the test's own (`hack/private-libvirtd.sh`): the system-mode daemon
+//! in a private mount namespace with its own /dev/kvm node, so a test can reproduce a broken
+//! host (a fresh machine's root-only /dev/kvm) without touching the shared libvirtd or the
+//! shared /dev/kvm. Stopped, with its domains, when dropped.
+
+use crate::repo_root;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A private libvirtd and its directory.
+pub struct PrivateLibvirtd {
+    dir: PathBuf,
+    uri: String,
+}
+
+fn script() -> PathBuf {
+    repo_root().join("hack/private-libvirtd.sh")
+}
+
+impl PrivateLibvirtd {
+    /// Start one whose /dev/kvm has `mode` (octal text) and `group`, as a host would have it.
+    /// Takes as long as libvirtd's first QEMU probes (seconds; tens on a broken host).
+    pub fn start(kvm_mode: &str, kvm_group: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("ironvisor-host-")
+            .tempdir_in("/var/tmp")
+            .expect("temp dir")
+            .keep();
+        let out = crate::run(Command::new(script()).arg("start").arg(&dir).args([
+            "--kvm-mode",
+            kvm_mode,
+            "--kvm-group",
+            kvm_group,
+        ]));
+        assert!(
+            out.status.success(),
+            "hack/private-libvirtd.sh start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let uri = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Self { dir, uri }
+    }
+
+    /// Its libvirt URI.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The command prefix that runs a program inside the daemon's mount namespace.
+    pub fn exec_prefix(&self) -> Vec<OsString> {
+        vec![
+            script().into(),
+            "exec".into(),
+            self.dir.clone().into(),
+            "--".into(),
+        ]
+    }
+}
+
+impl Drop for PrivateLibvirtd {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).arg("stop").arg(&self.dir).status();
+    }
+}
