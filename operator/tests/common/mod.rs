@@ -32,6 +32,13 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Self {
+        let env = Self::without_system_namespace().await;
+        env.namespace(labels::SYSTEM_NAMESPACE).await;
+        env
+    }
+
+    /// The CRDs only: `ironvisor-system` is missing, as before `kubectl apply -k manifests/`.
+    pub async fn without_system_namespace() -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -50,7 +57,6 @@ impl Env {
                 .expect("CRD created");
         }
         let env = Self { cluster, client };
-        env.namespace(labels::SYSTEM_NAMESPACE).await;
         // The CRDs serve once a list answers.
         let vms: Api<VirtualMachine> = Api::all(env.client.clone());
         eventually("the CRDs serve", || async {
