@@ -8,8 +8,9 @@
 //! controller retries with backoff. Never touches the Kubernetes API.
 
 use super::engine::{CloudInitData, Engine, EngineError, Outcome, owner_of};
+use super::events::events;
 use super::failure::{self, FailureKind};
-use super::status::{Failure, ImagesCondition, StatusInput, agent_status, events};
+use super::status::{Failure, ImagesCondition, StatusInput, agent_status};
 use crate::domain_xml::name::domain_name;
 use crate::domain_xml::{DomainPlan, Owner, PlanInput, RenderedDomain, build_plan, render};
 use crate::hypervisor::{HvError, Observed};

@@ -5,7 +5,7 @@
 //! This module owns the engine's state, its errors, the finalizer's cleanup and orphan
 //! collection; the converge pipeline itself is in [`super::converge`].
 
-use super::status::VmEvent;
+use super::events::VmEvent;
 use crate::domain_xml::name::domain_name;
 use crate::domain_xml::{DomainType, Owner};
 use crate::hypervisor::{HvError, Hypervisor, Observed};

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod controller;
 mod converge;
 pub mod engine;
+pub mod events;
 pub mod failure;
 pub mod guard;
 pub mod heartbeat;
