@@ -5,6 +5,7 @@
 //! few and created by administrators, and the issue asks for quota figures per tenant; the
 //! series of a deleted quota are removed on the next update, so they do not accumulate.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -47,8 +48,8 @@ pub struct Metrics {
     pub vms: IntGaugeVec,
     /// 1 while the operator cannot work until an administrator acts; `/readyz` says why.
     pub blocked: IntGauge,
-    /// What blocks the operator, in words (for `/readyz`).
-    problem: Arc<Mutex<Option<String>>>,
+    /// What blocks the operator, in words, per source (for `/readyz`).
+    problems: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
 
 /// Every phase a VM can report, so each `ironvisor_vms` series exists (at 0) from the start.
@@ -155,7 +156,7 @@ impl Metrics {
             host_ready,
             vms,
             blocked,
-            problem: Arc::default(),
+            problems: Arc::default(),
         })
         .inspect(|m| m.set_vm_phases(std::iter::empty()))
     }
@@ -193,18 +194,21 @@ impl Metrics {
         self.set_vm_phases(std::iter::empty());
     }
 
-    /// Record what keeps the operator from working (`None`: nothing).
-    pub fn set_problem(&self, problem: Option<String>) {
-        self.blocked.set(i64::from(problem.is_some()));
-        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+    /// Record what keeps the operator from working, as `source` (e.g. the leader election)
+    /// sees it (`None`: nothing there).
+    pub fn set_problem(&self, source: &'static str, problem: Option<String>) {
+        let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        match problem {
+            Some(p) => problems.insert(source, p),
+            None => problems.remove(source),
+        };
+        self.blocked.set(i64::from(!problems.is_empty()));
     }
 
-    /// What keeps the operator from working, if anything.
+    /// What keeps the operator from working, one line per source; `None` when nothing.
     pub fn problem(&self) -> Option<String> {
-        self.problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        (!problems.is_empty()).then(|| problems.values().cloned().collect::<Vec<_>>().join("\n"))
     }
 
     /// Count an error.
@@ -389,7 +393,16 @@ mod tests {
     async fn readyz_fails_with_the_reason_while_the_operator_is_blocked() {
         let m = Arc::new(Metrics::new().unwrap());
         assert!(get(m.clone(), "/readyz").await.starts_with("HTTP/1.1 200"));
-        m.set_problem(Some("namespace ironvisor-system does not exist".into()));
+        m.set_problem(
+            "election",
+            Some("namespace ironvisor-system does not exist".into()),
+        );
+        m.set_problem("crds", Some("CRD x is not installed".into()));
+        assert_eq!(
+            m.problem().as_deref(),
+            Some("CRD x is not installed\nnamespace ironvisor-system does not exist")
+        );
+        m.set_problem("crds", None);
         let body = get(m.clone(), "/readyz").await;
         assert!(body.starts_with("HTTP/1.1 503"), "{body}");
         assert!(
@@ -398,7 +411,7 @@ mod tests {
         );
         assert!(m.render().unwrap().contains("ironvisor_operator_blocked 1"));
         assert!(get(m.clone(), "/healthz").await.starts_with("HTTP/1.1 200"));
-        m.set_problem(None);
+        m.set_problem("election", None);
         assert!(get(m.clone(), "/readyz").await.starts_with("HTTP/1.1 200"));
         assert!(m.render().unwrap().contains("ironvisor_operator_blocked 0"));
     }

@@ -1,5 +1,6 @@
 //! The whole operator as one future: leader election, the admission and placement loop, the
-//! tenant controller and (optionally) the metrics endpoint, until `shutdown` resolves.
+//! tenant controller, the check that the CRDs are installed and (optionally) the metrics
+//! endpoint, until `shutdown` resolves.
 //!
 //! Used by the binary and, in-process, by the integration tests.
 
@@ -72,7 +73,7 @@ async fn report_health(
     metrics: Arc<Metrics>,
 ) {
     loop {
-        metrics.set_problem(rx.borrow_and_update().clone());
+        metrics.set_problem("election", rx.borrow_and_update().clone());
         if rx.changed().await.is_err() {
             // The elector is gone; run() ends with it.
             return std::future::pending().await;
@@ -100,6 +101,7 @@ pub async fn run(
         health_tx,
     );
     let health = report_health(health_rx, metrics.clone());
+    let crds = crate::preflight::run(client.clone(), metrics.clone());
     let (usage_tx, usage_rx) = tokio::sync::watch::channel(BTreeMap::new());
     let recorder = Recorder::new(
         client.clone(),
@@ -136,6 +138,7 @@ pub async fn run(
         () = tenant::run(tenants) => Err(RunError::Ended("tenant controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
+        () = crds => Err(RunError::Ended("CRD check")),
         () = shutdown => Ok(()),
     }
 }
