@@ -111,19 +111,36 @@ impl Run<'_> {
         }
     }
 
-    /// The VM failed: the status says why.
+    /// The VM cannot run until its spec changes: the status says why.
     fn failed(&self, failure: Failure, images: Option<ImagesCondition>) -> Stop {
-        let state = if failure.retried {
-            VmState::Stopped(StopReason::Failed)
-        } else {
-            VmState::Failed
-        };
         let input = StatusInput {
             domain_uuid: self.prev.domain_uuid.clone(),
             interfaces: vec![],
             failure: Some(failure),
             images,
-            ..self.input(state, None)
+            ..self.input(VmState::Failed, None)
+        };
+        Stop::Done(Box::new(self.outcome(&input, VmState::Failed)))
+    }
+
+    /// Bringing the VM up failed; it is tried again after a pause. The status says why, and
+    /// a guest that still runs (a redefinition refused) stays Running, though not Ready.
+    fn retrying(&self, failure: Failure, observed: Option<&Observed>) -> Stop {
+        let state = state_of(observed);
+        let input = StatusInput {
+            domain_uuid: observed
+                .map(|o| o.uuid.clone())
+                .or_else(|| self.prev.domain_uuid.clone()),
+            interfaces: if state.is_up() {
+                self.prev.interfaces.clone()
+            } else {
+                vec![]
+            },
+            failure: Some(Failure {
+                retried: true,
+                ..failure
+            }),
+            ..self.input(state, observed)
         };
         Stop::Done(Box::new(self.outcome(&input, state)))
     }
@@ -147,12 +164,18 @@ impl Run<'_> {
     }
 
     /// A libvirt call failed: the VM's failure, unless the connection itself broke.
-    fn hypervisor_failed(&self, kind: FailureKind, e: HvError, engine: &Engine) -> Stop {
+    fn hypervisor_failed(
+        &self,
+        kind: FailureKind,
+        e: HvError,
+        observed: Option<&Observed>,
+        engine: &Engine,
+    ) -> Stop {
         match failure::from_hypervisor(kind, &e) {
             Some(f) => {
                 engine.metrics.vm_start_failed(kind);
                 tracing::warn!(vm = %self.key(), reason = f.reason, error = %e, "the VM failed; retrying with backoff");
-                self.failed(f, None)
+                self.retrying(f, observed)
             }
             None => Stop::Error(e.into()),
         }
@@ -219,7 +242,7 @@ impl Run<'_> {
             }
             engine.metrics.vm_start_failed(FailureKind::Storage);
             tracing::warn!(vm = %self.key(), error = %failure::chain(&e), "storage failed; retrying with backoff");
-            return self.failed(failure::from_storage(&e), None);
+            return self.retrying(failure::from_storage(&e), observed);
         }
         let message = e.to_string();
         let (reason, images) = match &e {
@@ -321,7 +344,8 @@ impl Engine {
         let observed = self.adopt(run).await?;
         let prepared = self.prepare_storage(run, observed.as_ref()).await?;
         let plan = run.plan(self.domain_type, prepared, observed.as_ref())?;
-        self.write_seed(run, &plan, cloud_init).await?;
+        self.write_seed(run, &plan, cloud_init, observed.as_ref())
+            .await?;
         let rendered = render(&plan);
         let observed = self.define_if_changed(run, observed, &rendered).await?;
         let acted = self.act(run, observed.as_ref()).await?;
@@ -381,6 +405,7 @@ impl Engine {
         run: &Run<'_>,
         plan: &DomainPlan,
         cloud_init: &CloudInitData,
+        observed: Option<&Observed>,
     ) -> Flow<()> {
         let spec = &run.vm.spec;
         if spec.cloud_init.is_none() {
@@ -402,7 +427,7 @@ impl Engine {
             .map_err(|e| {
                 self.metrics.vm_start_failed(FailureKind::Storage);
                 tracing::warn!(vm = %run.key(), error = %failure::chain(&e), "seed failed; retrying with backoff");
-                run.failed(failure::from_seed(&e), None)
+                run.retrying(failure::from_seed(&e), observed)
             })?;
         Ok(())
     }
@@ -425,7 +450,7 @@ impl Engine {
             return Ok(observed);
         }
         if let Err(e) = self.hv.define(&rendered.xml).await {
-            return Err(run.hypervisor_failed(FailureKind::Define, e, self));
+            return Err(run.hypervisor_failed(FailureKind::Define, e, observed.as_ref(), self));
         }
         Ok(self.hv.observe(&run.name).await?)
     }
@@ -447,7 +472,7 @@ impl Engine {
         match acted.decision.action {
             Action::Nothing => {}
             Action::Start => {
-                self.start(run).await?;
+                self.start(run, observed).await?;
                 acted.started_now = true;
                 acted.auto_restart = run.is_auto_restart(before);
                 if acted.auto_restart {
@@ -459,7 +484,7 @@ impl Engine {
                 if before.is_up() || before == VmState::Starting {
                     self.hv.destroy(&run.name).await?;
                 }
-                self.start(run).await?;
+                self.start(run, observed).await?;
                 acted.started_now = true;
             }
             Action::Shutdown => {
@@ -487,13 +512,13 @@ impl Engine {
     }
 
     /// Start the guest, with at most about one start per host CPU in flight.
-    async fn start(&self, run: &Run<'_>) -> Flow<()> {
+    async fn start(&self, run: &Run<'_>, observed: Option<&Observed>) -> Flow<()> {
         // The semaphore is never closed; were it, starting unbounded is still right.
         let _slot = self.starts.acquire().await.ok();
         self.hv
             .start(&run.name)
             .await
-            .map_err(|e| run.hypervisor_failed(FailureKind::Start, e, self))
+            .map_err(|e| run.hypervisor_failed(FailureKind::Start, e, observed, self))
     }
 
     /// Observe the result and compute the status.

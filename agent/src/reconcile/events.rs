@@ -2,7 +2,7 @@
 //! what the reconcile observed, and the new status. A failure is announced once per distinct
 //! reason and message; the end of a failure is announced too.
 
-use super::failure::truncate;
+use super::failure::{ALL_KINDS, truncate};
 use super::status::Failure;
 use crate::lifecycle::{StopReason, VmState};
 use ironvisor_crds::common::{condition_status, condition_type, find_condition};
@@ -37,9 +37,9 @@ pub fn events(
     }
     let prev_phase = prev.phase;
     let mut out = Vec::new();
-    if prev_phase == Some(Phase::Failed) && new.phase != Some(Phase::Failed) {
-        let was = find_condition(&prev.conditions, condition_type::READY)
-            .map_or("Failed", |c| c.reason.as_str());
+    if let Some(was) = failed_before(prev)
+        && new.phase != Some(Phase::Failed)
+    {
         out.push(VmEvent {
             warning: false,
             reason: "Recovered",
@@ -82,6 +82,20 @@ pub fn events(
         });
     }
     out
+}
+
+/// The reason the previous status showed a failure: phase Failed, or (for a guest that kept
+/// running) Ready=False for a failure that is retried.
+fn failed_before(prev: &VirtualMachineStatus) -> Option<&str> {
+    let ready = find_condition(&prev.conditions, condition_type::READY);
+    let retried = ready.filter(|c| {
+        c.status == condition_status::FALSE && ALL_KINDS.iter().any(|k| k.reason() == c.reason)
+    });
+    match (prev.phase, retried) {
+        (_, Some(c)) => Some(c.reason.as_str()),
+        (Some(Phase::Failed), _) => Some(ready.map_or("Failed", |c| c.reason.as_str())),
+        _ => None,
+    }
 }
 
 fn phase_word(s: &VirtualMachineStatus) -> &'static str {
@@ -247,6 +261,26 @@ mod tests {
         assert_eq!(reasons(&ev), vec!["Recovered", "Started"]);
         assert!(ev.iter().all(|e| !e.warning));
         assert!(ev[0].note.contains("StartFailed"), "{}", ev[0].note);
+    }
+
+    #[test]
+    fn a_redefinition_accepted_after_being_refused_says_so_while_the_guest_runs_on() {
+        let prev = phased(Phase::Running);
+        let mut i = input(&prev, VmState::Running);
+        i.failure = Some(Failure {
+            reason: "DefineFailed",
+            ..start_failed("refused")
+        });
+        let refused = agent_status(&i);
+        assert_eq!(refused.phase, Some(Phase::Running));
+        let ok = agent_status(&input(&refused, VmState::Running));
+        let ev = events(&refused, VmState::Running, &ok, None);
+        assert_eq!(
+            reasons(&ev),
+            vec!["Recovered"],
+            "and no Started: it never stopped"
+        );
+        assert!(events(&ok, VmState::Running, &ok, None).is_empty(), "once");
     }
 
     #[test]

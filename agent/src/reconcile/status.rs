@@ -104,10 +104,11 @@ fn condition(
 /// The status fields the agent owns (the operator's `nodeName`, `vcpus` and Scheduled
 /// condition are left out, so server-side apply leaves them to the operator).
 pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
-    let phase = if i.failure.is_some() {
-        Phase::Failed
-    } else {
-        i.state.phase()
+    let phase = match &i.failure {
+        // A guest that still runs (its redefinition was refused) is not Failed.
+        Some(f) if f.retried && i.state.is_up() => i.state.phase(),
+        Some(_) => Phase::Failed,
+        None => i.state.phase(),
     };
     let prev_conditions: Vec<Condition> = i
         .prev
@@ -291,6 +292,38 @@ mod tests {
         assert_eq!(
             rr.status, "False",
             "a stopped guest boots the new definition anyway"
+        );
+    }
+
+    #[test]
+    fn a_refused_redefinition_of_a_running_guest_keeps_it_running_but_not_ready() {
+        let prev = VirtualMachineStatus::default();
+        let mut i = input(&prev, VmState::Running);
+        i.failure = Some(Failure {
+            reason: "DefineFailed",
+            message: "libvirt refused the domain definition: bad".into(),
+            retried: true,
+        });
+        let s = agent_status(&i);
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(s.printable_status.as_deref(), Some("DefineFailed"));
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "DefineFailed")
+        );
+        i.state = VmState::Stopped(StopReason::NeverStarted);
+        assert_eq!(
+            agent_status(&i).phase,
+            Some(Phase::Failed),
+            "not running: Failed"
+        );
+        i.state = VmState::Running;
+        i.failure = Some(Failure::permanent("InvalidSpec", "bad".into()));
+        assert_eq!(
+            agent_status(&i).phase,
+            Some(Phase::Failed),
+            "a permanent failure is Failed whatever runs"
         );
     }
 
