@@ -3,7 +3,9 @@
 //!
 //! Owns only timing, in memory: losing it on an agent restart costs one early retry. A VM
 //! starts afresh when it succeeds, when its spec changes (a new generation) or when a restart
-//! is requested, so a user's fix is tried at once. Pure: the clock is passed in.
+//! is requested, so a user's fix is tried at once. A VM's own failure holds back every
+//! trigger until the pause ends; a failed reconcile (libvirt down) only delays its requeue,
+//! so libvirtd coming back retries at once. Pure: the clock is passed in.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,7 +53,19 @@ pub struct RetryKey {
 struct Entry {
     key: RetryKey,
     failures: u32,
-    not_before: Instant,
+    /// Attempts before this are held back (`None`: only the requeue is delayed).
+    not_before: Option<Instant>,
+}
+
+/// Whether other triggers (a resync, a libvirt event) must wait for the pause too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// The VM itself failed (a guest QEMU would not start): only the pause ends the wait, so
+    /// a resync does not restart a failing QEMU early.
+    AllTriggers,
+    /// The reconcile failed (libvirt or the API unreachable): any trigger may try again,
+    /// e.g. libvirtd coming back.
+    RequeueOnly,
 }
 
 /// Backoff state of every VM in trouble, by uid. VMs that reconcile fine have no entry.
@@ -78,7 +92,7 @@ impl Backoff {
     }
 
     /// Record a failure at `now`; returns how long to wait before the next attempt.
-    pub fn failed(&self, uid: &str, key: &RetryKey, now: Instant) -> Duration {
+    pub fn failed(&self, uid: &str, key: &RetryKey, now: Instant, hold: Hold) -> Duration {
         let mut entries = self.entries();
         let failures = match entries.get(uid) {
             Some(e) if e.key == *key => e.failures.saturating_add(1),
@@ -90,7 +104,7 @@ impl Backoff {
             Entry {
                 key: key.clone(),
                 failures,
-                not_before: now + delay,
+                not_before: (hold == Hold::AllTriggers).then_some(now + delay),
             },
         );
         delay
@@ -110,7 +124,7 @@ impl Backoff {
             entries.remove(uid);
             return None;
         }
-        let left = entry.not_before.saturating_duration_since(now);
+        let left = entry.not_before?.saturating_duration_since(now);
         (left > SLACK).then_some(left)
     }
 
@@ -143,13 +157,25 @@ mod tests {
     fn failures_in_a_row_wait_longer_each_time_and_success_resets() {
         let b = Backoff::default();
         let t0 = Instant::now();
-        assert_eq!(b.failed("u", &key(1), t0), Duration::from_secs(1));
-        assert_eq!(b.failed("u", &key(1), t0), Duration::from_secs(2));
-        assert_eq!(b.failed("u", &key(1), t0), Duration::from_secs(4));
+        assert_eq!(
+            b.failed("u", &key(1), t0, Hold::AllTriggers),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.failed("u", &key(1), t0, Hold::AllTriggers),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            b.failed("u", &key(1), t0, Hold::AllTriggers),
+            Duration::from_secs(4)
+        );
         assert_eq!(b.failures("u"), 3);
         b.succeeded("u");
         assert_eq!(b.failures("u"), 0);
-        assert_eq!(b.failed("u", &key(1), t0), Duration::from_secs(1));
+        assert_eq!(
+            b.failed("u", &key(1), t0, Hold::AllTriggers),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -157,8 +183,8 @@ mod tests {
         let b = Backoff::default();
         let t0 = Instant::now();
         assert_eq!(b.wait_left("u", &key(1), t0), None, "no failure, no wait");
-        b.failed("u", &key(1), t0);
-        b.failed("u", &key(1), t0);
+        b.failed("u", &key(1), t0, Hold::AllTriggers);
+        b.failed("u", &key(1), t0, Hold::AllTriggers);
         assert_eq!(
             b.wait_left("u", &key(1), t0 + Duration::from_millis(500)),
             Some(Duration::from_millis(1500))
@@ -177,13 +203,13 @@ mod tests {
         let b = Backoff::default();
         let t0 = Instant::now();
         for _ in 0..5 {
-            b.failed("u", &key(1), t0);
+            b.failed("u", &key(1), t0, Hold::AllTriggers);
         }
         assert!(b.wait_left("u", &key(1), t0).is_some());
         assert_eq!(b.wait_left("u", &key(2), t0), None, "new generation");
         assert_eq!(b.failures("u"), 0);
         for _ in 0..5 {
-            b.failed("u", &key(2), t0);
+            b.failed("u", &key(2), t0, Hold::AllTriggers);
         }
         let restart = RetryKey {
             restart_requested: Some("2026-11-30T00:00:00Z".into()),
@@ -191,9 +217,25 @@ mod tests {
         };
         assert_eq!(b.wait_left("u", &restart, t0), None, "restart requested");
         assert_eq!(
-            b.failed("u", &restart, t0),
+            b.failed("u", &restart, t0, Hold::AllTriggers),
             Duration::from_secs(1),
             "counts from the first pause again"
         );
+    }
+
+    #[test]
+    fn a_reconcile_error_delays_the_requeue_but_lets_other_triggers_through() {
+        let b = Backoff::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            b.failed("u", &key(1), t0, Hold::RequeueOnly),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.failed("u", &key(1), t0, Hold::RequeueOnly),
+            Duration::from_secs(2),
+            "the requeue still backs off"
+        );
+        assert_eq!(b.wait_left("u", &key(1), t0), None, "libvirtd back: go now");
     }
 }

@@ -1,7 +1,7 @@
 //! The Kubernetes side: watch the VMs placed on this node, run the [`Engine`] for each,
 //! write the status by server-side apply, publish Events, keep the finalizer.
 
-use super::backoff::{Backoff, RetryKey};
+use super::backoff::{Backoff, Hold, RetryKey};
 use super::engine::{CloudInitData, Engine, EngineError};
 use super::guard::VmObject;
 use crate::metrics::ErrorCategory;
@@ -232,7 +232,10 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
         publish(&ctx, &reference, ev.warning, ev.reason, ev.note).await;
     }
     let requeue = if outcome.retry {
-        Some(ctx.backoff.failed(&uid, &key, Instant::now()))
+        Some(
+            ctx.backoff
+                .failed(&uid, &key, Instant::now(), Hold::AllTriggers),
+        )
     } else {
         ctx.backoff.succeeded(&uid);
         outcome.requeue
@@ -288,7 +291,9 @@ pub fn error_policy(obj: Arc<VmObject>, error: &Error, ctx: Arc<Context>) -> Act
     ctx.engine.metrics.reconcile_error(error.category());
     let meta = obj.meta();
     let uid = meta.uid.clone().unwrap_or_default();
-    let pause = ctx.backoff.failed(&uid, &retry_key(meta), Instant::now());
+    let pause = ctx
+        .backoff
+        .failed(&uid, &retry_key(meta), Instant::now(), Hold::RequeueOnly);
     let vm = ObjectRef::from_obj(obj.as_ref());
     tracing::warn!(%vm, error = %super::failure::chain(error), retry_in = ?pause, "reconcile failed");
     Action::requeue(pause)
