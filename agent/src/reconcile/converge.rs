@@ -12,7 +12,9 @@ use super::events::events;
 use super::failure::{self, FailureKind};
 use super::status::{Failure, ImagesCondition, StatusInput, agent_status};
 use crate::domain_xml::name::domain_name;
-use crate::domain_xml::{DomainPlan, Owner, PlanInput, RenderedDomain, build_plan, render};
+use crate::domain_xml::{
+    DomainPlan, DomainType, Owner, PlanInput, RenderedDomain, build_plan, render,
+};
 use crate::hypervisor::{HvError, Observed};
 use crate::lifecycle::{StopReason, VmState};
 use crate::run_strategy::{Action, Decision, DecisionInput, decide};
@@ -186,7 +188,7 @@ impl Run<'_> {
     }
 
     /// Check the spec before touching anything (boot files are placeholders here).
-    fn validate(&self, domain_type: crate::domain_xml::DomainType) -> Flow<()> {
+    fn validate(&self, domain_type: DomainType) -> Flow<()> {
         let placeholder = PathBuf::from("/nonexistent");
         let probe = self.plan_input(domain_type, Some(placeholder.clone()), Some(placeholder));
         match build_plan(&probe) {
@@ -197,7 +199,7 @@ impl Run<'_> {
 
     fn plan_input(
         &self,
-        domain_type: crate::domain_xml::DomainType,
+        domain_type: DomainType,
         kernel: Option<PathBuf>,
         initrd: Option<PathBuf>,
     ) -> PlanInput<'_> {
@@ -214,7 +216,7 @@ impl Run<'_> {
     /// The domain plan over the prepared boot files (pure).
     fn plan(
         &self,
-        domain_type: crate::domain_xml::DomainType,
+        domain_type: DomainType,
         prepared: Prepared,
         observed: Option<&Observed>,
     ) -> Flow<DomainPlan> {
