@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::hypervisor::DomainStats;
+use crate::reconcile::failure::{ALL_KINDS, FailureKind};
 
 /// Fixed categories of reconcile errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +47,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     duration: Histogram,
     invalid_transitions: IntCounter,
+    start_failures: IntCounterVec,
     vm_cpu: CounterVec,
     vm_memory: GaugeVec,
     vm_disk: CounterVec,
@@ -104,6 +106,13 @@ impl Metrics {
             invalid_transitions: must(IntCounter::new(
                 "ironvisor_agent_invalid_transitions_total",
                 "Observed lifecycle changes the state machine does not allow (missed events or out-of-band changes).",
+            )),
+            start_failures: must(IntCounterVec::new(
+                Opts::new(
+                    "ironvisor_agent_vm_start_failures_total",
+                    "Attempts to bring a VM up that failed and are retried with backoff, by what failed: define, start (QEMU), storage.",
+                ),
+                &["reason"],
             )),
             vm_cpu: must(CounterVec::new(
                 Opts::new("ironvisor_vm_cpu_seconds_total", "CPU time of a VM."),
@@ -185,6 +194,7 @@ impl Metrics {
             Box::new(m.errors.clone()),
             Box::new(m.duration.clone()),
             Box::new(m.invalid_transitions.clone()),
+            Box::new(m.start_failures.clone()),
             Box::new(m.vm_cpu.clone()),
             Box::new(m.vm_memory.clone()),
             Box::new(m.vm_disk.clone()),
@@ -200,6 +210,9 @@ impl Metrics {
             Box::new(m.capability_probe.clone()),
         ] {
             must(m.registry.register(c));
+        }
+        for kind in ALL_KINDS {
+            let _ = m.start_failures.with_label_values(&[kind.label()]);
         }
         m
     }
@@ -223,6 +236,11 @@ impl Metrics {
     /// Count a transition the lifecycle state machine refused.
     pub fn invalid_transition(&self) {
         self.invalid_transitions.inc();
+    }
+
+    /// Count a failed attempt to bring a VM up.
+    pub fn vm_start_failed(&self, kind: FailureKind) {
+        self.start_failures.with_label_values(&[kind.label()]).inc();
     }
 
     /// Record a VM's usage counters. libvirt's counters restart with the guest; a counter
@@ -551,5 +569,25 @@ mod tests {
             .unwrap();
         let rss: f64 = rss_line.split(' ').nth(1).unwrap().parse().unwrap();
         assert!(rss > 1e6, "{rss_line}");
+    }
+
+    #[test]
+    fn start_failures_are_counted_by_a_fixed_reason_from_zero() {
+        let m = Metrics::new();
+        let text = m.render();
+        for reason in ["define", "start", "storage"] {
+            assert!(
+                text.contains(&format!(
+                    "ironvisor_agent_vm_start_failures_total{{reason=\"{reason}\"}} 0"
+                )),
+                "{text}"
+            );
+        }
+        m.vm_start_failed(FailureKind::Start);
+        m.vm_start_failed(FailureKind::Start);
+        assert!(
+            m.render()
+                .contains("ironvisor_agent_vm_start_failures_total{reason=\"start\"} 2")
+        );
     }
 }

@@ -15,6 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
+mod problem;
+pub use problem::{LeaderError, ProblemLog};
+
 /// Timing of the election.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -171,14 +174,6 @@ impl LeadershipSender {
     }
 }
 
-/// Election errors.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaderError {
-    /// Reading or writing the Lease failed.
-    #[error("lease request failed")]
-    Api(#[from] kube::Error),
-}
-
 fn lease_spec(me: &str, previous: Option<&LeaseSpec>, t: Timing, take_over: bool) -> LeaseSpec {
     let now = MicroTime(jiff::Timestamp::now());
     let transitions = previous.and_then(|p| p.lease_transitions).unwrap_or(0);
@@ -208,7 +203,9 @@ async fn round(
     observed: &mut Observed,
     t: Timing,
 ) -> Result<bool, LeaderError> {
-    let current = api.get_opt(name).await?;
+    let namespace = api.namespace().unwrap_or_default();
+    let err = |verb| move |e| LeaderError::from_api(verb, namespace, name, e);
+    let current = api.get_opt(name).await.map_err(err("get"))?;
     let step = decide(
         current.as_ref().and_then(|l| l.spec.as_ref()),
         me,
@@ -226,7 +223,9 @@ async fn round(
                 },
                 spec: Some(lease_spec(me, None, t, false)),
             };
-            api.create(&PostParams::default(), &lease).await?;
+            api.create(&PostParams::default(), &lease)
+                .await
+                .map_err(err("create"))?;
             Ok(true)
         }
         (step, Some(mut lease)) => {
@@ -237,21 +236,45 @@ async fn round(
                 t,
                 step == Step::TakeOver,
             ));
-            api.replace(name, &PostParams::default(), &lease).await?;
+            api.replace(name, &PostParams::default(), &lease)
+                .await
+                .map_err(err("update"))?;
             Ok(true)
         }
         (_, None) => Ok(false),
     }
 }
 
-/// Run the election forever, publishing leadership through `sender`.
-pub async fn run(api: Api<Lease>, name: String, me: String, t: Timing, sender: LeadershipSender) {
+/// Run the election forever, publishing leadership through `sender` and whether it can
+/// proceed through `health` (the problem in words, `None` when it works).
+pub async fn run(
+    api: Api<Lease>,
+    name: String,
+    me: String,
+    t: Timing,
+    sender: LeadershipSender,
+    health: watch::Sender<Option<String>>,
+) {
     let mut observed = Observed::default();
     let mut leading = false;
     let mut last_ok = Instant::now();
+    let mut problems = ProblemLog::default();
     loop {
         let started = Instant::now();
-        match round(&api, &name, &me, &mut observed, t).await {
+        let result = round(&api, &name, &me, &mut observed, t).await;
+        match &result {
+            Ok(_) => {
+                if problems.ok() {
+                    health.send_replace(None);
+                }
+            }
+            Err(e) => {
+                if let Some(text) = problems.failed(e) {
+                    health.send_replace(Some(text));
+                }
+            }
+        }
+        match result {
             Ok(true) => {
                 if !leading {
                     tracing::info!(%name, %me, "became leader");
@@ -267,8 +290,7 @@ pub async fn run(api: Api<Lease>, name: String, me: String, t: Timing, sender: L
                 }
                 leading = false;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "leader election round failed");
+            Err(_) => {
                 // Leadership runs out by itself at the renew deadline (is_leader checks it).
                 if leading && last_ok.elapsed() >= t.renew_deadline {
                     sender.lose();

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod placement;
 pub mod plan;
+pub mod preflight;
 pub mod quota;
 pub mod run;
 pub mod units;

@@ -5,8 +5,9 @@
 //! few and created by administrators, and the issue asks for quota figures per tenant; the
 //! series of a deleted quota are removed on the next update, so they do not accumulate.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -45,6 +46,10 @@ pub struct Metrics {
     pub host_ready: IntGaugeVec,
     /// VMs per phase (a VM with no phase yet counts as Pending): phase.
     pub vms: IntGaugeVec,
+    /// 1 while the operator cannot work until an administrator acts; `/readyz` says why.
+    pub blocked: IntGauge,
+    /// What blocks the operator, in words, per source (for `/readyz`).
+    problems: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
 
 /// Every phase a VM can report, so each `ironvisor_vms` series exists (at 0) from the start.
@@ -128,6 +133,11 @@ impl Metrics {
             ),
             &["phase"],
         )?;
+        let blocked = IntGauge::new(
+            "ironvisor_operator_blocked",
+            "1 while the operator cannot work until an administrator acts (e.g. its namespace is missing); its log and /readyz say why",
+        )?;
+        registry.register(Box::new(blocked.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(host_ready.clone()))?;
         registry.register(Box::new(vms.clone()))?;
@@ -145,6 +155,8 @@ impl Metrics {
             leader,
             host_ready,
             vms,
+            blocked,
+            problems: Arc::default(),
         })
         .inspect(|m| m.set_vm_phases(std::iter::empty()))
     }
@@ -180,6 +192,23 @@ impl Metrics {
         self.quota_hard.reset();
         self.quota_used.reset();
         self.set_vm_phases(std::iter::empty());
+    }
+
+    /// Record what keeps the operator from working, as `source` (e.g. the leader election)
+    /// sees it (`None`: nothing there).
+    pub fn set_problem(&self, source: &'static str, problem: Option<String>) {
+        let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        match problem {
+            Some(p) => problems.insert(source, p),
+            None => problems.remove(source),
+        };
+        self.blocked.set(i64::from(!problems.is_empty()));
+    }
+
+    /// What keeps the operator from working, one line per source; `None` when nothing.
+    pub fn problem(&self) -> Option<String> {
+        let problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        (!problems.is_empty()).then(|| problems.values().cloned().collect::<Vec<_>>().join("\n"))
     }
 
     /// Count an error.
@@ -232,11 +261,20 @@ async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
-/// The router: `/metrics` and `/healthz`.
+/// 503 with the reason while the operator is blocked, else 200.
+async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+    match m.problem() {
+        Some(p) => (StatusCode::SERVICE_UNAVAILABLE, p),
+        None => (StatusCode::OK, "ok".to_owned()),
+    }
+}
+
+/// The router: `/metrics`, `/healthz` (the process answers) and `/readyz` (it can work).
 pub fn router(m: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .with_state(m)
 }
 
@@ -335,5 +373,46 @@ mod tests {
         server.abort();
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         assert!(body.contains("ironvisor_operator_leader 1"));
+    }
+
+    async fn get(m: Arc<Metrics>, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, router(m)).await });
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        server.abort();
+        body
+    }
+
+    #[tokio::test]
+    async fn readyz_fails_with_the_reason_while_the_operator_is_blocked() {
+        let m = Arc::new(Metrics::new().unwrap());
+        assert!(get(m.clone(), "/readyz").await.starts_with("HTTP/1.1 200"));
+        m.set_problem(
+            "election",
+            Some("namespace ironvisor-system does not exist".into()),
+        );
+        m.set_problem("crds", Some("CRD x is not installed".into()));
+        assert_eq!(
+            m.problem().as_deref(),
+            Some("CRD x is not installed\nnamespace ironvisor-system does not exist")
+        );
+        m.set_problem("crds", None);
+        let body = get(m.clone(), "/readyz").await;
+        assert!(body.starts_with("HTTP/1.1 503"), "{body}");
+        assert!(
+            body.ends_with("namespace ironvisor-system does not exist"),
+            "{body}"
+        );
+        assert!(m.render().unwrap().contains("ironvisor_operator_blocked 1"));
+        assert!(get(m.clone(), "/healthz").await.starts_with("HTTP/1.1 200"));
+        m.set_problem("election", None);
+        assert!(get(m.clone(), "/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(m.render().unwrap().contains("ironvisor_operator_blocked 0"));
     }
 }

@@ -1,5 +1,6 @@
 //! The whole operator as one future: leader election, the admission and placement loop, the
-//! tenant controller and (optionally) the metrics endpoint, until `shutdown` resolves.
+//! tenant controller, the check that the CRDs are installed and (optionally) the metrics
+//! endpoint, until `shutdown` resolves.
 //!
 //! Used by the binary and, in-process, by the integration tests.
 
@@ -66,6 +67,20 @@ pub enum RunError {
     Ended(&'static str),
 }
 
+/// Mirror what blocks the election into the metrics and `/readyz`.
+async fn report_health(
+    mut rx: tokio::sync::watch::Receiver<Option<String>>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        metrics.set_problem("election", rx.borrow_and_update().clone());
+        if rx.changed().await.is_err() {
+            // The elector is gone; run() ends with it.
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Runs one replica until `shutdown` resolves (then returns `Ok`). Everything it started is
 /// dropped on return: a stopped replica writes nothing more.
 pub async fn run(
@@ -76,13 +91,17 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let (leadership, sender) = Leadership::new();
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), labels::SYSTEM_NAMESPACE);
+    let (health_tx, health_rx) = tokio::sync::watch::channel(None);
     let elector = leader::run(
         lease_api,
         LEADER_LEASE.into(),
         cfg.identity.clone(),
         cfg.timing,
         sender,
+        health_tx,
     );
+    let health = report_health(health_rx, metrics.clone());
+    let crds = crate::preflight::run(client.clone(), metrics.clone());
     let (usage_tx, usage_rx) = tokio::sync::watch::channel(BTreeMap::new());
     let recorder = Recorder::new(
         client.clone(),
@@ -118,6 +137,8 @@ pub async fn run(
         () = scheduler.run() => Err(RunError::Ended("scheduler loop")),
         () = tenant::run(tenants) => Err(RunError::Ended("tenant controller")),
         () = elector => Err(RunError::Ended("leader election")),
+        () = health => Err(RunError::Ended("health reporting")),
+        () = crds => Err(RunError::Ended("CRD check")),
         () = shutdown => Ok(()),
     }
 }

@@ -107,6 +107,7 @@ fn replica(url: &str, me: &str, t: Timing) -> (Leadership, tokio::task::JoinHand
         me.into(),
         t,
         sender,
+        tokio::sync::watch::channel(None).0,
     ));
     (leadership, task)
 }

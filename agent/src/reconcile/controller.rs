@@ -1,15 +1,16 @@
 //! The Kubernetes side: watch the VMs placed on this node, run the [`Engine`] for each,
 //! write the status by server-side apply, publish Events, keep the finalizer.
 
+use super::backoff::{Backoff, Hold, RetryKey};
 use super::engine::{CloudInitData, Engine, EngineError};
 use super::guard::VmObject;
 use crate::metrics::ErrorCategory;
 use futures::StreamExt;
 use ironvisor_crds::common::{condition_status, condition_type, find_condition, scheduled_reason};
-use ironvisor_crds::labels::{AGENT_FINALIZER, NODE, agent_manager};
+use ironvisor_crds::labels::{AGENT_FINALIZER, NODE, RESTART_REQUESTED_AT, agent_manager};
 use ironvisor_crds::vm::{CloudInit, RunStrategy, VirtualMachine};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -20,7 +21,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,8 @@ pub struct Context {
     pub resync: Duration,
     /// Domain name → VM, to route libvirt events without a libvirt call.
     domains: Mutex<HashMap<String, ObjectRef<VmObject>>>,
+    /// Per-VM pause after failures (in memory: an agent restart retries at once).
+    pub backoff: Backoff,
 }
 
 impl Context {
@@ -87,6 +90,7 @@ impl Context {
             engine,
             resync,
             domains: Mutex::default(),
+            backoff: Backoff::default(),
         }
     }
 
@@ -180,6 +184,17 @@ pub(super) async fn publish(
     }
 }
 
+/// What a user changes to have a failing VM tried again at once.
+fn retry_key(meta: &ObjectMeta) -> RetryKey {
+    RetryKey {
+        generation: meta.generation,
+        restart_requested: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESTART_REQUESTED_AT).cloned()),
+    }
+}
+
 async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
@@ -188,6 +203,13 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
         // wakes the watch.
         tracing::debug!(vm = %vm.key(), "waiting for Scheduled=True from the operator");
         return Ok(Action::requeue(ctx.resync));
+    }
+    let uid = vm.uid().unwrap_or_default();
+    let key = retry_key(&vm.metadata);
+    if let Some(left) = ctx.backoff.wait_left(&uid, &key, Instant::now()) {
+        // A resync or a libvirt event during the pause: the pause holds.
+        tracing::debug!(vm = %vm.key(), ?left, "failed recently; waiting before the next attempt");
+        return Ok(Action::requeue(left));
     }
     let ci = resolve_cloud_init(&ctx.client, &ns, vm.spec.cloud_init.as_ref()).await?;
     let now = Time(jiff::Timestamp::now());
@@ -209,13 +231,21 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
     for ev in outcome.events {
         publish(&ctx, &reference, ev.warning, ev.reason, ev.note).await;
     }
-    Ok(outcome
-        .requeue
-        .map_or(Action::requeue(ctx.resync), Action::requeue))
+    let requeue = if outcome.retry {
+        Some(
+            ctx.backoff
+                .failed(&uid, &key, Instant::now(), Hold::AllTriggers),
+        )
+    } else {
+        ctx.backoff.succeeded(&uid);
+        outcome.requeue
+    };
+    Ok(requeue.map_or(Action::requeue(ctx.resync), Action::requeue))
 }
 
 async fn cleanup(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.engine.remove(&vm).await?;
+    ctx.backoff.succeeded(&vm.uid().unwrap_or_default());
     tracing::info!(vm = %vm.key(), "domain, disks and seed removed");
     Ok(Action::await_change())
 }
@@ -255,12 +285,18 @@ async fn reconcile_vm(vm: Arc<VirtualMachine>, ctx: &Arc<Context>) -> Result<Act
     }
 }
 
-/// Requeue a failed reconcile after a pause; the error is counted by category.
+/// Requeue a failed reconcile after a pause that grows with each failure of that VM in a
+/// row; the error is counted by category.
 pub fn error_policy(obj: Arc<VmObject>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.engine.metrics.reconcile_error(error.category());
+    let meta = obj.meta();
+    let uid = meta.uid.clone().unwrap_or_default();
+    let pause = ctx
+        .backoff
+        .failed(&uid, &retry_key(meta), Instant::now(), Hold::RequeueOnly);
     let vm = ObjectRef::from_obj(obj.as_ref());
-    tracing::warn!(%vm, error = %error, source = ?std::error::Error::source(error), "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    tracing::warn!(%vm, error = %super::failure::chain(error), retry_in = ?pause, "reconcile failed");
+    Action::requeue(pause)
 }
 
 /// Before watching: remove domains and directories of VMs that no longer exist.

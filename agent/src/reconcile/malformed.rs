@@ -41,13 +41,13 @@ pub fn status_for(m: &Malformed, now: Time) -> (VirtualMachineStatus, bool, Fail
         .clone()
         .and_then(|s| serde_json::from_value(s).ok())
         .unwrap_or_default();
-    let failure = Failure {
-        reason: REASON,
-        message: format!(
+    let failure = Failure::permanent(
+        REASON,
+        format!(
             "the agent cannot read this VirtualMachine ({}); its domain is left as it is until the object is fixed",
             m.message()
         ),
-    };
+    );
     let seen = find_condition(&prev.conditions, condition_type::READY)
         .is_some_and(|c| c.reason == REASON && c.message == failure.message);
     let status = agent_status(&StatusInput {

@@ -1,8 +1,12 @@
 //! Reconciling VirtualMachines: the host-side [`engine`] (libvirt, storage; no Kubernetes
 //! client), the pure [`status`] builder, and the Kubernetes [`controller`] around them.
 
+pub mod backoff;
 pub mod controller;
+mod converge;
 pub mod engine;
+pub mod events;
+pub mod failure;
 pub mod guard;
 pub mod heartbeat;
 pub mod malformed;

@@ -1,29 +1,32 @@
-//! The VM status the agent owns, and the Events a change deserves: pure functions of what
-//! was there before and what the reconcile observed and did.
+//! The VM status the agent owns: a pure function of what was there before and what the
+//! reconcile observed and did. The Events a change deserves are in [`super::events`].
 
 use crate::lifecycle::{StopReason, VmState};
 use ironvisor_crds::common::{Condition, condition_type, set_condition};
 use ironvisor_crds::vm::{InterfaceStatus, Phase, VirtualMachineStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// A Kubernetes Event to publish about the VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VmEvent {
-    /// Warning rather than Normal.
-    pub warning: bool,
-    /// Started, Stopped, Crashed, Failed.
-    pub reason: &'static str,
-    /// Human-readable note.
-    pub note: String,
-}
-
-/// A permanent failure to show in the status.
+/// A failure to show in the status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    /// CamelCase reason (InvalidSpec, StorageFailed, ImageChecksumMismatch, DomainConflict).
+    /// CamelCase reason (InvalidSpec, StorageFailed, ImageChecksumMismatch, DomainConflict,
+    /// StartFailed, DefineFailed).
     pub reason: &'static str,
     /// Message.
     pub message: String,
+    /// Retried with backoff (a start QEMU refused), rather than waiting for a spec change.
+    pub retried: bool,
+}
+
+impl Failure {
+    /// A failure only a change of the spec (or of the host's images) can end.
+    pub fn permanent(reason: &'static str, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            retried: false,
+        }
+    }
 }
 
 /// The `ImagesReady` condition: whether every image the VM needs is on the host.
@@ -101,10 +104,11 @@ fn condition(
 /// The status fields the agent owns (the operator's `nodeName`, `vcpus` and Scheduled
 /// condition are left out, so server-side apply leaves them to the operator).
 pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
-    let phase = if i.failure.is_some() {
-        Phase::Failed
-    } else {
-        i.state.phase()
+    let phase = match &i.failure {
+        // A guest that still runs (its redefinition was refused) is not Failed.
+        Some(f) if f.retried && i.state.is_up() => i.state.phase(),
+        Some(_) => Phase::Failed,
+        None => i.state.phase(),
     };
     let prev_conditions: Vec<Condition> = i
         .prev
@@ -211,61 +215,6 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
     }
 }
 
-/// Events for a change: from the previous phase, the state observed before acting, and the
-/// new status.
-pub fn events(
-    prev_phase: Option<Phase>,
-    observed: VmState,
-    new: &VirtualMachineStatus,
-    failure: Option<&Failure>,
-) -> Vec<VmEvent> {
-    let mut out = Vec::new();
-    let was_running = matches!(prev_phase, Some(Phase::Running | Phase::Stopping));
-    if let Some(f) = failure {
-        if prev_phase != Some(Phase::Failed) {
-            out.push(VmEvent {
-                warning: true,
-                reason: "Failed",
-                note: f.message.clone(),
-            });
-        }
-        return out;
-    }
-    match observed {
-        VmState::Stopped(StopReason::Crashed | StopReason::Failed) if was_running => {
-            out.push(VmEvent {
-                warning: true,
-                reason: "Crashed",
-                note: "the guest stopped unexpectedly".into(),
-            });
-        }
-        VmState::Stopped(_) if was_running => {
-            out.push(VmEvent {
-                warning: false,
-                reason: "Stopped",
-                note: "the guest stopped".into(),
-            });
-        }
-        _ => {}
-    }
-    if new.phase == Some(Phase::Running) && (prev_phase != Some(Phase::Running) || !out.is_empty())
-    {
-        out.push(VmEvent {
-            warning: false,
-            reason: "Started",
-            note: "the guest was started".into(),
-        });
-    }
-    if new.phase == Some(Phase::Stopped) && was_running && out.is_empty() {
-        out.push(VmEvent {
-            warning: false,
-            reason: "Stopped",
-            note: "the guest stopped".into(),
-        });
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,32 +296,34 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_shows_its_reason_and_message() {
+    fn a_refused_redefinition_of_a_running_guest_keeps_it_running_but_not_ready() {
         let prev = VirtualMachineStatus::default();
-        let mut i = input(&prev, VmState::Pending);
+        let mut i = input(&prev, VmState::Running);
         i.failure = Some(Failure {
-            reason: "ImageChecksumMismatch",
-            message: "checksum mismatch".into(),
+            reason: "DefineFailed",
+            message: "libvirt refused the domain definition: bad".into(),
+            retried: true,
         });
         let s = agent_status(&i);
-        assert_eq!(s.phase, Some(Phase::Failed));
-        assert_eq!(s.printable_status.as_deref(), Some("ImageChecksumMismatch"));
-        let ev = events(
-            Some(Phase::Scheduled),
-            VmState::Pending,
-            &s,
-            i.failure.as_ref(),
+        assert_eq!(s.phase, Some(Phase::Running));
+        assert_eq!(s.printable_status.as_deref(), Some("DefineFailed"));
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "DefineFailed")
         );
-        assert_eq!(ev[0].reason, "Failed");
-        assert!(
-            events(
-                Some(Phase::Failed),
-                VmState::Pending,
-                &s,
-                i.failure.as_ref()
-            )
-            .is_empty(),
-            "once"
+        i.state = VmState::Stopped(StopReason::NeverStarted);
+        assert_eq!(
+            agent_status(&i).phase,
+            Some(Phase::Failed),
+            "not running: Failed"
+        );
+        i.state = VmState::Running;
+        i.failure = Some(Failure::permanent("InvalidSpec", "bad".into()));
+        assert_eq!(
+            agent_status(&i).phase,
+            Some(Phase::Failed),
+            "a permanent failure is Failed whatever runs"
         );
     }
 
@@ -411,46 +362,5 @@ mod tests {
         let s = agent_status(&i);
         assert_eq!(s.restart_count, Some(3));
         assert_eq!(s.last_restart_request.as_deref(), Some("t1"));
-    }
-
-    #[test]
-    fn a_crash_then_restart_yields_crashed_and_started_events() {
-        let prev = VirtualMachineStatus::default();
-        let s = agent_status(&input(&prev, VmState::Running));
-        let ev = events(
-            Some(Phase::Running),
-            VmState::Stopped(StopReason::Crashed),
-            &s,
-            None,
-        );
-        assert_eq!(
-            ev.iter().map(|e| e.reason).collect::<Vec<_>>(),
-            vec!["Crashed", "Started"]
-        );
-    }
-
-    #[test]
-    fn a_clean_stop_yields_one_stopped_event() {
-        let prev = VirtualMachineStatus::default();
-        let s = agent_status(&input(&prev, VmState::Stopped(StopReason::Shutdown)));
-        let ev = events(
-            Some(Phase::Running),
-            VmState::Stopped(StopReason::Shutdown),
-            &s,
-            None,
-        );
-        assert_eq!(
-            ev.iter().map(|e| e.reason).collect::<Vec<_>>(),
-            vec!["Stopped"]
-        );
-        assert!(
-            events(
-                Some(Phase::Stopped),
-                VmState::Stopped(StopReason::Shutdown),
-                &s,
-                None
-            )
-            .is_empty()
-        );
     }
 }

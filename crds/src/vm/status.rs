@@ -13,7 +13,8 @@ pub struct VirtualMachineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// What `kubectl get` shows: the phase, or the reason the VM is not progressing
-    /// (QuotaExceeded, Unschedulable, HostLost, ...).
+    /// (QuotaExceeded, Unschedulable, HostLost, StartFailed, DefineFailed, StorageFailed,
+    /// InvalidSpec, ...). The Ready condition's message says more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub printable_status: Option<String>,
     /// Host the VM is placed on.
@@ -65,7 +66,9 @@ pub enum Phase {
     Stopping,
     /// The guest is stopped.
     Stopped,
-    /// The VM cannot run; a condition says why.
+    /// The VM cannot run: its spec cannot run here (waits for a change), or libvirt or QEMU
+    /// refused to define or start it (retried with a growing pause). The Ready condition
+    /// says why, with libvirt's own message.
     Failed,
     /// The VM's host is not reporting.
     Unknown,

@@ -32,6 +32,20 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Self {
+        let env = Self::without_system_namespace().await;
+        env.namespace(labels::SYSTEM_NAMESPACE).await;
+        env
+    }
+
+    /// The CRDs only: `ironvisor-system` is missing, as before `kubectl apply -k manifests/`.
+    pub async fn without_system_namespace() -> Self {
+        let env = Self::bare().await;
+        env.install_crds().await;
+        env
+    }
+
+    /// An empty devcluster: no CRDs, no `ironvisor-system`.
+    pub async fn bare() -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -43,21 +57,23 @@ impl Env {
             .await
             .expect("devcluster starts");
         let client = cluster.client().expect("client");
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        Self { cluster, client }
+    }
+
+    /// Create the Ironvisor CRDs and wait until they serve.
+    pub async fn install_crds(&self) {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         for crd in ironvisor_crds::crdgen::all() {
             crds.create(&PostParams::default(), &crd)
                 .await
                 .expect("CRD created");
         }
-        let env = Self { cluster, client };
-        env.namespace(labels::SYSTEM_NAMESPACE).await;
         // The CRDs serve once a list answers.
-        let vms: Api<VirtualMachine> = Api::all(env.client.clone());
+        let vms: Api<VirtualMachine> = Api::all(self.client.clone());
         eventually("the CRDs serve", || async {
             vms.list(&ListParams::default()).await.is_ok()
         })
         .await;
-        env
     }
 
     pub async fn namespace(&self, name: &str) {
