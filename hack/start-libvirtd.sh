@@ -31,10 +31,18 @@ kvm_device() {
 }
 kvm_device
 
-if ! pgrep -x virtlogd >/dev/null; then
+# By pid file, not by process name: tests run private libvirtd and virtlogd daemons of their
+# own (hack/private-libvirtd.sh) in other mount namespaces, and a zombie keeps its name.
+running() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != "" ] &&
+    [ "$(ps -o stat= -p "$pid" | cut -c1)" != "Z" ]
+}
+if ! running /run/virtlogd.pid; then
   virtlogd -d
 fi
-if ! pgrep -x libvirtd >/dev/null; then
+if ! virsh -c qemu:///system version >/dev/null 2>&1 && ! running /run/libvirtd.pid; then
   libvirtd -d
 fi
 for _ in $(seq 1 50); do

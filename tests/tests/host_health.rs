@@ -92,4 +92,31 @@ fn a_host_whose_libvirt_thrashes_reports_why_and_gets_no_new_vms() {
         vm["metadata"]["labels"]["ironvisor.io/node"].is_null(),
         "never placed: {vm}"
     );
+
+    // A healthy host joins (the shared libvirtd, prepared by hack/start-libvirtd.sh): it says
+    // so, and the waiting VM goes there, never to the broken one.
+    let good = format!("good{}", std::process::id());
+    let _good = sys.agent(&good, "qemu:///system", &images);
+    let vm = wait_for(
+        "the VM placed on the healthy host",
+        Duration::from_secs(60),
+        || {
+            let vm = sys.vm("hh", "waits");
+            match vm["status"]["nodeName"].as_str() {
+                Some(n) => Ok(vm.clone()).map(|v| (n.to_owned(), v)),
+                None => Err(describe(&vm)),
+            }
+        },
+    );
+    assert_eq!(vm.0, good, "{}", describe(&vm.1));
+    let hv = sys
+        .get("hypervisor", None, &good)
+        .expect("the healthy host's Hypervisor");
+    let libvirt = condition(&hv, "LibvirtHealthy").expect("LibvirtHealthy reported");
+    assert_eq!(libvirt["status"], "True", "{libvirt}");
+    let kvm = condition(&hv, "KVMAvailable").expect("KVMAvailable reported");
+    assert_ne!(
+        kvm["reason"], "DeviceNotAccessible",
+        "after hack/start-libvirtd.sh the QEMU user can open /dev/kvm: {kvm}"
+    );
 }

@@ -60,17 +60,21 @@ pub struct QemuUser {
 }
 
 impl QemuUser {
-    /// The user with `uid` and primary group `gid`, with its supplementary groups from the
-    /// group database (libvirt calls initgroups for it before it starts QEMU).
+    /// The user with `uid` and group `gid` (libvirt's label), plus the user's passwd group
+    /// and its memberships in the group database, as libvirt gives them to QEMU.
     pub fn lookup(uid: u32, gid: u32) -> Self {
         use nix::unistd::{Gid, Uid, User, getgrouplist};
         let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
         let mut groups = vec![gid];
-        if let Some(u) = &user
-            && let Ok(name) = std::ffi::CString::new(u.name.clone())
-            && let Ok(list) = getgrouplist(&name, Gid::from_raw(gid))
-        {
-            groups.extend(list.into_iter().map(Gid::as_raw));
+        // libvirt gives QEMU the user's passwd group too (Debian's libvirt-qemu: kvm), which
+        // the group database does not list as a membership.
+        if let Some(u) = &user {
+            groups.push(u.gid.as_raw());
+            if let Ok(name) = std::ffi::CString::new(u.name.clone())
+                && let Ok(list) = getgrouplist(&name, u.gid)
+            {
+                groups.extend(list.into_iter().map(Gid::as_raw));
+            }
         }
         groups.sort_unstable();
         groups.dedup();
