@@ -117,29 +117,8 @@ fn failure_event(prev: &VirtualMachineStatus, f: &Failure) -> Option<VmEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::status::{StatusInput, agent_status};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    fn now(s: i64) -> Time {
-        Time(jiff::Timestamp::from_second(s).unwrap())
-    }
-
-    fn input(prev: &VirtualMachineStatus, state: VmState) -> StatusInput<'_> {
-        StatusInput {
-            prev,
-            generation: Some(4),
-            state,
-            domain_uuid: Some("uuid".into()),
-            started_now: false,
-            auto_restart: false,
-            restart_handled: None,
-            restart_required: false,
-            interfaces: vec![],
-            failure: None,
-            images: None,
-            now: now(100),
-        }
-    }
+    use crate::reconcile::status::agent_status;
+    use crate::reconcile::status::fixtures::{input, now};
 
     /// A previous status with only a phase.
     fn phased(p: Phase) -> VirtualMachineStatus {

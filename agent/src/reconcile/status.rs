@@ -215,15 +215,18 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
     }
 }
 
+/// Inputs for the status and event tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn now(s: i64) -> Time {
+    /// A timestamp `s` seconds after the epoch.
+    pub(crate) fn now(s: i64) -> Time {
         Time(jiff::Timestamp::from_second(s).unwrap())
     }
 
-    fn input(prev: &VirtualMachineStatus, state: VmState) -> StatusInput<'_> {
+    /// A reconcile of a VM with status `prev` that ended in `state`, nothing else happening.
+    pub(crate) fn input(prev: &VirtualMachineStatus, state: VmState) -> StatusInput<'_> {
         StatusInput {
             prev,
             generation: Some(4),
@@ -239,6 +242,12 @@ mod tests {
             now: now(100),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{input, now};
+    use super::*;
 
     #[test]
     fn a_started_guest_is_running_and_ready_with_started_at() {
