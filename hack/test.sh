@@ -15,6 +15,9 @@ hack/start-libvirtd.sh
 # Build artefacts outside the clone, shared between runs and clones.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ironvisor-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Every clone builds the workspace's own crates once: incremental data would only fill the
+# shared target directory (gigabytes per clone path).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step "cargo fmt --check"
 cargo fmt --all --check
