@@ -142,6 +142,55 @@ pub fn inspect(root: &Path, descriptor_file: &Path, name: &str) -> Result<DiskIn
     Err(DiskError::ChainTooDeep { file: path })
 }
 
+/// The descriptor in a VMDK's first bytes (embedded or the whole buffer), checked
+/// against QEMU's reading of the parent hint; no grain walk.
+pub fn descriptor_in(head: &[u8]) -> Result<Descriptor, String> {
+    Ok(descriptor_of(head)?.0)
+}
+
+/// A disk of an OVA read with nothing extracted (a dry run): what its first bytes say.
+/// Extents are not opened and grains not walked; a parent counts as one level.
+pub fn inspect_head(
+    root: &Path,
+    descriptor_file: &Path,
+    name: &str,
+    heads: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<DiskInfo, DiskError> {
+    let path = bundle::confine(root, descriptor_file, name)?;
+    let head = heads.get(name).ok_or_else(|| BundleError::Missing {
+        descriptor: descriptor_file.to_owned(),
+        name: name.to_owned(),
+    })?;
+    let bad = |source| DiskError::Descriptor {
+        file: path.clone(),
+        source,
+    };
+    let descriptor = match descriptor_of(head.as_slice()) {
+        Ok((d, _)) => d,
+        Err(Found::Bad(e)) => return Err(bad(e)),
+        Err(other) => {
+            return Err(DiskError::Truncated {
+                file: path.clone(),
+                what: String::from(other),
+            });
+        }
+    };
+    if !descriptor.is_rdm() {
+        descriptor.check_supported().map_err(bad)?;
+    }
+    let capacity_bytes = descriptor.capacity_bytes().map_err(bad)?;
+    if let Some(parent) = &descriptor.parent_file_name_hint {
+        bundle::confine(root, &path, parent)?;
+    }
+    Ok(DiskInfo {
+        snapshot_levels: usize::from(descriptor.has_parent()),
+        path,
+        descriptor,
+        capacity_bytes,
+        files: Vec::new(),
+    })
+}
+
 /// What a VMDK's own bytes say, with no other file opened: its descriptor (embedded or the
 /// whole buffer), checked against QEMU's reading of the parent hint, and for a sparse
 /// extent with an embedded descriptor, the grain walk. The fuzz targets drive this.
