@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::bundle::{Algorithm, Hasher};
 use super::ovf;
-use super::vmdk::SECTOR;
+use super::vmdk::{SECTOR, VmdkError};
 use super::vmdk_check;
 
 /// Largest `.ovf` read into memory.
@@ -114,6 +114,17 @@ pub enum OvaError {
         /// What is wrong.
         #[source]
         source: ovf::OvfError,
+    },
+    /// A kept VMDK whose descriptor is refused as soon as it is read.
+    #[error("{ova}: entry {entry:?}: {source}")]
+    Vmdk {
+        /// The OVA.
+        ova: PathBuf,
+        /// The entry.
+        entry: String,
+        /// What is wrong.
+        #[source]
+        source: VmdkError,
     },
     /// The `.ovf` or `.mf` is not UTF-8 text.
     #[error("{ova}: entry {entry:?} is not UTF-8 text")]
@@ -236,10 +247,19 @@ fn normalize(name: &str) -> String {
         .map_or_else(|| name.to_owned(), |p| p.to_string_lossy().into_owned())
 }
 
-/// The extents and parent a kept VMDK names (from its first bytes), with their caps.
-fn wanted_by_vmdk(head: &[u8], entry: &str, wanted: &mut Wanted, limits: Limits) {
-    let Ok(d) = vmdk_check::descriptor_in(head) else {
-        return;
+/// The extents and parent a kept VMDK names (from its first bytes), with their caps. A
+/// descriptor QEMU would read another parent from is refused here, before anything else is
+/// unpacked; other unreadable heads are left to the disk inspection.
+fn wanted_by_vmdk(
+    head: &[u8],
+    entry: &str,
+    wanted: &mut Wanted,
+    limits: Limits,
+) -> Result<(), VmdkError> {
+    let d = match vmdk_check::descriptor_in(head) {
+        Ok(d) => d,
+        Err(e @ VmdkError::HiddenParentHint { .. }) => return Err(e),
+        Err(_) => return Ok(()),
     };
     let dir = Path::new(entry).parent().unwrap_or(Path::new(""));
     let capacity = d.capacity_bytes().unwrap_or(u64::MAX);
@@ -258,6 +278,7 @@ fn wanted_by_vmdk(head: &[u8], entry: &str, wanted: &mut Wanted, limits: Limits)
             .entry(normalize(&dir.join(parent).to_string_lossy()))
             .or_insert((cap, format!("the capacity of {entry}")));
     }
+    Ok(())
 }
 
 /// Unpack a tar stream; `ova` names it in errors.
@@ -325,7 +346,11 @@ pub fn extract_from(
                 CopyError::TooLarge => too_large(),
                 CopyError::Ova(e) => e,
             })?;
-        wanted_by_vmdk(&head, &name, want, limits);
+        wanted_by_vmdk(&head, &name, want, limits).map_err(|source| OvaError::Vmdk {
+            ova: ova.to_owned(),
+            entry: name.clone(),
+            source,
+        })?;
         if dest.is_none() {
             x.heads.insert(name.clone(), head);
         }

@@ -144,8 +144,12 @@ pub fn inspect(root: &Path, descriptor_file: &Path, name: &str) -> Result<DiskIn
 
 /// The descriptor in a VMDK's first bytes (embedded or the whole buffer), checked
 /// against QEMU's reading of the parent hint; no grain walk.
-pub fn descriptor_in(head: &[u8]) -> Result<Descriptor, String> {
-    Ok(descriptor_of(head)?.0)
+pub fn descriptor_in(head: &[u8]) -> Result<Descriptor, VmdkError> {
+    match descriptor_of(head) {
+        Ok((d, _)) => Ok(d),
+        Err(Found::Bad(e)) => Err(e),
+        Err(_) => Err(VmdkError::NotADescriptor),
+    }
 }
 
 /// A disk of an OVA read with nothing extracted (a dry run): what its first bytes say.
