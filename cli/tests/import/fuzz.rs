@@ -374,7 +374,8 @@ fn a_descriptor_offset_overflowing_in_bytes_is_an_error() {
     assert!(err.contains("out of range"), "{err}");
 }
 
-/// A capacity whose grain directory size (entries × 4) overflowed.
+/// A capacity whose size in bytes overflows u64 is refused at the header (it reached the
+/// grain walk's `entries * 4` before).
 #[test]
 fn a_capacity_overflowing_in_bytes_is_an_error() {
     let mut img = real_vmdks()[0].clone();
