@@ -396,6 +396,20 @@ fn an_ovf_controller_at_the_last_address_does_not_overflow() {
     ovf::parse(&text).unwrap();
 }
 
+/// Deeply nested elements are refused while reading: the element tree is dropped, cloned
+/// and printed recursively, so its depth is what bounds those recursions.
+#[test]
+fn a_deeply_nested_ovf_is_refused_while_reading() {
+    let depth = 1_000_000;
+    let text = format!(
+        "<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\">{}{}</Envelope>",
+        "<a>".repeat(depth),
+        "</a>".repeat(depth)
+    );
+    let err = ovf::parse(&text).unwrap_err();
+    assert!(err.to_string().contains("nested deeper"), "{err}");
+}
+
 /// Disk capacities and memory whose units overflow u64 are refused, not saturated.
 #[test]
 fn an_ovf_capacity_overflowing_in_bytes_is_an_error() {
