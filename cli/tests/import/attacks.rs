@@ -294,3 +294,97 @@ fn qemus_own_view_catches_what_the_parser_would_have_missed() {
         "{text}"
     );
 }
+
+/// A `qemu-img` that logs who runs it, where, with what, then runs the real one.
+fn logging_qemu_img(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("qemu-img.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let real = ivctl::import::sandbox::locate(Path::new(QEMU_IMG)).unwrap();
+    let script = dir.join("qemu-img");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"uid=$(id -u) $(grep CapEff /proc/self/status | tr -d '\\t') \
+             net=$(tail -n +3 /proc/self/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,) \
+             env=$(env | cut -d= -f1 | sort | tr '\\n' ,)\" >> {}\nexec {} \"$@\"\n",
+            log.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    for p in [dir, script.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (script, log)
+}
+
+#[test]
+fn qemu_img_runs_without_network_capabilities_or_environment_and_as_nobody_under_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let (qemu_img, log) = logging_qemu_img(&tools);
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    bundle(&src, "streamOptimized");
+    let ova = dir.path().join("vm.ova");
+    tar(&src, &ova, &["vm.ovf", "disk.vmdk"], false);
+    let out = dir.path().join("out");
+    let res = Command::new(env!("CARGO_BIN_EXE_ivctl"))
+        .args(["import", "vmware"])
+        .arg(&ova)
+        .arg("--out")
+        .arg(&out)
+        .args(["--offline", "--storage-quota-remaining", "10Gi", "--force"])
+        .env("IVCTL_QEMU_IMG", &qemu_img)
+        .env("SECRET_TOKEN", "must-not-leak")
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        runs.lines().count() >= 4,
+        "info, chain, convert, compare: {runs}"
+    );
+    let root = nix::unistd::geteuid().is_root();
+    for run in runs.lines() {
+        assert!(run.contains("CapEff:0000000000000000"), "{run}");
+        assert!(run.contains("net=lo,"), "only a loopback: {run}");
+        assert!(!run.contains("SECRET_TOKEN"), "{run}");
+        if root {
+            assert!(run.starts_with("uid=65534 "), "{run}");
+        }
+    }
+    let image = walk(&out)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "qcow2"));
+    let meta = std::fs::metadata(image.expect("an image")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        meta.uid(),
+        nix::unistd::geteuid().as_raw(),
+        "images are given back"
+    );
+}
+
+#[test]
+fn a_bundle_nobody_cannot_read_is_converted_without_capabilities_and_the_report_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("private");
+    std::fs::create_dir(&src).unwrap();
+    let ovf = bundle(&src, "monolithicSparse");
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let res = ivctl(&ovf, &dir.path().join("out"), &[]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    let noted =
+        err.contains("note: qemu-img ran as root without capabilities: user nobody cannot read");
+    assert_eq!(noted, nix::unistd::geteuid().is_root(), "{err}");
+}
