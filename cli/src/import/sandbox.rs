@@ -92,7 +92,7 @@ impl Sandbox {
     /// `sources` that lies outside `workdir` (which is handed to `nobody` by [`Self::lend`]).
     pub fn for_import(workdir: Option<&Path>, sources: &[PathBuf]) -> Self {
         let mut s = Self {
-            workdir: workdir.map(Path::to_owned),
+            workdir: workdir.map(absolute),
             ..Self::default()
         };
         if !is_root() {
@@ -151,13 +151,14 @@ impl Sandbox {
     }
 
     /// How `path` is written on `qemu-img`'s command line: relative to the work directory
-    /// when under it.
+    /// when under it, else absolute (`qemu-img` runs in the work directory, not in ivctl's).
     pub fn arg(&self, path: &Path) -> PathBuf {
+        let path = absolute(path);
         match &self.workdir {
             Some(w) => path
                 .strip_prefix(w)
-                .map_or_else(|_| path.to_owned(), Path::to_owned),
-            None => path.to_owned(),
+                .map_or_else(|_| path.clone(), Path::to_owned),
+            None => path,
         }
     }
 
@@ -190,6 +191,11 @@ impl Sandbox {
             _ => Ok(()),
         }
     }
+}
+
+/// `path` made absolute against ivctl's working directory (unchanged if that fails).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 /// The executable `binary` names: itself when it has a `/`, else the first match on `PATH`.

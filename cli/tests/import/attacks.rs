@@ -388,3 +388,33 @@ fn a_bundle_nobody_cannot_read_is_converted_without_capabilities_and_the_report_
         err.contains("note: qemu-img ran as root without capabilities: user nobody cannot read");
     assert_eq!(noted, nix::unistd::geteuid().is_root(), "{err}");
 }
+
+#[test]
+fn relative_source_and_out_paths_still_convert_with_qemu_img_in_the_staging_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    bundle(&src, "monolithicFlat");
+    tar(
+        &src,
+        &dir.path().join("vm.ova"),
+        &["vm.ovf", "disk.vmdk", "disk-flat.vmdk"],
+        false,
+    );
+    for (source, out) in [("src/vm.ovf", "out-ovf"), ("vm.ova", "out-ova")] {
+        let res = Command::new(env!("CARGO_BIN_EXE_ivctl"))
+            .current_dir(dir.path())
+            .args(["import", "vmware", source, "--out", out, "--offline"])
+            .args(["--storage-quota-remaining", "10Gi", "--force"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(res.status.success(), "{source}: {err}");
+        assert!(
+            dir.path()
+                .join(out)
+                .join("simple/simple-scsi0-0.qcow2")
+                .is_file()
+        );
+    }
+}
