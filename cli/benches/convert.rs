@@ -99,6 +99,7 @@ fn main() {
             source: src.clone(),
             dest: dest.clone(),
             expected_bytes: None,
+            standalone: true,
         };
         for rep in 0..reps {
             // Alternate which goes first, and start each run with no dirty pages in flight,
@@ -152,6 +153,7 @@ fn main() {
             source: src,
             dest: dir.path().join(format!("m{i}.qcow2")),
             expected_bytes: None,
+            standalone: true,
         });
     }
     let clean = |jobs: &[Job]| jobs.iter().for_each(|j| rm(&j.dest));

@@ -9,6 +9,7 @@ use crate::cluster::{self, ClusterArgs, StorageLeft};
 use crate::import::args::{ReportFormat, VmwareArgs};
 use crate::import::convert::Converter;
 use crate::import::manifest::{self, MappingOptions};
+use crate::import::ova::Limits;
 use crate::import::report::Status;
 use crate::import::run::{self, QuotaInfo, Request};
 
@@ -104,9 +105,15 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
             progress: a.report == ReportFormat::Text,
             ..Converter::default()
         },
+        limits: Limits {
+            max_entry_bytes: a.max_ova_entry,
+        },
     };
     match run::run(&req) {
         Ok(report) => {
+            for note in &report.notes {
+                eprintln!("note: {note}");
+            }
             match a.report {
                 ReportFormat::Json => match serde_json::to_string_pretty(&report) {
                     Ok(j) => println!("{j}"),

@@ -105,4 +105,8 @@ pub struct VmwareArgs {
     /// Skip `qemu-img compare` after conversion.
     #[arg(long)]
     pub no_verify: bool,
+    /// Largest file unpacked from an OVA (e.g. 500Gi); a file with a declared size or disk
+    /// capacity is held to that (plus slack for VMDK metadata) as well.
+    #[arg(long, value_name = "QUANTITY", value_parser = quantity, default_value = "1Ti")]
+    pub max_ova_entry: u64,
 }

@@ -69,7 +69,7 @@ pub fn confine(root: &Path, descriptor: &Path, name: &str) -> Result<PathBuf, Bu
         name: name.to_owned(),
     };
     let rel = Path::new(name);
-    if name.is_empty() || name.contains('\0') {
+    if name.is_empty() || name.contains('\0') || has_qemu_protocol(name) {
         return Err(traversal());
     }
     for c in rel.components() {
@@ -91,6 +91,15 @@ pub fn confine(root: &Path, descriptor: &Path, name: &str) -> Result<PathBuf, Bu
         }
     }
     Ok(joined)
+}
+
+/// Whether QEMU reads `name` as `protocol:rest` (`json:{...}`, `nbd:...`, `http:...`)
+/// rather than as a file: a `:` before any `/` (QEMU's `path_has_protocol`). Such a name
+/// could make QEMU open any host file or a network server, so it is never a bundle file.
+pub fn has_qemu_protocol(name: &str) -> bool {
+    name.split('/')
+        .next()
+        .is_some_and(|first| first.contains(':'))
 }
 
 /// Like [`confine`], and the file must exist.
@@ -272,12 +281,23 @@ mod tests {
     fn names_that_leave_the_bundle_are_refused_naming_the_descriptor() {
         let dir = tempfile::tempdir().unwrap();
         let d = Path::new("vm.ovf");
-        for bad in ["../x.vmdk", "/etc/passwd", "a/../../b", ""] {
+        for bad in [
+            "../x.vmdk",
+            "/etc/passwd",
+            "a/../../b",
+            "",
+            "json:{\"driver\":\"file\",\"filename\":\"/etc/shadow\"}",
+            "nbd:127.0.0.1:10809",
+        ] {
             let err = confine(dir.path(), d, bad).unwrap_err();
             assert!(matches!(err, BundleError::Traversal { .. }), "{bad}: {err}");
             assert!(err.to_string().starts_with("vm.ovf:"), "{err}");
         }
         assert!(confine(dir.path(), d, "sub/disk.vmdk").is_ok());
+        assert!(
+            confine(dir.path(), d, "sub/a:b.vmdk").is_ok(),
+            "a colon after a slash is a file"
+        );
     }
 
     #[test]

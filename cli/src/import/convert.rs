@@ -5,6 +5,11 @@
 //! reads the same as the source. Up to `parallel` disks run at once; the first failure
 //! stops the others (their processes are killed) and is returned naming its file. The
 //! caller owns the destination directory and removes it on failure.
+//!
+//! `qemu-img` runs in the [`Sandbox`] (no network, no privileges, empty environment). A disk
+//! with no parent is opened with its backing disabled (`json:{..., "backing": null}`), so
+//! a parent hint that got past every check still opens nothing; a snapshot delta keeps
+//! its chain, which `qemu_view` has confined to the bundle.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,6 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::qemu_view::standalone_spec;
+use super::sandbox::Sandbox;
 
 /// Why a conversion failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +89,20 @@ pub struct Job {
     pub dest: PathBuf,
     /// The virtual size the VMDK's descriptor promises; checked against the result.
     pub expected_bytes: Option<u64>,
+    /// The disk has no parent: QEMU opens it with backing disabled.
+    pub standalone: bool,
+}
+
+impl Job {
+    /// The source as `qemu-img` is given it, with the format option that goes with it.
+    fn source_args(&self, sandbox: &Sandbox) -> Vec<std::ffi::OsString> {
+        let path = sandbox.arg(&self.source);
+        if self.standalone {
+            vec![standalone_spec(&path).into()]
+        } else {
+            vec!["-f".into(), "vmdk".into(), path.into_os_string()]
+        }
+    }
 }
 
 /// Timing of one finished disk.
@@ -106,6 +128,8 @@ pub struct Converter {
     pub verify: bool,
     /// Draw progress bars (on stderr, when it is a terminal).
     pub progress: bool,
+    /// How `qemu-img` runs.
+    pub sandbox: Sandbox,
 }
 
 impl Default for Converter {
@@ -116,6 +140,7 @@ impl Default for Converter {
             parallel: 4,
             verify: true,
             progress: true,
+            sandbox: Sandbox::default(),
         }
     }
 }
@@ -200,17 +225,20 @@ impl Converter {
         }
     }
 
-    fn spawn(&self, args: &[&std::ffi::OsStr]) -> Result<Child, ConvertError> {
-        Command::new(&self.qemu_img)
+    fn spawn<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<Child, ConvertError> {
+        let spawn_err = |source| ConvertError::Spawn {
+            binary: self.qemu_img.clone(),
+            source,
+        };
+        self.sandbox
+            .command(&self.qemu_img)
+            .map_err(spawn_err)?
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| ConvertError::Spawn {
-                binary: self.qemu_img.clone(),
-                source,
-            })
+            .map_err(spawn_err)
     }
 
     fn one(
@@ -220,16 +248,11 @@ impl Converter {
         cancel: &AtomicBool,
     ) -> Result<JobTiming, ConvertError> {
         let started = Instant::now();
-        let mut child = self.spawn(&[
-            "convert".as_ref(),
-            "-p".as_ref(),
-            "-f".as_ref(),
-            "vmdk".as_ref(),
-            "-O".as_ref(),
-            "qcow2".as_ref(),
-            job.source.as_os_str(),
-            job.dest.as_os_str(),
-        ])?;
+        let mut args: Vec<std::ffi::OsString> = vec!["convert".into(), "-p".into()];
+        args.extend(job.source_args(&self.sandbox));
+        args.extend(["-O".into(), "qcow2".into()]);
+        args.push(self.sandbox.arg(&job.dest).into_os_string());
+        let mut child = self.spawn(&args)?;
         let stderr = drain_in_background(child.stderr.take());
         if let Some(mut out) = child.stdout.take() {
             let mut buf = [0u8; 256];
@@ -286,12 +309,13 @@ impl Converter {
 
     /// Virtual size of the converted image, from `qemu-img info`.
     fn virtual_size(&self, job: &Job) -> Result<u64, ConvertError> {
+        let dest = self.sandbox.arg(&job.dest);
         let child = self.spawn(&[
             "info".as_ref(),
             "--output=json".as_ref(),
             "-f".as_ref(),
             "qcow2".as_ref(),
-            job.dest.as_os_str(),
+            dest.as_os_str(),
         ])?;
         let out = child
             .wait_with_output()
@@ -312,15 +336,11 @@ impl Converter {
     }
 
     fn compare(&self, job: &Job) -> Result<(), ConvertError> {
-        let child = self.spawn(&[
-            "compare".as_ref(),
-            "-f".as_ref(),
-            "vmdk".as_ref(),
-            "-F".as_ref(),
-            "qcow2".as_ref(),
-            job.source.as_os_str(),
-            job.dest.as_os_str(),
-        ])?;
+        let mut args: Vec<std::ffi::OsString> = vec!["compare".into(), "-U".into()];
+        args.extend(["-F".into(), "qcow2".into()]);
+        args.extend(job.source_args(&self.sandbox));
+        args.push(self.sandbox.arg(&job.dest).into_os_string());
+        let child = self.spawn(&args)?;
         let out = child
             .wait_with_output()
             .map_err(|source| ConvertError::Spawn {
@@ -414,6 +434,7 @@ mod tests {
             source: "/in/a.vmdk".into(),
             dest: "/out/a.qcow2".into(),
             expected_bytes: None,
+            standalone: true,
         };
         let e = classify(
             &job,
@@ -443,6 +464,7 @@ mod tests {
             source: "/in/a.vmdk".into(),
             dest: "/tmp/never.qcow2".into(),
             expected_bytes: None,
+            standalone: true,
         };
         assert!(matches!(c.run(&[job]), Err(ConvertError::Spawn { .. })));
     }

@@ -2,12 +2,12 @@
 //! manifest's checksums, and inspect every disk. Everything before the first byte of a
 //! converted image is written.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::bundle::{self, Algorithm, BundleError, Manifest};
 use super::model::SourceVm;
-use super::ova::{self, OvaError};
+use super::ova::{self, Limits, OvaError};
 use super::ovf::{self, OvfError};
 use super::vmdk_check::{self, DiskError, DiskInfo};
 use super::vmx::{self, Vmx, VmxError};
@@ -112,6 +112,8 @@ pub struct Loaded {
     pub verified_files: usize,
     /// Referenced files that no manifest covers.
     pub unverified_files: Vec<String>,
+    /// Whether the disks were only inspected from their first bytes (an OVA in a dry run).
+    pub shallow: bool,
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
@@ -121,34 +123,77 @@ fn read(path: &Path) -> Result<String, LoadError> {
     })
 }
 
-/// Load `source`; an OVA is unpacked into `scratch` (which the caller removes).
-pub fn load(source: &Path, scratch: &Path) -> Result<Loaded, LoadError> {
+/// The descriptor's text, the manifest and what an OVA's reading found.
+struct Opened {
+    descriptor: PathBuf,
+    root: PathBuf,
+    text: String,
+    manifest: Option<(PathBuf, String)>,
+    /// Digests computed while unpacking (OVA only).
+    digests: Option<BTreeMap<String, (String, String)>>,
+    /// First bytes of each file of an OVA read with nothing extracted (dry run).
+    heads: Option<BTreeMap<String, Vec<u8>>>,
+}
+
+fn open(
+    format: Format,
+    source: &Path,
+    scratch: Option<&Path>,
+    limits: Limits,
+) -> Result<Opened, LoadError> {
+    if format == Format::Ova {
+        let x = ova::extract(source, scratch, limits)?;
+        // Names in messages are "<ova>/<entry>" when nothing was unpacked.
+        let root = scratch.map_or_else(|| source.to_owned(), Path::to_owned);
+        return Ok(Opened {
+            descriptor: root.join(&x.ovf_name),
+            manifest: x.manifest.map(|(n, t)| (root.join(n), t)),
+            root,
+            text: x.ovf_text,
+            digests: Some(x.digests),
+            heads: scratch.is_none().then_some(x.heads),
+        });
+    }
+    let root = source
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let mf = source.with_extension("mf");
+    let manifest = if mf.is_file() {
+        let text = read(&mf)?;
+        Some((mf, text))
+    } else {
+        None
+    };
+    Ok(Opened {
+        descriptor: source.to_owned(),
+        root,
+        text: read(source)?,
+        manifest,
+        digests: None,
+        heads: None,
+    })
+}
+
+/// Load `source`. An OVA is unpacked into `scratch` (which the caller removes); with no
+/// `scratch` (a dry run) nothing is written: an OVA is only read, and its disks are
+/// inspected from their first bytes.
+pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loaded, LoadError> {
     let format =
         Format::detect(source).ok_or_else(|| LoadError::UnknownFormat(source.to_owned()))?;
-    let parent = |p: &Path| {
-        p.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_owned()
-    };
-    let (descriptor, root, digests, manifest_path) = match format {
-        Format::Ova => {
-            let x = ova::extract(source, scratch)?;
-            (x.ovf, scratch.to_owned(), Some(x.digests), x.manifest)
-        }
-        Format::Ovf | Format::Vmx => {
-            let mf = source.with_extension("mf");
-            (
-                source.to_owned(),
-                parent(source),
-                None,
-                mf.is_file().then_some(mf),
-            )
-        }
-    };
+    let opened = open(format, source, scratch, limits)?;
+    let Opened {
+        descriptor,
+        root,
+        text,
+        manifest,
+        digests,
+        heads,
+    } = opened;
     let (vm, referenced) = match format {
         Format::Ovf | Format::Ova => {
-            let pkg = ovf::parse(&read(&descriptor)?).map_err(|source| LoadError::Ovf {
+            let pkg = ovf::parse(&text).map_err(|source| LoadError::Ovf {
                 file: descriptor.clone(),
                 source,
             })?;
@@ -167,7 +212,7 @@ pub fn load(source: &Path, scratch: &Path) -> Result<Loaded, LoadError> {
                 file: descriptor.clone(),
                 source,
             };
-            let keys = Vmx::parse(&read(&descriptor)?).map_err(err)?;
+            let keys = Vmx::parse(&text).map_err(err)?;
             let stem = descriptor
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -188,12 +233,16 @@ pub fn load(source: &Path, scratch: &Path) -> Result<Loaded, LoadError> {
     };
     // Checksums before anything else reads the disks.
     let mut covered = BTreeSet::new();
-    if let Some(mf) = &manifest_path {
-        let manifest = Manifest::parse(mf, &read(mf)?)?;
-        for entry in &manifest.entries {
-            let path = bundle::resolve(&root, mf, &entry.file)?;
-            match digests.as_ref().and_then(|d| d.get(&entry.file)) {
-                Some((sha1, sha256)) => {
+    if let Some((mf, text)) = &manifest {
+        for entry in &Manifest::parse(mf, text)?.entries {
+            match &digests {
+                Some(d) => {
+                    let path = bundle::confine(&root, mf, &entry.file)?;
+                    let (sha1, sha256) =
+                        d.get(&entry.file).ok_or_else(|| BundleError::Missing {
+                            descriptor: mf.clone(),
+                            name: entry.file.clone(),
+                        })?;
                     let actual = if entry.algorithm == Algorithm::Sha1 {
                         sha1
                     } else {
@@ -201,11 +250,12 @@ pub fn load(source: &Path, scratch: &Path) -> Result<Loaded, LoadError> {
                     };
                     bundle::check_digest(&path, entry, actual.clone())?;
                 }
-                None => bundle::verify_file(&path, entry)?,
+                None => bundle::verify_file(&bundle::resolve(&root, mf, &entry.file)?, entry)?,
             }
             covered.insert(entry.file.clone());
         }
     }
+    let manifest_path = manifest.map(|(p, _)| p);
     let unverified_files: Vec<String> = if format == Format::Vmx && manifest_path.is_none() {
         Vec::new() // a VMX set never has a manifest; nothing to report
     } else {
@@ -221,9 +271,11 @@ pub fn load(source: &Path, scratch: &Path) -> Result<Loaded, LoadError> {
             disks.push(LoadedDisk { info: None });
             continue;
         }
-        disks.push(LoadedDisk {
-            info: Some(vmdk_check::inspect(&root, &descriptor, &d.file)?),
-        });
+        let info = match &heads {
+            None => vmdk_check::inspect(&root, &descriptor, &d.file)?,
+            Some(h) => vmdk_check::inspect_head(&root, &descriptor, &d.file, h)?,
+        };
+        disks.push(LoadedDisk { info: Some(info) });
     }
     Ok(Loaded {
         format,
@@ -233,5 +285,6 @@ pub fn load(source: &Path, scratch: &Path) -> Result<Loaded, LoadError> {
         disks,
         verified_files: covered.len(),
         unverified_files,
+        shallow: heads.is_some(),
     })
 }

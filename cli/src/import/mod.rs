@@ -4,7 +4,7 @@
 //! Parsing (`ovf`, `vmx`, `vmdk`, `xml`, `model`), the advisor (`advisor` with its rules in
 //! `advisor-rules.yaml`), the mapping (`manifest`) and the report are pure. I/O lives in
 //! `bundle` (paths and checksums), `ova` (unpacking), `vmdk_check` (integrity walk),
-//! `convert` (qemu-img) and `run` (the staging directory and the final rename). This module
+//! `convert` (qemu-img, run inside `sandbox`), `qemu_view` (what QEMU would open) and `run` (the staging directory and the final rename). This module
 //! tree must never talk to a cluster; the optional quota lookup is in `crate::cluster`.
 
 pub mod advisor;
@@ -16,8 +16,10 @@ pub mod manifest;
 pub mod model;
 pub mod ova;
 pub mod ovf;
+pub mod qemu_view;
 pub mod report;
 pub mod run;
+pub mod sandbox;
 pub mod vmdk;
 pub mod vmdk_check;
 pub mod vmx;

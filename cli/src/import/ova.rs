@@ -1,10 +1,16 @@
 //! OVA archives: a tar of the OVF descriptor, its manifest, and the disks.
 //!
-//! Entries are extracted into a directory the caller owns (under `--out`, removed on
-//! failure) while their SHA-1 and SHA-256 are computed in the same pass, so every file's
-//! checksum in the manifest is checked before anything is converted. Only plain files with
-//! plain relative names are accepted: a link, a device, an absolute name or a `..` is
-//! refused naming the archive entry.
+//! The archive is read once, as a stream. The `.ovf` must be its first file (OVF 1.x and
+//! 2.x require it); it is read into memory and decides what else is kept: the files its
+//! References name, the extents and parents of those VMDKs (read from their first bytes),
+//! and the `.mf` manifest. Everything else is skipped without being written. Each kept
+//! file has a byte cap (its declared `ovf:size`, else its disk's capacity plus slack, and
+//! never more than [`Limits::max_entry_bytes`]), enforced while it streams. SHA-1 and
+//! SHA-256 are computed in the same pass so the manifest is checked before anything is
+//! converted. With no destination (a dry run) nothing is written at all: kept files are
+//! only hashed, and the first [`HEAD_BYTES`] of each are held in memory for inspection.
+//! Only plain files with plain relative names are accepted: a link, a device, an absolute
+//! name or a `..` is refused naming the archive entry, kept or not.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,6 +18,39 @@ use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use super::bundle::{Algorithm, Hasher};
+use super::ovf;
+use super::vmdk::{SECTOR, VmdkError};
+use super::vmdk_check;
+
+/// Largest `.ovf` read into memory.
+pub const MAX_DESCRIPTOR_BYTES: u64 = 16 << 20;
+/// Largest `.mf` read into memory.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// Bytes of each kept file held in memory (descriptors, sparse headers).
+pub const HEAD_BYTES: usize = 4 << 20;
+/// Default of [`Limits::max_entry_bytes`]: 1 TiB.
+pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 1 << 40;
+/// Slack over a disk's capacity for VMDK metadata: 1/8 plus 16 MiB.
+fn with_slack(capacity: u64) -> u64 {
+    capacity
+        .saturating_add(capacity / 8)
+        .saturating_add(16 << 20)
+}
+
+/// Caps on what an OVA may make ivctl write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// No kept file may exceed this many bytes.
+    pub max_entry_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+        }
+    }
+}
 
 /// Why an OVA could not be unpacked.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +80,18 @@ pub enum OvaError {
         /// The entry's name.
         entry: String,
     },
+    /// A kept entry larger than its cap.
+    #[error("{ova}: entry {entry:?} is larger than {limit} bytes ({why}); refusing to unpack it")]
+    TooLarge {
+        /// The OVA.
+        ova: PathBuf,
+        /// The entry.
+        entry: String,
+        /// Its cap in bytes.
+        limit: u64,
+        /// Where the cap comes from.
+        why: String,
+    },
     /// Writing an extracted file failed (a full disk, say).
     #[error("{file}: cannot write while extracting {entry:?}")]
     Write {
@@ -52,41 +103,93 @@ pub enum OvaError {
         #[source]
         source: io::Error,
     },
-    /// No `.ovf` in the archive.
-    #[error("{0}: the archive holds no .ovf descriptor")]
+    /// The first file is not an `.ovf`.
+    #[error("{0}: the archive's first file is not an .ovf descriptor (OVF requires it first)")]
     NoDescriptor(PathBuf),
-    /// Two `.ovf` files.
-    #[error("{0}: the archive holds more than one .ovf descriptor")]
-    SeveralDescriptors(PathBuf),
+    /// The OVF does not parse, so nothing it references is known.
+    #[error("{ova}: {source}")]
+    Ovf {
+        /// The OVA.
+        ova: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: ovf::OvfError,
+    },
+    /// A kept VMDK whose descriptor is refused as soon as it is read.
+    #[error("{ova}: entry {entry:?}: {source}")]
+    Vmdk {
+        /// The OVA.
+        ova: PathBuf,
+        /// The entry.
+        entry: String,
+        /// What is wrong.
+        #[source]
+        source: VmdkError,
+    },
+    /// The `.ovf` or `.mf` is not UTF-8 text.
+    #[error("{ova}: entry {entry:?} is not UTF-8 text")]
+    NotText {
+        /// The OVA.
+        ova: PathBuf,
+        /// The entry.
+        entry: String,
+    },
 }
 
-/// An extracted OVA.
-#[derive(Clone, Debug)]
+/// A read OVA.
+#[derive(Clone, Debug, Default)]
 pub struct Extracted {
-    /// The `.ovf` descriptor.
-    pub ovf: PathBuf,
-    /// The `.mf` manifest, when present.
-    pub manifest: Option<PathBuf>,
-    /// SHA-1 and SHA-256 (lower-case hex) of each extracted file, by entry name.
+    /// The `.ovf` descriptor's entry name.
+    pub ovf_name: String,
+    /// Its text.
+    pub ovf_text: String,
+    /// The `.mf` manifest's entry name and text, when present.
+    pub manifest: Option<(String, String)>,
+    /// SHA-1 and SHA-256 (lower-case hex) of the descriptor, manifest and kept files.
     pub digests: BTreeMap<String, (String, String)>,
+    /// The first [`HEAD_BYTES`] of each kept file (filled only when nothing is extracted).
+    pub heads: BTreeMap<String, Vec<u8>>,
+    /// Entries skipped because nothing references them.
+    pub skipped: Vec<String>,
 }
 
-/// Digest both ways while writing.
-struct Tee<W> {
-    inner: W,
+/// Digest both ways while writing (or only digesting, with no file).
+struct Tee {
+    file: Option<io::BufWriter<File>>,
     sha1: Hasher,
     sha256: Hasher,
+    head: Vec<u8>,
+    written: u64,
 }
 
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha1.update(&buf[..n]);
-        self.sha256.update(&buf[..n]);
-        Ok(n)
+impl Tee {
+    fn new(file: Option<File>) -> Self {
+        Self {
+            file: file.map(|f| io::BufWriter::with_capacity(1 << 20, f)),
+            sha1: Hasher::new(Algorithm::Sha1),
+            sha256: Hasher::new(Algorithm::Sha256),
+            head: Vec::new(),
+            written: 0,
+        }
     }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        if let Some(f) = &mut self.file {
+            f.write_all(buf)?;
+        }
+        self.sha1.update(buf);
+        self.sha256.update(buf);
+        let room = HEAD_BYTES.saturating_sub(self.head.len()).min(buf.len());
+        self.head.extend_from_slice(&buf[..room]);
+        self.written = self.written.saturating_add(buf.len() as u64);
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<(String, String, Vec<u8>)> {
+        if let Some(f) = self.file {
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        }
+        Ok((self.sha1.finish_hex(), self.sha256.finish_hex(), self.head))
     }
 }
 
@@ -103,122 +206,296 @@ fn plain_name(name: &Path) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// Unpack `ova` into `dest` (an existing, empty directory).
-pub fn extract(ova: &Path, dest: &Path) -> Result<Extracted, OvaError> {
-    let archive_err = |source| OvaError::Archive {
+/// Unpack what `ova`'s OVF references into `dest` (an existing, empty directory), or with
+/// no `dest` only read and hash it.
+pub fn extract(ova: &Path, dest: Option<&Path>, limits: Limits) -> Result<Extracted, OvaError> {
+    let file = File::open(ova).map_err(|source| OvaError::Archive {
         ova: ova.to_owned(),
         source,
+    })?;
+    extract_from(file, ova, dest, limits)
+}
+
+/// What is kept, by entry name: the byte cap and where it comes from.
+type Wanted = BTreeMap<String, (u64, String)>;
+
+/// The files an OVF references with their caps.
+fn wanted_by(pkg: &ovf::OvfPackage, limits: Limits) -> Wanted {
+    let mut wanted = Wanted::new();
+    for f in &pkg.files {
+        let capacity = pkg
+            .vm
+            .disks
+            .iter()
+            .filter(|d| d.file == f.href)
+            .filter_map(|d| d.capacity_bytes)
+            .max();
+        let (cap, why) = match (f.size, capacity) {
+            (Some(size), _) => (size, "its ovf:size".to_owned()),
+            (None, Some(c)) => (with_slack(c), format!("its disk's capacity {c} plus slack")),
+            (None, None) => (limits.max_entry_bytes, "--max-ova-entry".to_owned()),
+        };
+        let cap = cap.min(limits.max_entry_bytes);
+        wanted.insert(normalize(&f.href), (cap, why));
+    }
+    wanted
+}
+
+/// Entry names compared the way `plain_name` writes them.
+fn normalize(name: &str) -> String {
+    plain_name(Path::new(name))
+        .map_or_else(|| name.to_owned(), |p| p.to_string_lossy().into_owned())
+}
+
+/// The extents and parent a kept VMDK names (from its first bytes), with their caps. A
+/// descriptor QEMU would read another parent from is refused here, before anything else is
+/// unpacked; other unreadable heads are left to the disk inspection.
+fn wanted_by_vmdk(
+    head: &[u8],
+    entry: &str,
+    wanted: &mut Wanted,
+    limits: Limits,
+) -> Result<(), VmdkError> {
+    let d = match vmdk_check::descriptor_in(head) {
+        Ok(d) => d,
+        Err(e @ VmdkError::HiddenParentHint { .. }) => return Err(e),
+        Err(_) => return Ok(()),
     };
-    let file = File::open(ova).map_err(archive_err)?;
-    extract_from(file, ova, dest)
+    let dir = Path::new(entry).parent().unwrap_or(Path::new(""));
+    let capacity = d.capacity_bytes().unwrap_or(u64::MAX);
+    for e in &d.extents {
+        let Some(file) = &e.file else { continue };
+        let bytes = e.offset.saturating_add(e.sectors).saturating_mul(SECTOR);
+        let cap = with_slack(bytes).min(limits.max_entry_bytes);
+        let why = format!("the extent size in {entry}");
+        wanted
+            .entry(normalize(&dir.join(file).to_string_lossy()))
+            .or_insert((cap, why));
+    }
+    if let Some(parent) = &d.parent_file_name_hint {
+        let cap = with_slack(capacity).min(limits.max_entry_bytes);
+        wanted
+            .entry(normalize(&dir.join(parent).to_string_lossy()))
+            .or_insert((cap, format!("the capacity of {entry}")));
+    }
+    Ok(())
 }
 
 /// Unpack a tar stream; `ova` names it in errors.
-pub fn extract_from(reader: impl Read, ova: &Path, dest: &Path) -> Result<Extracted, OvaError> {
+pub fn extract_from(
+    reader: impl Read,
+    ova: &Path,
+    dest: Option<&Path>,
+    limits: Limits,
+) -> Result<Extracted, OvaError> {
     let archive_err = |source| OvaError::Archive {
         ova: ova.to_owned(),
         source,
     };
     let mut archive = tar::Archive::new(reader);
-    let mut ovfs = Vec::new();
-    let mut manifest = None;
-    let mut digests = BTreeMap::new();
+    let mut x = Extracted::default();
+    let mut wanted: Option<Wanted> = None;
     for entry in archive.entries().map_err(archive_err)? {
         let mut entry = entry.map_err(archive_err)?;
-        let raw = entry.path().map_err(archive_err)?.into_owned();
-        let shown = raw.to_string_lossy().into_owned();
-        let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            plain_name(&raw).ok_or_else(|| OvaError::Traversal {
-                ova: ova.to_owned(),
-                entry: shown.clone(),
-            })?;
+        let Some(rel) = check_entry(&entry, ova)? else {
             continue;
-        }
-        if kind.is_pax_global_extensions()
-            || kind.is_pax_local_extensions()
-            || kind.is_gnu_longname()
-        {
-            continue;
-        }
-        let rel = plain_name(&raw).ok_or_else(|| OvaError::Traversal {
-            ova: ova.to_owned(),
-            entry: shown.clone(),
-        })?;
-        if kind.is_symlink() || kind.is_hard_link() {
-            return Err(OvaError::Traversal {
-                ova: ova.to_owned(),
-                entry: shown,
-            });
-        }
-        // GNU sparse entries (tar --sparse, and the tar crate's default for files with
-        // holes) read back expanded, so they are plain files here.
-        if !(kind.is_file() || kind.is_gnu_sparse() || kind.is_contiguous()) {
-            return Err(OvaError::NotAFile {
-                ova: ova.to_owned(),
-                entry: shown,
-            });
-        }
-        let target = dest.join(&rel);
-        let write_err = |source| OvaError::Write {
-            file: target.clone(),
-            entry: shown.clone(),
-            source,
         };
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(write_err)?;
-        }
-        let out = File::create_new(&target).map_err(write_err)?;
-        let mut tee = Tee {
-            inner: io::BufWriter::with_capacity(1 << 20, out),
-            sha1: Hasher::new(Algorithm::Sha1),
-            sha256: Hasher::new(Algorithm::Sha256),
-        };
-        // A read error here is a truncated archive; a write error is the destination's fault.
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = entry.read(&mut buf).map_err(archive_err)?;
-            if n == 0 {
-                break;
-            }
-            tee.write_all(&buf[..n]).map_err(write_err)?;
-        }
-        tee.flush().map_err(write_err)?;
-        let Tee {
-            inner,
-            sha1,
-            sha256,
-        } = tee;
-        let file = inner.into_inner().map_err(|e| write_err(e.into_error()))?;
-        file.sync_all().map_err(write_err)?;
         let name = rel.to_string_lossy().into_owned();
-        match rel
+        let ext = rel
             .extension()
             .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("ovf") => ovfs.push(target.clone()),
-            Some("mf") => manifest = Some(target.clone()),
-            _ => {}
+            .map(str::to_ascii_lowercase);
+        let Some(want) = &mut wanted else {
+            if ext.as_deref() != Some("ovf") {
+                return Err(OvaError::NoDescriptor(ova.to_owned()));
+            }
+            let (text, digests) = read_text(&mut entry, ova, &name, MAX_DESCRIPTOR_BYTES)?;
+            let pkg = ovf::parse(&text).map_err(|source| OvaError::Ovf {
+                ova: ova.to_owned(),
+                source,
+            })?;
+            wanted = Some(wanted_by(&pkg, limits));
+            x.digests.insert(name.clone(), digests);
+            x.ovf_name = name;
+            x.ovf_text = text;
+            continue;
+        };
+        let stem = Path::new(&x.ovf_name).with_extension("mf");
+        if rel == stem && x.manifest.is_none() {
+            let (text, digests) = read_text(&mut entry, ova, &name, MAX_MANIFEST_BYTES)?;
+            x.digests.insert(name.clone(), digests);
+            x.manifest = Some((name, text));
+            continue;
         }
-        digests.insert(name, (sha1.finish_hex(), sha256.finish_hex()));
+        let Some((cap, why)) = want.get(&name).cloned() else {
+            x.skipped.push(name);
+            continue;
+        };
+        let too_large = || OvaError::TooLarge {
+            ova: ova.to_owned(),
+            entry: name.clone(),
+            limit: cap,
+            why: why.clone(),
+        };
+        if entry.size() > cap {
+            return Err(too_large());
+        }
+        let target = dest.map(|d| d.join(&rel));
+        let (sha1, sha256, head) = copy_entry(&mut entry, ova, &name, target.as_deref(), cap)
+            .map_err(|e| match e {
+                CopyError::TooLarge => too_large(),
+                CopyError::Ova(e) => e,
+            })?;
+        wanted_by_vmdk(&head, &name, want, limits).map_err(|source| OvaError::Vmdk {
+            ova: ova.to_owned(),
+            entry: name.clone(),
+            source,
+        })?;
+        if dest.is_none() {
+            x.heads.insert(name.clone(), head);
+        }
+        x.digests.insert(name, (sha1, sha256));
     }
-    let ovf = match ovfs.len() {
-        0 => return Err(OvaError::NoDescriptor(ova.to_owned())),
-        1 => ovfs.remove(0),
-        _ => return Err(OvaError::SeveralDescriptors(ova.to_owned())),
+    if wanted.is_none() {
+        return Err(OvaError::NoDescriptor(ova.to_owned()));
+    }
+    Ok(x)
+}
+
+/// The entry's plain name, `None` for entries that carry no file (directories, PAX and
+/// GNU long-name records), or why it is refused.
+fn check_entry<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    ova: &Path,
+) -> Result<Option<PathBuf>, OvaError> {
+    let raw = entry
+        .path()
+        .map_err(|source| OvaError::Archive {
+            ova: ova.to_owned(),
+            source,
+        })?
+        .into_owned();
+    let shown = raw.to_string_lossy().into_owned();
+    let traversal = || OvaError::Traversal {
+        ova: ova.to_owned(),
+        entry: shown.clone(),
     };
-    Ok(Extracted {
-        ovf,
-        manifest,
-        digests,
-    })
+    let kind = entry.header().entry_type();
+    if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() {
+        return Ok(None);
+    }
+    let rel = plain_name(&raw).ok_or_else(traversal)?;
+    if kind.is_dir() {
+        return Ok(None);
+    }
+    if kind.is_symlink() || kind.is_hard_link() {
+        return Err(traversal());
+    }
+    // GNU sparse entries (tar --sparse, and the tar crate's default for files with
+    // holes) read back expanded, so they are plain files here.
+    if !(kind.is_file() || kind.is_gnu_sparse() || kind.is_contiguous()) {
+        return Err(OvaError::NotAFile {
+            ova: ova.to_owned(),
+            entry: shown,
+        });
+    }
+    Ok(Some(rel))
+}
+
+/// A small entry (descriptor, manifest) read into memory with its digests.
+fn read_text(
+    entry: &mut impl Read,
+    ova: &Path,
+    name: &str,
+    cap: u64,
+) -> Result<(String, (String, String)), OvaError> {
+    let (sha1, sha256, bytes) = copy_entry(entry, ova, name, None, cap).map_err(|e| match e {
+        CopyError::TooLarge => OvaError::TooLarge {
+            ova: ova.to_owned(),
+            entry: name.to_owned(),
+            limit: cap,
+            why: "the most a descriptor or manifest may hold".into(),
+        },
+        CopyError::Ova(e) => e,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| OvaError::NotText {
+        ova: ova.to_owned(),
+        entry: name.to_owned(),
+    })?;
+    Ok((text, (sha1, sha256)))
+}
+
+enum CopyError {
+    TooLarge,
+    Ova(OvaError),
+}
+
+/// Stream one entry to `target` (or nowhere), at most `cap` bytes; returns its digests and
+/// first bytes.
+fn copy_entry(
+    entry: &mut impl Read,
+    ova: &Path,
+    name: &str,
+    target: Option<&Path>,
+    cap: u64,
+) -> Result<(String, String, Vec<u8>), CopyError> {
+    let write_err = |file: &Path| {
+        let file = file.to_owned();
+        move |source| {
+            CopyError::Ova(OvaError::Write {
+                file,
+                entry: name.to_owned(),
+                source,
+            })
+        }
+    };
+    let file = match target {
+        Some(t) => {
+            if let Some(parent) = t.parent() {
+                std::fs::create_dir_all(parent).map_err(write_err(t))?;
+            }
+            Some(File::create_new(t).map_err(write_err(t))?)
+        }
+        None => None,
+    };
+    let shown = target.unwrap_or(Path::new(name));
+    let mut tee = Tee::new(file);
+    // A read error here is a truncated archive; a write error is the destination's fault.
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = entry.read(&mut buf).map_err(|source| {
+            CopyError::Ova(OvaError::Archive {
+                ova: ova.to_owned(),
+                source,
+            })
+        })?;
+        if n == 0 {
+            break;
+        }
+        if tee.written.saturating_add(n as u64) > cap {
+            return Err(CopyError::TooLarge);
+        }
+        tee.write(&buf[..n]).map_err(write_err(shown))?;
+    }
+    tee.finish().map_err(write_err(shown))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An OVF that references `disk.vmdk` (with `size`, when given).
+    fn ovf(size: Option<u64>) -> String {
+        let size = size
+            .map(|s| format!(" ovf:size=\"{s}\""))
+            .unwrap_or_default();
+        format!(
+            r#"<ovf:Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <ovf:References><ovf:File ovf:id="f1" ovf:href="disk.vmdk"{size}/></ovf:References>
+  <ovf:VirtualSystem ovf:id="vm"><ovf:VirtualHardwareSection/></ovf:VirtualSystem>
+</ovf:Envelope>"#
+        )
+    }
 
     fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -235,26 +512,75 @@ mod tests {
         b.into_inner().unwrap()
     }
 
+    fn run(tar: &[u8], dest: Option<&Path>) -> Result<Extracted, OvaError> {
+        extract_from(tar, Path::new("vm.ova"), dest, Limits::default())
+    }
+
     #[test]
-    fn files_are_extracted_with_both_digests() {
+    fn referenced_files_are_extracted_with_both_digests_and_others_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let tar = tar_with(&[("vm.ovf", b"<x/>"), ("vm.mf", b""), ("disk.vmdk", b"hello")]);
-        let x = extract_from(tar.as_slice(), Path::new("vm.ova"), dir.path()).unwrap();
-        assert_eq!(x.ovf, dir.path().join("vm.ovf"));
-        assert_eq!(x.manifest, Some(dir.path().join("vm.mf")));
+        let text = ovf(None);
+        let tar = tar_with(&[
+            ("vm.ovf", text.as_bytes()),
+            ("vm.mf", b""),
+            ("disk.vmdk", b"hello"),
+            ("extra.iso", b"not referenced"),
+        ]);
+        let x = run(&tar, Some(dir.path())).unwrap();
+        assert_eq!(x.ovf_name, "vm.ovf");
+        assert_eq!(x.manifest, Some(("vm.mf".into(), String::new())));
         let (sha1, sha256) = &x.digests["disk.vmdk"];
         assert_eq!(sha1, "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d");
         assert_eq!(
             sha256,
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
+        assert_eq!(
+            std::fs::read(dir.path().join("disk.vmdk")).unwrap(),
+            b"hello"
+        );
+        assert_eq!(x.skipped, vec!["extra.iso".to_owned()]);
+        assert!(!dir.path().join("extra.iso").exists());
+        assert!(
+            !dir.path().join("vm.ovf").exists(),
+            "the descriptor stays in memory"
+        );
     }
 
     #[test]
-    fn an_entry_climbing_out_is_refused_naming_it() {
+    fn with_no_destination_nothing_is_written_and_heads_are_kept() {
+        let text = ovf(None);
+        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("disk.vmdk", b"hello")]);
+        let x = run(&tar, None).unwrap();
+        assert_eq!(x.heads["disk.vmdk"], b"hello");
+        assert!(x.digests.contains_key("disk.vmdk"));
+    }
+
+    #[test]
+    fn a_file_larger_than_its_declared_size_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let tar = tar_with(&[("vm.ovf", b"<x/>"), ("../evil.vmdk", b"x")]);
-        let err = extract_from(tar.as_slice(), Path::new("vm.ova"), dir.path()).unwrap_err();
+        let text = ovf(Some(3));
+        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("disk.vmdk", b"hello")]);
+        let err = run(&tar, Some(dir.path())).unwrap_err();
+        assert!(matches!(err, OvaError::TooLarge { limit: 3, .. }), "{err}");
+        assert!(err.to_string().contains("disk.vmdk"), "{err}");
+    }
+
+    #[test]
+    fn the_absolute_cap_applies_when_nothing_is_declared() {
+        let text = ovf(None);
+        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("disk.vmdk", b"hello")]);
+        let limits = Limits { max_entry_bytes: 4 };
+        let err = extract_from(tar.as_slice(), Path::new("vm.ova"), None, limits).unwrap_err();
+        assert!(matches!(err, OvaError::TooLarge { limit: 4, .. }), "{err}");
+    }
+
+    #[test]
+    fn an_entry_climbing_out_is_refused_naming_it_even_unreferenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = ovf(None);
+        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("../evil.vmdk", b"x")]);
+        let err = run(&tar, Some(dir.path())).unwrap_err();
         assert!(matches!(err, OvaError::Traversal { .. }), "{err}");
         assert!(err.to_string().contains("../evil.vmdk"), "{err}");
         assert!(!dir.path().parent().unwrap().join("evil.vmdk").exists());
@@ -263,18 +589,20 @@ mod tests {
     #[test]
     fn a_truncated_archive_is_an_archive_error() {
         let dir = tempfile::tempdir().unwrap();
-        let tar = tar_with(&[("vm.ovf", b"<x/>"), ("disk.vmdk", &[7u8; 4096])]);
-        let err = extract_from(&tar[..1536], Path::new("vm.ova"), dir.path()).unwrap_err();
+        let text = ovf(None);
+        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("disk.vmdk", &[7u8; 4096])]);
+        let err = run(&tar[..2048], Some(dir.path())).unwrap_err();
         assert!(matches!(err, OvaError::Archive { .. }), "{err}");
     }
 
     #[test]
-    fn an_archive_without_descriptor_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let tar = tar_with(&[("disk.vmdk", b"x")]);
-        assert!(matches!(
-            extract_from(tar.as_slice(), Path::new("a.ova"), dir.path()),
-            Err(OvaError::NoDescriptor(_))
-        ));
+    fn an_archive_not_starting_with_its_descriptor_is_refused() {
+        let text = ovf(None);
+        for tar in [
+            tar_with(&[("disk.vmdk", b"x")]),
+            tar_with(&[("disk.vmdk", b"x"), ("vm.ovf", text.as_bytes())]),
+        ] {
+            assert!(matches!(run(&tar, None), Err(OvaError::NoDescriptor(_))));
+        }
     }
 }

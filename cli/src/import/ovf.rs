@@ -162,7 +162,11 @@ fn read_disk_section(
                     d.attr(OVF_ATTR, "capacityAllocationUnits")
                         .unwrap_or("byte"),
                 )?;
-                Some(n.saturating_mul(unit))
+                let bytes = n.checked_mul(unit).ok_or_else(|| OvfError::BadValue {
+                    what: "Disk capacity in bytes",
+                    value: format!("{c} × {unit}"),
+                })?;
+                Some(bytes)
             }
             None => None,
         };
@@ -295,7 +299,7 @@ fn read_system(system: &Element, disks: &BTreeMap<String, OvfDisk>) -> Result<So
             .child_text(RASD, "Address")
             .and_then(|a| a.parse().ok())
             .unwrap_or(*counter);
-        *counter = index + 1;
+        *counter = index.saturating_add(1);
         let shared = vmw_config(item)
             .get("sharedbus")
             .is_some_and(|v| !v.eq_ignore_ascii_case("nosharing"));
@@ -333,7 +337,10 @@ fn read_system(system: &Element, disks: &BTreeMap<String, OvfDisk>) -> Result<So
                     item.child_text(RASD, "AllocationUnits")
                         .unwrap_or("byte * 2^20"),
                 )?;
-                vm.memory_mib = qty.saturating_mul(unit) >> 20;
+                vm.memory_mib = qty.checked_mul(unit).ok_or_else(|| OvfError::BadValue {
+                    what: "memory in bytes",
+                    value: format!("{qty} × {unit}"),
+                })? >> 20;
             }
             17 => vm.disks.push(read_disk(item, &cfg, &controllers, disks)?),
             10 => vm.nics.push(SourceNic {

@@ -135,6 +135,9 @@ pub struct Report {
     pub manifest: serde_json::Value,
     /// Per-disk conversion timings (after import).
     pub timings: Vec<JobTiming>,
+    /// How the import was confined, when it is weaker than usual (e.g. qemu-img kept root).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 fn human_bytes(b: u64) -> String {

@@ -11,7 +11,10 @@ use super::advisor::{self, ExtraFacts, Severity};
 use super::convert::{ConvertError, Converter, Job};
 use super::load::{self, LoadError, Loaded};
 use super::manifest::{self, Built, ManifestError, MappingOptions, PlannedDisk};
+use super::ova::Limits;
+use super::qemu_view::{self, ViewError};
 use super::report::{DiskReport, QuotaReport, Report, Status, Steps, VmSummary};
+use super::sandbox::Sandbox;
 
 /// What the storage quota lookup found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,8 +49,10 @@ pub struct Request {
     pub dry_run: bool,
     /// The storage quota figure.
     pub quota: QuotaInfo,
-    /// How disks are converted.
+    /// How disks are converted (its sandbox is set per import).
     pub converter: Converter,
+    /// Caps on what an OVA may make ivctl write.
+    pub limits: Limits,
 }
 
 /// Why an import failed (nothing was left behind).
@@ -59,6 +64,9 @@ pub enum ImportError {
     /// Converting or verifying a disk failed.
     #[error(transparent)]
     Convert(#[from] ConvertError),
+    /// QEMU would open a file outside the bundle.
+    #[error(transparent)]
+    View(#[from] ViewError),
     /// Writing the manifest failed.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
@@ -88,16 +96,29 @@ fn io_err(file: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> I
 }
 
 /// Run one import and return its report (also for dry runs and blocked imports).
+///
+/// A dry run writes nothing at all: no `--out`, no staging directory, no OVA entry.
 pub fn run(req: &Request) -> Result<Report, ImportError> {
-    std::fs::create_dir_all(&req.out)
-        .map_err(io_err(&req.out, "cannot create the output directory"))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".ivctl-import-")
-        .tempdir_in(&req.out)
-        .map_err(io_err(&req.out, "cannot create a staging directory"))?;
-    let scratch = staging.path().join("source");
-    std::fs::create_dir(&scratch).map_err(io_err(&scratch, "cannot create a directory"))?;
-    let loaded = load::load(&req.source, &scratch)?;
+    let staging = if req.dry_run {
+        None
+    } else {
+        std::fs::create_dir_all(&req.out)
+            .map_err(io_err(&req.out, "cannot create the output directory"))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".ivctl-import-")
+            .tempdir_in(&req.out)
+            .map_err(io_err(&req.out, "cannot create a staging directory"))?;
+        let scratch = staging.path().join("source");
+        std::fs::create_dir(&scratch).map_err(io_err(&scratch, "cannot create a directory"))?;
+        Some(staging)
+    };
+    let scratch = staging.as_ref().map(|s| s.path().join("source"));
+    let loaded = load::load(&req.source, scratch.as_deref(), req.limits)?;
+    let sandbox = Sandbox::for_import(
+        staging.as_ref().map(tempfile::TempDir::path),
+        &disk_files(&loaded),
+    );
+    check_with_qemu(req, &loaded, &sandbox)?;
 
     let name = req
         .name
@@ -162,14 +183,22 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
         manifest_file: None,
         manifest: serde_json::to_value(&built.vm).unwrap_or_default(),
         timings: Vec::new(),
+        notes: sandbox.note.iter().cloned().collect(),
     };
+    if loaded.shallow {
+        report.notes.push(
+            "dry run: the OVA was read without unpacking; its disks were inspected from their \
+             first bytes only"
+                .into(),
+        );
+    }
     if blocked && !req.force {
         report.status = Status::Blocked;
         return Ok(report);
     }
-    if req.dry_run {
+    let Some(staging) = staging.filter(|_| !req.dry_run) else {
         return Ok(report);
-    }
+    };
 
     let vm_stage = staging.path().join(&name);
     std::fs::create_dir(&vm_stage).map_err(io_err(&vm_stage, "cannot create a directory"))?;
@@ -177,14 +206,28 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
         .iter()
         .zip(&sources)
         .zip(&built.image_files)
-        .map(|((p, source), file)| Job {
+        .map(|((p, (source, standalone)), file)| Job {
             label: p.source.slot(),
             source: source.clone(),
             dest: vm_stage.join(file),
             expected_bytes: Some(p.capacity_bytes),
+            standalone: *standalone,
         })
         .collect();
-    report.timings = req.converter.run(&jobs)?;
+    let converter = Converter {
+        sandbox: sandbox.clone(),
+        ..req.converter.clone()
+    };
+    sandbox.lend().map_err(io_err(
+        staging.path(),
+        "cannot hand the staging directory to qemu-img's user",
+    ))?;
+    let converted = converter.run(&jobs);
+    sandbox.reclaim().map_err(io_err(
+        staging.path(),
+        "cannot take the staging directory back",
+    ))?;
+    report.timings = converted?;
     let manifest_path = vm_stage.join(format!("{name}.yaml"));
     let mut f =
         std::fs::File::create_new(&manifest_path).map_err(|source| ManifestError::Write {
@@ -208,12 +251,54 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
     Ok(report)
 }
 
+/// Every file of the disks that are converted.
+fn disk_files(loaded: &Loaded) -> Vec<PathBuf> {
+    converted(loaded)
+        .flat_map(|info| info.files.iter().cloned())
+        .collect()
+}
+
+/// The inspected disks that are converted (not raw device mappings).
+fn converted(loaded: &Loaded) -> impl Iterator<Item = &super::vmdk_check::DiskInfo> {
+    loaded
+        .disks
+        .iter()
+        .filter_map(|d| d.info.as_ref())
+        .filter(|i| !i.descriptor.is_rdm())
+}
+
+/// Ask QEMU what it would open for each converted disk, when the disks are on disk (not
+/// for an OVA read in a dry run).
+fn check_with_qemu(req: &Request, loaded: &Loaded, sandbox: &Sandbox) -> Result<(), ImportError> {
+    if loaded.shallow {
+        return Ok(());
+    }
+    if let Some(w) = &sandbox.workdir {
+        sandbox.lend().map_err(io_err(
+            w,
+            "cannot hand the staging directory to qemu-img's user",
+        ))?;
+    }
+    let checked = converted(loaded).try_for_each(|info| {
+        qemu_view::check(&req.converter.qemu_img, sandbox, &loaded.root, &info.path)
+    });
+    if let Some(w) = &sandbox.workdir {
+        sandbox
+            .reclaim()
+            .map_err(io_err(w, "cannot take the staging directory back"))?;
+    }
+    Ok(checked?)
+}
+
+/// A converted disk's VMDK and whether it stands alone (no parent).
+type Source = (PathBuf, bool);
+
 /// Which disks are converted (RDMs are not) with their VMDK paths, their report lines and
 /// disk facts.
 fn plan_disks(
     loaded: &Loaded,
     mapping: &MappingOptions,
-) -> (Vec<PlannedDisk>, Vec<PathBuf>, Vec<DiskReport>, ExtraFacts) {
+) -> (Vec<PlannedDisk>, Vec<Source>, Vec<DiskReport>, ExtraFacts) {
     let mut planned = Vec::new();
     let mut sources = Vec::new();
     let mut reports = Vec::new();
@@ -265,7 +350,7 @@ fn plan_disks(
             sources.push(
                 disk.info
                     .as_ref()
-                    .map(|i| i.path.clone())
+                    .map(|i| (i.path.clone(), i.snapshot_levels == 0))
                     .unwrap_or_default(),
             );
         }

@@ -19,9 +19,16 @@ pub const FLAG_COMPRESSED: u32 = 1 << 16;
 pub const FLAG_MARKERS: u32 = 1 << 17;
 /// The parent CID of a disk that has no parent.
 pub const NO_PARENT_CID: &str = "ffffffff";
+/// Largest virtual size accepted: 64 TiB, above VMware's own 62 TB limit.
+pub const MAX_CAPACITY_BYTES: u64 = 64 << 40;
+/// Bytes of an embedded descriptor QEMU reads whatever the header's size says (its
+/// `DESC_SIZE`, 20 sectors): a hint hidden after the declared size is still seen.
+pub const QEMU_DESC_BYTES: u64 = 20 * SECTOR;
+/// The key QEMU looks for anywhere in a descriptor, comments included (`strstr`).
+const PARENT_HINT_KEY: &str = "parentFileNameHint";
 
 /// Why a VMDK descriptor or header could not be read.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VmdkError {
     /// The text does not start like a VMDK descriptor.
     #[error("not a VMDK descriptor (no createType)")]
@@ -43,6 +50,18 @@ pub enum VmdkError {
     /// A sparse header whose fields contradict each other.
     #[error("sparse header is corrupt: {0}")]
     BadHeader(&'static str),
+    /// A size or offset that does not fit, or a disk above [`MAX_CAPACITY_BYTES`].
+    #[error("{0} is out of range")]
+    OutOfRange(&'static str),
+    /// A `parentFileNameHint` that QEMU would follow but the descriptor does not declare.
+    #[error(
+        "QEMU would open parentFileNameHint {hint:?} (it takes the first one anywhere, even in a \
+         comment), which is not the parent this descriptor declares"
+    )]
+    HiddenParentHint {
+        /// The name QEMU would open.
+        hint: String,
+    },
 }
 
 /// Access mode of an extent.
@@ -169,12 +188,32 @@ impl Descriptor {
         })
     }
 
-    /// Capacity of the disk in bytes: the sum of its extents.
-    pub fn capacity_bytes(&self) -> u64 {
-        self.extents
-            .iter()
-            .map(|e| e.sectors.saturating_mul(SECTOR))
-            .fold(0, u64::saturating_add)
+    /// Capacity of the disk in bytes: the sum of its extents, at most [`MAX_CAPACITY_BYTES`].
+    pub fn capacity_bytes(&self) -> Result<u64, VmdkError> {
+        let too_big = VmdkError::OutOfRange("the sum of the extents' sizes");
+        let mut total: u64 = 0;
+        for e in &self.extents {
+            let bytes = e.sectors.checked_mul(SECTOR).ok_or(too_big.clone())?;
+            total = total.checked_add(bytes).ok_or(too_big.clone())?;
+        }
+        if total > MAX_CAPACITY_BYTES {
+            return Err(too_big);
+        }
+        Ok(total)
+    }
+
+    /// Check the descriptor against QEMU's own reading of `raw` (the bytes QEMU reads,
+    /// up to the first NUL): QEMU takes the first `parentFileNameHint` anywhere, even in a
+    /// comment, so a hint there must be the one this parser saw on a key line.
+    pub fn check_qemu_parent(&self, raw: &[u8]) -> Result<(), VmdkError> {
+        let Some(hint) = qemu_parent_hint(raw) else {
+            return Ok(());
+        };
+        if self.parent_file_name_hint.as_deref() == Some(hint.as_str()) {
+            Ok(())
+        } else {
+            Err(VmdkError::HiddenParentHint { hint })
+        }
     }
 
     /// Whether this is a snapshot delta: it has a parent disk.
@@ -218,6 +257,19 @@ impl Descriptor {
             .get("toolsversion")
             .is_some_and(|v| v != "0" && !v.is_empty())
     }
+}
+
+/// The parent QEMU 7.2 would open for a descriptor (`vmdk_parent_open`): the first
+/// `parentFileNameHint` anywhere before the first NUL, its value starting two bytes after
+/// the key and ending at the next `"`. A hint with no closing quote is returned whole, so
+/// the caller refuses it rather than ignores it.
+pub fn qemu_parent_hint(raw: &[u8]) -> Option<String> {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    let text = String::from_utf8_lossy(&raw[..end]);
+    let at = text.find(PARENT_HINT_KEY)?;
+    let rest = text.get(at + PARENT_HINT_KEY.len()..).unwrap_or_default();
+    let value: String = rest.chars().skip(2).take_while(|c| *c != '"').collect();
+    Some(value)
 }
 
 /// `RW 8192 SPARSE "disk.vmdk"`, `RW 2048 FLAT "disk-flat.vmdk" 0`, `RW 100 ZERO`.
@@ -343,7 +395,27 @@ impl SparseHeader {
                 "embedded descriptor larger than 2 MiB",
             ));
         }
+        let capacity = h
+            .capacity
+            .checked_mul(SECTOR)
+            .filter(|b| *b <= MAX_CAPACITY_BYTES);
+        if capacity.is_none() {
+            return Err(VmdkError::OutOfRange("header capacity"));
+        }
+        if h.descriptor_offset.checked_mul(SECTOR).is_none() {
+            return Err(VmdkError::OutOfRange("embedded descriptor offset"));
+        }
+        if h.gd_offset != GD_AT_END && h.gd_offset.checked_mul(SECTOR).is_none() {
+            return Err(VmdkError::OutOfRange("grain directory offset"));
+        }
         Ok(h)
+    }
+
+    /// Byte offset of the embedded descriptor (checked in [`Self::parse`]).
+    pub fn descriptor_byte_offset(&self) -> Result<u64, VmdkError> {
+        self.descriptor_offset
+            .checked_mul(SECTOR)
+            .ok_or(VmdkError::OutOfRange("embedded descriptor offset"))
     }
 
     /// Whether grains are compressed and framed by markers (streamOptimized).
@@ -351,10 +423,14 @@ impl SparseHeader {
         self.flags & FLAG_COMPRESSED != 0
     }
 
-    /// Entries in the grain directory.
-    pub fn gd_entries(&self) -> u64 {
-        let per_gt = self.grain_size * u64::from(self.num_gtes_per_gt);
-        self.capacity.div_ceil(per_gt)
+    /// Entries in the grain directory (`None` when a field is zero or the product overflows;
+    /// [`Self::parse`] refuses both).
+    pub fn gd_entries(&self) -> Option<u64> {
+        let per_gt = self
+            .grain_size
+            .checked_mul(u64::from(self.num_gtes_per_gt))
+            .filter(|n| *n > 0)?;
+        Some(self.capacity.div_ceil(per_gt))
     }
 }
 
@@ -374,7 +450,7 @@ mod tests {
         assert_eq!(d.extents.len(), 1);
         assert_eq!(d.extents[0].kind, ExtentKind::Flat);
         assert_eq!(d.extents[0].file.as_deref(), Some("disk-flat.vmdk"));
-        assert_eq!(d.capacity_bytes(), 12288 * 512);
+        assert_eq!(d.capacity_bytes(), Ok(12288 * 512));
         assert_eq!(d.adapter_type(), Some("lsilogic"));
         assert!(!d.has_parent());
         assert!(d.has_tools_version());
@@ -397,7 +473,7 @@ mod tests {
         assert_eq!(d.extents[1].offset, 16);
         assert_eq!(d.extents[1].access, Access::Rdonly);
         assert_eq!(d.extents[2].file, None);
-        assert_eq!(d.capacity_bytes(), 14 * 512);
+        assert_eq!(d.capacity_bytes(), Ok(14 * 512));
     }
 
     #[test]
@@ -461,7 +537,7 @@ mod tests {
             (h.capacity, h.grain_size, h.descriptor_offset, h.gd_offset),
             (2048, 128, 1, 21)
         );
-        assert_eq!(h.gd_entries(), 1);
+        assert_eq!(h.gd_entries(), Some(1));
         assert!(!h.is_stream_optimized());
         assert!(SparseHeader::parse(&header(9, 128)).is_err());
         assert!(SparseHeader::parse(&header(1, 100)).is_err());

@@ -12,7 +12,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::bundle::{self, BundleError};
-use super::vmdk::{Descriptor, ExtentKind, GD_AT_END, SECTOR, SparseHeader, VmdkError};
+use super::vmdk::{
+    Descriptor, ExtentKind, GD_AT_END, QEMU_DESC_BYTES, SECTOR, SparseHeader, VmdkError,
+};
 
 /// Most snapshot levels followed through `parentFileNameHint`.
 const MAX_CHAIN: usize = 32;
@@ -101,6 +103,8 @@ pub struct DiskInfo {
     pub capacity_bytes: u64,
     /// Delta disks above the base (0 for a disk without snapshots).
     pub snapshot_levels: usize,
+    /// Every file of the disk: descriptors of each level and their extents.
+    pub files: Vec<PathBuf>,
 }
 
 /// Open the VMDK named `name` in `descriptor_file` (relative to `root`), check it and its
@@ -109,20 +113,28 @@ pub fn inspect(root: &Path, descriptor_file: &Path, name: &str) -> Result<DiskIn
     let path = bundle::resolve(root, descriptor_file, name)?;
     let mut current = path.clone();
     let mut top: Option<Descriptor> = None;
+    let mut files = Vec::new();
     for level in 0..=MAX_CHAIN {
-        let descriptor = open_and_check(root, &current)?;
+        let descriptor = open_and_check(root, &current, &mut files)?;
         let parent = descriptor.parent_file_name_hint.clone();
         if top.is_none() {
             top = Some(descriptor.clone());
         }
         let Some(parent) = parent.filter(|_| !descriptor.is_rdm()) else {
             let descriptor = top.unwrap_or(descriptor);
-            let capacity_bytes = descriptor.capacity_bytes();
+            let capacity_bytes =
+                descriptor
+                    .capacity_bytes()
+                    .map_err(|source| DiskError::Descriptor {
+                        file: path.clone(),
+                        source,
+                    })?;
             return Ok(DiskInfo {
                 path,
                 descriptor,
                 capacity_bytes,
                 snapshot_levels: level,
+                files,
             });
         };
         current = bundle::resolve(root, &current, &parent)?;
@@ -130,13 +142,83 @@ pub fn inspect(root: &Path, descriptor_file: &Path, name: &str) -> Result<DiskIn
     Err(DiskError::ChainTooDeep { file: path })
 }
 
+/// The descriptor in a VMDK's first bytes (embedded or the whole buffer), checked
+/// against QEMU's reading of the parent hint; no grain walk.
+pub fn descriptor_in(head: &[u8]) -> Result<Descriptor, VmdkError> {
+    match descriptor_of(head) {
+        Ok((d, _)) => Ok(d),
+        Err(Found::Bad(e)) => Err(e),
+        Err(_) => Err(VmdkError::NotADescriptor),
+    }
+}
+
+/// A disk of an OVA read with nothing extracted (a dry run): what its first bytes say.
+/// Extents are not opened and grains not walked; a parent counts as one level.
+pub fn inspect_head(
+    root: &Path,
+    descriptor_file: &Path,
+    name: &str,
+    heads: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<DiskInfo, DiskError> {
+    let path = bundle::confine(root, descriptor_file, name)?;
+    let head = heads.get(name).ok_or_else(|| BundleError::Missing {
+        descriptor: descriptor_file.to_owned(),
+        name: name.to_owned(),
+    })?;
+    let bad = |source| DiskError::Descriptor {
+        file: path.clone(),
+        source,
+    };
+    let descriptor = match descriptor_of(head.as_slice()) {
+        Ok((d, _)) => d,
+        Err(Found::Bad(e)) => return Err(bad(e)),
+        Err(other) => {
+            return Err(DiskError::Truncated {
+                file: path.clone(),
+                what: String::from(other),
+            });
+        }
+    };
+    if !descriptor.is_rdm() {
+        descriptor.check_supported().map_err(bad)?;
+    }
+    let capacity_bytes = descriptor.capacity_bytes().map_err(bad)?;
+    if let Some(parent) = &descriptor.parent_file_name_hint {
+        bundle::confine(root, &path, parent)?;
+    }
+    Ok(DiskInfo {
+        snapshot_levels: usize::from(descriptor.has_parent()),
+        path,
+        descriptor,
+        capacity_bytes,
+        files: Vec::new(),
+    })
+}
+
+/// What a VMDK's own bytes say, with no other file opened: its descriptor (embedded or the
+/// whole buffer), checked against QEMU's reading of the parent hint, and for a sparse
+/// extent with an embedded descriptor, the grain walk. The fuzz targets drive this.
+pub fn check_image<R: ReadAt + ?Sized>(r: &R) -> Result<Descriptor, String> {
+    let (descriptor, header) = descriptor_of(r)?;
+    if let Some(h) = header {
+        check_sparse(r, &h)?;
+    }
+    descriptor.capacity_bytes().map_err(|e| e.to_string())?;
+    Ok(descriptor)
+}
+
 /// Read one VMDK's descriptor (plain or embedded) and check each of its extents.
-fn open_and_check(root: &Path, path: &Path) -> Result<Descriptor, DiskError> {
+fn open_and_check(
+    root: &Path,
+    path: &Path,
+    files: &mut Vec<PathBuf>,
+) -> Result<Descriptor, DiskError> {
     let io = |source| DiskError::Io {
         file: path.to_owned(),
         source,
     };
     let file = File::open(path).map_err(io)?;
+    files.push(path.to_owned());
     let (descriptor, header) = read_descriptor(&file, path)?;
     if descriptor.is_rdm() {
         return Ok(descriptor);
@@ -152,6 +234,9 @@ fn open_and_check(root: &Path, path: &Path) -> Result<Descriptor, DiskError> {
             continue;
         };
         let extent_path = bundle::resolve(root, path, name)?;
+        if !files.contains(&extent_path) {
+            files.push(extent_path.clone());
+        }
         let same_file = extent_path.canonicalize().ok() == path.canonicalize().ok();
         let ext_io = |source| DiskError::Io {
             file: extent_path.clone(),
@@ -162,8 +247,12 @@ fn open_and_check(root: &Path, path: &Path) -> Result<Descriptor, DiskError> {
                 let len = std::fs::metadata(&extent_path).map_err(ext_io)?.len();
                 let need = extent
                     .offset
-                    .saturating_add(extent.sectors)
-                    .saturating_mul(SECTOR);
+                    .checked_add(extent.sectors)
+                    .and_then(|s| s.checked_mul(SECTOR))
+                    .ok_or_else(|| DiskError::Descriptor {
+                        file: path.to_owned(),
+                        source: VmdkError::OutOfRange("flat extent offset plus size"),
+                    })?;
                 if len < need {
                     return Err(DiskError::Truncated {
                         file: extent_path,
@@ -217,41 +306,76 @@ fn read_descriptor(
     file: &File,
     path: &Path,
 ) -> Result<(Descriptor, Option<SparseHeader>), DiskError> {
-    let io = |source| DiskError::Io {
-        file: path.to_owned(),
-        source,
-    };
-    let len = ReadAt::size(file).map_err(io)?;
+    descriptor_of(file).map_err(|e| match e {
+        Found::Io(source) => DiskError::Io {
+            file: path.to_owned(),
+            source,
+        },
+        Found::Bad(source) => DiskError::Descriptor {
+            file: path.to_owned(),
+            source,
+        },
+        Found::Truncated(what) => DiskError::Truncated {
+            file: path.to_owned(),
+            what: what.into(),
+        },
+    })
+}
+
+/// Why [`descriptor_of`] found no descriptor.
+#[derive(Debug)]
+enum Found {
+    Io(std::io::Error),
+    Bad(VmdkError),
+    Truncated(&'static str),
+}
+
+impl From<Found> for String {
+    fn from(f: Found) -> Self {
+        match f {
+            Found::Io(e) => e.to_string(),
+            Found::Bad(e) => e.to_string(),
+            Found::Truncated(w) => w.to_owned(),
+        }
+    }
+}
+
+/// Read the descriptor from positional bytes; refuse it when QEMU would read another parent.
+fn descriptor_of<R: ReadAt + ?Sized>(r: &R) -> Result<(Descriptor, Option<SparseHeader>), Found> {
+    let len = r.size().map_err(Found::Io)?;
     let mut first = vec![0u8; len.min(SECTOR) as usize];
-    ReadAt::read_exact_at(file, &mut first, 0).map_err(io)?;
-    let bad = |source| DiskError::Descriptor {
-        file: path.to_owned(),
-        source,
-    };
+    r.read_exact_at(&mut first, 0).map_err(Found::Io)?;
     if SparseHeader::is_sparse(&first) {
-        let header = SparseHeader::parse(&first).map_err(bad)?;
+        let header = SparseHeader::parse(&first).map_err(Found::Bad)?;
         if header.descriptor_offset == 0 {
-            return Err(bad(VmdkError::BadHeader(
+            return Err(Found::Bad(VmdkError::BadHeader(
                 "sparse extent without an embedded descriptor; give its descriptor file",
             )));
         }
-        let mut text = vec![0u8; (header.descriptor_size * SECTOR) as usize];
-        ReadAt::read_exact_at(file, &mut text, header.descriptor_offset * SECTOR).map_err(
-            |_| DiskError::Truncated {
-                file: path.to_owned(),
-                what: "embedded descriptor lies beyond the end".into(),
-            },
-        )?;
-        let descriptor = Descriptor::parse(&String::from_utf8_lossy(&text)).map_err(bad)?;
+        let at = header.descriptor_byte_offset().map_err(Found::Bad)?;
+        // parse() capped descriptor_size at 4096 sectors: the product fits.
+        let declared = header.descriptor_size * SECTOR;
+        if at.checked_add(declared).is_none_or(|end| end > len) {
+            return Err(Found::Truncated("embedded descriptor lies beyond the end"));
+        }
+        // QEMU reads QEMU_DESC_BYTES whatever the declared size: scan what it scans.
+        let scanned = declared.max(QEMU_DESC_BYTES).min(len - at);
+        let mut raw = vec![0u8; scanned as usize];
+        r.read_exact_at(&mut raw, at).map_err(Found::Io)?;
+        let text = String::from_utf8_lossy(&raw[..declared as usize]);
+        let descriptor = Descriptor::parse(&text).map_err(Found::Bad)?;
+        descriptor.check_qemu_parent(&raw).map_err(Found::Bad)?;
         return Ok((descriptor, Some(header)));
     }
     if len > MAX_DESCRIPTOR {
-        return Err(bad(VmdkError::NotADescriptor));
+        return Err(Found::Bad(VmdkError::NotADescriptor));
     }
-    let mut text = vec![0u8; len as usize];
-    ReadAt::read_exact_at(file, &mut text, 0).map_err(io)?;
-    let text = std::str::from_utf8(&text).map_err(|_| bad(VmdkError::NotADescriptor))?;
-    Ok((Descriptor::parse(text).map_err(bad)?, None))
+    let mut raw = vec![0u8; len as usize];
+    r.read_exact_at(&mut raw, 0).map_err(Found::Io)?;
+    let text = std::str::from_utf8(&raw).map_err(|_| Found::Bad(VmdkError::NotADescriptor))?;
+    let descriptor = Descriptor::parse(text).map_err(Found::Bad)?;
+    descriptor.check_qemu_parent(&raw).map_err(Found::Bad)?;
+    Ok((descriptor, None))
 }
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
@@ -277,22 +401,31 @@ pub fn check_sparse<R: ReadAt + ?Sized>(r: &R, header: &SparseHeader) -> Result<
             return Err("footer does not match the header".into());
         }
     }
-    let entries = usize::try_from(h.gd_entries()).map_err(|_| "grain directory too large")?;
-    let gd_bytes = entries * 4;
-    let gd_at = h.gd_offset.saturating_mul(SECTOR);
-    if gd_at.saturating_add(gd_bytes as u64) > len {
+    let too_large = || "grain directory too large".to_owned();
+    let entries = h.gd_entries().ok_or_else(too_large)?;
+    let gd_bytes = entries.checked_mul(4).ok_or_else(too_large)?;
+    let gd_at = h
+        .gd_offset
+        .checked_mul(SECTOR)
+        .ok_or_else(|| "grain directory offset out of range".to_owned())?;
+    if gd_at.checked_add(gd_bytes).is_none_or(|end| end > len) {
         return Err(format!(
             "grain directory at byte {gd_at} lies beyond the end ({len} bytes)"
         ));
     }
+    // Both fit in memory now: the directory lies inside the file.
+    let (entries, gd_bytes) = (entries as usize, gd_bytes as usize);
     let mut gd = vec![0u8; gd_bytes];
     r.read_exact_at(&mut gd, gd_at).map_err(|e| e.to_string())?;
     let gt_len = h.num_gtes_per_gt as usize;
     let mut gt = vec![0u8; gt_len * 4];
     let grain_bytes = h.grain_size * SECTOR;
+    // A table shared by several directory entries is walked once: the walk stays linear in
+    // the file's size however the directory is crafted.
+    let mut walked = std::collections::BTreeSet::new();
     for i in 0..entries {
         let gde = u64::from(u32_at(&gd, i));
-        if gde == 0 {
+        if gde == 0 || !walked.insert(gde) {
             continue;
         }
         let gt_at = gde * SECTOR;

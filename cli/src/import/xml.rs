@@ -27,7 +27,14 @@ pub enum XmlError {
     /// No root element.
     #[error("the document has no root element")]
     Empty,
+    /// Elements nested deeper than [`MAX_DEPTH`] (dropping such a tree would overflow
+    /// the stack; OVF needs a handful of levels).
+    #[error("elements nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
 }
+
+/// Deepest element nesting accepted.
+pub const MAX_DEPTH: usize = 128;
 
 /// A name resolved to its namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +145,9 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                         parent.children.push(el);
                     }
                 } else {
+                    if stack.len() > MAX_DEPTH {
+                        return Err(XmlError::TooDeep);
+                    }
                     stack.push(el);
                 }
             }

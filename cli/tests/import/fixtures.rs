@@ -338,6 +338,7 @@ pub fn request(source: &Path, out: &Path) -> Request {
             progress: false,
             ..Converter::default()
         },
+        limits: Default::default(),
     }
 }
 

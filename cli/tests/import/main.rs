@@ -1,8 +1,10 @@
 //! End-to-end tests of `ivctl import vmware` on fixtures made here with qemu-img.
 
+mod attacks;
 mod cli;
 mod failures;
 mod fixtures;
 mod formats;
+mod fuzz;
 mod schema;
 mod subformats;
