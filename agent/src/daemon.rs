@@ -47,6 +47,8 @@ pub struct Config {
     pub collect_orphans: bool,
     /// The KVM device whose access the host check verifies (/dev/kvm).
     pub kvm_device: PathBuf,
+    /// Where image downloads may go, and how large an image may be.
+    pub image_policy: crate::storage::fetch_policy::FetchPolicy,
 }
 
 impl Config {
@@ -69,6 +71,7 @@ impl Config {
             heartbeat_period: heartbeat::PERIOD,
             collect_orphans: true,
             kvm_device: PathBuf::from("/dev/kvm"),
+            image_policy: Default::default(),
         }
     }
 }
@@ -148,7 +151,7 @@ pub async fn run(
 
     let metrics = Arc::new(Metrics::new());
     let storage = StorageRoots {
-        cache: ImageCache::new(&config.state_dir),
+        cache: ImageCache::with_policy(&config.state_dir, config.image_policy.clone()),
         state_dir: config.state_dir.clone(),
         images_dir: config.images_dir.clone(),
     };

@@ -37,6 +37,19 @@ struct Args {
     /// Full resync period (e.g. 60s, 5m).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     resync_interval: Duration,
+    /// Address ranges image downloads may not reach besides loopback, link-local and
+    /// multicast: the cluster's pod and service ranges (repeat, e.g. 10.96.0.0/12).
+    #[arg(long = "image-deny-cidr", value_name = "CIDR")]
+    image_deny_cidr: Vec<ipnet::IpNet>,
+    /// Ranges image downloads may reach even though denied (an image server on loopback).
+    #[arg(long = "image-allow-cidr", value_name = "CIDR")]
+    image_allow_cidr: Vec<ipnet::IpNet>,
+    /// When given, the only host names images may be downloaded from (repeat).
+    #[arg(long = "image-host", value_name = "HOST")]
+    image_host: Vec<String>,
+    /// Largest image one download may write, in bytes.
+    #[arg(long, default_value_t = ironvisor_agent::storage::fetch_policy::DEFAULT_MAX_BYTES)]
+    image_max_bytes: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -56,6 +69,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     Ok(Duration::from_secs(secs))
 }
+
+use ironvisor_agent::storage::fetch_policy::FetchPolicy;
 
 async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
     let config = match kubeconfig {
@@ -86,6 +101,16 @@ async fn main() -> anyhow::Result<()> {
         resync_interval: args.resync_interval,
         metrics_addr: Some(args.metrics_addr),
         accel: args.accel,
+        image_policy: FetchPolicy {
+            denied: args.image_deny_cidr,
+            allowed: args.image_allow_cidr,
+            hosts: args
+                .image_host
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            max_bytes: args.image_max_bytes,
+        },
         ..Config::new(
             &args.node_name,
             &args.libvirt_uri,

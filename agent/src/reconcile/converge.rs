@@ -251,6 +251,12 @@ impl Run<'_> {
             StorageError::Download(DownloadError::Checksum { .. }) => {
                 ("ImageChecksumMismatch", Some("ChecksumMismatch"))
             }
+            StorageError::Download(DownloadError::Refused(_)) => {
+                ("ImageRefused", Some("DownloadRefused"))
+            }
+            StorageError::Download(DownloadError::TooLarge { .. }) => {
+                ("ImageTooLarge", Some("TooLarge"))
+            }
             StorageError::Download(_) => ("ImageChecksumMismatch", Some("InvalidDigest")),
             StorageError::Path(_) => ("StorageFailed", Some("ImageUnavailable")),
             _ => ("StorageFailed", None),

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
+use super::fetch_policy::{FetchPolicy, Refused};
 use super::layout;
 
 /// Why an image could not be had.
@@ -23,12 +24,23 @@ pub enum DownloadError {
     #[error("download failed: {0}")]
     Http(String),
     /// The image's hash is not the one the spec names. Permanent until the spec changes.
-    #[error("checksum mismatch: expected sha256 {expected}, got {actual}")]
+    /// The digest received is logged for the admin, never shown in the VM's status: echoing
+    /// it would make the status an oracle for what a URL serves.
+    #[error("checksum mismatch: the image does not have sha256 {expected}")]
     Checksum {
         /// From the spec.
         expected: String,
-        /// Of the bytes received.
+        /// Of the bytes received (for the agent's log only).
         actual: String,
+    },
+    /// The URL or an address it leads to is not allowed. Permanent until the spec changes.
+    #[error("download refused: {0}")]
+    Refused(#[from] Refused),
+    /// The image is larger than the agent allows.
+    #[error("the image is larger than the agent's limit of {limit} bytes (--image-max-bytes)")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
     },
     /// The sha256 in the spec is malformed.
     #[error("sha256 {0:?} is not 64 hexadecimal digits")]
@@ -43,7 +55,10 @@ impl DownloadError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            DownloadError::Checksum { .. } | DownloadError::BadDigest(_)
+            DownloadError::Checksum { .. }
+                | DownloadError::BadDigest(_)
+                | DownloadError::Refused(_)
+                | DownloadError::TooLarge { .. }
         )
     }
 }
@@ -79,6 +94,7 @@ struct Job {
 pub struct ImageCache {
     state_dir: PathBuf,
     client: reqwest::Client,
+    policy: Arc<FetchPolicy>,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     jobs: Arc<Mutex<HashMap<String, Job>>>,
     /// (url, expected sha256) → actual sha256 of downloads that did not match: not tried
@@ -95,16 +111,18 @@ fn check_digest(sha256: &str) -> Result<String, DownloadError> {
 }
 
 impl ImageCache {
-    /// A cache under `state_dir`.
+    /// A cache under `state_dir` with the default download policy.
     pub fn new(state_dir: &Path) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_default();
+        Self::with_policy(state_dir, FetchPolicy::default())
+    }
+
+    /// A cache under `state_dir` whose downloads follow `policy`.
+    pub fn with_policy(state_dir: &Path, policy: FetchPolicy) -> Self {
+        let policy = Arc::new(policy);
         Self {
             state_dir: state_dir.to_owned(),
-            client,
+            client: policy.client(),
+            policy,
             locks: Arc::default(),
             jobs: Arc::default(),
             mismatches: Arc::default(),
@@ -234,13 +252,24 @@ impl ImageCache {
         path: &Path,
         progress: &Progress,
     ) -> Result<String, DownloadError> {
-        let http = |e: reqwest::Error| DownloadError::Http(e.without_url().to_string());
-        let resp = self.client.get(url).send().await.map_err(http)?;
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| DownloadError::Http(format!("the image URL is malformed: {e}")))?;
+        self.policy.check_url(&parsed)?;
+        let resp = self
+            .client
+            .get(parsed)
+            .send()
+            .await
+            .map_err(refused_or_http)?;
         let status = resp.status();
         if !status.is_success() {
             return Err(DownloadError::Http(format!("server answered {status}")));
         }
+        let limit = self.policy.max_bytes;
         let total = resp.content_length();
+        if total.is_some_and(|t| t > limit) {
+            return Err(DownloadError::TooLarge { limit });
+        }
         progress.total.store(total.unwrap_or(0), Ordering::Relaxed);
         let mut file = tokio::fs::File::create(path).await?;
         let mut hasher = Sha256::new();
@@ -248,10 +277,13 @@ impl ImageCache {
         let mut last_log = Instant::now();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(http)?;
+            let chunk = chunk.map_err(refused_or_http)?;
+            received = received.saturating_add(chunk.len() as u64);
+            if received > limit {
+                return Err(DownloadError::TooLarge { limit });
+            }
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
-            received += chunk.len() as u64;
             progress.received.store(received, Ordering::Relaxed);
             if last_log.elapsed() >= Duration::from_secs(2) {
                 last_log = Instant::now();
@@ -264,12 +296,29 @@ impl ImageCache {
     }
 }
 
+/// A request error: the policy's refusal when that is what stopped it (from the resolver or
+/// the redirect policy, found in the error's sources), else the transport's message.
+fn refused_or_http(e: reqwest::Error) -> DownloadError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<Refused>() {
+            return DownloadError::Refused(r.clone());
+        }
+        source = s.source();
+    }
+    DownloadError::Http(e.without_url().to_string())
+}
+
+#[cfg(test)]
+#[path = "cache_attacks.rs"]
+mod attacks;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    async fn serve(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+    pub(super) async fn serve(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
         let app = axum::Router::new().route(
@@ -286,11 +335,22 @@ mod tests {
         (format!("http://{addr}/img"), hits)
     }
 
-    fn sha(b: &[u8]) -> String {
+    /// A cache whose policy allows the test's loopback servers (denied by default).
+    pub(super) fn loopback_cache(dir: &Path) -> ImageCache {
+        ImageCache::with_policy(
+            dir,
+            FetchPolicy {
+                allowed: vec!["127.0.0.1/32".parse().unwrap()],
+                ..Default::default()
+            },
+        )
+    }
+
+    pub(super) fn sha(b: &[u8]) -> String {
         hex::encode(Sha256::digest(b))
     }
 
-    fn cache_entries(dir: &Path) -> Vec<String> {
+    pub(super) fn cache_entries(dir: &Path) -> Vec<String> {
         match std::fs::read_dir(dir.join(layout::CACHE_DIR)) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
@@ -305,7 +365,7 @@ mod tests {
         let body = b"image bytes".repeat(10_000);
         let (url, hits) = serve(body.clone()).await;
         let dir = tempfile::tempdir().unwrap();
-        let cache = ImageCache::new(dir.path());
+        let cache = loopback_cache(dir.path());
         let digest = sha(&body);
         let (a, b) = tokio::join!(cache.ensure(&url, &digest), cache.ensure(&url, &digest));
         assert_eq!(a.unwrap(), b.unwrap());
@@ -325,11 +385,15 @@ mod tests {
     async fn a_bad_checksum_fails_clearly_and_leaves_no_partial_file() {
         let (url, _) = serve(b"tampered".to_vec()).await;
         let dir = tempfile::tempdir().unwrap();
-        let cache = ImageCache::new(dir.path());
+        let cache = loopback_cache(dir.path());
         let expected = sha(b"original");
         let err = cache.ensure(&url, &expected).await.unwrap_err();
         assert!(err.is_permanent());
         assert!(err.to_string().contains(&expected), "{err}");
+        assert!(
+            !err.to_string().contains(&sha(b"tampered")),
+            "the digest received is never echoed: {err}"
+        );
         assert!(
             cache_entries(dir.path()).is_empty(),
             "{:?}",
@@ -342,7 +406,7 @@ mod tests {
         let body = vec![7u8; 1 << 20];
         let (url, hits) = serve(body.clone()).await;
         let dir = tempfile::tempdir().unwrap();
-        let cache = ImageCache::new(dir.path());
+        let cache = loopback_cache(dir.path());
         let good = sha(&body);
         let first = cache.poll(&url, &good).await.unwrap();
         assert!(matches!(first, ImageState::Downloading { .. }), "{first:?}");
@@ -373,7 +437,7 @@ mod tests {
     #[tokio::test]
     async fn a_server_error_is_transient_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ImageCache::new(dir.path());
+        let cache = loopback_cache(dir.path());
         let (url, _) = serve(vec![]).await;
         let err = cache
             .ensure(&url.replace("/img", "/missing"), &sha(b"x"))
@@ -386,7 +450,7 @@ mod tests {
     #[tokio::test]
     async fn a_malformed_digest_is_refused_before_any_download() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ImageCache::new(dir.path())
+        let err = loopback_cache(dir.path())
             .ensure("http://127.0.0.1:1/x", "../../etc")
             .await
             .unwrap_err();

@@ -2,6 +2,7 @@
 //! cache. Never writes outside the state directory and never modifies an image.
 
 pub mod cache;
+pub mod fetch_policy;
 pub mod layout;
 pub mod prepare;
 pub mod qcow2;

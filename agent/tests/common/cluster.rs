@@ -39,6 +39,8 @@ impl Cluster {
         let mut config = Config::new(node, uri, c.state_dir.clone(), c.images_dir.clone());
         config.accel = AccelChoice::Tcg;
         config.heartbeat_period = Duration::from_millis(500);
+        // The tests' image servers listen on loopback, which the default policy refuses.
+        config.image_policy.allowed = vec!["127.0.0.1/32".parse().expect("a CIDR")];
         configure(&mut config);
         c.state_dir = config.state_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();

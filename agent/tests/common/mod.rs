@@ -63,7 +63,14 @@ impl Host {
 pub fn engine(uri: &str, state_dir: &Path, images_dir: &Path) -> (Libvirt, Engine) {
     let libvirt = Libvirt::new(uri);
     let storage = StorageRoots {
-        cache: ImageCache::new(state_dir),
+        // The tests' image servers listen on loopback, which the default policy refuses.
+        cache: ImageCache::with_policy(
+            state_dir,
+            ironvisor_agent::storage::fetch_policy::FetchPolicy {
+                allowed: vec!["127.0.0.1/32".parse().expect("a CIDR")],
+                ..Default::default()
+            },
+        ),
         state_dir: state_dir.to_owned(),
         images_dir: images_dir.to_owned(),
     };
