@@ -46,7 +46,7 @@ impl StorageError {
             StorageError::Disk { source, .. } => {
                 matches!(
                     source,
-                    qcow2::Qcow2Error::HasBackingFile | qcow2::Qcow2Error::TooSmall { .. }
+                    qcow2::Qcow2Error::Unsupported(_) | qcow2::Qcow2Error::TooSmall { .. }
                 )
             }
             StorageError::Io(_) => false,

@@ -16,9 +16,6 @@ pub enum Qcow2Error {
     /// qemu-img failed.
     #[error("qemu-img failed: {0}")]
     Tool(String),
-    /// The image has a backing file of its own (it could point anywhere on the host).
-    #[error("the image has a backing file, which is not allowed")]
-    HasBackingFile,
     /// The requested size is below the image's own size.
     #[error("the disk size {requested} is smaller than the image ({image} bytes)")]
     TooSmall {
@@ -30,6 +27,12 @@ pub enum Qcow2Error {
     /// qemu-img's answer could not be read.
     #[error("cannot read qemu-img info output")]
     Info(#[from] serde_json::Error),
+    /// The image is not one QEMU may be given: only raw, or qcow2 with no data file and no
+    /// backing file (anything else can make QEMU open other files of the host).
+    #[error(
+        "the image is not accepted: {0}; only raw, or qcow2 without a data file or backing file"
+    )]
+    Unsupported(String),
 }
 
 /// What `qemu-img info` says about an image.
@@ -43,6 +46,60 @@ pub struct ImageInfo {
     /// Backing file, if any.
     #[serde(rename = "backing-filename", default)]
     pub backing_filename: Option<String>,
+    /// Format-specific data (a qcow2's external data file is there).
+    #[serde(rename = "format-specific", default)]
+    pub format_specific: Option<serde_json::Value>,
+}
+
+impl ImageInfo {
+    /// The external data file a qcow2 names, if any.
+    pub fn data_file(&self) -> Option<&str> {
+        self.format_specific
+            .as_ref()?
+            .get("data")?
+            .get("data-file")?
+            .as_str()
+    }
+}
+
+/// What QEMU would open for `path`, by QEMU's own view (`qemu-img info --backing-chain`),
+/// accepted only when it is a single raw or qcow2 file with no data file and no backing:
+/// a VMDK's extents, a qcow2's data file or backing file could name any file on the host.
+pub async fn accepted_image(path: &Path) -> Result<ImageInfo, Qcow2Error> {
+    let out = run(Command::new("qemu-img")
+        .args(["info", "--backing-chain", "--output=json", "-U"])
+        .arg(path))
+    .await?;
+    let chain: Vec<ImageInfo> = serde_json::from_slice(&out)?;
+    check_chain(chain)
+}
+
+/// The verdict of [`accepted_image`] over qemu-img's answer.
+pub fn check_chain(mut chain: Vec<ImageInfo>) -> Result<ImageInfo, Qcow2Error> {
+    if chain.len() != 1 {
+        return Err(Qcow2Error::Unsupported(format!(
+            "QEMU would open a chain of {} images",
+            chain.len()
+        )));
+    }
+    let image = chain.remove(0);
+    if !matches!(image.format.as_str(), "raw" | "qcow2") {
+        return Err(Qcow2Error::Unsupported(format!(
+            "its format is {}",
+            image.format
+        )));
+    }
+    if let Some(b) = &image.backing_filename {
+        return Err(Qcow2Error::Unsupported(format!(
+            "it has a backing file ({b})"
+        )));
+    }
+    if let Some(d) = image.data_file() {
+        return Err(Qcow2Error::Unsupported(format!(
+            "it has an external data file ({d})"
+        )));
+    }
+    Ok(image)
 }
 
 async fn run(cmd: &mut Command) -> Result<Vec<u8>, Qcow2Error> {
@@ -100,10 +157,7 @@ pub async fn ensure_overlay(
     if tokio::fs::try_exists(target).await? {
         return Ok(false);
     }
-    let base = info(image).await?;
-    if base.backing_filename.is_some() {
-        return Err(Qcow2Error::HasBackingFile);
-    }
+    let base = accepted_image(image).await?;
     if let Some(requested) = size
         && requested < base.virtual_size
     {
@@ -179,6 +233,43 @@ mod tests {
         let err = ensure_overlay(&dir.path().join("d.qcow2"), &crafted, None)
             .await
             .unwrap_err();
-        assert!(matches!(err, Qcow2Error::HasBackingFile));
+        assert!(matches!(err, Qcow2Error::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("backing file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_qcow2_with_an_external_data_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("other-vm-disk.raw");
+        std::fs::write(&secret, vec![9u8; 1 << 20]).unwrap();
+        let crafted = dir.path().join("crafted.qcow2");
+        run(Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-o"])
+            .arg(format!("data_file={}", secret.display()))
+            .arg(&crafted)
+            .arg("1M"))
+        .await
+        .unwrap();
+        let err = ensure_overlay(&dir.path().join("d.qcow2"), &crafted, None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("external data file"), "{err}");
+        assert!(!dir.path().join("d.qcow2").exists());
+    }
+
+    #[tokio::test]
+    async fn a_vmdk_whose_flat_extent_points_at_a_host_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let descriptor = dir.path().join("crafted.vmdk");
+        std::fs::write(
+            &descriptor,
+            "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+             createType=\"monolithicFlat\"\nRW 2048 FLAT \"/etc/hostname\" 0\n",
+        )
+        .unwrap();
+        let err = ensure_overlay(&dir.path().join("d.qcow2"), &descriptor, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Qcow2Error::Unsupported(_)), "{err}");
     }
 }
