@@ -4,6 +4,7 @@
 //! Owns path parsing and content negotiation; the semantics live in `ops` and `watch`.
 
 use crate::app::{App, Params, Target};
+use crate::auth::{UserInfo, attributes};
 use crate::error::ApiError;
 use crate::table::{self, Form};
 use crate::{discovery, openapi, openapi_v2, ops, protobuf, watch};
@@ -40,11 +41,33 @@ fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.status_body())
 }
 
+/// Authenticates and authorises a request (401 or kube-apiserver's 403), returning the user.
+fn admit_request(app: &App, req: &Request) -> Result<UserInfo, ApiError> {
+    let authz = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = app.authenticate(authz)?;
+    if user.in_group(crate::auth::MASTERS) {
+        return Ok(user);
+    }
+    let query: HashMap<String, String> = Query::try_from_uri(req.uri())
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let a = attributes::of_request(req.method().as_str(), req.uri().path(), &query);
+    app.authorize(&user, &a)?;
+    Ok(user)
+}
+
 async fn handle(State((app, addr)): State<(Arc<App>, Arc<String>)>, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let started = std::time::Instant::now();
-    let resp = match dispatch(app, &addr, req).await {
+    let result = match admit_request(&app, &req) {
+        Ok(user) => dispatch(app, &addr, req, user).await,
+        Err(e) => Err(e),
+    };
+    let resp = match result {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -177,7 +200,12 @@ fn parse_path(segs: &[&str]) -> Option<PathInfo> {
     Some(p)
 }
 
-async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, ApiError> {
+async fn dispatch(
+    app: Arc<App>,
+    addr: &str,
+    req: Request,
+    user: UserInfo,
+) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let reg = app.registry();
@@ -249,7 +277,8 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
     let query: HashMap<String, String> = Query::try_from_uri(req.uri())
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let p = Params::from_query(&query);
+    let mut p = Params::from_query(&query);
+    p.user = user;
     let accept = header_str(req.headers(), header::ACCEPT).to_string();
     let form = Form::negotiate(&accept, p.include_object.as_deref());
     let ua = header_str(req.headers(), header::USER_AGENT).to_string();

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod auth;
 mod builtin_schemas;
 mod delete;
 mod discovery;
@@ -44,6 +45,8 @@ mod validation;
 mod watch;
 
 use app::{App, NS_KEY};
+pub use auth::UserInfo;
+pub use auth::authn::AnonymousAccess;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -69,6 +72,33 @@ pub enum StartError {
     /// The data directory could not be used.
     #[error("opening the data directory")]
     Persist(#[from] persist::PersistError),
+    /// The token file could not be read.
+    #[error("reading the token file {path}")]
+    TokenFileRead {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token file is malformed.
+    #[error("parsing the token file {path}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: auth::token_file::TokenFileError,
+    },
+    /// The service-account signing key in the data directory could not be read or written.
+    #[error("keeping the service-account signing key at {path}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a client could not be built.
@@ -89,6 +119,68 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Where to persist state; `None` keeps it in memory.
     pub data_dir: Option<PathBuf>,
+    /// A kube-apiserver `--token-auth-file` (`token,user,uid,"group1,group2"` lines).
+    pub token_file: Option<PathBuf>,
+    /// What a request without credentials is.
+    pub anonymous: AnonymousAccess,
+}
+
+impl Default for Options {
+    /// In memory on a free loopback port; token-less requests act as `admin`.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: None,
+            token_file: None,
+            anonymous: AnonymousAccess::default(),
+        }
+    }
+}
+
+/// The static tokens of `opts.token_file`.
+fn static_tokens(
+    opts: &Options,
+) -> Result<std::collections::HashMap<String, UserInfo>, StartError> {
+    let Some(path) = &opts.token_file else {
+        return Ok(Default::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| StartError::TokenFileRead {
+        path: path.clone(),
+        source,
+    })?;
+    auth::token_file::parse(&text).map_err(|source| StartError::TokenFile {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// The service-account signing key: kept in the data directory so tokens survive restarts.
+fn signing_key(data_dir: Option<&Path>) -> Result<Vec<u8>, StartError> {
+    let fresh = || {
+        format!(
+            "{}{}",
+            auth::authn::random_token(),
+            auth::authn::random_token()
+        )
+    };
+    let Some(dir) = data_dir else {
+        return Ok(fresh().into_bytes());
+    };
+    let path = dir.join("service-account.key");
+    let err = |source| StartError::Key {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => Ok(k.trim().as_bytes().to_vec()),
+        Ok(_) => Err(err(std::io::Error::other("the key file is empty"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k = fresh();
+            std::fs::write(&path, &k).map_err(err)?;
+            Ok(k.into_bytes())
+        }
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// A running control plane.
@@ -114,10 +206,16 @@ impl DevCluster {
                 s
             }
         };
-        let app = Arc::new(App::new(store));
+        let authn = auth::authn::Authenticator::new(
+            static_tokens(&opts)?,
+            signing_key(opts.data_dir.as_deref())?,
+            opts.anonymous,
+        );
+        let app = Arc::new(App::new(store, authn));
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             ensure_namespace(&app, ns);
         }
+        bootstrap_rbac(&app);
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -151,11 +249,7 @@ impl DevCluster {
 
     /// Starts in memory on a free loopback port.
     pub async fn start_ephemeral() -> Result<Self, StartError> {
-        Self::start(Options {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: None,
-        })
-        .await
+        Self::start(Options::default()).await
     }
 
     /// The address served.
@@ -168,25 +262,78 @@ impl DevCluster {
         format!("http://{}", self.addr)
     }
 
-    /// A kube client for this server (default namespace `default`).
+    /// A kube client for this server acting as `admin` (default namespace `default`).
     pub fn client(&self) -> Result<kube::Client, ClientError> {
+        self.client_with_token(self.app.auth.admin_token())
+    }
+
+    /// A kube client acting as the user of `token` (default namespace `default`).
+    pub fn client_with_token(&self, token: &str) -> Result<kube::Client, ClientError> {
         let uri: axum::http::Uri = self
             .url()
             .parse()
             .map_err(|_| ClientError::Url(self.url()))?;
         let mut config = kube::Config::new(uri);
         config.default_namespace = "default".into();
+        config.auth_info.token = Some(secrecy::SecretString::from(token.to_string()));
         Ok(kube::Client::try_from(config)?)
     }
 
-    /// The kubeconfig text pointing at this server (context `devcluster`).
-    pub fn kubeconfig(&self) -> String {
-        kubeconfig_for(&self.url())
+    /// A kube client acting as `user` in `groups` (a static token is made for it).
+    pub fn client_for(&self, user: &str, groups: &[&str]) -> Result<kube::Client, ClientError> {
+        self.client_with_token(&self.token_for(user, groups))
     }
 
-    /// Writes the kubeconfig to `path`.
+    /// The admin kubeconfig text pointing at this server (context `devcluster`, user `admin`
+    /// in `system:masters`).
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig_text(&self.url(), "admin", self.app.auth.admin_token())
+    }
+
+    /// Writes the admin kubeconfig to `path`.
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig())
+    }
+
+    /// A new bearer token for `user` in `groups` (plus `system:authenticated`), as a line of
+    /// a token file would give.
+    pub fn token_for(&self, user: &str, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        self.app.auth.add_user(UserInfo::new(user, "", &groups))
+    }
+
+    /// A kubeconfig acting as `user` in `groups` (a tenant, an agent, the operator).
+    pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> String {
+        kubeconfig_text(&self.url(), user, &self.token_for(user, groups))
+    }
+
+    /// A kubeconfig acting as whoever `token` stands for (e.g. a service-account token).
+    pub fn kubeconfig_with_token(&self, user: &str, token: &str) -> String {
+        kubeconfig_text(&self.url(), user, token)
+    }
+
+    /// A token for ServiceAccount `namespace/name` (it must exist), optionally bound to a node
+    /// as kube-apiserver binds the tokens of pods on that node: the user's `extra` then carries
+    /// `authentication.kubernetes.io/node-name`.
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: Option<&str>,
+    ) -> Option<String> {
+        let uid = self.app.service_account_uid(namespace, name)?;
+        let spec = auth::sa_token::TokenSpec {
+            namespace,
+            name,
+            uid: &uid,
+            audiences: vec![],
+            expiration_seconds: 3600,
+            node: node.map(|n| auth::sa_token::Ref {
+                name: n.into(),
+                uid: String::new(),
+            }),
+        };
+        Some(auth::sa_token::mint(self.app.auth.key(), &spec).0)
     }
 
     /// Forgets the watch history and ends every open watch (as an etcd compaction plus an
@@ -227,13 +374,57 @@ impl Drop for DevCluster {
     }
 }
 
-/// A kubeconfig for `url`.
-pub fn kubeconfig_for(url: &str) -> String {
+/// A kubeconfig for `url` acting with bearer `token` (its user entry named `user`).
+pub fn kubeconfig_text(url: &str, user: &str, token: &str) -> String {
+    let user = serde_json::Value::String(user.to_string());
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: devcluster\n  cluster:\n    server: {url}\n\
-         contexts:\n- name: devcluster\n  context:\n    cluster: devcluster\n    user: devcluster\n    namespace: default\n\
-         current-context: devcluster\nusers:\n- name: devcluster\n  user: {{}}\npreferences: {{}}\n"
+         contexts:\n- name: devcluster\n  context:\n    cluster: devcluster\n    user: {user}\n    namespace: default\n\
+         current-context: devcluster\nusers:\n- name: {user}\n  user:\n    token: {token}\npreferences: {{}}\n"
     )
+}
+
+/// Stores the bootstrap roles and bindings that are missing (as kube-apiserver does at start).
+fn bootstrap_rbac(app: &App) {
+    let objs = auth::bootstrap::cluster_roles()
+        .into_iter()
+        .map(|o| ("clusterroles", o))
+        .chain(
+            auth::bootstrap::cluster_role_bindings()
+                .into_iter()
+                .map(|o| ("clusterrolebindings", o)),
+        );
+    for (plural, obj) in objs {
+        ensure_object(app, "rbac.authorization.k8s.io", plural, obj);
+    }
+}
+
+fn ensure_object(app: &App, group: &str, plural: &str, obj: serde_json::Value) {
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let reg = app.registry();
+    let Some(served) = reg.find(group, "v1", plural) else {
+        return;
+    };
+    if app
+        .store
+        .get(&served.info.storage_key(), "", &name)
+        .is_some()
+    {
+        return;
+    }
+    let t = app::Target {
+        served,
+        namespace: None,
+        name: None,
+        subresource: None,
+    };
+    let p = app::Params::from_query(&Default::default());
+    if let Err(e) = ops::create(app, &t, obj.to_string().as_bytes(), &p, "devcluster") {
+        tracing::warn!(error = %e, name, "creating a bootstrap object failed");
+    }
 }
 
 fn ensure_namespace(app: &App, name: &str) {
