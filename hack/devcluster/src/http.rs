@@ -4,7 +4,7 @@
 //! Owns path parsing and content negotiation; the semantics live in `ops` and `watch`.
 
 use crate::app::{App, Params, Target};
-use crate::auth::{UserInfo, attributes};
+use crate::auth::{UserInfo, attributes, reviews};
 use crate::error::ApiError;
 use crate::table::{self, Form};
 use crate::{discovery, openapi, openapi_v2, ops, protobuf, watch};
@@ -255,6 +255,9 @@ async fn dispatch(
             .map(|v| json_response(200, &v))
             .ok_or_else(ApiError::no_route);
     };
+    if req.method() == Method::POST && is_special_post(&info, &plural) {
+        return special_post(&app, &info, &plural, &user, req).await;
+    }
     let served = reg
         .find(&info.group, &info.version, &plural)
         .ok_or_else(ApiError::no_route)?;
@@ -365,6 +368,48 @@ async fn dispatch(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+fn is_review(info: &PathInfo, plural: &str) -> bool {
+    info.version == "v1" && info.name.is_none() && reviews::is_review(&info.group, plural)
+}
+
+/// Whether a POST creates nothing: a review or a token request.
+fn is_special_post(info: &PathInfo, plural: &str) -> bool {
+    let token = info.group.is_empty()
+        && plural == "serviceaccounts"
+        && info.sub.as_deref() == Some("token");
+    token || is_review(info, plural)
+}
+
+/// Answers a review or a token request (see [`is_special_post`]).
+async fn special_post(
+    app: &App,
+    info: &PathInfo,
+    plural: &str,
+    user: &UserInfo,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let accept = header_str(req.headers(), header::ACCEPT).to_string();
+    let review = is_review(info, plural);
+    let (_, body) = read_body(req).await?;
+    let body = crate::patch::parse_body(&body)?;
+    let answer = if review {
+        reviews::review(
+            app,
+            user,
+            &info.group,
+            plural,
+            info.namespace.as_deref(),
+            body,
+        )?
+    } else {
+        let (Some(ns), Some(name)) = (&info.namespace, &info.name) else {
+            return Err(ApiError::no_route());
+        };
+        reviews::token_request(app, ns, name, body)?
+    };
+    Ok(object_response(201, &answer, &accept))
 }
 
 fn outcome(o: ops::Outcome, accept: &str) -> Result<Response, ApiError> {

@@ -25,6 +25,7 @@ mod events;
 mod fieldpath;
 mod gc;
 mod http;
+mod identity;
 mod kinds;
 mod meta;
 mod openapi;
@@ -41,17 +42,18 @@ mod selectors;
 mod ssa;
 mod store;
 mod table;
+mod tls;
 mod validation;
 mod watch;
 
 use app::{App, NS_KEY};
 pub use auth::UserInfo;
 pub use auth::authn::AnonymousAccess;
+pub use identity::kubeconfig_text;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The default listen address of the binary (6443 is left to real clusters).
@@ -69,6 +71,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificates could not be made.
+    #[error("preparing TLS")]
+    Tls(#[from] tls::TlsError),
     /// The data directory could not be used.
     #[error("opening the data directory")]
     Persist(#[from] persist::PersistError),
@@ -123,6 +128,8 @@ pub struct Options {
     pub token_file: Option<PathBuf>,
     /// What a request without credentials is.
     pub anonymous: AnonymousAccess,
+    /// Where to serve TLS (the same API; kubectl sends tokens only over TLS); `None`: nowhere.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl Default for Options {
@@ -133,8 +140,19 @@ impl Default for Options {
             data_dir: None,
             token_file: None,
             anonymous: AnonymousAccess::default(),
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         }
     }
+}
+
+async fn bind(a: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let l = tokio::net::TcpListener::bind(a)
+        .await
+        .map_err(|source| StartError::Bind { addr: a, source })?;
+    let bound = l
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr: a, source })?;
+    Ok((l, bound))
 }
 
 /// The static tokens of `opts.token_file`.
@@ -186,8 +204,11 @@ fn signing_key(data_dir: Option<&Path>) -> Result<Vec<u8>, StartError> {
 /// A running control plane.
 pub struct DevCluster {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    ca_pem: String,
+    anonymous: AnonymousAccess,
     app: Arc<App>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     server: Option<JoinHandle<()>>,
     gc: JoinHandle<()>,
 }
@@ -216,30 +237,43 @@ impl DevCluster {
             ensure_namespace(&app, ns);
         }
         bootstrap_rbac(&app);
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: opts.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
+        let (listener, addr) = bind(opts.listen).await?;
+        let tls = tls::Tls::generate()?;
+        let tls_listener = match opts.tls_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let tls_addr = tls_listener.as_ref().map(|(_, a)| *a);
         let router = http::router(app.clone(), addr.to_string());
-        let (tx, rx) = oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let plain =
+            axum::serve(listener, router.clone()).with_graceful_shutdown(stopped(rx.clone()));
+        let secure = tls_listener.map(|(l, a)| {
+            let router = http::router(app.clone(), a.to_string());
+            axum::serve(tls.listener(l), router).with_graceful_shutdown(stopped(rx))
+        });
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
+            let secure = async move {
+                match secure {
+                    Some(s) => s.await,
+                    None => Ok(()),
+                }
+            };
+            let (a, b) = tokio::join!(plain, secure);
+            if let Err(e) = a.and(b) {
                 tracing::error!(error = %e, "the API server stopped");
             }
         });
         let gc = gc::spawn(&app);
-        tracing::info!(%addr, "devcluster serving");
+        tracing::info!(%addr, tls = ?tls_addr, "devcluster serving");
         Ok(Self {
             addr,
+            tls_addr,
+            ca_pem: tls.ca_pem,
+            anonymous: opts.anonymous,
             app,
             stop: Some(tx),
             server: Some(server),
@@ -262,80 +296,6 @@ impl DevCluster {
         format!("http://{}", self.addr)
     }
 
-    /// A kube client for this server acting as `admin` (default namespace `default`).
-    pub fn client(&self) -> Result<kube::Client, ClientError> {
-        self.client_with_token(self.app.auth.admin_token())
-    }
-
-    /// A kube client acting as the user of `token` (default namespace `default`).
-    pub fn client_with_token(&self, token: &str) -> Result<kube::Client, ClientError> {
-        let uri: axum::http::Uri = self
-            .url()
-            .parse()
-            .map_err(|_| ClientError::Url(self.url()))?;
-        let mut config = kube::Config::new(uri);
-        config.default_namespace = "default".into();
-        config.auth_info.token = Some(secrecy::SecretString::from(token.to_string()));
-        Ok(kube::Client::try_from(config)?)
-    }
-
-    /// A kube client acting as `user` in `groups` (a static token is made for it).
-    pub fn client_for(&self, user: &str, groups: &[&str]) -> Result<kube::Client, ClientError> {
-        self.client_with_token(&self.token_for(user, groups))
-    }
-
-    /// The admin kubeconfig text pointing at this server (context `devcluster`, user `admin`
-    /// in `system:masters`).
-    pub fn kubeconfig(&self) -> String {
-        kubeconfig_text(&self.url(), "admin", self.app.auth.admin_token())
-    }
-
-    /// Writes the admin kubeconfig to `path`.
-    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, self.kubeconfig())
-    }
-
-    /// A new bearer token for `user` in `groups` (plus `system:authenticated`), as a line of
-    /// a token file would give.
-    pub fn token_for(&self, user: &str, groups: &[&str]) -> String {
-        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-        self.app.auth.add_user(UserInfo::new(user, "", &groups))
-    }
-
-    /// A kubeconfig acting as `user` in `groups` (a tenant, an agent, the operator).
-    pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> String {
-        kubeconfig_text(&self.url(), user, &self.token_for(user, groups))
-    }
-
-    /// A kubeconfig acting as whoever `token` stands for (e.g. a service-account token).
-    pub fn kubeconfig_with_token(&self, user: &str, token: &str) -> String {
-        kubeconfig_text(&self.url(), user, token)
-    }
-
-    /// A token for ServiceAccount `namespace/name` (it must exist), optionally bound to a node
-    /// as kube-apiserver binds the tokens of pods on that node: the user's `extra` then carries
-    /// `authentication.kubernetes.io/node-name`.
-    pub fn service_account_token(
-        &self,
-        namespace: &str,
-        name: &str,
-        node: Option<&str>,
-    ) -> Option<String> {
-        let uid = self.app.service_account_uid(namespace, name)?;
-        let spec = auth::sa_token::TokenSpec {
-            namespace,
-            name,
-            uid: &uid,
-            audiences: vec![],
-            expiration_seconds: 3600,
-            node: node.map(|n| auth::sa_token::Ref {
-                name: n.into(),
-                uid: String::new(),
-            }),
-        };
-        Some(auth::sa_token::mint(self.app.auth.key(), &spec).0)
-    }
-
     /// Forgets the watch history and ends every open watch (as an etcd compaction plus an
     /// apiserver restart would): clients resuming from an older resourceVersion get 410 Gone.
     pub fn compact_history(&self) {
@@ -355,7 +315,7 @@ impl DevCluster {
     async fn stop_now(&mut self) {
         self.app.store.compact();
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         if let Some(s) = self.server.take() {
             let _ = s.await;
@@ -367,21 +327,11 @@ impl DevCluster {
 impl Drop for DevCluster {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         self.app.store.compact();
         self.gc.abort();
     }
-}
-
-/// A kubeconfig for `url` acting with bearer `token` (its user entry named `user`).
-pub fn kubeconfig_text(url: &str, user: &str, token: &str) -> String {
-    let user = serde_json::Value::String(user.to_string());
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: devcluster\n  cluster:\n    server: {url}\n\
-         contexts:\n- name: devcluster\n  context:\n    cluster: devcluster\n    user: {user}\n    namespace: default\n\
-         current-context: devcluster\nusers:\n- name: {user}\n  user:\n    token: {token}\npreferences: {{}}\n"
-    )
 }
 
 /// Stores the bootstrap roles and bindings that are missing (as kube-apiserver does at start).

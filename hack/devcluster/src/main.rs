@@ -17,6 +17,13 @@ struct Cli {
     /// Persist state in this directory (default: memory only).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Also serve the API over TLS here (a CA and certificate made at start; kubectl sends
+    /// bearer tokens only over TLS, so kubeconfigs of other identities point here).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    tls_listen: SocketAddr,
+    /// Do not serve TLS.
+    #[arg(long)]
+    no_tls: bool,
     /// Static bearer tokens, in kube-apiserver's --token-auth-file format
     /// (token,user,uid,"group1,group2" per line).
     #[arg(long)]
@@ -74,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: cli.data_dir,
         token_file: cli.token_auth_file,
         anonymous: cli.anonymous,
+        tls_listen: (!cli.no_tls).then_some(cli.tls_listen),
     })
     .await?;
     if let Some(path) = &cli.kubeconfig {
@@ -85,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(&id.path, cluster.kubeconfig_for(&id.user, &groups))?;
         tracing::info!(user = %id.user, path = %id.path.display(), "kubeconfig written");
     }
-    tracing::info!(url = %cluster.url(), "ready");
+    tracing::info!(url = %cluster.url(), tls = ?cluster.tls_url(), "ready");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,

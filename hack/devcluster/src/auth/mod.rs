@@ -10,6 +10,7 @@ pub mod authn;
 pub mod bootstrap;
 pub mod rbac;
 pub mod rbac_index;
+pub mod reviews;
 pub mod sa_token;
 pub mod token_file;
 

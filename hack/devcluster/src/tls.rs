@@ -1,0 +1,117 @@
+//! The TLS port: a certificate authority and a serving certificate for `localhost`,
+//! `127.0.0.1` and `::1`, made at every start, and a listener that completes the handshake
+//! before handing a connection to the HTTP server. kubectl sends bearer tokens only over TLS
+//! (client-go reads a kubeconfig's credentials only for a TLS transport), so identities other
+//! than the default one need this port.
+//!
+//! Owns the key material (memory only); never looks at requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// A handshake that takes longer than this is dropped (it would hold up other clients).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the TLS material could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rcgen failed to make a key or certificate.
+    #[error("making the TLS certificates")]
+    Certificate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("configuring TLS")]
+    Config(#[from] rustls::Error),
+}
+
+/// The serving configuration and the CA that clients trust.
+pub struct Tls {
+    /// The CA certificate (PEM), for kubeconfigs' `certificate-authority-data`.
+    pub ca_pem: String,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl Tls {
+    /// A new CA and serving certificate.
+    pub fn generate() -> Result<Self, TlsError> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "ironvisor-devcluster-ca");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate()?;
+        let mut leaf = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ])?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, "ironvisor-devcluster");
+        let cert = leaf.signed_by(&key, &issuer)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let der_key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone(), ca_cert.der().clone()], der_key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            ca_pem: ca_cert.pem(),
+            config: Arc::new(config),
+        })
+    }
+
+    /// A listener serving TLS on `tcp`.
+    pub fn listener(&self, tcp: TcpListener) -> TlsListener {
+        TlsListener {
+            tcp,
+            acceptor: TlsAcceptor::from(self.config.clone()),
+        }
+    }
+}
+
+/// Accepts TCP connections and completes their TLS handshake.
+pub struct TlsListener {
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = match self.tcp.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accepting a TLS connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => tracing::debug!(error = %e, %addr, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
