@@ -6,6 +6,7 @@ use crate::auth::UserInfo;
 use crate::auth::attributes::Attributes;
 use crate::auth::authn::Authenticator;
 use crate::auth::rbac_index::{self, RbacIndex};
+use crate::auth::vap::{self, VapIndex};
 use crate::error::ApiError;
 use crate::registry::{Registry, Served};
 use crate::resource::ResourceInfo;
@@ -33,6 +34,18 @@ pub struct App {
     /// Tokens and the service-account signing key.
     pub auth: Authenticator,
     rbac: RwLock<Arc<RbacIndex>>,
+    vap: RwLock<Arc<VapIndex>>,
+}
+
+/// What admission needs from the store, fetched before the store lock is taken.
+#[derive(Debug, Default)]
+pub struct AdmissionInputs {
+    /// Policies and bindings.
+    pub vap: Arc<VapIndex>,
+    /// The request's Namespace object.
+    pub namespace: Option<Arc<Value>>,
+    /// Params of bindings with a `paramRef` (by binding name; absent when not found).
+    pub params: HashMap<String, Value>,
 }
 
 impl App {
@@ -44,6 +57,7 @@ impl App {
             gc_wake: Notify::new(),
             auth,
             rbac: RwLock::new(Arc::new(RbacIndex::default())),
+            vap: RwLock::new(Arc::new(VapIndex::default())),
         };
         app.refresh_registry();
         app
@@ -75,6 +89,68 @@ impl App {
         let built = Arc::new(RbacIndex::build(stamp, &r, &cr, &rb, &crb));
         *self.rbac.write().unwrap_or_else(|e| e.into_inner()) = built.clone();
         built
+    }
+
+    /// The admission policy index, rebuilt first when a policy or binding changed.
+    pub fn vap(&self) -> Arc<VapIndex> {
+        let stamp = self.store.key_versions(&vap::KEYS);
+        let cur = self.vap.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if cur.stamp == stamp {
+            return cur;
+        }
+        let [p, b] = vap::KEYS.map(|k| self.store.list(k, None).0);
+        let built = Arc::new(VapIndex::build(stamp, &p, &b));
+        *self.vap.write().unwrap_or_else(|e| e.into_inner()) = built.clone();
+        built
+    }
+
+    /// The policies, namespace and params a write to `t` is admitted with.
+    pub fn admission_inputs(&self, t: &Target) -> AdmissionInputs {
+        let vap = self.vap();
+        if vap.pairs.is_empty() {
+            return AdmissionInputs::default();
+        }
+        let namespace = t
+            .info()
+            .namespaced
+            .then(|| self.store.get(NS_KEY, "", t.ns()))
+            .flatten();
+        let reg = self.registry();
+        let mut params = HashMap::new();
+        for pair in &vap.pairs {
+            let pk = &pair.policy["spec"]["paramKind"];
+            let pr = &pair.binding["spec"]["paramRef"];
+            let (Some(av), Some(kind), Some(name)) = (
+                pk["apiVersion"].as_str(),
+                pk["kind"].as_str(),
+                pr["name"].as_str(),
+            ) else {
+                continue;
+            };
+            let Some(served) = reg
+                .all()
+                .iter()
+                .find(|s| s.info.api_version() == av && s.info.kind == kind)
+            else {
+                continue;
+            };
+            let ns = match (served.info.namespaced, pr["namespace"].as_str()) {
+                (false, _) => "",
+                (true, Some(n)) => n,
+                (true, None) => t.ns(),
+            };
+            if let Some(o) = self.store.get(&served.info.storage_key(), ns, name) {
+                let bname = pair.binding["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default();
+                params.insert(bname.to_string(), (*o).clone());
+            }
+        }
+        AdmissionInputs {
+            vap,
+            namespace,
+            params,
+        }
     }
 
     /// Whether `user` may do `a` (members of `system:masters` without looking at RBAC).

@@ -13,6 +13,8 @@ pub mod rbac_index;
 pub mod reviews;
 pub mod sa_token;
 pub mod token_file;
+pub mod vap;
+pub mod vap_match;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
