@@ -232,21 +232,33 @@ fn judge(ctx: &Context<'_>, policy: &Value) -> Verdict {
     Verdict::Pass
 }
 
-fn status_error(reason: &str, message: String) -> ApiError {
-    match reason {
-        "Forbidden" => ApiError::forbidden(message),
-        "Unauthorized" => {
-            let mut e = ApiError::unauthorized();
-            e.message = message;
-            e
-        }
-        "RequestEntityTooLarge" => {
-            let mut e = ApiError::too_large();
-            e.message = message;
-            e
-        }
-        _ => ApiError::unprocessable(message),
+/// kube-apiserver's denial: `admission.NewForbidden` (message `<resource> "<name>" is
+/// forbidden: ...`, details naming the object) with the validation's reason and its code, and
+/// the message as the one cause (so kubectl prints `The <resource> "<name>" is invalid: : ...`).
+fn denial(r: &Request<'_>, reason: &str, message: String) -> ApiError {
+    let (code, reason): (u16, &'static str) = match reason {
+        "Forbidden" => (403, "Forbidden"),
+        "Unauthorized" => (401, "Unauthorized"),
+        "RequestEntityTooLarge" => (413, "RequestEntityTooLarge"),
+        _ => (422, "Invalid"),
+    };
+    let mut e = ApiError::forbidden_resource(r.group, r.resource, r.name, String::new());
+    let gr = if r.group.is_empty() {
+        r.resource.to_string()
+    } else {
+        format!("{}.{}", r.resource, r.group)
+    };
+    e.message = if r.name.is_empty() {
+        format!("{gr} is forbidden: {message}")
+    } else {
+        format!("{gr} {:?} is forbidden: {message}", r.name)
+    };
+    e.code = code;
+    e.reason = reason;
+    if let Some(d) = e.details.as_mut() {
+        d["causes"] = json!([{ "message": message }]);
     }
+    e
 }
 
 /// Runs every selected policy; returns warnings, or the first denial.
@@ -291,7 +303,8 @@ pub fn admit(index: &VapIndex, a: &Admission<'_>) -> Result<Vec<String>, ApiErro
             ));
         }
         if actions.contains(&"Deny") {
-            return Err(status_error(
+            return Err(denial(
+                &a.req,
                 &reason,
                 format!(
                     "ValidatingAdmissionPolicy '{pname}' with binding '{bname}' denied request: {message}"
@@ -300,4 +313,85 @@ pub fn admit(index: &VapIndex, a: &Admission<'_>) -> Result<Vec<String>, ApiErro
         }
     }
     Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(validations: Value, failure: &str, actions: &[&str]) -> VapIndex {
+        let policy = Arc::new(json!({"metadata": {"name": "p"}, "spec": {
+            "failurePolicy": failure,
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["*"], "apiVersions": ["*"],
+                "operations": ["*"], "resources": ["*"]}]},
+            "validations": validations}}));
+        let binding = Arc::new(json!({"metadata": {"name": "b"},
+            "spec": {"policyName": "p", "validationActions": actions}}));
+        VapIndex::build(vec![], &[policy], &[binding])
+    }
+
+    fn admit_cm(index: &VapIndex, obj: &Value, user: &UserInfo) -> Result<Vec<String>, ApiError> {
+        let params = HashMap::new();
+        let a = Admission {
+            req: Request {
+                operation: "CREATE",
+                group: "",
+                version: "v1",
+                resource: "configmaps",
+                subresource: "",
+                name: "c",
+                namespaced: true,
+                object: obj,
+                old_object: &Value::Null,
+                namespace_labels: &Value::Null,
+            },
+            kind: "ConfigMap",
+            namespace: "n",
+            user,
+            dry_run: false,
+            namespace_object: None,
+            params: &params,
+        };
+        admit(index, &a)
+    }
+
+    #[test]
+    fn a_failed_validation_denies_with_its_message_expression_and_the_users_extra() {
+        let idx = pair(
+            json!([{"expression": "object.data.size() < 2",
+                "messageExpression": "'too big for ' + request.userInfo.extra['authentication.kubernetes.io/node-name'][0]"}]),
+            "Fail",
+            &["Deny"],
+        );
+        let mut u = UserInfo::new("agent", "", &[]);
+        u.extra
+            .insert(super::super::EXTRA_NODE_NAME.into(), vec!["host-a".into()]);
+        let e = admit_cm(&idx, &json!({"data": {"a": "1", "b": "2"}}), &u).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert_eq!(
+            e.message,
+            "configmaps \"c\" is forbidden: ValidatingAdmissionPolicy 'p' with binding 'b' denied request: too big for host-a"
+        );
+        assert!(admit_cm(&idx, &json!({"data": {"a": "1"}}), &u).is_ok());
+    }
+
+    #[test]
+    fn errors_follow_failure_policy_and_warn_only_warns() {
+        let broken = json!([{"expression": "object.missing.field == 1", "message": "m"}]);
+        let u = UserInfo::new("u", "", &[]);
+        let obj = json!({"data": {}});
+        let fail = pair(broken.clone(), "Fail", &["Deny"]);
+        assert!(admit_cm(&fail, &obj, &u).is_err());
+        let ignore = pair(broken, "Ignore", &["Deny"]);
+        assert!(admit_cm(&ignore, &obj, &u).is_ok());
+        let warn = pair(
+            json!([{"expression": "false", "message": "careful"}]),
+            "Fail",
+            &["Warn"],
+        );
+        assert_eq!(
+            admit_cm(&warn, &obj, &u).unwrap(),
+            vec!["Validation failed for ValidatingAdmissionPolicy 'p' with binding 'b': careful"]
+        );
+    }
 }
