@@ -46,6 +46,9 @@ pub struct AdmissionInputs {
     pub namespace: Option<Arc<Value>>,
     /// Params of bindings with a `paramRef` (by binding name; absent when not found).
     pub params: HashMap<String, Value>,
+    /// The RBAC index, for writes of RBAC objects by users outside `system:masters`
+    /// (escalation prevention).
+    pub rbac: Option<Arc<RbacIndex>>,
 }
 
 impl App {
@@ -104,11 +107,17 @@ impl App {
         built
     }
 
-    /// The policies, namespace and params a write to `t` is admitted with.
-    pub fn admission_inputs(&self, t: &Target) -> AdmissionInputs {
+    /// The policies, namespace, params and RBAC a write to `t` by `user` is admitted with.
+    pub fn admission_inputs(&self, t: &Target, user: &UserInfo) -> AdmissionInputs {
+        let rbac = (t.info().group == "rbac.authorization.k8s.io"
+            && !user.in_group(crate::auth::MASTERS))
+        .then(|| self.rbac());
         let vap = self.vap();
         if vap.pairs.is_empty() {
-            return AdmissionInputs::default();
+            return AdmissionInputs {
+                rbac,
+                ..Default::default()
+            };
         }
         let namespace = t
             .info()
@@ -150,6 +159,7 @@ impl App {
             vap,
             namespace,
             params,
+            rbac,
         }
     }
 

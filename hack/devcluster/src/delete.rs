@@ -34,7 +34,7 @@ pub fn delete(app: &App, t: &Target, opts: &Value, p: &Params) -> Result<Outcome
         _ if orphan => Some(meta::ORPHAN),
         _ => None,
     };
-    let inputs = app.admission_inputs(t);
+    let inputs = app.admission_inputs(t, &p.user);
     let (stored, kind) = app.store.mutate(&t.key(), t.ns(), &name, dry, |cur| {
         let old = cur.ok_or_else(|| not_found(t, &name))?;
         run_policies(t, Some(old), &Value::Null, p, &inputs)?;

@@ -5,7 +5,7 @@
 //! deletes in `delete`.
 
 use crate::app::{AdmissionInputs, App, CRD_KEY, Params, Target, present};
-use crate::auth::{vap, vap_match};
+use crate::auth::{escalation, vap, vap_match};
 pub use crate::delete::{delete, delete_collection};
 use crate::error::ApiError;
 use crate::fieldpath::{Scope, display};
@@ -163,6 +163,9 @@ fn finish(
     if let Some(w) = w {
         ssa::record_update(old, &mut obj, w);
     }
+    if let Some(idx) = &inputs.rbac {
+        escalation::check(idx, &p.user, &t.info().plural, t.ns(), &obj, old)?;
+    }
     warnings.extend(run_policies(t, old, &obj, p, inputs)?);
     if let Some(old) = old {
         if meta::deleting(old) && meta::finalizers(&obj).is_empty() && !is_namespace(t) {
@@ -228,7 +231,7 @@ pub fn create(
     let av = t.info().api_version();
     let w = writer(&t, &mgr, &now, &av);
     let mut warnings = vec![];
-    let inputs = app.admission_inputs(&t);
+    let inputs = app.admission_inputs(&t, &p.user);
     let (stored, kind) = app
         .store
         .mutate(&t.key(), t.ns(), &name, p.dry_run, |cur| {
@@ -273,7 +276,7 @@ pub fn update(
     let w = writer(t, &mgr, &now, &av);
     let mut warnings = vec![];
     let status = t.subresource.as_deref() == Some("status");
-    let inputs = app.admission_inputs(t);
+    let inputs = app.admission_inputs(t, &p.user);
     let (stored, kind) = app
         .store
         .mutate(&t.key(), t.ns(), &name, p.dry_run, |cur| {
@@ -312,7 +315,7 @@ pub fn patch(
     let w = writer(t, &mgr, &now, &av);
     let status = t.subresource.as_deref() == Some("status");
     let mut warnings = vec![];
-    let inputs = app.admission_inputs(t);
+    let inputs = app.admission_inputs(t, &p.user);
     let (stored, kind) = app
         .store
         .mutate(&t.key(), t.ns(), &name, p.dry_run, |cur| {
@@ -375,7 +378,7 @@ fn apply(app: &App, t: &Target, name: &str, body: &[u8], p: &Params) -> Result<O
     if !exists {
         check_namespace(app, t)?;
     }
-    let inputs = app.admission_inputs(t);
+    let inputs = app.admission_inputs(t, &p.user);
     let (stored, kind) = app.store.mutate(&t.key(), t.ns(), name, p.dry_run, |cur| {
         let merged =
             ssa::apply(cur, &applied, p.force, &w).map_err(|cs| conflict_error(t, name, cs))?;

@@ -358,3 +358,78 @@ async fn token_review_and_subject_access_review_answer_for_other_users() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_escalation_is_refused_unless_the_role_is_held_or_bind_is_granted() {
+    let h = two_tenants().await;
+    let roles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/rbac/user-roles.yaml");
+    h.ok(&["apply", "-f", roles.to_str().unwrap()]).await;
+    h.ok(&[
+        "create",
+        "rolebinding",
+        "carol-admin",
+        "-n",
+        "t1",
+        "--clusterrole",
+        "admin",
+        "--user",
+        "carol",
+    ])
+    .await;
+    let carol = h.kubeconfig_for("carol", &[]);
+    let bind = |name: &'static str, role: &'static str| {
+        [
+            "create",
+            "rolebinding",
+            name,
+            "-n",
+            "t1",
+            "--clusterrole",
+            role,
+            "--user",
+            "dave",
+        ]
+    };
+    let (ok, _, err) = as_user(&h, &carol, &bind("dave-view", "view")).await;
+    assert!(ok, "admin holds everything view grants: {err}");
+    let (ok, _, err) = as_user(&h, &carol, &bind("dave-root", "cluster-admin")).await;
+    assert!(!ok);
+    assert!(
+        err.contains("rolebindings.rbac.authorization.k8s.io \"dave-root\" is forbidden: user \"carol\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:"),
+        "{err}"
+    );
+    // The operator's pattern: `bind` on one ClusterRole by name is enough to bind it.
+    let binder = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: binder\nrules:\n- apiGroups: [rbac.authorization.k8s.io]\n  resources: [rolebindings]\n  verbs: [create]\n- apiGroups: [rbac.authorization.k8s.io]\n  resources: [clusterroles]\n  verbs: [bind]\n  resourceNames: [ironvisor-admin]\n";
+    h.kubectl_stdin(&["apply", "-f", "-"], Some(binder)).await;
+    h.ok(&[
+        "create",
+        "clusterrolebinding",
+        "op-binder",
+        "--clusterrole",
+        "binder",
+        "--user",
+        "op",
+    ])
+    .await;
+    let op = h.kubeconfig_for("op", &[]);
+    let as_op = |name: &'static str, role: &'static str| {
+        [
+            "create",
+            "rolebinding",
+            name,
+            "-n",
+            "t2",
+            "--clusterrole",
+            role,
+            "--user",
+            "erin",
+        ]
+    };
+    let (ok, _, err) = as_user(&h, &op, &as_op("erin-admin", "ironvisor-admin")).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = as_user(&h, &op, &as_op("erin-edit", "edit")).await;
+    assert!(
+        !ok && err.contains("attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+}

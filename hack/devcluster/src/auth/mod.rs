@@ -8,6 +8,7 @@
 pub mod attributes;
 pub mod authn;
 pub mod bootstrap;
+pub mod escalation;
 pub mod rbac;
 pub mod rbac_index;
 pub mod reviews;

@@ -37,6 +37,8 @@ pub struct RbacIndex {
     pub stamp: Vec<u64>,
     cluster: Vec<Binding>,
     namespaced: HashMap<String, Vec<Binding>>,
+    cluster_roles: HashMap<String, Arc<Vec<Rule>>>,
+    roles: HashMap<(String, String), Arc<Vec<Rule>>>,
 }
 
 /// The rules of every ClusterRole, aggregation resolved (a role with an `aggregationRule` has
@@ -147,7 +149,19 @@ impl RbacIndex {
             stamp,
             cluster,
             namespaced,
+            cluster_roles: cr,
+            roles: r,
         }
+    }
+
+    /// The rules of the role a `roleRef` names (`Role` in `ns` or `ClusterRole`).
+    pub fn role_rules(&self, kind: &str, ns: &str, name: &str) -> Vec<Rule> {
+        let found = match kind {
+            "ClusterRole" => self.cluster_roles.get(name),
+            "Role" => self.roles.get(&(ns.to_string(), name.to_string())),
+            _ => None,
+        };
+        found.map(|r| r.to_vec()).unwrap_or_default()
     }
 
     /// Whether RBAC allows the request. Members of `system:masters` are always allowed.
