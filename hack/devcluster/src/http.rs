@@ -47,7 +47,9 @@ fn admit_request(app: &App, req: &Request) -> Result<UserInfo, ApiError> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let user = app.authenticate(authz)?;
+    let caller = app.authenticate(authz)?;
+    let user =
+        crate::auth::impersonation::resolve(caller, req.headers(), &|u, a| app.allows(u, a))?;
     if user.in_group(crate::auth::MASTERS) {
         return Ok(user);
     }

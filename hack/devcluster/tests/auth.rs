@@ -120,11 +120,23 @@ async fn kubectl_auth_can_i_answers_from_the_stored_roles() {
             .trim(),
         "yes"
     );
-    assert_eq!(
-        h.ok(&["auth", "can-i", "get", "vm", "-n", "t1", "--as", "alice"])
-            .await
-            .trim(),
-        "yes"
+    // Impersonation: the admin may act as alice; alice may not act as the admin.
+    let as_alice = |ns: &'static str| {
+        let h = &h;
+        async move {
+            let out = h
+                .kubectl(&["auth", "can-i", "get", "vm", "-n", ns, "--as", "alice"])
+                .await;
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    assert_eq!(as_alice("t1").await.trim(), "yes");
+    assert_eq!(as_alice("t2").await.trim(), "no");
+    let (ok, _, err) = as_user(&h, &alice, &["get", "vm", "-n", "t2", "--as", "admin"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("users \"admin\" is forbidden: User \"alice\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
+        "{err}"
     );
 }
 

@@ -9,6 +9,7 @@ pub mod attributes;
 pub mod authn;
 pub mod bootstrap;
 pub mod escalation;
+pub mod impersonation;
 pub mod rbac;
 pub mod rbac_index;
 pub mod reviews;
