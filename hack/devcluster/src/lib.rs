@@ -195,6 +195,9 @@ fn signing_key(data_dir: Option<&Path>) -> Result<Vec<u8>, StartError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let k = fresh();
             std::fs::write(&path, &k).map_err(err)?;
+            // Whoever reads the key can mint any service account's tokens.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
             Ok(k.into_bytes())
         }
         Err(e) => Err(err(e)),

@@ -445,3 +445,50 @@ async fn rbac_escalation_is_refused_unless_the_role_is_held_or_bind_is_granted()
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_survive_a_restart_on_the_same_data_dir() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        data_dir: Some(dir.path().to_path_buf()),
+        anonymous: AnonymousAccess::Deny,
+        ..Options::default()
+    };
+    let c = ironvisor_devcluster::DevCluster::start(opts.clone())
+        .await
+        .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(c.client().unwrap(), "default");
+    let mut sa = ServiceAccount::default();
+    sa.metadata.name = Some("bot".into());
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    let token = c.service_account_token("default", "bot", None).unwrap();
+    c.shutdown().await;
+    let key = dir.path().join("service-account.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let c = ironvisor_devcluster::DevCluster::start(opts).await.unwrap();
+    let reviews: Api<TokenReview> = Api::all(c.client().unwrap());
+    let tr = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let st = reviews
+        .create(&PostParams::default(), &tr)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.authenticated, Some(true));
+    assert_eq!(
+        st.user.unwrap().username.as_deref(),
+        Some("system:serviceaccount:default:bot")
+    );
+    c.shutdown().await;
+}
