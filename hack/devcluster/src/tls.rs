@@ -74,19 +74,53 @@ impl Tls {
         })
     }
 
-    /// A listener serving TLS on `tcp`.
+    /// A listener serving TLS on `tcp`. Handshakes run concurrently, so a slow or silent
+    /// client holds up nobody else.
     pub fn listener(&self, tcp: TcpListener) -> TlsListener {
-        TlsListener {
-            tcp,
-            acceptor: TlsAcceptor::from(self.config.clone()),
-        }
+        let local = tcp.local_addr();
+        let acceptor = TlsAcceptor::from(self.config.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(accept_loop(tcp, acceptor, tx));
+        TlsListener { rx, local }
     }
 }
 
-/// Accepts TCP connections and completes their TLS handshake.
-pub struct TlsListener {
+/// Accepts connections and hands each to its own handshake task, until the listener is gone.
+async fn accept_loop(
     tcp: TcpListener,
     acceptor: TlsAcceptor,
+    tx: tokio::sync::mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = tcp.accept() => a,
+            _ = tx.closed() => return,
+        };
+        let (stream, addr) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "accepting a TLS connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send((tls, addr)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, %addr, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Connections whose TLS handshake is complete.
+pub struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: std::io::Result<SocketAddr>,
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -94,24 +128,17 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, addr) = match self.tcp.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accepting a TLS connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::debug!(error = %e, %addr, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-            }
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept loop only ends once this listener is dropped.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        match &self.local {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
     }
 }

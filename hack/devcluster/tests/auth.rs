@@ -492,3 +492,31 @@ async fn service_account_tokens_survive_a_restart_on_the_same_data_dir() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_on_the_tls_port_holds_up_nobody() {
+    let h = Harness::start().await;
+    let tls = h.cluster.tls_url().unwrap();
+    let addr = tls.trim_start_matches("https://").to_string();
+    let _silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let alice = h.kubeconfig_for("alice", &[]);
+    let started = std::time::Instant::now();
+    let (ok, out, err) = as_user(
+        &h,
+        &alice,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "alice");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
