@@ -207,6 +207,29 @@ async fn aggregated_cluster_roles_pick_up_the_rules_of_labelled_roles() {
     let extra = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: cm-editor\n  labels:\n    ironvisor.io/aggregate-to-admin: \"true\"\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [create]\n";
     h.kubectl_stdin(&["apply", "-f", "-"], Some(extra)).await;
     assert_eq!(ask(&bob, "create", "configmaps", "t1").await, "yes");
+    // The aggregation controller writes the union into the stored role, as on a cluster.
+    let mut shown = String::new();
+    for _ in 0..50 {
+        shown = h
+            .ok(&[
+                "get",
+                "clusterrole",
+                "ironvisor-admin",
+                "-o",
+                "jsonpath={.rules[*].resources}",
+            ])
+            .await;
+        if shown.contains("configmaps") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        shown.contains("\"virtualmachines\"")
+            && shown.contains("\"secrets\"")
+            && shown.contains("\"configmaps\""),
+        "{shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

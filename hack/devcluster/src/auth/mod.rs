@@ -5,6 +5,7 @@
 //! Owns the user model and the decisions; never writes objects except through `ops` (token
 //! requests and bootstrap roles go through the same write path as any client).
 
+pub mod aggregation;
 pub mod attributes;
 pub mod authn;
 pub mod bootstrap;
