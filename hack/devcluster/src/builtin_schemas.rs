@@ -4,6 +4,9 @@
 //! reference `ObjectMeta`. Pure.
 
 use crate::resource::ResourceInfo;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as EventsEvent;
@@ -52,6 +55,17 @@ fn all() -> &'static All {
             (
                 ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
                 generate::<ClusterRoleBinding>(&mut g),
+            ),
+            (
+                ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+                generate::<ValidatingAdmissionPolicy>(&mut g),
+            ),
+            (
+                (
+                    "admissionregistration.k8s.io",
+                    "ValidatingAdmissionPolicyBinding",
+                ),
+                generate::<ValidatingAdmissionPolicyBinding>(&mut g),
             ),
             (
                 ("apiextensions.k8s.io", "CustomResourceDefinition"),

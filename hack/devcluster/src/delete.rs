@@ -4,7 +4,7 @@
 
 use crate::app::{App, Params, Target, present};
 use crate::error::{ApiError, success_status};
-use crate::ops::{Outcome, after_write, is_namespace, name_of, not_found, ok};
+use crate::ops::{Outcome, after_write, is_namespace, name_of, not_found, ok, run_policies};
 use crate::reads::list_items;
 use crate::store::{Change, EventType, ns_name, rv_of};
 use crate::{kinds, meta};
@@ -34,8 +34,10 @@ pub fn delete(app: &App, t: &Target, opts: &Value, p: &Params) -> Result<Outcome
         _ if orphan => Some(meta::ORPHAN),
         _ => None,
     };
+    let inputs = app.admission_inputs(t, &p.user);
     let (stored, kind) = app.store.mutate(&t.key(), t.ns(), &name, dry, |cur| {
         let old = cur.ok_or_else(|| not_found(t, &name))?;
+        run_policies(t, Some(old), &Value::Null, p, &inputs)?;
         if pre_uid
             .as_deref()
             .is_some_and(|u| Some(u) != old["metadata"]["uid"].as_str())

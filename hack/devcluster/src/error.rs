@@ -148,9 +148,23 @@ impl ApiError {
         Self::new(422, "Invalid", message)
     }
 
+    /// 401 Unauthorized (missing or invalid credentials).
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 403 Forbidden (used for creates in a terminating namespace).
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)
+    }
+
+    /// 403 Forbidden for `resource` in `group` (details as `apierrors.NewForbidden` writes them).
+    pub fn forbidden_resource(group: &str, resource: &str, name: &str, message: String) -> Self {
+        let mut e = Self::new(403, "Forbidden", message);
+        if !resource.is_empty() {
+            e = e.with_details(group, resource, name);
+        }
+        e
     }
 
     /// 405 MethodNotAllowed.

@@ -106,6 +106,7 @@ fn propagate(app: &App, all: &[(String, Arc<Value>)]) {
 
 /// One collection pass.
 pub fn pass(app: &App) {
+    crate::auth::aggregation::pass(app);
     let reg = app.registry();
     let served: HashSet<String> = reg.all().iter().map(|s| s.info.storage_key()).collect();
     let keys = app.store.keys();

@@ -4,6 +4,7 @@
 //! Owns path parsing and content negotiation; the semantics live in `ops` and `watch`.
 
 use crate::app::{App, Params, Target};
+use crate::auth::{UserInfo, attributes, reviews};
 use crate::error::ApiError;
 use crate::table::{self, Form};
 use crate::{discovery, openapi, openapi_v2, ops, protobuf, watch};
@@ -40,11 +41,35 @@ fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.status_body())
 }
 
+/// Authenticates and authorises a request (401 or kube-apiserver's 403), returning the user.
+fn admit_request(app: &App, req: &Request) -> Result<UserInfo, ApiError> {
+    let authz = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = app.authenticate(authz)?;
+    let user =
+        crate::auth::impersonation::resolve(caller, req.headers(), &|u, a| app.allows(u, a))?;
+    if user.in_group(crate::auth::MASTERS) {
+        return Ok(user);
+    }
+    let query: HashMap<String, String> = Query::try_from_uri(req.uri())
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    let a = attributes::of_request(req.method().as_str(), req.uri().path(), &query);
+    app.authorize(&user, &a)?;
+    Ok(user)
+}
+
 async fn handle(State((app, addr)): State<(Arc<App>, Arc<String>)>, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let started = std::time::Instant::now();
-    let resp = match dispatch(app, &addr, req).await {
+    let result = match admit_request(&app, &req) {
+        Ok(user) => dispatch(app, &addr, req, user).await,
+        Err(e) => Err(e),
+    };
+    let resp = match result {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -177,7 +202,12 @@ fn parse_path(segs: &[&str]) -> Option<PathInfo> {
     Some(p)
 }
 
-async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, ApiError> {
+async fn dispatch(
+    app: Arc<App>,
+    addr: &str,
+    req: Request,
+    user: UserInfo,
+) -> Result<Response, ApiError> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let reg = app.registry();
@@ -227,6 +257,9 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
             .map(|v| json_response(200, &v))
             .ok_or_else(ApiError::no_route);
     };
+    if req.method() == Method::POST && is_special_post(&info, &plural) {
+        return special_post(&app, &info, &plural, &user, req).await;
+    }
     let served = reg
         .find(&info.group, &info.version, &plural)
         .ok_or_else(ApiError::no_route)?;
@@ -249,7 +282,8 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
     let query: HashMap<String, String> = Query::try_from_uri(req.uri())
         .map(|Query(q)| q)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let p = Params::from_query(&query);
+    let mut p = Params::from_query(&query);
+    p.user = user;
     let accept = header_str(req.headers(), header::ACCEPT).to_string();
     let form = Form::negotiate(&accept, p.include_object.as_deref());
     let ua = header_str(req.headers(), header::USER_AGENT).to_string();
@@ -336,6 +370,48 @@ async fn dispatch(app: Arc<App>, addr: &str, req: Request) -> Result<Response, A
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+fn is_review(info: &PathInfo, plural: &str) -> bool {
+    info.version == "v1" && info.name.is_none() && reviews::is_review(&info.group, plural)
+}
+
+/// Whether a POST creates nothing: a review or a token request.
+fn is_special_post(info: &PathInfo, plural: &str) -> bool {
+    let token = info.group.is_empty()
+        && plural == "serviceaccounts"
+        && info.sub.as_deref() == Some("token");
+    token || is_review(info, plural)
+}
+
+/// Answers a review or a token request (see [`is_special_post`]).
+async fn special_post(
+    app: &App,
+    info: &PathInfo,
+    plural: &str,
+    user: &UserInfo,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let accept = header_str(req.headers(), header::ACCEPT).to_string();
+    let review = is_review(info, plural);
+    let (_, body) = read_body(req).await?;
+    let body = crate::patch::parse_body(&body)?;
+    let answer = if review {
+        reviews::review(
+            app,
+            user,
+            &info.group,
+            plural,
+            info.namespace.as_deref(),
+            body,
+        )?
+    } else {
+        let (Some(ns), Some(name)) = (&info.namespace, &info.name) else {
+            return Err(ApiError::no_route());
+        };
+        reviews::token_request(app, ns, name, body)?
+    };
+    Ok(object_response(201, &answer, &accept))
 }
 
 fn outcome(o: ops::Outcome, accept: &str) -> Result<Response, ApiError> {

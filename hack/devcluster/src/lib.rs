@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod auth;
 mod builtin_schemas;
 mod delete;
 mod discovery;
@@ -24,6 +25,7 @@ mod events;
 mod fieldpath;
 mod gc;
 mod http;
+mod identity;
 mod kinds;
 mod meta;
 mod openapi;
@@ -40,15 +42,18 @@ mod selectors;
 mod ssa;
 mod store;
 mod table;
+mod tls;
 mod validation;
 mod watch;
 
 use app::{App, NS_KEY};
+pub use auth::UserInfo;
+pub use auth::authn::AnonymousAccess;
+pub use identity::kubeconfig_text;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The default listen address of the binary (6443 is left to real clusters).
@@ -66,9 +71,39 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificates could not be made.
+    #[error("preparing TLS")]
+    Tls(#[from] tls::TlsError),
     /// The data directory could not be used.
     #[error("opening the data directory")]
     Persist(#[from] persist::PersistError),
+    /// The token file could not be read.
+    #[error("reading the token file {path}")]
+    TokenFileRead {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token file is malformed.
+    #[error("parsing the token file {path}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: auth::token_file::TokenFileError,
+    },
+    /// The service-account signing key in the data directory could not be read or written.
+    #[error("keeping the service-account signing key at {path}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a client could not be built.
@@ -89,13 +124,94 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Where to persist state; `None` keeps it in memory.
     pub data_dir: Option<PathBuf>,
+    /// A kube-apiserver `--token-auth-file` (`token,user,uid,"group1,group2"` lines).
+    pub token_file: Option<PathBuf>,
+    /// What a request without credentials is.
+    pub anonymous: AnonymousAccess,
+    /// Where to serve TLS (the same API; kubectl sends tokens only over TLS); `None`: nowhere.
+    pub tls_listen: Option<SocketAddr>,
+}
+
+impl Default for Options {
+    /// In memory on a free loopback port; token-less requests act as `admin`.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: None,
+            token_file: None,
+            anonymous: AnonymousAccess::default(),
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        }
+    }
+}
+
+async fn bind(a: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let l = tokio::net::TcpListener::bind(a)
+        .await
+        .map_err(|source| StartError::Bind { addr: a, source })?;
+    let bound = l
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr: a, source })?;
+    Ok((l, bound))
+}
+
+/// The static tokens of `opts.token_file`.
+fn static_tokens(
+    opts: &Options,
+) -> Result<std::collections::HashMap<String, UserInfo>, StartError> {
+    let Some(path) = &opts.token_file else {
+        return Ok(Default::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| StartError::TokenFileRead {
+        path: path.clone(),
+        source,
+    })?;
+    auth::token_file::parse(&text).map_err(|source| StartError::TokenFile {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// The service-account signing key: kept in the data directory so tokens survive restarts.
+fn signing_key(data_dir: Option<&Path>) -> Result<Vec<u8>, StartError> {
+    let fresh = || {
+        format!(
+            "{}{}",
+            auth::authn::random_token(),
+            auth::authn::random_token()
+        )
+    };
+    let Some(dir) = data_dir else {
+        return Ok(fresh().into_bytes());
+    };
+    let path = dir.join("service-account.key");
+    let err = |source| StartError::Key {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => Ok(k.trim().as_bytes().to_vec()),
+        Ok(_) => Err(err(std::io::Error::other("the key file is empty"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k = fresh();
+            std::fs::write(&path, &k).map_err(err)?;
+            // Whoever reads the key can mint any service account's tokens.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+            Ok(k.into_bytes())
+        }
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// A running control plane.
 pub struct DevCluster {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    ca_pem: String,
+    anonymous: AnonymousAccess,
     app: Arc<App>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     server: Option<JoinHandle<()>>,
     gc: JoinHandle<()>,
 }
@@ -114,34 +230,53 @@ impl DevCluster {
                 s
             }
         };
-        let app = Arc::new(App::new(store));
+        let authn = auth::authn::Authenticator::new(
+            static_tokens(&opts)?,
+            signing_key(opts.data_dir.as_deref())?,
+            opts.anonymous,
+        );
+        let app = Arc::new(App::new(store, authn));
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             ensure_namespace(&app, ns);
         }
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: opts.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
+        bootstrap_rbac(&app);
+        let (listener, addr) = bind(opts.listen).await?;
+        let tls = tls::Tls::generate()?;
+        let tls_listener = match opts.tls_listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let tls_addr = tls_listener.as_ref().map(|(_, a)| *a);
         let router = http::router(app.clone(), addr.to_string());
-        let (tx, rx) = oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let plain =
+            axum::serve(listener, router.clone()).with_graceful_shutdown(stopped(rx.clone()));
+        let secure = tls_listener.map(|(l, a)| {
+            let router = http::router(app.clone(), a.to_string());
+            axum::serve(tls.listener(l), router).with_graceful_shutdown(stopped(rx))
+        });
         let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
+            let secure = async move {
+                match secure {
+                    Some(s) => s.await,
+                    None => Ok(()),
+                }
+            };
+            let (a, b) = tokio::join!(plain, secure);
+            if let Err(e) = a.and(b) {
                 tracing::error!(error = %e, "the API server stopped");
             }
         });
         let gc = gc::spawn(&app);
-        tracing::info!(%addr, "devcluster serving");
+        tracing::info!(%addr, tls = ?tls_addr, "devcluster serving");
         Ok(Self {
             addr,
+            tls_addr,
+            ca_pem: tls.ca_pem,
+            anonymous: opts.anonymous,
             app,
             stop: Some(tx),
             server: Some(server),
@@ -151,11 +286,7 @@ impl DevCluster {
 
     /// Starts in memory on a free loopback port.
     pub async fn start_ephemeral() -> Result<Self, StartError> {
-        Self::start(Options {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: None,
-        })
-        .await
+        Self::start(Options::default()).await
     }
 
     /// The address served.
@@ -166,27 +297,6 @@ impl DevCluster {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    /// A kube client for this server (default namespace `default`).
-    pub fn client(&self) -> Result<kube::Client, ClientError> {
-        let uri: axum::http::Uri = self
-            .url()
-            .parse()
-            .map_err(|_| ClientError::Url(self.url()))?;
-        let mut config = kube::Config::new(uri);
-        config.default_namespace = "default".into();
-        Ok(kube::Client::try_from(config)?)
-    }
-
-    /// The kubeconfig text pointing at this server (context `devcluster`).
-    pub fn kubeconfig(&self) -> String {
-        kubeconfig_for(&self.url())
-    }
-
-    /// Writes the kubeconfig to `path`.
-    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, self.kubeconfig())
     }
 
     /// Forgets the watch history and ends every open watch (as an etcd compaction plus an
@@ -208,7 +318,7 @@ impl DevCluster {
     async fn stop_now(&mut self) {
         self.app.store.compact();
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         if let Some(s) = self.server.take() {
             let _ = s.await;
@@ -220,20 +330,54 @@ impl DevCluster {
 impl Drop for DevCluster {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         self.app.store.compact();
         self.gc.abort();
     }
 }
 
-/// A kubeconfig for `url`.
-pub fn kubeconfig_for(url: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: devcluster\n  cluster:\n    server: {url}\n\
-         contexts:\n- name: devcluster\n  context:\n    cluster: devcluster\n    user: devcluster\n    namespace: default\n\
-         current-context: devcluster\nusers:\n- name: devcluster\n  user: {{}}\npreferences: {{}}\n"
-    )
+/// Stores the bootstrap roles and bindings that are missing (as kube-apiserver does at start).
+fn bootstrap_rbac(app: &App) {
+    let objs = auth::bootstrap::cluster_roles()
+        .into_iter()
+        .map(|o| ("clusterroles", o))
+        .chain(
+            auth::bootstrap::cluster_role_bindings()
+                .into_iter()
+                .map(|o| ("clusterrolebindings", o)),
+        );
+    for (plural, obj) in objs {
+        ensure_object(app, "rbac.authorization.k8s.io", plural, obj);
+    }
+}
+
+fn ensure_object(app: &App, group: &str, plural: &str, obj: serde_json::Value) {
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let reg = app.registry();
+    let Some(served) = reg.find(group, "v1", plural) else {
+        return;
+    };
+    if app
+        .store
+        .get(&served.info.storage_key(), "", &name)
+        .is_some()
+    {
+        return;
+    }
+    let t = app::Target {
+        served,
+        namespace: None,
+        name: None,
+        subresource: None,
+    };
+    let p = app::Params::from_query(&Default::default());
+    if let Err(e) = ops::create(app, &t, obj.to_string().as_bytes(), &p, "devcluster") {
+        tracing::warn!(error = %e, name, "creating a bootstrap object failed");
+    }
 }
 
 fn ensure_namespace(app: &App, name: &str) {

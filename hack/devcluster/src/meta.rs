@@ -23,6 +23,17 @@ fn valid_name(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// Why `name` is not a valid path segment (kube's `IsValidPathSegmentName`), if it is not.
+fn invalid_path_segment(name: &str) -> Option<String> {
+    if name == "." || name == ".." {
+        return Some(format!("may not be '{name}'"));
+    }
+    ["/", "%"]
+        .iter()
+        .find(|c| name.contains(**c))
+        .map(|c| format!("may not contain '{c}'"))
+}
+
 fn random_suffix() -> String {
     let u = uuid::Uuid::new_v4().simple().to_string();
     let alphabet: Vec<char> = "bcdfghjklmnpqrstvwxz2456789".chars().collect();
@@ -67,7 +78,21 @@ pub fn prepare_create(info: &ResourceInfo, mut obj: Value, ns: &str) -> Result<V
             )],
         ));
     }
-    if !valid_name(&name) {
+    if info.group == "rbac.authorization.k8s.io" {
+        // RBAC names are path segments (`system:masters`), as the apiserver validates them.
+        if let Some(why) = invalid_path_segment(&name) {
+            return Err(ApiError::invalid(
+                &info.group,
+                &info.kind,
+                &name,
+                vec![Cause::new(
+                    "FieldValueInvalid",
+                    "metadata.name",
+                    format!("Invalid value: \"{name}\": {why}"),
+                )],
+            ));
+        }
+    } else if !valid_name(&name) {
         return Err(ApiError::invalid(
             &info.group,
             &info.kind,

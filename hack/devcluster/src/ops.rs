@@ -4,7 +4,8 @@
 //! finalizer rules. It never speaks HTTP and never formats tables. Reads live in `reads`,
 //! deletes in `delete`.
 
-use crate::app::{App, CRD_KEY, Params, Target, present};
+use crate::app::{AdmissionInputs, App, CRD_KEY, Params, Target, present};
+use crate::auth::{escalation, vap, vap_match};
 pub use crate::delete::{delete, delete_collection};
 use crate::error::ApiError;
 use crate::fieldpath::{Scope, display};
@@ -88,6 +89,57 @@ fn strip_volatile(o: &Value) -> Value {
     c
 }
 
+/// Runs the ValidatingAdmissionPolicies that select this write (`obj` null for a delete).
+pub(crate) fn run_policies(
+    t: &Target,
+    old: Option<&Value>,
+    obj: &Value,
+    p: &Params,
+    inputs: &AdmissionInputs,
+) -> Result<Vec<String>, ApiError> {
+    if inputs.vap.pairs.is_empty() {
+        return Ok(vec![]);
+    }
+    let old_v = old.cloned().unwrap_or(Value::Null);
+    let operation = match (old, obj.is_null()) {
+        (_, true) => "DELETE",
+        (None, false) => "CREATE",
+        (Some(_), false) => "UPDATE",
+    };
+    let info = t.info();
+    let ns_labels = if is_namespace(t) {
+        obj["metadata"]["labels"].clone()
+    } else {
+        inputs
+            .namespace
+            .as_ref()
+            .map(|n| n["metadata"]["labels"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let name = t.name.as_deref().unwrap_or_default();
+    let a = vap::Admission {
+        req: vap_match::Request {
+            operation,
+            group: &info.group,
+            version: &info.version,
+            resource: &info.plural,
+            subresource: t.subresource.as_deref().unwrap_or_default(),
+            name,
+            namespaced: info.namespaced,
+            object: obj,
+            old_object: &old_v,
+            namespace_labels: &ns_labels,
+        },
+        kind: &info.kind,
+        namespace: t.ns(),
+        user: &p.user,
+        dry_run: p.dry_run,
+        namespace_object: inputs.namespace.as_deref(),
+        params: &inputs.params,
+    };
+    vap::admit(&inputs.vap, &a)
+}
+
 /// The shared tail of every write: admission, kind hooks, field owners, finalizer completion.
 fn finish(
     t: &Target,
@@ -96,6 +148,7 @@ fn finish(
     p: &Params,
     w: Option<&Writer<'_>>,
     warnings: &mut Vec<String>,
+    inputs: &AdmissionInputs,
 ) -> Result<Change, ApiError> {
     let (admitted, warn) = validation::admit(
         t.info(),
@@ -110,6 +163,10 @@ fn finish(
     if let Some(w) = w {
         ssa::record_update(old, &mut obj, w);
     }
+    if let Some(idx) = &inputs.rbac {
+        escalation::check(idx, &p.user, &t.info().plural, t.ns(), &obj, old)?;
+    }
+    warnings.extend(run_policies(t, old, &obj, p, inputs)?);
     if let Some(old) = old {
         if meta::deleting(old) && meta::finalizers(&obj).is_empty() && !is_namespace(t) {
             return Ok(Change::Delete);
@@ -174,6 +231,7 @@ pub fn create(
     let av = t.info().api_version();
     let w = writer(&t, &mgr, &now, &av);
     let mut warnings = vec![];
+    let inputs = app.admission_inputs(&t, &p.user);
     let (stored, kind) = app
         .store
         .mutate(&t.key(), t.ns(), &name, p.dry_run, |cur| {
@@ -184,7 +242,7 @@ pub fn create(
                     &name,
                 ));
             }
-            finish(&t, None, obj, p, Some(&w), &mut warnings)
+            finish(&t, None, obj, p, Some(&w), &mut warnings, &inputs)
         })?;
     after_write(app, &t, kind);
     Ok(Outcome {
@@ -218,6 +276,7 @@ pub fn update(
     let w = writer(t, &mgr, &now, &av);
     let mut warnings = vec![];
     let status = t.subresource.as_deref() == Some("status");
+    let inputs = app.admission_inputs(t, &p.user);
     let (stored, kind) = app
         .store
         .mutate(&t.key(), t.ns(), &name, p.dry_run, |cur| {
@@ -226,7 +285,7 @@ pub fn update(
                 return Err(ApiError::conflict(&t.info().group, &t.info().plural, &name));
             }
             let cand = meta::prepare_update(t.info(), old, new, status)?;
-            finish(t, Some(old), cand, p, Some(&w), &mut warnings)
+            finish(t, Some(old), cand, p, Some(&w), &mut warnings, &inputs)
         })?;
     after_write(app, t, kind);
     Ok(Outcome {
@@ -256,6 +315,7 @@ pub fn patch(
     let w = writer(t, &mgr, &now, &av);
     let status = t.subresource.as_deref() == Some("status");
     let mut warnings = vec![];
+    let inputs = app.admission_inputs(t, &p.user);
     let (stored, kind) = app
         .store
         .mutate(&t.key(), t.ns(), &name, p.dry_run, |cur| {
@@ -269,7 +329,7 @@ pub fn patch(
                 return Err(ApiError::conflict(&t.info().group, &t.info().plural, &name));
             }
             let cand = meta::prepare_update(t.info(), old, doc, status)?;
-            finish(t, Some(old), cand, p, Some(&w), &mut warnings)
+            finish(t, Some(old), cand, p, Some(&w), &mut warnings, &inputs)
         })?;
     after_write(app, t, kind);
     Ok(Outcome {
@@ -318,6 +378,7 @@ fn apply(app: &App, t: &Target, name: &str, body: &[u8], p: &Params) -> Result<O
     if !exists {
         check_namespace(app, t)?;
     }
+    let inputs = app.admission_inputs(t, &p.user);
     let (stored, kind) = app.store.mutate(&t.key(), t.ns(), name, p.dry_run, |cur| {
         let merged =
             ssa::apply(cur, &applied, p.force, &w).map_err(|cs| conflict_error(t, name, cs))?;
@@ -329,11 +390,11 @@ fn apply(app: &App, t: &Target, name: &str, body: &[u8], p: &Params) -> Result<O
                 let mut obj = merged;
                 obj["metadata"]["name"] = json!(name);
                 let obj = meta::prepare_create(t.info(), obj, t.ns())?;
-                finish(t, None, obj, p, None, &mut warnings)
+                finish(t, None, obj, p, None, &mut warnings, &inputs)
             }
             Some(old) => {
                 let cand = meta::prepare_update(t.info(), old, merged, status)?;
-                finish(t, Some(old), cand, p, None, &mut warnings)
+                finish(t, Some(old), cand, p, None, &mut warnings, &inputs)
             }
         }
     })?;

@@ -110,6 +110,40 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
+    /// A selector from its JSON form (`matchLabels`, `matchExpressions` with `In`, `NotIn`,
+    /// `Exists`, `DoesNotExist`); an empty selector matches everything. An unknown operator
+    /// matches nothing, as the apiserver refuses such a selector.
+    pub fn from_json(v: &Value) -> Self {
+        let mut reqs = vec![];
+        if let Some(m) = v["matchLabels"].as_object() {
+            for (k, val) in m {
+                reqs.push(LabelReq::In(
+                    k.clone(),
+                    vec![val.as_str().unwrap_or_default().into()],
+                ));
+            }
+        }
+        for e in v["matchExpressions"].as_array().into_iter().flatten() {
+            let key = e["key"].as_str().unwrap_or_default().to_string();
+            let values: Vec<String> = e["values"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            reqs.push(match e["operator"].as_str().unwrap_or_default() {
+                "In" => LabelReq::In(key, values),
+                "NotIn" => LabelReq::NotIn(key, values),
+                "Exists" => LabelReq::Exists(key),
+                "DoesNotExist" => LabelReq::NotExists(key),
+                _ => LabelReq::In(key, vec![]),
+            });
+        }
+        Self(reqs)
+    }
+
     /// Whether the labels (a JSON object or null) satisfy every requirement.
     pub fn matches(&self, labels: &Value) -> bool {
         let get = |k: &str| labels.get(k).and_then(Value::as_str);

@@ -79,6 +79,9 @@ struct Inner {
     /// Watches from a resourceVersion below this get 410 Gone.
     compacted: u64,
     log: Option<Log>,
+    /// The resourceVersion of the last change per storage key (caches derived from a
+    /// resource, like the RBAC index, compare it to know they are current).
+    key_rv: HashMap<String, u64>,
 }
 
 /// The store.
@@ -142,6 +145,7 @@ impl Store {
                 history: VecDeque::new(),
                 compacted: rv,
                 log,
+                key_rv: HashMap::new(),
             }),
             tx,
             epoch,
@@ -207,6 +211,14 @@ impl Store {
         (items, inner.rv)
     }
 
+    /// For each key, the resourceVersion of its last change (0: none since start).
+    pub fn key_versions(&self, keys: &[&str]) -> Vec<u64> {
+        let inner = self.lock();
+        keys.iter()
+            .map(|k| inner.key_rv.get(*k).copied().unwrap_or(0))
+            .collect()
+    }
+
     /// Storage keys that hold at least one object.
     pub fn keys(&self) -> Vec<String> {
         self.lock()
@@ -258,6 +270,7 @@ impl Store {
         };
         inner.rv += 1;
         let rv = inner.rv;
+        inner.key_rv.insert(key.to_string(), rv);
         if let Some(m) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             m.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }

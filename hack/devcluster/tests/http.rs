@@ -104,6 +104,7 @@ async fn state_survives_a_restart_with_a_data_dir_and_a_torn_log_tail() {
     let opts = Options {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: Some(dir.path().to_path_buf()),
+        ..Options::default()
     };
     let c = DevCluster::start(opts.clone()).await.unwrap();
     let (code, _) = send(

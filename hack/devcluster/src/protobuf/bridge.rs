@@ -179,6 +179,16 @@ pub mod mode {
                 .collect()
         }
     }
+    /// A list of messages k8s-openapi requires.
+    pub mod vec_msgs {
+        use super::{Bridge, R};
+        pub fn to<P: Bridge>(v: Vec<P>) -> R<Vec<P::Json>> {
+            v.into_iter().map(Bridge::to_json).collect()
+        }
+        pub fn from<P: Bridge>(v: Vec<P::Json>) -> Vec<P> {
+            v.into_iter().map(P::from_json).collect()
+        }
+    }
 
     fn timestamp(seconds: Option<i64>, nanos: Option<i32>) -> R<Option<Timestamp>> {
         // Go writes the zero time as an empty message; it is `null` in JSON.
@@ -206,6 +216,49 @@ pub mod mode {
                 seconds: Some(t.0.as_second()),
                 nanos: Some(t.0.subsec_nanosecond()),
             })
+        }
+    }
+
+    /// A `Time` k8s-openapi requires.
+    pub mod time_req {
+        use super::{BridgeError, R, js, pb, time};
+        pub fn to(v: Option<pb::Time>) -> R<js::Time> {
+            time::to(v)?.ok_or(BridgeError::MissingTime)
+        }
+        pub fn from(v: js::Time) -> Option<pb::Time> {
+            time::from(Some(v))
+        }
+    }
+
+    /// `userInfo.extra` of the authorization API (`map<string, ExtraValue>`).
+    pub mod extra_authz {
+        use super::R;
+        use k8s_pb::api::authorization::v1::ExtraValue;
+        use std::collections::BTreeMap;
+        pub fn to(v: BTreeMap<String, ExtraValue>) -> R<Option<BTreeMap<String, Vec<String>>>> {
+            Ok((!v.is_empty()).then(|| v.into_iter().map(|(k, e)| (k, e.items)).collect()))
+        }
+        pub fn from(v: Option<BTreeMap<String, Vec<String>>>) -> BTreeMap<String, ExtraValue> {
+            v.unwrap_or_default()
+                .into_iter()
+                .map(|(k, items)| (k, ExtraValue { items }))
+                .collect()
+        }
+    }
+
+    /// `userInfo.extra` of the authentication API (`map<string, ExtraValue>`).
+    pub mod extra_authn {
+        use super::R;
+        use k8s_pb::api::authentication::v1::ExtraValue;
+        use std::collections::BTreeMap;
+        pub fn to(v: BTreeMap<String, ExtraValue>) -> R<Option<BTreeMap<String, Vec<String>>>> {
+            Ok((!v.is_empty()).then(|| v.into_iter().map(|(k, e)| (k, e.items)).collect()))
+        }
+        pub fn from(v: Option<BTreeMap<String, Vec<String>>>) -> BTreeMap<String, ExtraValue> {
+            v.unwrap_or_default()
+                .into_iter()
+                .map(|(k, items)| (k, ExtraValue { items }))
+                .collect()
         }
     }
 
@@ -307,6 +360,12 @@ bridge!(pb::LabelSelector => LabelSelector {
 });
 
 bridge!(pb::LabelSelectorRequirement => LabelSelectorRequirement {
+    key => key: req,
+    operator => operator: req,
+    values => values: list,
+});
+
+bridge!(pb::FieldSelectorRequirement => js::FieldSelectorRequirement {
     key => key: req,
     operator => operator: req,
     values => values: list,

@@ -241,7 +241,14 @@ where
     P: Message + Default + Bridge + k8s_pb::Resource,
     P::Json: Serialize,
 {
-    let kind = P::KIND;
+    decode_named::<P>(raw, P::KIND)
+}
+
+fn decode_named<P>(raw: &[u8], kind: &'static str) -> Result<Value, CodecError>
+where
+    P: Message + Default + Bridge,
+    P::Json: Serialize,
+{
     let msg = P::decode(raw).map_err(|source| CodecError::Decode { kind, source })?;
     let json = msg
         .to_json()
@@ -255,11 +262,16 @@ where
     P: Message + Bridge + k8s_pb::Resource,
     P::Json: DeserializeOwned,
 {
+    encode_named::<P>(obj, P::KIND)
+}
+
+fn encode_named<P>(obj: &Value, kind: &'static str) -> Result<Vec<u8>, CodecError>
+where
+    P: Message + Bridge,
+    P::Json: DeserializeOwned,
+{
     let json: P::Json =
-        serde_json::from_value(obj.clone()).map_err(|source| CodecError::Typed {
-            kind: P::KIND,
-            source,
-        })?;
+        serde_json::from_value(obj.clone()).map_err(|source| CodecError::Typed { kind, source })?;
     Ok(P::from_json(json).encode_to_vec())
 }
 
@@ -277,8 +289,10 @@ where
 }
 
 /// Every kind spoken in protobuf.
-pub fn codecs() -> [Codec; 11] {
-    [
+pub fn codecs() -> Vec<Codec> {
+    use k8s_pb::api::authentication::v1 as authn_pb;
+    use k8s_pb::api::authorization::v1 as authz_pb;
+    vec![
         codec::<core_pb::Namespace>(),
         codec::<core_pb::ConfigMap>(),
         codec::<core_pb::Secret>(),
@@ -290,6 +304,19 @@ pub fn codecs() -> [Codec; 11] {
         codec::<coord_pb::Lease>(),
         codec::<core_pb::Event>(),
         codec::<events_pb::Event>(),
+        codec::<authz_pb::SelfSubjectAccessReview>(),
+        codec::<authz_pb::SubjectAccessReview>(),
+        codec::<authz_pb::LocalSubjectAccessReview>(),
+        codec::<authz_pb::SelfSubjectRulesReview>(),
+        codec::<authn_pb::TokenReview>(),
+        codec::<authn_pb::SelfSubjectReview>(),
+        // A subresource's body: k8s-pb gives it no `Resource` identity.
+        Codec {
+            api_version: "authentication.k8s.io/v1",
+            kind: "TokenRequest",
+            decode: |raw| decode_named::<authn_pb::TokenRequest>(raw, "TokenRequest"),
+            encode: |obj| encode_named::<authn_pb::TokenRequest>(obj, "TokenRequest"),
+        },
     ]
 }
 

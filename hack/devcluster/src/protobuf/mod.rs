@@ -7,6 +7,7 @@
 //! k8s-pb's prost types; the JSON forms are k8s-openapi's. Custom resources have no protobuf
 //! form (as in the apiserver), so a protobuf body for them is 415.
 
+mod auth_kinds;
 mod bridge;
 mod kinds;
 

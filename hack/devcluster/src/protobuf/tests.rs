@@ -51,11 +51,30 @@ fn kubectl_create_rolebinding_decodes_subjects_and_role_ref() {
 }
 
 #[test]
+fn kubectl_create_token_decodes_without_its_empty_status() {
+    assert_eq!(
+        decode(TOKEN_REQUEST).unwrap(),
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "metadata": {}, "spec": {"audiences": []}})
+    );
+}
+
+#[test]
 fn a_kind_without_a_protobuf_form_is_unsupported_and_names_the_alternative() {
-    let e = decode(TOKEN_REQUEST).unwrap_err();
+    let unknown = Unknown {
+        type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
+            api_version: Some("apps/v1".into()),
+            kind: Some("Deployment".into()),
+        }),
+        raw: Some(b"\n\x03\n\x01d".to_vec()),
+        ..Default::default()
+    };
+    let mut body = MAGIC.to_vec();
+    body.extend(unknown.encode_to_vec());
+    let e = decode(&body).unwrap_err();
     assert!(e.is_unsupported_kind());
     let msg = e.to_string();
-    assert!(msg.contains("TokenRequest"), "{msg}");
+    assert!(msg.contains("Deployment"), "{msg}");
     assert!(msg.contains("application/json"), "{msg}");
 }
 

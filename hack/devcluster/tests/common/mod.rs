@@ -15,9 +15,12 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Self {
-        let cluster = DevCluster::start_ephemeral()
-            .await
-            .expect("devcluster starts");
+        Self::start_with(ironvisor_devcluster::Options::default()).await
+    }
+
+    /// A cluster started with `opts`.
+    pub async fn start_with(opts: ironvisor_devcluster::Options) -> Self {
+        let cluster = DevCluster::start(opts).await.expect("devcluster starts");
         let dir = tempfile::tempdir().expect("temp dir");
         let kubeconfig = dir.path().join("kubeconfig");
         cluster
@@ -37,10 +40,27 @@ impl Harness {
 
     /// Runs kubectl feeding `stdin`.
     pub async fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_as(&self.kubeconfig, args, stdin).await
+    }
+
+    /// Writes a kubeconfig acting as `user` in `groups` and returns its path.
+    pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let p = self.dir.path().join(format!("{user}.kubeconfig"));
+        std::fs::write(&p, self.cluster.kubeconfig_for(user, groups)).expect("kubeconfig written");
+        p
+    }
+
+    /// Runs kubectl with another kubeconfig (another identity).
+    pub async fn kubectl_as(
+        &self,
+        kubeconfig: &Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
         use tokio::io::AsyncWriteExt;
         let mut cmd = tokio::process::Command::new("kubectl");
         cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
+            .arg(kubeconfig)
             .arg("--cache-dir")
             .arg(self.dir.path().join("cache"))
             .args(args)
