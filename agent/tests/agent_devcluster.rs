@@ -124,8 +124,39 @@ async fn a_vm_waits_for_the_operator_to_confirm_its_placement() {
         .expect("created");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(domain_active("it-pending", "web"), None, "not started yet");
+    let untouched = c.vms("it-pending").get("web").await.expect("web");
+    assert!(untouched.finalizers().is_empty(), "not even a finalizer");
+    assert!(untouched.status.is_none(), "no status from the agent");
     c.confirm("it-pending", "web", "node-p").await;
     c.wait_vm("it-pending", "web", "Running once scheduled", running)
+        .await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_vm_labelled_for_this_node_but_placed_elsewhere_by_the_operator_is_never_defined() {
+    let _serial = SERIAL.lock().await;
+    let c = Cluster::start("node-t", URI, |_| {}).await;
+    // The operator placed it on node-u (Scheduled=True); a tenant relabels it for node-t.
+    c.place("it-label", "moved", "node-u", spec()).await;
+    c.merge(
+        "it-label",
+        "moved",
+        serde_json::json!({"metadata": {"labels": {"ironvisor.io/node": "node-t"}}}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(domain_active("it-label", "moved"), None, "never defined");
+    let vm = c.vms("it-label").get("moved").await.expect("moved");
+    assert!(
+        vm.finalizers().is_empty(),
+        "not taken on: {:?}",
+        vm.finalizers()
+    );
+    assert_eq!(phase(&vm), None, "no status from this agent");
+    // Once the operator places it here, the same agent runs it.
+    c.confirm("it-label", "moved", "node-t").await;
+    c.wait_vm("it-label", "moved", "Running once placed here", running)
         .await;
     c.stop().await;
 }

@@ -4,20 +4,24 @@
 //! through [`TENANT`], and GitOps users may read all of them.
 //!
 //! The hand-off between the operator and the agents:
-//! - The operator admits a VM (quota) and places it: it sets the [`NODE`] label, and in the
-//!   status `nodeName`, `vcpus` and the `Scheduled` condition (field manager
-//!   [`OPERATOR_MANAGER`]). Until then it owns `phase` and `printableStatus` (Pending with a
-//!   reason such as QuotaExceeded).
-//! - The agent of that node sees the VM through its label-selected watch, adds
-//!   [`AGENT_FINALIZER`], and from then on owns `phase`, `printableStatus`, the `Ready`
+//! - The operator admits a VM (quota) and places it: in the status it writes `nodeName`,
+//!   `vcpus`, `admitted` and the `Scheduled` condition (field manager [`OPERATOR_MANAGER`]),
+//!   then copies `nodeName` into the [`NODE`] label. Until then it owns `phase` and
+//!   `printableStatus` (Pending with a reason such as QuotaExceeded). The status is the
+//!   truth; a label set or changed by anyone else is rewritten or removed.
+//! - The agent of that node sees the VM through its label-selected watch; only once
+//!   `status.nodeName` names its node and Scheduled is True does it add [`AGENT_FINALIZER`],
+//!   and from then on it owns `phase`, `printableStatus`, the `Ready`
 //!   condition, `observedGeneration`, `domainUUID`, `startedAt`, `interfaces` (field manager
 //!   `ironvisor-agent/<node>`). When the host is lost the operator forces `phase: Unknown` and
 //!   `Ready=False` (reason HostLost); the agent takes them back when it returns.
 //! - Each agent renews the Lease `ironvisor-agent-<node>` in [`SYSTEM_NAMESPACE`] every 10 s
 //!   and keeps the status of the Hypervisor named after its node.
 
-/// Label the operator puts on a placed VirtualMachine: the host it runs on. Agents watch
-/// `ironvisor.io/node=<their node>` only, so the API server does the filtering.
+/// Label the operator puts on a placed VirtualMachine: a copy of `status.nodeName`. Agents
+/// watch `ironvisor.io/node=<their node>` only, so the API server does the filtering; they
+/// act only on what the status places on their node, since anyone who may edit the VM may
+/// set a label.
 pub const NODE: &str = "ironvisor.io/node";
 
 /// Label on a Namespace: the Tenant that owns it.

@@ -116,8 +116,10 @@ fn vm(i: usize, rng: &mut Rng) -> VmEntry {
         request,
         restart_elsewhere: false,
         label_node: None,
+        legacy_annotation: false,
         status_node: None,
         status_vcpus: None,
+        admitted: None,
         phase: None,
         printable: None,
         scheduled: None,
@@ -133,11 +135,10 @@ fn write_back(ix: &mut Index, p: &Plan) {
         let Some(mut e) = ix.vm(&w.key).cloned() else {
             continue;
         };
-        if let Some(n) = &w.label {
-            e.label_node = Some(n.clone());
-        }
+        e.label_node = w.status.node_name.clone();
         e.status_node = w.status.node_name.clone();
         e.status_vcpus = w.status.vcpus;
+        e.admitted = w.status.admitted;
         e.scheduled = Some(w.status.scheduled.clone());
         if let Some((ph, s)) = &w.status.phase {
             e.phase = Some(*ph);

@@ -1,26 +1,27 @@
 //! The operator's in-memory view of the cluster, fed by watches (linkerd policy-controller
 //! style: `apply` / `delete` / `reset` per kind) and by the operator's own writes.
 //!
+//! A VM's placement and admitted size are read from its status only (`entry`); the
+//! `ironvisor.io/node` label is a copy the planner keeps right, never an input.
+//!
 //! Owns the parsed, compact form of every object a decision needs, and the *assumed*
 //! placements: writes the operator made that its watches have not shown yet (as
 //! kube-scheduler assumes pods), so the next decision already counts them. It never talks to
 //! the API and never decides anything; `plan` does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use ironvisor_crds::common::{Condition, condition_status, condition_type, find_condition};
 use ironvisor_crds::hypervisor::Hypervisor;
-use ironvisor_crds::labels;
 use ironvisor_crds::quota::Quota;
 use ironvisor_crds::tenant::Tenant;
-use ironvisor_crds::vm::{Phase, RunStrategy, VirtualMachine};
+use ironvisor_crds::vm::VirtualMachine;
 use jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::hosts;
-use crate::placement::{Capacity, Request};
+use crate::placement::Capacity;
 use crate::quota::{QuotaEntry, TenantNode};
-use crate::units::{Limits, Units, vm_demand};
+use crate::units::{Limits, Units};
 
 /// Scheduled reason: placed, vCPUs and memory reserved under quota (the agents act on it).
 pub const REASON_SCHEDULED: &str = ironvisor_crds::common::scheduled_reason::SCHEDULED;
@@ -39,151 +40,18 @@ pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
 /// Scheduled=False reason: the spec cannot be turned into VM units.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
-/// Annotation the operator keeps on an admitted VM: the size it admitted (vCPUs, memory,
-/// storage; [`Units::to_annotation`]). Written with the node label in one apply, so the
-/// admission record is atomic; a spec grown beyond it is re-admitted against quota.
-pub const ADMITTED_ANNOTATION: &str = "ironvisor.io/admitted";
+/// Annotation in which operators before status.admitted recorded the admitted size. It is
+/// tenant-writable, so nothing reads it; the operator removes it where it finds it.
+pub const LEGACY_ADMITTED_ANNOTATION: &str = "ironvisor.io/admitted";
 
-/// A VM's identity.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VmKey {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
+mod entry;
 
-impl std::fmt::Display for VmKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// What decisions need to know about one VM.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VmEntry {
-    /// Identity.
-    pub key: VmKey,
-    /// `metadata.uid`.
-    pub uid: String,
-    /// `metadata.creationTimestamp`: the admission queue is oldest first.
-    pub created: Timestamp,
-    /// Being deleted: keeps counting until gone, gets no decisions.
-    pub deleting: bool,
-    /// Full demand, or why the spec is invalid.
-    pub demand: Result<Units, String>,
-    /// `spec.runStrategy`.
-    pub run_strategy: RunStrategy,
-    /// The placement constraints.
-    pub request: Request,
-    /// `evictionStrategy: Restart` with no local disks.
-    pub restart_elsewhere: bool,
-    /// The `ironvisor.io/node` label.
-    pub label_node: Option<String>,
-    /// `status.nodeName`.
-    pub status_node: Option<String>,
-    /// `status.vcpus`.
-    pub status_vcpus: Option<u32>,
-    /// `status.phase`.
-    pub phase: Option<Phase>,
-    /// `status.printableStatus`.
-    pub printable: Option<String>,
-    /// The Scheduled condition.
-    pub scheduled: Option<Condition>,
-    /// The Ready condition.
-    pub ready: Option<Condition>,
-    /// Nodes whose agent has written this VM's status (from managedFields).
-    pub agents: BTreeSet<String>,
-    /// Whether the operator's field manager owns `status.phase` (from managedFields).
-    pub operator_owns_phase: bool,
-}
-
-impl VmEntry {
-    /// Parse a VirtualMachine.
-    pub fn from_vm(vm: &VirtualMachine) -> Self {
-        let status = vm.status.clone().unwrap_or_default();
-        let spec = &vm.spec;
-        let (mut agents, mut operator_owns_phase) = (BTreeSet::new(), false);
-        for mf in vm.metadata.managed_fields.iter().flatten() {
-            if mf.subresource.as_deref() != Some("status") {
-                continue;
-            }
-            let manager = mf.manager.as_deref().unwrap_or_default();
-            if let Some(node) = manager.strip_prefix("ironvisor-agent/") {
-                agents.insert(node.to_owned());
-            } else if manager == labels::OPERATOR_MANAGER {
-                let fields = mf
-                    .fields_v1
-                    .as_ref()
-                    .map(|f| f.0.to_string())
-                    .unwrap_or_default();
-                operator_owns_phase = fields.contains("\"f:phase\"");
-            }
-        }
-        VmEntry {
-            key: VmKey {
-                namespace: vm.namespace().unwrap_or_default(),
-                name: vm.name_any(),
-            },
-            uid: vm.metadata.uid.clone().unwrap_or_default(),
-            created: vm
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .unwrap_or_default(),
-            deleting: vm.metadata.deletion_timestamp.is_some(),
-            demand: vm_demand(spec).map_err(|e| e.to_string()),
-            run_strategy: spec.run_strategy,
-            request: Request {
-                namespace: vm.namespace().unwrap_or_default(),
-                compute: Capacity::default(),
-                node_selector: spec.node_selector.clone(),
-                node_name: spec.node_name.clone(),
-                anti_affinity_group: spec.anti_affinity_group.clone(),
-            },
-            restart_elsewhere: hosts::restart_elsewhere(spec),
-            label_node: vm.labels().get(labels::NODE).cloned(),
-            status_node: status.node_name.clone(),
-            status_vcpus: status.vcpus,
-            phase: status.phase,
-            printable: status.printable_status.clone(),
-            scheduled: find_condition(&status.conditions, condition_type::SCHEDULED).cloned(),
-            ready: find_condition(&status.conditions, condition_type::READY).cloned(),
-            agents,
-            operator_owns_phase,
-        }
-    }
-
-    /// Whether vCPUs and memory are reserved for it, as its durable state in the API says:
-    /// placed and Scheduled=True with reason Scheduled; or placed with no Scheduled condition
-    /// yet (the label was written, the status not: the decision counted compute unless
-    /// Halted). A VM going Halted keeps its reservation until the operator records the
-    /// release, so a fast Halted→Always flip can never double-book.
-    pub fn observed_compute_reserved(&self) -> bool {
-        if self.label_node.is_none() {
-            return false;
-        }
-        match &self.scheduled {
-            None => self.run_strategy.counts_compute(),
-            Some(c) => {
-                (c.status == condition_status::TRUE && c.reason != REASON_SCHEDULED_HALTED)
-                    || c.reason == REASON_RESIZE_QUOTA_EXCEEDED
-            }
-        }
-    }
-}
-
-fn admitted_of(vm: &VirtualMachine) -> Option<Units> {
-    vm.annotations()
-        .get(ADMITTED_ANNOTATION)
-        .and_then(|v| Units::from_annotation(v))
-}
+pub use entry::{VmEntry, VmKey};
 
 /// A placement the operator wrote and has not seen come back yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assumed {
-    /// The host written in the label.
+    /// The host written in `status.nodeName`.
     pub node: String,
     /// Whether compute is reserved.
     pub compute: bool,
@@ -246,8 +114,6 @@ pub struct Index {
     /// the write's own event comes before any later one) and are skipped, so a lagging watch
     /// can never make the planner rewrite a status it has just written.
     written: BTreeMap<VmKey, String>,
-    /// The admitted size of each VM that carries [`ADMITTED_ANNOTATION`].
-    admitted: BTreeMap<VmKey, Units>,
     pub(crate) assumed: BTreeMap<VmKey, Assumed>,
     pub(crate) hosts: BTreeMap<String, HostEntry>,
     pub(crate) tenants: BTreeMap<String, TenantNode>,
@@ -273,21 +139,27 @@ impl Index {
             self.written.remove(&entry.key);
         }
         self.rvs.insert(entry.key.clone(), rv);
-        self.set_admitted(&entry.key, admitted_of(vm));
         self.apply_vm_entry(entry);
     }
 
-    /// Record (or clear) the admitted size of a VM.
-    pub fn set_admitted(&mut self, key: &VmKey, size: Option<Units>) {
-        match size {
-            Some(u) => self.admitted.insert(key.clone(), u),
-            None => self.admitted.remove(key),
-        };
+    /// Before a write that admits `size`: count the larger of the recorded and the new size
+    /// until the API's answer (or the watch) says which one it holds — an unknown outcome
+    /// must not under-count.
+    pub fn raise_admitted(&mut self, key: &VmKey, size: Units) {
+        if let Some(vm) = self.vms.get_mut(key) {
+            let old = vm.admitted.unwrap_or(size);
+            vm.admitted = Some(Units {
+                vms: old.vms.max(size.vms),
+                vcpus: old.vcpus.max(size.vcpus),
+                memory: old.memory.max(size.memory),
+                storage: old.storage.max(size.storage),
+            });
+        }
     }
 
-    /// The size the VM was admitted at, when recorded.
-    pub fn admitted(&self, key: &VmKey) -> Option<&Units> {
-        self.admitted.get(key)
+    /// The size a placed VM counts at ([`VmEntry::admitted_size`]).
+    pub fn admitted(&self, key: &VmKey) -> Option<Units> {
+        self.vms.get(key)?.admitted_size()
     }
 
     /// The API's answer to the operator's own write of a VM (label or status): it is newer
@@ -306,7 +178,6 @@ impl Index {
         }
         self.written.insert(entry.key.clone(), rv.clone());
         self.rvs.insert(entry.key.clone(), rv);
-        self.set_admitted(&entry.key, admitted_of(vm));
         self.apply_vm_entry(entry);
     }
 
@@ -325,7 +196,7 @@ impl Index {
     /// Same, from an already parsed entry (tests, the benchmark).
     pub fn apply_vm_entry(&mut self, entry: VmEntry) {
         if let Some(a) = self.assumed.get(&entry.key)
-            && entry.label_node.as_deref() == Some(a.node.as_str())
+            && entry.status_node.as_deref() == Some(a.node.as_str())
             && entry.observed_compute_reserved() == a.compute
         {
             self.assumed.remove(&entry.key);
@@ -339,7 +210,6 @@ impl Index {
         self.assumed.remove(key);
         self.rvs.remove(key);
         self.written.remove(key);
-        self.admitted.remove(key);
     }
 
     /// The VM watch restarted: replace every VM. Assumptions for VMs still present stay
@@ -348,7 +218,6 @@ impl Index {
         self.vms.clear();
         self.rvs.clear();
         self.written.clear();
-        self.admitted.clear();
         for vm in vms {
             self.apply_vm(vm);
         }
@@ -356,7 +225,8 @@ impl Index {
         self.assumed.retain(|k, _| vms.contains_key(k));
     }
 
-    /// Record a write the operator made (label and Scheduled state), before the watch shows it.
+    /// Record a write the operator made (placement and Scheduled state), before the watch
+    /// shows it.
     pub fn assume(&mut self, key: VmKey, assumed: Assumed) {
         self.assumed.insert(key, assumed);
     }
@@ -381,12 +251,13 @@ impl Index {
         self.assumed.len()
     }
 
-    /// Where a VM is placed and whether its compute is reserved, counting assumptions.
+    /// Where a VM is placed and whether its compute is reserved, counting assumptions: its
+    /// `status.nodeName`, never its label.
     pub fn placement(&self, vm: &VmEntry) -> Option<Assumed> {
         if let Some(a) = self.assumed.get(&vm.key) {
             return Some(a.clone());
         }
-        let node = vm.label_node.clone()?;
+        let node = vm.status_node.clone()?;
         Some(Assumed {
             node,
             compute: vm.observed_compute_reserved(),
@@ -709,32 +580,5 @@ mod tests {
         });
         ix.record_write(&vm_at("10", Some("QuotaExceeded")));
         assert!(ix.vms().next().is_none());
-    }
-
-    #[test]
-    fn managed_fields_tell_which_agent_wrote_the_status_and_whether_the_operator_owns_phase() {
-        let vm: VirtualMachine = serde_json::from_value(serde_json::json!({
-            "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
-            "metadata": {"name": "a", "namespace": "ns", "labels": {"ironvisor.io/node": "h1"},
-                "managedFields": [
-                    {"manager": "ironvisor-agent/h1", "operation": "Apply", "subresource": "status",
-                     "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:phase": {}}}},
-                    {"manager": "ironvisor-operator", "operation": "Apply", "subresource": "status",
-                     "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:phase": {}, "f:nodeName": {}}}}
-                ]},
-            "spec": {"memory": {"size": "1Gi"}, "cpu": {"cores": 2}},
-            "status": {"conditions": [{"type": "Scheduled", "status": "True", "reason": "ScheduledHalted",
-                        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
-        }))
-        .expect("valid VM");
-        let e = VmEntry::from_vm(&vm);
-        assert!(e.agents.contains("h1"));
-        assert!(e.operator_owns_phase);
-        assert_eq!(e.label_node.as_deref(), Some("h1"));
-        assert!(
-            !e.observed_compute_reserved(),
-            "ScheduledHalted reserves no compute"
-        );
-        assert_eq!(e.demand.as_ref().map(|d| d.vcpus).ok(), Some(2));
     }
 }

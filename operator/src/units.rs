@@ -9,7 +9,7 @@ use std::ops::{Add, AddAssign, Sub};
 
 use ironvisor_crds::quantity::{QuantityError, format_bytes, to_bytes};
 use ironvisor_crds::quota::{QuotaLimits, Usage};
-use ironvisor_crds::vm::VirtualMachineSpec;
+use ironvisor_crds::vm::{AdmittedSize, VirtualMachineSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// A resource a quota limits, in the order messages list them.
@@ -116,35 +116,25 @@ impl Units {
         }
     }
 
-    /// The admitted-size annotation value: `vcpus=2,memory=1073741824,storage=0` (exact
-    /// integers, bytes).
-    pub fn to_annotation(&self) -> String {
-        format!(
-            "vcpus={},memory={},storage={}",
-            self.vcpus, self.memory, self.storage
-        )
+    /// The `status.admitted` value (quantities print exactly, vCPUs saturate at i64).
+    pub fn to_admitted(&self) -> AdmittedSize {
+        AdmittedSize {
+            vcpus: saturating_i64(self.vcpus),
+            memory: Quantity(format_bytes(self.memory)),
+            storage: Quantity(format_bytes(self.storage)),
+        }
     }
 
-    /// Parses [`Units::to_annotation`]; `None` when malformed (then the VM is treated as
-    /// admitted at its spec size, as before the annotation existed).
-    pub fn from_annotation(v: &str) -> Option<Units> {
-        let mut u = Units {
+    /// One VM admitted at `a`; `None` when a quantity does not parse or is negative (then
+    /// the VM counts as placed by an older operator: [`crate::index::VmEntry::admitted_size`]).
+    pub fn from_admitted(a: &AdmittedSize) -> Option<Units> {
+        let bytes = |q: &Quantity| to_bytes(&q.0).ok().filter(|b| *b >= 0);
+        Some(Units {
             vms: 1,
-            ..Units::default()
-        };
-        let mut seen = 0;
-        for part in v.split(',') {
-            let (k, n) = part.split_once('=')?;
-            let n: i128 = n.trim().parse().ok().filter(|n| *n >= 0)?;
-            match k.trim() {
-                "vcpus" => u.vcpus = n,
-                "memory" => u.memory = n,
-                "storage" => u.storage = n,
-                _ => return None,
-            }
-            seen += 1;
-        }
-        (seen == 3).then_some(u)
+            vcpus: Some(i128::from(a.vcpus)).filter(|v| *v >= 0)?,
+            memory: bytes(&a.memory)?,
+            storage: bytes(&a.storage)?,
+        })
     }
 
     /// Convert to the API's `Usage` (counts saturate at i64, quantities print exactly).
@@ -316,6 +306,23 @@ impl Limits {
 mod tests {
     use super::*;
     use ironvisor_crds::vm::{BlankSource, Cpu, Disk, DiskSource, Memory};
+
+    #[test]
+    fn an_admitted_size_round_trips_exactly_and_garbage_is_refused() {
+        let u = Units {
+            vms: 1,
+            vcpus: 3,
+            memory: (1 << 30) + 512,
+            storage: 10 << 30,
+        };
+        assert_eq!(Units::from_admitted(&u.to_admitted()), Some(u));
+        let mut bad = u.to_admitted();
+        bad.memory = Quantity("lots".into());
+        assert_eq!(Units::from_admitted(&bad), None);
+        let mut negative = u.to_admitted();
+        negative.vcpus = -1;
+        assert_eq!(Units::from_admitted(&negative), None);
+    }
 
     pub(crate) fn spec(vcpus: u32, memory: &str, disks: &[&str]) -> VirtualMachineSpec {
         serde_json::from_value(serde_json::json!({

@@ -180,13 +180,14 @@ async fn a_resize_beyond_the_quota_is_refused_and_the_vm_keeps_its_admitted_size
     env.vm(NS, "db", 2, "1Gi", json!({})).await;
     eventually("db is admitted", || is_admitted(&env, "db")).await;
     let admitted = |vm: &ironvisor_crds::VirtualMachine| {
-        vm.annotations().get("ironvisor.io/admitted").cloned()
+        let a = vm.status.as_ref()?.admitted.clone()?;
+        Some(format!("vcpus={},memory={}", a.vcpus, a.memory.0))
     };
     let vm = env.vms(NS).get("db").await.expect("db");
     assert_eq!(
         admitted(&vm).as_deref(),
-        Some("vcpus=2,memory=1073741824,storage=0"),
-        "the admitted size is recorded with the label"
+        Some("vcpus=2,memory=1Gi"),
+        "the admitted size is recorded in the status"
     );
 
     let grow = |cores: u32| {
@@ -202,6 +203,16 @@ async fn a_resize_beyond_the_quota_is_refused_and_the_vm_keeps_its_admitted_size
         }
     };
     grow(6).await;
+    // The tenant also claims, in the annotation older operators used, that 6 were admitted.
+    env.vms(NS)
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "ironvisor.io/admitted": "vcpus=6,memory=1073741824,storage=0"}}})),
+        )
+        .await
+        .expect("annotated");
     let msg = "resize to vcpus=6, memory=1Gi, storage=0 not admitted: exceeded quota: \
                finance-compute, requested: vcpus=4, used: vcpus=2, limited: vcpus=4; the VM \
                keeps its admitted size vcpus=2, memory=1Gi, storage=0";
@@ -216,11 +227,13 @@ async fn a_resize_beyond_the_quota_is_refused_and_the_vm_keeps_its_admitted_size
     .await;
     let vm = env.vms(NS).get("db").await.expect("db");
     assert_eq!(env.node_of(NS, "db").await.as_deref(), Some("h1"));
-    assert_eq!(
-        admitted(&vm).as_deref(),
-        Some("vcpus=2,memory=1073741824,storage=0")
-    );
+    assert_eq!(admitted(&vm).as_deref(), Some("vcpus=2,memory=1Gi"));
     assert_eq!(vm.status.and_then(|s| s.vcpus), Some(2));
+    eventually("the claimed admitted annotation is removed", || async {
+        let vm = env.vms(NS).get("db").await.expect("db");
+        !vm.annotations().contains_key("ironvisor.io/admitted")
+    })
+    .await;
     eventually("status.used still counts the admitted 2 vCPUs", || async {
         used_vcpus(&env).await == Some(2)
     })
@@ -240,10 +253,7 @@ async fn a_resize_beyond_the_quota_is_refused_and_the_vm_keeps_its_admitted_size
     })
     .await;
     let vm = env.vms(NS).get("db").await.expect("db");
-    assert_eq!(
-        admitted(&vm).as_deref(),
-        Some("vcpus=6,memory=1073741824,storage=0")
-    );
+    assert_eq!(admitted(&vm).as_deref(), Some("vcpus=6,memory=1Gi"));
     assert_eq!(env.node_of(NS, "db").await.as_deref(), Some("h1"));
 
     beat.abort();

@@ -144,19 +144,21 @@ async fn resolve_cloud_init(
     })
 }
 
-/// Whether the operator lets this node act on the VM: the Scheduled condition is True with
-/// reason `Scheduled`, or `ScheduledHalted` while the VM is meant to be halted (placed with
-/// no compute reserved: the agent may stop it, never start it). The node label alone is not
-/// enough; the operator sets the label and the condition in separate writes, and admission by
-/// quota comes with the condition.
-pub fn placement_confirmed(vm: &VirtualMachine) -> bool {
+/// Whether the operator lets `node` act on the VM: `status.nodeName` is `node` and the
+/// Scheduled condition is True with reason `Scheduled`, or `ScheduledHalted` while the VM is
+/// meant to be halted (placed with no compute reserved: the agent may stop it, never start
+/// it). Both live in the status, which only the control plane writes. The node label never
+/// counts: it only brings the VM into this agent's watch, and anyone who may edit the VM may
+/// set it.
+pub fn placement_confirmed(vm: &VirtualMachine, node: &str) -> bool {
     vm.status.as_ref().is_some_and(|s| {
-        find_condition(&s.conditions, condition_type::SCHEDULED).is_some_and(|c| {
-            c.status == condition_status::TRUE
-                && (c.reason == scheduled_reason::SCHEDULED
-                    || (c.reason == scheduled_reason::SCHEDULED_HALTED
-                        && vm.spec.run_strategy == RunStrategy::Halted))
-        })
+        s.node_name.as_deref() == Some(node)
+            && find_condition(&s.conditions, condition_type::SCHEDULED).is_some_and(|c| {
+                c.status == condition_status::TRUE
+                    && (c.reason == scheduled_reason::SCHEDULED
+                        || (c.reason == scheduled_reason::SCHEDULED_HALTED
+                            && vm.spec.run_strategy == RunStrategy::Halted))
+            })
     })
 }
 
@@ -198,7 +200,7 @@ fn retry_key(meta: &ObjectMeta) -> RetryKey {
 async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
-    if !placement_confirmed(&vm) {
+    if !placement_confirmed(&vm, &ctx.node) {
         // Nothing is defined or started until the operator confirms; its status write
         // wakes the watch.
         tracing::debug!(vm = %vm.key(), "waiting for Scheduled=True from the operator");
@@ -264,6 +266,14 @@ pub async fn reconcile(obj: Arc<VmObject>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 async fn reconcile_vm(vm: Arc<VirtualMachine>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    if !placement_confirmed(&vm, &ctx.node) && !vm.finalizers().iter().any(|f| f == AGENT_FINALIZER)
+    {
+        // Not placed here by the operator (a label alone, or not confirmed yet) and never
+        // taken on: leave the object untouched, not even a finalizer. The operator's status
+        // write wakes the watch.
+        tracing::debug!(vm = %vm.key(), "not placed on this node by the operator; waiting");
+        return Ok(Action::requeue(ctx.resync));
+    }
     let ns = vm.namespace().unwrap_or_default();
     let api = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, AGENT_FINALIZER, vm, |event| async {
@@ -406,11 +416,15 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "ironvisor.io/v1alpha1",
             "kind": "VirtualMachine",
-            "metadata": {"name": "a", "namespace": "n"},
+            "metadata": {"name": "a", "namespace": "n", "labels": {"ironvisor.io/node": "h1"}},
             "spec": {"memory": {"size": "64Mi"}},
-            "status": {"conditions": conditions},
+            "status": {"nodeName": "h1", "conditions": conditions},
         }))
         .unwrap()
+    }
+
+    fn confirmed(vm: &VirtualMachine) -> bool {
+        placement_confirmed(vm, "h1")
     }
 
     fn scheduled(status: &str, reason: &str) -> serde_json::Value {
@@ -420,23 +434,36 @@ mod tests {
 
     #[test]
     fn only_scheduled_true_lets_the_agent_act_and_scheduled_halted_only_on_a_halted_vm() {
-        assert!(placement_confirmed(&vm_with(scheduled(
-            "True",
-            "Scheduled"
-        ))));
-        assert!(!placement_confirmed(&vm_with(scheduled(
-            "False",
-            "Scheduled"
-        ))));
-        assert!(!placement_confirmed(&vm_with(scheduled("True", "Pending"))));
+        assert!(confirmed(&vm_with(scheduled("True", "Scheduled"))));
+        assert!(!confirmed(&vm_with(scheduled("False", "Scheduled"))));
+        assert!(!confirmed(&vm_with(scheduled("True", "Pending"))));
         // Placed as halted: acted on only while the VM is meant to be halted.
         let mut halted = vm_with(scheduled("True", "ScheduledHalted"));
-        assert!(!placement_confirmed(&halted));
+        assert!(!confirmed(&halted));
         halted.spec.run_strategy = ironvisor_crds::vm::RunStrategy::Halted;
-        assert!(placement_confirmed(&halted));
-        assert!(!placement_confirmed(&vm_with(serde_json::json!([]))));
+        assert!(confirmed(&halted));
+        assert!(!confirmed(&vm_with(serde_json::json!([]))));
         let mut no_status = vm_with(serde_json::json!([]));
         no_status.status = None;
-        assert!(!placement_confirmed(&no_status));
+        assert!(!confirmed(&no_status));
+    }
+
+    #[test]
+    fn the_node_label_never_confirms_only_status_node_name_does() {
+        let here = vm_with(scheduled("True", "Scheduled"));
+        assert!(!placement_confirmed(&here, "h2"), "placed on h1, not h2");
+        let mut elsewhere = here.clone();
+        if let Some(s) = elsewhere.status.as_mut() {
+            s.node_name = Some("h2".into());
+        }
+        assert!(!confirmed(&elsewhere), "labelled h1, placed on h2");
+        let mut unplaced = here;
+        if let Some(s) = unplaced.status.as_mut() {
+            s.node_name = None;
+        }
+        assert!(
+            !confirmed(&unplaced),
+            "a label and a condition, no nodeName"
+        );
     }
 }

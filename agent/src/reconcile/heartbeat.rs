@@ -122,10 +122,15 @@ impl Heartbeat {
                 }
             }
         };
+        // Only VMs the operator placed here count: the label that brought a VM into the
+        // watch may have been set by anyone.
         let live: Vec<&VirtualMachine> = vms
             .iter()
             .map(|v| v.as_ref())
             .filter(|v| v.metadata.deletion_timestamp.is_none())
+            .filter(|v| {
+                v.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(self.node.as_str())
+            })
             .collect();
         let (used, count) = allocated(live.iter().copied());
         let previous = hv

@@ -202,6 +202,7 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
         }),
         node_name: None,
         vcpus: None,
+        admitted: None,
         conditions,
         observed_generation: i.generation,
         domain_uuid: i.domain_uuid.clone(),
@@ -261,7 +262,7 @@ mod tests {
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "True");
         assert!(
-            s.node_name.is_none() && s.vcpus.is_none(),
+            s.node_name.is_none() && s.vcpus.is_none() && s.admitted.is_none(),
             "operator fields are never written"
         );
     }

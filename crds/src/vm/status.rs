@@ -1,11 +1,15 @@
 //! The observed state of a VirtualMachine.
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Observed state of a VirtualMachine. The operator writes admission and placement
-/// (`nodeName`, `vcpus`, the Scheduled condition); the agent of the host writes the rest.
+/// (`nodeName`, `vcpus`, `admitted`, the Scheduled condition); the agent of the host writes
+/// the rest. Tenants cannot write the status subresource, so placement and the admitted size
+/// live here and nowhere else: the `ironvisor.io/node` label is only a copy for the agents'
+/// watch selector.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualMachineStatus {
@@ -17,9 +21,15 @@ pub struct VirtualMachineStatus {
     /// InvalidSpec, ...). The Ready condition's message says more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub printable_status: Option<String>,
-    /// Host the VM is placed on.
+    /// Host the VM is placed on, written by the operator when it admits and places the VM.
+    /// The only record of placement: agents act on a VM only when this names their host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// The size the operator admitted the VM at (checked against its quota and its host's
+    /// capacity). A spec grown beyond it is admitted again before it counts; until then the
+    /// VM counts, and keeps, this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted: Option<AdmittedSize>,
     /// vCPUs of the VM (sockets × cores × threads), for display.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vcpus: Option<u32>,
@@ -49,6 +59,18 @@ pub struct VirtualMachineStatus {
     /// The guest's network interfaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<InterfaceStatus>,
+}
+
+/// The size a VM was admitted at, in quota units.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmittedSize {
+    /// vCPUs admitted (sockets × cores × threads).
+    pub vcpus: i64,
+    /// Memory admitted (exact bytes, e.g. `1Gi`).
+    pub memory: Quantity,
+    /// Sum of the disk sizes admitted (exact bytes).
+    pub storage: Quantity,
 }
 
 /// Lifecycle phase of a VM.

@@ -8,30 +8,24 @@ use ironvisor_crds::labels;
 use serde_json::{Value, json};
 
 use crate::hosts::HOST_LOST;
-use crate::index::{ADMITTED_ANNOTATION, VmKey};
-use crate::plan::VmStatus;
-use crate::units::Units;
+use crate::index::{LEGACY_ADMITTED_ANNOTATION, VmKey};
+use crate::plan::{LabelWrite, VmStatus};
 
 const API_VERSION: &str = "ironvisor.io/v1alpha1";
 
-/// The `ironvisor.io/node` label of a VM, with the admitted size annotation when known (one
-/// apply owns both: leaving one out would release it). The uid makes it fail on a recreated
-/// namesake.
-pub fn vm_label(key: &VmKey, uid: &str, node: &str, admitted: Option<&Units>) -> Value {
-    let mut v = json!({
-        "apiVersion": API_VERSION,
-        "kind": "VirtualMachine",
-        "metadata": {
-            "name": key.name,
-            "namespace": key.namespace,
-            "uid": uid,
-            "labels": { labels::NODE: node },
-        },
+/// A JSON merge patch that sets the `ironvisor.io/node` label copy (or removes it, `None`)
+/// and removes the legacy admitted annotation when asked. A merge patch rather than an
+/// apply: it overrides whoever set the label last (an apply cannot remove a field another
+/// manager owns). The uid makes it fail on a recreated namesake (uid is immutable).
+pub fn vm_label(w: &LabelWrite) -> Value {
+    let mut meta = json!({
+        "uid": w.uid,
+        "labels": { labels::NODE: w.node },
     });
-    if let Some(a) = admitted {
-        v["metadata"]["annotations"] = json!({ ADMITTED_ANNOTATION: a.to_annotation() });
+    if w.drop_annotation {
+        meta["annotations"] = json!({ LEGACY_ADMITTED_ANNOTATION: null });
     }
-    v
+    json!({ "metadata": meta })
 }
 
 /// The operator's part of a VM's status.
@@ -42,6 +36,9 @@ pub fn vm_status(key: &VmKey, s: &VmStatus) -> Value {
     }
     if let Some(v) = s.vcpus {
         status.insert("vcpus".into(), json!(v));
+    }
+    if let Some(a) = &s.admitted {
+        status.insert("admitted".into(), json!(a.to_admitted()));
     }
     let mut conditions = vec![json!(s.scheduled)];
     if let Some(r) = &s.ready {
@@ -112,12 +109,32 @@ mod tests {
         }
     }
 
+    fn label(node: Option<&str>, drop_annotation: bool) -> Value {
+        vm_label(&LabelWrite {
+            key: key(),
+            uid: "u1".into(),
+            node: node.map(str::to_owned),
+            drop_annotation,
+        })
+    }
+
     #[test]
     fn the_label_body_carries_only_the_label_and_the_uid_precondition() {
-        let v = vm_label(&key(), "u1", "h1", None);
+        let v = label(Some("h1"), false);
         assert_eq!(v["metadata"]["labels"]["ironvisor.io/node"], "h1");
         assert_eq!(v["metadata"]["uid"], "u1");
+        assert!(v["metadata"].get("annotations").is_none());
         assert!(v.get("spec").is_none() && v.get("status").is_none());
+    }
+
+    #[test]
+    fn a_label_without_a_placement_and_the_legacy_annotation_are_removed_with_nulls() {
+        let v = label(None, true);
+        assert_eq!(v["metadata"]["labels"], json!({"ironvisor.io/node": null}));
+        assert_eq!(
+            v["metadata"]["annotations"],
+            json!({"ironvisor.io/admitted": null})
+        );
     }
 
     #[test]
@@ -125,6 +142,7 @@ mod tests {
         let s = VmStatus {
             node_name: None,
             vcpus: Some(4),
+            admitted: None,
             scheduled: cond(),
             phase: Some((Phase::Pending, "QuotaExceeded".into())),
             ready: None,
@@ -134,6 +152,7 @@ mod tests {
         assert_eq!(v["status"]["printableStatus"], "QuotaExceeded");
         assert_eq!(v["status"]["vcpus"], 4);
         assert!(v["status"].get("nodeName").is_none());
+        assert!(v["status"].get("admitted").is_none());
         assert_eq!(v["status"]["conditions"][0]["reason"], "QuotaExceeded");
         assert!(v.get("spec").is_none());
     }
@@ -143,6 +162,12 @@ mod tests {
         let s = VmStatus {
             node_name: Some("h1".into()),
             vcpus: Some(1),
+            admitted: Some(crate::units::Units {
+                vms: 1,
+                vcpus: 1,
+                memory: 1 << 30,
+                storage: 0,
+            }),
             scheduled: cond(),
             phase: None,
             ready: None,
@@ -150,6 +175,10 @@ mod tests {
         let v = vm_status(&key(), &s);
         assert!(v["status"].get("phase").is_none());
         assert!(v["status"].get("printableStatus").is_none());
+        assert_eq!(
+            v["status"]["admitted"],
+            json!({"vcpus": 1, "memory": "1Gi", "storage": "0"})
+        );
         assert_eq!(v["status"]["conditions"].as_array().unwrap().len(), 1);
     }
 

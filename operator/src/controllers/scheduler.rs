@@ -1,13 +1,14 @@
 //! The admission and placement loop: watches feed the index, one pass decides, the writes go
 //! out in decision order — only while this replica leads.
 //!
-//! Owns serialization of decisions. There is exactly one loop; each write is made (label
-//! first, then status) and recorded in the index as an assumption before the next write, and
-//! a pass only starts once every watch has listed, so a decision always counts every earlier
-//! one: the live ones from the API, the unconfirmed ones from the assumptions. After a restart
-//! or a leader change the durable labels and Scheduled conditions are the whole truth.
+//! Owns serialization of decisions. There is exactly one loop; each decision is one status
+//! write (`nodeName`, `admitted`, Scheduled) recorded in the index as an assumption before the
+//! next write, and a pass only starts once every watch has listed, so a decision always counts
+//! every earlier one: the live ones from the API, the unconfirmed ones from the assumptions.
+//! After a restart or a leader change the statuses are the whole truth. The node label is
+//! copied from them afterwards, for the agents' watch selectors only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use ironvisor_crds::{Hypervisor, Quota, Tenant, VirtualMachine};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::watch as tokio_watch;
@@ -28,10 +29,12 @@ use crate::error::Category;
 use crate::index::{Index, VmKey};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
-use crate::plan::{self, Config, HostWrite, Plan, VmWrite};
+use crate::plan::{self, Config, HostWrite, Plan};
 use crate::units::{Resource as QuotaResource, Units};
 
 const CONTROLLER: &str = "scheduler";
+
+mod writes;
 
 /// Errors of one write.
 #[derive(Debug, thiserror::Error)]
@@ -307,12 +310,25 @@ impl Scheduler {
                 self.metrics.error(CONTROLLER, e.category());
             }
         }
+        let mut failed = BTreeSet::new();
         for w in &plan.vms {
             match self.write_vm(&mut st.index, w).await {
                 Ok(()) => {}
                 Err(WriteError::NotLeader) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, vm = %w.key, "VM write failed");
+                    self.metrics.error(CONTROLLER, e.category());
+                    failed.insert(&w.key);
+                }
+            }
+        }
+        // Label copies only after the statuses they copy; never one whose status write failed.
+        for w in plan.labels.iter().filter(|w| !failed.contains(&w.key)) {
+            match self.write_label(&mut st.index, w).await {
+                Ok(()) => {}
+                Err(WriteError::NotLeader) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, vm = %w.key, "VM label write failed");
                     self.metrics.error(CONTROLLER, e.category());
                 }
             }
@@ -335,109 +351,6 @@ impl Scheduler {
         };
         api.patch_status(name, &pp, &Patch::Apply(body)).await?;
         Ok(())
-    }
-
-    async fn write_vm(&self, index: &mut Index, w: &VmWrite) -> Result<(), WriteError> {
-        if !self.leadership.is_leader() {
-            return Err(WriteError::NotLeader);
-        }
-        let api: Api<VirtualMachine> = Api::namespaced(self.client.clone(), &w.key.namespace);
-        let pp = PatchParams::apply(labels::OPERATOR_MANAGER).force();
-        // Record a decision that takes room *before* the write that makes it durable, and one
-        // that frees room only after: if the outcome is unknown, the index errs on counting.
-        let reserves = w.label.is_some() || w.assume.as_ref().is_some_and(|a| a.compute);
-        if let Some(a) = w.assume.as_ref().filter(|_| reserves) {
-            index.assume(w.key.clone(), a.clone());
-        }
-        if let Some(node) = &w.label {
-            let first = index.vm(&w.key).is_some_and(|v| v.label_node.is_none());
-            if let Some(a) = &w.admitted {
-                // Count the larger of the old and new admitted sizes until the answer says
-                // which one the API holds: an unknown outcome must not under-count.
-                let old = index.admitted(&w.key).copied().unwrap_or(*a);
-                index.set_admitted(&w.key, Some(max_units(&old, a)));
-            }
-            let body = patches::vm_label(&w.key, &w.uid, node, w.admitted.as_ref());
-            match api.patch(&w.key.name, &pp, &Patch::Apply(body)).await {
-                Ok(vm) => index.record_write(&vm),
-                Err(e) => {
-                    self.settle(index, &api, &w.key).await;
-                    return Err(e.into());
-                }
-            }
-            if let Some(created) = index.vm(&w.key).filter(|_| first).map(|v| v.created) {
-                let secs = jiff::Timestamp::now().duration_since(created).as_secs_f64();
-                self.metrics.scheduling_latency.observe(secs.max(0.0));
-            }
-        }
-        if !self.leadership.is_leader() {
-            return Err(WriteError::NotLeader);
-        }
-        let body = Patch::Apply(patches::vm_status(&w.key, &w.status));
-        let vm = match api.patch_status(&w.key.name, &pp, &body).await {
-            Ok(vm) => vm,
-            Err(e) => {
-                if w.label.is_none() && reserves {
-                    self.settle(index, &api, &w.key).await;
-                }
-                return Err(e.into());
-            }
-        };
-        index.record_write(&vm);
-        if let Some(a) = w.assume.as_ref().filter(|_| !reserves) {
-            index.assume(w.key.clone(), a.clone());
-        }
-        if let Some(a) = &w.announce {
-            let ev = KubeEvent {
-                type_: if a.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: a.reason.into(),
-                note: Some(a.note.clone()),
-                action: "Schedule".into(),
-                secondary: None,
-            };
-            if let Err(e) = self.recorder.publish(&ev, &vm.object_ref(&())).await {
-                tracing::debug!(error = %e, "event not recorded");
-            }
-        }
-        Ok(())
-    }
-
-    /// An assumption whose write failed or was never confirmed: read the VM back. If the API
-    /// shows the assumed placement, keep it (the watch will confirm it); if it shows something
-    /// else, the write did not land: forget it. If even the read fails, keep it — counting a
-    /// placement that did not happen wastes room for a while, not counting one that did could
-    /// overfill a quota. The object read is never put into the index (a lagging watch event
-    /// could then move it backwards).
-    async fn settle(&self, index: &mut Index, api: &Api<VirtualMachine>, key: &VmKey) {
-        let Some(assumed) = index.assumed(key).cloned() else {
-            return;
-        };
-        match api.get_opt(&key.name).await {
-            Ok(Some(vm)) => {
-                let seen = crate::index::VmEntry::from_vm(&vm);
-                let shows = seen.label_node.as_deref() == Some(assumed.node.as_str())
-                    && seen.observed_compute_reserved() == assumed.compute;
-                if !shows {
-                    index.forget(key);
-                }
-            }
-            Ok(None) => index.delete_vm(key),
-            Err(e) => tracing::debug!(error = %e, vm = %key, "cannot settle an assumption yet"),
-        }
-    }
-
-    /// At every resync: settle every assumption the watch has not confirmed (a write whose
-    /// outcome was unknown, or a watch that missed it).
-    async fn settle_all(&self, index: &mut Index) {
-        index.release_writes();
-        for key in index.assumed_keys() {
-            let api: Api<VirtualMachine> = Api::namespaced(self.client.clone(), &key.namespace);
-            self.settle(index, &api, &key).await;
-        }
     }
 
     /// Quota statuses, quota metrics, and tenant usage for the tenant controller.
@@ -500,15 +413,6 @@ impl Scheduler {
                 true
             }
         });
-    }
-}
-
-fn max_units(a: &Units, b: &Units) -> Units {
-    Units {
-        vms: a.vms.max(b.vms),
-        vcpus: a.vcpus.max(b.vcpus),
-        memory: a.memory.max(b.memory),
-        storage: a.storage.max(b.storage),
     }
 }
 

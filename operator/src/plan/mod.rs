@@ -6,6 +6,8 @@
 //! operator's part of the VM status must say. Decisions are made one VM at a time, oldest
 //! first, each counting the ones before it; the caller writes them in order and records each
 //! in the index (`Index::assume`) so the next pass counts them even before the watch does.
+//! Placement and admitted size are read from, and written to, the status only; the node
+//! label is derived from them ([`LabelWrite`]).
 //! Pure: no I/O, the clock is a parameter.
 
 use std::collections::BTreeMap;
@@ -47,6 +49,9 @@ pub struct VmStatus {
     pub node_name: Option<String>,
     /// `status.vcpus`.
     pub vcpus: Option<u32>,
+    /// `status.admitted`: set on every placed VM (leaving it out of an apply would delete
+    /// it), `None` on an unplaced one.
+    pub admitted: Option<Units>,
     /// The Scheduled condition.
     pub scheduled: Condition,
     /// `phase` and `printableStatus`, while the operator owns them (unplaced, placed but the
@@ -67,25 +72,39 @@ pub struct Announce {
     pub note: String,
 }
 
-/// A write to one VM: the label first (when it changes), then the status.
+/// A write to one VM's status: the decision itself (placement, admitted size, Scheduled).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VmWrite {
     /// The VM.
     pub key: VmKey,
     /// Its uid (a precondition: never write to a recreated namesake).
     pub uid: String,
-    /// New value of the `ironvisor.io/node` label, when it changes (or is re-applied with a
-    /// new admitted size).
-    pub label: Option<String>,
-    /// The admitted size to record with the label (`ironvisor.io/admitted`); set whenever
-    /// `label` is, as one apply owns both.
-    pub admitted: Option<Units>,
     /// The status to apply.
     pub status: VmStatus,
+    /// The write takes room (a new placement, a start, an admitted growth): the caller
+    /// records `assume` and the admitted size in the index *before* writing, so an unknown
+    /// outcome errs on counting. Otherwise (a release, a status refresh) after.
+    pub reserves: bool,
     /// What to record in the index once the write succeeded.
     pub assume: Option<Assumed>,
     /// The Event, if the decision changed.
     pub announce: Option<Announce>,
+}
+
+/// The `ironvisor.io/node` label copy of a VM's placement, written after its status (a
+/// crash in between leaves a status the next pass copies again). The label exists only for
+/// the agents' server-side watch selector; any other value, or one without a placement, is
+/// undone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelWrite {
+    /// The VM.
+    pub key: VmKey,
+    /// Its uid (a precondition).
+    pub uid: String,
+    /// The placement's host, or `None` to remove the label.
+    pub node: Option<String>,
+    /// Also remove the legacy `ironvisor.io/admitted` annotation.
+    pub drop_annotation: bool,
 }
 
 /// A write to a Hypervisor's status.
@@ -108,8 +127,10 @@ pub enum HostWrite {
 pub struct Plan {
     /// Host writes, then VM writes, in decision order.
     pub hosts: Vec<HostWrite>,
-    /// VM writes, oldest VM first.
+    /// VM status writes, oldest VM first.
     pub vms: Vec<VmWrite>,
+    /// Label copies to fix, each after its VM's status write of this pass (if any).
+    pub labels: Vec<LabelWrite>,
     /// Usage per tenant after this pass's admissions.
     pub ledger: Ledger,
     /// VMs left pending, per reason.
@@ -148,6 +169,7 @@ fn same_condition(a: Option<&Condition>, b: &Condition) -> bool {
 fn differs(vm: &VmEntry, want: &VmStatus) -> bool {
     vm.status_node != want.node_name
         || vm.status_vcpus != want.vcpus
+        || vm.admitted != want.admitted
         || !same_condition(vm.scheduled.as_ref(), &want.scheduled)
         || match &want.phase {
             Some((p, s)) => vm.phase != Some(*p) || vm.printable.as_deref() != Some(s.as_str()),
@@ -227,7 +249,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         };
         // An admitted VM counts at the size it was admitted at; a grown spec is re-admitted
         // by the pass.
-        let base = index.admitted(&vm.key).copied().unwrap_or(*d);
+        let base = index.admitted(&vm.key).unwrap_or(*d);
         let counted = if p.compute { base } else { base.non_compute() };
         ledger.add(&vm.key.namespace, counted);
         if let Some(s) = snaps.get_mut(&p.node) {
@@ -248,7 +270,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         let write = match index.placement(vm) {
             None => pass.admit(vm, &mut out),
             Some(p) => {
-                let w = pass.placed(vm, &p, index.admitted(&vm.key).copied());
+                let w = pass.placed(vm, &p, index.admitted(&vm.key));
                 // A placed VM whose start waits (quota or host capacity) is pending too.
                 let waiting = w
                     .as_ref()
@@ -267,16 +289,30 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
                 w
             }
         };
+        let node = match &write {
+            Some(w) => w.status.node_name.clone(),
+            None => index.placement(vm).map(|p| p.node),
+        };
         if let Some(w) = write {
-            let unchanged = w.label.is_none()
-                && (index.assumed.contains_key(&vm.key) || !differs(vm, &w.status));
+            let unchanged = index.assumed.contains_key(&vm.key) || !differs(vm, &w.status);
             if !unchanged {
                 out.vms.push(w);
             }
         }
+        out.labels.extend(label_write(vm, node));
     }
     out.ledger = ledger;
     out
+}
+
+/// The label fix a VM needs so its copy matches `node`, the placement after this pass.
+fn label_write(vm: &VmEntry, node: Option<String>) -> Option<LabelWrite> {
+    (vm.label_node != node || vm.legacy_annotation).then(|| LabelWrite {
+        key: vm.key.clone(),
+        uid: vm.uid.clone(),
+        node,
+        drop_annotation: vm.legacy_annotation,
+    })
 }
 
 mod pass;
@@ -285,5 +321,7 @@ use pass::{Pass, take};
 
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod tenant_edits;
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,7 @@ fn steady_and_recorded(vm: &VmEntry, p: &Assumed, d: &Units) -> bool {
         && ready_ok
         && vm.status_node.as_deref() == Some(p.node.as_str())
         && vm.status_vcpus == u32::try_from(d.vcpus).ok()
+        && vm.admitted.as_ref() == Some(d)
 }
 
 /// A size as people read it: `vcpus=4, memory=2Gi, storage=10Gi`.
@@ -114,9 +115,8 @@ impl Pass<'_> {
         Some(VmWrite {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
-            label: Some(node.clone()),
-            admitted: Some(d),
             status,
+            reserves: true,
             assume: Some(Assumed {
                 node: node.clone(),
                 compute: wants,
@@ -147,11 +147,11 @@ impl Pass<'_> {
         VmWrite {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
-            label: None,
-            admitted: None,
+            reserves: false,
             status: VmStatus {
                 node_name: None,
                 vcpus: d.and_then(Self::vcpus),
+                admitted: None,
                 scheduled: condition(
                     condition_type::SCHEDULED,
                     false,
@@ -172,8 +172,8 @@ impl Pass<'_> {
         }
     }
 
-    /// The status of a VM placed on `node`. `blocked` is a compute admission that failed
-    /// (reason, message); `lost` the HostLost Ready condition message.
+    /// The status of a VM placed on `node` and admitted at `d`. `blocked` is a compute
+    /// admission that failed (reason, message); `lost` the HostLost Ready condition message.
     fn placed_status(
         &self,
         vm: &VmEntry,
@@ -233,6 +233,7 @@ impl Pass<'_> {
         VmStatus {
             node_name: Some(node.to_owned()),
             vcpus: Self::vcpus(d),
+            admitted: Some(*d),
             scheduled,
             phase,
             ready,
@@ -280,12 +281,11 @@ impl Pass<'_> {
         let d = vm.demand.as_ref().ok().copied()?;
         let base = admitted.unwrap_or(d);
         let wants = vm.run_strategy.counts_compute();
-        let write = |status, assume, announce| VmWrite {
+        let write = |status, reserves, assume, announce| VmWrite {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
-            label: None,
-            admitted: None,
             status,
+            reserves,
             assume,
             announce,
         };
@@ -335,6 +335,7 @@ impl Pass<'_> {
                 });
                 return Some(write(
                     self.placed_status(vm, &p.node, &d, false, Some((reason, msg)), None),
+                    false,
                     None,
                     ann,
                 ));
@@ -355,19 +356,22 @@ impl Pass<'_> {
             });
             return Some(write(
                 self.placed_status(vm, &p.node, &d, true, None, None),
+                true,
                 assume,
                 ann,
             ));
         }
         if !wants && p.compute {
             // Halted: release vCPUs and memory. They stay counted in this pass; the next
-            // pass, after the write, no longer counts them.
+            // pass, after the write, no longer counts them. The admitted size stays: a grown
+            // spec is checked by the next pass.
             let assume = Some(Assumed {
                 node: p.node.clone(),
                 compute: false,
             });
             return Some(write(
-                self.placed_status(vm, &p.node, &d, false, None, None),
+                self.placed_status(vm, &p.node, &base, false, None, None),
+                false,
                 assume,
                 None,
             ));
@@ -378,6 +382,7 @@ impl Pass<'_> {
         }
         Some(write(
             self.placed_status(vm, &p.node, &d, p.compute, None, None),
+            false,
             None,
             None,
         ))
@@ -385,7 +390,7 @@ impl Pass<'_> {
 
     /// A placed VM whose spec differs from its recorded admitted size `base`. Growth is checked against quota and,
     /// for reserved vCPUs and memory, its host's free capacity; a shrink always fits. Fits:
-    /// the new size is recorded (with the label, one apply) and counted. Does not fit: the
+    /// the new size is recorded (`status.admitted`) and counted. Does not fit: the
     /// VM keeps its admitted size counted and gets `Scheduled=False`, reason
     /// `ResizeQuotaExceeded` (compute still reserved; the agent runs on, but starts it again
     /// only once admitted) or `QuotaExceeded` when nothing is reserved (Halted).
@@ -432,8 +437,7 @@ impl Pass<'_> {
             return VmWrite {
                 key: vm.key.clone(),
                 uid: vm.uid.clone(),
-                label: None,
-                admitted: None,
+                reserves: false,
                 status: self.placed_status(
                     vm,
                     &p.node,
@@ -458,8 +462,7 @@ impl Pass<'_> {
         VmWrite {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
-            label: Some(p.node.clone()),
-            admitted: Some(*d),
+            reserves: true,
             status: self.placed_status(vm, &p.node, d, p.compute, None, None),
             assume: Some(p.clone()),
             announce: Some(Announce {
@@ -505,8 +508,7 @@ impl Pass<'_> {
                     return VmWrite {
                         key: vm.key.clone(),
                         uid: vm.uid.clone(),
-                        label: Some(node.clone()),
-                        admitted: Some(*d),
+                        reserves: true,
                         status,
                         assume: Some(Assumed {
                             node: node.clone(),
@@ -528,8 +530,7 @@ impl Pass<'_> {
         VmWrite {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
-            label: None,
-            admitted: None,
+            reserves: false,
             status: self.placed_status(vm, &p.node, d, p.compute, None, Some(why.clone())),
             assume: None,
             announce: changed.then_some(Announce {

@@ -40,6 +40,8 @@ enum Op {
     CutPass(u8),
     Sync(Vec<u8>),
     Restart,
+    /// A tenant sets the node label (to h1 or h2) on one of its VMs, as an attacker would.
+    TenantLabel(u8, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..4).prop_map(Op::CutPass),
         2 => proptest::collection::vec(any::<u8>(), 0..6).prop_map(Op::Sync),
         1 => Just(Op::Restart),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(i, h1)| Op::TenantLabel(i, h1)),
     ]
 }
 
@@ -99,7 +102,7 @@ fn api_usage(api: &BTreeMap<VmKey, VmEntry>) -> (Plan, BTreeMap<String, i128>) {
     let mut per_host: BTreeMap<String, i128> = BTreeMap::new();
     for e in api.values() {
         fresh.apply_vm_entry(e.clone());
-        if let (Some(n), true, Ok(d)) = (&e.label_node, e.observed_compute_reserved(), &e.demand) {
+        if let (Some(n), true, Ok(d)) = (&e.status_node, e.observed_compute_reserved(), &e.demand) {
             *per_host.entry(n.clone()).or_default() += d.vcpus;
         }
     }
@@ -108,11 +111,9 @@ fn api_usage(api: &BTreeMap<VmKey, VmEntry>) -> (Plan, BTreeMap<String, i128>) {
 
 fn land(api: &mut BTreeMap<VmKey, VmEntry>, w: &VmWrite) {
     let Some(e) = api.get_mut(&w.key) else { return };
-    if let Some(n) = &w.label {
-        e.label_node = Some(n.clone());
-    }
     e.status_node = w.status.node_name.clone();
     e.status_vcpus = w.status.vcpus;
+    e.admitted = w.status.admitted;
     e.scheduled = Some(w.status.scheduled.clone());
     e.operator_owns_phase = w.status.phase.is_some();
     if let Some((p, s)) = &w.status.phase {
@@ -144,7 +145,8 @@ proptest! {
                         run_strategy: if halted { RunStrategy::Halted } else { RunStrategy::Always },
                         request: Request { namespace: ns.into(), ..Request::default() },
                         restart_elsewhere: false,
-                        label_node: None, status_node: None, status_vcpus: None, phase: None,
+                        label_node: None, legacy_annotation: false, status_node: None,
+                        status_vcpus: None, admitted: None, phase: None,
                         printable: None, scheduled: None, ready: None,
                         agents: BTreeSet::new(), operator_owns_phase: false,
                     };
@@ -184,6 +186,12 @@ proptest! {
                     let gone: Vec<VmKey> = index.vms().map(|v| v.key.clone()).filter(|k| !api.contains_key(k)).collect();
                     for k in gone {
                         index.delete_vm(&k);
+                    }
+                }
+                Op::TenantLabel(i, h1) => {
+                    let len = api.len().max(1);
+                    if let Some(e) = api.values_mut().nth(usize::from(i) % len) {
+                        e.label_node = Some(if h1 { "h1" } else { "h2" }.into());
                     }
                 }
                 Op::Restart => {

@@ -16,13 +16,13 @@ use crate::quota::QuotaEntry;
 use crate::quota::tree::tests::node;
 use crate::units::{Limits, Units};
 
-const GI: i128 = 1 << 30;
+pub(super) const GI: i128 = 1 << 30;
 
-fn t(s: i64) -> Timestamp {
+pub(super) fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_700_000_000 + s).expect("valid")
 }
 
-fn vm(ns: &str, name: &str, created: i64, vcpus: i128, mem_gi: i128) -> VmEntry {
+pub(super) fn vm(ns: &str, name: &str, created: i64, vcpus: i128, mem_gi: i128) -> VmEntry {
     VmEntry {
         key: VmKey {
             namespace: ns.into(),
@@ -44,8 +44,10 @@ fn vm(ns: &str, name: &str, created: i64, vcpus: i128, mem_gi: i128) -> VmEntry 
         },
         restart_elsewhere: false,
         label_node: None,
+        legacy_annotation: false,
         status_node: None,
         status_vcpus: None,
+        admitted: None,
         phase: None,
         printable: None,
         scheduled: None,
@@ -55,7 +57,7 @@ fn vm(ns: &str, name: &str, created: i64, vcpus: i128, mem_gi: i128) -> VmEntry 
     }
 }
 
-fn host(vcpus: i128, mem_gi: i128, seen: i64) -> HostEntry {
+pub(super) fn host(vcpus: i128, mem_gi: i128, seen: i64) -> HostEntry {
     HostEntry {
         has_object: true,
         allocatable: Some(Capacity {
@@ -69,7 +71,7 @@ fn host(vcpus: i128, mem_gi: i128, seen: i64) -> HostEntry {
     }
 }
 
-fn key(ns: &str, name: &str) -> VmKey {
+pub(super) fn key(ns: &str, name: &str) -> VmKey {
     VmKey {
         namespace: ns.into(),
         name: name.into(),
@@ -77,7 +79,7 @@ fn key(ns: &str, name: &str) -> VmKey {
 }
 
 /// An index with tenant `fin` owning namespace `fin`, and quota `fin-q` on it.
-fn cluster(limits: Limits, hosts: &[(&str, i128, i128)]) -> Index {
+pub(super) fn cluster(limits: Limits, hosts: &[(&str, i128, i128)]) -> Index {
     let mut ix = Index::new();
     ix.apply_tenant_node(node("fin", None, &["fin"], 0));
     ix.apply_quota_entry(QuotaEntry {
@@ -93,22 +95,17 @@ fn cluster(limits: Limits, hosts: &[(&str, i128, i128)]) -> Index {
 
 /// Apply a pass's writes as the API server and the watch would (with the operator's
 /// assumptions recorded first, as the write loop does).
-fn write_back(ix: &mut Index, plan: &Plan) {
+pub(super) fn write_back(ix: &mut Index, plan: &Plan) {
     for w in &plan.vms {
         if let Some(a) = &w.assume {
             ix.assume(w.key.clone(), a.clone());
         }
     }
     for w in &plan.vms {
-        if let Some(a) = w.admitted {
-            ix.set_admitted(&w.key, Some(a));
-        }
         let mut e = ix.vm(&w.key).expect("known").clone();
-        if let Some(n) = &w.label {
-            e.label_node = Some(n.clone());
-        }
         e.status_node = w.status.node_name.clone();
         e.status_vcpus = w.status.vcpus;
+        e.admitted = w.status.admitted;
         e.scheduled = Some(w.status.scheduled.clone());
         if let Some(r) = &w.status.ready {
             e.ready = Some(r.clone());
@@ -120,19 +117,25 @@ fn write_back(ix: &mut Index, plan: &Plan) {
         }
         ix.apply_vm_entry(e);
     }
+    for w in &plan.labels {
+        let mut e = ix.vm(&w.key).expect("known").clone();
+        e.label_node = w.node.clone();
+        e.legacy_annotation &= !w.drop_annotation;
+        ix.apply_vm_entry(e);
+    }
 }
 
-fn run(ix: &mut Index, now: i64) -> Plan {
+pub(super) fn run(ix: &mut Index, now: i64) -> Plan {
     let p = plan(ix, Config::default(), t(now));
     write_back(ix, &p);
     p
 }
 
-fn used(ix: &Index, tenant: &str) -> Units {
+pub(super) fn used(ix: &Index, tenant: &str) -> Units {
     plan(ix, Config::default(), t(1)).ledger.used(tenant)
 }
 
-fn limits(vms: Option<i128>, vcpus: Option<i128>) -> Limits {
+pub(super) fn limits(vms: Option<i128>, vcpus: Option<i128>) -> Limits {
     Limits {
         vms,
         vcpus,
@@ -255,7 +258,7 @@ fn a_burst_never_overfills_a_host_because_unreported_placements_count() {
     let on = |h: &str| {
         p.vms
             .iter()
-            .filter(|w| w.label.as_deref() == Some(h))
+            .filter(|w| w.status.node_name.as_deref() == Some(h))
             .count()
     };
     assert_eq!((on("h1"), on("h2")), (8, 4));
@@ -288,21 +291,32 @@ fn an_operator_restart_rebuilds_the_same_usage_from_the_api_and_decides_nothing_
 }
 
 #[test]
-fn a_crash_between_label_and_status_still_counts_the_vm() {
+fn a_crash_between_status_and_label_counts_the_vm_and_copies_the_label_again() {
     let mut ix = cluster(limits(Some(1), None), &[("h1", 64, 64)]);
-    let mut placed = vm("fin", "a", 0, 1, 1);
-    placed.label_node = Some("h1".into());
-    ix.apply_vm_entry(placed);
+    ix.apply_vm_entry(vm("fin", "a", 0, 1, 1));
+    let p = plan(&ix, Config::default(), t(1));
+    // Only the status write lands; the operator stops before the label copy.
+    let only_status = Plan {
+        labels: Vec::new(),
+        ..p
+    };
+    write_back(&mut ix, &only_status);
     ix.apply_vm_entry(vm("fin", "b", 1, 1, 1));
-    let p = run(&mut ix, 1);
-    assert!(p.placed.is_empty());
-    let a = p
-        .vms
-        .iter()
-        .find(|w| w.key == key("fin", "a"))
-        .expect("status completed");
-    assert_eq!(a.status.scheduled.reason, "Scheduled");
-    assert_eq!(a.label, None);
+    let mut fresh = cluster(limits(Some(1), None), &[("h1", 64, 64)]);
+    for e in ix.vms() {
+        fresh.apply_vm_entry(e.clone());
+    }
+    let p = run(&mut fresh, 2);
+    assert!(p.placed.is_empty(), "a counts: b waits");
+    assert_eq!(
+        p.labels
+            .iter()
+            .map(|w| (w.key.name.as_str(), w.node.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![("a", Some("h1"))]
+    );
+    assert!(p.vms.iter().all(|w| w.key.name == "b"), "a's status stands");
+    assert!(run(&mut fresh, 3).labels.is_empty());
 }
 
 #[test]
@@ -337,7 +351,7 @@ fn starting_a_halted_vm_checks_quota_again_and_keeps_it_on_its_host() {
         "counted as pending"
     );
     assert_eq!(w.status.node_name.as_deref(), Some("h1"));
-    assert_eq!(w.label, None);
+    assert!(p.labels.is_empty(), "the label copy stays");
     assert_eq!(used(&ix, "fin").vcpus, 2);
     // Room appears: admitted by itself.
     ix.delete_vm(&key("fin", "other"));
@@ -500,7 +514,12 @@ fn a_lost_host_is_marked_and_its_vms_get_host_lost_and_phase_unknown() {
         ("False", "HostLost")
     );
     assert!(r.message.contains("waiting for it"), "{}", r.message);
-    assert_eq!(w.label, None, "a VM with local disks waits for its host");
+    assert_eq!(
+        w.status.node_name.as_deref(),
+        Some("h1"),
+        "a VM with local disks waits for its host"
+    );
+    assert!(p.labels.is_empty());
 }
 
 #[test]
@@ -512,7 +531,12 @@ fn a_diskless_restart_vm_moves_off_a_lost_host_and_the_returning_host_does_not_g
     run(&mut ix, 1);
     ix.hosts.insert("h2".into(), host(8, 8, 60));
     let p = run(&mut ix, 60);
-    assert_eq!(p.vms[0].label.as_deref(), Some("h2"));
+    assert_eq!(p.vms[0].status.node_name.as_deref(), Some("h2"));
+    assert_eq!(
+        p.labels[0].node.as_deref(),
+        Some("h2"),
+        "then the label copy"
+    );
     assert_eq!(
         p.vms[0].announce.as_ref().map(|a| a.reason),
         Some("Rescheduled")
@@ -524,7 +548,12 @@ fn a_diskless_restart_vm_moves_off_a_lost_host_and_the_returning_host_does_not_g
     ix.hosts.insert("h1".into(), h1);
     let p = run(&mut ix, 71);
     assert_eq!(p.hosts, vec![HostWrite::Returned { host: "h1".into() }]);
-    assert!(p.vms.iter().all(|w| w.label.is_none()));
+    assert!(
+        p.vms
+            .iter()
+            .all(|w| w.status.node_name.as_deref() == Some("h2"))
+    );
+    assert!(p.labels.is_empty());
     assert_eq!(
         ix.vm(&key("fin", "a")).unwrap().label_node.as_deref(),
         Some("h2")
@@ -574,7 +603,7 @@ fn a_returning_host_clears_the_host_lost_mark_of_a_vm_its_agent_never_reported()
     let p = run(&mut ix, 71);
     assert_eq!(p.hosts, vec![HostWrite::Returned { host: "h1".into() }]);
     let w = &p.vms[0];
-    assert_eq!(w.label, None, "it stays on h1");
+    assert_eq!(w.status.node_name.as_deref(), Some("h1"), "it stays on h1");
     assert_eq!(w.status.phase, Some((Phase::Scheduled, "Scheduled".into())));
     assert_eq!(
         ready_of(w),
@@ -620,7 +649,7 @@ fn a_moved_vm_is_not_ready_until_the_new_hosts_agent_reports_it() {
     ix.hosts.insert("h2".into(), host(8, 8, 80));
     let p = run(&mut ix, 80);
     let w = &p.vms[0];
-    assert_eq!(w.label.as_deref(), Some("h2"));
+    assert_eq!(w.status.node_name.as_deref(), Some("h2"));
     assert_eq!(ready_of(w), Some(("False".into(), "Rescheduled".into())));
     assert_eq!(w.status.phase, Some((Phase::Scheduled, "Scheduled".into())));
     assert!(run(&mut ix, 81).vms.is_empty(), "the mark holds, unchanged");
@@ -629,7 +658,14 @@ fn a_moved_vm_is_not_ready_until_the_new_hosts_agent_reports_it() {
     h1.heartbeat_seen = Some(t(90));
     ix.hosts.insert("h1".into(), h1);
     let p = run(&mut ix, 90);
-    assert!(p.vms.iter().all(|w| w.label.is_none()), "{:?}", p.vms);
+    assert!(
+        p.vms
+            .iter()
+            .all(|w| w.status.node_name.as_deref() == Some("h2")),
+        "{:?}",
+        p.vms
+    );
+    assert!(p.labels.is_empty());
     assert_eq!(
         ix.vm(&key("fin", "a")).unwrap().label_node.as_deref(),
         Some("h2")
@@ -670,7 +706,7 @@ fn spec_node_name_pins_and_anti_affinity_spreads_within_a_pass() {
         p.vms
             .iter()
             .find(|w| w.key.name == n)
-            .and_then(|w| w.label.clone())
+            .and_then(|w| w.status.node_name.clone())
             .unwrap()
     };
     assert_eq!(node_of("p"), "h3");
@@ -687,20 +723,22 @@ fn resize(ix: &mut Index, name: &str, vcpus: i128) {
 }
 
 #[test]
-fn a_resize_within_quota_is_admitted_and_recorded_with_the_label() {
+fn a_resize_within_quota_is_admitted_and_recorded_in_the_status() {
     let mut ix = cluster(limits(None, Some(8)), &[("h1", 64, 64)]);
     ix.apply_vm_entry(vm("fin", "a", 0, 2, 1));
     let p = run(&mut ix, 1);
-    assert_eq!(p.vms[0].admitted.map(|a| a.vcpus), Some(2));
+    assert_eq!(p.vms[0].status.admitted.map(|a| a.vcpus), Some(2));
     resize(&mut ix, "a", 6);
     let p = run(&mut ix, 2);
     let w = &p.vms[0];
     assert_eq!(
-        w.label.as_deref(),
+        w.status.node_name.as_deref(),
         Some("h1"),
         "same host, new size recorded"
     );
-    assert_eq!(w.admitted.map(|a| a.vcpus), Some(6));
+    assert!(w.reserves, "the growth is counted before the write");
+    assert_eq!(w.status.admitted.map(|a| a.vcpus), Some(6));
+    assert!(p.labels.is_empty());
     assert_eq!(w.announce.as_ref().map(|a| a.reason), Some("Resized"));
     assert_eq!(used(&ix, "fin").vcpus, 6);
     assert!(run(&mut ix, 3).vms.is_empty());
@@ -715,7 +753,8 @@ fn a_resize_beyond_quota_keeps_the_admitted_size_and_says_so() {
     resize(&mut ix, "a", 6);
     let p = run(&mut ix, 2);
     let w = &p.vms[0];
-    assert_eq!((w.label.as_ref(), w.admitted), (None, None));
+    assert_eq!(w.status.admitted.map(|a| a.vcpus), Some(2));
+    assert!(!w.reserves);
     let c = &w.status.scheduled;
     assert_eq!(
         (c.status.as_str(), c.reason.as_str()),
@@ -742,7 +781,7 @@ fn a_resize_beyond_quota_keeps_the_admitted_size_and_says_so() {
     run(&mut ix, 4);
     let p = run(&mut ix, 5);
     let w = p.vms.iter().find(|w| w.key == key("fin", "a")).unwrap();
-    assert_eq!(w.admitted.map(|a| a.vcpus), Some(6));
+    assert_eq!(w.status.admitted.map(|a| a.vcpus), Some(6));
     run(&mut ix, 6);
     assert_eq!(used(&ix, "fin").vcpus, 6);
     let a = ix.vm(&key("fin", "a")).unwrap();
@@ -762,7 +801,7 @@ fn reverting_a_refused_resize_restores_the_vm_at_once() {
     resize(&mut ix, "a", 2);
     let p = run(&mut ix, 3);
     assert_eq!(p.vms[0].status.scheduled.reason, "Scheduled");
-    assert_eq!(p.vms[0].label, None);
+    assert!(p.labels.is_empty());
     assert_eq!(used(&ix, "fin").vcpus, 2);
 }
 
