@@ -267,7 +267,7 @@ async fn a_restarted_agent_adopts_its_domains_instead_of_recreating_them() {
         .map(|o| o.owner().unwrap().uid.clone())
         .collect();
     assert!(live.contains("uid-adopt-1"), "found by its metadata");
-    assert!(host.engine.collect_orphans(&live).await.unwrap().is_empty());
+    assert!(host.engine.leftovers(&live).await.unwrap().is_empty());
     let (v2, o2) = step(&host.engine, v.clone()).await;
     assert_eq!(o2.status.domain_uuid, uuid);
     assert_eq!(
@@ -322,15 +322,29 @@ async fn leftovers_of_deleted_vms_are_removed_and_foreign_domains_are_not_touche
         "the foreign domain is not listed: {owned:?}"
     );
     let foreign_before = host.libvirt.observe("foreign").await.unwrap().unwrap();
-    let removed = host
+    let leftovers = host
         .engine
-        .collect_orphans(&HashSet::from(["uid-orphan-kept".to_owned()]))
+        .leftovers(&HashSet::from(["uid-orphan-kept".to_owned()]))
         .await
         .unwrap();
+    let found: Vec<(&str, Option<(String, String)>)> = leftovers
+        .iter()
+        .map(|l| (l.uid.as_str(), l.owner.clone()))
+        .collect();
     assert_eq!(
-        removed,
-        vec!["uid-orphan-gone".to_owned(), "uid-orphan-stray".to_owned()]
+        found,
+        vec![
+            (
+                "uid-orphan-gone",
+                Some(("orphans".to_owned(), "gone".to_owned()))
+            ),
+            ("uid-orphan-stray", None),
+        ],
+        "candidates only, each with the owner to ask the API about"
     );
+    // The API confirmed "gone" (404); the stray directory records no owner: it stays.
+    host.engine.remove_leftover(&leftovers[0]).await.unwrap();
+    assert!(host.vm_dir("uid-orphan-stray").exists());
     assert!(host.libvirt.observe(&gone.domain).await.unwrap().is_none());
     assert!(host.libvirt.observe(&kept.domain).await.unwrap().is_some());
     assert!(host.vm_dir("uid-orphan-kept").exists() && !host.vm_dir("uid-orphan-gone").exists());
@@ -338,6 +352,19 @@ async fn leftovers_of_deleted_vms_are_removed_and_foreign_domains_are_not_touche
         host.libvirt.observe("foreign").await.unwrap().unwrap(),
         foreign_before
     );
+}
+
+/// The leftovers an agent finds when no VM is placed on it, removed as if the API had
+/// answered 404 for every one that records its owner (the controller asks it).
+async fn remove_all_gone(engine: &ironvisor_agent::reconcile::engine::Engine) -> Vec<String> {
+    let mut removed = vec![];
+    for l in engine.leftovers(&HashSet::new()).await.unwrap() {
+        if l.owner.is_some() {
+            engine.remove_leftover(&l).await.unwrap();
+            removed.push(l.uid);
+        }
+    }
+    removed
 }
 
 #[tokio::test]
@@ -349,7 +376,7 @@ async fn another_agents_domains_on_a_shared_libvirtd_are_not_taken_for_orphans()
         vm("shared-libvirtd", "theirs", "uid-shared-theirs", spec()),
     )
     .await;
-    let removed = mine.engine.collect_orphans(&HashSet::new()).await.unwrap();
+    let removed = remove_all_gone(&mine.engine).await;
     assert!(
         !removed.contains(&"uid-shared-theirs".to_owned()),
         "{removed:?}"
@@ -362,7 +389,7 @@ async fn another_agents_domains_on_a_shared_libvirtd_are_not_taken_for_orphans()
             .is_some()
     );
     // Its own agent, which made its directory, does remove it once the VM is gone.
-    let removed = other.engine.collect_orphans(&HashSet::new()).await.unwrap();
+    let removed = remove_all_gone(&other.engine).await;
     assert!(
         removed.contains(&"uid-shared-theirs".to_owned()),
         "{removed:?}"
@@ -520,13 +547,13 @@ async fn an_agent_collects_only_the_leftovers_recorded_for_its_own_node() {
         &other_dirs.path().join("images"),
     );
     other.node = "node-two".into();
-    let removed = other.collect_orphans(&HashSet::new()).await.unwrap();
+    let removed = remove_all_gone(&other).await;
     assert!(removed.is_empty(), "{removed:?}");
     assert!(
         host.libvirt.observe(&o.domain).await.unwrap().is_some(),
         "another node's domain on a shared libvirt is left alone"
     );
-    let removed = host.engine.collect_orphans(&HashSet::new()).await.unwrap();
+    let removed = remove_all_gone(&host.engine).await;
     assert_eq!(removed, vec!["uid-node-one".to_owned()]);
     assert!(host.libvirt.observe(&o.domain).await.unwrap().is_none());
 }

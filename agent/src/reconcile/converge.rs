@@ -57,6 +57,20 @@ impl From<HvError> for Stop {
 type Flow<T> = Result<T, Stop>;
 
 /// The facts of one reconcile, fixed at its start.
+/// Write the VM's `namespace/name` into its directory once (see [`layout::owner_file`]).
+async fn record_owner(vm_dir: &Path, vm: &VirtualMachine) -> std::io::Result<()> {
+    let path = layout::owner_file(vm_dir);
+    if tokio::fs::try_exists(&path).await? {
+        return Ok(());
+    }
+    let owner = format!(
+        "{}/{}",
+        vm.metadata.namespace.as_deref().unwrap_or_default(),
+        vm.metadata.name.as_deref().unwrap_or_default()
+    );
+    tokio::fs::write(&path, owner).await
+}
+
 struct Run<'a> {
     vm: &'a VirtualMachine,
     owner: Owner,
@@ -402,10 +416,15 @@ impl Engine {
             }
             Err(e) => return Err(run.storage_failed(e, observed, self)),
         }
-        self.storage
+        let prepared = self
+            .storage
             .prepare(&run.vm_dir, spec)
             .await
-            .map_err(|e| run.storage_failed(e, observed, self))
+            .map_err(|e| run.storage_failed(e, observed, self))?;
+        record_owner(&run.vm_dir, run.vm)
+            .await
+            .map_err(|e| run.storage_failed(e.into(), observed, self))?;
+        Ok(prepared)
     }
 
     async fn write_seed(

@@ -20,6 +20,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A domain or directory of this agent whose VM is not placed here.
+#[derive(Clone, Debug)]
+pub struct Leftover {
+    /// The VM uid it was made for.
+    pub uid: String,
+    /// The VM's namespace and name, when recorded (domain metadata, or the owner file).
+    pub owner: Option<(String, String)>,
+    /// The domain, when there is one.
+    pub domain: Option<Observed>,
+}
+
 /// A transient reconcile failure (retried with backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -206,15 +217,11 @@ impl Engine {
         Ok(())
     }
 
-    /// At startup: remove our domains and VM directories whose VM no longer exists (by
-    /// uid). Domains without our metadata, and ours whose directory is not under this
-    /// agent's state dir (another agent's, on a shared libvirtd), are never touched.
-    /// Returns the removed uids.
-    pub async fn collect_orphans(
-        &self,
-        live_uids: &HashSet<String>,
-    ) -> Result<Vec<String>, EngineError> {
-        let mut removed = Vec::new();
+    /// What this agent holds (domains recorded for its node, directories under its state
+    /// dir) for VMs not among `placed`: candidates only. Nothing is removed here; the caller
+    /// confirms with the API that each VM is gone before [`Engine::remove_leftover`].
+    pub async fn leftovers(&self, placed: &HashSet<String>) -> Result<Vec<Leftover>, EngineError> {
+        let mut out: Vec<Leftover> = Vec::new();
         for o in self.hv.list_owned().await? {
             let Some(m) = o.owner() else {
                 continue;
@@ -223,44 +230,61 @@ impl Engine {
                 // Another agent's (or an older agent's) domain on a shared libvirt.
                 continue;
             }
-            let uid = m.uid.clone();
-            if !live_uids.contains(&uid) {
-                // The agent creates a VM's directory before its domain and removes it after,
-                // so a domain of ours always has one under our --state-dir. A domain without
-                // one belongs to another agent sharing this libvirtd (tests, the demo next to
-                // a test run): never ours to remove.
-                let Ok(dir) = self.vm_dir(&uid) else {
-                    continue;
-                };
-                if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-                    tracing::debug!(
-                        domain = o.name,
-                        uid,
-                        "leaving a domain whose directory is not under this agent's state dir"
-                    );
-                    continue;
-                }
-                tracing::info!(
-                    domain = o.name,
-                    uid,
-                    "removing the domain of a VM that no longer exists"
-                );
-                self.remove_domain_of(&o, &uid).await?;
-                removed.push(uid);
+            if placed.contains(&m.uid) {
+                continue;
             }
+            // The agent creates a VM's directory before its domain and removes it after,
+            // so a domain of ours always has one under our --state-dir. A domain without
+            // one belongs to another agent sharing this libvirtd (tests, the demo next to
+            // a test run): never ours to remove.
+            let Ok(dir) = self.vm_dir(&m.uid) else {
+                continue;
+            };
+            if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+                continue;
+            }
+            out.push(Leftover {
+                uid: m.uid.clone(),
+                owner: Some((m.namespace.clone(), m.name.clone())),
+                domain: Some(o.clone()),
+            });
         }
         let dirs = list_vm_dirs(&self.storage.state_dir)
             .await
             .map_err(EngineError::Cleanup)?;
         for uid in dirs {
-            if !live_uids.contains(&uid) && !removed.contains(&uid) {
-                remove_vm_dir(&self.storage.state_dir, &uid)
-                    .await
-                    .map_err(EngineError::Cleanup)?;
-                removed.push(uid);
+            if placed.contains(&uid) || out.iter().any(|l| l.uid == uid) {
+                continue;
             }
+            let owner = match self.vm_dir(&uid) {
+                Ok(dir) => tokio::fs::read_to_string(layout::owner_file(&dir))
+                    .await
+                    .ok()
+                    .and_then(|s| {
+                        s.trim()
+                            .split_once('/')
+                            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    }),
+                Err(_) => None,
+            };
+            out.push(Leftover {
+                uid,
+                owner,
+                domain: None,
+            });
         }
-        Ok(removed)
+        Ok(out)
+    }
+
+    /// Remove a leftover whose VM the API confirmed gone: its domain, then its directory.
+    pub async fn remove_leftover(&self, l: &Leftover) -> Result<(), EngineError> {
+        match &l.domain {
+            Some(o) => self.remove_domain_of(o, &l.uid).await,
+            None => remove_vm_dir(&self.storage.state_dir, &l.uid)
+                .await
+                .map(|_| ())
+                .map_err(EngineError::Cleanup),
+        }
     }
 
     /// The VM (namespace, name) a domain belongs to, for routing libvirt events.

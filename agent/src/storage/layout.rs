@@ -37,6 +37,13 @@ pub fn shutdown_marker(vm_dir: &Path) -> PathBuf {
     vm_dir.join("shutdown-requested")
 }
 
+/// The VM's namespace and name (`namespace/name`), written when its directory is prepared:
+/// it lets a restarted agent ask the API whether a directory's VM still exists before it
+/// removes anything.
+pub fn owner_file(vm_dir: &Path) -> PathBuf {
+    vm_dir.join("owner")
+}
+
 /// The serial console log.
 pub fn console_log(vm_dir: &Path) -> PathBuf {
     vm_dir.join("console.log")
