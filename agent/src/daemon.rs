@@ -10,6 +10,7 @@ use crate::hypervisor::{HvError, Hypervisor as _};
 use crate::metrics::{self, Metrics};
 use crate::reconcile::controller::{self, Context};
 use crate::reconcile::engine::Engine;
+use crate::reconcile::guard::VmObject;
 use crate::reconcile::heartbeat::{self, Heartbeat};
 use crate::storage::cache::ImageCache;
 use crate::storage::prepare::StorageRoots;
@@ -122,6 +123,50 @@ async fn initial_health_check(heartbeat: &mut Heartbeat) -> Report {
     report
 }
 
+/// Remove what deleted VMs left behind (only what the API confirms gone); never fatal.
+async fn collect_leftovers(ctx: &Context) {
+    match controller::collect_orphans(ctx).await {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(?removed, "removed leftovers of deleted VMs")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for leftovers; will not remove anything")
+        }
+    }
+}
+
+/// Mark the agent synced once the VM watch has listed. Polled again and again: the store's
+/// ready signal keeps one waker only, and the controller waits on it too, so a single wait
+/// here could sleep forever.
+async fn mark_synced(
+    store: kube::runtime::reflector::Store<VmObject>,
+    health: Arc<metrics::Health>,
+) {
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(Ok(())) => {
+                health.set_synced();
+                return;
+            }
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
+    }
+}
+
+/// Watch the libvirt connection: reopen it (with backoff) when libvirtd went away, and
+/// report it in the metrics and the readiness probe.
+async fn watch_libvirt(libvirt: Libvirt, metrics: Arc<Metrics>, health: Arc<metrics::Health>) {
+    let mut tick = tokio::time::interval(LIBVIRT_CHECK);
+    loop {
+        tick.tick().await;
+        let up = libvirt.ensure_connected().await;
+        health.set_libvirt(up);
+        metrics.observe_libvirt(up, libvirt.reconnects());
+    }
+}
+
 /// Run the agent until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -169,19 +214,8 @@ pub async fn run(
         config.resync_interval,
     ));
 
-    let collected = if config.collect_orphans {
-        controller::collect_orphans(&ctx).await
-    } else {
-        Ok(vec![])
-    };
-    match collected {
-        Ok(removed) if !removed.is_empty() => {
-            tracing::info!(?removed, "removed leftovers of deleted VMs")
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "could not look for leftovers; will not remove anything")
-        }
+    if config.collect_orphans {
+        collect_leftovers(&ctx).await;
     }
 
     let health = Arc::new(metrics::Health::default());
@@ -192,34 +226,12 @@ pub async fn run(
         .map(|addr| tokio::spawn(metrics::serve(metrics.clone(), health.clone(), addr)));
     let ctrl = controller::controller(&ctx);
     let store = ctrl.store();
-    let synced = health.clone();
-    let sync_task = tokio::spawn(async move {
-        // Polled again and again: the store's ready signal keeps one waker only, and the
-        // controller waits on it too, so a single wait here could sleep forever.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
-                Ok(Ok(())) => {
-                    synced.set_synced();
-                    return;
-                }
-                Ok(Err(_)) => return,
-                Err(_) => {}
-            }
-        }
-    });
-    // Watch the libvirt connection: reopen it (with backoff) when libvirtd went away,
-    // and report it in the metrics and the readiness probe.
-    let watch_lv = libvirt.clone();
-    let (watch_metrics, watch_health) = (metrics.clone(), health.clone());
-    let libvirt_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(LIBVIRT_CHECK);
-        loop {
-            tick.tick().await;
-            let up = watch_lv.ensure_connected().await;
-            watch_health.set_libvirt(up);
-            watch_metrics.observe_libvirt(up, watch_lv.reconnects());
-        }
-    });
+    let sync_task = tokio::spawn(mark_synced(store, health.clone()));
+    let libvirt_task = tokio::spawn(watch_libvirt(
+        libvirt.clone(),
+        metrics.clone(),
+        health.clone(),
+    ));
     let mut heartbeat = Heartbeat {
         client,
         node: config.node_name.clone(),
