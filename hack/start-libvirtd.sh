@@ -34,10 +34,10 @@ kvm_device
 # By pid file, not by process name: tests run private libvirtd and virtlogd daemons of their
 # own (hack/private-libvirtd.sh) in other mount namespaces, and a zombie keeps its name.
 running() {
-  local pid
-  pid=$(cat "$1" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != "" ] &&
-    [ "$(ps -o stat= -p "$pid" | cut -c1)" != "Z" ]
+  local pid state
+  pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] || return 1
+  state=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+  [ "${state:0:1}" != "Z" ]
 }
 if ! running /run/virtlogd.pid; then
   virtlogd -d

@@ -13,24 +13,9 @@ use ironvisor_agent::lifecycle::VmState;
 use ironvisor_agent::reconcile::engine::CloudInitData;
 use ironvisor_crds::vm::Phase;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const URI: &str = "qemu:///system";
-
-fn guest_dir() -> PathBuf {
-    let dir = PathBuf::from(
-        std::env::var("IRONVISOR_GUEST_DIR").unwrap_or_else(|_| "/var/tmp/ironvisor-guest".into()),
-    );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/build-guest.sh");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "hack/build-guest.sh failed");
-    dir
-}
 
 #[tokio::test]
 async fn a_tiny_guest_boots_reads_its_seed_and_powers_off() {

@@ -13,28 +13,13 @@ use ironvisor_crds::common::{condition_is_true, condition_type};
 use ironvisor_crds::vm::Phase;
 use kube::api::DeleteParams;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const URI: &str = "qemu:///system";
 
-fn guest_dir() -> PathBuf {
-    let dir = PathBuf::from(
-        std::env::var("IRONVISOR_GUEST_DIR").unwrap_or_else(|_| "/var/tmp/ironvisor-guest".into()),
-    );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/build-guest.sh");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .arg(&dir)
-        .status()
-        .expect("bash runs");
-    assert!(status.success(), "hack/build-guest.sh failed");
-    dir
-}
-
 #[tokio::test]
 async fn a_vm_applied_through_the_api_boots_and_prints_its_user_data() {
-    let guest = guest_dir();
+    let guest = common::guest_dir();
     let node = format!("qemu-node-{}", std::process::id());
     let c = Cluster::start(&node, URI, |cfg| {
         cfg.images_dir = guest.clone();

@@ -24,20 +24,6 @@ use std::time::Instant;
 const URI: &str = "qemu:///system";
 const NS: &str = "start-failure";
 
-fn guest_dir() -> PathBuf {
-    let dir = PathBuf::from(
-        std::env::var("IRONVISOR_GUEST_DIR").unwrap_or_else(|_| "/var/tmp/ironvisor-guest".into()),
-    );
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/build-guest.sh");
-    let status = std::process::Command::new("bash")
-        .arg(script)
-        .arg(&dir)
-        .status()
-        .expect("bash runs");
-    assert!(status.success(), "hack/build-guest.sh failed");
-    dir
-}
-
 fn chmod(dir: &Path, mode: u32) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
@@ -65,7 +51,7 @@ async fn events(c: &Cluster, name: &str, reason: &str) -> Vec<Event> {
 
 #[tokio::test]
 async fn a_guest_qemu_cannot_open_shows_start_failed_with_qemus_message_until_fixed() {
-    let guest = guest_dir();
+    let guest = common::guest_dir();
     let node = format!("startfail-node-{}", std::process::id());
     // /var/tmp/…-XXXX (0755) / locked (0700) / state: QEMU cannot reach the VM's seed.
     let outer = tempfile::Builder::new()

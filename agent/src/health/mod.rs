@@ -299,11 +299,6 @@ impl Monitor {
         }
     }
 
-    /// The QEMU user, when libvirt named one.
-    pub fn qemu_user(&self) -> Option<&QemuUser> {
-        self.qemu.as_ref()
-    }
-
     /// The last probe's duration.
     pub fn last_probe(&self) -> Option<Duration> {
         self.tracker.last()

@@ -121,3 +121,19 @@ pub fn admin(uri: &str) -> virt::connect::Connect {
     virt::connect::Connect::open(Some(uri)).unwrap()
 }
 pub mod cluster;
+
+/// The tiny guest (kernel + initramfs) from `hack/build-guest.sh`, built once per machine
+/// into `$IRONVISOR_GUEST_DIR` (default /var/tmp/ironvisor-guest, which QEMU's user can reach).
+pub fn guest_dir() -> PathBuf {
+    let dir = PathBuf::from(
+        std::env::var("IRONVISOR_GUEST_DIR").unwrap_or_else(|_| "/var/tmp/ironvisor-guest".into()),
+    );
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hack/build-guest.sh");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&dir)
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "hack/build-guest.sh failed");
+    dir
+}
