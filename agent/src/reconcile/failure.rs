@@ -84,7 +84,7 @@ pub fn from_seed(e: &SeedError) -> Failure {
 }
 
 fn failure(kind: FailureKind, detail: &str) -> Failure {
-    let detail = strip_timestamps(detail);
+    let detail = one_wording(&strip_timestamps(detail));
     let mut message = format!("{}: {}", kind.what(), detail.trim());
     if detail.contains("Permission denied") {
         message.push_str(
@@ -145,6 +145,23 @@ pub fn strip_timestamps(s: &str) -> String {
     out
 }
 
+/// How libvirt words "QEMU exited while starting": which one it picks depends on whether QEMU
+/// died before or after libvirt connected to its monitor, a race that differs between two
+/// retries of the very same failure.
+const QEMU_EXIT_WORDINGS: [&str; 3] = [
+    "process exited while connecting to monitor: ",
+    "qemu unexpectedly closed the monitor: ",
+    "QEMU unexpectedly closed the monitor: ",
+];
+
+/// libvirt's wrapper around QEMU's own words, in one wording, so that the same failure reads
+/// the same on every retry and is announced once.
+fn one_wording(s: &str) -> String {
+    QEMU_EXIT_WORDINGS.iter().fold(s.to_owned(), |acc, w| {
+        acc.replace(w, "QEMU exited while starting: ")
+    })
+}
+
 /// The length of an RFC 3339 UTC timestamp at the start of `s`.
 fn timestamp_len(s: &str) -> Option<usize> {
     const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd";
@@ -194,8 +211,8 @@ mod tests {
         assert_eq!(f.reason, "StartFailed");
         assert!(
             f.message.starts_with(
-                "the guest could not be started: internal error: process exited while \
-                 connecting to monitor: qemu-system-x86_64: -drive"
+                "the guest could not be started: internal error: QEMU exited while \
+                 starting: qemu-system-x86_64: -drive"
             ),
             "{}",
             f.message
@@ -208,8 +225,21 @@ mod tests {
         let again = libvirt(&QEMU.replace("01:50:12.345678", "01:50:44.000001"), false);
         assert_eq!(
             from_hypervisor(FailureKind::Start, &again),
-            Some(f),
+            Some(f.clone()),
             "the same failure reads the same on every retry"
+        );
+        // libvirt words the same exit another way when QEMU dies before the monitor opens.
+        let raced = libvirt(
+            &QEMU.replace(
+                "process exited while connecting to monitor",
+                "qemu unexpectedly closed the monitor",
+            ),
+            false,
+        );
+        assert_eq!(
+            from_hypervisor(FailureKind::Start, &raced),
+            Some(f),
+            "either wording of the same exit reads the same"
         );
     }
 
