@@ -12,6 +12,7 @@ use crate::reconcile::controller::{self, Context};
 use crate::reconcile::engine::Engine;
 use crate::reconcile::guard::VmObject;
 use crate::reconcile::heartbeat::{self, Heartbeat};
+use crate::reconcile::leftovers;
 use crate::storage::cache::ImageCache;
 use crate::storage::prepare::StorageRoots;
 use ironvisor_crds::hypervisor::Acceleration;
@@ -43,8 +44,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// Lease renewal and Hypervisor status period.
     pub heartbeat_period: Duration,
-    /// At startup, remove our domains (recorded for this node) and directories whose VM no
-    /// longer exists.
+    /// At startup and every resync period, remove our domains (recorded for this node) and
+    /// directories whose VM the API confirms gone, and stop guests of VMs placed elsewhere.
     pub collect_orphans: bool,
     /// The KVM device whose access the host check verifies (/dev/kvm).
     pub kvm_device: PathBuf,
@@ -125,9 +126,9 @@ async fn initial_health_check(heartbeat: &mut Heartbeat) -> Report {
 
 /// Remove what deleted VMs left behind (only what the API confirms gone); never fatal.
 async fn collect_leftovers(ctx: &Context) {
-    match controller::collect_orphans(ctx).await {
-        Ok(removed) if !removed.is_empty() => {
-            tracing::info!(?removed, "removed leftovers of deleted VMs")
+    match leftovers::sweep(ctx).await {
+        Ok(s) if !s.removed.is_empty() || !s.stopped.is_empty() => {
+            tracing::info!(removed = ?s.removed, stopped = ?s.stopped, "leftovers swept")
         }
         Ok(_) => {}
         Err(e) => {
@@ -251,7 +252,13 @@ pub async fn run(
     };
     let first = initial_health_check(&mut heartbeat).await;
     let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store(), first));
+    let sweep_task = config
+        .collect_orphans
+        .then(|| tokio::spawn(leftovers::sweep_periodically(ctx.clone())));
     controller::run(ctx, ctrl, shutdown).await;
+    if let Some(t) = sweep_task {
+        t.abort();
+    }
     heartbeat_task.abort();
     sync_task.abort();
     libvirt_task.abort();

@@ -16,7 +16,7 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::controllers::{scheduler::Scheduler, tenant};
+use crate::controllers::{audit, scheduler::Scheduler, tenant};
 use crate::leader::{self, Leadership, Timing};
 use crate::metrics::{self, Metrics};
 use crate::placement::Strategy;
@@ -110,6 +110,12 @@ pub async fn run(
             instance: Some(cfg.identity.clone()),
         },
     );
+    let audit = audit::Ctx {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        leadership: leadership.clone(),
+        recorder: recorder.clone(),
+    };
     let scheduler = Scheduler {
         client: client.clone(),
         metrics: metrics.clone(),
@@ -136,6 +142,7 @@ pub async fn run(
         }),
         () = scheduler.run() => Err(RunError::Ended("scheduler loop")),
         () = tenant::run(tenants) => Err(RunError::Ended("tenant controller")),
+        () = audit::run(audit) => Err(RunError::Ended("audit controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),

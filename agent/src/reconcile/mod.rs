@@ -9,5 +9,6 @@ pub mod events;
 pub mod failure;
 pub mod guard;
 pub mod heartbeat;
+pub mod leftovers;
 pub mod malformed;
 pub mod status;

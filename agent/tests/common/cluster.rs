@@ -36,15 +36,33 @@ impl Cluster {
     /// Start the cluster (CRDs applied, system namespace created) and the agent.
     pub async fn start(node: &str, uri: &str, configure: impl FnOnce(&mut Config)) -> Self {
         let mut c = Self::without_agent(node).await;
-        let mut config = Config::new(node, uri, c.state_dir.clone(), c.images_dir.clone());
+        c.spawn_agent(node, uri, configure);
+        c
+    }
+
+    /// Stop the agent and start another on the same directories, as `node` (the same host
+    /// restarted, maybe with another `--node-name`).
+    pub async fn restart_agent_as(
+        &mut self,
+        node: &str,
+        uri: &str,
+        configure: impl FnOnce(&mut Config),
+    ) {
+        self.stop_agent().await;
+        self.node = node.to_owned();
+        self.spawn_agent(node, uri, configure);
+    }
+
+    fn spawn_agent(&mut self, node: &str, uri: &str, configure: impl FnOnce(&mut Config)) {
+        let mut config = Config::new(node, uri, self.state_dir.clone(), self.images_dir.clone());
         config.accel = AccelChoice::Tcg;
         config.heartbeat_period = Duration::from_millis(500);
         // The tests' image servers listen on loopback, which the default policy refuses.
         config.image_policy.allowed = vec!["127.0.0.1/32".parse().expect("a CIDR")];
         configure(&mut config);
-        c.state_dir = config.state_dir.clone();
+        self.state_dir = config.state_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let agent_client = c.client.clone();
+        let agent_client = self.client.clone();
         let agent = tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
@@ -53,9 +71,20 @@ impl Cluster {
                 .await
                 .expect("the agent starts");
         });
-        c.stop = Some(tx);
-        c.agent = Some(agent);
-        c
+        self.stop = Some(tx);
+        self.agent = Some(agent);
+    }
+
+    async fn stop_agent(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(agent) = self.agent.take() {
+            tokio::time::timeout(TIMEOUT, agent)
+                .await
+                .expect("the agent stops on shutdown")
+                .expect("the agent task did not panic");
+        }
     }
 
     /// Start the cluster only (the test runs the agent itself, e.g. as a process).
@@ -103,15 +132,7 @@ impl Cluster {
 
     /// Stop the agent (waiting for it) and the cluster.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(agent) = self.agent.take() {
-            tokio::time::timeout(TIMEOUT, agent)
-                .await
-                .expect("the agent stops on shutdown")
-                .expect("the agent task did not panic");
-        }
+        self.stop_agent().await;
         self.cluster.shutdown().await;
     }
 
