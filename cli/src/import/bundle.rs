@@ -151,7 +151,8 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parse `SHA256(disk1.vmdk)= 0123...` lines (blank lines are skipped).
+    /// Parse `SHA256(disk1.vmdk)= 0123...` lines, spaced or not (`SHA1 (disk1.vmdk) = 01...`);
+    /// blank lines are skipped.
     pub fn parse(path: &Path, text: &str) -> Result<Self, BundleError> {
         let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -163,8 +164,11 @@ impl Manifest {
                 manifest: path.to_owned(),
                 line: i + 1,
             };
+            // `SHA256(disk.vmdk)= hex` (OpenSSL, ovftool) or `SHA1 (disk.vmdk) = hex`
+            // (VirtualBox, older ovftool): the digest holds no `=`, the name may.
             let (algo, rest) = line.split_once('(').ok_or_else(err)?;
-            let (file, digest) = rest.rsplit_once(")=").ok_or_else(err)?;
+            let (named, digest) = rest.rsplit_once('=').ok_or_else(err)?;
+            let file = named.trim_end().strip_suffix(')').ok_or_else(err)?;
             let algorithm = match algo.trim().to_ascii_uppercase().as_str() {
                 "SHA1" => Algorithm::Sha1,
                 "SHA256" => Algorithm::Sha256,
@@ -268,6 +272,23 @@ mod tests {
         assert_eq!(m.entries[1].file, "disk 1.vmdk");
         assert_eq!(m.entries[1].algorithm, Algorithm::Sha1);
         assert_eq!(m.entries[1].digest, "b".repeat(40));
+    }
+
+    #[test]
+    fn spaced_manifest_lines_as_virtualbox_and_older_ovftool_write_them_parse() {
+        let text = format!(
+            "SHA1 (box-disk001.vmdk) = {}\r\nSHA256 (a (copy)=.ovf) = {}\n",
+            "c".repeat(40),
+            "d".repeat(64)
+        );
+        let m = Manifest::parse(Path::new("box.mf"), &text).unwrap();
+        assert_eq!(m.entries[0].file, "box-disk001.vmdk");
+        assert_eq!(m.entries[0].digest, "c".repeat(40));
+        assert_eq!(
+            m.entries[1].file, "a (copy)=.ovf",
+            "parentheses and = in a name"
+        );
+        assert!(Manifest::parse(Path::new("x.mf"), "SHA1 (a = 00\n").is_err());
     }
 
     #[test]
