@@ -114,6 +114,35 @@ pub fn resolve(root: &Path, descriptor: &Path, name: &str) -> Result<PathBuf, Bu
     Ok(path)
 }
 
+/// [`confine`] for a name a VMDK descriptor gives (an extent, a parent): VMware and QEMU
+/// read it relative to the descriptor's own directory, which may be a subfolder of the
+/// bundle. The name alone must pass [`confine`]'s checks too (no `..`, not absolute).
+pub fn confine_beside(root: &Path, descriptor: &Path, name: &str) -> Result<PathBuf, BundleError> {
+    confine(root, descriptor, name)?;
+    let dir = descriptor
+        .parent()
+        .and_then(|d| d.strip_prefix(root).ok())
+        .unwrap_or(Path::new(""));
+    let rel = dir.join(name);
+    let rel = rel.to_str().ok_or_else(|| BundleError::Traversal {
+        descriptor: descriptor.to_owned(),
+        name: name.to_owned(),
+    })?;
+    confine(root, descriptor, rel)
+}
+
+/// Like [`confine_beside`], and the file must exist.
+pub fn resolve_beside(root: &Path, descriptor: &Path, name: &str) -> Result<PathBuf, BundleError> {
+    let path = confine_beside(root, descriptor, name)?;
+    if !path.is_file() {
+        return Err(BundleError::Missing {
+            descriptor: descriptor.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+    Ok(path)
+}
+
 /// A digest algorithm of an OVF manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
@@ -259,6 +288,23 @@ pub fn verify_file(path: &Path, entry: &ManifestEntry) -> Result<(), BundleError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_descriptors_names_are_read_beside_it_and_stay_confined() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("disks")).unwrap();
+        std::fs::write(root.join("disks/web-flat.vmdk"), b"x").unwrap();
+        let descriptor = root.join("disks/web.vmdk");
+        assert_eq!(
+            resolve_beside(root, &descriptor, "web-flat.vmdk").unwrap(),
+            root.join("disks/web-flat.vmdk")
+        );
+        assert!(resolve_beside(root, &root.join("web.vmdk"), "web-flat.vmdk").is_err());
+        for bad in ["../web-flat.vmdk", "/etc/passwd", "nbd:x:1"] {
+            assert!(confine_beside(root, &descriptor, bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn manifest_lines_of_both_algorithms_parse() {
