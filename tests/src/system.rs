@@ -207,32 +207,53 @@ pub fn remove_domains_under(uri: &str, dir: &Path) {
 pub struct System {
     /// Everything of this system: kubeconfig, logs, agents' directories.
     pub dir: tempfile::TempDir,
-    /// The kubeconfig kubectl and the components use.
+    /// The cluster admin's kubeconfig (kubectl's, unless a test acts as someone else).
     pub kubeconfig: PathBuf,
+    /// The admin kubeconfig for the TLS port: the server and CA of every other identity's.
+    tls_kubeconfig: PathBuf,
     devcluster: Proc,
 }
 
 impl System {
     /// Start `ironvisor-devcluster` on a free loopback port and install the namespace, the
-    /// CRDs and the RBAC from `manifests/`, as the demo does.
+    /// CRDs, the RBAC and the admission policies from `manifests/`. The operator and agents
+    /// run as their ServiceAccounts (agents with node-bound tokens), as in a cluster.
     pub fn start() -> Self {
+        Self::start_with_users(&[])
+    }
+
+    /// [`System::start`] with people who can sign in: each user name gets a static token
+    /// (see [`System::user_kubeconfig`]) and no groups beyond `system:authenticated`.
+    pub fn start_with_users(users: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ironvisor-e2e-")
             .tempdir()
             .expect("temp dir");
         let kubeconfig = dir.path().join("kubeconfig");
+        let tls_kubeconfig = dir.path().join("kubeconfig-tls");
+        let tokens = dir.path().join("tokens.csv");
+        let lines: String = users
+            .iter()
+            .map(|u| format!("{},{u},uid-{u}\n", user_token(u)))
+            .collect();
+        fs::write(&tokens, lines).expect("write the token file");
         let devcluster = Proc::spawn(
             "ironvisor-devcluster",
             Command::new(bin("ironvisor-devcluster"))
                 .arg("--listen")
                 .arg("127.0.0.1:0")
                 .arg("--kubeconfig")
-                .arg(&kubeconfig),
+                .arg(&kubeconfig)
+                .arg("--tls-kubeconfig")
+                .arg(&tls_kubeconfig)
+                .arg("--token-auth-file")
+                .arg(&tokens),
             dir.path().join("devcluster.log"),
         );
         let mut sys = Self {
             dir,
             kubeconfig,
+            tls_kubeconfig,
             devcluster,
         };
         let kubeconfig = sys.kubeconfig.clone();
@@ -252,7 +273,48 @@ impl System {
         sys.kubectl_ok(&["apply", "-f", path(&root.join("manifests/namespace.yaml"))]);
         sys.kubectl_ok(&["apply", "-k", path(&root.join("manifests/crds"))]);
         sys.kubectl_ok(&["apply", "-k", path(&root.join("manifests/rbac"))]);
+        sys.kubectl_ok(&["apply", "-k", path(&root.join("manifests/policies"))]);
         sys
+    }
+
+    /// A kubeconfig acting with `token` (its user entry named `user`), on the TLS port.
+    fn kubeconfig_with_token(&self, file: &str, user: &str, token: &str) -> PathBuf {
+        let text = fs::read_to_string(&self.tls_kubeconfig).expect("the TLS kubeconfig");
+        let mut config: Value = serde_saphyr::from_str(&text).expect("kubeconfig YAML");
+        config["users"] = serde_json::json!([{"name": user, "user": {"token": token}}]);
+        config["contexts"][0]["context"]["user"] = Value::String(user.into());
+        let path = self.dir.path().join(file);
+        fs::write(&path, config.to_string()).expect("write a kubeconfig");
+        path
+    }
+
+    /// A kubeconfig acting as `user` (one of [`System::start_with_users`]').
+    pub fn user_kubeconfig(&self, user: &str) -> PathBuf {
+        self.kubeconfig_with_token(&format!("user-{user}.kubeconfig"), user, &user_token(user))
+    }
+
+    /// A kubeconfig acting as ServiceAccount `ironvisor-system/<name>`, with a token from the
+    /// TokenRequest API bound to `node` when given (as the kubelet's projected token of a pod
+    /// on that node carries its node name), or to nothing.
+    pub fn service_account_kubeconfig(&self, name: &str, node: Option<&str>) -> PathBuf {
+        let mut spec = serde_json::json!({"expirationSeconds": 7200});
+        if let Some(n) = node {
+            spec["boundObjectRef"] =
+                serde_json::json!({"apiVersion": "v1", "kind": "Node", "name": n});
+        }
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec,
+        });
+        let file = format!("sa-{name}-{}", node.unwrap_or("unbound"));
+        let request = self.dir.path().join(format!("{file}.json"));
+        fs::write(&request, body.to_string()).expect("write the TokenRequest");
+        let uri = format!("/api/v1/namespaces/ironvisor-system/serviceaccounts/{name}/token");
+        let out = self.kubectl_ok(&["create", "--raw", &uri, "-f", path(&request)]);
+        let answer: Value = serde_json::from_str(&out).expect("a TokenRequest answer");
+        let token = answer["status"]["token"]
+            .as_str()
+            .expect("status.token in the TokenRequest answer");
+        self.kubeconfig_with_token(&format!("{file}.kubeconfig"), name, token)
     }
 
     /// A `kubectl` command against this system.
@@ -364,7 +426,7 @@ impl System {
             "ironvisor-operator",
             Command::new(bin("ironvisor-operator"))
                 .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
+                .arg(self.service_account_kubeconfig("ironvisor-operator", None))
                 .arg("--metrics-addr")
                 .arg(format!("127.0.0.1:{port}"))
                 .env("POD_NAME", "e2e-operator")
@@ -435,7 +497,7 @@ impl System {
             &format!("ironvisor-agent ({node})"),
             cmd.args(["--node-name", node, "--libvirt-uri", uri])
                 .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
+                .arg(self.service_account_kubeconfig("ironvisor-agent", Some(node)))
                 .arg("--state-dir")
                 .arg(state_dir)
                 .arg("--images-dir")
@@ -497,6 +559,11 @@ pub fn guest_cache() -> PathBuf {
     PathBuf::from(
         std::env::var("IRONVISOR_GUEST_DIR").unwrap_or_else(|_| "/var/tmp/ironvisor-guest".into()),
     )
+}
+
+/// The static token of a test user.
+fn user_token(user: &str) -> String {
+    format!("token-of-{user}")
 }
 
 fn path(p: &Path) -> &str {
