@@ -189,9 +189,10 @@ fn agent_daemonset_is_unprivileged_with_a_node_bound_projected_token() {
         .iter()
         .filter_map(|v| v["hostPath"]["path"].as_str())
         .collect();
+    host_paths.sort_unstable();
     assert_eq!(
         host_paths,
-        ["/var/run/libvirt", "/var/lib/ironvisor", "/dev/kvm"]
+        ["/dev/kvm", "/var/lib/ironvisor", "/var/run/libvirt"]
     );
     // The pod's own token (pod-bound, so it carries the node claim), mounted where kube-rs'
     // in-cluster configuration reads it, with a lifetime the kubelet renews.
