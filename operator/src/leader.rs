@@ -10,7 +10,8 @@
 //! A record's renewTime is never trusted to say more than "it changed": a renewTime further
 //! in the future than [`MAX_CLOCK_SKEW`] (a forged Lease, or a holder whose clock is far
 //! off) does not count as a renewal at all, so whoever keeps rewriting such a record cannot
-//! keep the replicas out; they take over one lease duration after they first saw it.
+//! keep the replicas out; they take over one lease duration after they first saw it. Nor is
+//! a record's leaseDurationSeconds honoured beyond this replica's own lease duration.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -112,10 +113,14 @@ pub fn decide(
         Some(h) if h == me => Step::Renew,
         None => Step::TakeOver,
         Some(_) => {
+            // The record's own duration, but never longer than ours: a live leader renews every
+            // retry period, far more often, so only a dead or forged holder is affected (a
+            // record with a duration of a year must not lock the replicas out for a year).
             let duration = spec
                 .lease_duration_seconds
                 .and_then(|s| u64::try_from(s).ok())
-                .map_or(t.lease_duration, Duration::from_secs);
+                .map_or(t.lease_duration, Duration::from_secs)
+                .min(t.lease_duration);
             let since = observed
                 .changed_at
                 .map_or(Duration::ZERO, |c| now.saturating_duration_since(c));
@@ -421,6 +426,17 @@ mod tests {
             decide(Some(&forged), "b", &mut o, at(t0, 13), t),
             Step::TakeOver
         );
+    }
+
+    #[test]
+    fn a_record_claiming_a_year_long_lease_is_honoured_for_our_own_duration_only() {
+        let t = Timing::default();
+        let mut o = Observed::default();
+        let t0 = Instant::now();
+        let mut s = spec("dead", 100);
+        s.lease_duration_seconds = Some(365 * 24 * 3600);
+        assert_eq!(decide(Some(&s), "b", &mut o, at(t0, 0), t), Step::Follow);
+        assert_eq!(decide(Some(&s), "b", &mut o, at(t0, 13), t), Step::TakeOver);
     }
 
     #[test]
