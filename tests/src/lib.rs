@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attack;
+pub mod identities;
 pub mod private_host;
 pub mod system;
 
