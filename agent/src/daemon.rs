@@ -50,6 +50,9 @@ pub struct Config {
     pub kvm_device: PathBuf,
     /// Where image downloads may go, and how large an image may be.
     pub image_policy: crate::storage::fetch_policy::FetchPolicy,
+    /// Refuse connections QEMU opens to the host's own addresses ([`crate::host_guard`]);
+    /// `false` only with `--allow-guest-host-access`.
+    pub guard_host: bool,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             collect_orphans: true,
             kvm_device: PathBuf::from("/dev/kvm"),
             image_policy: Default::default(),
+            guard_host: true,
         }
     }
 }
@@ -86,6 +90,11 @@ pub enum StartError {
     /// libvirt refused the connection or the host info.
     #[error("talking to libvirt at {0}")]
     Libvirt(String, #[source] HvError),
+    /// The firewall rule that keeps guests off the host's own services could not be set.
+    #[error(
+        "cannot keep guests away from the host's services (or start with --allow-guest-host-access)"
+    )]
+    HostGuard(#[source] crate::host_guard::GuardError),
 }
 
 /// Select rustls' process-wide crypto provider (aws-lc-rs, the workspace's only one). Should a
@@ -167,6 +176,27 @@ async fn watch_libvirt(libvirt: Libvirt, metrics: Arc<Metrics>, health: Arc<metr
     }
 }
 
+/// Install the host guard for QEMU's user, when QEMU runs as a user of its own (libvirt's DAC
+/// label; none with the test driver or a QEMU running as root, where there is no user to
+/// match).
+fn guard_host(config: &Config, qemu_label: Option<(u32, u32)>) -> Result<(), StartError> {
+    let Some((uid, _)) = qemu_label.filter(|(uid, _)| config.guard_host && *uid != 0) else {
+        if !config.guard_host {
+            tracing::warn!("--allow-guest-host-access: guests can reach the host's own services");
+        }
+        return Ok(());
+    };
+    // A few short iptables runs, once at start: not worth a blocking thread.
+    crate::host_guard::Firewall::default()
+        .ensure(uid)
+        .map_err(StartError::HostGuard)?;
+    tracing::info!(
+        uid,
+        "guests cannot open connections to the host's own addresses"
+    );
+    Ok(())
+}
+
 /// Run the agent until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -179,6 +209,7 @@ pub async fn run(
     let lv_err = |e| StartError::Libvirt(config.libvirt_uri.clone(), e);
     libvirt.connect().await.map_err(lv_err)?;
     let host_info = libvirt.host_info().await.map_err(lv_err)?;
+    guard_host(&config, host_info.qemu_label)?;
     let facts = HostFacts::read(&host_info);
     let accel = choose_accel(config.accel, kvm_usable(), &facts.cpu.flags);
     let domain_type = match accel {
