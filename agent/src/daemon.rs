@@ -176,15 +176,18 @@ async fn watch_libvirt(libvirt: Libvirt, metrics: Arc<Metrics>, health: Arc<metr
     }
 }
 
+/// How often the host guard is checked again (a firewall reloaded by someone else loses it).
+const GUARD_CHECK: Duration = Duration::from_secs(60);
+
 /// Install the host guard for QEMU's user, when QEMU runs as a user of its own (libvirt's DAC
 /// label; none with the test driver or a QEMU running as root, where there is no user to
-/// match).
-fn guard_host(config: &Config, qemu_label: Option<(u32, u32)>) -> Result<(), StartError> {
+/// match). Returns the uid guarded.
+fn guard_host(config: &Config, qemu_label: Option<(u32, u32)>) -> Result<Option<u32>, StartError> {
     let Some((uid, _)) = qemu_label.filter(|(uid, _)| config.guard_host && *uid != 0) else {
         if !config.guard_host {
             tracing::warn!("--allow-guest-host-access: guests can reach the host's own services");
         }
-        return Ok(());
+        return Ok(None);
     };
     // A few short iptables runs, once at start: not worth a blocking thread.
     crate::host_guard::Firewall::default()
@@ -194,7 +197,24 @@ fn guard_host(config: &Config, qemu_label: Option<(u32, u32)>) -> Result<(), Sta
         uid,
         "guests cannot open connections to the host's own addresses"
     );
-    Ok(())
+    Ok(Some(uid))
+}
+
+/// Level-triggered: put back whatever part of the guard has gone missing since the start.
+async fn keep_guard(uid: u32) {
+    let mut tick = tokio::time::interval(GUARD_CHECK);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let r =
+            tokio::task::spawn_blocking(move || crate::host_guard::Firewall::default().ensure(uid))
+                .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the host guard could not be restored"),
+            Err(e) => tracing::error!(error = %e, "the host guard check did not finish"),
+        }
+    }
 }
 
 /// Run the agent until `shutdown` resolves.
@@ -209,7 +229,7 @@ pub async fn run(
     let lv_err = |e| StartError::Libvirt(config.libvirt_uri.clone(), e);
     libvirt.connect().await.map_err(lv_err)?;
     let host_info = libvirt.host_info().await.map_err(lv_err)?;
-    guard_host(&config, host_info.qemu_label)?;
+    let guarded = guard_host(&config, host_info.qemu_label)?;
     let facts = HostFacts::read(&host_info);
     let accel = choose_accel(config.accel, kvm_usable(), &facts.cpu.flags);
     let domain_type = match accel {
@@ -258,6 +278,7 @@ pub async fn run(
     let ctrl = controller::controller(&ctx);
     let store = ctrl.store();
     let sync_task = tokio::spawn(mark_synced(store, health.clone()));
+    let guard_task = guarded.map(|uid| tokio::spawn(keep_guard(uid)));
     let libvirt_task = tokio::spawn(watch_libvirt(
         libvirt.clone(),
         metrics.clone(),
@@ -286,6 +307,9 @@ pub async fn run(
     heartbeat_task.abort();
     sync_task.abort();
     libvirt_task.abort();
+    if let Some(t) = guard_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }
