@@ -51,6 +51,9 @@ pub struct Config {
     pub kvm_device: PathBuf,
     /// Where image downloads may go, and how large an image may be.
     pub image_policy: crate::storage::fetch_policy::FetchPolicy,
+    /// Refuse connections QEMU opens to the host's own addresses ([`crate::host_guard`]);
+    /// `false` only with `--allow-guest-host-access`.
+    pub guard_host: bool,
 }
 
 impl Config {
@@ -74,6 +77,7 @@ impl Config {
             collect_orphans: true,
             kvm_device: PathBuf::from("/dev/kvm"),
             image_policy: Default::default(),
+            guard_host: true,
         }
     }
 }
@@ -87,6 +91,11 @@ pub enum StartError {
     /// libvirt refused the connection or the host info.
     #[error("talking to libvirt at {0}")]
     Libvirt(String, #[source] HvError),
+    /// The firewall rule that keeps guests off the host's own services could not be set.
+    #[error(
+        "cannot keep guests away from the host's services (or start with --allow-guest-host-access)"
+    )]
+    HostGuard(#[source] crate::host_guard::GuardError),
 }
 
 /// Select rustls' process-wide crypto provider (aws-lc-rs, the workspace's only one). Should a
@@ -168,6 +177,47 @@ async fn watch_libvirt(libvirt: Libvirt, metrics: Arc<Metrics>, health: Arc<metr
     }
 }
 
+/// How often the host guard is checked again (a firewall reloaded by someone else loses it).
+const GUARD_CHECK: Duration = Duration::from_secs(60);
+
+/// Install the host guard for QEMU's user, when QEMU runs as a user of its own (libvirt's DAC
+/// label; none with the test driver or a QEMU running as root, where there is no user to
+/// match). Returns the uid guarded.
+fn guard_host(config: &Config, qemu_label: Option<(u32, u32)>) -> Result<Option<u32>, StartError> {
+    let Some((uid, _)) = qemu_label.filter(|(uid, _)| config.guard_host && *uid != 0) else {
+        if !config.guard_host {
+            tracing::warn!("--allow-guest-host-access: guests can reach the host's own services");
+        }
+        return Ok(None);
+    };
+    // A few short iptables runs, once at start: not worth a blocking thread.
+    crate::host_guard::Firewall::default()
+        .ensure(uid)
+        .map_err(StartError::HostGuard)?;
+    tracing::info!(
+        uid,
+        "guests cannot open connections to the host's own addresses"
+    );
+    Ok(Some(uid))
+}
+
+/// Level-triggered: put back whatever part of the guard has gone missing since the start.
+async fn keep_guard(uid: u32) {
+    let mut tick = tokio::time::interval(GUARD_CHECK);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let r =
+            tokio::task::spawn_blocking(move || crate::host_guard::Firewall::default().ensure(uid))
+                .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the host guard could not be restored"),
+            Err(e) => tracing::error!(error = %e, "the host guard check did not finish"),
+        }
+    }
+}
+
 /// Run the agent until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -180,6 +230,7 @@ pub async fn run(
     let lv_err = |e| StartError::Libvirt(config.libvirt_uri.clone(), e);
     libvirt.connect().await.map_err(lv_err)?;
     let host_info = libvirt.host_info().await.map_err(lv_err)?;
+    let guarded = guard_host(&config, host_info.qemu_label)?;
     let facts = HostFacts::read(&host_info);
     let accel = choose_accel(config.accel, kvm_usable(), &facts.cpu.flags);
     let domain_type = match accel {
@@ -228,6 +279,7 @@ pub async fn run(
     let ctrl = controller::controller(&ctx);
     let store = ctrl.store();
     let sync_task = tokio::spawn(mark_synced(store, health.clone()));
+    let guard_task = guarded.map(|uid| tokio::spawn(keep_guard(uid)));
     let libvirt_task = tokio::spawn(watch_libvirt(
         libvirt.clone(),
         metrics.clone(),
@@ -262,6 +314,9 @@ pub async fn run(
     heartbeat_task.abort();
     sync_task.abort();
     libvirt_task.abort();
+    if let Some(t) = guard_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -40,6 +40,8 @@ pub struct RunConfig {
     pub timing: Timing,
     /// Where to serve /metrics and /healthz; `None` serves nothing.
     pub metrics_addr: Option<SocketAddr>,
+    /// Admit forwards from host ports below 1024.
+    pub allow_privileged_host_ports: bool,
 }
 
 impl RunConfig {
@@ -52,6 +54,7 @@ impl RunConfig {
             resync: Duration::from_secs(30),
             timing: Timing::default(),
             metrics_addr: None,
+            allow_privileged_host_ports: false,
         }
     }
 }
@@ -123,6 +126,7 @@ pub async fn run(
         config: Config {
             strategy: cfg.strategy,
             host_grace: cfg.host_grace,
+            allow_privileged_host_ports: cfg.allow_privileged_host_ports,
         },
         resync: cfg.resync,
         recorder,
