@@ -50,6 +50,8 @@ pub struct Config {
     pub kvm_device: PathBuf,
     /// Where image downloads may go, and how large an image may be.
     pub image_policy: crate::storage::fetch_policy::FetchPolicy,
+    /// Most bytes the image cache may hold on disk (`--image-cache-max-bytes`).
+    pub image_cache_max_bytes: u64,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
             collect_orphans: true,
             kvm_device: PathBuf::from("/dev/kvm"),
             image_policy: Default::default(),
+            image_cache_max_bytes: crate::storage::cache_gc::DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -196,7 +199,8 @@ pub async fn run(
 
     let metrics = Arc::new(Metrics::new());
     let storage = StorageRoots {
-        cache: ImageCache::with_policy(&config.state_dir, config.image_policy.clone()),
+        cache: ImageCache::with_policy(&config.state_dir, config.image_policy.clone())
+            .with_max_bytes(config.image_cache_max_bytes),
         state_dir: config.state_dir.clone(),
         images_dir: config.images_dir.clone(),
     };

@@ -50,6 +50,10 @@ struct Args {
     /// Largest image one download may write, in bytes.
     #[arg(long, default_value_t = ironvisor_agent::storage::fetch_policy::DEFAULT_MAX_BYTES)]
     image_max_bytes: u64,
+    /// Most bytes the image cache may hold on disk; images no VM on this host uses are
+    /// removed, least recently used first, to make room.
+    #[arg(long, default_value_t = ironvisor_agent::storage::cache_gc::DEFAULT_CACHE_MAX_BYTES)]
+    image_cache_max_bytes: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -111,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
                 .collect(),
             max_bytes: args.image_max_bytes,
         },
+        image_cache_max_bytes: args.image_cache_max_bytes,
         ..Config::new(
             &args.node_name,
             &args.libvirt_uri,

@@ -10,6 +10,7 @@
 use super::engine::{CloudInitData, Engine, EngineError, Outcome, owner_of};
 use super::events::events;
 use super::failure::{self, FailureKind};
+use super::image_failure::{self, ImageRefusal};
 use super::status::{Failure, ImagesCondition, StatusInput, agent_status};
 use crate::domain_xml::name::domain_name;
 use crate::domain_xml::{
@@ -253,7 +254,12 @@ impl Run<'_> {
     ) -> Stop {
         if !e.is_permanent() {
             if let StorageError::Download(d) = e {
-                let images = ImagesCondition::not_ready("DownloadFailed", format!("{d}; retrying"));
+                let images = if matches!(d, DownloadError::CacheFull(_)) {
+                    engine.metrics.image_refused(ImageRefusal::CacheFull);
+                    ImagesCondition::not_ready("ImageCacheFull", d.to_string())
+                } else {
+                    ImagesCondition::not_ready("DownloadFailed", format!("{d}; retrying"))
+                };
                 return self.waiting(images, RETRY_DOWNLOAD, observed);
             }
             engine.metrics.vm_start_failed(FailureKind::Storage);
@@ -261,20 +267,10 @@ impl Run<'_> {
             return self.retrying(failure::from_storage(&e), observed);
         }
         let message = e.to_string();
-        let (reason, images) = match &e {
-            StorageError::Download(DownloadError::Checksum { .. }) => {
-                ("ImageChecksumMismatch", Some("ChecksumMismatch"))
-            }
-            StorageError::Download(DownloadError::Refused(_)) => {
-                ("ImageRefused", Some("DownloadRefused"))
-            }
-            StorageError::Download(DownloadError::TooLarge { .. }) => {
-                ("ImageTooLarge", Some("TooLarge"))
-            }
-            StorageError::Download(_) => ("ImageChecksumMismatch", Some("InvalidDigest")),
-            StorageError::Path(_) => ("StorageFailed", Some("ImageUnavailable")),
-            _ => ("StorageFailed", None),
-        };
+        let (reason, images, refusal) = image_failure::permanent(&e);
+        if let Some(r) = refusal {
+            engine.metrics.image_refused(r);
+        }
         let images = images.map(|r| ImagesCondition::not_ready(r, message.clone()));
         self.failed(Failure::permanent(reason, message), images)
     }

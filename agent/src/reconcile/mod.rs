@@ -9,5 +9,6 @@ pub mod events;
 pub mod failure;
 pub mod guard;
 pub mod heartbeat;
+pub mod image_failure;
 pub mod malformed;
 pub mod status;
