@@ -34,6 +34,9 @@ use std::time::Duration;
 const FAST_REQUEUE: Duration = Duration::from_secs(2);
 /// How soon to try a failed download again.
 const RETRY_DOWNLOAD: Duration = Duration::from_secs(10);
+/// How soon to look for room again in a full image cache (a look reads only the cache
+/// directory and the VM disks' headers).
+const RETRY_CACHE_FULL: Duration = Duration::from_secs(5);
 
 /// Why the pipeline ended before its last step.
 enum Stop {
@@ -254,12 +257,12 @@ impl Run<'_> {
     ) -> Stop {
         if !e.is_permanent() {
             if let StorageError::Download(d) = e {
-                let images = if matches!(d, DownloadError::CacheFull(_)) {
+                if matches!(d, DownloadError::CacheFull(_)) {
                     engine.metrics.image_refused(ImageRefusal::CacheFull);
-                    ImagesCondition::not_ready("ImageCacheFull", d.to_string())
-                } else {
-                    ImagesCondition::not_ready("DownloadFailed", format!("{d}; retrying"))
-                };
+                    let images = ImagesCondition::not_ready("ImageCacheFull", d.to_string());
+                    return self.waiting(images, RETRY_CACHE_FULL, observed);
+                }
+                let images = ImagesCondition::not_ready("DownloadFailed", format!("{d}; retrying"));
                 return self.waiting(images, RETRY_DOWNLOAD, observed);
             }
             engine.metrics.vm_start_failed(FailureKind::Storage);
