@@ -20,6 +20,17 @@ fn image_disk(size: Option<&str>) -> serde_json::Value {
     json!({"disks": [d]})
 }
 
+async fn merge(env: &Env, name: &str, patch: serde_json::Value) {
+    env.vms(NS)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .expect("VM patched");
+}
+
 async fn scheduled(env: &Env, name: &str) -> Option<(String, String, String)> {
     env.condition(NS, name, "Scheduled").await
 }
@@ -28,8 +39,12 @@ async fn scheduled(env: &Env, name: &str) -> Option<(String, String, String)> {
 async fn image_disks_count_their_declared_size_and_one_without_a_size_is_not_scheduled() {
     let env = Env::start().await;
     env.tenant("media", &[NS], None).await;
-    env.quota("media-storage", "media", json!({"storage": "10Gi"}))
-        .await;
+    env.quota(
+        "media-storage",
+        "media",
+        json!({"storage": "10Gi", "vcpus": 2}),
+    )
+    .await;
     env.host("h1", 16, "64Gi", json!({})).await;
     let beat = env.keep_alive(&["h1"]);
     let op = Operator::start(env.client.clone(), fast_config("op-storage"));
@@ -73,16 +88,25 @@ async fn image_disks_count_their_declared_size_and_one_without_a_size_is_not_sch
     })
     .await;
 
-    // The size-less VM declares one: counted and admitted within what is left.
-    let patch = json!({"spec": image_disk(Some("4Gi"))});
     env.vms(NS)
-        .patch(
-            "nosize",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(patch),
-        )
+        .delete("over", &kube::api::DeleteParams::default())
         .await
-        .expect("size declared");
+        .expect("over deleted");
+
+    // An admitted VM whose spec drops its disk's size keeps counting what it was admitted
+    // at: one vCPU of two, so a VM of two waits.
+    merge(&env, "sized", json!({"spec": image_disk(None)})).await;
+    let two = json!({"disks": [{"name": "d", "size": "1Gi", "source": {"blank": {}}}]});
+    env.vm(NS, "two", 2, "1Gi", two).await;
+    eventually("the admitted VM still counts its vCPU", || async {
+        scheduled(&env, "two").await.is_some_and(|(s, r, m)| {
+            s == "False" && r == "QuotaExceeded" && m.contains("used: vcpus=1")
+        })
+    })
+    .await;
+
+    // The size-less VM declares one: counted and admitted within what is left.
+    merge(&env, "nosize", json!({"spec": image_disk(Some("4Gi"))})).await;
     eventually("with a size it is admitted", || async {
         scheduled(&env, "nosize")
             .await
