@@ -146,13 +146,35 @@ proptest! {
     }
 }
 
-proptest! {
-    #![proptest_config(config(48))]
+/// Mutations of the fields a hostile image may set while still passing the gate (no
+/// backing, data file or encryption seeds): what QEMU then makes of them is the question.
+fn plausible() -> impl Strategy<Value = Vec<u8>> {
+    const SOFT: [usize; 7] = [4, 6, 7, 9, 10, 11, 13]; // size, l1, compat, refcount, ext len
+    (
+        prop_oneof![Just(0usize), Just(1), Just(3)],
+        prop::collection::vec((prop::sample::select(&SOFT[..]), interesting()), 1..3),
+    )
+        .prop_map(|(seed, edits)| {
+            let mut b = seeds()[seed].clone();
+            for (f, v) in edits {
+                set(&mut b, FIELDS[f], v);
+            }
+            b
+        })
+}
 
-    /// Whatever the gate accepts, QEMU's own reading of it names no other file.
-    #[test]
-    fn what_the_gate_accepts_qemu_reads_without_other_files(buf in mutated()) {
-        if parse(&buf).is_ok() {
+/// Whatever the gate accepts, QEMU's own reading of it names no other file; and enough
+/// cases are accepted for that to mean something.
+#[test]
+fn what_the_gate_accepts_qemu_reads_without_other_files() {
+    let accepted = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(config(48));
+    runner
+        .run(&plausible(), |buf| {
+            if parse(&buf).is_err() {
+                return Ok(());
+            }
+            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let dir = tempfile::tempdir().unwrap();
             let p = dir.path().join("m.qcow2");
             let mut full = buf.clone();
@@ -169,6 +191,9 @@ proptest! {
                 prop_assert!(info.backing_filename.is_none(), "{info:?}");
                 prop_assert!(info.data_file().is_none(), "{info:?}");
             }
-        }
-    }
+            Ok(())
+        })
+        .unwrap();
+    let n = accepted.into_inner();
+    assert!(n >= 10, "only {n} of 48 cases reached QEMU");
 }
