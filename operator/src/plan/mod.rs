@@ -248,12 +248,18 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         })
         .collect();
     for vm in index.vms.values() {
-        let (Some(p), Ok(d)) = (index.placement(vm), &vm.demand) else {
+        let Some(p) = index.placement(vm) else {
             continue;
         };
         // An admitted VM counts at the size it was admitted at; a grown spec is re-admitted
-        // by the pass.
-        let base = index.admitted(&vm.key).unwrap_or(*d);
+        // by the pass. One whose spec no longer counts (an image disk without a size, under
+        // the storage rule) still holds what it was admitted at.
+        let Some(base) = index
+            .admitted(&vm.key)
+            .or_else(|| vm.demand.as_ref().ok().copied())
+        else {
+            continue;
+        };
         let counted = if p.compute { base } else { base.non_compute() };
         ledger.add(&vm.key.namespace, counted);
         net.record(ledger.tree(), vm);
