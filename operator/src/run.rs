@@ -21,6 +21,7 @@ use crate::leader::{self, Leadership, Timing};
 use crate::metrics::{self, Metrics};
 use crate::placement::Strategy;
 use crate::plan::Config;
+use crate::quota::Reserved;
 
 /// Name of the leader-election Lease in `ironvisor-system`.
 pub const LEADER_LEASE: &str = "ironvisor-operator";
@@ -40,6 +41,11 @@ pub struct RunConfig {
     pub timing: Timing,
     /// Where to serve /metrics and /healthz; `None` serves nothing.
     pub metrics_addr: Option<SocketAddr>,
+    /// The tenant that counts VMs of namespaces no Tenant owns; `None`: such VMs are not
+    /// admitted (`NoTenant`).
+    pub default_tenant: Option<String>,
+    /// The namespace the operator runs in (reserved like `ironvisor-system`), when known.
+    pub own_namespace: Option<String>,
 }
 
 impl RunConfig {
@@ -52,6 +58,8 @@ impl RunConfig {
             resync: Duration::from_secs(30),
             timing: Timing::default(),
             metrics_addr: None,
+            default_tenant: None,
+            own_namespace: None,
         }
     }
 }
@@ -110,6 +118,7 @@ pub async fn run(
             instance: Some(cfg.identity.clone()),
         },
     );
+    let reserved = Reserved::default().with_own_namespace(cfg.own_namespace.as_deref());
     let scheduler = Scheduler {
         client: client.clone(),
         metrics: metrics.clone(),
@@ -117,12 +126,15 @@ pub async fn run(
         config: Config {
             strategy: cfg.strategy,
             host_grace: cfg.host_grace,
+            default_tenant: cfg.default_tenant.clone(),
+            reserved: reserved.clone(),
         },
         resync: cfg.resync,
         recorder,
         usage: usage_tx,
     };
-    let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync);
+    let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
+        .with_reserved(reserved);
     let serve_metrics = async {
         match cfg.metrics_addr {
             Some(addr) => metrics::serve(addr, metrics).await,
