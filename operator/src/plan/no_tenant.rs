@@ -173,3 +173,34 @@ fn a_running_vm_whose_namespace_loses_its_tenant_keeps_running_and_is_reported_o
     assert_eq!(w.status.scheduled.reason, "Scheduled");
     assert_eq!(w.status.tenant, None);
 }
+
+#[test]
+fn growing_a_running_vm_whose_namespace_has_no_tenant_is_refused_and_it_keeps_its_size() {
+    let mut ix = cluster(limits(None, None), &[("h1", 64, 64)]);
+    ix.apply_tenant_node(node("t", None, &["ns"], 1));
+    ix.apply_vm_entry(vm("ns", "db", 0, 2, 1));
+    run_with(&mut ix, &Config::default(), 1);
+    ix.delete_tenant("t");
+    run_with(&mut ix, &Config::default(), 2);
+    let mut e = ix.vm(&key("ns", "db")).unwrap().clone();
+    if let Ok(d) = e.demand.as_mut() {
+        d.vcpus = 8;
+    }
+    ix.apply_vm_entry(e);
+    let p = run_with(&mut ix, &Config::default(), 3);
+    let (status, reason, message) = scheduled(&p, "db");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ResizeQuotaExceeded")
+    );
+    assert!(
+        message.starts_with("resize to vcpus=8, memory=1Gi, storage=1Gi not admitted: namespace ns belongs to no Tenant"),
+        "{message}"
+    );
+    assert_eq!(
+        p.vms[0].status.admitted.map(|a| a.vcpus),
+        Some(2),
+        "keeps its size"
+    );
+    assert_eq!(p.vms[0].status.node_name.as_deref(), Some("h1"));
+}
