@@ -37,6 +37,9 @@ pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
 pub const REASON_RESIZE_QUOTA_EXCEEDED: &str = "ResizeQuotaExceeded";
 /// Scheduled=False reason: no host fits.
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+/// Scheduled=False reason (and Tenant=False reason on a placed VM): the namespace belongs
+/// to no Tenant and no default tenant is named, so nothing new is admitted there.
+pub const REASON_NO_TENANT: &str = "NoTenant";
 /// Scheduled=False reason: the spec cannot be turned into VM units.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 

@@ -75,6 +75,8 @@ pub struct VmEntry {
     pub scheduled: Option<Condition>,
     /// The Ready condition.
     pub ready: Option<Condition>,
+    /// The Tenant condition (the operator writes it only while the namespace has none).
+    pub tenant: Option<Condition>,
     /// Nodes whose agent has written this VM's status (from managedFields).
     pub agents: BTreeSet<String>,
     /// Whether the operator's field manager owns `status.phase` (from managedFields).
@@ -122,6 +124,7 @@ impl VmEntry {
             printable: status.printable_status.clone(),
             scheduled: find_condition(&status.conditions, condition_type::SCHEDULED).cloned(),
             ready: find_condition(&status.conditions, condition_type::READY).cloned(),
+            tenant: find_condition(&status.conditions, condition_type::TENANT).cloned(),
             agents,
             operator_owns_phase,
             net: VmNet::from_spec(spec),

@@ -70,6 +70,9 @@ pub(super) fn take(s: &mut HostSnapshot, vm: &VmEntry, counted: Units) {
     }
 }
 
+/// Event reason for a placed VM whose namespace has no tenant (it keeps running).
+pub(super) const EVENT_RUNNING_WITHOUT_TENANT: &str = "RunningWithoutTenant";
+
 pub(super) struct Pass<'a> {
     pub(super) cfg: Config,
     pub(super) now: Timestamp,
@@ -96,6 +99,9 @@ impl Pass<'_> {
         let wants = vm.run_strategy.counts_compute();
         let request = if wants { d } else { d.non_compute() };
         let ns = &vm.key.namespace;
+        if let Err(e) = self.ledger.tenant_of(ns) {
+            return Some(self.pending(vm, Some(&d), REASON_NO_TENANT, e.to_string(), out));
+        }
         // A VM that does not fit never holds back a younger one that does (as ResourceQuota):
         // VMs are only *considered* oldest first, so room goes to the oldest that fits.
         if let Err(e) = self.ledger.check(ns, &request) {
@@ -169,6 +175,7 @@ impl Pass<'_> {
                 ),
                 phase: Some((Phase::Pending, reason.to_owned())),
                 ready: None,
+                tenant: None,
             },
             assume: None,
             announce: changed.then_some(Announce {
@@ -244,7 +251,37 @@ impl Pass<'_> {
             scheduled,
             phase,
             ready,
+            tenant: self.tenant_condition(vm),
         }
+    }
+
+    /// `Tenant=False NoTenant` for a placed VM whose namespace belongs to no tenant (and no
+    /// default tenant counts it): reported, never stopped. `None` while it has one.
+    fn tenant_condition(&self, vm: &VmEntry) -> Option<Condition> {
+        let e = self.ledger.tenant_of(&vm.key.namespace).err()?;
+        Some(condition(
+            condition_type::TENANT,
+            false,
+            REASON_NO_TENANT,
+            format!(
+                "{e}. This VM was admitted before and keeps running; starting it after a halt \
+                 or growing it waits for a tenant too"
+            ),
+            vm.tenant.as_ref(),
+            self.now,
+        ))
+    }
+
+    /// Why growth or a start in `ns` is refused before any quota: the namespace has no
+    /// tenant (reason `NoTenant`); else the quota check's reason.
+    fn refusal(&self, ns: &str, request: &Units) -> Option<(&'static str, String)> {
+        if let Err(e) = self.ledger.tenant_of(ns) {
+            return Some((REASON_NO_TENANT, e.to_string()));
+        }
+        self.ledger
+            .check(ns, request)
+            .err()
+            .map(|e| (REASON_QUOTA_EXCEEDED, e.to_string()))
     }
 
     /// The Ready condition the operator still owns on a VM whose host is not lost: `None`
@@ -310,9 +347,9 @@ impl Pass<'_> {
             // Starting a Halted (or blocked) VM: quota and its host's capacity again. Its
             // disks are on that host, so it cannot move.
             let compute = d.compute();
-            let blocked = match self.ledger.check(&vm.key.namespace, &compute) {
-                Err(e) => Some((REASON_QUOTA_EXCEEDED, e.to_string())),
-                Ok(()) => self.snaps.get(&p.node).and_then(|s| {
+            let blocked = match self.refusal(&vm.key.namespace, &compute) {
+                Some(r) => Some(r),
+                None => self.snaps.get(&p.node).and_then(|s| {
                     let req = placement::Request {
                         compute: Capacity {
                             vcpus: compute.vcpus,
@@ -383,15 +420,23 @@ impl Pass<'_> {
                 None,
             ));
         }
-        if steady_and_recorded(vm, p, &d) {
+        let tenant = self.tenant_condition(vm);
+        if tenant.is_none() && vm.tenant.is_none() && steady_and_recorded(vm, p, &d) {
             // The common case at scale: nothing to say, and no strings to build.
             return None;
         }
+        // A running VM whose namespace lost its tenant is reported once, never stopped. Its
+        // own Event reason: Events of one reason on one object are folded into a series.
+        let ann = tenant.filter(|_| vm.tenant.is_none()).map(|c| Announce {
+            warning: true,
+            reason: EVENT_RUNNING_WITHOUT_TENANT,
+            note: c.message,
+        });
         Some(write(
             self.placed_status(vm, &p.node, &d, p.compute, None, None),
             false,
             None,
-            None,
+            ann,
         ))
     }
 
@@ -412,9 +457,9 @@ impl Pass<'_> {
         let blocked = if grow.is_zero() {
             None
         } else {
-            match self.ledger.check(ns, &grow) {
-                Err(e) => Some(e.to_string()),
-                Ok(()) => self.snaps.get(&p.node).and_then(|s| {
+            match self.refusal(ns, &grow) {
+                Some((_, why)) => Some(why),
+                None => self.snaps.get(&p.node).and_then(|s| {
                     let req = placement::Request {
                         compute: Capacity {
                             vcpus: grow.vcpus,
