@@ -16,7 +16,10 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::net::{VmNet, host_ports};
-use super::{LEGACY_ADMITTED_ANNOTATION, REASON_RESIZE_QUOTA_EXCEEDED, REASON_SCHEDULED_HALTED};
+use super::{
+    LEGACY_ADMITTED_ANNOTATION, REASON_CHANGE_NOT_ADMITTED, REASON_RESIZE_QUOTA_EXCEEDED,
+    REASON_SCHEDULED_HALTED,
+};
 use crate::hosts;
 use crate::placement::{Capacity, Request};
 use crate::units::{Units, vm_demand};
@@ -146,6 +149,7 @@ impl VmEntry {
             Some(c) => {
                 (c.status == condition_status::TRUE && c.reason != REASON_SCHEDULED_HALTED)
                     || c.reason == REASON_RESIZE_QUOTA_EXCEEDED
+                    || c.reason == REASON_CHANGE_NOT_ADMITTED
             }
         }
     }

@@ -314,6 +314,11 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
                         REASON_QUOTA_EXCEEDED
                     } else if c.reason == REASON_NO_TENANT {
                         REASON_NO_TENANT
+                    } else if let Some(r) = network::REASONS.iter().find(|r| **r == c.reason) {
+                        r
+                    } else if c.reason == REASON_CHANGE_NOT_ADMITTED {
+                        // The message says which network refusal; counted as one.
+                        network::REASON_NETWORK_NOT_ALLOWED
                     } else {
                         REASON_UNSCHEDULABLE
                     };
