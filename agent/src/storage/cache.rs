@@ -387,13 +387,7 @@ impl ImageCache {
             .parent()
             .ok_or_else(|| DownloadError::Http("no cache directory".into()))?;
         tokio::fs::create_dir_all(dir).await?;
-        // Dropped (and deleted) on every early return: no partial file is left behind.
-        let tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(dir)?;
-        let actual = self
-            .download_into(url, tmp.path(), progress, &target)
-            .await?;
+        let (tmp, actual) = self.download_into(url, dir, progress, &target).await?;
         if actual != sha {
             return Err(DownloadError::Checksum {
                 expected: sha,
@@ -414,13 +408,16 @@ impl ImageCache {
         Ok(target)
     }
 
+    /// Download into a new partial file in `dir`, made only once the cache has room for what
+    /// the server announces; returns it (deleted when dropped: no partial file is left behind
+    /// on any early return) and the digest of what was received.
     async fn download_into(
         &self,
         url: &str,
-        path: &Path,
+        dir: &Path,
         progress: &Progress,
         target: &Path,
-    ) -> Result<String, DownloadError> {
+    ) -> Result<(tempfile::NamedTempFile, String), DownloadError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| DownloadError::Http(format!("the image URL is malformed: {e}")))?;
         self.policy.check_url(&parsed)?;
@@ -442,7 +439,10 @@ impl ImageCache {
         // Room for what the server announces, before a byte is written.
         self.make_room(total.unwrap_or(0), target).await?;
         progress.total.store(total.unwrap_or(0), Ordering::Relaxed);
-        let mut file = tokio::fs::File::create(path).await?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(dir)?;
+        let mut file = tokio::fs::File::create(tmp.path()).await?;
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
         let mut last_log = Instant::now();
@@ -463,7 +463,7 @@ impl ImageCache {
         }
         file.sync_all().await?;
         tracing::info!(url, received, "image downloaded");
-        Ok(hex::encode(hasher.finalize()))
+        Ok((tmp, hex::encode(hasher.finalize())))
     }
 }
 
