@@ -10,4 +10,5 @@ pub mod failure;
 pub mod guard;
 pub mod heartbeat;
 pub mod malformed;
+pub mod seed_copy;
 pub mod status;

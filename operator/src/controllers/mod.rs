@@ -3,4 +3,5 @@
 pub mod patches;
 pub mod quota_status;
 pub mod scheduler;
+pub mod seed;
 pub mod tenant;

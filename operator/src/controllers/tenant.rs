@@ -271,7 +271,7 @@ async fn claim(client: &Client, t: &Tenant, ns: &str) -> Result<(), kube::Error>
     });
     let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
     rbs.patch(ROLE_BINDING, &pp(), &Patch::Apply(rb)).await?;
-    Ok(())
+    super::seed::access::grant(client, ns, &name).await
 }
 
 async fn release(client: &Client, ns: &str) -> Result<(), kube::Error> {
@@ -279,6 +279,7 @@ async fn release(client: &Client, ns: &str) -> Result<(), kube::Error> {
     let body = json!({"metadata": {"labels": {labels::TENANT: null}}});
     nss.patch(ns, &PatchParams::default(), &Patch::Merge(body))
         .await?;
+    super::seed::access::revoke(client, ns).await?;
     let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
     match rbs.delete(ROLE_BINDING, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
