@@ -254,8 +254,18 @@ async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, See
         // behind anyway is the resync's to collect.
         return Ok(Action::requeue(ctx.resync));
     }
+    // Refused reads usually mean the tenant controller has not bound the operator in this
+    // namespace yet: look again soon rather than at the next resync.
+    let refused = d
+        .verdict
+        .as_ref()
+        .is_some_and(|v| v.reason == seed::reason::SECRET_NOT_READABLE);
     apply_decision(&ctx, &vm, &uid, d).await?;
-    Ok(Action::requeue(ctx.resync))
+    Ok(Action::requeue(if refused {
+        Duration::from_secs(5)
+    } else {
+        ctx.resync
+    }))
 }
 
 fn error_policy(_vm: Arc<VirtualMachine>, e: &SeedError, ctx: Arc<Ctx>) -> Action {
