@@ -36,15 +36,32 @@ impl Cluster {
     /// Start the cluster (CRDs applied, system namespace created) and the agent.
     pub async fn start(node: &str, uri: &str, configure: impl FnOnce(&mut Config)) -> Self {
         let mut c = Self::without_agent(node).await;
-        let mut config = Config::new(node, uri, c.state_dir.clone(), c.images_dir.clone());
+        let client = c.client.clone();
+        c.run_agent(uri, client, configure);
+        c
+    }
+
+    /// Start the agent in-process, acting with `agent_client` (the admin's client, or an
+    /// identity the test chose).
+    pub fn run_agent(
+        &mut self,
+        uri: &str,
+        agent_client: Client,
+        configure: impl FnOnce(&mut Config),
+    ) {
+        let mut config = Config::new(
+            &self.node,
+            uri,
+            self.state_dir.clone(),
+            self.images_dir.clone(),
+        );
         config.accel = AccelChoice::Tcg;
         config.heartbeat_period = Duration::from_millis(500);
         // The tests' image servers listen on loopback, which the default policy refuses.
         config.image_policy.allowed = vec!["127.0.0.1/32".parse().expect("a CIDR")];
         configure(&mut config);
-        c.state_dir = config.state_dir.clone();
+        self.state_dir = config.state_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let agent_client = c.client.clone();
         let agent = tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;
@@ -53,9 +70,8 @@ impl Cluster {
                 .await
                 .expect("the agent starts");
         });
-        c.stop = Some(tx);
-        c.agent = Some(agent);
-        c
+        self.stop = Some(tx);
+        self.agent = Some(agent);
     }
 
     /// Start the cluster only (the test runs the agent itself, e.g. as a process).
