@@ -36,7 +36,7 @@ pub mod reason {
 #[derive(Clone, Debug)]
 pub enum Fetched {
     /// The Secret.
-    Found(Secret),
+    Found(Box<Secret>),
     /// 404.
     NotFound,
     /// 403: the operator holds no read right in that namespace.
@@ -244,12 +244,13 @@ mod tests {
     }
 
     fn secret(key: &str, value: &str) -> Fetched {
-        let mut s = Secret::default();
-        s.data = Some(BTreeMap::from([(
-            key.to_string(),
-            ByteString(value.as_bytes().to_vec()),
-        )]));
-        Fetched::Found(s)
+        Fetched::Found(Box::new(Secret {
+            data: Some(BTreeMap::from([(
+                key.to_string(),
+                ByteString(value.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        }))
     }
 
     #[test]

@@ -96,7 +96,7 @@ async fn fetch(client: &Client, ns: &str, name: &str) -> Result<Fetched, kube::E
         .get(name)
         .await
     {
-        Ok(s) => Ok(Fetched::Found(s)),
+        Ok(s) => Ok(Fetched::Found(Box::new(s))),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Fetched::NotFound),
         Err(kube::Error::Api(s)) if s.code == 403 => Ok(Fetched::Forbidden),
         Err(e) => Err(e),
@@ -106,10 +106,10 @@ async fn fetch(client: &Client, ns: &str, name: &str) -> Result<Fetched, kube::E
 async fn write_copy(client: &Client, desired: &Secret) -> Result<bool, kube::Error> {
     let api = copies(client);
     let name = desired.name_any();
-    if let Some(existing) = api.get_opt(&name).await? {
-        if seed::up_to_date(&existing, desired) {
-            return Ok(false);
-        }
+    if let Some(existing) = api.get_opt(&name).await?
+        && seed::up_to_date(&existing, desired)
+    {
+        return Ok(false);
     }
     let mut body = serde_json::to_value(desired).map_err(kube::Error::SerdeError)?;
     body["apiVersion"] = json!("v1");
@@ -244,11 +244,11 @@ async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, See
         fetched.push((field, name, fetch(&ctx.client, &ns, name).await?));
     }
     let d = seed::decide(&vm, &fetched);
-    let lean = d.verdict.is_none()
-        && !vm
-            .status
-            .as_ref()
-            .is_some_and(|s| find_condition(&s.conditions, seed::CONDITION).is_some());
+    let shown = vm
+        .status
+        .as_ref()
+        .and_then(|s| find_condition(&s.conditions, seed::CONDITION));
+    let lean = d.verdict.is_none() && shown.is_none();
     if lean {
         // Nothing from Secrets and never was: no request at all (most VMs). A copy left
         // behind anyway is the resync's to collect.
@@ -326,10 +326,10 @@ pub async fn run(
     .default_backoff()
     .reflect(writer)
     .inspect(move |ev| {
-        if let Ok(watcher::Event::Delete(vm)) = ev {
-            if let Some(uid) = vm.uid() {
-                let _ = gone_tx.send(uid);
-            }
+        if let Ok(watcher::Event::Delete(vm)) = ev
+            && let Some(uid) = vm.uid()
+        {
+            let _ = gone_tx.send(uid);
         }
     })
     .touched_objects();
