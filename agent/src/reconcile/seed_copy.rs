@@ -125,7 +125,7 @@ mod tests {
         let why = resolve("u1", Some(&from_secret("init")), None)
             .pending
             .expect("no copy, no seed");
-        assert!(why.contains("ironvisor-system/ironvisor-seed-u1"), "{why}");
+        assert!(why.contains("ironvisor-seeds/ironvisor-seed-u1"), "{why}");
     }
 
     #[test]
