@@ -6,7 +6,10 @@
 #              IRONVISOR-GUEST-BOOTED on the serial console, mounts the CIDATA seed, prints the
 #              user-data it found between IRONVISOR-USER-DATA-BEGIN/END, then powers off; with
 #              `ironvisor.stay` on the kernel command line it prints IRONVISOR-GUEST-UP and stays
-#              up instead (the demo's VMs), until the host destroys it.
+#              up instead (the demo's VMs), until the host destroys it. With
+#              `ironvisor.probe=HOST:PORT[,HOST:PORT...]` it first configures eth0 as QEMU's
+#              user-mode network expects (10.0.2.15/24, gateway 10.0.2.2), tries a TCP connection
+#              to each target and prints `IRONVISOR-PROBE HOST:PORT CONNECTED` or `... REFUSED`.
 #   root.qcow2 a 256 MiB qcow2 root disk (ext4, label ironvisor-root) for VMs that want an image
 #              to overlay (manifests/examples/20-vm-disk-cloud-init.yaml).
 # Needs: apt-get, dpkg, cpio, gzip, busybox-static, kmod (modinfo), e2fsprogs, qemu-utils — see
@@ -15,7 +18,7 @@ set -euo pipefail
 
 OUT="${1:-${IRONVISOR_GUEST_DIR:-/var/tmp/ironvisor-guest}}"
 # Bump when the recipe changes, so cached guests are rebuilt.
-RECIPE=4
+RECIPE=5
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$RECIPE" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] &&
   [ -s "$OUT/root.qcow2" ]; then
   echo "build-guest: cached in $OUT"
@@ -43,6 +46,9 @@ add_module() {
   local m=$1 f dep
   for seen in "${order[@]:-}"; do [ "$seen" = "$m" ] && return 0; done
   f=$(find "$moddir" -name "$m.ko" -o -name "${m//_/-}.ko" | head -1)
+  if [ -z "$f" ] && grep -qE "/(${m}|${m//_/-})\.ko$" "$moddir/modules.builtin" 2>/dev/null; then
+    return 0 # built into the kernel
+  fi
   [ -n "$f" ] || { echo "build-guest: module $m not found" >&2; exit 1; }
   for dep in $(modinfo -F depends "$f" | tr ',' ' '); do add_module "$dep"; done
   for seen in "${order[@]:-}"; do [ "$seen" = "$m" ] && return 0; done
@@ -51,7 +57,7 @@ add_module() {
 }
 
 mkdir -p "$work/root"/{bin,dev,proc,sys,seed,lib/modules}
-for m in ahci sr_mod isofs; do add_module "$m"; done
+for m in ahci sr_mod isofs virtio_pci virtio_net; do add_module "$m"; done
 printf '%s\n' "${order[@]}" > "$work/root/lib/modules/order"
 
 cp /bin/busybox "$work/root/bin/busybox"
@@ -63,6 +69,21 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo "IRONVISOR-GUEST-BOOTED"
 for m in $(cat /lib/modules/order); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
+probe=$(sed -n 's/.*ironvisor\.probe=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$probe" ]; then
+  for _ in $(seq 1 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+  ip link set lo up
+  ip link set eth0 up
+  ip addr add 10.0.2.15/24 dev eth0
+  ip route add default via 10.0.2.2
+  for target in $(echo "$probe" | tr ',' ' '); do
+    if echo probe | nc -w 5 "${target%:*}" "${target##*:}" >/dev/null 2>&1; then
+      echo "IRONVISOR-PROBE $target CONNECTED"
+    else
+      echo "IRONVISOR-PROBE $target REFUSED"
+    fi
+  done
+fi
 dev=""
 for _ in $(seq 1 100); do
   for d in /dev/sr0 /dev/sr1; do [ -b "$d" ] && dev=$d; done

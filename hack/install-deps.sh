@@ -10,6 +10,8 @@ fi
 # libvirt and QEMU first: on machines that carry a newer qemu-utils from backports, asking for
 # qemu-utils in the same transaction makes apt refuse ("held broken packages").
 group_virt=(libvirt-dev libvirt-daemon-system libvirt-clients qemu-system-x86 pkg-config)
+# iptables: the agent's host guard (agent/src/host_guard.rs); libvirt's nwfilter uses it too.
+group_net=(iptables)
 group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq curl ca-certificates
              prometheus python3 python3-venv iproute2 procps psmisc lua5.1 lua-cjson kmod e2fsprogs)
 
@@ -36,6 +38,7 @@ install() {
 }
 
 install "${group_virt[@]}"
+install "${group_net[@]}"
 install "${group_tools[@]}"
 
 # kubectl: the machines ship v1.32 in /usr/bin; Debian's kubernetes-client is the fallback.

@@ -12,6 +12,7 @@ use crate::reconcile::controller::{self, Context};
 use crate::reconcile::engine::Engine;
 use crate::reconcile::guard::VmObject;
 use crate::reconcile::heartbeat::{self, Heartbeat};
+use crate::reconcile::leftovers;
 use crate::storage::cache::ImageCache;
 use crate::storage::prepare::StorageRoots;
 use ironvisor_crds::hypervisor::Acceleration;
@@ -43,13 +44,16 @@ pub struct Config {
     pub resync_interval: Duration,
     /// Lease renewal and Hypervisor status period.
     pub heartbeat_period: Duration,
-    /// At startup, remove our domains (recorded for this node) and directories whose VM no
-    /// longer exists.
+    /// At startup and every resync period, remove our domains (recorded for this node) and
+    /// directories whose VM the API confirms gone, and stop guests of VMs placed elsewhere.
     pub collect_orphans: bool,
     /// The KVM device whose access the host check verifies (/dev/kvm).
     pub kvm_device: PathBuf,
     /// Where image downloads may go, and how large an image may be.
     pub image_policy: crate::storage::fetch_policy::FetchPolicy,
+    /// Refuse connections QEMU opens to the host's own addresses ([`crate::host_guard`]);
+    /// `false` only with `--allow-guest-host-access`.
+    pub guard_host: bool,
 }
 
 impl Config {
@@ -73,6 +77,7 @@ impl Config {
             collect_orphans: true,
             kvm_device: PathBuf::from("/dev/kvm"),
             image_policy: Default::default(),
+            guard_host: true,
         }
     }
 }
@@ -86,6 +91,11 @@ pub enum StartError {
     /// libvirt refused the connection or the host info.
     #[error("talking to libvirt at {0}")]
     Libvirt(String, #[source] HvError),
+    /// The firewall rule that keeps guests off the host's own services could not be set.
+    #[error(
+        "cannot keep guests away from the host's services (or start with --allow-guest-host-access)"
+    )]
+    HostGuard(#[source] crate::host_guard::GuardError),
 }
 
 /// Select rustls' process-wide crypto provider (aws-lc-rs, the workspace's only one). Should a
@@ -125,9 +135,9 @@ async fn initial_health_check(heartbeat: &mut Heartbeat) -> Report {
 
 /// Remove what deleted VMs left behind (only what the API confirms gone); never fatal.
 async fn collect_leftovers(ctx: &Context) {
-    match controller::collect_orphans(ctx).await {
-        Ok(removed) if !removed.is_empty() => {
-            tracing::info!(?removed, "removed leftovers of deleted VMs")
+    match leftovers::sweep(ctx).await {
+        Ok(s) if !s.removed.is_empty() || !s.stopped.is_empty() => {
+            tracing::info!(removed = ?s.removed, stopped = ?s.stopped, "leftovers swept")
         }
         Ok(_) => {}
         Err(e) => {
@@ -167,6 +177,47 @@ async fn watch_libvirt(libvirt: Libvirt, metrics: Arc<Metrics>, health: Arc<metr
     }
 }
 
+/// How often the host guard is checked again (a firewall reloaded by someone else loses it).
+const GUARD_CHECK: Duration = Duration::from_secs(60);
+
+/// Install the host guard for QEMU's user, when QEMU runs as a user of its own (libvirt's DAC
+/// label; none with the test driver or a QEMU running as root, where there is no user to
+/// match). Returns the uid guarded.
+fn guard_host(config: &Config, qemu_label: Option<(u32, u32)>) -> Result<Option<u32>, StartError> {
+    let Some((uid, _)) = qemu_label.filter(|(uid, _)| config.guard_host && *uid != 0) else {
+        if !config.guard_host {
+            tracing::warn!("--allow-guest-host-access: guests can reach the host's own services");
+        }
+        return Ok(None);
+    };
+    // A few short iptables runs, once at start: not worth a blocking thread.
+    crate::host_guard::Firewall::default()
+        .ensure(uid)
+        .map_err(StartError::HostGuard)?;
+    tracing::info!(
+        uid,
+        "guests cannot open connections to the host's own addresses"
+    );
+    Ok(Some(uid))
+}
+
+/// Level-triggered: put back whatever part of the guard has gone missing since the start.
+async fn keep_guard(uid: u32) {
+    let mut tick = tokio::time::interval(GUARD_CHECK);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let r =
+            tokio::task::spawn_blocking(move || crate::host_guard::Firewall::default().ensure(uid))
+                .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the host guard could not be restored"),
+            Err(e) => tracing::error!(error = %e, "the host guard check did not finish"),
+        }
+    }
+}
+
 /// Run the agent until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -179,6 +230,7 @@ pub async fn run(
     let lv_err = |e| StartError::Libvirt(config.libvirt_uri.clone(), e);
     libvirt.connect().await.map_err(lv_err)?;
     let host_info = libvirt.host_info().await.map_err(lv_err)?;
+    let guarded = guard_host(&config, host_info.qemu_label)?;
     let facts = HostFacts::read(&host_info);
     let accel = choose_accel(config.accel, kvm_usable(), &facts.cpu.flags);
     let domain_type = match accel {
@@ -227,6 +279,7 @@ pub async fn run(
     let ctrl = controller::controller(&ctx);
     let store = ctrl.store();
     let sync_task = tokio::spawn(mark_synced(store, health.clone()));
+    let guard_task = guarded.map(|uid| tokio::spawn(keep_guard(uid)));
     let libvirt_task = tokio::spawn(watch_libvirt(
         libvirt.clone(),
         metrics.clone(),
@@ -251,10 +304,19 @@ pub async fn run(
     };
     let first = initial_health_check(&mut heartbeat).await;
     let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store(), first));
+    let sweep_task = config
+        .collect_orphans
+        .then(|| tokio::spawn(leftovers::sweep_periodically(ctx.clone())));
     controller::run(ctx, ctrl, shutdown).await;
+    if let Some(t) = sweep_task {
+        t.abort();
+    }
     heartbeat_task.abort();
     sync_task.abort();
     libvirt_task.abort();
+    if let Some(t) = guard_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod domain_xml;
 pub mod health;
 pub mod host;
+pub mod host_guard;
 pub mod hypervisor;
 pub mod lifecycle;
 pub mod metrics;

@@ -50,6 +50,10 @@ struct Args {
     /// Largest image one download may write, in bytes.
     #[arg(long, default_value_t = ironvisor_agent::storage::fetch_policy::DEFAULT_MAX_BYTES)]
     image_max_bytes: u64,
+    /// Let guests open connections to the host's own addresses (its loopback services
+    /// included). Off by default: the agent installs an iptables rule that refuses them.
+    #[arg(long)]
+    allow_guest_host_access: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -98,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
     daemon::install_crypto_provider();
     let client = kube_client(args.kubeconfig.as_ref()).await?;
     let config = Config {
+        guard_host: !args.allow_guest_host_access,
         resync_interval: args.resync_interval,
         metrics_addr: Some(args.metrics_addr),
         accel: args.accel,

@@ -135,7 +135,17 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            let message = error_chain(&e);
+            eprintln!("error: {message}");
+            if a.report == ReportFormat::Json {
+                // Scripts read stdout: a failure is a document too, never nothing.
+                let doc = serde_json::json!({
+                    "status": "failed",
+                    "source": a.source.to_string_lossy(),
+                    "error": message,
+                });
+                println!("{doc:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -54,6 +54,23 @@ pub struct TenantSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub parent: Option<String>,
+    /// Host bridges this tenant's VMs may attach to (`spec.networks[].bridge.name`). Empty: none;
+    /// the tenant's VMs get user-mode networking only. A bridge is a shared layer-2 segment:
+    /// allow it only to tenants meant to share it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set",
+                      "items" = {"type": "string", "minLength": 1, "maxLength": 15,
+                                 "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}))]
+    pub allowed_bridges: Vec<String>,
+    /// libvirt networks this tenant's VMs may attach to (`spec.networks[].network.name`).
+    /// Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set",
+                      "items" = {"type": "string", "minLength": 1, "maxLength": 64,
+                                 "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}))]
+    pub allowed_networks: Vec<String>,
     /// What happens to the tenant's namespaces when the tenant is deleted: DeleteEmpty (delete
     /// those that hold no VMs, keep the others), Delete (delete all, VMs included) or Retain.
     #[serde(default)]

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ironvisor_crds::vm::RunStrategy;
-use ironvisor_operator::index::{HostEntry, Index, VmEntry, VmKey};
+use ironvisor_operator::index::{HostEntry, Index, VmEntry, VmKey, VmNet};
 use ironvisor_operator::placement::{Capacity, Request, Strategy};
 use ironvisor_operator::plan::{Config, Plan, plan};
 use ironvisor_operator::quota::{QuotaEntry, TenantNode};
@@ -126,6 +126,7 @@ fn vm(i: usize, rng: &mut Rng) -> VmEntry {
         ready: None,
         agents: BTreeSet::new(),
         operator_owns_phase: false,
+        net: VmNet::default(),
     }
 }
 

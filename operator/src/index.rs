@@ -45,8 +45,10 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 pub const LEGACY_ADMITTED_ANNOTATION: &str = "ironvisor.io/admitted";
 
 mod entry;
+mod net;
 
 pub use entry::{VmEntry, VmKey};
+pub use net::{HostPort, TenantNets, VmNet};
 
 /// A placement the operator wrote and has not seen come back yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +119,8 @@ pub struct Index {
     pub(crate) assumed: BTreeMap<VmKey, Assumed>,
     pub(crate) hosts: BTreeMap<String, HostEntry>,
     pub(crate) tenants: BTreeMap<String, TenantNode>,
+    /// Tenant name → the bridges and libvirt networks it allows.
+    pub(crate) tenant_nets: BTreeMap<String, TenantNets>,
     /// Quota name → parsed entry, or the error that makes it unusable.
     pub(crate) quotas: BTreeMap<String, Result<QuotaEntry, String>>,
 }
@@ -340,6 +344,8 @@ impl Index {
                 .unwrap_or_default(),
         };
         self.tenants.insert(node.name.clone(), node);
+        self.tenant_nets
+            .insert(t.name_any(), TenantNets::from_tenant(t));
     }
 
     /// Same, from a parsed node.
@@ -350,11 +356,13 @@ impl Index {
     /// A Tenant is gone.
     pub fn delete_tenant(&mut self, name: &str) {
         self.tenants.remove(name);
+        self.tenant_nets.remove(name);
     }
 
     /// The Tenant watch restarted.
     pub fn reset_tenants<'a>(&mut self, ts: impl IntoIterator<Item = &'a Tenant>) {
         self.tenants.clear();
+        self.tenant_nets.clear();
         for t in ts {
             self.apply_tenant(t);
         }

@@ -6,6 +6,12 @@
 //! resourceVersion (two candidates can never both win), and a leader that has not renewed
 //! within the renew deadline stops writing at once — before any standby may take over, as the
 //! deadline is shorter than the lease duration.
+//!
+//! A record's renewTime is never trusted to say more than "it changed": a renewTime further
+//! in the future than [`MAX_CLOCK_SKEW`] (a forged Lease, or a holder whose clock is far
+//! off) does not count as a renewal at all, so whoever keeps rewriting such a record cannot
+//! keep the replicas out; they take over one lease duration after they first saw it. Nor is
+//! a record's leaseDurationSeconds honoured beyond this replica's own lease duration.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,6 +47,10 @@ impl Default for Timing {
     }
 }
 
+/// How far ahead of this replica's wall clock a renewTime may be and still count as a
+/// renewal (clock skew between hosts kept by NTP is well below a second).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
+
 /// What a candidate does next, given the Lease as it is now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -54,19 +64,29 @@ pub enum Step {
     Follow,
 }
 
-/// What a candidate remembers between steps: the last record it saw and when it changed.
+/// What a candidate remembers between steps: the last record it saw and when it last
+/// changed in a way that counts as a renewal.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     record: Option<(Option<String>, Option<MicroTime>, Option<i32>)>,
     changed_at: Option<Instant>,
+    /// The record's renewTime was too far in the future to count (logged once per record).
+    pub untrusted: bool,
 }
 
-/// Decide the next step. `now` is the candidate's own monotonic clock.
+/// Whether `renew` lies more than [`MAX_CLOCK_SKEW`] after `wall`.
+fn from_the_future(renew: Option<&MicroTime>, wall: jiff::Timestamp) -> bool {
+    let skew = jiff::SignedDuration::try_from(MAX_CLOCK_SKEW).unwrap_or_default();
+    renew.is_some_and(|r| r.0.duration_since(wall) > skew)
+}
+
+/// Decide the next step. `now` is the candidate's own monotonic clock, `wall` its wall
+/// clock (used only to distrust a renewTime from the future).
 pub fn decide(
     lease: Option<&LeaseSpec>,
     me: &str,
     observed: &mut Observed,
-    now: Instant,
+    (now, wall): (Instant, jiff::Timestamp),
     t: Timing,
 ) -> Step {
     let Some(spec) = lease else {
@@ -80,17 +100,27 @@ pub fn decide(
         spec.lease_transitions,
     );
     if observed.record.as_ref() != Some(&record) {
+        let untrusted = from_the_future(spec.renew_time.as_ref(), wall);
+        // A future-dated record is not a renewal: the clock keeps running from when the
+        // candidate first saw the holder (or from now, if it never saw a record).
+        if !untrusted || observed.changed_at.is_none() {
+            observed.changed_at = Some(now);
+        }
+        observed.untrusted = untrusted;
         observed.record = Some(record);
-        observed.changed_at = Some(now);
     }
     match holder.as_deref() {
         Some(h) if h == me => Step::Renew,
         None => Step::TakeOver,
         Some(_) => {
+            // The record's own duration, but never longer than ours: a live leader renews every
+            // retry period, far more often, so only a dead or forged holder is affected (a
+            // record with a duration of a year must not lock the replicas out for a year).
             let duration = spec
                 .lease_duration_seconds
                 .and_then(|s| u64::try_from(s).ok())
-                .map_or(t.lease_duration, Duration::from_secs);
+                .map_or(t.lease_duration, Duration::from_secs)
+                .min(t.lease_duration);
             let since = observed
                 .changed_at
                 .map_or(Duration::ZERO, |c| now.saturating_duration_since(c));
@@ -206,13 +236,19 @@ async fn round(
     let namespace = api.namespace().unwrap_or_default();
     let err = |verb| move |e| LeaderError::from_api(verb, namespace, name, e);
     let current = api.get_opt(name).await.map_err(err("get"))?;
+    let was_untrusted = observed.untrusted;
     let step = decide(
         current.as_ref().and_then(|l| l.spec.as_ref()),
         me,
         observed,
-        Instant::now(),
+        (Instant::now(), jiff::Timestamp::now()),
         t,
     );
+    if observed.untrusted && !was_untrusted {
+        tracing::warn!(%name, holder = ?current.as_ref().and_then(|l| l.spec.as_ref()?.holder_identity.clone()),
+            max_skew = ?MAX_CLOCK_SKEW,
+            "the leader Lease's renewTime is in the future: not counted as a renewal");
+    }
     match (step, current) {
         (Step::Follow, _) => Ok(false),
         (Step::Create, _) => {
@@ -316,11 +352,17 @@ mod tests {
         }
     }
 
+    /// The candidate's clocks `secs` after `t0`, when its wall clock read second 100.
+    fn at(t0: Instant, secs: u64) -> (Instant, jiff::Timestamp) {
+        let wall = jiff::Timestamp::from_second(100 + secs as i64).unwrap();
+        (t0 + Duration::from_secs(secs), wall)
+    }
+
     #[test]
     fn no_lease_means_create_one() {
         let mut o = Observed::default();
         assert_eq!(
-            decide(None, "a", &mut o, Instant::now(), Timing::default()),
+            decide(None, "a", &mut o, at(Instant::now(), 0), Timing::default()),
             Step::Create
         );
     }
@@ -333,7 +375,7 @@ mod tests {
                 Some(&spec("a", 1)),
                 "a",
                 &mut o,
-                Instant::now(),
+                at(Instant::now(), 0),
                 Timing::default()
             ),
             Step::Renew
@@ -346,9 +388,8 @@ mod tests {
         let mut o = Observed::default();
         let t0 = Instant::now();
         for i in 0..20 {
-            let now = t0 + Duration::from_secs(2 * i);
             assert_eq!(
-                decide(Some(&spec("a", i as i64)), "b", &mut o, now, t),
+                decide(Some(&spec("a", i as i64)), "b", &mut o, at(t0, 2 * i), t),
                 Step::Follow
             );
         }
@@ -361,15 +402,57 @@ mod tests {
         let t0 = Instant::now();
         // The record's renewTime is far in the past (skewed clock): irrelevant, only change counts.
         let s = spec("a", 0);
-        assert_eq!(decide(Some(&s), "b", &mut o, t0, t), Step::Follow);
+        assert_eq!(decide(Some(&s), "b", &mut o, at(t0, 0), t), Step::Follow);
+        assert_eq!(decide(Some(&s), "b", &mut o, at(t0, 12), t), Step::Follow);
+        assert_eq!(decide(Some(&s), "b", &mut o, at(t0, 13), t), Step::TakeOver);
+    }
+
+    #[test]
+    fn a_record_renewed_into_the_future_is_taken_over_after_a_duration_however_often_it_changes() {
+        let t = Timing::default();
+        let mut o = Observed::default();
+        let t0 = Instant::now();
+        // An intruder rewrites the record every second, an hour ahead of the wall clock.
+        for i in 0..=12 {
+            let forged = spec("intruder", 100 + 3600 + i);
+            assert_eq!(
+                decide(Some(&forged), "b", &mut o, at(t0, i as u64), t),
+                Step::Follow
+            );
+            assert!(o.untrusted);
+        }
+        let forged = spec("intruder", 100 + 3600 + 13);
         assert_eq!(
-            decide(Some(&s), "b", &mut o, t0 + Duration::from_secs(12), t),
-            Step::Follow
-        );
-        assert_eq!(
-            decide(Some(&s), "b", &mut o, t0 + Duration::from_secs(13), t),
+            decide(Some(&forged), "b", &mut o, at(t0, 13), t),
             Step::TakeOver
         );
+    }
+
+    #[test]
+    fn a_record_claiming_a_year_long_lease_is_honoured_for_our_own_duration_only() {
+        let t = Timing::default();
+        let mut o = Observed::default();
+        let t0 = Instant::now();
+        let mut s = spec("dead", 100);
+        s.lease_duration_seconds = Some(365 * 24 * 3600);
+        assert_eq!(decide(Some(&s), "b", &mut o, at(t0, 0), t), Step::Follow);
+        assert_eq!(decide(Some(&s), "b", &mut o, at(t0, 13), t), Step::TakeOver);
+    }
+
+    #[test]
+    fn a_renew_time_within_the_skew_allowance_still_counts_as_a_renewal() {
+        let t = Timing::default();
+        let mut o = Observed::default();
+        let t0 = Instant::now();
+        // The leader's clock runs 4 s ahead of ours: it renews every 2 s and keeps the Lease.
+        for i in 0..30 {
+            let renewed = spec("a", 100 + 4 + 2 * i);
+            assert_eq!(
+                decide(Some(&renewed), "b", &mut o, at(t0, 2 * i as u64), t),
+                Step::Follow
+            );
+            assert!(!o.untrusted);
+        }
     }
 
     #[test]
@@ -378,7 +461,13 @@ mod tests {
         let mut s = spec("a", 1);
         s.holder_identity = None;
         assert_eq!(
-            decide(Some(&s), "b", &mut o, Instant::now(), Timing::default()),
+            decide(
+                Some(&s),
+                "b",
+                &mut o,
+                at(Instant::now(), 0),
+                Timing::default()
+            ),
             Step::TakeOver
         );
     }

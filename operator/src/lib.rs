@@ -5,6 +5,7 @@
 //! tested without a cluster.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod controllers;
 pub mod error;
 pub mod hosts;

@@ -43,6 +43,10 @@ struct Args {
     /// Identity in the leader Lease; defaults to the host name and process id.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Admit VMs whose user-mode interfaces forward host ports below 1024 (refused otherwise
+    /// with Scheduled=False HostPortNotAllowed).
+    #[arg(long)]
+    allow_privileged_host_ports: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
         host_grace: args.host_grace_period,
         resync: args.resync_interval,
         metrics_addr: Some(args.metrics_addr),
+        allow_privileged_host_ports: args.allow_privileged_host_ports,
         ..RunConfig::new(identity)
     };
     let ctrl_c = async {

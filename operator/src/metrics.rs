@@ -141,7 +141,11 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(host_ready.clone()))?;
         registry.register(Box::new(vms.clone()))?;
-        for reason in ["QuotaExceeded", "Unschedulable", "InvalidSpec"] {
+        let network = crate::plan::network::REASONS;
+        for reason in ["QuotaExceeded", "Unschedulable", "InvalidSpec"]
+            .into_iter()
+            .chain(network)
+        {
             pending.with_label_values(&[reason]).set(0);
         }
         Ok(Self {

@@ -16,7 +16,7 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::controllers::{scheduler::Scheduler, seed, tenant};
+use crate::controllers::{audit, scheduler::Scheduler, seed, tenant};
 use crate::leader::{self, Leadership, Timing};
 use crate::metrics::{self, Metrics};
 use crate::placement::Strategy;
@@ -40,6 +40,8 @@ pub struct RunConfig {
     pub timing: Timing,
     /// Where to serve /metrics and /healthz; `None` serves nothing.
     pub metrics_addr: Option<SocketAddr>,
+    /// Admit forwards from host ports below 1024.
+    pub allow_privileged_host_ports: bool,
 }
 
 impl RunConfig {
@@ -52,6 +54,7 @@ impl RunConfig {
             resync: Duration::from_secs(30),
             timing: Timing::default(),
             metrics_addr: None,
+            allow_privileged_host_ports: false,
         }
     }
 }
@@ -117,6 +120,12 @@ pub async fn run(
         recorder.clone(),
         cfg.resync,
     );
+    let audit = audit::Ctx {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        leadership: leadership.clone(),
+        recorder: recorder.clone(),
+    };
     let scheduler = Scheduler {
         client: client.clone(),
         metrics: metrics.clone(),
@@ -124,6 +133,7 @@ pub async fn run(
         config: Config {
             strategy: cfg.strategy,
             host_grace: cfg.host_grace,
+            allow_privileged_host_ports: cfg.allow_privileged_host_ports,
         },
         resync: cfg.resync,
         recorder,
@@ -144,6 +154,7 @@ pub async fn run(
         () = scheduler.run() => Err(RunError::Ended("scheduler loop")),
         () = tenant::run(tenants) => Err(RunError::Ended("tenant controller")),
         () = seeds => Err(RunError::Ended("seed-copy controller")),
+        () = audit::run(audit) => Err(RunError::Ended("audit controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),

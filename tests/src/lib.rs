@@ -2,6 +2,8 @@
 //! to run the real tools (kubectl, validators) with errors that say what to install.
 #![forbid(unsafe_code)]
 
+pub mod attack;
+pub mod identities;
 pub mod private_host;
 pub mod system;
 

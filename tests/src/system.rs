@@ -207,32 +207,53 @@ pub fn remove_domains_under(uri: &str, dir: &Path) {
 pub struct System {
     /// Everything of this system: kubeconfig, logs, agents' directories.
     pub dir: tempfile::TempDir,
-    /// The kubeconfig kubectl and the components use.
+    /// The cluster admin's kubeconfig (kubectl's, unless a test acts as someone else).
     pub kubeconfig: PathBuf,
+    /// The admin kubeconfig for the TLS port: the server and CA of every other identity's.
+    pub(crate) tls_kubeconfig: PathBuf,
     devcluster: Proc,
 }
 
 impl System {
     /// Start `ironvisor-devcluster` on a free loopback port and install the namespace, the
-    /// CRDs and the RBAC from `manifests/`, as the demo does.
+    /// CRDs, the RBAC and the admission policies from `manifests/`. The operator and agents
+    /// run as their ServiceAccounts (agents with node-bound tokens), as in a cluster.
     pub fn start() -> Self {
+        Self::start_with_users(&[])
+    }
+
+    /// [`System::start`] with people who can sign in: each user name gets a static token
+    /// (see [`System::user_kubeconfig`]) and no groups beyond `system:authenticated`.
+    pub fn start_with_users(users: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ironvisor-e2e-")
             .tempdir()
             .expect("temp dir");
         let kubeconfig = dir.path().join("kubeconfig");
+        let tls_kubeconfig = dir.path().join("kubeconfig-tls");
+        let tokens = dir.path().join("tokens.csv");
+        let lines: String = users
+            .iter()
+            .map(|u| format!("{},{u},uid-{u}\n", crate::identities::user_token(u)))
+            .collect();
+        fs::write(&tokens, lines).expect("write the token file");
         let devcluster = Proc::spawn(
             "ironvisor-devcluster",
             Command::new(bin("ironvisor-devcluster"))
                 .arg("--listen")
                 .arg("127.0.0.1:0")
                 .arg("--kubeconfig")
-                .arg(&kubeconfig),
+                .arg(&kubeconfig)
+                .arg("--tls-kubeconfig")
+                .arg(&tls_kubeconfig)
+                .arg("--token-auth-file")
+                .arg(&tokens),
             dir.path().join("devcluster.log"),
         );
         let mut sys = Self {
             dir,
             kubeconfig,
+            tls_kubeconfig,
             devcluster,
         };
         let kubeconfig = sys.kubeconfig.clone();
@@ -252,6 +273,7 @@ impl System {
         sys.kubectl_ok(&["apply", "-f", path(&root.join("manifests/namespace.yaml"))]);
         sys.kubectl_ok(&["apply", "-k", path(&root.join("manifests/crds"))]);
         sys.kubectl_ok(&["apply", "-k", path(&root.join("manifests/rbac"))]);
+        sys.kubectl_ok(&["apply", "-k", path(&root.join("manifests/policies"))]);
         sys
     }
 
@@ -364,7 +386,7 @@ impl System {
             "ironvisor-operator",
             Command::new(bin("ironvisor-operator"))
                 .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
+                .arg(self.service_account_kubeconfig("ironvisor-operator", None))
                 .arg("--metrics-addr")
                 .arg(format!("127.0.0.1:{port}"))
                 .env("POD_NAME", "e2e-operator")
@@ -435,7 +457,7 @@ impl System {
             &format!("ironvisor-agent ({node})"),
             cmd.args(["--node-name", node, "--libvirt-uri", uri])
                 .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
+                .arg(self.service_account_kubeconfig("ironvisor-agent", Some(node)))
                 .arg("--state-dir")
                 .arg(state_dir)
                 .arg("--images-dir")
@@ -499,7 +521,7 @@ pub fn guest_cache() -> PathBuf {
     )
 }
 
-fn path(p: &Path) -> &str {
+pub(crate) fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 

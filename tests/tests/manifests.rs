@@ -60,6 +60,14 @@ fn kustomize_base_renders_every_component() {
         ("ClusterRole", "ironvisor-view"),
         ("Deployment", "ironvisor-operator"),
         ("DaemonSet", "ironvisor-agent"),
+        ("Role", "ironvisor-operator-leases"),
+        ("ValidatingAdmissionPolicy", "ironvisor-vm-status"),
+        ("ValidatingAdmissionPolicy", "ironvisor-vm-node-label"),
+        ("ValidatingAdmissionPolicy", "ironvisor-agent-node-bound"),
+        ("ValidatingAdmissionPolicy", "ironvisor-agent-vms"),
+        ("ValidatingAdmissionPolicy", "ironvisor-agent-hypervisor"),
+        ("ValidatingAdmissionPolicy", "ironvisor-agent-leases"),
+        ("ValidatingAdmissionPolicy", "ironvisor-operator-lease"),
     ] {
         assert!(
             kinds
@@ -95,13 +103,52 @@ fn the_schema_validator_rejects_a_broken_deployment() {
 }
 
 #[test]
-fn agent_daemonset_gets_its_node_name_from_the_downward_api_and_is_privileged() {
+fn every_admission_policy_has_a_binding_that_denies() {
     let docs = yaml_documents(&kustomize());
-    let ds = docs
+    let named = |kind: &str| -> Vec<String> {
+        docs.iter()
+            .filter(|d| d["kind"] == kind)
+            .filter_map(|d| d["metadata"]["name"].as_str().map(String::from))
+            .collect()
+    };
+    let policies = named("ValidatingAdmissionPolicy");
+    assert!(!policies.is_empty(), "no admission policies rendered");
+    for p in &policies {
+        let binding = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "ValidatingAdmissionPolicyBinding"
+                    && d["spec"]["policyName"] == p.as_str()
+            })
+            .unwrap_or_else(|| panic!("policy {p} has no binding"));
+        assert_eq!(
+            binding["spec"]["validationActions"],
+            serde_json::json!(["Deny"]),
+            "{p}"
+        );
+        let policy = docs
+            .iter()
+            .find(|d| d["metadata"]["name"] == p.as_str())
+            .expect("policy");
+        assert_eq!(
+            policy["spec"]["failurePolicy"], "Fail",
+            "{p} must fail closed"
+        );
+    }
+}
+
+fn pod_spec<'a>(docs: &'a [serde_json::Value], kind: &str) -> &'a serde_json::Value {
+    &docs
         .iter()
-        .find(|d| d["kind"] == "DaemonSet")
-        .expect("agent DaemonSet");
-    let container = &ds["spec"]["template"]["spec"]["containers"][0];
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))["spec"]["template"]["spec"]
+}
+
+#[test]
+fn agent_daemonset_is_unprivileged_with_a_node_bound_projected_token() {
+    let docs = yaml_documents(&kustomize());
+    let spec = pod_spec(&docs, "DaemonSet");
+    let container = &spec["containers"][0];
     let node_env = container["env"]
         .as_array()
         .expect("env")
@@ -112,7 +159,19 @@ fn agent_daemonset_gets_its_node_name_from_the_downward_api_and_is_privileged() 
         node_env["valueFrom"]["fieldRef"]["fieldPath"],
         "spec.nodeName"
     );
-    assert_eq!(container["securityContext"]["privileged"], true);
+    let sc = &container["securityContext"];
+    assert_ne!(sc["privileged"], true, "the agent must not be privileged");
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert!(
+        sc["capabilities"]["add"].is_null(),
+        "no capabilities added: {sc}"
+    );
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     assert!(
         container["readinessProbe"].is_object(),
         "the agent needs a readiness probe"
@@ -127,4 +186,46 @@ fn agent_daemonset_gets_its_node_name_from_the_downward_api_and_is_privileged() 
         mounts.contains(&"/var/run/libvirt") && mounts.contains(&"/var/lib/ironvisor"),
         "{mounts:?}"
     );
+    let mut host_paths: Vec<&str> = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    host_paths.sort_unstable();
+    assert_eq!(
+        host_paths,
+        ["/dev/kvm", "/var/lib/ironvisor", "/var/run/libvirt"]
+    );
+    // The pod's own token (pod-bound, so it carries the node claim), mounted where kube-rs'
+    // in-cluster configuration reads it, with a lifetime the kubelet renews.
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    let token = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find_map(|v| {
+            v["projected"]["sources"]
+                .as_array()?
+                .iter()
+                .find(|s| s["serviceAccountToken"].is_object())
+        })
+        .expect("a projected service account token");
+    assert_eq!(token["serviceAccountToken"]["expirationSeconds"], 3600);
+    assert!(mounts.contains(&"/var/run/secrets/kubernetes.io/serviceaccount"));
+}
+
+#[test]
+fn operator_runs_as_non_root_without_capabilities() {
+    let docs = yaml_documents(&kustomize());
+    let spec = pod_spec(&docs, "Deployment");
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let sc = &spec["containers"][0]["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
 }

@@ -5,6 +5,12 @@ use ironvisor_crds::vm::{DiskBus, NicModel, Protocol};
 use quick_xml::Writer;
 use std::io;
 
+/// libvirt's nwfilter on every tap-attached interface (bridge and libvirt network): the guest
+/// may send only from its own MAC and the IP address libvirt learns for it, ARP only for
+/// those, and no DHCP server or router traffic (libvirt's `clean-traffic` ships with
+/// libvirt-daemon-config-nwfilter).
+pub const NIC_FILTER: &str = "clean-traffic";
+
 /// First PCI slot (counting down) given to user-mode NICs on `pcie.0`. libvirt fills the
 /// root bus from slot 1 upwards (eight root ports per slot), so the top slots stay free; 0x1f
 /// belongs to the q35 chipset.
@@ -37,6 +43,9 @@ pub(super) fn write_devices(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::R
                         .write_empty()?;
                     w.create_element("model")
                         .with_attribute(("type", libvirt_nic_model(nic.model)))
+                        .write_empty()?;
+                    w.create_element("filterref")
+                        .with_attribute(("filter", NIC_FILTER))
                         .write_empty()?;
                     Ok(())
                 })?;

@@ -395,6 +395,38 @@ fn libvirt_networks_and_bridges_become_interfaces() {
 }
 
 #[test]
+fn bridged_and_network_interfaces_carry_the_clean_traffic_filter_and_user_ones_need_none() {
+    let mut s = spec();
+    s.networks = vec![
+        Network {
+            bridge: Some(BridgeNetwork { name: "br0".into() }),
+            ..nic("a")
+        },
+        Network {
+            network: Some(NamedNetwork {
+                name: "default".into(),
+            }),
+            ..nic("b")
+        },
+        Network {
+            user: Some(UserNetwork::default()),
+            ..nic("c")
+        },
+    ];
+    let xml = xml_of(&s);
+    let interfaces: Vec<&str> = xml.split("<interface ").skip(1).collect();
+    assert_eq!(interfaces.len(), 2, "{xml}");
+    for i in interfaces {
+        let body = &i[..i.find("</interface>").expect("closed")];
+        assert!(
+            body.contains("<filterref filter=\"clean-traffic\"/>"),
+            "{body}"
+        );
+    }
+    assert_eq!(xml.matches("<filterref").count(), 2);
+}
+
+#[test]
 fn an_interface_with_two_kinds_or_a_multicast_mac_is_rejected() {
     let mut s = spec();
     s.networks = vec![Network {

@@ -10,14 +10,14 @@ use ironvisor_crds::common::{condition_status, condition_type, find_condition, s
 use ironvisor_crds::labels::{AGENT_FINALIZER, NODE, RESTART_REQUESTED_AT, agent_manager};
 use ironvisor_crds::vm::{RunStrategy, VirtualMachine};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -153,6 +153,8 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
     if !placement_confirmed(&vm, &ctx.node) {
+        // Placed on another node while a guest still runs here: a second copy, stopped.
+        super::leftovers::stop_if_placed_elsewhere(&vm, &ctx).await?;
         // Nothing is defined or started until the operator confirms; its status write
         // wakes the watch.
         tracing::debug!(vm = %vm.key(), "waiting for Scheduled=True from the operator");
@@ -261,72 +263,6 @@ pub fn error_policy(obj: Arc<VmObject>, error: &Error, ctx: Arc<Context>) -> Act
     Action::requeue(pause)
 }
 
-/// Before watching: remove domains and directories of VMs that no longer exist.
-pub async fn collect_orphans(ctx: &Context) -> Result<Vec<String>, Error> {
-    // Malformed VMs count too: their domains stay until they are deleted.
-    let api = Api::<VmObject>::all(ctx.client.clone());
-    let vms = api
-        .list(&ListParams::default().labels(&ctx.selector()))
-        .await?;
-    let placed: HashSet<String> = vms
-        .items
-        .iter()
-        .filter_map(|v| v.meta().uid.clone())
-        .collect();
-    let mut removed = Vec::new();
-    for l in ctx.engine.leftovers(&placed).await? {
-        let answer = match &l.owner {
-            Some((ns, name)) => Some(
-                Api::<VmObject>::namespaced(ctx.client.clone(), ns)
-                    .get_opt(name)
-                    .await?
-                    .and_then(|v| v.meta().uid.clone()),
-            ),
-            None => None,
-        };
-        match leftover_verdict(&l.uid, answer.as_ref()) {
-            Leftover::Gone => {
-                tracing::info!(uid = l.uid, owner = ?l.owner, "removing the leftovers of a VM the API no longer has");
-                ctx.engine.remove_leftover(&l).await?;
-                removed.push(l.uid);
-            }
-            Leftover::Exists => tracing::info!(
-                uid = l.uid, owner = ?l.owner,
-                "keeping a VM's domain and disks: it still exists but is not placed here (its label changed?)"
-            ),
-            Leftover::Unknown => tracing::warn!(
-                uid = l.uid,
-                "keeping a VM directory that records no owner: cannot confirm with the API that its VM is gone; remove it by hand once sure"
-            ),
-        }
-    }
-    Ok(removed)
-}
-
-/// What the API says of a leftover's VM.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Leftover {
-    /// No VM by that name, or one with another uid (deleted, maybe recreated): remove.
-    Gone,
-    /// The VM still exists: keep everything (it may be placed elsewhere; disks move only
-    /// in a hand-over the operator orders).
-    Exists,
-    /// The leftover records no owner to ask about: keep it.
-    Unknown,
-}
-
-/// The rule: a leftover goes only when the API confirms, by uid, that its VM is gone.
-/// `answer` is `None` when there was no one to ask, `Some(None)` for a 404, `Some(Some(uid))`
-/// for the uid of the VM found under the recorded name.
-pub fn leftover_verdict(uid: &str, answer: Option<&Option<String>>) -> Leftover {
-    match answer {
-        None => Leftover::Unknown,
-        Some(None) => Leftover::Gone,
-        Some(Some(found)) if found != uid => Leftover::Gone,
-        Some(Some(_)) => Leftover::Exists,
-    }
-}
-
 fn libvirt_triggers(
     ctx: Arc<Context>,
 ) -> impl futures::Stream<Item = ObjectRef<VmObject>> + Send + 'static {
@@ -412,7 +348,7 @@ pub fn cached_vms(store: &Store<VmObject>) -> Vec<Arc<VirtualMachine>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Leftover, leftover_verdict, placement_confirmed};
+    use super::placement_confirmed;
     use ironvisor_crds::vm::VirtualMachine;
 
     fn vm_with(conditions: serde_json::Value) -> VirtualMachine {
@@ -468,21 +404,5 @@ mod tests {
             !confirmed(&unplaced),
             "a label and a condition, no nodeName"
         );
-    }
-
-    #[test]
-    fn a_leftover_goes_only_when_the_api_confirms_by_uid_that_its_vm_is_gone() {
-        assert_eq!(leftover_verdict("u1", Some(&None)), Leftover::Gone, "404");
-        assert_eq!(
-            leftover_verdict("u1", Some(&Some("u2".into()))),
-            Leftover::Gone,
-            "a namesake with another uid"
-        );
-        assert_eq!(
-            leftover_verdict("u1", Some(&Some("u1".into()))),
-            Leftover::Exists,
-            "still there (its label moved or was removed): keep its disks"
-        );
-        assert_eq!(leftover_verdict("u1", None), Leftover::Unknown);
     }
 }

@@ -290,6 +290,24 @@ impl Engine {
         }
     }
 
+    /// Power off the guest of a leftover whose VM runs on another node; its definition and
+    /// disks stay. Looks again first (the guest may have stopped since the listing) and acts
+    /// only on a domain still recorded for this VM. Says whether a guest was stopped.
+    pub async fn stop_leftover(&self, l: &Leftover) -> Result<bool, EngineError> {
+        let Some(listed) = &l.domain else {
+            return Ok(false);
+        };
+        let Some(o) = self.hv.observe(&listed.name).await? else {
+            return Ok(false);
+        };
+        let ours = o.owner().is_some_and(|m| m.uid == l.uid);
+        if !ours || !(o.state.is_up() || o.state == VmState::Starting) {
+            return Ok(false);
+        }
+        self.hv.destroy(&o.name).await?;
+        Ok(true)
+    }
+
     /// The VM (namespace, name) a domain belongs to, for routing libvirt events.
     pub async fn owner_of_domain(&self, domain: &str) -> Option<(String, String)> {
         let o = self.hv.observe(domain).await.ok()??;

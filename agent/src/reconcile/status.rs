@@ -214,6 +214,7 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
             .clone()
             .or_else(|| i.prev.last_restart_request.clone()),
         interfaces: i.interfaces.clone(),
+        audited: None,
     }
 }
 

@@ -36,25 +36,43 @@ impl Cluster {
     /// Start the cluster (CRDs applied, system namespace created) and the agent.
     pub async fn start(node: &str, uri: &str, configure: impl FnOnce(&mut Config)) -> Self {
         let mut c = Self::without_agent(node).await;
-        let client = c.client.clone();
-        c.run_agent(uri, client, configure);
+        c.spawn_agent(node, uri, configure);
         c
     }
 
-    /// Start the agent in-process, acting with `agent_client` (the admin's client, or an
-    /// identity the test chose).
-    pub fn run_agent(
+    /// Stop the agent and start another on the same directories, as `node` (the same host
+    /// restarted, maybe with another `--node-name`).
+    pub async fn restart_agent_as(
         &mut self,
+        node: &str,
+        uri: &str,
+        configure: impl FnOnce(&mut Config),
+    ) {
+        self.stop_agent().await;
+        self.node = node.to_owned();
+        self.spawn_agent(node, uri, configure);
+    }
+
+    fn spawn_agent(&mut self, node: &str, uri: &str, configure: impl FnOnce(&mut Config)) {
+        let client = self.client.clone();
+        self.spawn_agent_as(node, uri, client, configure);
+    }
+
+    /// Start the agent in-process, acting with `agent_client` (an identity the test chose,
+    /// e.g. the agent's ServiceAccount under the real RBAC).
+    pub fn run_agent(&mut self, uri: &str, agent_client: Client, configure: impl FnOnce(&mut Config)) {
+        let node = self.node.clone();
+        self.spawn_agent_as(&node, uri, agent_client, configure);
+    }
+
+    fn spawn_agent_as(
+        &mut self,
+        node: &str,
         uri: &str,
         agent_client: Client,
         configure: impl FnOnce(&mut Config),
     ) {
-        let mut config = Config::new(
-            &self.node,
-            uri,
-            self.state_dir.clone(),
-            self.images_dir.clone(),
-        );
+        let mut config = Config::new(node, uri, self.state_dir.clone(), self.images_dir.clone());
         config.accel = AccelChoice::Tcg;
         config.heartbeat_period = Duration::from_millis(500);
         // The tests' image servers listen on loopback, which the default policy refuses.
@@ -72,6 +90,18 @@ impl Cluster {
         });
         self.stop = Some(tx);
         self.agent = Some(agent);
+    }
+
+    async fn stop_agent(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(agent) = self.agent.take() {
+            tokio::time::timeout(TIMEOUT, agent)
+                .await
+                .expect("the agent stops on shutdown")
+                .expect("the agent task did not panic");
+        }
     }
 
     /// Start the cluster only (the test runs the agent itself, e.g. as a process).
@@ -119,15 +149,7 @@ impl Cluster {
 
     /// Stop the agent (waiting for it) and the cluster.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(agent) = self.agent.take() {
-            tokio::time::timeout(TIMEOUT, agent)
-                .await
-                .expect("the agent stops on shutdown")
-                .expect("the agent task did not panic");
-        }
+        self.stop_agent().await;
         self.cluster.shutdown().await;
     }
 

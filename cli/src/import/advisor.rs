@@ -235,6 +235,8 @@ pub fn facts(vm: &SourceVm, extra: &ExtraFacts) -> BTreeMap<&'static str, Fact> 
             "pci_devices",
             Fact::Items(devices(&[DeviceKind::Vgpu, DeviceKind::PciPassthrough])),
         ),
+        ("sriov_nics", Fact::Items(devices(&[DeviceKind::SriovNic]))),
+        ("vtpm", Fact::Items(devices(&[DeviceKind::Vtpm]))),
         (
             "serial_network",
             Fact::Items(devices(&[DeviceKind::SerialNetwork])),
@@ -480,6 +482,49 @@ mod tests {
         assert_eq!(quota.detail, (200u64 << 30).to_string());
         let shared = found.iter().find(|f| f.id == "shared-disk").unwrap();
         assert_eq!(shared.detail, "scsi0:1");
+    }
+
+    #[test]
+    fn every_device_kind_fires_a_rule_so_nothing_is_dropped_silently() {
+        let kinds = [
+            DeviceKind::Cdrom,
+            DeviceKind::Floppy,
+            DeviceKind::UsbController,
+            DeviceKind::UsbPassthrough,
+            DeviceKind::Vgpu,
+            DeviceKind::PciPassthrough,
+            DeviceKind::SerialNetwork,
+            DeviceKind::Serial,
+            DeviceKind::Sound,
+            DeviceKind::Vtpm,
+            DeviceKind::SriovNic,
+        ];
+        for kind in kinds {
+            let mut vm = clean_vm();
+            vm.devices = vec![OtherDevice {
+                kind,
+                label: "dev0".into(),
+            }];
+            let found = evaluate(&builtin_rules(), &facts(&vm, &ExtraFacts::default()));
+            assert!(
+                found.iter().any(|f| f.detail.contains("dev0")),
+                "{kind:?} fires no rule naming it: {found:?}"
+            );
+        }
+        // A match on the enum: a new kind fails to compile until it is listed above.
+        let _ = |k: DeviceKind| match k {
+            DeviceKind::Cdrom
+            | DeviceKind::Floppy
+            | DeviceKind::UsbController
+            | DeviceKind::UsbPassthrough
+            | DeviceKind::Vgpu
+            | DeviceKind::PciPassthrough
+            | DeviceKind::SerialNetwork
+            | DeviceKind::Serial
+            | DeviceKind::Sound
+            | DeviceKind::Vtpm
+            | DeviceKind::SriovNic => (),
+        };
     }
 
     #[test]

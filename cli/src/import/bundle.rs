@@ -114,6 +114,35 @@ pub fn resolve(root: &Path, descriptor: &Path, name: &str) -> Result<PathBuf, Bu
     Ok(path)
 }
 
+/// [`confine`] for a name a VMDK descriptor gives (an extent, a parent): VMware and QEMU
+/// read it relative to the descriptor's own directory, which may be a subfolder of the
+/// bundle. The name alone must pass [`confine`]'s checks too (no `..`, not absolute).
+pub fn confine_beside(root: &Path, descriptor: &Path, name: &str) -> Result<PathBuf, BundleError> {
+    confine(root, descriptor, name)?;
+    let dir = descriptor
+        .parent()
+        .and_then(|d| d.strip_prefix(root).ok())
+        .unwrap_or(Path::new(""));
+    let rel = dir.join(name);
+    let rel = rel.to_str().ok_or_else(|| BundleError::Traversal {
+        descriptor: descriptor.to_owned(),
+        name: name.to_owned(),
+    })?;
+    confine(root, descriptor, rel)
+}
+
+/// Like [`confine_beside`], and the file must exist.
+pub fn resolve_beside(root: &Path, descriptor: &Path, name: &str) -> Result<PathBuf, BundleError> {
+    let path = confine_beside(root, descriptor, name)?;
+    if !path.is_file() {
+        return Err(BundleError::Missing {
+            descriptor: descriptor.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+    Ok(path)
+}
+
 /// A digest algorithm of an OVF manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
@@ -151,7 +180,8 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parse `SHA256(disk1.vmdk)= 0123...` lines (blank lines are skipped).
+    /// Parse `SHA256(disk1.vmdk)= 0123...` lines, spaced or not (`SHA1 (disk1.vmdk) = 01...`);
+    /// blank lines are skipped.
     pub fn parse(path: &Path, text: &str) -> Result<Self, BundleError> {
         let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -163,8 +193,11 @@ impl Manifest {
                 manifest: path.to_owned(),
                 line: i + 1,
             };
+            // `SHA256(disk.vmdk)= hex` (OpenSSL, ovftool) or `SHA1 (disk.vmdk) = hex`
+            // (VirtualBox, older ovftool): the digest holds no `=`, the name may.
             let (algo, rest) = line.split_once('(').ok_or_else(err)?;
-            let (file, digest) = rest.rsplit_once(")=").ok_or_else(err)?;
+            let (named, digest) = rest.rsplit_once('=').ok_or_else(err)?;
+            let file = named.trim_end().strip_suffix(')').ok_or_else(err)?;
             let algorithm = match algo.trim().to_ascii_uppercase().as_str() {
                 "SHA1" => Algorithm::Sha1,
                 "SHA256" => Algorithm::Sha256,
@@ -257,6 +290,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_descriptors_names_are_read_beside_it_and_stay_confined() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("disks")).unwrap();
+        std::fs::write(root.join("disks/web-flat.vmdk"), b"x").unwrap();
+        let descriptor = root.join("disks/web.vmdk");
+        assert_eq!(
+            resolve_beside(root, &descriptor, "web-flat.vmdk").unwrap(),
+            root.join("disks/web-flat.vmdk")
+        );
+        assert!(resolve_beside(root, &root.join("web.vmdk"), "web-flat.vmdk").is_err());
+        for bad in ["../web-flat.vmdk", "/etc/passwd", "nbd:x:1"] {
+            assert!(confine_beside(root, &descriptor, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn manifest_lines_of_both_algorithms_parse() {
         let text = format!(
             "SHA256(vm.ovf)= {}\nSHA1(disk 1.vmdk)= {}\n\n",
@@ -268,6 +318,23 @@ mod tests {
         assert_eq!(m.entries[1].file, "disk 1.vmdk");
         assert_eq!(m.entries[1].algorithm, Algorithm::Sha1);
         assert_eq!(m.entries[1].digest, "b".repeat(40));
+    }
+
+    #[test]
+    fn spaced_manifest_lines_as_virtualbox_and_older_ovftool_write_them_parse() {
+        let text = format!(
+            "SHA1 (box-disk001.vmdk) = {}\r\nSHA256 (a (copy)=.ovf) = {}\n",
+            "c".repeat(40),
+            "d".repeat(64)
+        );
+        let m = Manifest::parse(Path::new("box.mf"), &text).unwrap();
+        assert_eq!(m.entries[0].file, "box-disk001.vmdk");
+        assert_eq!(m.entries[0].digest, "c".repeat(40));
+        assert_eq!(
+            m.entries[1].file, "a (copy)=.ovf",
+            "parentheses and = in a name"
+        );
+        assert!(Manifest::parse(Path::new("x.mf"), "SHA1 (a = 00\n").is_err());
     }
 
     #[test]

@@ -177,6 +177,10 @@ pub enum DeviceKind {
     Serial,
     /// A sound card.
     Sound,
+    /// A virtual TPM (its sealed secrets do not travel in an export).
+    Vtpm,
+    /// An SR-IOV network adapter (a virtual function of a host NIC passed through).
+    SriovNic,
 }
 
 /// A device that is neither a disk nor a NIC.

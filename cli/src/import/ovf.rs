@@ -315,6 +315,19 @@ fn read_system(system: &Element, disks: &BTreeMap<String, OvfDisk>) -> Result<So
             .unwrap_or_default()
             .to_ascii_lowercase();
         let cfg = vmw_config(item);
+        if rtype == 10 {
+            // An SR-IOV adapter is listed (its passthrough is not carried over) and kept as
+            // a paravirtual NIC on the same network.
+            let sriov = squash(&sub).contains("sriov");
+            if sriov {
+                vm.devices.push(OtherDevice {
+                    kind: DeviceKind::SriovNic,
+                    label: label.clone(),
+                });
+            }
+            let model = if sriov { "vmxnet3" } else { sub.as_str() };
+            vm.nics.push(nic(item, vm.nics.len(), model));
+        }
         let mut device = |kind| {
             vm.devices.push(OtherDevice {
                 kind,
@@ -343,15 +356,7 @@ fn read_system(system: &Element, disks: &BTreeMap<String, OvfDisk>) -> Result<So
                 })? >> 20;
             }
             17 => vm.disks.push(read_disk(item, &cfg, &controllers, disks)?),
-            10 => vm.nics.push(SourceNic {
-                index: u32::try_from(vm.nics.len()).unwrap_or(u32::MAX),
-                model: sub.clone(),
-                network: item.child_text(RASD, "Connection").map(str::to_owned),
-                mac: item
-                    .child_text(RASD, "Address")
-                    .filter(|a| !a.is_empty())
-                    .map(str::to_ascii_lowercase),
-            }),
+            10 => {}
             14 => device(DeviceKind::Floppy),
             15 | 16 => device(DeviceKind::Cdrom),
             23 => device(DeviceKind::UsbController),
@@ -366,14 +371,21 @@ fn read_system(system: &Element, disks: &BTreeMap<String, OvfDisk>) -> Result<So
                     DeviceKind::Serial
                 });
             }
-            1 if sub.contains("pcipassthrough") || sub.contains("vgpu") => {
-                let vgpu = sub.contains("vgpu") || cfg.keys().any(|k| k.contains("vgpu"));
+            1 if is_pci_passthrough(&sub) => {
+                // `vmware.pcipassthrough`, `vmware.pci.passthrough.vmiop` (NVIDIA GRID),
+                // `…dvx`, `…dynamic`: a vmiop backing or a vgpu key is a vGPU.
+                let vgpu = squash(&sub).contains("vmiop")
+                    || sub.contains("vgpu")
+                    || cfg.iter().any(|(k, v)| {
+                        k.contains("vgpu") || v.to_ascii_lowercase().contains("vmiop")
+                    });
                 device(if vgpu {
                     DeviceKind::Vgpu
                 } else {
                     DeviceKind::PciPassthrough
                 });
             }
+            1 if squash(&sub).contains("tpm") => device(DeviceKind::Vtpm),
             1 if sub.contains("usb") => device(DeviceKind::UsbPassthrough),
             1 | 35 if sub.contains("sound") || rtype == 35 => device(DeviceKind::Sound),
             _ => {}
@@ -384,6 +396,30 @@ fn read_system(system: &Element, disks: &BTreeMap<String, OvfDisk>) -> Result<So
     vm.disks
         .sort_by_key(|d| (d.controller.rank(), d.controller_index, d.unit));
     Ok(vm)
+}
+
+/// A resource subtype without separators: `vmware.pci.passthrough` and `vmware.pcipassthrough`
+/// are one thing.
+fn squash(sub: &str) -> String {
+    sub.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+}
+
+fn is_pci_passthrough(sub: &str) -> bool {
+    let s = squash(sub);
+    s.contains("pcipassthrough") || s.contains("vgpu") || s.contains("vmiop")
+}
+
+/// A NIC item read as an adapter of `model` (an SR-IOV adapter becomes a paravirtual one).
+fn nic(item: &Element, index: usize, model: &str) -> SourceNic {
+    SourceNic {
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        model: model.into(),
+        network: item.child_text(RASD, "Connection").map(str::to_owned),
+        mac: item
+            .child_text(RASD, "Address")
+            .filter(|a| !a.is_empty())
+            .map(str::to_ascii_lowercase),
+    }
 }
 
 fn resource_type(item: &Element) -> Result<u32, OvfError> {
@@ -538,5 +574,46 @@ mod tests {
         let text = DEVICES.replace(r#"ovf:fileRef="f2""#, r#"ovf:fileRef="nope""#);
         let err = parse(&text).unwrap_err();
         assert!(err.to_string().contains("\"nope\""), "{err}");
+    }
+
+    #[test]
+    fn vgpu_backings_passthrough_spellings_sr_iov_and_a_vtpm_are_listed() {
+        let items = r#"<ovf:Item><r:ResourceType>1</r:ResourceType><r:ResourceSubType>vmware.pci.passthrough.vmiop</r:ResourceSubType><r:ElementName>PCI device 0</r:ElementName><r:InstanceID>7</r:InstanceID></ovf:Item>
+      <ovf:Item><r:ResourceType>1</r:ResourceType><r:ResourceSubType>vmware.pci.passthrough.dynamic</r:ResourceSubType><r:ElementName>PCI device 1</r:ElementName><r:InstanceID>10</r:InstanceID></ovf:Item>
+      <ovf:Item><r:ResourceType>1</r:ResourceType><r:ResourceSubType>vmware.pcipassthrough</r:ResourceSubType><r:ElementName>PCI device 2</r:ElementName><r:InstanceID>11</r:InstanceID>
+        <v:Config v:key="backing.id" v:value="vmiop:grid_a100-4c"/></ovf:Item>
+      <ovf:Item><r:ResourceType>10</r:ResourceType><r:ResourceSubType>vmware.sriovethernetcard</r:ResourceSubType><r:ElementName>Network adapter 1</r:ElementName><r:Connection>VM Network</r:Connection><r:InstanceID>12</r:InstanceID></ovf:Item>
+      <ovf:Item><r:ResourceType>1</r:ResourceType><r:ResourceSubType>vmware.vtpm</r:ResourceSubType><r:ElementName>Virtual TPM</r:ElementName><r:InstanceID>13</r:InstanceID></ovf:Item>"#;
+        let start = DEVICES
+            .find("<ovf:Item><r:ResourceType>1</r:ResourceType>")
+            .unwrap();
+        let end = DEVICES
+            .find("<ovf:Item><r:ResourceType>21</r:ResourceType>")
+            .unwrap();
+        let text = format!("{}{}\n      {}", &DEVICES[..start], items, &DEVICES[end..]);
+        let vm = parse(&text).unwrap().vm;
+        let found: Vec<(DeviceKind, &str)> = vm
+            .devices
+            .iter()
+            .filter(|d| {
+                d.label != "USB controller"
+                    && !d.label.starts_with("Serial")
+                    && !d.label.starts_with("CD")
+            })
+            .map(|d| (d.kind, d.label.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (DeviceKind::Vgpu, "PCI device 0"),
+                (DeviceKind::PciPassthrough, "PCI device 1"),
+                (DeviceKind::Vgpu, "PCI device 2"),
+                (DeviceKind::SriovNic, "Network adapter 1"),
+                (DeviceKind::Vtpm, "Virtual TPM"),
+            ]
+        );
+        assert_eq!(vm.nics.len(), 1, "the SR-IOV adapter's network is kept");
+        assert_eq!(vm.nics[0].model, "vmxnet3");
+        assert_eq!(vm.nics[0].network.as_deref(), Some("VM Network"));
     }
 }

@@ -137,7 +137,7 @@ pub fn inspect(root: &Path, descriptor_file: &Path, name: &str) -> Result<DiskIn
                 files,
             });
         };
-        current = bundle::resolve(root, &current, &parent)?;
+        current = bundle::resolve_beside(root, &current, &parent)?;
     }
     Err(DiskError::ChainTooDeep { file: path })
 }
@@ -184,7 +184,7 @@ pub fn inspect_head(
     }
     let capacity_bytes = descriptor.capacity_bytes().map_err(bad)?;
     if let Some(parent) = &descriptor.parent_file_name_hint {
-        bundle::confine(root, &path, parent)?;
+        bundle::confine_beside(root, &path, parent)?;
     }
     Ok(DiskInfo {
         snapshot_levels: usize::from(descriptor.has_parent()),
@@ -233,7 +233,16 @@ fn open_and_check(
         let Some(name) = extent.file.as_deref() else {
             continue;
         };
-        let extent_path = bundle::resolve(root, path, name)?;
+        // A sparse or stream-optimised disk whose descriptor is embedded is its own one
+        // extent whatever name the descriptor kept (the file is often renamed after it was
+        // made), as QEMU and VMware read it; other extents are files beside the descriptor.
+        let embedded =
+            header.is_some() && descriptor.extents.len() == 1 && extent.kind == ExtentKind::Sparse;
+        let extent_path = if embedded {
+            path.to_owned()
+        } else {
+            bundle::resolve_beside(root, path, name)?
+        };
         if !files.contains(&extent_path) {
             files.push(extent_path.clone());
         }

@@ -164,7 +164,10 @@ fn read_disks(vmx: &Vmx, vm: &mut SourceVm) -> Result<(), VmxError> {
     for (family, controllers, units) in FAMILIES {
         for c in 0..controllers {
             let ctl = format!("{family}{c}");
-            if !vmx.flag(&format!("{ctl}.present")) {
+            // The two IDE channels are built into every VMware machine: VMware writes
+            // `ide0:0.present` for a disk on them, never `ide0.present`.
+            let builtin = family == "ide" && vmx.get(&format!("{ctl}.present")).is_none();
+            if !builtin && !vmx.flag(&format!("{ctl}.present")) {
                 continue;
             }
             let kind = match family {
@@ -291,6 +294,9 @@ fn read_other_devices(vmx: &Vmx, vm: &mut SourceVm) {
         }
         let kind = if vmx.get(&format!("{pci}.vgpu")).is_some() {
             DeviceKind::Vgpu
+        } else if vmx.get(&format!("{pci}.pfId")).is_some() {
+            // A virtual function of an SR-IOV adapter.
+            DeviceKind::SriovNic
         } else {
             DeviceKind::PciPassthrough
         };
@@ -316,6 +322,18 @@ fn read_other_devices(vmx: &Vmx, vm: &mut SourceVm) {
     }
     if vmx.flag("sound.present") {
         push(DeviceKind::Sound, "sound".into());
+    }
+    if vmx.flag("vtpm.present") {
+        push(DeviceKind::Vtpm, "vtpm".into());
+    }
+    for i in 0..10u32 {
+        let eth = format!("ethernet{i}");
+        let sriov = vmx
+            .get(&format!("{eth}.virtualDev"))
+            .is_some_and(|d| d.eq_ignore_ascii_case("sriov"));
+        if sriov && vmx.flag(&format!("{eth}.present")) {
+            push(DeviceKind::SriovNic, eth);
+        }
     }
 }
 
@@ -430,6 +448,57 @@ pciPassthru0.vgpu = "grid_t4-2q"
                 DeviceKind::Vgpu
             ]
         );
+    }
+
+    #[test]
+    fn a_disk_on_the_builtin_ide_channel_is_read_without_a_controller_key() {
+        // VMware writes no ide0.present: the IDE channels are always there.
+        let text = r#"ide0:0.present = "TRUE"
+ide0:0.fileName = "legacy.vmdk"
+ide1:0.present = "TRUE"
+ide1:0.deviceType = "cdrom-image"
+ide1:0.fileName = "tools.iso"
+ide0:1.present = "FALSE"
+ide0:1.fileName = "gone.vmdk"
+"#;
+        let vm = to_source_vm(&Vmx::parse(text).unwrap(), "x").unwrap();
+        assert_eq!(vm.disks.len(), 1, "{:?}", vm.disks);
+        assert_eq!(vm.disks[0].file, "legacy.vmdk");
+        assert_eq!(vm.disks[0].controller, ControllerKind::Ide);
+        assert_eq!(vm.devices[0].kind, DeviceKind::Cdrom);
+        let off =
+            "ide0.present = \"FALSE\"\nide0:0.present = \"TRUE\"\nide0:0.fileName = \"a.vmdk\"\n";
+        let vm = to_source_vm(&Vmx::parse(off).unwrap(), "x").unwrap();
+        assert!(
+            vm.disks.is_empty(),
+            "a channel explicitly absent stays absent"
+        );
+    }
+
+    #[test]
+    fn a_vtpm_and_sr_iov_adapters_are_listed_not_dropped() {
+        let text = r#"vtpm.present = "TRUE"
+ethernet0.present = "TRUE"
+ethernet0.virtualDev = "sriov"
+ethernet0.networkName = "VM Network"
+ethernet0.pfId = "0000:3b:00.0"
+pciPassthru1.present = "TRUE"
+pciPassthru1.pfId = "0000:3b:00.1"
+pciPassthru2.present = "TRUE"
+pciPassthru2.id = "00000:216:00.0"
+"#;
+        let vm = to_source_vm(&Vmx::parse(text).unwrap(), "x").unwrap();
+        let kinds: Vec<DeviceKind> = vm.devices.iter().map(|d| d.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                DeviceKind::SriovNic,
+                DeviceKind::PciPassthrough,
+                DeviceKind::Vtpm,
+                DeviceKind::SriovNic
+            ]
+        );
+        assert_eq!(vm.nics.len(), 1, "the adapter itself is kept as a NIC");
     }
 
     #[test]

@@ -215,6 +215,36 @@ fn a_failed_import_exits_1_with_the_file_named_on_stderr() {
 }
 
 #[test]
+fn a_failed_import_with_a_json_report_prints_a_failed_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("nothing.ovf");
+    std::fs::write(&source, "<not-an-envelope/>").unwrap();
+    let out = ivctl(&[
+        "import",
+        "vmware",
+        source.to_str().unwrap(),
+        "--offline",
+        "--report",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(doc["source"], source.to_str().unwrap());
+    assert!(
+        doc["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing.ovf")),
+        "{doc}"
+    );
+}
+
+#[test]
 fn kubectl_finds_the_plugin_on_path_as_kubectl_ironvisor() {
     let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_kubectl-ironvisor"))
         .parent()

@@ -150,3 +150,52 @@ fn a_descriptor_that_qemu_reads_differently_from_its_extents_is_refused() {
     );
     assert!(entries(&out).is_empty());
 }
+
+/// A disk made as `disk.vmdk`, moved to `dest` (under the bundle), imported through an OVF.
+fn import_moved(subformat: &str, dest: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_disk(dir.path(), "disk.raw", 4, 0x0dd ^ subformat.len() as u64);
+    let made = dir.path().join("made");
+    std::fs::create_dir(&made).unwrap();
+    vmdk_from_raw(&raw, &made.join("disk.vmdk"), subformat, "lsilogic");
+    let target = dir.path().join(dest);
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    for entry in std::fs::read_dir(&made).unwrap() {
+        let from = entry.unwrap().path();
+        let name = from.file_name().unwrap().to_str().unwrap().to_owned();
+        // The descriptor takes the new name; its extents keep theirs, beside it.
+        let to = if name == "disk.vmdk" {
+            target.clone()
+        } else {
+            target.parent().unwrap().join(name)
+        };
+        std::fs::rename(from, to).unwrap();
+    }
+    let spec = OvfSpec::simple(vec![disk(dest, 4 << 20, "lsilogic", 0)]);
+    std::fs::write(dir.path().join("vm.ovf"), ovf_text(&spec)).unwrap();
+    let out = dir.path().join("out");
+    let report = import(&request(&dir.path().join("vm.ovf"), &out))
+        .unwrap_or_else(|e| panic!("{subformat} at {dest}: {}", chain(&e)));
+    assert_eq!(report.status, Status::Imported);
+    assert_qcow2_equals(
+        &out.join("simple").join("simple-scsi0-0.qcow2"),
+        &std::fs::read(&raw).unwrap(),
+    );
+}
+
+#[test]
+fn a_sparse_disk_renamed_after_it_was_made_is_its_own_extent() {
+    // The embedded descriptor still names "disk.vmdk".
+    import_one_renamed("monolithicSparse");
+    import_one_renamed("streamOptimized");
+}
+
+fn import_one_renamed(subformat: &str) {
+    import_moved(subformat, "web-0.vmdk");
+}
+
+#[test]
+fn extents_are_found_beside_a_descriptor_in_a_subfolder() {
+    import_moved("monolithicFlat", "disks/web.vmdk");
+    import_moved("twoGbMaxExtentSparse", "disks/web.vmdk");
+}

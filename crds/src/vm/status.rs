@@ -59,6 +59,25 @@ pub struct VirtualMachineStatus {
     /// The guest's network interfaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<InterfaceStatus>,
+    /// What the operator's audit trail has announced in Events, so each change is announced
+    /// once (the status is writable only by the control plane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audited: Option<Audited>,
+}
+
+/// The last change of a VM announced in its audit trail.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Audited {
+    /// The spec generation last announced (Created at 1, SpecChanged after).
+    pub generation: i64,
+    /// Whether the deletion request was announced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deletion: bool,
+    /// The spec's field managers and the time of their last write, as last announced: the
+    /// next change names the managers whose write is new.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub writers: std::collections::BTreeMap<String, String>,
 }
 
 /// The size a VM was admitted at, in quota units.

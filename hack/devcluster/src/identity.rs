@@ -44,6 +44,17 @@ impl DevCluster {
         }
     }
 
+    /// The admin kubeconfig for the TLS port with the admin token (`None` without TLS).
+    pub fn tls_admin_kubeconfig(&self) -> Option<String> {
+        let url = self.tls_url()?;
+        Some(kubeconfig_text(
+            &url,
+            "admin",
+            self.app.auth.admin_token(),
+            Some(&self.ca_pem),
+        ))
+    }
+
     /// Writes the admin kubeconfig to `path`.
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig())

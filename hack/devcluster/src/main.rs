@@ -33,6 +33,10 @@ struct Cli {
     /// kube-apiserver) or deny (401 Unauthorized).
     #[arg(long, default_value = "admin")]
     anonymous: ironvisor_devcluster::AnonymousAccess,
+    /// Also write the admin kubeconfig for the TLS port here (the server and CA any other
+    /// identity's kubeconfig needs, e.g. one made from a TokenRequest's service-account token).
+    #[arg(long)]
+    tls_kubeconfig: Option<PathBuf>,
     /// Also write a kubeconfig for another identity: USER[:GROUP,GROUP...]=PATH
     /// (repeatable), e.g. alice:tenant-a=/tmp/alice.kubeconfig.
     #[arg(long = "kubeconfig-for", value_parser = parse_identity)]
@@ -87,6 +91,13 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &cli.kubeconfig {
         cluster.write_kubeconfig(path)?;
         tracing::info!(path = %path.display(), "kubeconfig written");
+    }
+    if let Some(path) = &cli.tls_kubeconfig {
+        let Some(text) = cluster.tls_admin_kubeconfig() else {
+            anyhow::bail!("--tls-kubeconfig needs the TLS port: drop --no-tls");
+        };
+        std::fs::write(path, text)?;
+        tracing::info!(path = %path.display(), "TLS kubeconfig written");
     }
     for id in &cli.kubeconfig_for {
         let groups: Vec<&str> = id.groups.iter().map(String::as_str).collect();

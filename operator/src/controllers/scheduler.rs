@@ -291,7 +291,11 @@ impl Scheduler {
         let _timer = self.metrics.timer(CONTROLLER);
         let now = jiff::Timestamp::now();
         let plan = plan::plan(&st.index, self.config, now);
-        for reason in ["QuotaExceeded", "Unschedulable", "InvalidSpec"] {
+        let network = plan::network::REASONS;
+        for reason in ["QuotaExceeded", "Unschedulable", "InvalidSpec"]
+            .into_iter()
+            .chain(network)
+        {
             let n = plan.pending.get(reason).copied().unwrap_or(0);
             self.metrics
                 .pending

@@ -15,6 +15,7 @@ use ironvisor_crds::vm::{Phase, RunStrategy, VirtualMachine};
 use jiff::Timestamp;
 use kube::ResourceExt;
 
+use super::net::{VmNet, host_ports};
 use super::{LEGACY_ADMITTED_ANNOTATION, REASON_RESIZE_QUOTA_EXCEEDED, REASON_SCHEDULED_HALTED};
 use crate::hosts;
 use crate::placement::{Capacity, Request};
@@ -78,6 +79,8 @@ pub struct VmEntry {
     pub agents: BTreeSet<String>,
     /// Whether the operator's field manager owns `status.phase` (from managedFields).
     pub operator_owns_phase: bool,
+    /// Bridges, libvirt networks and MACs the interfaces name (network admission).
+    pub net: VmNet,
 }
 
 impl VmEntry {
@@ -107,6 +110,7 @@ impl VmEntry {
                 node_selector: spec.node_selector.clone(),
                 node_name: spec.node_name.clone(),
                 anti_affinity_group: spec.anti_affinity_group.clone(),
+                host_ports: host_ports(spec),
             },
             restart_elsewhere: hosts::restart_elsewhere(spec),
             label_node: vm.labels().get(labels::NODE).cloned(),
@@ -120,6 +124,7 @@ impl VmEntry {
             ready: find_condition(&status.conditions, condition_type::READY).cloned(),
             agents,
             operator_owns_phase,
+            net: VmNet::from_spec(spec),
         }
     }
 

@@ -24,6 +24,8 @@ pub enum FilterReason {
     StorageInaccessible,
     /// The host's labels do not match `nodeSelector`.
     NodeSelector,
+    /// A host port the VM forwards is already forwarded by another VM on the host.
+    HostPortTaken,
     /// The agent has not reported capacity yet.
     NoCapacity,
     /// Not enough free vCPUs.
@@ -44,6 +46,7 @@ impl FilterReason {
             FilterReason::LibvirtUnhealthy => "libvirt_unhealthy",
             FilterReason::StorageInaccessible => "storage_inaccessible",
             FilterReason::NodeSelector => "node_selector",
+            FilterReason::HostPortTaken => "host_port_taken",
             FilterReason::NoCapacity => "no_capacity",
             FilterReason::InsufficientVcpus => "insufficient_vcpus",
             FilterReason::InsufficientMemory => "insufficient_memory",
@@ -65,6 +68,7 @@ impl fmt::Display for FilterReason {
                 "storage unreachable for QEMU (see the host's StorageAccessible condition)"
             }
             FilterReason::NodeSelector => "node selector mismatch",
+            FilterReason::HostPortTaken => "host port already forwarded by another VM",
             FilterReason::NoCapacity => "no capacity reported",
             FilterReason::InsufficientVcpus => "insufficient vcpus",
             FilterReason::InsufficientMemory => "insufficient memory",
@@ -117,6 +121,16 @@ pub fn node_selector(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason
     }
 }
 
+/// No host port the VM forwards is forwarded by a VM already placed on the host (both bind
+/// the same port of the host's 127.0.0.1; the second could not start).
+pub fn host_ports(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
+    if req.host_ports.iter().any(|p| h.host_ports.contains(p)) {
+        Err(FilterReason::HostPortTaken)
+    } else {
+        Ok(())
+    }
+}
+
 /// Free capacity (allocatable minus allocated, placements not yet reported included) covers
 /// the request. A Halted VM asks for no compute and fits any host that reported capacity.
 pub fn capacity(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>> {
@@ -142,6 +156,7 @@ pub fn run(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>> {
         .and_then(|()| schedulable(h))
         .and_then(|()| healthy(h))
         .and_then(|()| node_selector(h, req))
+        .and_then(|()| host_ports(h, req))
         .map_err(|r| vec![r])?;
     capacity(h, req)
 }
@@ -225,6 +240,27 @@ mod tests {
         r.node_selector.clear();
         r.node_selector.insert("ssd".into(), "yes".into());
         assert_eq!(node_selector(&h, &r), Err(FilterReason::NodeSelector));
+    }
+
+    #[test]
+    fn a_host_where_a_forwarded_port_is_taken_is_filtered_per_protocol() {
+        use ironvisor_crds::vm::Protocol;
+        let mut h = host("a", 8, 8);
+        h.host_ports.insert((Protocol::TCP, 2222));
+        let mut r = req(1, 1);
+        r.host_ports = vec![(Protocol::UDP, 2222), (Protocol::TCP, 8080)];
+        assert_eq!(run(&h, &r), Ok(()));
+        r.host_ports.push((Protocol::TCP, 2222));
+        assert_eq!(run(&h, &r), Err(vec![FilterReason::HostPortTaken]));
+        let mut u = super::super::Unschedulable {
+            hosts: 1,
+            ..Default::default()
+        };
+        u.reasons.insert(FilterReason::HostPortTaken, 1);
+        assert_eq!(
+            u.to_string(),
+            "0/1 hosts available: 1 host port already forwarded by another VM"
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@
 pub mod filters;
 pub mod scores;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+use crate::index::HostPort;
 
 pub use filters::FilterReason;
 pub use scores::Strategy;
@@ -42,6 +44,8 @@ pub struct HostSnapshot {
     pub allocated: Capacity,
     /// VMs on the host per (namespace, antiAffinityGroup).
     pub groups: BTreeMap<(String, String), u32>,
+    /// Host ports (on 127.0.0.1) forwarded by VMs placed on the host, Halted ones included.
+    pub host_ports: BTreeSet<HostPort>,
 }
 
 /// What a VM asks of a host.
@@ -57,6 +61,8 @@ pub struct Request {
     pub node_name: Option<String>,
     /// `spec.antiAffinityGroup`.
     pub anti_affinity_group: Option<String>,
+    /// Host ports its user-mode interfaces forward: a host where one is taken does not fit.
+    pub host_ports: Vec<HostPort>,
 }
 
 /// No host fits: how many hosts each filter turned away.

@@ -31,6 +31,8 @@ pub struct Config {
     pub strategy: Strategy,
     /// How long a heartbeat may stand still before its host is lost.
     pub host_grace: Duration,
+    /// Admit forwards from host ports below 1024 (`--allow-privileged-host-ports`).
+    pub allow_privileged_host_ports: bool,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
         Self {
             strategy: Strategy::Spread,
             host_grace: Duration::from_secs(40),
+            allow_privileged_host_ports: false,
         }
     }
 }
@@ -226,6 +229,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         .filter_map(|q| q.as_ref().ok().cloned())
         .collect();
     let mut ledger = Ledger::new(tree, quotas);
+    let mut net = NetBook::new(&index.tenant_nets, cfg.allow_privileged_host_ports);
     let mut snaps: BTreeMap<String, HostSnapshot> = index
         .hosts
         .iter()
@@ -252,6 +256,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         let base = index.admitted(&vm.key).unwrap_or(*d);
         let counted = if p.compute { base } else { base.non_compute() };
         ledger.add(&vm.key.namespace, counted);
+        net.record(ledger.tree(), vm);
         if let Some(s) = snaps.get_mut(&p.node) {
             take(s, vm, counted);
         }
@@ -265,6 +270,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         ledger: &mut ledger,
         snaps: &mut snaps,
         health: &health,
+        net,
     };
     for vm in order {
         let write = match index.placement(vm) {
@@ -315,8 +321,10 @@ fn label_write(vm: &VmEntry, node: Option<String>) -> Option<LabelWrite> {
     })
 }
 
+pub mod network;
 mod pass;
 
+use network::NetBook;
 use pass::{Pass, take};
 
 #[cfg(test)]

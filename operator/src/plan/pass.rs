@@ -6,6 +6,7 @@ use ironvisor_crds::common::{Condition, condition_status, condition_type};
 use ironvisor_crds::vm::Phase;
 use jiff::Timestamp;
 
+use super::network::NetBook;
 use super::{Announce, Config, Plan, VmStatus, VmWrite, condition};
 use crate::hosts::{HOST_LOST, HOST_RETURNED, Health, RESCHEDULED, operator_ready_reason};
 use crate::index::*;
@@ -61,6 +62,7 @@ fn size_text(u: &Units) -> String {
 pub(super) fn take(s: &mut HostSnapshot, vm: &VmEntry, counted: Units) {
     s.allocated.vcpus += counted.vcpus;
     s.allocated.memory += counted.memory;
+    s.host_ports.extend(vm.request.host_ports.iter().copied());
     if let Some(g) = &vm.request.anti_affinity_group {
         *s.groups
             .entry((vm.key.namespace.clone(), g.clone()))
@@ -74,6 +76,7 @@ pub(super) struct Pass<'a> {
     pub(super) ledger: &'a mut Ledger,
     pub(super) snaps: &'a mut BTreeMap<String, HostSnapshot>,
     pub(super) health: &'a BTreeMap<&'a str, Health>,
+    pub(super) net: NetBook<'a>,
 }
 
 impl Pass<'_> {
@@ -87,6 +90,9 @@ impl Pass<'_> {
             Ok(d) => *d,
             Err(msg) => return Some(self.pending(vm, None, REASON_INVALID_SPEC, msg.clone(), out)),
         };
+        if let Err(r) = self.net.check(self.ledger.tree(), vm) {
+            return Some(self.pending(vm, Some(&d), r.reason, r.message, out));
+        }
         let wants = vm.run_strategy.counts_compute();
         let request = if wants { d } else { d.non_compute() };
         let ns = &vm.key.namespace;
@@ -107,6 +113,7 @@ impl Pass<'_> {
             }
         };
         self.ledger.add(ns, request);
+        self.net.record(self.ledger.tree(), vm);
         if let Some(s) = self.snaps.get_mut(&node) {
             take(s, vm, request);
         }

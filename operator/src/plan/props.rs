@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use proptest::prelude::*;
 
 use super::{Config, Plan, VmWrite, plan};
-use crate::index::{HostEntry, Index, VmEntry, VmKey};
+use crate::index::{HostEntry, Index, VmEntry, VmKey, VmNet};
 use crate::placement::{Capacity, Request};
 use crate::quota::QuotaEntry;
 use crate::quota::tree::tests::node;
@@ -149,6 +149,7 @@ proptest! {
                         status_vcpus: None, admitted: None, phase: None,
                         printable: None, scheduled: None, ready: None,
                         agents: BTreeSet::new(), operator_owns_phase: false,
+                        net: VmNet::default(),
                     };
                     api.insert(key, e);
                 }

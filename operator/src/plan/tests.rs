@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use pretty_assertions::assert_eq;
 
 use super::*;
-use crate::index::{HostEntry, Index, VmEntry, VmKey};
+use crate::index::{HostEntry, Index, VmEntry, VmKey, VmNet};
 use crate::placement::{Capacity, Request};
 use crate::quota::QuotaEntry;
 use crate::quota::tree::tests::node;
@@ -54,6 +54,7 @@ pub(super) fn vm(ns: &str, name: &str, created: i64, vcpus: i128, mem_gi: i128) 
         ready: None,
         agents: BTreeSet::new(),
         operator_owns_phase: false,
+        net: VmNet::default(),
     }
 }
 

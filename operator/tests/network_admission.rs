@@ -1,0 +1,131 @@
+//! Network admission through the real operator against the devcluster: a bridge the Tenant
+//! does not allow, a privileged host port, a host port already forwarded on the only host,
+//! and a MAC another VM of the tenant uses are each refused in the VM's Scheduled condition;
+//! allowing the bridge on the Tenant admits the waiting VM.
+
+mod common;
+
+use common::{Env, Operator, eventually, fast_config, vm_object};
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const NS: &str = "fin";
+
+/// The Scheduled condition's (status, reason, message), once written.
+async fn scheduled(env: &Env, name: &str) -> Option<(String, String, String)> {
+    let vm = env.vms(NS).get(name).await.ok()?;
+    let c = vm
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Scheduled")?;
+    Some((c.status, c.reason, c.message))
+}
+
+async fn create(env: &Env, name: &str, extra: serde_json::Value) {
+    env.vms(NS)
+        .create(
+            &PostParams::default(),
+            &vm_object(NS, name, 1, "256Mi", extra),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name} created: {e}"));
+}
+
+async fn refused_with(env: &Env, name: &str, reason: &str, message: &str) {
+    eventually(&format!("{name} is refused with {reason}"), || async {
+        scheduled(env, name)
+            .await
+            .is_some_and(|(s, r, m)| s == "False" && r == reason && m.contains(message))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_host_ports_and_macs_are_checked_before_a_vm_is_placed() {
+    let env = Env::start().await;
+    env.tenant("fin", &[NS], None).await;
+    env.host("h1", 64, "256Gi", json!({})).await;
+    let _beat = env.keep_alive(&["h1"]);
+    let _op = Operator::start(env.client.clone(), fast_config("op-net"));
+
+    create(
+        &env,
+        "lan",
+        json!({"networks": [{"name": "lan", "bridge": {"name": "br-fin"}}]}),
+    )
+    .await;
+    refused_with(
+        &env,
+        "lan",
+        "NetworkNotAllowed",
+        "bridge \"br-fin\" is not allowed for tenant fin (its spec.allowedBridges: none)",
+    )
+    .await;
+
+    create(
+        &env,
+        "web80",
+        json!({"networks": [{"name": "u", "user": {"portForwards": [{"hostPort": 80, "guestPort": 80}]}}]}),
+    )
+    .await;
+    refused_with(
+        &env,
+        "web80",
+        "HostPortNotAllowed",
+        "host port 80/TCP is below 1024",
+    )
+    .await;
+
+    let forward = json!({"networks": [{"name": "u", "macAddress": "52:54:00:00:fe:01",
+        "user": {"portForwards": [{"hostPort": 30022, "guestPort": 22}]}}]});
+    create(&env, "ssh-a", forward.clone()).await;
+    eventually("ssh-a is placed", || async {
+        scheduled(&env, "ssh-a")
+            .await
+            .is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    create(
+        &env,
+        "ssh-b",
+        json!({"networks": [{"name": "u", "user": {"portForwards": [{"hostPort": 30022, "guestPort": 22}]}}]}),
+    )
+    .await;
+    refused_with(
+        &env,
+        "ssh-b",
+        "Unschedulable",
+        "0/1 hosts available: 1 host port already forwarded by another VM",
+    )
+    .await;
+    create(
+        &env,
+        "same-mac",
+        json!({"networks": [{"name": "u", "macAddress": "52:54:00:00:FE:01", "user": {}}]}),
+    )
+    .await;
+    refused_with(
+        &env,
+        "same-mac",
+        "DuplicateMac",
+        "macAddress 52:54:00:00:fe:01 is already used by VM fin/ssh-a in tenant fin",
+    )
+    .await;
+
+    // The cluster administrator allows the bridge: the waiting VM is admitted.
+    env.tenants()
+        .patch(
+            "fin",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"allowedBridges": ["br-fin"]}})),
+        )
+        .await
+        .expect("tenant patched");
+    eventually("lan is placed once its bridge is allowed", || async {
+        scheduled(&env, "lan")
+            .await
+            .is_some_and(|(s, r, _)| s == "True" && r == "Scheduled")
+    })
+    .await;
+}
