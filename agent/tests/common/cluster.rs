@@ -60,7 +60,12 @@ impl Cluster {
 
     /// Start the agent in-process, acting with `agent_client` (an identity the test chose,
     /// e.g. the agent's ServiceAccount under the real RBAC).
-    pub fn run_agent(&mut self, uri: &str, agent_client: Client, configure: impl FnOnce(&mut Config)) {
+    pub fn run_agent(
+        &mut self,
+        uri: &str,
+        agent_client: Client,
+        configure: impl FnOnce(&mut Config),
+    ) {
         let node = self.node.clone();
         self.spawn_agent_as(&node, uri, agent_client, configure);
     }
