@@ -82,7 +82,7 @@ hack/build-guest.sh "$IMAGES"
 
 step "5/8 local control plane on 127.0.0.1:$PORT"
 start_bg devcluster "$BIN/ironvisor-devcluster" --listen "127.0.0.1:$PORT" \
-  --kubeconfig "$KUBECONFIG" --data-dir "$STATE/devcluster"
+  --kubeconfig "$KUBECONFIG" --tls-kubeconfig "$STATE/kubeconfig-tls" --data-dir "$STATE/devcluster"
 for i in $(seq 1 50); do
   kubectl version >/dev/null 2>&1 && break
   [ "$i" -eq 50 ] && { echo "the control plane did not answer; see $STATE/logs/devcluster.log" >&2; exit 1; }
@@ -91,12 +91,31 @@ done
 kubectl apply -f manifests/namespace.yaml -k manifests/crds >/dev/null 2>&1 ||
   { kubectl apply -f manifests/namespace.yaml && kubectl apply -k manifests/crds; }
 kubectl apply -k manifests/rbac >/dev/null
+kubectl apply -k manifests/policies >/dev/null
 kubectl wait --for=condition=Established --timeout=30s crd --all >/dev/null 2>&1 || true
-echo "CRDs, namespace and RBAC applied"
+echo "CRDs, namespace, RBAC and admission policies applied"
+
+# The operator and the agent act as their ServiceAccounts, as in a cluster: the agent with a
+# token bound to its node (what a pod's projected token carries), so the policies apply.
+sa_kubeconfig() { # SERVICE-ACCOUNT [NODE] -> path of a kubeconfig on the TLS port
+  local sa=$1 node=${2:-} out="$STATE/kubeconfig-$1" token
+  if [ -n "$node" ]; then
+    token=$(kubectl create token "$sa" -n ironvisor-system --duration 24h \
+      --bound-object-kind Node --bound-object-name "$node")
+  else
+    token=$(kubectl create token "$sa" -n ironvisor-system --duration 24h)
+  fi
+  cp "$STATE/kubeconfig-tls" "$out"
+  kubectl --kubeconfig "$out" config set-credentials "$sa" --token "$token" >/dev/null
+  kubectl --kubeconfig "$out" config set-context --current --user "$sa" >/dev/null
+  echo "$out"
+}
 
 step "6/8 operator and agent (node $NODE, qemu:///system, software emulation)"
-start_bg operator "$BIN/ironvisor-operator" --kubeconfig "$KUBECONFIG" --metrics-addr 127.0.0.1:9090
-start_bg agent "$BIN/ironvisor-agent" --node-name "$NODE" --kubeconfig "$KUBECONFIG" \
+start_bg operator "$BIN/ironvisor-operator" --kubeconfig "$(sa_kubeconfig ironvisor-operator)" \
+  --metrics-addr 127.0.0.1:9090
+start_bg agent "$BIN/ironvisor-agent" --node-name "$NODE" \
+  --kubeconfig "$(sa_kubeconfig ironvisor-agent "$NODE")" \
   --libvirt-uri qemu:///system --state-dir "$STATE/agent" --images-dir "$IMAGES" \
   --metrics-addr 127.0.0.1:9091 --accel auto
 

@@ -54,6 +54,8 @@ pub struct Config {
     /// Refuse connections QEMU opens to the host's own addresses ([`crate::host_guard`]);
     /// `false` only with `--allow-guest-host-access`.
     pub guard_host: bool,
+    /// Most bytes the image cache may hold on disk (`--image-cache-max-bytes`).
+    pub image_cache_max_bytes: u64,
 }
 
 impl Config {
@@ -78,6 +80,7 @@ impl Config {
             kvm_device: PathBuf::from("/dev/kvm"),
             image_policy: Default::default(),
             guard_host: true,
+            image_cache_max_bytes: crate::storage::cache_gc::DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
@@ -248,7 +251,8 @@ pub async fn run(
 
     let metrics = Arc::new(Metrics::new());
     let storage = StorageRoots {
-        cache: ImageCache::with_policy(&config.state_dir, config.image_policy.clone()),
+        cache: ImageCache::with_policy(&config.state_dir, config.image_policy.clone())
+            .with_max_bytes(config.image_cache_max_bytes),
         state_dir: config.state_dir.clone(),
         images_dir: config.images_dir.clone(),
     };

@@ -54,6 +54,10 @@ struct Args {
     /// included). Off by default: the agent installs an iptables rule that refuses them.
     #[arg(long)]
     allow_guest_host_access: bool,
+    /// Most bytes the image cache may hold on disk; images no VM on this host uses are
+    /// removed, least recently used first, to make room.
+    #[arg(long, default_value_t = ironvisor_agent::storage::cache_gc::DEFAULT_CACHE_MAX_BYTES)]
+    image_cache_max_bytes: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -116,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
                 .collect(),
             max_bytes: args.image_max_bytes,
         },
+        image_cache_max_bytes: args.image_cache_max_bytes,
         ..Config::new(
             &args.node_name,
             &args.libvirt_uri,

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::hypervisor::DomainStats;
 use crate::reconcile::failure::{ALL_KINDS, FailureKind};
+use crate::reconcile::image_failure::{ALL_REFUSALS, ImageRefusal};
 
 /// Fixed categories of reconcile errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +62,7 @@ pub struct Metrics {
     rss: IntGauge,
     host_condition: IntGaugeVec,
     capability_probe: Histogram,
+    image_refusals: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -187,6 +189,13 @@ impl Metrics {
                 )
                 .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
             )),
+            image_refusals: must(IntCounterVec::new(
+                Opts::new(
+                    "ironvisor_agent_image_refusals_total",
+                    "Images a VM could not use, by why: cache_full (retried), larger_than_disk, format.",
+                ),
+                &["reason"],
+            )),
             registry,
         };
         for c in [
@@ -208,11 +217,15 @@ impl Metrics {
             Box::new(m.rss.clone()),
             Box::new(m.host_condition.clone()),
             Box::new(m.capability_probe.clone()),
+            Box::new(m.image_refusals.clone()),
         ] {
             must(m.registry.register(c));
         }
         for kind in ALL_KINDS {
             let _ = m.start_failures.with_label_values(&[kind.label()]);
+        }
+        for r in ALL_REFUSALS {
+            let _ = m.image_refusals.with_label_values(&[r.label()]);
         }
         m
     }
@@ -236,6 +249,11 @@ impl Metrics {
     /// Count a transition the lifecycle state machine refused.
     pub fn invalid_transition(&self) {
         self.invalid_transitions.inc();
+    }
+
+    /// Count an image a VM could not use.
+    pub fn image_refused(&self, r: ImageRefusal) {
+        self.image_refusals.with_label_values(&[r.label()]).inc();
     }
 
     /// Count a failed attempt to bring a VM up.

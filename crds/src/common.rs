@@ -22,6 +22,9 @@ pub mod condition_type {
     pub const READY: &str = "Ready";
     /// The VM has been admitted by quota and placed on a host.
     pub const SCHEDULED: &str = "Scheduled";
+    /// VM: False (reason `NoTenant`) while a placed VM's namespace belongs to no Tenant; the
+    /// VM keeps running, nothing new is admitted there. Absent otherwise.
+    pub const TENANT: &str = "Tenant";
     /// A spec change waits for a restart of the guest.
     pub const RESTART_REQUIRED: &str = "RestartRequired";
     /// Images for the VM's disks are available on its host.

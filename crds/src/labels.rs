@@ -27,6 +27,16 @@ pub const NODE: &str = "ironvisor.io/node";
 /// Label on a Namespace: the Tenant that owns it.
 pub const TENANT: &str = "ironvisor.io/tenant";
 
+/// Annotation the operator puts on a Namespace it created for a Tenant (value: the tenant's
+/// name). Only such a namespace may be deleted with its tenant (per the tenant's
+/// `namespaceDeletionPolicy`). Namespaces are cluster-scoped: a tenant's owners cannot edit it.
+pub const NAMESPACE_CREATED_BY: &str = "ironvisor.io/created-by-tenant";
+
+/// Annotation the operator puts on a Namespace that existed before a Tenant claimed it (value:
+/// the tenant's name). Such a namespace is only ever released (label, annotation and the
+/// owners' RoleBinding removed), never deleted.
+pub const NAMESPACE_ADOPTED_BY: &str = "ironvisor.io/adopted-by-tenant";
+
 /// Annotation that asks for a restart: set it to a fresh timestamp (as
 /// `kubectl rollout restart` does); the agent restarts the guest once per new value.
 pub const RESTART_REQUESTED_AT: &str = "ironvisor.io/restartedAt";

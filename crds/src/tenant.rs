@@ -35,7 +35,9 @@ pub struct TenantSpec {
     #[schemars(length(max = 256))]
     pub display_name: Option<String>,
     /// Namespaces the tenant owns (DNS labels). They are created when missing and labelled
-    /// `ironvisor.io/tenant=<tenant>`. A namespace owned by another tenant is not taken over.
+    /// `ironvisor.io/tenant=<tenant>`; one that already exists is adopted, and adopted
+    /// namespaces are never deleted with the tenant. A namespace owned by another tenant is
+    /// not taken over; `default`, `kube-*` and the control plane's namespace cannot be claimed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     #[schemars(extend("x-kubernetes-list-type" = "set",
@@ -71,19 +73,21 @@ pub struct TenantSpec {
                       "items" = {"type": "string", "minLength": 1, "maxLength": 64,
                                  "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}))]
     pub allowed_networks: Vec<String>,
-    /// What happens to the tenant's namespaces when the tenant is deleted: DeleteEmpty (delete
-    /// those that hold no VMs, keep the others), Delete (delete all, VMs included) or Retain.
+    /// What happens to the namespaces the operator created for the tenant when the tenant is
+    /// deleted: DeleteEmpty (delete those that hold no VMs, keep the others), Delete (delete
+    /// all, VMs included) or Retain. Adopted (pre-existing) namespaces are always kept.
     #[serde(default)]
     pub namespace_deletion_policy: NamespaceDeletionPolicy,
 }
 
-/// What happens to a tenant's namespaces when it is deleted.
+/// What happens to the namespaces the operator created for a tenant when the tenant is
+/// deleted. Adopted (pre-existing) namespaces are released and kept whatever the policy.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum NamespaceDeletionPolicy {
-    /// Delete the namespaces that hold no VMs; keep (and unlabel) the others.
+    /// Delete the created namespaces that hold no VMs; keep (and unlabel) the others.
     #[default]
     DeleteEmpty,
-    /// Delete every namespace of the tenant, with its VMs and their disks.
+    /// Delete every namespace created for the tenant, with its VMs and their disks.
     Delete,
     /// Keep every namespace; only the tenant label is removed.
     Retain,
@@ -116,7 +120,20 @@ pub struct TenantNamespaceStatus {
     pub name: String,
     /// Whether it exists, is labelled for this tenant, and its owners' RoleBinding is in place.
     pub ready: bool,
-    /// Why it is not ready (e.g. claimed by another tenant).
+    /// Created (by the operator for this tenant: may be deleted with it) or Adopted (existed
+    /// before: only ever released); absent while not claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<NamespaceOrigin>,
+    /// Why it is not ready (e.g. claimed by another tenant, or reserved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// How a tenant came to own a namespace.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum NamespaceOrigin {
+    /// The operator created it for the tenant.
+    Created,
+    /// It existed before the tenant claimed it.
+    Adopted,
 }

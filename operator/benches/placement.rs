@@ -124,6 +124,7 @@ fn vm(i: usize, rng: &mut Rng) -> VmEntry {
         printable: None,
         scheduled: None,
         ready: None,
+        tenant: None,
         agents: BTreeSet::new(),
         operator_owns_phase: false,
         net: VmNet::default(),
@@ -189,7 +190,7 @@ fn burst(strategy: Strategy) {
         (0, 0, Duration::ZERO, Vec::with_capacity(VMS));
     loop {
         let t = Instant::now();
-        let p = plan(&ix, cfg, now());
+        let p = plan(&ix, cfg.clone(), now());
         decide += t.elapsed();
         passes += 1;
         let n = p.placed.len();
@@ -238,7 +239,7 @@ fn stream(strategy: Strategy, batch: usize) {
             i += 1;
         }
         let t = Instant::now();
-        let p = plan(&ix, cfg, now());
+        let p = plan(&ix, cfg.clone(), now());
         decide += t.elapsed();
         passes += 1;
         let done = Instant::now();

@@ -35,8 +35,16 @@ pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
 /// host): it keeps its admitted size reserved and runs on; the agent starts it again only
 /// once the resize is admitted (or the spec is reverted).
 pub const REASON_RESIZE_QUOTA_EXCEEDED: &str = "ResizeQuotaExceeded";
+/// Scheduled=False reason on a running VM whose edited interfaces are not admitted (a bridge
+/// or network its tenant does not allow, a privileged host port, a MAC in use): it keeps
+/// what it holds and runs on as admitted; its agent applies nothing new until the spec is
+/// admitted again. The message says which refusal.
+pub const REASON_CHANGE_NOT_ADMITTED: &str = "ChangeNotAdmitted";
 /// Scheduled=False reason: no host fits.
 pub const REASON_UNSCHEDULABLE: &str = "Unschedulable";
+/// Scheduled=False reason (and Tenant=False reason on a placed VM): the namespace belongs
+/// to no Tenant and no default tenant is named, so nothing new is admitted there.
+pub const REASON_NO_TENANT: &str = "NoTenant";
 /// Scheduled=False reason: the spec cannot be turned into VM units.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 

@@ -47,6 +47,13 @@ struct Args {
     /// with Scheduled=False HostPortNotAllowed).
     #[arg(long)]
     allow_privileged_host_ports: bool,
+    /// Tenant that counts (and bounds by its quotas) the VMs of namespaces no Tenant owns.
+    /// Without it such VMs are not admitted (Scheduled=False, reason NoTenant).
+    #[arg(long, env = "IRONVISOR_DEFAULT_TENANT")]
+    default_tenant: Option<String>,
+    /// The namespace the operator runs in; no tenant may claim it.
+    #[arg(long, env = "POD_NAMESPACE")]
+    own_namespace: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -104,13 +111,15 @@ async fn main() -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    tracing::info!(%identity, strategy = ?args.placement_strategy.0, "starting");
+    tracing::info!(%identity, strategy = ?args.placement_strategy.0, default_tenant = ?args.default_tenant, "starting");
     let cfg = RunConfig {
         strategy: args.placement_strategy.0,
         host_grace: args.host_grace_period,
         resync: args.resync_interval,
         metrics_addr: Some(args.metrics_addr),
         allow_privileged_host_ports: args.allow_privileged_host_ports,
+        default_tenant: args.default_tenant.filter(|t| !t.is_empty()),
+        own_namespace: args.own_namespace,
         ..RunConfig::new(identity)
     };
     let ctrl_c = async {
@@ -150,9 +159,12 @@ mod tests {
             "1m",
             "--resync-interval",
             "10s",
+            "--default-tenant",
+            "legacy",
         ])
         .unwrap();
         assert_eq!(a.placement_strategy.0, Strategy::BinPack);
+        assert_eq!(a.default_tenant.as_deref(), Some("legacy"));
         assert_eq!(a.host_grace_period, Duration::from_secs(60));
         assert!(
             Args::try_parse_from(["ironvisor-operator", "--placement-strategy", "random"]).is_err()

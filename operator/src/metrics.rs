@@ -34,6 +34,8 @@ pub struct Metrics {
     pub quota_used: IntGaugeVec,
     /// VMs waiting, per reason.
     pub pending: IntGaugeVec,
+    /// Admission decisions announced (one per change of a VM's decision): decision.
+    pub decisions: IntCounterVec,
     /// Seconds from a VM's creation to its placement being written.
     pub scheduling_latency: Histogram,
     /// Errors per controller and category.
@@ -51,6 +53,26 @@ pub struct Metrics {
     /// What blocks the operator, in words, per source (for `/readyz`).
     problems: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
+
+/// Reasons a VM waits for admission (`ironvisor_vms_pending`).
+pub const PENDING_REASONS: [&str; 4] =
+    ["QuotaExceeded", "Unschedulable", "InvalidSpec", "NoTenant"];
+
+/// The decisions `ironvisor_admission_decisions_total` counts; any other is `Other`.
+pub const DECISIONS: [&str; 12] = [
+    "Scheduled",
+    "Admitted",
+    "Resized",
+    "QuotaExceeded",
+    "ResizeQuotaExceeded",
+    "FailedScheduling",
+    "InvalidSpec",
+    "NoTenant",
+    "RunningWithoutTenant",
+    "Rescheduled",
+    "HostLost",
+    "Other",
+];
 
 /// Every phase a VM can report, so each `ironvisor_vms` series exists (at 0) from the start.
 const PHASES: [Phase; 8] = [
@@ -86,6 +108,13 @@ impl Metrics {
             Opts::new("ironvisor_vms_pending", "VMs not placed, per reason"),
             &["reason"],
         )?;
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "ironvisor_admission_decisions_total",
+                "Admission and placement decisions announced, per decision (the Event reason)",
+            ),
+            &["decision"],
+        )?;
         let scheduling_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "ironvisor_scheduling_latency_seconds",
@@ -116,6 +145,7 @@ impl Metrics {
         registry.register(Box::new(quota_hard.clone()))?;
         registry.register(Box::new(quota_used.clone()))?;
         registry.register(Box::new(pending.clone()))?;
+        registry.register(Box::new(decisions.clone()))?;
         registry.register(Box::new(scheduling_latency.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -141,18 +171,21 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(host_ready.clone()))?;
         registry.register(Box::new(vms.clone()))?;
-        let network = crate::plan::network::REASONS;
-        for reason in ["QuotaExceeded", "Unschedulable", "InvalidSpec"]
+        for reason in PENDING_REASONS
             .into_iter()
-            .chain(network)
+            .chain(crate::plan::network::REASONS)
         {
             pending.with_label_values(&[reason]).set(0);
+        }
+        for d in DECISIONS {
+            decisions.with_label_values(&[d]).reset();
         }
         Ok(Self {
             registry,
             quota_hard,
             quota_used,
             pending,
+            decisions,
             scheduling_latency,
             reconcile_errors,
             reconcile_duration,
@@ -213,6 +246,16 @@ impl Metrics {
     pub fn problem(&self) -> Option<String> {
         let problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
         (!problems.is_empty()).then(|| problems.values().cloned().collect::<Vec<_>>().join("\n"))
+    }
+
+    /// Count a decision announced with Event reason `reason` (outside the fixed set: `Other`).
+    pub fn decision(&self, reason: &str) {
+        let label = DECISIONS
+            .iter()
+            .find(|d| **d == reason)
+            .copied()
+            .unwrap_or("Other");
+        self.decisions.with_label_values(&[label]).inc();
     }
 
     /// Count an error.
@@ -312,6 +355,14 @@ mod tests {
             r#"ironvisor_quota_used{quota="finance-compute",resource="vcpus",tenant="finance"} 30"#
         ));
         assert!(text.contains(r#"ironvisor_vms_pending{reason="QuotaExceeded"} 0"#));
+        assert!(text.contains(r#"ironvisor_vms_pending{reason="NoTenant"} 0"#));
+        m.decision("NoTenant");
+        m.decision("some-name-from-elsewhere");
+        let text = m.render().unwrap();
+        assert!(text.contains(r#"ironvisor_admission_decisions_total{decision="NoTenant"} 1"#));
+        assert!(text.contains(r#"ironvisor_admission_decisions_total{decision="Other"} 1"#));
+        assert!(text.contains(r#"ironvisor_admission_decisions_total{decision="Scheduled"} 0"#));
+        assert!(!text.contains("some-name-from-elsewhere"));
         assert!(text.contains("ironvisor_scheduling_latency_seconds_count 1"));
         assert!(
             text.contains(

@@ -21,6 +21,7 @@ use crate::leader::{self, Leadership, Timing};
 use crate::metrics::{self, Metrics};
 use crate::placement::Strategy;
 use crate::plan::Config;
+use crate::quota::Reserved;
 
 /// Name of the leader-election Lease in `ironvisor-system`.
 pub const LEADER_LEASE: &str = "ironvisor-operator";
@@ -42,6 +43,11 @@ pub struct RunConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Admit forwards from host ports below 1024.
     pub allow_privileged_host_ports: bool,
+    /// The tenant that counts VMs of namespaces no Tenant owns; `None`: such VMs are not
+    /// admitted (`NoTenant`).
+    pub default_tenant: Option<String>,
+    /// The namespace the operator runs in (reserved like `ironvisor-system`), when known.
+    pub own_namespace: Option<String>,
 }
 
 impl RunConfig {
@@ -55,6 +61,8 @@ impl RunConfig {
             timing: Timing::default(),
             metrics_addr: None,
             allow_privileged_host_ports: false,
+            default_tenant: None,
+            own_namespace: None,
         }
     }
 }
@@ -126,6 +134,7 @@ pub async fn run(
         leadership: leadership.clone(),
         recorder: recorder.clone(),
     };
+    let reserved = Reserved::default().with_own_namespace(cfg.own_namespace.as_deref());
     let scheduler = Scheduler {
         client: client.clone(),
         metrics: metrics.clone(),
@@ -134,12 +143,15 @@ pub async fn run(
             strategy: cfg.strategy,
             host_grace: cfg.host_grace,
             allow_privileged_host_ports: cfg.allow_privileged_host_ports,
+            default_tenant: cfg.default_tenant.clone(),
+            reserved: reserved.clone(),
         },
         resync: cfg.resync,
         recorder,
         usage: usage_tx,
     };
-    let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync);
+    let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
+        .with_reserved(reserved);
     let serve_metrics = async {
         match cfg.metrics_addr {
             Some(addr) => metrics::serve(addr, metrics).await,

@@ -9,6 +9,7 @@ use std::ops::{Add, AddAssign, Sub};
 
 use ironvisor_crds::quantity::{QuantityError, format_bytes, to_bytes};
 use ironvisor_crds::quota::{QuotaLimits, Usage};
+use ironvisor_crds::vm::{AccountingError, accounted_bytes};
 use ironvisor_crds::vm::{AdmittedSize, VirtualMachineSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -188,15 +189,10 @@ pub enum UnitsError {
     /// The memory size is not a quantity.
     #[error("spec.memory.size is invalid")]
     Memory(#[source] QuantityError),
-    /// A disk size is not a quantity.
-    #[error("size of disk {disk:?} is invalid")]
-    DiskSize {
-        /// The disk's name.
-        disk: String,
-        /// Why.
-        #[source]
-        source: QuantityError,
-    },
+    /// A disk cannot be counted (no size, or not a quantity): the storage rule of
+    /// [`accounted_bytes`].
+    #[error(transparent)]
+    Disk(#[from] AccountingError),
     /// A quota limit is not a quantity.
     #[error("spec.hard.{resource} is invalid")]
     Limit {
@@ -211,11 +207,13 @@ pub enum UnitsError {
     Negative(&'static str),
 }
 
-/// The full demand of a VM: one VM, its spec vCPUs and memory, and the sum of its disk sizes.
+/// The full demand of a VM: one VM, its spec vCPUs and memory, and the sum of its disks'
+/// accounted sizes.
 ///
-/// Storage counts `disks[].size`. An image disk without a size is counted as zero: its real
-/// size is only known on the host once the image is fetched, and the quota must be decided
-/// before placement. Hypervisor overhead is never counted.
+/// Storage follows the one rule of [`accounted_bytes`]: each disk counts its declared
+/// size, the largest it can grow to; a disk without one (an image disk: its real size is
+/// only known on a host once fetched, too late for a quota) makes the VM unschedulable
+/// with a message naming the disk. Hypervisor overhead is never counted.
 pub fn vm_demand(spec: &VirtualMachineSpec) -> Result<Units, UnitsError> {
     let memory = to_bytes(&spec.memory.size.0).map_err(UnitsError::Memory)?;
     if memory < 0 {
@@ -223,16 +221,7 @@ pub fn vm_demand(spec: &VirtualMachineSpec) -> Result<Units, UnitsError> {
     }
     let mut storage: i128 = 0;
     for disk in &spec.disks {
-        if let Some(size) = &disk.size {
-            let bytes = to_bytes(&size.0).map_err(|source| UnitsError::DiskSize {
-                disk: disk.name.clone(),
-                source,
-            })?;
-            if bytes < 0 {
-                return Err(UnitsError::Negative("a disk size"));
-            }
-            storage = storage.saturating_add(bytes);
-        }
+        storage = storage.saturating_add(accounted_bytes(disk)?);
     }
     Ok(Units {
         vms: 1,
@@ -305,7 +294,7 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ironvisor_crds::vm::{BlankSource, Cpu, Disk, DiskSource, Memory};
+    use ironvisor_crds::vm::{Cpu, Disk, DiskSource, HttpSource, Memory};
 
     #[test]
     fn an_admitted_size_round_trips_exactly_and_garbage_is_refused() {
@@ -356,21 +345,43 @@ mod tests {
         );
     }
 
-    #[test]
-    fn image_disks_without_a_size_count_no_storage() {
-        let mut s = spec(1, "1Gi", &[]);
-        s.disks.push(Disk {
+    fn image_disk(size: Option<&str>) -> Disk {
+        Disk {
             name: "img".into(),
             bus: Default::default(),
             boot_order: None,
             read_only: false,
-            size: None,
+            size: size.map(|s| Quantity(s.into())),
             source: DiskSource {
-                blank: Some(BlankSource {}),
+                http: Some(HttpSource {
+                    url: "https://images.example.com/a.qcow2".into(),
+                    sha256: "0".repeat(64),
+                }),
                 ..Default::default()
             },
-        });
-        assert_eq!(vm_demand(&s).unwrap().storage, 0);
+        }
+    }
+
+    #[test]
+    fn an_image_disk_without_a_size_makes_the_demand_an_error_naming_the_disk() {
+        let mut s = spec(1, "1Gi", &[]);
+        s.disks.push(image_disk(None));
+        let err = vm_demand(&s).unwrap_err();
+        assert!(matches!(
+            err,
+            UnitsError::Disk(AccountingError::SizeRequired { .. })
+        ));
+        assert!(
+            err.to_string().contains("disk \"img\" has no size"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_image_disk_counts_its_declared_size() {
+        let mut s = spec(1, "1Gi", &["1Gi"]);
+        s.disks.push(image_disk(Some("20Gi")));
+        assert_eq!(vm_demand(&s).unwrap().storage, 21 << 30);
     }
 
     #[test]

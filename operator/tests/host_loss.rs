@@ -81,7 +81,7 @@ async fn selected_by(env: &Env, node: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_host_marks_its_vms_moves_the_restartable_one_and_recovers_on_return() {
     let env = Env::start().await;
-    env.namespace(NS).await;
+    env.tenant(NS, &[NS], None).await;
     env.host("h1", 16, "32Gi", json!({})).await;
     let beat1 = env.keep_alive(&["h1"]);
     let op = Operator::start(env.client.clone(), fast_config("op-1"));

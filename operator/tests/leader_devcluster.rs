@@ -30,7 +30,7 @@ async fn holder(env: &Env) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_the_standby_takes_over_within_fifteen_seconds() {
     let env = Env::start().await;
-    env.namespace(NS).await;
+    env.tenant(NS, &[NS], None).await;
     env.host("h1", 64, "256Gi", json!({})).await;
     let beats = env.keep_alive(&["h1"]);
     let a = Operator::start(env.client.clone(), config("op-a"));

@@ -129,3 +129,73 @@ async fn bridges_host_ports_and_macs_are_checked_before_a_vm_is_placed() {
     })
     .await;
 }
+
+async fn used_vcpus(env: &Env) -> Option<i64> {
+    Some(env.quotas().get("fin-q").await.ok()?.status?.used?.vcpus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_vm_edited_onto_a_disallowed_bridge_runs_on_as_admitted_and_the_change_waits() {
+    let env = Env::start().await;
+    env.tenant("fin", &[NS], None).await;
+    env.quota("fin-q", "fin", json!({"vcpus": 8})).await;
+    env.host("h1", 64, "256Gi", json!({})).await;
+    let _beat = env.keep_alive(&["h1"]);
+    let _op = Operator::start(env.client.clone(), fast_config("op-net-edit"));
+
+    create(
+        &env,
+        "app",
+        json!({"networks": [{"name": "u", "user": {}}]}),
+    )
+    .await;
+    eventually("app is placed and counted", || async {
+        scheduled(&env, "app")
+            .await
+            .is_some_and(|(s, r, _)| s == "True" && r == "Scheduled")
+            && used_vcpus(&env).await == Some(1)
+    })
+    .await;
+
+    // The tenant edits the running VM onto a bridge its Tenant does not allow.
+    env.vms(NS)
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"networks": [{"name": "lan", "bridge": {"name": "br-other"}}]}}),
+            ),
+        )
+        .await
+        .expect("edited");
+    refused_with(
+        &env,
+        "app",
+        "ChangeNotAdmitted",
+        "the edited spec is not admitted (NetworkNotAllowed: bridge \"br-other\" is not allowed for tenant fin",
+    )
+    .await;
+    let vm = env.vms(NS).get("app").await.expect("app");
+    let status = vm.status.expect("status");
+    assert_eq!(status.node_name.as_deref(), Some("h1"), "still placed");
+    // Its compute stays reserved and counted while it runs.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(used_vcpus(&env).await, Some(1));
+
+    // Reverted: admitted again.
+    env.vms(NS)
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"networks": [{"name": "u", "user": {}}]}})),
+        )
+        .await
+        .expect("reverted");
+    eventually("app is admitted again", || async {
+        scheduled(&env, "app")
+            .await
+            .is_some_and(|(s, r, _)| s == "True" && r == "Scheduled")
+    })
+    .await;
+    assert_eq!(used_vcpus(&env).await, Some(1));
+}

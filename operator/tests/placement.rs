@@ -25,7 +25,7 @@ async fn placed_on(env: &Env, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_filter_turns_hosts_away_and_the_message_counts_them() {
     let env = Env::start().await;
-    env.namespace(NS).await;
+    env.tenant(NS, &[NS], None).await;
     env.host("cordoned", 16, "32Gi", plain(true)).await;
     env.host("stale", 16, "32Gi", plain(false)).await;
     let small_spec = json!({"overcommit": {"cpu": 1.0, "memory": 1.0}});
@@ -134,7 +134,7 @@ async fn every_filter_turns_hosts_away_and_the_message_counts_them() {
 
 async fn four_vms_on_two_hosts(strategy: Strategy) -> Vec<String> {
     let env = Env::start().await;
-    env.namespace(NS).await;
+    env.tenant(NS, &[NS], None).await;
     for h in ["h1", "h2"] {
         env.host(h, 16, "32Gi", plain(false)).await;
     }

@@ -173,9 +173,30 @@ fn an_agent_writes_only_its_own_nodes_objects_and_never_the_operators_lease() {
         &out,
         &["may only add or remove its finalizer ironvisor.io/agent"],
     );
+    // Nor the audit trail's record (silencing the next SpecChanged).
+    let out = kubectl_as(
+        &as_a,
+        &[
+            "patch",
+            "vm",
+            "vm-a",
+            "-n",
+            &ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"audited":{"generation":99,"deletion":true}}}"#,
+        ],
+    );
+    assert_refused(
+        "agent A rewriting its VM's audit record",
+        &out,
+        &["the audit record of a VirtualMachine (status.audited)"],
+    );
     let vm_a = sys.vm(&ns, "vm-a");
     assert_eq!(vm_a["status"]["nodeName"], a.as_str());
     assert_eq!(vm_a["spec"]["runStrategy"], "Always");
+    assert_ne!(vm_a["status"]["audited"]["generation"], 99);
 
     // Host B's Hypervisor and heartbeat Lease.
     let out = kubectl_as(

@@ -456,8 +456,8 @@ fn an_imported_vmware_vm_runs_under_the_agent() {
     let images = sys.dir.path().join("images");
     std::fs::create_dir_all(&images).unwrap();
     let agent = sys.agent(&unique("e2e-import-"), "qemu:///system", &images);
-    // ivctl writes the manifest for the namespace `default`; applied as it is.
-    let ns = "default".to_owned();
+    // ivctl writes the manifest for the tenant's namespace (-n); applied as it is.
+    let ns = "e2eimport".to_owned();
     sys.tenant("e2eimport", &ns, "{virtualMachines: 2}");
 
     // A VMware VM: a VMX and a sparse VMDK made by qemu-img from known bytes.
@@ -507,7 +507,7 @@ ethernet0.networkName = "VM Network"
     .unwrap();
     let out = ironvisor_tests::run(
         Command::new(ironvisor_tests::system::bin("ivctl"))
-            .args(["import", "vmware"])
+            .args(["import", "vmware", "-n", &ns])
             .arg(src.join("app.vmx"))
             .arg("--out")
             .arg(&images)

@@ -10,6 +10,7 @@
 use super::engine::{CloudInitData, Engine, EngineError, Outcome, owner_of};
 use super::events::events;
 use super::failure::{self, FailureKind};
+use super::image_failure::{self, ImageRefusal};
 use super::status::{Failure, ImagesCondition, StatusInput, agent_status};
 use crate::domain_xml::name::domain_name;
 use crate::domain_xml::{
@@ -36,6 +37,9 @@ const RETRY_DOWNLOAD: Duration = Duration::from_secs(10);
 /// How soon to look for the operator's seed copy again (its creation does not wake the
 /// agent's watch, which sees VMs only).
 const SEED_PENDING_REQUEUE: Duration = Duration::from_secs(2);
+/// How soon to look for room again in a full image cache (a look reads only the cache
+/// directory and the VM disks' headers).
+const RETRY_CACHE_FULL: Duration = Duration::from_secs(5);
 
 /// Why the pipeline ended before its last step.
 enum Stop {
@@ -256,6 +260,11 @@ impl Run<'_> {
     ) -> Stop {
         if !e.is_permanent() {
             if let StorageError::Download(d) = e {
+                if matches!(d, DownloadError::CacheFull(_)) {
+                    engine.metrics.image_refused(ImageRefusal::CacheFull);
+                    let images = ImagesCondition::not_ready("ImageCacheFull", d.to_string());
+                    return self.waiting(images, RETRY_CACHE_FULL, observed);
+                }
                 let images = ImagesCondition::not_ready("DownloadFailed", format!("{d}; retrying"));
                 return self.waiting(images, RETRY_DOWNLOAD, observed);
             }
@@ -264,20 +273,10 @@ impl Run<'_> {
             return self.retrying(failure::from_storage(&e), observed);
         }
         let message = e.to_string();
-        let (reason, images) = match &e {
-            StorageError::Download(DownloadError::Checksum { .. }) => {
-                ("ImageChecksumMismatch", Some("ChecksumMismatch"))
-            }
-            StorageError::Download(DownloadError::Refused(_)) => {
-                ("ImageRefused", Some("DownloadRefused"))
-            }
-            StorageError::Download(DownloadError::TooLarge { .. }) => {
-                ("ImageTooLarge", Some("TooLarge"))
-            }
-            StorageError::Download(_) => ("ImageChecksumMismatch", Some("InvalidDigest")),
-            StorageError::Path(_) => ("StorageFailed", Some("ImageUnavailable")),
-            _ => ("StorageFailed", None),
-        };
+        let (reason, images, refusal) = image_failure::permanent(&e);
+        if let Some(r) = refusal {
+            engine.metrics.image_refused(r);
+        }
         let images = images.map(|r| ImagesCondition::not_ready(r, message.clone()));
         self.failed(Failure::permanent(reason, message), images)
     }

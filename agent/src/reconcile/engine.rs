@@ -13,7 +13,7 @@ use crate::lifecycle::{VmState, valid_transition};
 use crate::metrics::{ErrorCategory, Metrics};
 use crate::seed::SeedError;
 use crate::storage::layout;
-use crate::storage::prepare::{StorageError, StorageRoots, list_vm_dirs, remove_vm_dir};
+use crate::storage::prepare::{StorageError, StorageRoots, list_vm_dirs};
 use ironvisor_crds::vm::{VirtualMachine, VirtualMachineStatus};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -189,7 +189,8 @@ impl Engine {
             self.hv.destroy(&o.name).await?;
         }
         self.hv.undefine(&o.name).await?;
-        remove_vm_dir(&self.storage.state_dir, uid)
+        self.storage
+            .remove_vm(uid)
             .await
             .map_err(EngineError::Cleanup)?;
         Ok(())
@@ -212,7 +213,8 @@ impl Engine {
             }
             self.hv.undefine(&name).await?;
         }
-        remove_vm_dir(&self.storage.state_dir, &owner.uid)
+        self.storage
+            .remove_vm(&owner.uid)
             .await
             .map_err(EngineError::Cleanup)?;
         self.metrics.forget_vm(&owner.namespace, &owner.name);
@@ -283,7 +285,9 @@ impl Engine {
     pub async fn remove_leftover(&self, l: &Leftover) -> Result<(), EngineError> {
         match &l.domain {
             Some(o) => self.remove_domain_of(o, &l.uid).await,
-            None => remove_vm_dir(&self.storage.state_dir, &l.uid)
+            None => self
+                .storage
+                .remove_vm(&l.uid)
                 .await
                 .map(|_| ())
                 .map_err(EngineError::Cleanup),

@@ -9,6 +9,7 @@ pub mod events;
 pub mod failure;
 pub mod guard;
 pub mod heartbeat;
+pub mod image_failure;
 pub mod leftovers;
 pub mod malformed;
 pub mod seed_copy;

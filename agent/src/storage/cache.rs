@@ -1,19 +1,24 @@
 //! Images downloaded over HTTP(S), once per host, into a cache keyed by their sha256.
 //!
 //! A download streams into a temporary file while hashing; only a file whose hash matches
-//! is renamed into the cache, so the cache never holds a partial or wrong image. Two VMs
-//! asking for the same image share one download. [`ImageCache::poll`] runs the download in
-//! the background and reports its progress, so a reconcile never waits for it.
+//! goes on, so the cache never holds a partial or wrong image. A disk's image is then
+//! converted into a standalone qcow2 the agent made ([`super::convert`]) and only that is
+//! kept; a kernel or initrd is kept as downloaded. Two VMs asking for the same image share
+//! one download. [`ImageCache::poll`] runs the download in the background and reports its
+//! progress, so a reconcile never waits for it. The cache stays under its size limit by
+//! removing images no VM uses ([`super::cache_gc`]); when nothing can go, the image waits.
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
+use super::cache_gc::{self, CacheFull, GcError};
+use super::convert::{self, ConvertError};
 use super::fetch_policy::{FetchPolicy, Refused};
 use super::layout;
 
@@ -45,6 +50,16 @@ pub enum DownloadError {
     /// The sha256 in the spec is malformed.
     #[error("sha256 {0:?} is not 64 hexadecimal digits")]
     BadDigest(String),
+    /// The image may not become a disk (its format, a backing or data file). Permanent:
+    /// the same bytes are always refused.
+    #[error("{0}")]
+    Format(String),
+    /// Converting the image failed (a tool or file error); retried.
+    #[error("converting the image failed: {0}")]
+    Convert(String),
+    /// The cache is full of images in use; retried as VMs release images.
+    #[error(transparent)]
+    CacheFull(#[from] CacheFull),
     /// Local file error.
     #[error("cannot write the image cache")]
     Io(#[from] std::io::Error),
@@ -59,7 +74,47 @@ impl DownloadError {
                 | DownloadError::BadDigest(_)
                 | DownloadError::Refused(_)
                 | DownloadError::TooLarge { .. }
+                | DownloadError::Format(_)
         )
+    }
+}
+
+impl From<ConvertError> for DownloadError {
+    fn from(e: ConvertError) -> Self {
+        let message = crate::reconcile::failure::chain(&e);
+        if e.is_refusal() {
+            DownloadError::Format(message)
+        } else {
+            DownloadError::Convert(message)
+        }
+    }
+}
+
+impl From<GcError> for DownloadError {
+    fn from(e: GcError) -> Self {
+        match e {
+            GcError::Full(f) => DownloadError::CacheFull(f),
+            GcError::Io(io) => DownloadError::Io(io),
+        }
+    }
+}
+
+/// What a cached file is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ImageUse {
+    /// A disk's base image: converted into a standalone qcow2 the agent made.
+    Disk,
+    /// A kernel or initrd: kept as downloaded (QEMU loads it as a file, never as a disk).
+    BootFile,
+}
+
+impl ImageUse {
+    /// The cache entry for the image with this (checked) sha256.
+    pub fn entry(self, state_dir: &Path, sha: &str) -> PathBuf {
+        match self {
+            ImageUse::Disk => layout::cached_disk_image(state_dir, sha),
+            ImageUse::BootFile => layout::cached_image(state_dir, sha),
+        }
     }
 }
 
@@ -95,11 +150,21 @@ pub struct ImageCache {
     state_dir: PathBuf,
     client: reqwest::Client,
     policy: Arc<FetchPolicy>,
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    jobs: Arc<Mutex<HashMap<String, Job>>>,
+    /// Most bytes the cache may hold on disk (`--image-cache-max-bytes`).
+    max_cache_bytes: u64,
+    /// Per cache entry: one download or conversion at a time.
+    locks: Arc<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
+    /// One collection at a time.
+    gc: Arc<tokio::sync::Mutex<()>>,
+    jobs: Arc<Mutex<HashMap<PathBuf, Job>>>,
     /// (url, expected sha256) → actual sha256 of downloads that did not match: not tried
     /// again until the spec names another URL or digest (or the agent restarts).
     mismatches: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// Cache entry → why its bytes may not become a disk: not downloaded again.
+    refused: Arc<Mutex<HashMap<PathBuf, String>>>,
+    /// VM directory name (its uid) → the entries its spec names: kept by collection even
+    /// before the VM's disk is made on them (and boot files, which no disk references).
+    wanted: Arc<Mutex<HashMap<String, HashSet<PathBuf>>>>,
 }
 
 fn check_digest(sha256: &str) -> Result<String, DownloadError> {
@@ -110,8 +175,20 @@ fn check_digest(sha256: &str) -> Result<String, DownloadError> {
     Ok(sha)
 }
 
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Mark an entry used now (collection removes the least recently used first).
+fn touch(path: &Path) {
+    let r = std::fs::File::open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = r {
+        tracing::debug!(image = %path.display(), error = %e, "cannot mark the image used");
+    }
+}
+
 impl ImageCache {
-    /// A cache under `state_dir` with the default download policy.
+    /// A cache under `state_dir` with the default download policy and size limit.
     pub fn new(state_dir: &Path) -> Self {
         Self::with_policy(state_dir, FetchPolicy::default())
     }
@@ -123,38 +200,96 @@ impl ImageCache {
             state_dir: state_dir.to_owned(),
             client: policy.client(),
             policy,
+            max_cache_bytes: cache_gc::DEFAULT_CACHE_MAX_BYTES,
             locks: Arc::default(),
+            gc: Arc::default(),
             jobs: Arc::default(),
             mismatches: Arc::default(),
+            refused: Arc::default(),
+            wanted: Arc::default(),
         }
     }
 
-    fn lock_for(&self, sha: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(sha.to_owned()).or_default().clone()
+    /// The same cache limited to `max` bytes on disk.
+    pub fn with_max_bytes(mut self, max: u64) -> Self {
+        self.max_cache_bytes = max;
+        self
+    }
+
+    fn lock_for(&self, entry: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        locked(&self.locks)
+            .entry(entry.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Record the images (url, sha256, use) the VM with this uid names; they stay in the
+    /// cache while it exists. Malformed digests are left out (they fail on their own).
+    pub fn want(&self, uid: &str, images: &[(&str, ImageUse)]) {
+        let entries = images
+            .iter()
+            .filter_map(|(sha, u)| Some(u.entry(&self.state_dir, &check_digest(sha).ok()?)))
+            .collect();
+        locked(&self.wanted).insert(uid.to_owned(), entries);
+    }
+
+    /// The VM with this uid is gone: its images may be collected (unless a disk uses them).
+    pub fn release(&self, uid: &str) {
+        locked(&self.wanted).remove(uid);
+    }
+
+    /// Collect unused images until `need` more bytes fit, keeping `also`.
+    async fn make_room(&self, need: u64, also: &Path) -> Result<(), DownloadError> {
+        let _one = self.gc.lock().await;
+        let mut keep: HashSet<PathBuf> = locked(&self.wanted).values().flatten().cloned().collect();
+        keep.insert(also.to_owned());
+        cache_gc::make_room(&self.state_dir, need, self.max_cache_bytes, &keep).await?;
+        Ok(())
+    }
+
+    /// A new entry is in place: collect what must go for it to fit, or take it out again.
+    async fn settle(&self, entry: &Path) -> Result<(), DownloadError> {
+        match self.make_room(0, entry).await {
+            Err(DownloadError::CacheFull(full)) => {
+                let bytes = tokio::fs::metadata(entry)
+                    .await
+                    .map(|m| std::os::unix::fs::MetadataExt::blocks(&m).saturating_mul(512))
+                    .unwrap_or(0);
+                tokio::fs::remove_file(entry).await?;
+                Err(DownloadError::CacheFull(CacheFull {
+                    used: full.used.saturating_sub(bytes),
+                    need: bytes,
+                    max: full.max,
+                }))
+            }
+            other => other,
+        }
     }
 
     /// The image's state without waiting: ready, or downloading in the background (started
     /// by the first call). A finished download's error is returned once; the next call
     /// starts a new attempt.
-    pub async fn poll(&self, url: &str, sha256: &str) -> Result<ImageState, DownloadError> {
+    pub async fn poll(
+        &self,
+        url: &str,
+        sha256: &str,
+        use_: ImageUse,
+    ) -> Result<ImageState, DownloadError> {
         let sha = check_digest(sha256)?;
         let key = (url.to_owned(), sha.clone());
-        if let Some(actual) = self
-            .mismatches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        if let Some(actual) = locked(&self.mismatches).get(&key) {
             return Err(DownloadError::Checksum {
                 expected: sha,
                 actual: actual.clone(),
             });
         }
-        let target = layout::cached_image(&self.state_dir, &sha);
+        let target = use_.entry(&self.state_dir, &sha);
+        if let Some(why) = locked(&self.refused).get(&target) {
+            return Err(DownloadError::Format(why.clone()));
+        }
         let finished = {
-            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            match jobs.get(&sha) {
+            let mut jobs = locked(&self.jobs);
+            match jobs.get(&target) {
                 Some(job) if !job.task.is_finished() => {
                     let total = job.progress.total.load(Ordering::Relaxed);
                     return Ok(ImageState::Downloading {
@@ -162,66 +297,88 @@ impl ImageCache {
                         total: (total > 0).then_some(total),
                     });
                 }
-                Some(_) => jobs.remove(&sha),
+                Some(_) => jobs.remove(&target),
                 None => None,
             }
         };
         if let Some(job) = finished {
             return match job.task.await {
-                Ok(Err(DownloadError::Checksum { expected, actual })) => {
-                    tracing::warn!(
-                        url,
-                        expected,
-                        actual,
-                        "downloaded image does not match its sha256"
-                    );
-                    self.mismatches
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key, actual.clone());
-                    Err(DownloadError::Checksum { expected, actual })
-                }
-                Ok(r) => r.map(ImageState::Ready),
+                Ok(r) => self.remember(url, key, &target, r).map(ImageState::Ready),
                 Err(e) => Err(DownloadError::Http(format!(
                     "the download task failed: {e}"
                 ))),
             };
         }
         if tokio::fs::try_exists(&target).await? {
+            touch(&target);
             return Ok(ImageState::Ready(target));
         }
         let progress = Arc::new(Progress::default());
         let (cache, url_owned, sha_owned, p) =
             (self.clone(), url.to_owned(), sha.clone(), progress.clone());
-        let task = tokio::spawn(async move { cache.ensure_with(&url_owned, &sha_owned, &p).await });
-        tracing::info!(url, sha256 = sha, "image download started");
-        self.jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sha, Job { progress, task });
+        let task =
+            tokio::spawn(async move { cache.ensure_with(&url_owned, &sha_owned, use_, &p).await });
+        tracing::info!(url, sha256 = sha, ?use_, "image download started");
+        locked(&self.jobs).insert(target, Job { progress, task });
         Ok(ImageState::Downloading {
             received: 0,
             total: None,
         })
     }
 
-    /// Path of the cached image, downloading and verifying it first when needed.
-    pub async fn ensure(&self, url: &str, sha256: &str) -> Result<PathBuf, DownloadError> {
-        self.ensure_with(url, sha256, &Progress::default()).await
+    /// Keep a permanent verdict on these bytes, so they are not downloaded again.
+    fn remember(
+        &self,
+        url: &str,
+        key: (String, String),
+        target: &Path,
+        r: Result<PathBuf, DownloadError>,
+    ) -> Result<PathBuf, DownloadError> {
+        match &r {
+            Err(DownloadError::Checksum { expected, actual }) => {
+                tracing::warn!(
+                    url,
+                    expected,
+                    actual,
+                    "downloaded image does not match its sha256"
+                );
+                locked(&self.mismatches).insert(key, actual.clone());
+            }
+            Err(DownloadError::Format(why)) => {
+                tracing::warn!(url, reason = why, "downloaded image refused");
+                locked(&self.refused).insert(target.to_owned(), why.clone());
+            }
+            _ => {}
+        }
+        r
+    }
+
+    /// Path of the cache entry for this use, downloading (and converting) it first when
+    /// needed.
+    pub async fn ensure(
+        &self,
+        url: &str,
+        sha256: &str,
+        use_: ImageUse,
+    ) -> Result<PathBuf, DownloadError> {
+        self.ensure_with(url, sha256, use_, &Progress::default())
+            .await
     }
 
     async fn ensure_with(
         &self,
         url: &str,
         sha256: &str,
+        use_: ImageUse,
         progress: &Progress,
     ) -> Result<PathBuf, DownloadError> {
         let sha = check_digest(sha256)?;
-        let target = layout::cached_image(&self.state_dir, &sha);
+        let target = use_.entry(&self.state_dir, &sha);
         if tokio::fs::try_exists(&target).await? {
+            touch(&target);
             return Ok(target);
         }
-        let lock = self.lock_for(&sha);
+        let lock = self.lock_for(&target);
         let _guard = lock.lock().await;
         if tokio::fs::try_exists(&target).await? {
             return Ok(target);
@@ -234,15 +391,26 @@ impl ImageCache {
         let tmp = tempfile::Builder::new()
             .prefix(".partial-")
             .tempfile_in(dir)?;
-        let actual = self.download_into(url, tmp.path(), progress).await?;
+        let actual = self
+            .download_into(url, tmp.path(), progress, &target)
+            .await?;
         if actual != sha {
             return Err(DownloadError::Checksum {
                 expected: sha,
                 actual,
             });
         }
-        tmp.persist(&target)
-            .map_err(|e| DownloadError::Io(e.error))?;
+        match use_ {
+            ImageUse::BootFile => {
+                tmp.persist(&target)
+                    .map_err(|e| DownloadError::Io(e.error))?;
+            }
+            ImageUse::Disk => {
+                convert::standalone(tmp.path(), &target).await?;
+                drop(tmp);
+            }
+        }
+        self.settle(&target).await?;
         Ok(target)
     }
 
@@ -251,6 +419,7 @@ impl ImageCache {
         url: &str,
         path: &Path,
         progress: &Progress,
+        target: &Path,
     ) -> Result<String, DownloadError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| DownloadError::Http(format!("the image URL is malformed: {e}")))?;
@@ -270,6 +439,8 @@ impl ImageCache {
         if total.is_some_and(|t| t > limit) {
             return Err(DownloadError::TooLarge { limit });
         }
+        // Room for what the server announces, before a byte is written.
+        self.make_room(total.unwrap_or(0), target).await?;
         progress.total.store(total.unwrap_or(0), Ordering::Relaxed);
         let mut file = tokio::fs::File::create(path).await?;
         let mut hasher = Sha256::new();
@@ -314,146 +485,5 @@ fn refused_or_http(e: reqwest::Error) -> DownloadError {
 mod attacks;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    pub(super) async fn serve(body: Vec<u8>) -> (String, Arc<AtomicUsize>) {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let h = hits.clone();
-        let app = axum::Router::new().route(
-            "/img",
-            axum::routing::get(move || {
-                h.fetch_add(1, Ordering::SeqCst);
-                let body = body.clone();
-                async move { body }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (format!("http://{addr}/img"), hits)
-    }
-
-    /// A cache whose policy allows the test's loopback servers (denied by default).
-    pub(super) fn loopback_cache(dir: &Path) -> ImageCache {
-        ImageCache::with_policy(
-            dir,
-            FetchPolicy {
-                allowed: vec!["127.0.0.1/32".parse().unwrap()],
-                ..Default::default()
-            },
-        )
-    }
-
-    pub(super) fn sha(b: &[u8]) -> String {
-        hex::encode(Sha256::digest(b))
-    }
-
-    pub(super) fn cache_entries(dir: &Path) -> Vec<String> {
-        match std::fs::read_dir(dir.join(layout::CACHE_DIR)) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => vec![],
-        }
-    }
-
-    #[tokio::test]
-    async fn an_image_is_downloaded_once_and_verified() {
-        let body = b"image bytes".repeat(10_000);
-        let (url, hits) = serve(body.clone()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let cache = loopback_cache(dir.path());
-        let digest = sha(&body);
-        let (a, b) = tokio::join!(cache.ensure(&url, &digest), cache.ensure(&url, &digest));
-        assert_eq!(a.unwrap(), b.unwrap());
-        let p = cache
-            .ensure(&url, &sha(&body).to_uppercase())
-            .await
-            .unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), body);
-        assert_eq!(
-            hits.load(Ordering::SeqCst),
-            1,
-            "one download for three requests"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_bad_checksum_fails_clearly_and_leaves_no_partial_file() {
-        let (url, _) = serve(b"tampered".to_vec()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let cache = loopback_cache(dir.path());
-        let expected = sha(b"original");
-        let err = cache.ensure(&url, &expected).await.unwrap_err();
-        assert!(err.is_permanent());
-        assert!(err.to_string().contains(&expected), "{err}");
-        assert!(
-            !err.to_string().contains(&sha(b"tampered")),
-            "the digest received is never echoed: {err}"
-        );
-        assert!(
-            cache_entries(dir.path()).is_empty(),
-            "{:?}",
-            cache_entries(dir.path())
-        );
-    }
-
-    #[tokio::test]
-    async fn a_background_download_reports_progress_and_a_mismatch_is_not_retried() {
-        let body = vec![7u8; 1 << 20];
-        let (url, hits) = serve(body.clone()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let cache = loopback_cache(dir.path());
-        let good = sha(&body);
-        let first = cache.poll(&url, &good).await.unwrap();
-        assert!(matches!(first, ImageState::Downloading { .. }), "{first:?}");
-        let path = loop {
-            match cache.poll(&url, &good).await.unwrap() {
-                ImageState::Ready(p) => break p,
-                ImageState::Downloading { .. } => {
-                    tokio::time::sleep(Duration::from_millis(10)).await
-                }
-            }
-        };
-        assert_eq!(std::fs::read(&path).unwrap(), body);
-
-        let bad = sha(b"other");
-        let err = loop {
-            match cache.poll(&url, &bad).await {
-                Err(e) => break e,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        };
-        assert!(err.is_permanent(), "{err}");
-        let before = hits.load(Ordering::SeqCst);
-        assert!(cache.poll(&url, &bad).await.unwrap_err().is_permanent());
-        assert_eq!(hits.load(Ordering::SeqCst), before, "not downloaded again");
-        assert_eq!(before, 2);
-    }
-
-    #[tokio::test]
-    async fn a_server_error_is_transient_and_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = loopback_cache(dir.path());
-        let (url, _) = serve(vec![]).await;
-        let err = cache
-            .ensure(&url.replace("/img", "/missing"), &sha(b"x"))
-            .await
-            .unwrap_err();
-        assert!(!err.is_permanent(), "{err}");
-        assert!(cache_entries(dir.path()).is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_malformed_digest_is_refused_before_any_download() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = loopback_cache(dir.path())
-            .ensure("http://127.0.0.1:1/x", "../../etc")
-            .await
-            .unwrap_err();
-        assert!(matches!(err, DownloadError::BadDigest(_)));
-    }
-}
+#[path = "cache_tests.rs"]
+mod tests;

@@ -35,7 +35,7 @@ async fn a_redirect_to_a_loopback_address_is_refused_and_nothing_is_kept() {
     let url = redirector(secret.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let err = loopback_cache(dir.path())
-        .ensure(&url, &sha(b"secret"))
+        .ensure(&url, &sha(b"secret"), ImageUse::BootFile)
         .await
         .unwrap_err();
     assert!(matches!(err, DownloadError::Refused(_)), "{err}");
@@ -50,7 +50,7 @@ async fn a_redirect_to_the_metadata_address_is_refused_before_connecting() {
     let url = redirector("http://169.254.169.254/latest/meta-data/".into()).await;
     let dir = tempfile::tempdir().unwrap();
     let err = loopback_cache(dir.path())
-        .ensure(&url, &sha(b"x"))
+        .ensure(&url, &sha(b"x"), ImageUse::BootFile)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("link-local"), "{err}");
@@ -61,7 +61,7 @@ async fn a_name_that_resolves_to_loopback_is_refused_after_resolution() {
     let dir = tempfile::tempdir().unwrap();
     // The default policy: localhost resolves to 127.0.0.1 or ::1, both loopback.
     let err = ImageCache::new(dir.path())
-        .ensure("http://localhost:1/img", &sha(b"x"))
+        .ensure("http://localhost:1/img", &sha(b"x"), ImageUse::BootFile)
         .await
         .unwrap_err();
     assert!(matches!(err, DownloadError::Refused(_)), "{err}");
@@ -72,7 +72,7 @@ async fn a_name_that_resolves_to_loopback_is_refused_after_resolution() {
 async fn a_file_url_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let err = ImageCache::new(dir.path())
-        .ensure("file:///etc/shadow", &sha(b"x"))
+        .ensure("file:///etc/shadow", &sha(b"x"), ImageUse::BootFile)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("only http and https"), "{err}");
@@ -91,7 +91,10 @@ async fn an_image_over_the_size_cap_is_cut_off_and_nothing_is_kept() {
             ..Default::default()
         },
     );
-    let err = cache.ensure(&url, &sha(&body)).await.unwrap_err();
+    let err = cache
+        .ensure(&url, &sha(&body), ImageUse::BootFile)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, DownloadError::TooLarge { limit } if limit == 16 << 10),
         "{err}"

@@ -56,6 +56,14 @@ pub fn cached_image(state_dir: &Path, sha256: &str) -> PathBuf {
         .join(format!("{}.img", sanitise(&sha256.to_ascii_lowercase())))
 }
 
+/// A disk's base image in the host cache: the standalone qcow2 the agent converted the
+/// download with this sha256 into.
+pub fn cached_disk_image(state_dir: &Path, sha256: &str) -> PathBuf {
+    state_dir
+        .join(CACHE_DIR)
+        .join(format!("{}.qcow2", sanitise(&sha256.to_ascii_lowercase())))
+}
+
 /// Keep `[a-z0-9-]` only: names reach here validated, this is belt and braces.
 fn sanitise(s: &str) -> String {
     s.chars()

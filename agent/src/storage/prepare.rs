@@ -1,7 +1,7 @@
 //! Prepare everything a VM's domain points at: its directory, disks, kernel and initrd.
 //! Cleanup removes the VM's own directory and nothing else.
 
-use super::cache::{DownloadError, ImageCache, ImageState};
+use super::cache::{DownloadError, ImageCache, ImageState, ImageUse};
 use super::{layout, qcow2};
 use crate::paths::{PathError, resolve_host_path};
 use ironvisor_crds::quantity::to_bytes;
@@ -80,9 +80,10 @@ impl StorageRoots {
         http: Option<&ironvisor_crds::vm::HttpSource>,
         host_path: Option<&str>,
         what: &str,
+        use_: ImageUse,
     ) -> Result<PathBuf, StorageError> {
         match (http, host_path) {
-            (Some(h), None) => Ok(self.cache.ensure(&h.url, &h.sha256).await?),
+            (Some(h), None) => Ok(self.cache.ensure(&h.url, &h.sha256, use_).await?),
             (None, Some(p)) => Ok(resolve_host_path(&self.images_dir, p)?),
             _ => Err(StorageError::Source(what.to_owned())),
         }
@@ -93,37 +94,48 @@ impl StorageRoots {
             src.http.as_ref(),
             src.host_path.as_ref().map(|h| h.path.as_str()),
             what,
+            ImageUse::BootFile,
         )
         .await
     }
 
     /// Whether every http image the VM still needs is in the cache; starts the missing
-    /// downloads in the background. `Some(progress)` while any is downloading.
+    /// downloads in the background. `Some(progress)` while any is downloading. Every image
+    /// the VM names is recorded as wanted, so the cache keeps it while the VM exists.
     pub async fn images_pending(
         &self,
         vm_dir: &Path,
         spec: &VirtualMachineSpec,
     ) -> Result<Option<String>, StorageError> {
-        let mut wanted = Vec::new();
+        let mut named = Vec::new();
         for disk in &spec.disks {
-            if let Some(h) = &disk.source.http
-                && !tokio::fs::try_exists(layout::disk_file(vm_dir, &disk.name)).await?
-            {
-                wanted.push((disk.name.as_str(), h));
+            if let Some(h) = &disk.source.http {
+                let made = tokio::fs::try_exists(layout::disk_file(vm_dir, &disk.name)).await?;
+                named.push((disk.name.as_str(), h, ImageUse::Disk, made));
             }
         }
         if let Some(kb) = &spec.kernel_boot {
             if let Some(h) = &kb.kernel.http {
-                wanted.push(("kernel", h));
+                named.push(("kernel", h, ImageUse::BootFile, false));
             }
             if let Some(h) = kb.initrd.as_ref().and_then(|i| i.http.as_ref()) {
-                wanted.push(("initrd", h));
+                named.push(("initrd", h, ImageUse::BootFile, false));
             }
         }
+        if let Some(uid) = vm_dir.file_name().and_then(|n| n.to_str()) {
+            let wanted: Vec<_> = named
+                .iter()
+                .map(|(_, h, u, _)| (h.sha256.as_str(), *u))
+                .collect();
+            self.cache.want(uid, &wanted);
+        }
         let mut pending = Vec::new();
-        for (what, h) in wanted {
+        for (what, h, use_, made) in named {
+            if made {
+                continue;
+            }
             if let ImageState::Downloading { received, total } =
-                self.cache.poll(&h.url, &h.sha256).await?
+                self.cache.poll(&h.url, &h.sha256, use_).await?
             {
                 let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
                 pending.push(match total {
@@ -133,6 +145,14 @@ impl StorageRoots {
             }
         }
         Ok((!pending.is_empty()).then(|| format!("downloading {}", pending.join(", "))))
+    }
+
+    /// Remove the directory of the VM with this uid ([`remove_vm_dir`]) and let the cache
+    /// collect the images it named.
+    pub async fn remove_vm(&self, uid: &str) -> std::io::Result<bool> {
+        let removed = remove_vm_dir(&self.state_dir, uid).await?;
+        self.cache.release(uid);
+        Ok(removed)
     }
 
     /// Create the VM directory and every disk that does not exist yet; resolve boot files.
@@ -174,6 +194,7 @@ impl StorageRoots {
                         http.as_ref(),
                         host_path.as_ref().map(|h| h.path.as_str()),
                         &disk.name,
+                        ImageUse::Disk,
                     )
                     .await?;
                 qcow2::ensure_overlay(&target, &image, size)

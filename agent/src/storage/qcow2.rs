@@ -16,8 +16,11 @@ pub enum Qcow2Error {
     /// qemu-img failed.
     #[error("qemu-img failed: {0}")]
     Tool(String),
-    /// The requested size is below the image's own size.
-    #[error("the disk size {requested} is smaller than the image ({image} bytes)")]
+    /// The image is larger than the disk's declared size (which is what the quota counts).
+    #[error(
+        "the image's virtual size is {image} bytes, larger than the disk's declared size of \
+         {requested} bytes; declare a size of at least {image} bytes"
+    )]
     TooSmall {
         /// Requested bytes.
         requested: u64,

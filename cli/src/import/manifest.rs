@@ -211,8 +211,11 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
             )
             .to_lowercase(),
         );
-        let size = (d.capacity_bytes >= 1 << 20)
-            .then(|| Quantity(format_bytes(i128::from(d.capacity_bytes))));
+        // Every disk declares its size (the storage quota counts it, and the operator
+        // admits no image disk without one); the API's smallest is 1Mi.
+        let size = Some(Quantity(format_bytes(i128::from(
+            d.capacity_bytes.max(1 << 20),
+        ))));
         spec_disks.push(Disk {
             name,
             bus,

@@ -27,7 +27,7 @@ pub struct Cluster {
     pub cluster: DevCluster,
     pub client: Client,
     pub tmp: tempfile::TempDir,
-    /// Contexts `devcluster` (namespace default, current) and `team` (namespace team).
+    /// Contexts `devcluster` (namespace sandbox, current) and `team` (namespace team).
     pub kubeconfig: PathBuf,
 }
 
@@ -232,7 +232,7 @@ contexts:
   context:
     cluster: devcluster
     user: devcluster
-    namespace: default
+    namespace: sandbox
 - name: team
   context:
     cluster: devcluster

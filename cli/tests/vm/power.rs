@@ -290,11 +290,11 @@ async fn wait_gives_up_after_the_timeout_and_says_where_the_vm_is() {
 async fn the_namespace_comes_from_the_context_unless_n_is_given() {
     let c = Cluster::start().await;
     c.create_vm("web", "Always", json!({})).await;
-    // The current context's namespace is "default": not found there.
+    // The current context's namespace is "sandbox": not found there.
     let out = run(c.ivctl(&["stop", "web"])).await;
     assert_eq!(
         stderr(&out),
-        "error: VirtualMachine \"web\" not found in namespace \"default\"\n"
+        "error: VirtualMachine \"web\" not found in namespace \"sandbox\"\n"
     );
     // --context team selects namespace team; --kubeconfig beats KUBECONFIG.
     let mut cmd = c.ivctl(&["stop", "web", "--context", "team", "--kubeconfig"]);

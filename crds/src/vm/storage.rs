@@ -1,5 +1,6 @@
 //! Disks, their sources, direct kernel boot and the cloud-init seed.
 
+use crate::quantity::{QuantityError, to_bytes};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,11 +34,65 @@ pub struct Disk {
     /// Attach the disk read-only.
     #[serde(default)]
     pub read_only: bool,
-    /// Size of the disk. Required for a blank disk; for an image, the disk is grown to it.
+    /// Size of the disk: the largest it can grow to, which is what the tenant's storage
+    /// quota counts. Required for every disk: a VM whose image disk has none is not
+    /// scheduled. For an image, at least the image's virtual size (a larger image fails the
+    /// VM with ImageLargerThanDisk); the disk is grown to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Quantity>,
     /// Where the disk's initial content comes from.
     pub source: DiskSource,
+}
+
+/// Why a disk cannot be counted in a storage quota.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccountingError {
+    /// The disk declares no size.
+    #[error(
+        "disk {disk:?} has no size: every disk must declare size, the largest it can grow \
+         to, which the storage quota counts (an image's own size is only known once a host \
+         has downloaded it); set spec.disks[].size to at least the image's virtual size"
+    )]
+    SizeRequired {
+        /// The disk's name.
+        disk: String,
+    },
+    /// The size is not a quantity.
+    #[error("size of disk {disk:?} is invalid")]
+    Invalid {
+        /// The disk's name.
+        disk: String,
+        /// Why.
+        #[source]
+        source: QuantityError,
+    },
+    /// The size is negative.
+    #[error("size of disk {disk:?} must not be negative")]
+    Negative {
+        /// The disk's name.
+        disk: String,
+    },
+}
+
+/// The bytes a disk counts in its tenant's storage quota: its virtual size, the largest it
+/// can grow to. That is the declared `size` for every kind of disk: a blank disk is made of
+/// that size, and a disk from an image is grown to it (a host refuses an image whose
+/// virtual size is larger, so the figure is never exceeded). The one storage rule the
+/// operator's quota, snapshots, clones and usage accounting share.
+pub fn accounted_bytes(disk: &Disk) -> Result<i128, AccountingError> {
+    let name = || disk.name.clone();
+    let size = disk
+        .size
+        .as_ref()
+        .ok_or_else(|| AccountingError::SizeRequired { disk: name() })?;
+    let bytes = to_bytes(&size.0).map_err(|source| AccountingError::Invalid {
+        disk: name(),
+        source,
+    })?;
+    if bytes < 0 {
+        return Err(AccountingError::Negative { disk: name() });
+    }
+    Ok(bytes)
 }
 
 /// Bus a disk is attached to.
@@ -166,4 +221,59 @@ pub struct LocalObjectReference {
     /// Name of the object.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(size: Option<&str>, source: serde_json::Value) -> Disk {
+        let mut d = serde_json::json!({"name": "root", "source": source});
+        if let Some(s) = size {
+            d["size"] = s.into();
+        }
+        serde_json::from_value(d).unwrap()
+    }
+
+    #[test]
+    fn every_kind_of_disk_counts_its_declared_size() {
+        let http = serde_json::json!({"http": {"url": "https://x/y", "sha256": "00"}});
+        let host = serde_json::json!({"hostPath": {"path": "/images/a.qcow2"}});
+        let blank = serde_json::json!({"blank": {}});
+        for src in [http, host, blank] {
+            assert_eq!(accounted_bytes(&disk(Some("10Gi"), src)), Ok(10 << 30));
+        }
+    }
+
+    #[test]
+    fn an_image_disk_without_a_size_cannot_be_counted_and_says_which() {
+        let d = disk(
+            None,
+            serde_json::json!({"hostPath": {"path": "/images/a.qcow2"}}),
+        );
+        let err = accounted_bytes(&d).unwrap_err();
+        assert_eq!(
+            err,
+            AccountingError::SizeRequired {
+                disk: "root".into()
+            }
+        );
+        assert!(
+            err.to_string().contains("disk \"root\" has no size"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_and_negative_sizes_are_refused() {
+        let blank = serde_json::json!({"blank": {}});
+        assert!(matches!(
+            accounted_bytes(&disk(Some("lots"), blank.clone())),
+            Err(AccountingError::Invalid { .. })
+        ));
+        assert!(matches!(
+            accounted_bytes(&disk(Some("-1Gi"), blank)),
+            Err(AccountingError::Negative { .. })
+        ));
+    }
 }

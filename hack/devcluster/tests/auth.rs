@@ -194,6 +194,28 @@ async fn aggregated_cluster_roles_pick_up_the_rules_of_labelled_roles() {
         "no"
     );
     assert_eq!(ask(&bob, "create", "configmaps", "t1").await, "no");
+    // Kubernetes' edit does not pick up ironvisor-edit: VMs come from Tenant owners only.
+    h.ok(&[
+        "create",
+        "rolebinding",
+        "eddie-edit",
+        "-n",
+        "t1",
+        "--clusterrole",
+        "edit",
+        "--user",
+        "eddie",
+    ])
+    .await;
+    let eddie = h.kubeconfig_for("eddie", &[]);
+    assert_eq!(
+        ask(&eddie, "create", "virtualmachines.ironvisor.io", "t1").await,
+        "no"
+    );
+    assert_eq!(
+        ask(&eddie, "list", "virtualmachines.ironvisor.io", "t1").await,
+        "yes"
+    );
     // Kubernetes' view picks up ironvisor-view through aggregate-to-view.
     assert_eq!(
         ask(&carol, "list", "virtualmachines.ironvisor.io", "t1").await,

@@ -44,6 +44,9 @@ pub fn vm_status(key: &VmKey, s: &VmStatus) -> Value {
     if let Some(r) = &s.ready {
         conditions.push(json!(r));
     }
+    if let Some(t) = &s.tenant {
+        conditions.push(json!(t));
+    }
     status.insert("conditions".into(), Value::Array(conditions));
     if let Some((phase, printable)) = &s.phase {
         status.insert("phase".into(), json!(phase.as_str()));
@@ -146,6 +149,7 @@ mod tests {
             scheduled: cond(),
             phase: Some((Phase::Pending, "QuotaExceeded".into())),
             ready: None,
+            tenant: None,
         };
         let v = vm_status(&key(), &s);
         assert_eq!(v["status"]["phase"], "Pending");
@@ -171,6 +175,7 @@ mod tests {
             scheduled: cond(),
             phase: None,
             ready: None,
+            tenant: None,
         };
         let v = vm_status(&key(), &s);
         assert!(v["status"].get("phase").is_none());

@@ -290,11 +290,10 @@ impl Scheduler {
     async fn pass(&self, st: &mut Loop) {
         let _timer = self.metrics.timer(CONTROLLER);
         let now = jiff::Timestamp::now();
-        let plan = plan::plan(&st.index, self.config, now);
-        let network = plan::network::REASONS;
-        for reason in ["QuotaExceeded", "Unschedulable", "InvalidSpec"]
+        let plan = plan::plan(&st.index, self.config.clone(), now);
+        for reason in crate::metrics::PENDING_REASONS
             .into_iter()
-            .chain(network)
+            .chain(plan::network::REASONS)
         {
             let n = plan.pending.get(reason).copied().unwrap_or(0);
             self.metrics

@@ -16,7 +16,10 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::net::{VmNet, host_ports};
-use super::{LEGACY_ADMITTED_ANNOTATION, REASON_RESIZE_QUOTA_EXCEEDED, REASON_SCHEDULED_HALTED};
+use super::{
+    LEGACY_ADMITTED_ANNOTATION, REASON_CHANGE_NOT_ADMITTED, REASON_RESIZE_QUOTA_EXCEEDED,
+    REASON_SCHEDULED_HALTED,
+};
 use crate::hosts;
 use crate::placement::{Capacity, Request};
 use crate::units::{Units, vm_demand};
@@ -75,6 +78,8 @@ pub struct VmEntry {
     pub scheduled: Option<Condition>,
     /// The Ready condition.
     pub ready: Option<Condition>,
+    /// The Tenant condition (the operator writes it only while the namespace has none).
+    pub tenant: Option<Condition>,
     /// Nodes whose agent has written this VM's status (from managedFields).
     pub agents: BTreeSet<String>,
     /// Whether the operator's field manager owns `status.phase` (from managedFields).
@@ -122,6 +127,7 @@ impl VmEntry {
             printable: status.printable_status.clone(),
             scheduled: find_condition(&status.conditions, condition_type::SCHEDULED).cloned(),
             ready: find_condition(&status.conditions, condition_type::READY).cloned(),
+            tenant: find_condition(&status.conditions, condition_type::TENANT).cloned(),
             agents,
             operator_owns_phase,
             net: VmNet::from_spec(spec),
@@ -143,6 +149,7 @@ impl VmEntry {
             Some(c) => {
                 (c.status == condition_status::TRUE && c.reason != REASON_SCHEDULED_HALTED)
                     || c.reason == REASON_RESIZE_QUOTA_EXCEEDED
+                    || c.reason == REASON_CHANGE_NOT_ADMITTED
             }
         }
     }

@@ -21,11 +21,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::hosts::{self, HOST_LOST, Health};
 use crate::index::*;
 use crate::placement::{HostSnapshot, Strategy};
-use crate::quota::{Ledger, TenantTree};
+use crate::quota::{Ledger, Reserved, TenantTree};
 use crate::units::Units;
 
 /// Cluster settings for decisions.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// Spread or bin-pack.
     pub strategy: Strategy,
@@ -33,6 +33,11 @@ pub struct Config {
     pub host_grace: Duration,
     /// Admit forwards from host ports below 1024 (`--allow-privileged-host-ports`).
     pub allow_privileged_host_ports: bool,
+    /// The tenant that counts the VMs of namespaces no Tenant owns; with none, such VMs are
+    /// not admitted (`NoTenant`).
+    pub default_tenant: Option<String>,
+    /// Namespaces no tenant may own.
+    pub reserved: Reserved,
 }
 
 impl Default for Config {
@@ -41,6 +46,8 @@ impl Default for Config {
             strategy: Strategy::Spread,
             host_grace: Duration::from_secs(40),
             allow_privileged_host_ports: false,
+            default_tenant: None,
+            reserved: Reserved::default(),
         }
     }
 }
@@ -62,6 +69,9 @@ pub struct VmStatus {
     pub phase: Option<(Phase, String)>,
     /// The Ready condition, forced only when the host is lost.
     pub ready: Option<Condition>,
+    /// The Tenant condition: `Tenant=False NoTenant` on a placed VM whose namespace belongs
+    /// to no Tenant; `None` (the condition removed) otherwise.
+    pub tenant: Option<Condition>,
 }
 
 /// An Event to announce a decision.
@@ -168,6 +178,14 @@ fn same_condition(a: Option<&Condition>, b: &Condition) -> bool {
     a.is_some_and(|a| a.status == b.status && a.reason == b.reason && a.message == b.message)
 }
 
+/// Two optional conditions say the same (both absent counts).
+fn same_optional(a: Option<&Condition>, b: Option<&Condition>) -> bool {
+    match b {
+        Some(b) => same_condition(a, b),
+        None => a.is_none(),
+    }
+}
+
 /// Whether the observed VM differs from the desired status.
 fn differs(vm: &VmEntry, want: &VmStatus) -> bool {
     vm.status_node != want.node_name
@@ -182,6 +200,7 @@ fn differs(vm: &VmEntry, want: &VmStatus) -> bool {
             .ready
             .as_ref()
             .is_some_and(|r| !same_condition(vm.ready.as_ref(), r))
+        || !same_optional(vm.tenant.as_ref(), want.tenant.as_ref())
 }
 
 /// Run one pass over the index.
@@ -222,13 +241,13 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         .collect();
 
     // Usage and host allocations from everything already admitted.
-    let tree = TenantTree::new(index.tenants.values().cloned());
+    let tree = TenantTree::with_reserved(index.tenants.values().cloned(), cfg.reserved.clone());
     let quotas = index
         .quotas
         .values()
         .filter_map(|q| q.as_ref().ok().cloned())
         .collect();
-    let mut ledger = Ledger::new(tree, quotas);
+    let mut ledger = Ledger::new(tree, quotas).with_default_tenant(cfg.default_tenant.clone());
     let mut net = NetBook::new(&index.tenant_nets, cfg.allow_privileged_host_ports);
     let mut snaps: BTreeMap<String, HostSnapshot> = index
         .hosts
@@ -248,12 +267,18 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         })
         .collect();
     for vm in index.vms.values() {
-        let (Some(p), Ok(d)) = (index.placement(vm), &vm.demand) else {
+        let Some(p) = index.placement(vm) else {
             continue;
         };
         // An admitted VM counts at the size it was admitted at; a grown spec is re-admitted
-        // by the pass.
-        let base = index.admitted(&vm.key).unwrap_or(*d);
+        // by the pass. One whose spec no longer counts (an image disk without a size, under
+        // the storage rule) still holds what it was admitted at.
+        let Some(base) = index
+            .admitted(&vm.key)
+            .or_else(|| vm.demand.as_ref().ok().copied())
+        else {
+            continue;
+        };
         let counted = if p.compute { base } else { base.non_compute() };
         ledger.add(&vm.key.namespace, counted);
         net.record(ledger.tree(), vm);
@@ -287,6 +312,13 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
                         || c.reason == REASON_RESIZE_QUOTA_EXCEEDED
                     {
                         REASON_QUOTA_EXCEEDED
+                    } else if c.reason == REASON_NO_TENANT {
+                        REASON_NO_TENANT
+                    } else if let Some(r) = network::REASONS.iter().find(|r| **r == c.reason) {
+                        r
+                    } else if c.reason == REASON_CHANGE_NOT_ADMITTED {
+                        // The message says which network refusal; counted as one.
+                        network::REASON_NETWORK_NOT_ALLOWED
                     } else {
                         REASON_UNSCHEDULABLE
                     };
@@ -327,6 +359,8 @@ mod pass;
 use network::NetBook;
 use pass::{Pass, take};
 
+#[cfg(test)]
+mod no_tenant;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

@@ -142,9 +142,9 @@ fn two_vms_forwarding_the_same_host_port_never_share_a_host() {
     assert!(node("a").is_some() && node("b").is_some());
     assert_ne!(node("a"), node("b"));
     // A third with the port finds no host, and says why in its Scheduled condition.
-    ix.apply_vm_entry(with_ports(vm("other", "c", 2, 1, 1), &[2222]));
+    ix.apply_vm_entry(with_ports(vm("fin", "c", 2, 1, 1), &[2222]));
     let p = run(&mut ix, 2);
-    let (status, reason, msg) = scheduled(&p, "other", "c");
+    let (status, reason, msg) = scheduled(&p, "fin", "c");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("False", "Unschedulable")
@@ -154,10 +154,10 @@ fn two_vms_forwarding_the_same_host_port_never_share_a_host() {
         "0/2 hosts available: 2 host port already forwarded by another VM"
     );
     // Another port, or the same port over UDP, still fits.
-    let mut udp = vm("other", "d", 3, 1, 1);
+    let mut udp = vm("fin", "d", 3, 1, 1);
     udp.request.host_ports = vec![(Protocol::UDP, 2222)];
     ix.apply_vm_entry(udp);
-    assert_eq!(run(&mut ix, 3).placed, vec![key("other", "d")]);
+    assert_eq!(run(&mut ix, 3).placed, vec![key("fin", "d")]);
 }
 
 #[test]

@@ -70,6 +70,9 @@ pub(super) fn take(s: &mut HostSnapshot, vm: &VmEntry, counted: Units) {
     }
 }
 
+/// Event reason for a placed VM whose namespace has no tenant (it keeps running).
+pub(super) const EVENT_RUNNING_WITHOUT_TENANT: &str = "RunningWithoutTenant";
+
 pub(super) struct Pass<'a> {
     pub(super) cfg: Config,
     pub(super) now: Timestamp,
@@ -96,6 +99,9 @@ impl Pass<'_> {
         let wants = vm.run_strategy.counts_compute();
         let request = if wants { d } else { d.non_compute() };
         let ns = &vm.key.namespace;
+        if let Err(e) = self.ledger.tenant_of(ns) {
+            return Some(self.pending(vm, Some(&d), REASON_NO_TENANT, e.to_string(), out));
+        }
         // A VM that does not fit never holds back a younger one that does (as ResourceQuota):
         // VMs are only *considered* oldest first, so room goes to the oldest that fits.
         if let Err(e) = self.ledger.check(ns, &request) {
@@ -169,6 +175,7 @@ impl Pass<'_> {
                 ),
                 phase: Some((Phase::Pending, reason.to_owned())),
                 ready: None,
+                tenant: None,
             },
             assume: None,
             announce: changed.then_some(Announce {
@@ -244,7 +251,37 @@ impl Pass<'_> {
             scheduled,
             phase,
             ready,
+            tenant: self.tenant_condition(vm),
         }
+    }
+
+    /// `Tenant=False NoTenant` for a placed VM whose namespace belongs to no tenant (and no
+    /// default tenant counts it): reported, never stopped. `None` while it has one.
+    fn tenant_condition(&self, vm: &VmEntry) -> Option<Condition> {
+        let e = self.ledger.tenant_of(&vm.key.namespace).err()?;
+        Some(condition(
+            condition_type::TENANT,
+            false,
+            REASON_NO_TENANT,
+            format!(
+                "{e}. This VM was admitted before and keeps running; starting it after a halt \
+                 or growing it waits for a tenant too"
+            ),
+            vm.tenant.as_ref(),
+            self.now,
+        ))
+    }
+
+    /// Why growth or a start in `ns` is refused before any quota: the namespace has no
+    /// tenant (reason `NoTenant`); else the quota check's reason.
+    fn refusal(&self, ns: &str, request: &Units) -> Option<(&'static str, String)> {
+        if let Err(e) = self.ledger.tenant_of(ns) {
+            return Some((REASON_NO_TENANT, e.to_string()));
+        }
+        self.ledger
+            .check(ns, request)
+            .err()
+            .map(|e| (REASON_QUOTA_EXCEEDED, e.to_string()))
     }
 
     /// The Ready condition the operator still owns on a VM whose host is not lost: `None`
@@ -299,6 +336,9 @@ impl Pass<'_> {
         if self.health.get(p.node.as_str()) == Some(&Health::Lost) {
             return Some(self.lost(vm, p, &base));
         }
+        if let Err(r) = self.net.check(self.ledger.tree(), vm) {
+            return Some(self.interfaces_refused(vm, p, &base, r));
+        }
         // A VM with no recorded size (admitted before the size was recorded, or built
         // directly by a test or benchmark) counts at its spec, as before.
         // A VM being halted releases its compute first; its size is checked after.
@@ -310,9 +350,9 @@ impl Pass<'_> {
             // Starting a Halted (or blocked) VM: quota and its host's capacity again. Its
             // disks are on that host, so it cannot move.
             let compute = d.compute();
-            let blocked = match self.ledger.check(&vm.key.namespace, &compute) {
-                Err(e) => Some((REASON_QUOTA_EXCEEDED, e.to_string())),
-                Ok(()) => self.snaps.get(&p.node).and_then(|s| {
+            let blocked = match self.refusal(&vm.key.namespace, &compute) {
+                Some(r) => Some(r),
+                None => self.snaps.get(&p.node).and_then(|s| {
                     let req = placement::Request {
                         compute: Capacity {
                             vcpus: compute.vcpus,
@@ -383,16 +423,63 @@ impl Pass<'_> {
                 None,
             ));
         }
-        if steady_and_recorded(vm, p, &d) {
+        let tenant = self.tenant_condition(vm);
+        if tenant.is_none() && vm.tenant.is_none() && steady_and_recorded(vm, p, &d) {
             // The common case at scale: nothing to say, and no strings to build.
             return None;
         }
+        // A running VM whose namespace lost its tenant is reported once, never stopped. Its
+        // own Event reason: Events of one reason on one object are folded into a series.
+        let ann = tenant.filter(|_| vm.tenant.is_none()).map(|c| Announce {
+            warning: true,
+            reason: EVENT_RUNNING_WITHOUT_TENANT,
+            note: c.message,
+        });
         Some(write(
             self.placed_status(vm, &p.node, &d, p.compute, None, None),
             false,
             None,
-            None,
+            ann,
         ))
+    }
+
+    /// A placed VM whose interfaces are no longer admitted (its spec was edited, or its
+    /// tenant's allowances changed). Running (compute reserved): `ChangeNotAdmitted`, it
+    /// keeps what it holds and its agent applies nothing new. Halted: nothing runs, so it
+    /// waits with the refusal's own reason, reserving nothing.
+    fn interfaces_refused(
+        &self,
+        vm: &VmEntry,
+        p: &Assumed,
+        base: &Units,
+        r: super::network::Refusal,
+    ) -> VmWrite {
+        let (reason, message) = if p.compute {
+            (
+                REASON_CHANGE_NOT_ADMITTED,
+                format!(
+                    "the edited spec is not admitted ({}: {}); the VM runs on as admitted, and \
+                     its agent applies no change until the spec is admitted",
+                    r.reason, r.message
+                ),
+            )
+        } else {
+            (r.reason, r.message)
+        };
+        let changed = vm.scheduled.as_ref().is_none_or(|c| c.reason != reason);
+        let announce = changed.then(|| Announce {
+            warning: true,
+            reason,
+            note: message.clone(),
+        });
+        VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            status: self.placed_status(vm, &p.node, base, p.compute, Some((reason, message)), None),
+            reserves: false,
+            assume: None,
+            announce,
+        }
     }
 
     /// A placed VM whose spec differs from its recorded admitted size `base`. Growth is checked against quota and,
@@ -412,9 +499,9 @@ impl Pass<'_> {
         let blocked = if grow.is_zero() {
             None
         } else {
-            match self.ledger.check(ns, &grow) {
-                Err(e) => Some(e.to_string()),
-                Ok(()) => self.snaps.get(&p.node).and_then(|s| {
+            match self.refusal(ns, &grow) {
+                Some((_, why)) => Some(why),
+                None => self.snaps.get(&p.node).and_then(|s| {
                     let req = placement::Request {
                         compute: Capacity {
                             vcpus: grow.vcpus,

@@ -147,7 +147,7 @@ proptest! {
                         restart_elsewhere: false,
                         label_node: None, legacy_annotation: false, status_node: None,
                         status_vcpus: None, admitted: None, phase: None,
-                        printable: None, scheduled: None, ready: None,
+                        printable: None, scheduled: None, ready: None, tenant: None,
                         agents: BTreeSet::new(), operator_owns_phase: false,
                         net: VmNet::default(),
                     };

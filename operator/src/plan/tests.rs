@@ -52,6 +52,7 @@ pub(super) fn vm(ns: &str, name: &str, created: i64, vcpus: i128, mem_gi: i128) 
         printable: None,
         scheduled: None,
         ready: None,
+        tenant: None,
         agents: BTreeSet::new(),
         operator_owns_phase: false,
         net: VmNet::default(),
@@ -111,6 +112,8 @@ pub(super) fn write_back(ix: &mut Index, plan: &Plan) {
         if let Some(r) = &w.status.ready {
             e.ready = Some(r.clone());
         }
+        // The operator alone writes the Tenant condition: leaving it out removes it.
+        e.tenant = w.status.tenant.clone();
         e.operator_owns_phase = w.status.phase.is_some();
         if let Some((p, s)) = &w.status.phase {
             e.phase = Some(*p);

@@ -1,4 +1,5 @@
-//! The result of a failed quota check, and its ResourceQuota-style message.
+//! The results of a failed admission check: no tenant for the namespace, or a quota
+//! exceeded (with its ResourceQuota-style message).
 
 use std::fmt;
 
@@ -60,3 +61,46 @@ impl fmt::Display for Exceeded {
         Ok(())
     }
 }
+
+/// A namespace no tenant owns, with no default tenant to count its VMs: nothing new is
+/// admitted there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoTenant {
+    /// The namespace.
+    pub namespace: String,
+    /// Why no tenant may own it, when it is reserved.
+    pub reserved: Option<String>,
+    /// The default tenant named by the operator's setting, when it names one that does not
+    /// exist.
+    pub missing_default: Option<String>,
+}
+
+impl fmt::Display for NoTenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = &self.namespace;
+        match &self.reserved {
+            Some(why) => write!(
+                f,
+                "namespace {ns} belongs to no Tenant ({why}), so no new VM is admitted there: \
+                 create the VM in a namespace a Tenant lists in spec.namespaces"
+            )?,
+            None => write!(
+                f,
+                "namespace {ns} belongs to no Tenant, so no new VM is admitted there: create a \
+                 Tenant that lists {ns} in spec.namespaces"
+            )?,
+        }
+        f.write_str(
+            ", or have the administrator name a default tenant (ironvisor-operator --default-tenant)",
+        )?;
+        if let Some(d) = &self.missing_default {
+            write!(
+                f,
+                "; the default tenant {d} named by --default-tenant does not exist"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NoTenant {}

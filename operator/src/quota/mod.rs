@@ -5,9 +5,11 @@
 //! from the admitted VMs the index knows, and nothing here talks to the API.
 
 mod check;
+mod reserved;
 pub mod tree;
 
-pub use check::{Exceeded, ExceededResource};
+pub use check::{Exceeded, ExceededResource, NoTenant};
+pub use reserved::Reserved;
 pub use tree::{TenantNode, TenantTree, TreeProblem};
 
 use std::collections::BTreeMap;
@@ -34,6 +36,8 @@ pub struct Ledger {
     rolled: BTreeMap<String, Units>,
     /// namespace → its tenant and the ancestors (cached: `add` runs once per VM per pass).
     chains: BTreeMap<String, Vec<String>>,
+    /// The tenant that counts VMs of namespaces no tenant owns (`--default-tenant`).
+    default_tenant: Option<String>,
 }
 
 impl Ledger {
@@ -45,6 +49,31 @@ impl Ledger {
             quotas,
             rolled: BTreeMap::new(),
             chains: BTreeMap::new(),
+            default_tenant: None,
+        }
+    }
+
+    /// Count VMs of namespaces no tenant owns under `tenant` (when it exists), instead of
+    /// refusing them with [`NoTenant`].
+    pub fn with_default_tenant(mut self, tenant: Option<String>) -> Self {
+        self.default_tenant = tenant;
+        self.chains.clear();
+        self
+    }
+
+    /// The tenant whose quotas bound VMs in `namespace`: its owner, else the default tenant
+    /// when one is named and exists. A namespace with neither admits no new VM.
+    pub fn tenant_of(&self, namespace: &str) -> Result<&str, NoTenant> {
+        if let Some(owner) = self.tree.owner_of(namespace) {
+            return Ok(owner);
+        }
+        match self.default_tenant.as_deref() {
+            Some(d) if self.tree.contains(d) => Ok(d),
+            missing => Err(NoTenant {
+                namespace: namespace.to_owned(),
+                reserved: self.tree.reserved().refusal(namespace),
+                missing_default: missing.map(str::to_owned),
+            }),
         }
     }
 
@@ -53,11 +82,12 @@ impl Ledger {
         &self.tree
     }
 
-    /// Record usage of a VM in a namespace: it counts for the namespace's tenant and every
-    /// ancestor. A namespace no tenant owns is not bounded by any quota.
+    /// Record usage of a VM in a namespace: it counts for the namespace's tenant (or the
+    /// default tenant) and every ancestor. A VM admitted before its namespace lost its
+    /// tenant counts nowhere.
     pub fn add(&mut self, namespace: &str, units: Units) {
         if !self.chains.contains_key(namespace) {
-            let chain: Vec<String> = match self.tree.owner_of(namespace) {
+            let chain: Vec<String> = match self.tenant_of(namespace).ok() {
                 Some(owner) => self
                     .tree
                     .chain(owner)
@@ -91,7 +121,7 @@ impl Ledger {
     /// The quotas that bound VMs in a namespace: those of its tenant and of every ancestor,
     /// nearest tenant first, then by quota name.
     pub fn quotas_for(&self, namespace: &str) -> Vec<&QuotaEntry> {
-        let Some(owner) = self.tree.owner_of(namespace) else {
+        let Ok(owner) = self.tenant_of(namespace) else {
             return Vec::new();
         };
         let chain = self.tree.chain(owner);
@@ -104,8 +134,8 @@ impl Ledger {
         qs.into_iter().map(|(_, q)| q).collect()
     }
 
-    /// Check a request against every quota of the namespace's tenant and its ancestors.
-    /// Only resources the request asks for are checked, so a Halted VM (no vCPUs, no
+    /// Check a request against every quota of the namespace's tenant and its ancestors (a
+    /// namespace with no tenant has none: ask [`Ledger::tenant_of`] first). Only resources the request asks for are checked, so a Halted VM (no vCPUs, no
     /// memory) is not blocked by a compute quota that is already exceeded.
     pub fn check(&self, namespace: &str, request: &Units) -> Result<(), Exceeded> {
         for q in self.quotas_for(namespace) {
@@ -196,11 +226,42 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_without_a_tenant_is_not_bounded() {
+    fn a_namespace_without_a_tenant_has_no_tenant_and_counts_nowhere() {
         let mut l = ledger();
         l.add("nobody", vm(1000, 0));
         assert_eq!(l.used("org"), Units::default());
-        assert_eq!(l.check("nobody", &vm(1000, 0)), Ok(()));
+        let e = l.tenant_of("nobody").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "namespace nobody belongs to no Tenant, so no new VM is admitted there: create a \
+             Tenant that lists nobody in spec.namespaces, or have the administrator name a \
+             default tenant (ironvisor-operator --default-tenant)"
+        );
+    }
+
+    #[test]
+    fn the_default_tenant_owns_unclaimed_namespaces_and_its_quotas_bound_them() {
+        let mut l = ledger().with_default_tenant(Some("hr".into()));
+        assert_eq!(l.tenant_of("nobody"), Ok("hr"));
+        assert_eq!(l.tenant_of("fin"), Ok("finance"), "an owner comes first");
+        l.add("nobody", vm(3, 0));
+        assert_eq!(l.used("hr").vcpus, 3);
+        assert_eq!(l.used("org").vcpus, 3, "and its ancestors");
+        for _ in 0..9 {
+            l.add("nobody", vm(0, 0));
+        }
+        assert_eq!(l.check("nobody", &vm(1, 0)).unwrap_err().quota, "org-all");
+    }
+
+    #[test]
+    fn a_default_tenant_that_does_not_exist_is_named_in_the_refusal() {
+        let l = ledger().with_default_tenant(Some("ghost".into()));
+        let e = l.tenant_of("default").unwrap_err().to_string();
+        assert!(e.starts_with("namespace default belongs to no Tenant (namespace default cannot belong to a tenant: "), "{e}");
+        assert!(
+            e.ends_with("; the default tenant ghost named by --default-tenant does not exist"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The tenant tree and namespace ownership.
 //!
 //! Owns two pure questions: which tenant owns a namespace (the earliest-created tenant that
-//! lists it; a later claimant gets a conflict, never a takeover), and the chain of ancestors
-//! of a tenant (stopping at a cycle or a missing parent, both reported).
+//! lists it; a later claimant gets a conflict, never a takeover; a reserved namespace belongs
+//! to no tenant), and the chain of ancestors of a tenant (stopping at a cycle or a missing
+//! parent, both reported).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
+
+use super::Reserved;
 
 /// What the tree needs to know about one Tenant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +35,9 @@ pub enum TreeProblem {
         /// The tenant that owns it.
         owner: String,
     },
+    /// The namespace can belong to no tenant ([`Reserved`]); the message says why.
+    #[error("{0}")]
+    NamespaceReserved(String),
     /// The parent does not exist.
     #[error("parent tenant {0} does not exist")]
     MissingParent(String),
@@ -46,22 +52,41 @@ pub struct TenantTree {
     tenants: BTreeMap<String, TenantNode>,
     /// namespace → owning tenant.
     owners: BTreeMap<String, String>,
+    reserved: Reserved,
 }
 
 impl TenantTree {
-    /// Build the tree from every tenant.
+    /// Build the tree from every tenant, with the default reserved namespaces.
     pub fn new(nodes: impl IntoIterator<Item = TenantNode>) -> Self {
+        Self::with_reserved(nodes, Reserved::default())
+    }
+
+    /// Build the tree from every tenant; no tenant owns a namespace in `reserved`.
+    pub fn with_reserved(nodes: impl IntoIterator<Item = TenantNode>, reserved: Reserved) -> Self {
         let tenants: BTreeMap<String, TenantNode> =
             nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
         let mut by_age: Vec<&TenantNode> = tenants.values().collect();
         by_age.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.name.cmp(&b.name)));
         let mut owners = BTreeMap::new();
         for t in by_age {
-            for ns in &t.namespaces {
+            for ns in t
+                .namespaces
+                .iter()
+                .filter(|n| reserved.refusal(n).is_none())
+            {
                 owners.entry(ns.clone()).or_insert_with(|| t.name.clone());
             }
         }
-        Self { tenants, owners }
+        Self {
+            tenants,
+            owners,
+            reserved,
+        }
+    }
+
+    /// The namespaces no tenant may own.
+    pub fn reserved(&self) -> &Reserved {
+        &self.reserved
     }
 
     /// The tenant that owns a namespace, if any.
@@ -110,7 +135,9 @@ impl TenantTree {
         };
         let mut out = Vec::new();
         for ns in &t.namespaces {
-            if let Some(owner) = self.owners.get(ns).filter(|o| *o != tenant) {
+            if let Some(why) = self.reserved.refusal(ns) {
+                out.push(TreeProblem::NamespaceReserved(why));
+            } else if let Some(owner) = self.owners.get(ns).filter(|o| *o != tenant) {
                 out.push(TreeProblem::NamespaceClaimed {
                     namespace: ns.clone(),
                     owner: owner.clone(),
@@ -160,6 +187,30 @@ pub(crate) mod tests {
             }]
         );
         assert!(tree.problems("early").is_empty());
+    }
+
+    #[test]
+    fn a_reserved_namespace_is_owned_by_no_tenant_and_the_claimant_is_told_why() {
+        let tree = TenantTree::with_reserved(
+            [node(
+                "t",
+                None,
+                &["default", "kube-system", "ops", "mine"],
+                1,
+            )],
+            Reserved::default().with_own_namespace(Some("ops")),
+        );
+        for ns in ["default", "kube-system", "ops"] {
+            assert_eq!(tree.owner_of(ns), None, "{ns}");
+        }
+        assert_eq!(tree.owner_of("mine"), Some("t"));
+        let problems = tree.problems("t");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("namespace default cannot belong")
+        );
     }
 
     #[test]

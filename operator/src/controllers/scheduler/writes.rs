@@ -51,6 +51,7 @@ impl Scheduler {
             self.metrics.scheduling_latency.observe(secs.max(0.0));
         }
         if let Some(a) = &w.announce {
+            self.metrics.decision(a.reason);
             let ev = KubeEvent {
                 type_: if a.warning {
                     EventType::Warning
