@@ -48,6 +48,7 @@ async fn a_tiny_guest_boots_reads_its_seed_and_powers_off() {
     let ci = CloudInitData {
         user_data: Some(user_data.clone()),
         network_data: None,
+        pending: None,
     };
     let o = engine.converge(&v, &ci, now()).await.unwrap();
     assert_eq!(

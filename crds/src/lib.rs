@@ -15,6 +15,7 @@ pub mod hypervisor;
 pub mod labels;
 pub mod quantity;
 pub mod quota;
+pub mod seed;
 pub mod tenant;
 pub mod vm;
 

@@ -1,6 +1,6 @@
 //! Ironvisor's control plane: tenants, quotas in VM units, admission, placement, host failure.
 //!
-//! Pure decision logic (`units`, `quota`, `placement`, `hosts`, `index`, `plan`) is kept apart
+//! Pure decision logic (`units`, `quota`, `placement`, `hosts`, `index`, `plan`, `seed`) is kept apart
 //! from the modules that talk to the API server (`controllers`, `leader`, `metrics`), so it is
 //! tested without a cluster.
 #![forbid(unsafe_code)]
@@ -17,4 +17,5 @@ pub mod plan;
 pub mod preflight;
 pub mod quota;
 pub mod run;
+pub mod seed;
 pub mod units;

@@ -1,5 +1,5 @@
 //! The whole operator as one future: leader election, the admission and placement loop, the
-//! tenant controller, the check that the CRDs are installed and (optionally) the metrics
+//! tenant controller, the seed-copy controller, the check that the CRDs are installed and (optionally) the metrics
 //! endpoint, until `shutdown` resolves.
 //!
 //! Used by the binary and, in-process, by the integration tests.
@@ -16,7 +16,7 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::controllers::{audit, scheduler::Scheduler, tenant};
+use crate::controllers::{audit, scheduler::Scheduler, seed, tenant};
 use crate::leader::{self, Leadership, Timing};
 use crate::metrics::{self, Metrics};
 use crate::placement::Strategy;
@@ -121,6 +121,13 @@ pub async fn run(
             instance: Some(cfg.identity.clone()),
         },
     );
+    let seeds = seed::run(
+        client.clone(),
+        metrics.clone(),
+        leadership.clone(),
+        recorder.clone(),
+        cfg.resync,
+    );
     let audit = audit::Ctx {
         client: client.clone(),
         metrics: metrics.clone(),
@@ -158,6 +165,7 @@ pub async fn run(
         }),
         () = scheduler.run() => Err(RunError::Ended("scheduler loop")),
         () = tenant::run(tenants) => Err(RunError::Ended("tenant controller")),
+        () = seeds => Err(RunError::Ended("seed-copy controller")),
         () = audit::run(audit) => Err(RunError::Ended("audit controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),

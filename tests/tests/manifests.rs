@@ -46,6 +46,9 @@ fn kustomize_base_renders_every_component() {
         .collect();
     for expected in [
         ("Namespace", "ironvisor-system"),
+        ("Namespace", "ironvisor-seeds"),
+        ("ClusterRole", "ironvisor-operator-seed-reader"),
+        ("Role", "ironvisor-agent-seeds"),
         ("CustomResourceDefinition", "virtualmachines.ironvisor.io"),
         ("CustomResourceDefinition", "hypervisors.ironvisor.io"),
         ("CustomResourceDefinition", "tenants.ironvisor.io"),

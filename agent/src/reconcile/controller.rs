@@ -2,14 +2,13 @@
 //! write the status by server-side apply, publish Events, keep the finalizer.
 
 use super::backoff::{Backoff, Hold, RetryKey};
-use super::engine::{CloudInitData, Engine, EngineError};
+use super::engine::{Engine, EngineError};
 use super::guard::VmObject;
 use crate::metrics::ErrorCategory;
 use futures::StreamExt;
 use ironvisor_crds::common::{condition_status, condition_type, find_condition, scheduled_reason};
 use ironvisor_crds::labels::{AGENT_FINALIZER, NODE, RESTART_REQUESTED_AT, agent_manager};
-use ironvisor_crds::vm::{CloudInit, RunStrategy, VirtualMachine};
-use k8s_openapi::api::core::v1::Secret;
+use ironvisor_crds::vm::{RunStrategy, VirtualMachine};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -35,9 +34,6 @@ pub enum Error {
     /// The API server refused or failed a call.
     #[error("Kubernetes API call failed")]
     Kube(#[from] kube::Error),
-    /// A referenced Secret lacks the expected key.
-    #[error("secret {0} has no {1} key")]
-    SecretKey(String, &'static str),
     /// The finalizer helper failed.
     #[error("finalizer step failed")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -47,7 +43,7 @@ impl Error {
     fn category(&self) -> ErrorCategory {
         match self {
             Error::Engine(e) => e.category(),
-            Error::Kube(_) | Error::SecretKey(..) => ErrorCategory::Kubernetes,
+            Error::Kube(_) => ErrorCategory::Kubernetes,
             Error::Identity(_) => ErrorCategory::InvalidSpec,
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
@@ -98,50 +94,6 @@ impl Context {
     pub fn selector(&self) -> String {
         format!("{NODE}={}", self.node)
     }
-}
-
-async fn secret_value(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    keys: [&'static str; 2],
-) -> Result<String, Error> {
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(name)
-        .await?;
-    let data = secret.data.unwrap_or_default();
-    for key in keys {
-        if let Some(v) = data.get(key) {
-            return Ok(String::from_utf8_lossy(&v.0).into_owned());
-        }
-    }
-    Err(Error::SecretKey(format!("{ns}/{name}"), keys[0]))
-}
-
-async fn resolve_cloud_init(
-    client: &Client,
-    ns: &str,
-    ci: Option<&CloudInit>,
-) -> Result<CloudInitData, Error> {
-    let Some(ci) = ci else {
-        return Ok(CloudInitData::default());
-    };
-    let user_data = match (&ci.user_data, &ci.user_data_secret_ref) {
-        (Some(u), _) => Some(u.clone()),
-        (None, Some(r)) => Some(secret_value(client, ns, &r.name, ["userdata", "userData"]).await?),
-        (None, None) => None,
-    };
-    let network_data = match (&ci.network_data, &ci.network_data_secret_ref) {
-        (Some(n), _) => Some(n.clone()),
-        (None, Some(r)) => {
-            Some(secret_value(client, ns, &r.name, ["networkdata", "networkData"]).await?)
-        }
-        (None, None) => None,
-    };
-    Ok(CloudInitData {
-        user_data,
-        network_data,
-    })
 }
 
 /// Whether the operator lets `node` act on the VM: `status.nodeName` is `node` and the
@@ -215,7 +167,7 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
         tracing::debug!(vm = %vm.key(), ?left, "failed recently; waiting before the next attempt");
         return Ok(Action::requeue(left));
     }
-    let ci = resolve_cloud_init(&ctx.client, &ns, vm.spec.cloud_init.as_ref()).await?;
+    let ci = super::seed_copy::fetch(&ctx.client, &uid, vm.spec.cloud_init.as_ref()).await?;
     let now = Time(jiff::Timestamp::now());
     let outcome = ctx.engine.converge(&vm, &ci, now).await?;
     ctx.domains

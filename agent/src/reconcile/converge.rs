@@ -34,6 +34,9 @@ use std::time::Duration;
 const FAST_REQUEUE: Duration = Duration::from_secs(2);
 /// How soon to try a failed download again.
 const RETRY_DOWNLOAD: Duration = Duration::from_secs(10);
+/// How soon to look for the operator's seed copy again (its creation does not wake the
+/// agent's watch, which sees VMs only).
+const SEED_PENDING_REQUEUE: Duration = Duration::from_secs(2);
 /// How soon to look for room again in a full image cache (a look reads only the cache
 /// directory and the VM disks' headers).
 const RETRY_CACHE_FULL: Duration = Duration::from_secs(5);
@@ -436,6 +439,11 @@ impl Engine {
         let spec = &run.vm.spec;
         if spec.cloud_init.is_none() {
             return Ok(());
+        }
+        if let Some(why) = &cloud_init.pending {
+            tracing::info!(vm = %run.key(), why, "waiting for the seed copy");
+            let images = ImagesCondition::not_ready("SeedPending", why.clone());
+            return Err(run.waiting(images, SEED_PENDING_REQUEUE, observed));
         }
         let hostname = spec
             .hostname

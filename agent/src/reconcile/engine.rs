@@ -68,13 +68,16 @@ impl EngineError {
     }
 }
 
-/// Cloud-init data resolved from the spec and its Secrets.
+/// Cloud-init data resolved from the spec and the operator's seed copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CloudInitData {
     /// User data.
     pub user_data: Option<String>,
     /// Network data.
     pub network_data: Option<String>,
+    /// Set while data the spec takes from a Secret is not available yet (the operator has
+    /// not copied it): the VM waits, and this says why.
+    pub pending: Option<String>,
 }
 
 /// The result of one reconcile.

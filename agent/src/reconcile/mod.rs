@@ -12,4 +12,5 @@ pub mod heartbeat;
 pub mod image_failure;
 pub mod leftovers;
 pub mod malformed;
+pub mod seed_copy;
 pub mod status;

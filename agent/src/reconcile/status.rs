@@ -34,7 +34,8 @@ impl Failure {
 pub struct ImagesCondition {
     /// All images are available.
     pub ready: bool,
-    /// Available, Downloading, DownloadFailed, ChecksumMismatch, InvalidDigest,
+    /// Available, Downloading, SeedPending (the operator has not copied the cloud-init
+    /// Secret yet), DownloadFailed, ChecksumMismatch, InvalidDigest,
     /// ImageUnavailable.
     pub reason: &'static str,
     /// Progress or what failed.

@@ -54,6 +54,29 @@ impl Cluster {
     }
 
     fn spawn_agent(&mut self, node: &str, uri: &str, configure: impl FnOnce(&mut Config)) {
+        let client = self.client.clone();
+        self.spawn_agent_as(node, uri, client, configure);
+    }
+
+    /// Start the agent in-process, acting with `agent_client` (an identity the test chose,
+    /// e.g. the agent's ServiceAccount under the real RBAC).
+    pub fn run_agent(
+        &mut self,
+        uri: &str,
+        agent_client: Client,
+        configure: impl FnOnce(&mut Config),
+    ) {
+        let node = self.node.clone();
+        self.spawn_agent_as(&node, uri, agent_client, configure);
+    }
+
+    fn spawn_agent_as(
+        &mut self,
+        node: &str,
+        uri: &str,
+        agent_client: Client,
+        configure: impl FnOnce(&mut Config),
+    ) {
         let mut config = Config::new(node, uri, self.state_dir.clone(), self.images_dir.clone());
         config.accel = AccelChoice::Tcg;
         config.heartbeat_period = Duration::from_millis(500);
@@ -62,7 +85,6 @@ impl Cluster {
         configure(&mut config);
         self.state_dir = config.state_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let agent_client = self.client.clone();
         let agent = tokio::spawn(async move {
             let shutdown = async {
                 let _ = rx.await;

@@ -4,4 +4,5 @@ pub mod audit;
 pub mod patches;
 pub mod quota_status;
 pub mod scheduler;
+pub mod seed;
 pub mod tenant;

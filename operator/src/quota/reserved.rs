@@ -1,8 +1,9 @@
 //! Namespaces no tenant may claim.
 //!
 //! Owns one pure rule: Kubernetes' own namespaces (`default`, `kube-*`) and the control
-//! plane's (`ironvisor-system`, and the namespace the operator runs in when that differs)
-//! never belong to a tenant. A Tenant listing one gets a refusal and the operator touches
+//! plane's (`ironvisor-system`, `ironvisor-seeds` where the seed copies of every tenant's
+//! cloud-init Secrets live, and the namespace the operator runs in when that differs) never
+//! belong to a tenant. A Tenant listing one gets a refusal and the operator touches
 //! nothing there: no label, no RoleBinding, no deletion.
 
 use std::collections::BTreeSet;
@@ -16,10 +17,14 @@ pub struct Reserved {
 }
 
 impl Default for Reserved {
-    /// `ironvisor-system` only.
+    /// `ironvisor-system` and `ironvisor-seeds` (a tenant owning it would read every VM's
+    /// seed copy).
     fn default() -> Self {
         Self {
-            system: BTreeSet::from([labels::SYSTEM_NAMESPACE.to_owned()]),
+            system: BTreeSet::from([
+                labels::SYSTEM_NAMESPACE.to_owned(),
+                ironvisor_crds::seed::NAMESPACE.to_owned(),
+            ]),
         }
     }
 }
@@ -72,6 +77,7 @@ mod tests {
             "kube-node-lease",
             "kube-anything",
             "ironvisor-system",
+            "ironvisor-seeds",
             "ops",
         ] {
             assert!(r.refusal(ns).is_some(), "{ns} must be refused");

@@ -57,7 +57,8 @@ fn marked(ns: &Namespace, tenant: &str, origin: NamespaceOrigin) -> bool {
 
 /// Create the namespace for the tenant, or adopt it when it exists (`existing`, or created
 /// by someone else since it was read): label it, record how the tenant holds it in the
-/// operator's annotation, and bind the owners. Returns how the tenant holds it.
+/// operator's annotation, bind the owners, and let the operator read the Secrets there
+/// (for seed copies). Returns how the tenant holds it.
 pub async fn claim(
     client: &Client,
     t: &Tenant,
@@ -102,6 +103,7 @@ pub async fn claim(
         nss.patch(ns, &merge_params(), &Patch::Merge(body)).await?;
     }
     bind_owners(client, t, ns).await?;
+    crate::controllers::seed::access::grant(client, ns, &name).await?;
     Ok(origin)
 }
 
@@ -132,8 +134,8 @@ async fn bind_owners(client: &Client, t: &Tenant, ns: &str) -> Result<(), kube::
     Ok(())
 }
 
-/// Give a namespace back: remove the tenant label, the operator's annotations and the
-/// owners' RoleBinding. Everything else in it (VMs, Secrets) stays.
+/// Give a namespace back: remove the tenant label, the operator's annotations, the
+/// owners' RoleBinding and the operator's own Secret reads there. Everything else in it (VMs, Secrets) stays.
 pub async fn release(client: &Client, ns: &str) -> Result<(), kube::Error> {
     let nss: Api<Namespace> = Api::all(client.clone());
     let body = json!({"metadata": {
@@ -141,6 +143,7 @@ pub async fn release(client: &Client, ns: &str) -> Result<(), kube::Error> {
         "annotations": {labels::NAMESPACE_CREATED_BY: null, labels::NAMESPACE_ADOPTED_BY: null},
     }});
     nss.patch(ns, &merge_params(), &Patch::Merge(body)).await?;
+    crate::controllers::seed::access::revoke(client, ns).await?;
     let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
     match rbs.delete(ROLE_BINDING, &DeleteParams::default()).await {
         Ok(_) => Ok(()),

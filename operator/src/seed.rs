@@ -1,0 +1,353 @@
+//! What the seed-copy controller decides for one VM, from the VM and the Secrets it
+//! references: the `SeedReady` condition and the seed copy to write. Pure: no client.
+//!
+//! A copy exists only while the VM is placed (`status.nodeName` set, Scheduled=True) and
+//! takes something from a Secret. It holds exactly the referenced values, under the keys the
+//! agent reads, and records which Secret each came from. When a source Secret disappears the
+//! last good copy is kept (a running guest's seed stays as it was) and the condition says
+//! what is missing; the copy never holds anything but what the VM references.
+
+use std::collections::BTreeMap;
+
+use ironvisor_crds::VirtualMachine;
+use ironvisor_crds::common::{condition_status, condition_type, find_condition};
+use ironvisor_crds::labels::NODE;
+use ironvisor_crds::seed::{self, Field};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
+/// Condition type the seed-copy controller owns on a VM.
+pub const CONDITION: &str = "SeedReady";
+
+/// Reasons of [`CONDITION`]: a fixed set.
+pub mod reason {
+    /// Every referenced value is copied for the VM's agent.
+    pub const COPIED: &str = "Copied";
+    /// Every referenced value exists; the copy is made once the VM is placed.
+    pub const SECRETS_FOUND: &str = "SecretsFound";
+    /// A referenced Secret, or the key in it, does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// The operator may not read Secrets in the VM's namespace (no Tenant owns it).
+    pub const SECRET_NOT_READABLE: &str = "SecretNotReadable";
+}
+
+/// What reading one referenced Secret gave.
+#[derive(Clone, Debug)]
+pub enum Fetched {
+    /// The Secret.
+    Found(Box<Secret>),
+    /// 404.
+    NotFound,
+    /// 403: the operator holds no read right in that namespace.
+    Forbidden,
+}
+
+/// The condition to show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// True or False.
+    pub ok: bool,
+    /// One of [`reason`].
+    pub reason: &'static str,
+    /// Which Secrets, keys and namespace.
+    pub message: String,
+}
+
+/// What to do with the VM's seed copy.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CopyStep {
+    /// Write this copy (placed, every value read).
+    Write(Box<Secret>),
+    /// Leave whatever copy exists (a source could not be read: the last good copy stays).
+    Keep,
+    /// No copy should exist (nothing comes from Secrets, or the VM is not placed).
+    Remove,
+}
+
+/// The decision for one VM.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// `None`: the VM takes nothing from Secrets (no condition).
+    pub verdict: Option<Verdict>,
+    /// The copy.
+    pub copy: CopyStep,
+}
+
+/// The node the operator placed the VM on: `status.nodeName` with Scheduled=True. Only the
+/// status counts (a label is tenant-writable).
+pub fn placed_node(vm: &VirtualMachine) -> Option<&str> {
+    let s = vm.status.as_ref()?;
+    let scheduled = find_condition(&s.conditions, condition_type::SCHEDULED)?;
+    if scheduled.status != condition_status::TRUE {
+        return None;
+    }
+    s.node_name.as_deref()
+}
+
+/// The value of `field` in `secret`, under its first source key that exists.
+fn value(secret: &Secret, field: Field) -> Option<&ByteString> {
+    let data = secret.data.as_ref()?;
+    field.source_keys().iter().find_map(|k| data.get(*k))
+}
+
+/// Decide from the VM and, for each `(field, secret name)` of
+/// [`seed::references`], what reading that Secret gave (same order).
+pub fn decide(vm: &VirtualMachine, fetched: &[(Field, &str, Fetched)]) -> Decision {
+    if fetched.is_empty() {
+        return Decision {
+            verdict: None,
+            copy: CopyStep::Remove,
+        };
+    }
+    let ns = vm.namespace().unwrap_or_default();
+    let mut values = BTreeMap::new();
+    for (field, name, got) in fetched {
+        let keys = field.source_keys();
+        let problem = match got {
+            Fetched::Forbidden => Some((
+                reason::SECRET_NOT_READABLE,
+                format!(
+                    "{} names Secret {ns}/{name}, which the operator may not read: it reads Secrets only in namespaces a Tenant owns",
+                    field.spec_field()
+                ),
+            )),
+            Fetched::NotFound => Some((
+                reason::SECRET_NOT_FOUND,
+                format!(
+                    "{} names Secret {ns}/{name} (key {:?}), which does not exist",
+                    field.spec_field(),
+                    keys[0]
+                ),
+            )),
+            Fetched::Found(s) => match value(s, *field) {
+                Some(v) => {
+                    values.insert(*field, (name.to_string(), v.clone()));
+                    None
+                }
+                None => Some((
+                    reason::SECRET_NOT_FOUND,
+                    format!(
+                        "{} names Secret {ns}/{name}, which has no key {:?} (nor {:?})",
+                        field.spec_field(),
+                        keys[0],
+                        keys[1]
+                    ),
+                )),
+            },
+        };
+        if let Some((reason, message)) = problem {
+            return Decision {
+                verdict: Some(Verdict {
+                    ok: false,
+                    reason,
+                    message,
+                }),
+                copy: CopyStep::Keep,
+            };
+        }
+    }
+    let sources: Vec<String> = values
+        .iter()
+        .map(|(f, (name, _))| format!("{} from Secret {ns}/{name}", f.copy_key()))
+        .collect();
+    let sources = sources.join(", ");
+    match placed_node(vm).zip(vm.uid()) {
+        Some((node, uid)) => Decision {
+            verdict: Some(Verdict {
+                ok: true,
+                reason: reason::COPIED,
+                message: format!(
+                    "{sources} copied to {}/{} for the agent of {node}",
+                    seed::NAMESPACE,
+                    seed::secret_name(&uid)
+                ),
+            }),
+            copy: CopyStep::Write(Box::new(copy(vm, &uid, node, values))),
+        },
+        None => Decision {
+            verdict: Some(Verdict {
+                ok: true,
+                reason: reason::SECRETS_FOUND,
+                message: format!("{sources}; copied for the agent once the VM is placed"),
+            }),
+            copy: CopyStep::Remove,
+        },
+    }
+}
+
+fn copy(
+    vm: &VirtualMachine,
+    uid: &str,
+    node: &str,
+    values: BTreeMap<Field, (String, ByteString)>,
+) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = Some(seed::secret_name(uid));
+    s.metadata.namespace = Some(seed::NAMESPACE.into());
+    s.metadata.labels = Some(BTreeMap::from([
+        (seed::VM_UID_LABEL.into(), uid.into()),
+        (
+            seed::VM_NAMESPACE_LABEL.into(),
+            vm.namespace().unwrap_or_default(),
+        ),
+        (NODE.into(), node.into()),
+        ("app.kubernetes.io/part-of".into(), "ironvisor".into()),
+    ]));
+    let mut annotations = BTreeMap::from([(seed::VM_NAME_ANNOTATION.into(), vm.name_any())]);
+    let mut data = BTreeMap::new();
+    for (field, (name, v)) in values {
+        annotations.insert(field.source_annotation().into(), name);
+        data.insert(field.copy_key().into(), v);
+    }
+    s.metadata.annotations = Some(annotations);
+    s.type_ = Some(seed::SECRET_TYPE.into());
+    s.data = Some(data);
+    s
+}
+
+/// Whether `existing` already is `desired` (type, labels, annotations, data): no write.
+pub fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
+    let ours = |m: &Option<BTreeMap<String, String>>, want: &Option<BTreeMap<String, String>>| {
+        let have = m.clone().unwrap_or_default();
+        want.iter().flatten().all(|(k, v)| have.get(k) == Some(v))
+    };
+    existing.type_ == desired.type_
+        && existing.data == desired.data
+        && ours(&existing.metadata.labels, &desired.metadata.labels)
+        && ours(
+            &existing.metadata.annotations,
+            &desired.metadata.annotations,
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(placed: bool) -> VirtualMachine {
+        let status = if placed {
+            serde_json::json!({"nodeName": "h1", "conditions": [{"type": "Scheduled",
+                "status": "True", "reason": "Scheduled", "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+        } else {
+            serde_json::json!({})
+        };
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
+            "metadata": {"name": "db", "namespace": "fin", "uid": "u1"},
+            "spec": {"memory": {"size": "1Gi"},
+                     "cloudInit": {"userDataSecretRef": {"name": "init"}}},
+            "status": status,
+        }))
+        .expect("valid VM")
+    }
+
+    fn secret(key: &str, value: &str) -> Fetched {
+        Fetched::Found(Box::new(Secret {
+            data: Some(BTreeMap::from([(
+                key.to_string(),
+                ByteString(value.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        }))
+    }
+
+    #[test]
+    fn a_placed_vm_gets_a_copy_of_exactly_the_referenced_value() {
+        let d = decide(
+            &vm(true),
+            &[(
+                Field::UserData,
+                "init",
+                secret("userdata", "#cloud-config\n"),
+            )],
+        );
+        let v = d.verdict.expect("a condition");
+        assert!(v.ok);
+        assert_eq!(v.reason, reason::COPIED);
+        let CopyStep::Write(c) = d.copy else {
+            panic!("a copy");
+        };
+        assert_eq!(c.metadata.name.as_deref(), Some("ironvisor-seed-u1"));
+        assert_eq!(c.metadata.namespace.as_deref(), Some("ironvisor-seeds"));
+        assert_eq!(c.type_.as_deref(), Some("ironvisor.io/seed"));
+        let data = c.data.clone().expect("data");
+        assert_eq!(data.keys().collect::<Vec<_>>(), vec!["userData"]);
+        assert_eq!(data["userData"].0, b"#cloud-config\n");
+        let labels = c.metadata.labels.clone().expect("labels");
+        assert_eq!(labels["ironvisor.io/vm-uid"], "u1");
+        assert_eq!(labels["ironvisor.io/vm-namespace"], "fin");
+        assert_eq!(labels["ironvisor.io/node"], "h1");
+        let ann = c.metadata.annotations.clone().expect("annotations");
+        assert_eq!(ann["ironvisor.io/user-data-secret"], "init");
+        assert_eq!(ann["ironvisor.io/vm-name"], "db");
+        assert!(up_to_date(&c, &c));
+    }
+
+    #[test]
+    fn an_unplaced_vm_gets_the_condition_but_no_copy() {
+        let d = decide(
+            &vm(false),
+            &[(Field::UserData, "init", secret("userData", "x"))],
+        );
+        assert_eq!(
+            d.verdict.expect("a condition").reason,
+            reason::SECRETS_FOUND
+        );
+        assert_eq!(d.copy, CopyStep::Remove);
+    }
+
+    #[test]
+    fn a_missing_secret_or_key_is_named_with_namespace_name_and_key() {
+        let d = decide(&vm(true), &[(Field::UserData, "init", Fetched::NotFound)]);
+        let v = d.verdict.expect("a condition");
+        assert_eq!((v.ok, v.reason), (false, reason::SECRET_NOT_FOUND));
+        assert!(v.message.contains("Secret fin/init"), "{}", v.message);
+        assert!(v.message.contains("\"userdata\""), "{}", v.message);
+        assert_eq!(d.copy, CopyStep::Keep, "the last good copy stays");
+        let d = decide(
+            &vm(true),
+            &[(Field::UserData, "init", secret("other", "x"))],
+        );
+        let v = d.verdict.expect("a condition");
+        assert_eq!(v.reason, reason::SECRET_NOT_FOUND);
+        assert!(
+            v.message.contains("has no key \"userdata\""),
+            "{}",
+            v.message
+        );
+        let d = decide(&vm(true), &[(Field::UserData, "init", Fetched::Forbidden)]);
+        assert_eq!(
+            d.verdict.expect("a condition").reason,
+            reason::SECRET_NOT_READABLE
+        );
+    }
+
+    #[test]
+    fn a_vm_without_secret_references_gets_nothing() {
+        assert_eq!(
+            decide(&vm(true), &[]),
+            Decision {
+                verdict: None,
+                copy: CopyStep::Remove
+            }
+        );
+    }
+
+    #[test]
+    fn a_changed_value_or_source_is_not_up_to_date() {
+        let written = |name: &str, value: &str| match decide(
+            &vm(true),
+            &[(Field::UserData, name, secret("userdata", value))],
+        )
+        .copy
+        {
+            CopyStep::Write(c) => *c,
+            other => panic!("a copy, not {other:?}"),
+        };
+        let a = written("init", "a");
+        assert!(!up_to_date(&a, &written("init", "b")));
+        assert!(!up_to_date(&a, &written("other", "a")));
+    }
+}

@@ -1,0 +1,152 @@
+//! Cloud-init data from a Secret, through the whole system: the operator copies it into
+//! `ironvisor-seeds`, the agent builds the seed from the copy, the guest (the tiny guest on
+//! `qemu:///system`) prints it; a changed Secret reaches the guest at its next start; the copy
+//! goes with the VM. Driven with kubectl, as a user does.
+
+use std::time::Duration;
+
+use ironvisor_tests::system::{
+    System, console, guest_cache, require_libvirtd, tiny_guest, uid, wait_for,
+};
+
+const BOOT: Duration = Duration::from_secs(180);
+const QUICK: Duration = Duration::from_secs(60);
+
+fn secret(ns: &str, marker: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: web-init, namespace: {ns}}}\n\
+         stringData:\n  userdata: \"#cloud-config\\nmarker: {marker}\\n\"\n"
+    )
+}
+
+fn vm(ns: &str, images: &std::path::Path) -> String {
+    let images = images.display();
+    format!(
+        r##"apiVersion: ironvisor.io/v1alpha1
+kind: VirtualMachine
+metadata:
+  name: web
+  namespace: {ns}
+spec:
+  runStrategy: Always
+  cpu: {{cores: 1}}
+  memory: {{size: 128Mi}}
+  terminationGracePeriodSeconds: 2
+  kernelBoot:
+    kernel: {{hostPath: {{path: {images}/vmlinuz}}}}
+    initrd: {{hostPath: {{path: {images}/initrd.gz}}}}
+    cmdline: console=ttyS0 panic=-1 ironvisor.stay
+  cloudInit:
+    userDataSecretRef: {{name: web-init}}
+"##
+    )
+}
+
+/// The copy's user data, as kubectl decodes it (`None` when the copy does not exist).
+fn copy_user_data(sys: &System, uid: &str) -> Option<String> {
+    let name = format!("ironvisor-seed-{uid}");
+    let out = sys.kubectl(&[
+        "get",
+        "secret",
+        &name,
+        "-n",
+        "ironvisor-seeds",
+        "-o",
+        "go-template={{.data.userData | base64decode}}",
+    ]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn user_data_from_a_secret_reaches_the_guest_through_the_seed_copy_only() {
+    require_libvirtd();
+    let images = tiny_guest(&guest_cache());
+    let sys = System::start();
+    let (_operator, _) = sys.operator();
+    let node = format!("e2e-seed-{}", std::process::id());
+    let agent = sys.agent(&node, "qemu:///system", &images);
+    let ns = format!("e2eseed{}", std::process::id());
+    sys.tenant(&ns, &ns, "{virtualMachines: 2, vcpus: 2}");
+    let one = format!("one-{}", std::process::id());
+    sys.apply(&secret(&ns, &one));
+    sys.apply(&vm(&ns, &images));
+
+    let web = sys.wait_phase(&ns, "web", "Running", BOOT);
+    let id = uid(&web);
+    let text = wait_for("the Secret's marker on the console", BOOT, || {
+        let text = console(&agent, &id);
+        if text.contains(&format!("marker: {one}")) {
+            Ok(text)
+        } else {
+            Err(format!("{} bytes so far", text.len()))
+        }
+    });
+    assert!(text.contains("IRONVISOR-GUEST-BOOTED"), "{text}");
+    assert_eq!(
+        copy_user_data(&sys, &id).as_deref(),
+        Some(format!("#cloud-config\nmarker: {one}\n").as_str())
+    );
+    let seed_ready = &sys.vm(&ns, "web")["status"]["conditions"];
+    assert!(
+        seed_ready.as_array().is_some_and(|cs| cs
+            .iter()
+            .any(|c| c["type"] == "SeedReady" && c["status"] == "True" && c["reason"] == "Copied")),
+        "{seed_ready}"
+    );
+
+    // The Secret changes: the copy follows, the agent rebuilds the seed, and the guest reads
+    // it at its next start.
+    let two = format!("two-{}", std::process::id());
+    sys.apply(&secret(&ns, &two));
+    wait_for(
+        "the copy to follow the Secret",
+        QUICK,
+        || match copy_user_data(&sys, &id) {
+            Some(t) if t.contains(&two) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let seed = agent.vm_dir(&id).join("seed.iso");
+    wait_for("the agent to rebuild the seed", QUICK, || {
+        let bytes = std::fs::read(&seed).unwrap_or_default();
+        if String::from_utf8_lossy(&bytes).contains(&two) {
+            Ok(())
+        } else {
+            Err("old seed".into())
+        }
+    });
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        .to_string();
+    sys.kubectl_ok(&[
+        "annotate",
+        "vm",
+        "web",
+        "-n",
+        &ns,
+        "--overwrite",
+        &format!("ironvisor.io/restartedAt={stamp}"),
+    ]);
+    wait_for("the new marker on the console", BOOT, || {
+        let text = console(&agent, &id);
+        if text.contains(&format!("marker: {two}")) {
+            Ok(())
+        } else {
+            Err(format!("{} bytes so far", text.len()))
+        }
+    });
+
+    sys.kubectl_ok(&["delete", "vm", "web", "-n", &ns, "--wait=true"]);
+    wait_for(
+        "the copy to go with the VM",
+        QUICK,
+        || match copy_user_data(&sys, &id) {
+            None => Ok(()),
+            Some(t) => Err(t),
+        },
+    );
+}
