@@ -38,7 +38,7 @@ async fn holder(api: &Api<Lease>) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_renewed_into_the_future_does_not_keep_the_operator_out() {
     let env = Env::start().await;
-    env.namespace(NS).await;
+    env.tenant("lf", &[NS], None).await;
     env.host("h1", 64, "256Gi", json!({})).await;
     let beats = env.keep_alive(&["h1"]);
     let leases: Api<Lease> =

@@ -1,7 +1,8 @@
-//! The agent needs no capabilities, as its DaemonSet promises (`capabilities: drop: [ALL]`,
-//! no privilege escalation, root only to own libvirt's socket and the state directory): run
-//! as root with an empty bounding set and no capabilities at all (util-linux `setpriv`, as a
-//! container runtime leaves it), on the real libvirtd, it runs the examples — a kernel-boot
+//! The agent needs one capability, as its DaemonSet promises (`capabilities: drop: [ALL],
+//! add: [NET_ADMIN]` for the host guard's iptables rule, no privilege escalation, root only to
+//! own libvirt's socket and the state directory): run as root with NET_ADMIN as its only
+//! capability in every set (util-linux `setpriv`, as a container runtime leaves it), on the
+//! real libvirtd, it runs the examples — a kernel-boot
 //! guest with its cloud-init seed and a guest with a qcow2 disk made from an image and a host
 //! port — and removes a deleted VM's domain, disks and directory.
 
@@ -30,7 +31,7 @@ fn capabilities(pid: u32) -> Vec<(String, String)> {
 }
 
 #[test]
-fn the_agent_runs_and_removes_guests_with_no_capabilities() {
+fn the_agent_runs_and_removes_guests_with_net_admin_as_its_only_capability() {
     require_libvirtd();
     let images = tiny_guest(Path::new("/var/lib/ironvisor/images"));
     let sys = System::start();
@@ -39,9 +40,9 @@ fn the_agent_runs_and_removes_guests_with_no_capabilities() {
     let node = format!("e2e-nocaps-{pid}");
     let no_caps: Vec<OsString> = [
         "setpriv",
-        "--inh-caps=-all",
-        "--ambient-caps=-all",
-        "--bounding-set=-all",
+        "--inh-caps=-all,+net_admin",
+        "--ambient-caps=-all,+net_admin",
+        "--bounding-set=-all,+net_admin",
         "--no-new-privs",
         "--",
     ]
@@ -50,8 +51,8 @@ fn the_agent_runs_and_removes_guests_with_no_capabilities() {
     .collect();
     let agent = sys.agent_wrapped(&node, "qemu:///system", &images, &no_caps);
 
-    // setpriv execs the agent in place: the process is the agent, with nothing.
-    let caps = wait_for("the agent runs without capabilities", QUICK, || {
+    // setpriv execs the agent in place: the process is the agent, with NET_ADMIN only.
+    let caps = wait_for("the agent runs with NET_ADMIN only", QUICK, || {
         let caps = capabilities(agent.proc.pid());
         let exe = std::fs::read_link(format!("/proc/{}/exe", agent.proc.pid()))
             .map(|p| p.display().to_string())
@@ -62,8 +63,9 @@ fn the_agent_runs_and_removes_guests_with_no_capabilities() {
             Err(format!("still {exe}"))
         }
     });
+    // CAP_NET_ADMIN is bit 12.
     for (set, value) in &caps {
-        assert_eq!(value, "0000000000000000", "{set} of the agent: {caps:?}");
+        assert_eq!(value, "0000000000001000", "{set} of the agent: {caps:?}");
     }
 
     let ns = format!("e2enocaps{pid}");

@@ -164,9 +164,14 @@ fn agent_daemonset_is_unprivileged_with_a_node_bound_projected_token() {
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    assert!(
-        sc["capabilities"]["add"].is_null(),
-        "no capabilities added: {sc}"
+    assert_eq!(
+        sc["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN"]),
+        "only NET_ADMIN, for the host guard: {sc}"
+    );
+    assert_eq!(
+        spec["hostNetwork"], true,
+        "the host guard's rule lives in the host's network namespace"
     );
     assert_eq!(
         spec["securityContext"]["seccompProfile"]["type"],
