@@ -355,6 +355,7 @@ fn label_write(vm: &VmEntry, node: Option<String>) -> Option<LabelWrite> {
 
 pub mod network;
 mod pass;
+mod placed_network;
 
 use network::NetBook;
 use pass::{Pass, take};

@@ -188,7 +188,7 @@ impl Pass<'_> {
 
     /// The status of a VM placed on `node` and admitted at `d`. `blocked` is a compute
     /// admission that failed (reason, message); `lost` the HostLost Ready condition message.
-    fn placed_status(
+    pub(super) fn placed_status(
         &self,
         vm: &VmEntry,
         node: &str,
@@ -441,45 +441,6 @@ impl Pass<'_> {
             None,
             ann,
         ))
-    }
-
-    /// A placed VM whose interfaces are no longer admitted (its spec was edited, or its
-    /// tenant's allowances changed). Running (compute reserved): `ChangeNotAdmitted`, it
-    /// keeps what it holds and its agent applies nothing new. Halted: nothing runs, so it
-    /// waits with the refusal's own reason, reserving nothing.
-    fn interfaces_refused(
-        &self,
-        vm: &VmEntry,
-        p: &Assumed,
-        base: &Units,
-        r: super::network::Refusal,
-    ) -> VmWrite {
-        let (reason, message) = if p.compute {
-            (
-                REASON_CHANGE_NOT_ADMITTED,
-                format!(
-                    "the edited spec is not admitted ({}: {}); the VM runs on as admitted, and \
-                     its agent applies no change until the spec is admitted",
-                    r.reason, r.message
-                ),
-            )
-        } else {
-            (r.reason, r.message)
-        };
-        let changed = vm.scheduled.as_ref().is_none_or(|c| c.reason != reason);
-        let announce = changed.then(|| Announce {
-            warning: true,
-            reason,
-            note: message.clone(),
-        });
-        VmWrite {
-            key: vm.key.clone(),
-            uid: vm.uid.clone(),
-            status: self.placed_status(vm, &p.node, base, p.compute, Some((reason, message)), None),
-            reserves: false,
-            assume: None,
-            announce,
-        }
     }
 
     /// A placed VM whose spec differs from its recorded admitted size `base`. Growth is checked against quota and,
