@@ -88,6 +88,9 @@ pub enum ScsiBus {
     Scsi,
     /// virtio-blk: fastest.
     Virtio,
+    /// SATA (AHCI): slower, but every Windows since Vista has its driver, so a Windows guest
+    /// without virtio-win boots; switch to virtio once the drivers are in.
+    Sata,
 }
 
 /// The user's mapping choices.
@@ -161,6 +164,7 @@ pub fn map_bus(kind: ControllerKind, scsi: ScsiBus) -> DiskBus {
         | ControllerKind::BusLogic => match scsi {
             ScsiBus::Scsi => DiskBus::Scsi,
             ScsiBus::Virtio => DiskBus::Virtio,
+            ScsiBus::Sata => DiskBus::Sata,
         },
         ControllerKind::Sata | ControllerKind::Ide => DiskBus::Sata,
         ControllerKind::Nvme => DiskBus::Virtio,
@@ -415,6 +419,11 @@ mod tests {
             DiskBus::Virtio
         );
         assert_eq!(map_bus(ControllerKind::Ide, ScsiBus::Scsi), DiskBus::Sata);
+        assert_eq!(
+            map_bus(ControllerKind::LsiLogicSas, ScsiBus::Sata),
+            DiskBus::Sata,
+            "Windows' own AHCI driver boots it"
+        );
         assert_eq!(map_bus(ControllerKind::Sata, ScsiBus::Scsi), DiskBus::Sata);
         assert_eq!(
             map_bus(ControllerKind::Nvme, ScsiBus::Scsi),

@@ -43,9 +43,16 @@ pub enum OvfError {
     /// The root is not an OVF Envelope.
     #[error("the root element is not an OVF Envelope")]
     NotOvf,
-    /// No VirtualSystem, or a collection of several.
+    /// No VirtualSystem, or several side by side.
     #[error("expected exactly one VirtualSystem, found {0}")]
     VirtualSystems(usize),
+    /// A VirtualSystemCollection (a vApp): several VMs in one OVF.
+    #[error(
+        "the OVF is a VirtualSystemCollection (a vApp) of {0} virtual system(s); ivctl imports \
+         one VM per OVF: export each VM of the vApp on its own (vSphere: Export OVF Template \
+         on the VM, or ovftool vi://…/vm-name) and import each"
+    )]
+    Collection(usize),
     /// A required element is absent.
     #[error("{0} is missing")]
     Missing(&'static str),
@@ -116,9 +123,13 @@ pub fn parse(text: &str) -> Result<OvfPackage, OvfError> {
         .unwrap_or_default();
     let disks = read_disk_section(&root, &files)?;
     let systems: Vec<&Element> = root.children_named(OVF, "VirtualSystem").collect();
-    let collections = root.children_named(OVF, "VirtualSystemCollection").count();
-    if systems.len() != 1 || collections > 0 {
-        return Err(OvfError::VirtualSystems(systems.len() + collections));
+    if let Some(c) = root.child(OVF, "VirtualSystemCollection") {
+        return Err(OvfError::Collection(
+            c.children_named(OVF, "VirtualSystem").count(),
+        ));
+    }
+    if systems.len() != 1 {
+        return Err(OvfError::VirtualSystems(systems.len()));
     }
     let vm = read_system(systems[0], &disks)?;
     Ok(OvfPackage { files, vm })
@@ -510,6 +521,15 @@ mod tests {
         let text = r#"<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1">
             <VirtualSystem/><VirtualSystem/></Envelope>"#;
         assert!(matches!(parse(text), Err(OvfError::VirtualSystems(2))));
+        // A vApp of one VM: named as what it is, not as "found 1".
+        let vapp = r#"<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1">
+            <VirtualSystemCollection><VirtualSystem/></VirtualSystemCollection></Envelope>"#;
+        let err = parse(vapp).unwrap_err();
+        assert!(matches!(err, OvfError::Collection(1)), "{err:?}");
+        assert!(
+            err.to_string().contains("export each VM of the vApp"),
+            "{err}"
+        );
     }
 
     const DEVICES: &str = r#"<?xml version="1.0"?>
