@@ -203,6 +203,12 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
     let mut unmapped = Vec::new();
     let mut image_files = Vec::new();
     let mut spec_disks = Vec::new();
+    // The disk the descriptor boots first, else the first in controller order.
+    let boot = src
+        .boot_disk
+        .as_ref()
+        .and_then(|slot| disks.iter().position(|d| d.source.slot() == *slot))
+        .unwrap_or(0);
     for (i, d) in disks.iter().enumerate() {
         let name = d.source.slot().replace(':', "-");
         let file = format!("{}-{name}.qcow2", opts.name);
@@ -223,7 +229,7 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         spec_disks.push(Disk {
             name,
             bus,
-            boot_order: (i == 0).then_some(1),
+            boot_order: (i == boot).then_some(1),
             read_only: false,
             size,
             source: DiskSource {

@@ -36,6 +36,9 @@ pub struct SourceVm {
     pub vmware_tools: bool,
     /// Snapshots recorded beside the descriptor (`.vmsd`), when known.
     pub snapshots: u32,
+    /// The slot of the hard disk the firmware tries first, when the descriptor names it
+    /// (VMX `bios.hddOrder`, e.g. `sata0:0`); otherwise the first disk in controller order.
+    pub boot_disk: Option<String>,
 }
 
 /// Firmware of a VMware VM.

@@ -144,6 +144,12 @@ pub fn to_source_vm(vmx: &Vmx, fallback_name: &str) -> Result<SourceVm, VmxError
         vmware_tools: vmx
             .keys()
             .any(|k| k.starts_with("tools.") || k.starts_with("toolsinstall")),
+        // `bios.hddOrder = "nvme0:1,scsi0:0"`: the first is the disk the BIOS boots.
+        boot_disk: vmx
+            .get("bios.hddOrder")
+            .and_then(|v| v.split(',').next())
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty()),
         ..SourceVm::default()
     };
     read_disks(vmx, &mut vm)?;
@@ -499,6 +505,19 @@ pciPassthru2.id = "00000:216:00.0"
             ]
         );
         assert_eq!(vm.nics.len(), 1, "the adapter itself is kept as a NIC");
+    }
+
+    #[test]
+    fn the_boot_disk_named_by_bios_hdd_order_is_read() {
+        let vm = to_source_vm(
+            &Vmx::parse("bios.bootOrder = \"hdd,cdrom\"\nbios.hddOrder = \"SATA0:1, scsi0:0\"\n")
+                .unwrap(),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(vm.boot_disk.as_deref(), Some("sata0:1"));
+        let none = to_source_vm(&Vmx::parse("numvcpus = \"1\"\n").unwrap(), "x").unwrap();
+        assert_eq!(none.boot_disk, None);
     }
 
     #[test]

@@ -334,6 +334,25 @@ fn a_vmx_set_with_sparse_and_flat_disks_is_imported() {
 }
 
 #[test]
+fn the_disk_bios_hdd_order_names_boots_first() {
+    let dir = tempfile::tempdir().unwrap();
+    vmx_set(
+        dir.path(),
+        "bios.bootOrder = \"hdd,cdrom\"\nbios.hddOrder = \"scsi0:1\"\n",
+    );
+    let out = dir.path().join("out");
+    import(&request(&dir.path().join("db01.vmx"), &out)).unwrap();
+    let vm = validated(&out.join("db01/db01.yaml"));
+    let boot: Vec<(&str, Option<u32>)> = vm
+        .spec
+        .disks
+        .iter()
+        .map(|d| (d.name.as_str(), d.boot_order))
+        .collect();
+    assert_eq!(boot, [("scsi0-0", None), ("scsi0-1", Some(1))]);
+}
+
+#[test]
 fn a_vmx_with_a_snapshot_is_blocked_and_with_force_imports_the_current_state() {
     let dir = tempfile::tempdir().unwrap();
     let (a, _) = vmx_set(dir.path(), "");
