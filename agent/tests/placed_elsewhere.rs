@@ -14,9 +14,8 @@ use ironvisor_agent::reconcile::leftovers::STOPPED_LOCAL_COPY;
 use ironvisor_crds::common::{condition_is_true, condition_type};
 use ironvisor_crds::labels::NODE;
 use ironvisor_crds::vm::{Phase, VirtualMachine};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use std::time::Duration;
 
 const URI: &str = "test:///default";
@@ -61,20 +60,6 @@ async fn relabel(c: &Cluster, name: &str, node: &str) {
         serde_json::json!({"metadata": {"labels": {NODE: node}}}),
     )
     .await;
-}
-
-async fn warnings(c: &Cluster, name: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(c.client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .expect("events listed")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                && e.reason.as_deref() == Some(STOPPED_LOCAL_COPY)
-        })
-        .collect()
 }
 
 /// The VM's agent finalizer removed, as the agent of the node it now runs on would.
@@ -128,7 +113,10 @@ async fn a_vm_placed_elsewhere_is_stopped_here_and_its_disks_stay_until_it_is_de
     for (name, uid) in ["moved", "relabelled"].iter().zip(&uids) {
         assert!(disk(uid).exists(), "{name}: the disk stays");
         let ev = wait_for("a StoppedLocalCopy Warning", || async {
-            warnings(&c, name).await.into_iter().next()
+            c.events(NS, name, STOPPED_LOCAL_COPY)
+                .await
+                .into_iter()
+                .next()
         })
         .await;
         assert_eq!(ev.type_.as_deref(), Some("Warning"));

@@ -14,9 +14,8 @@ use common::cluster::{Cluster, wait_for};
 use ironvisor_agent::domain_xml::name::domain_name;
 use ironvisor_crds::common::{condition_is_true, condition_type, find_condition};
 use ironvisor_crds::vm::{Phase, VirtualMachine};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
+use kube::api::DeleteParams;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -32,21 +31,6 @@ fn ready(
     vm: &VirtualMachine,
 ) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     find_condition(&vm.status.as_ref()?.conditions, condition_type::READY)
-}
-
-/// The Events about VM `name` with `reason`.
-async fn events(c: &Cluster, name: &str, reason: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(c.client.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .expect("events listed")
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                && e.reason.as_deref() == Some(reason)
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -115,7 +99,7 @@ async fn a_guest_qemu_cannot_open_shows_start_failed_with_qemus_message_until_fi
         (attempts() >= 3).then_some(())
     })
     .await;
-    let warnings = events(&c, &name, "StartFailed").await;
+    let warnings = c.events(NS, &name, "StartFailed").await;
     assert_eq!(warnings.len(), 1, "one Event: {warnings:#?}");
     let warning = &warnings[0];
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
@@ -158,7 +142,7 @@ async fn a_guest_qemu_cannot_open_shows_start_failed_with_qemus_message_until_fi
         Some("Running")
     );
     wait_for("a Normal Recovered event", || async {
-        events(&c, &name, "Recovered")
+        c.events(NS, &name, "Recovered")
             .await
             .iter()
             .any(|e| e.type_.as_deref() == Some("Normal"))

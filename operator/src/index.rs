@@ -340,17 +340,7 @@ impl Index {
 
     /// A Tenant was added or changed.
     pub fn apply_tenant(&mut self, t: &Tenant) {
-        let node = TenantNode {
-            name: t.name_any(),
-            parent: t.spec.parent.clone(),
-            namespaces: t.spec.namespaces.clone(),
-            created: t
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|c| c.0)
-                .unwrap_or_default(),
-        };
+        let node = TenantNode::from_tenant(t);
         self.tenants.insert(node.name.clone(), node);
         self.tenant_nets
             .insert(t.name_any(), TenantNets::from_tenant(t));

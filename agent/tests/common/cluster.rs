@@ -215,6 +215,26 @@ impl Cluster {
             .expect("operator status applied")
     }
 
+    /// The Events in `ns` about VM `name` with `reason`.
+    pub async fn events(
+        &self,
+        ns: &str,
+        name: &str,
+        reason: &str,
+    ) -> Vec<k8s_openapi::api::events::v1::Event> {
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), ns)
+            .list(&Default::default())
+            .await
+            .expect("events listed")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+            })
+            .collect()
+    }
+
     /// Merge-patch the VM (spec, metadata) as a user would.
     pub async fn merge(&self, ns: &str, name: &str, patch: serde_json::Value) {
         self.vms(ns)

@@ -113,17 +113,7 @@ impl Ctx {
 
     fn tree(&self) -> TenantTree {
         let tenants = self.store.as_ref().map(|s| s.state()).unwrap_or_default();
-        let nodes = tenants.iter().map(|t| TenantNode {
-            name: t.name_any(),
-            parent: t.spec.parent.clone(),
-            namespaces: t.spec.namespaces.clone(),
-            created: t
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|c| c.0)
-                .unwrap_or_default(),
-        });
+        let nodes = tenants.iter().map(|t| TenantNode::from_tenant(t));
         TenantTree::with_reserved(nodes, self.reserved.clone())
     }
 }

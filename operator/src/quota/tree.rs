@@ -24,6 +24,24 @@ pub struct TenantNode {
     pub created: Timestamp,
 }
 
+impl TenantNode {
+    /// What the tree reads of a Tenant object.
+    pub fn from_tenant(t: &ironvisor_crds::tenant::Tenant) -> Self {
+        use kube::ResourceExt;
+        TenantNode {
+            name: t.name_any(),
+            parent: t.spec.parent.clone(),
+            namespaces: t.spec.namespaces.clone(),
+            created: t
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|c| c.0)
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A problem in the tree, reported on the tenant concerned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TreeProblem {
