@@ -502,6 +502,29 @@ pub fn describe(vm: &Value) -> String {
     )
 }
 
+/// A VM booting the tiny guest in `images`, which stays up (`ironvisor.stay`); `spec_extra`
+/// is more of its spec, as YAML lines indented by two spaces (cloudInit, networks, ...).
+pub fn tiny_vm_manifest(ns: &str, name: &str, images: &Path, spec_extra: &str) -> String {
+    let images = images.display();
+    format!(
+        r##"apiVersion: ironvisor.io/v1alpha1
+kind: VirtualMachine
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  runStrategy: Always
+  cpu: {{cores: 1}}
+  memory: {{size: 128Mi}}
+  terminationGracePeriodSeconds: 2
+  kernelBoot:
+    kernel: {{hostPath: {{path: {images}/vmlinuz}}}}
+    initrd: {{hostPath: {{path: {images}/initrd.gz}}}}
+    cmdline: console=ttyS0 panic=-1 ironvisor.stay
+{spec_extra}"##
+    )
+}
+
 /// The tiny guest from `hack/build-guest.sh` (built once, cached) in `dir`.
 pub fn tiny_guest(dir: &Path) -> PathBuf {
     let out = crate::run(Command::new(repo_root().join("hack/build-guest.sh")).arg(dir));

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use ironvisor_tests::system::{
-    System, console, guest_cache, require_libvirtd, tiny_guest, uid, wait_for,
+    System, console, guest_cache, require_libvirtd, tiny_guest, tiny_vm_manifest, uid, wait_for,
 };
 
 const BOOT: Duration = Duration::from_secs(180);
@@ -20,25 +20,11 @@ fn secret(ns: &str, marker: &str) -> String {
 }
 
 fn vm(ns: &str, images: &std::path::Path) -> String {
-    let images = images.display();
-    format!(
-        r##"apiVersion: ironvisor.io/v1alpha1
-kind: VirtualMachine
-metadata:
-  name: web
-  namespace: {ns}
-spec:
-  runStrategy: Always
-  cpu: {{cores: 1}}
-  memory: {{size: 128Mi}}
-  terminationGracePeriodSeconds: 2
-  kernelBoot:
-    kernel: {{hostPath: {{path: {images}/vmlinuz}}}}
-    initrd: {{hostPath: {{path: {images}/initrd.gz}}}}
-    cmdline: console=ttyS0 panic=-1 ironvisor.stay
-  cloudInit:
-    userDataSecretRef: {{name: web-init}}
-"##
+    tiny_vm_manifest(
+        ns,
+        "web",
+        images,
+        "  cloudInit:\n    userDataSecretRef: {name: web-init}\n",
     )
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use ironvisor_tests::repo_root;
 use ironvisor_tests::system::{
     System, console, describe, domain_id, free_port, guest_cache, require_libvirtd, tiny_guest,
-    uid, wait_for,
+    tiny_vm_manifest, uid, wait_for,
 };
 use serde_json::Value;
 
@@ -27,28 +27,12 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}", std::process::id())
 }
 
-/// A VM booting the tiny guest, which stays up (`ironvisor.stay`).
+/// A VM booting the tiny guest, which stays up (`ironvisor.stay`), with its hostname in
+/// cloud-init.
 fn tiny_vm(ns: &str, name: &str, images: &Path, extra: &str) -> String {
-    let images = images.display();
-    format!(
-        r##"apiVersion: ironvisor.io/v1alpha1
-kind: VirtualMachine
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  runStrategy: Always
-  cpu: {{cores: 1}}
-  memory: {{size: 128Mi}}
-  terminationGracePeriodSeconds: 2
-  kernelBoot:
-    kernel: {{hostPath: {{path: {images}/vmlinuz}}}}
-    initrd: {{hostPath: {{path: {images}/initrd.gz}}}}
-    cmdline: console=ttyS0 panic=-1 ironvisor.stay
-  cloudInit:
-    userData: "#cloud-config\nhostname: {name}\n"
-{extra}"##
-    )
+    let cloud_init =
+        format!("  cloudInit:\n    userData: \"#cloud-config\\nhostname: {name}\\n\"\n{extra}");
+    tiny_vm_manifest(ns, name, images, &cloud_init)
 }
 
 /// A control plane, the operator, one agent on `test:///default` and a tenant (named like
