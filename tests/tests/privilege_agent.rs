@@ -193,7 +193,28 @@ fn an_agent_writes_only_its_own_nodes_objects_and_never_the_operators_lease() {
         &out,
         &["the audit record of a VirtualMachine (status.audited)"],
     );
+    // Nor the per-VM operation lock (ending another's migration or snapshot early).
+    let out = kubectl_as(
+        &as_a,
+        &[
+            "patch",
+            "vm",
+            "vm-a",
+            "-n",
+            &ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"operation":{"kind":"Migration","name":"m","uid":"u","since":"2026-01-01T00:00:00Z"}}}"#,
+        ],
+    );
+    assert_refused(
+        "agent A taking its VM's operation lock",
+        &out,
+        &["the operation lock of a VirtualMachine (status.operation)"],
+    );
     let vm_a = sys.vm(&ns, "vm-a");
+    assert!(vm_a["status"]["operation"].is_null());
     assert_eq!(vm_a["status"]["nodeName"], a.as_str());
     assert_eq!(vm_a["spec"]["runStrategy"], "Always");
     assert_ne!(vm_a["status"]["audited"]["generation"], 99);

@@ -5,10 +5,12 @@
 //! (lifecycle), each with its own server-side-apply field manager.
 
 mod network;
+mod operation;
 mod status;
 mod storage;
 
 pub use network::*;
+pub use operation::*;
 pub use status::*;
 pub use storage::*;
 

@@ -63,6 +63,11 @@ pub struct VirtualMachineStatus {
     /// once (the status is writable only by the control plane).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audited: Option<Audited>,
+    /// The operation that holds the VM (a migration, snapshot, restore, backup, resize or
+    /// reset), written by the operator only. Another operation on the VM waits until it is
+    /// released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<super::VmOperation>,
 }
 
 /// The last change of a VM announced in its audit trail.
