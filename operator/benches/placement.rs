@@ -120,6 +120,7 @@ fn vm(i: usize, rng: &mut Rng) -> VmEntry {
         status_node: None,
         status_vcpus: None,
         admitted: None,
+        admitted_ports: None,
         phase: None,
         printable: None,
         scheduled: None,

@@ -123,6 +123,7 @@ impl Units {
             vcpus: saturating_i64(self.vcpus),
             memory: Quantity(format_bytes(self.memory)),
             storage: Quantity(format_bytes(self.storage)),
+            host_ports: None,
         }
     }
 

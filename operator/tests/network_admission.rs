@@ -113,6 +113,42 @@ async fn bridges_host_ports_and_macs_are_checked_before_a_vm_is_placed() {
     )
     .await;
 
+    // A placed VM edited to forward ssh-a's port: refused, and it keeps what it holds.
+    create(
+        &env,
+        "web",
+        json!({"networks": [{"name": "u", "user": {}}]}),
+    )
+    .await;
+    eventually("web is placed", || async {
+        scheduled(&env, "web")
+            .await
+            .is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    let recorded = env.vms(NS).get("web").await.unwrap().status.unwrap();
+    assert_eq!(recorded.admitted.unwrap().host_ports, Some(vec![]));
+    env.vms(NS)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"networks": [{"name": "u",
+                "user": {"portForwards": [{"hostPort": 30022, "guestPort": 22}]}}]}})),
+        )
+        .await
+        .expect("web edited");
+    eventually("web's edit is not admitted", || async {
+        scheduled(&env, "web").await.is_some_and(|(s, r, m)| {
+            s == "False"
+                && r == "ChangeNotAdmitted"
+                && m.contains("host port TCP/30022 is already forwarded by another VM on host h1")
+        })
+    })
+    .await;
+    let ssh_a = env.vms(NS).get("ssh-a").await.unwrap().status.unwrap();
+    let a_ports = ssh_a.admitted.unwrap().host_ports.unwrap();
+    assert_eq!((a_ports[0].port, a_ports.len()), (30022, 1));
+
     // The cluster administrator allows the bridge: the waiting VM is admitted.
     env.tenants()
         .patch(

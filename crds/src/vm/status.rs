@@ -95,6 +95,22 @@ pub struct AdmittedSize {
     pub memory: Quantity,
     /// Sum of the disk sizes admitted (exact bytes).
     pub storage: Quantity,
+    /// Host ports the VM's user-mode interfaces forward, as admitted on its host: an edit
+    /// that forwards another port is checked against the ports of the host's other VMs
+    /// before it counts. Absent on VMs admitted by older operators (their spec's ports count
+    /// until the operator records them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ports: Option<Vec<AdmittedHostPort>>,
+}
+
+/// A host port admitted for a VM.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmittedHostPort {
+    /// TCP or UDP.
+    pub protocol: super::Protocol,
+    /// The port on the host's 127.0.0.1.
+    pub port: u16,
 }
 
 /// Lifecycle phase of a VM.

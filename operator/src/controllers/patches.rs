@@ -5,6 +5,7 @@
 
 use ironvisor_crds::common::{Condition, condition_status, condition_type};
 use ironvisor_crds::labels;
+use ironvisor_crds::vm::AdmittedHostPort;
 use serde_json::{Value, json};
 
 use crate::hosts::HOST_LOST;
@@ -38,7 +39,13 @@ pub fn vm_status(key: &VmKey, s: &VmStatus) -> Value {
         status.insert("vcpus".into(), json!(v));
     }
     if let Some(a) = &s.admitted {
-        status.insert("admitted".into(), json!(a.to_admitted()));
+        let mut admitted = a.to_admitted();
+        admitted.host_ports = s.host_ports.as_ref().map(|ps| {
+            ps.iter()
+                .map(|&(protocol, port)| AdmittedHostPort { protocol, port })
+                .collect()
+        });
+        status.insert("admitted".into(), json!(admitted));
     }
     let mut conditions = vec![json!(s.scheduled)];
     if let Some(r) = &s.ready {
@@ -146,6 +153,7 @@ mod tests {
             node_name: None,
             vcpus: Some(4),
             admitted: None,
+            host_ports: None,
             scheduled: cond(),
             phase: Some((Phase::Pending, "QuotaExceeded".into())),
             ready: None,
@@ -172,6 +180,7 @@ mod tests {
                 memory: 1 << 30,
                 storage: 0,
             }),
+            host_ports: Some(vec![(ironvisor_crds::vm::Protocol::TCP, 2222)]),
             scheduled: cond(),
             phase: None,
             ready: None,
@@ -182,7 +191,8 @@ mod tests {
         assert!(v["status"].get("printableStatus").is_none());
         assert_eq!(
             v["status"]["admitted"],
-            json!({"vcpus": 1, "memory": "1Gi", "storage": "0"})
+            json!({"vcpus": 1, "memory": "1Gi", "storage": "0",
+                   "hostPorts": [{"protocol": "TCP", "port": 2222}]})
         );
         assert_eq!(v["status"]["conditions"].as_array().unwrap().len(), 1);
     }

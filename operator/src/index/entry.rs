@@ -15,7 +15,7 @@ use ironvisor_crds::vm::{Phase, RunStrategy, VirtualMachine};
 use jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::net::{VmNet, host_ports};
+use super::net::{HostPort, VmNet, host_ports};
 use super::{
     LEGACY_ADMITTED_ANNOTATION, REASON_CHANGE_NOT_ADMITTED, REASON_RESIZE_QUOTA_EXCEEDED,
     REASON_SCHEDULED_HALTED,
@@ -70,6 +70,8 @@ pub struct VmEntry {
     pub status_vcpus: Option<u32>,
     /// `status.admitted`: the size the operator admitted the VM at, when recorded.
     pub admitted: Option<Units>,
+    /// `status.admitted.hostPorts`: the host ports admitted on its host, when recorded.
+    pub admitted_ports: Option<Vec<HostPort>>,
     /// `status.phase`.
     pub phase: Option<Phase>,
     /// `status.printableStatus`.
@@ -123,6 +125,14 @@ impl VmEntry {
             status_node: status.node_name.clone(),
             status_vcpus: status.vcpus,
             admitted: status.admitted.as_ref().and_then(Units::from_admitted),
+            admitted_ports: status
+                .admitted
+                .as_ref()
+                .and_then(|a| a.host_ports.as_ref())
+                .map(|ps| {
+                    let set: BTreeSet<HostPort> = ps.iter().map(|p| (p.protocol, p.port)).collect();
+                    set.into_iter().collect()
+                }),
             phase: status.phase,
             printable: status.printable_status.clone(),
             scheduled: find_condition(&status.conditions, condition_type::SCHEDULED).cloned(),
@@ -152,6 +162,14 @@ impl VmEntry {
                     || c.reason == REASON_CHANGE_NOT_ADMITTED
             }
         }
+    }
+
+    /// The host ports the VM holds on its host: the admitted ones when recorded, else (an
+    /// unplaced VM, or one an older operator placed) its spec's.
+    pub fn counted_ports(&self) -> &[HostPort] {
+        self.admitted_ports
+            .as_deref()
+            .unwrap_or(&self.request.host_ports)
     }
 
     /// The size the VM counts at while placed: `status.admitted`; for a VM an older

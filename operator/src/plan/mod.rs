@@ -62,6 +62,8 @@ pub struct VmStatus {
     /// `status.admitted`: set on every placed VM (leaving it out of an apply would delete
     /// it), `None` on an unplaced one.
     pub admitted: Option<Units>,
+    /// `status.admitted.hostPorts`, written with `admitted`.
+    pub host_ports: Option<Vec<HostPort>>,
     /// The Scheduled condition.
     pub scheduled: Condition,
     /// `phase` and `printableStatus`, while the operator owns them (unplaced, placed but the
@@ -191,6 +193,7 @@ fn differs(vm: &VmEntry, want: &VmStatus) -> bool {
     vm.status_node != want.node_name
         || vm.status_vcpus != want.vcpus
         || vm.admitted != want.admitted
+        || (want.admitted.is_some() && vm.admitted_ports != want.host_ports)
         || !same_condition(vm.scheduled.as_ref(), &want.scheduled)
         || match &want.phase {
             Some((p, s)) => vm.phase != Some(*p) || vm.printable.as_deref() != Some(s.as_str()),

@@ -25,11 +25,16 @@ pub const REASON_HOST_PORT_NOT_ALLOWED: &str = "HostPortNotAllowed";
 /// Scheduled=False reason: a MAC address already used in the VM's tenant.
 pub const REASON_DUPLICATE_MAC: &str = "DuplicateMac";
 
+/// Scheduled=False reason (or within `ChangeNotAdmitted`): a placed VM edited to forward a
+/// host port another VM on its host already forwards.
+pub const REASON_HOST_PORT_TAKEN: &str = "HostPortTaken";
+
 /// Every reason this module gives (fixed: metric label values).
-pub const REASONS: [&str; 3] = [
+pub const REASONS: [&str; 4] = [
     REASON_NETWORK_NOT_ALLOWED,
     REASON_HOST_PORT_NOT_ALLOWED,
     REASON_DUPLICATE_MAC,
+    REASON_HOST_PORT_TAKEN,
 ];
 
 /// The first port that is not privileged.

@@ -6,7 +6,7 @@ use ironvisor_crds::vm::Protocol;
 use pretty_assertions::assert_eq;
 
 use super::*;
-use crate::index::Index;
+use crate::index::{Index, REASON_CHANGE_NOT_ADMITTED};
 use crate::plan::tests::{cluster, key, limits, run, t, vm};
 use crate::plan::{Config, Plan, plan};
 
@@ -219,4 +219,85 @@ fn one_vm_with_the_same_mac_on_two_interfaces_is_refused() {
     let (_, reason, msg) = scheduled(&p, "fin", "twice");
     assert_eq!(reason, REASON_DUPLICATE_MAC);
     assert!(msg.contains("another interface of this VM"), "{msg}");
+}
+
+/// The entry of a VM as the index holds it, with its spec's host ports edited.
+fn edited_ports(ix: &Index, ns: &str, name: &str, ports: &[u16]) -> VmEntry {
+    let e = ix.vm(&key(ns, name)).expect("known").clone();
+    with_ports(e, ports)
+}
+
+#[test]
+fn a_placed_vm_edited_to_forward_a_port_another_vm_on_its_host_holds_is_not_admitted() {
+    let mut ix = cluster(limits(None, None), &[("h1", 8, 8)]);
+    ix.apply_vm_entry(with_ports(vm("fin", "a", 0, 1, 1), &[2222]));
+    ix.apply_vm_entry(with_ports(vm("fin", "b", 1, 1, 1), &[8080]));
+    assert_eq!(run(&mut ix, 1).placed.len(), 2);
+    let recorded =
+        |ix: &Index, name: &str| ix.vm(&key("fin", name)).unwrap().admitted_ports.clone();
+    assert_eq!(recorded(&ix, "b"), Some(vec![(Protocol::TCP, 8080)]));
+
+    // b is edited to also forward a's port: refused, it keeps running as admitted.
+    ix.apply_vm_entry(edited_ports(&ix, "fin", "b", &[2222, 8080]));
+    let p = run(&mut ix, 2);
+    let (status, reason, msg) = scheduled(&p, "fin", "b");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", REASON_CHANGE_NOT_ADMITTED)
+    );
+    assert!(
+        msg.contains(
+            "HostPortTaken: host port TCP/2222 is already forwarded by another VM on host h1"
+        ),
+        "{msg}"
+    );
+    assert_eq!(recorded(&ix, "b"), Some(vec![(Protocol::TCP, 8080)]));
+    // a, the holder, is untouched.
+    assert!(p.vms.iter().all(|w| w.key != key("fin", "a")));
+
+    // Another free port is admitted and recorded; the old one is released.
+    ix.apply_vm_entry(edited_ports(&ix, "fin", "b", &[9090]));
+    let p = run(&mut ix, 3);
+    assert_eq!(scheduled(&p, "fin", "b").1, "Scheduled");
+    assert_eq!(recorded(&ix, "b"), Some(vec![(Protocol::TCP, 9090)]));
+    ix.apply_vm_entry(with_ports(vm("fin", "c", 4, 1, 1), &[8080]));
+    assert_eq!(run(&mut ix, 4).placed, vec![key("fin", "c")]);
+}
+
+#[test]
+fn two_placed_vms_edited_to_one_free_port_in_one_pass_admit_the_older_only() {
+    let mut ix = cluster(limits(None, None), &[("h1", 8, 8)]);
+    ix.apply_vm_entry(vm("fin", "old", 0, 1, 1));
+    ix.apply_vm_entry(vm("fin", "young", 1, 1, 1));
+    assert_eq!(run(&mut ix, 1).placed.len(), 2);
+    ix.apply_vm_entry(edited_ports(&ix, "fin", "young", &[5000]));
+    ix.apply_vm_entry(edited_ports(&ix, "fin", "old", &[5000]));
+    let p = run(&mut ix, 2);
+    assert_eq!(scheduled(&p, "fin", "old").1, "Scheduled");
+    assert_eq!(scheduled(&p, "fin", "young").1, REASON_CHANGE_NOT_ADMITTED);
+    // Steady afterwards: neither is written again, and the refusal stands.
+    let again = run(&mut ix, 3);
+    assert!(again.vms.is_empty(), "{:?}", again.vms);
+    let young = ix.vm(&key("fin", "young")).unwrap();
+    assert_eq!(
+        young.scheduled.as_ref().unwrap().reason,
+        REASON_CHANGE_NOT_ADMITTED
+    );
+    assert_eq!(young.admitted_ports, Some(vec![]));
+}
+
+#[test]
+fn ports_of_a_vm_placed_by_an_older_operator_are_adopted_as_they_are() {
+    let mut ix = cluster(limits(None, None), &[("h1", 8, 8)]);
+    ix.apply_vm_entry(with_ports(vm("fin", "a", 0, 1, 1), &[2222]));
+    run(&mut ix, 1);
+    let mut legacy = ix.vm(&key("fin", "a")).unwrap().clone();
+    legacy.admitted_ports = None;
+    ix.apply_vm_entry(legacy);
+    let p = run(&mut ix, 2);
+    assert_eq!(scheduled(&p, "fin", "a").1, "Scheduled");
+    assert_eq!(
+        ix.vm(&key("fin", "a")).unwrap().admitted_ports,
+        Some(vec![(Protocol::TCP, 2222)])
+    );
 }

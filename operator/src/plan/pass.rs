@@ -46,6 +46,7 @@ fn steady_and_recorded(vm: &VmEntry, p: &Assumed, d: &Units) -> bool {
         && vm.status_node.as_deref() == Some(p.node.as_str())
         && vm.status_vcpus == u32::try_from(d.vcpus).ok()
         && vm.admitted.as_ref() == Some(d)
+        && vm.admitted_ports.as_deref() == Some(vm.request.host_ports.as_slice())
 }
 
 /// A size as people read it: `vcpus=4, memory=2Gi, storage=10Gi`.
@@ -62,7 +63,7 @@ fn size_text(u: &Units) -> String {
 pub(super) fn take(s: &mut HostSnapshot, vm: &VmEntry, counted: Units) {
     s.allocated.vcpus += counted.vcpus;
     s.allocated.memory += counted.memory;
-    s.host_ports.extend(vm.request.host_ports.iter().copied());
+    s.host_ports.extend(vm.counted_ports().iter().copied());
     if let Some(g) = &vm.request.anti_affinity_group {
         *s.groups
             .entry((vm.key.namespace.clone(), g.clone()))
@@ -122,6 +123,7 @@ impl Pass<'_> {
         self.net.record(self.ledger.tree(), vm);
         if let Some(s) = self.snaps.get_mut(&node) {
             take(s, vm, request);
+            s.host_ports.extend(vm.request.host_ports.iter().copied());
         }
         out.placed.push(vm.key.clone());
         let status = self.placed_status(vm, &node, &d, wants, None, None);
@@ -165,6 +167,7 @@ impl Pass<'_> {
                 node_name: None,
                 vcpus: d.and_then(Self::vcpus),
                 admitted: None,
+                host_ports: None,
                 scheduled: condition(
                     condition_type::SCHEDULED,
                     false,
@@ -248,6 +251,7 @@ impl Pass<'_> {
             node_name: Some(node.to_owned()),
             vcpus: Self::vcpus(d),
             admitted: Some(*d),
+            host_ports: Some(vm.request.host_ports.clone()),
             scheduled,
             phase,
             ready,
@@ -337,6 +341,9 @@ impl Pass<'_> {
             return Some(self.lost(vm, p, &base));
         }
         if let Err(r) = self.net.check(self.ledger.tree(), vm) {
+            return Some(self.interfaces_refused(vm, p, &base, r));
+        }
+        if let Err(r) = self.new_host_ports(vm, p) {
             return Some(self.interfaces_refused(vm, p, &base, r));
         }
         // A VM with no recorded size (admitted before the size was recorded, or built
@@ -547,6 +554,8 @@ impl Pass<'_> {
                     let node = h.name.clone();
                     if let Some(s) = self.snaps.get_mut(&node) {
                         take(s, vm, counted);
+                        // Placed anew: the filters checked its spec's ports, recorded now.
+                        s.host_ports.extend(vm.request.host_ports.iter().copied());
                     }
                     let mut status = self.placed_status(vm, &node, d, p.compute, None, None);
                     status.ready = Some(condition(
@@ -586,7 +595,11 @@ impl Pass<'_> {
             key: vm.key.clone(),
             uid: vm.uid.clone(),
             reserves: false,
-            status: self.placed_status(vm, &p.node, d, p.compute, None, Some(why.clone())),
+            status: VmStatus {
+                // Nothing is admitted while the host is away: the ports stay as they were.
+                host_ports: Some(vm.counted_ports().to_vec()),
+                ..self.placed_status(vm, &p.node, d, p.compute, None, Some(why.clone()))
+            },
             assume: None,
             announce: changed.then_some(Announce {
                 warning: true,

@@ -114,6 +114,7 @@ fn land(api: &mut BTreeMap<VmKey, VmEntry>, w: &VmWrite) {
     e.status_node = w.status.node_name.clone();
     e.status_vcpus = w.status.vcpus;
     e.admitted = w.status.admitted;
+    e.admitted_ports = w.status.host_ports.clone();
     e.scheduled = Some(w.status.scheduled.clone());
     e.operator_owns_phase = w.status.phase.is_some();
     if let Some((p, s)) = &w.status.phase {
@@ -146,7 +147,7 @@ proptest! {
                         request: Request { namespace: ns.into(), ..Request::default() },
                         restart_elsewhere: false,
                         label_node: None, legacy_annotation: false, status_node: None,
-                        status_vcpus: None, admitted: None, phase: None,
+                        status_vcpus: None, admitted: None, admitted_ports: None, phase: None,
                         printable: None, scheduled: None, ready: None, tenant: None,
                         agents: BTreeSet::new(), operator_owns_phase: false,
                         net: VmNet::default(),

@@ -48,6 +48,7 @@ pub(super) fn vm(ns: &str, name: &str, created: i64, vcpus: i128, mem_gi: i128) 
         status_node: None,
         status_vcpus: None,
         admitted: None,
+        admitted_ports: None,
         phase: None,
         printable: None,
         scheduled: None,
@@ -108,6 +109,7 @@ pub(super) fn write_back(ix: &mut Index, plan: &Plan) {
         e.status_node = w.status.node_name.clone();
         e.status_vcpus = w.status.vcpus;
         e.admitted = w.status.admitted;
+        e.admitted_ports = w.status.host_ports.clone();
         e.scheduled = Some(w.status.scheduled.clone());
         if let Some(r) = &w.status.ready {
             e.ready = Some(r.clone());
