@@ -49,7 +49,9 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Where MAC uniqueness is checked: the tenant that owns a namespace, or the namespace alone.
+/// Whose a MAC is: the tenant that owns a namespace, or the namespace alone. MACs are unique
+/// in the whole cluster (tenants may share a bridge), but a refusal names the holder only
+/// within the asker's own scope.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Scope {
     Tenant(String),
@@ -61,8 +63,8 @@ enum Scope {
 pub struct NetBook<'a> {
     tenants: &'a BTreeMap<String, TenantNets>,
     allow_privileged_ports: bool,
-    /// MACs in use per scope, with the VM that holds each.
-    macs: BTreeMap<Scope, BTreeMap<String, VmKey>>,
+    /// MACs in use, with the scope and the VM that holds each.
+    macs: BTreeMap<String, (Scope, VmKey)>,
 }
 
 impl<'a> NetBook<'a> {
@@ -84,12 +86,11 @@ impl<'a> NetBook<'a> {
 
     /// Count an admitted VM's MACs (placed VMs, and each VM admitted in this pass).
     pub fn record(&mut self, tree: &TenantTree, vm: &VmEntry) {
-        let used = self
-            .macs
-            .entry(Self::scope(tree, &vm.key.namespace))
-            .or_default();
+        let scope = Self::scope(tree, &vm.key.namespace);
         for mac in &vm.net.macs {
-            used.entry(mac.clone()).or_insert_with(|| vm.key.clone());
+            self.macs
+                .entry(mac.clone())
+                .or_insert_with(|| (scope.clone(), vm.key.clone()));
         }
     }
 
@@ -171,25 +172,33 @@ impl<'a> NetBook<'a> {
 
     fn unique_macs(&self, tree: &TenantTree, vm: &VmEntry) -> Result<(), Refusal> {
         let scope = Self::scope(tree, &vm.key.namespace);
-        let used = self.macs.get(&scope);
+        let within = match &scope {
+            Scope::Tenant(t) => format!("tenant {t}"),
+            Scope::Namespace(n) => format!("namespace {n}"),
+        };
         for (i, mac) in vm.net.macs.iter().enumerate() {
             let holder = if vm.net.macs[..i].contains(mac) {
-                Some("another interface of this VM".to_owned())
+                Some(format!("another interface of this VM in {within}"))
             } else {
-                used.and_then(|u| u.get(mac))
-                    .filter(|k| **k != vm.key)
-                    .map(|k| format!("VM {k}"))
+                self.macs
+                    .get(mac)
+                    .filter(|(_, k)| *k != vm.key)
+                    .map(|(s, k)| {
+                        if *s == scope {
+                            format!("VM {k} in {within}")
+                        } else {
+                            // Another tenant's VM is not named to this one.
+                            "a VM of another tenant (MAC addresses are unique in the cluster)"
+                                .to_owned()
+                        }
+                    })
             };
             if let Some(holder) = holder {
-                let within = match &scope {
-                    Scope::Tenant(t) => format!("tenant {t}"),
-                    Scope::Namespace(n) => format!("namespace {n}"),
-                };
                 return Err(Refusal {
                     reason: REASON_DUPLICATE_MAC,
                     message: format!(
-                        "macAddress {mac} is already used by {holder} in {within}; choose \
-                         another or leave macAddress out to have one generated"
+                        "macAddress {mac} is already used by {holder}; choose another or \
+                         leave macAddress out to have one generated"
                     ),
                 });
             }

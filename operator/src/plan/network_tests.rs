@@ -174,7 +174,7 @@ fn a_halted_vm_keeps_its_host_ports_on_its_host() {
 }
 
 #[test]
-fn a_mac_already_used_in_the_tenant_is_refused_but_another_tenant_may_use_it() {
+fn a_mac_already_used_is_refused_naming_the_holder_only_within_the_tenant() {
     let mut ix = cluster(limits(None, None), &[("h1", 8, 8)]);
     ix.apply_tenant_node(crate::quota::tree::tests::node("ops", None, &["ops"], 0));
     let mac = "52:54:00:00:00:01";
@@ -182,8 +182,14 @@ fn a_mac_already_used_in_the_tenant_is_refused_but_another_tenant_may_use_it() {
     run(&mut ix, 1);
     ix.apply_vm_entry(with_net(vm("fin", "second", 1, 1, 1), &[], &[], &[mac]));
     ix.apply_vm_entry(with_net(vm("ops", "third", 2, 1, 1), &[], &[], &[mac]));
+    ix.apply_vm_entry(with_net(
+        vm("ops", "fourth", 3, 1, 1),
+        &[],
+        &[],
+        &["52:54:00:00:00:09"],
+    ));
     let p = run(&mut ix, 2);
-    assert_eq!(p.placed, vec![key("ops", "third")]);
+    assert_eq!(p.placed, vec![key("ops", "fourth")]);
     assert_eq!(
         scheduled(&p, "fin", "second"),
         (
@@ -194,6 +200,16 @@ fn a_mac_already_used_in_the_tenant_is_refused_but_another_tenant_may_use_it() {
                 .into()
         )
     );
+    // Tenants may share a bridge: a MAC is unique in the cluster, and another tenant's
+    // holder is not named.
+    let (_, reason, msg) = scheduled(&p, "ops", "third");
+    assert_eq!(reason, REASON_DUPLICATE_MAC);
+    assert_eq!(
+        msg,
+        "macAddress 52:54:00:00:00:01 is already used by a VM of another tenant (MAC addresses \
+         are unique in the cluster); choose another or leave macAddress out to have one generated"
+    );
+    assert!(!msg.contains("fin"), "{msg}");
     // The placed holder itself is never refused on later passes.
     let again = run(&mut ix, 3);
     assert!(again.vms.iter().all(|w| w.key != key("fin", "first")));
