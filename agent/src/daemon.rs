@@ -91,6 +91,9 @@ pub enum StartError {
     /// The state directory could not be created.
     #[error("creating the state directory {0}")]
     StateDir(PathBuf, #[source] std::io::Error),
+    /// The host's seed key could not be loaded or made.
+    #[error(transparent)]
+    SeedKey(#[from] crate::seed_key::SeedKeyError),
     /// libvirt refused the connection or the host info.
     #[error("talking to libvirt at {0}")]
     Libvirt(String, #[source] HvError),
@@ -263,11 +266,14 @@ pub async fn run(
         metrics.clone(),
     );
     engine.node = config.node_name.clone();
+    let seed_key = crate::seed_key::SeedKey::load_or_create(&config.state_dir)?;
+    let seed_public = seed_key.public_b64().to_owned();
     let ctx = Arc::new(Context::new(
         client.clone(),
         &config.node_name,
         engine,
         config.resync_interval,
+        seed_key,
     ));
 
     if config.collect_orphans {
@@ -305,6 +311,7 @@ pub async fn run(
         period: config.heartbeat_period,
         libvirt: libvirt.clone(),
         health: health.clone(),
+        seed_key: seed_public,
     };
     let first = initial_health_check(&mut heartbeat).await;
     let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store(), first));

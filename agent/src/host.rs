@@ -216,6 +216,7 @@ pub fn hypervisor_status(
         health: None,
         conditions,
         observed_generation: generation,
+        seed_key: None,
     }
 }
 

@@ -7,6 +7,7 @@
 mod common;
 
 use common::cluster::{Cluster, wait_for};
+use ironvisor_agent::seed_key::{SeedKey, seal_to};
 use ironvisor_agent::storage::layout;
 use ironvisor_crds::common::find_condition;
 use ironvisor_crds::seed;
@@ -56,15 +57,19 @@ fn seed_pending(vm: &VirtualMachine) -> bool {
         .is_some_and(|c| c.status == "False" && c.reason == "SeedPending")
 }
 
-/// The copy the operator would write for `vm`.
-async fn write_copy(admin: &Client, vm: &VirtualMachine, source: &str, user_data: &str) {
+/// The copy the operator would write for `vm`, sealed to the public seed key `to`.
+async fn write_copy(admin: &Client, vm: &VirtualMachine, source: &str, user_data: &str, to: &str) {
+    use base64::Engine as _;
     let uid = vm.uid().expect("uid");
+    let sealed = seal_to(to, user_data.as_bytes()).expect("a valid key");
     let body = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": seed::secret_name(&uid), "namespace": seed::NAMESPACE,
             "labels": {seed::VM_UID_LABEL: uid, seed::VM_NAMESPACE_LABEL: NS},
             "annotations": {seed::VM_NAME_ANNOTATION: vm.name_any(),
-                            "ironvisor.io/user-data-secret": source}},
-        "type": seed::SECRET_TYPE, "stringData": {"userData": user_data}});
+                            "ironvisor.io/user-data-secret": source,
+                            seed::SEALED_FOR_ANNOTATION: to}},
+        "type": seed::SECRET_TYPE,
+        "data": {"userData": base64::engine::general_purpose::STANDARD.encode(sealed)}});
     Api::<Secret>::namespaced(admin.clone(), seed::NAMESPACE)
         .patch(
             &seed::secret_name(&uid),
@@ -124,13 +129,54 @@ async fn the_agent_reads_only_the_seed_copy_and_builds_the_seed_from_it() {
         "no seed without the copy"
     );
 
+    // The agent published its seed key; the copy must be sealed to it.
+    let key = SeedKey::load_or_create(&c.state_dir).expect("the agent's key");
+    let published = wait_for("the host's seed key", || {
+        let hv = Api::<ironvisor_crds::Hypervisor>::all(c.client.clone());
+        let node = node.clone();
+        async move { hv.get(&node).await.ok()?.status?.seed_key }
+    })
+    .await;
+    assert_eq!(published, key.public_b64());
+
     // A copy made for another Secret than the spec names is not used.
-    write_copy(&c.client, &vm, "older", "#cloud-config\nstale\n").await;
+    write_copy(
+        &c.client,
+        &vm,
+        "older",
+        "#cloud-config\nstale\n",
+        key.public_b64(),
+    )
+    .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let now = c.vms(NS).get("web").await.expect("VM");
     assert!(seed_pending(&now), "a stale copy is not used");
+    // Nor one sealed to another host's key.
+    let other_dir = tempfile::tempdir().expect("temp dir");
+    let other = SeedKey::load_or_create(other_dir.path()).expect("another key");
+    write_copy(
+        &c.client,
+        &vm,
+        "init",
+        "#cloud-config\nforeign\n",
+        other.public_b64(),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let now = c.vms(NS).get("web").await.expect("VM");
+    assert!(
+        seed_pending(&now),
+        "a copy sealed to another host is not used"
+    );
 
-    write_copy(&c.client, &vm, "init", "#cloud-config\nmarker: from-copy\n").await;
+    write_copy(
+        &c.client,
+        &vm,
+        "init",
+        "#cloud-config\nmarker: from-copy\n",
+        key.public_b64(),
+    )
+    .await;
     c.wait_vm(NS, "web", "Running", |v| {
         v.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
     })
@@ -147,5 +193,6 @@ async fn the_agent_reads_only_the_seed_copy_and_builds_the_seed_from_it() {
         "the seed holds the copy's user data"
     );
     assert!(!text.contains("stale"), "not the stale copy's");
+    assert!(!text.contains("foreign"), "not the foreign copy's");
     c.stop().await;
 }

@@ -145,6 +145,11 @@ pub struct HypervisorStatus {
     /// The generation of the spec this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The agent's public seed key (X25519, base64): the operator seals the cloud-init data
+    /// it copies for this host's VMs to it, so only this host's agent can read them
+    /// (`crds::seed`). The private half never leaves the host's state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_key: Option<String>,
 }
 
 /// vCPUs and memory.

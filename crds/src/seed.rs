@@ -5,9 +5,13 @@
 //! operator copies exactly the referenced values into one Secret of type [`SECRET_TYPE`]
 //! named [`secret_name`]`(<vm uid>)` in [`NAMESPACE`], and the agent reads only that one, by
 //! name. The namespace holds seed copies and nothing else, because the agents' `get` on
-//! Secrets there cannot be narrowed further by RBAC (the names are not known in advance). This module is the contract both sides share: names, keys, labels and the
+//! Secrets there cannot be narrowed further by RBAC (the names are not known in advance, and
+//! one service account serves every host). So each value is sealed (an anonymous
+//! X25519/XSalsa20-Poly1305 box) to the public key the placed host's agent publishes in its
+//! Hypervisor's `status.seedKey`: any agent may fetch any copy, only the VM's own host can
+//! open it. This module is the contract both sides share: names, keys, labels and the
 //! annotations that say which Secret each value came from (so an agent never builds a seed
-//! from a copy made for an older spec). Pure: no client.
+//! from a copy made for an older spec) and which key it is sealed to. Pure: no client.
 
 use crate::vm::CloudInit;
 
@@ -30,6 +34,16 @@ pub const VM_NAMESPACE_LABEL: &str = "ironvisor.io/vm-namespace";
 /// Annotation on a seed copy: the VM's name (an annotation, since a VM name may be longer
 /// than a label value may be).
 pub const VM_NAME_ANNOTATION: &str = "ironvisor.io/vm-name";
+
+/// Annotation on a seed copy: the public seed key (base64) its values are sealed to, as the
+/// placed host's Hypervisor published it. An agent whose key differs waits for a copy sealed
+/// to its own.
+pub const SEALED_FOR_ANNOTATION: &str = "ironvisor.io/sealed-for";
+
+/// Annotation on a seed copy: the version of each source Secret sealed into it
+/// (`userData=<uid>@<resourceVersion>,…`), so the operator seals again only when a source
+/// changes (a sealed value differs at every sealing and cannot be compared).
+pub const SEALED_FROM_ANNOTATION: &str = "ironvisor.io/sealed-from";
 
 /// The name of the seed copy of the VM with this uid.
 pub fn secret_name(vm_uid: &str) -> String {

@@ -3,7 +3,10 @@
 //!
 //! A copy exists only while the VM is placed (`status.nodeName` set, Scheduled=True) and
 //! takes something from a Secret. It holds exactly the referenced values, under the keys the
-//! agent reads, and records which Secret each came from. When a source Secret disappears the
+//! agent reads, and records which Secret (and which version of it) each came from and the
+//! placed host's public seed key; the controller seals the values to that key just before
+//! writing (randomised, so not here). A placed VM whose host has published no key yet waits
+//! with `WaitingForHostKey`. When a source Secret disappears the
 //! last good copy is kept (a running guest's seed stays as it was) and the condition says
 //! what is missing; the copy never holds anything but what the VM references.
 
@@ -30,6 +33,8 @@ pub mod reason {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// The operator may not read Secrets in the VM's namespace (no Tenant owns it).
     pub const SECRET_NOT_READABLE: &str = "SecretNotReadable";
+    /// The VM's host has not published its seed key yet (its agent never reported).
+    pub const WAITING_FOR_HOST_KEY: &str = "WaitingForHostKey";
 }
 
 /// What reading one referenced Secret gave.
@@ -91,9 +96,23 @@ fn value(secret: &Secret, field: Field) -> Option<&ByteString> {
     field.source_keys().iter().find_map(|k| data.get(*k))
 }
 
-/// Decide from the VM and, for each `(field, secret name)` of
-/// [`seed::references`], what reading that Secret gave (same order).
-pub fn decide(vm: &VirtualMachine, fetched: &[(Field, &str, Fetched)]) -> Decision {
+/// A source Secret's identity and version, for [`seed::SEALED_FROM_ANNOTATION`].
+fn version(s: &Secret) -> String {
+    format!(
+        "{}@{}",
+        s.metadata.uid.as_deref().unwrap_or(""),
+        s.metadata.resource_version.as_deref().unwrap_or("")
+    )
+}
+
+/// Decide from the VM, for each `(field, secret name)` of [`seed::references`] what reading
+/// that Secret gave (same order), and the public seed key of the host the VM is placed on
+/// (`None`: not published).
+pub fn decide(
+    vm: &VirtualMachine,
+    fetched: &[(Field, &str, Fetched)],
+    host_key: Option<&str>,
+) -> Decision {
     if fetched.is_empty() {
         return Decision {
             verdict: None,
@@ -122,7 +141,7 @@ pub fn decide(vm: &VirtualMachine, fetched: &[(Field, &str, Fetched)]) -> Decisi
             )),
             Fetched::Found(s) => match value(s, *field) {
                 Some(v) => {
-                    values.insert(*field, (name.to_string(), v.clone()));
+                    values.insert(*field, (name.to_string(), version(s), v.clone()));
                     None
                 }
                 None => Some((
@@ -149,21 +168,38 @@ pub fn decide(vm: &VirtualMachine, fetched: &[(Field, &str, Fetched)]) -> Decisi
     }
     let sources: Vec<String> = values
         .iter()
-        .map(|(f, (name, _))| format!("{} from Secret {ns}/{name}", f.copy_key()))
+        .map(|(f, (name, _, _))| format!("{} from Secret {ns}/{name}", f.copy_key()))
         .collect();
     let sources = sources.join(", ");
     match placed_node(vm).zip(vm.uid()) {
+        Some((node, _)) if host_key.is_none() => Decision {
+            verdict: Some(Verdict {
+                ok: false,
+                reason: reason::WAITING_FOR_HOST_KEY,
+                message: format!(
+                    "{sources}; waiting for the agent of {node} to publish its seed key \
+                     (Hypervisor {node} status.seedKey) to seal them to"
+                ),
+            }),
+            copy: CopyStep::Keep,
+        },
         Some((node, uid)) => Decision {
             verdict: Some(Verdict {
                 ok: true,
                 reason: reason::COPIED,
                 message: format!(
-                    "{sources} copied to {}/{} for the agent of {node}",
+                    "{sources} copied to {}/{}, sealed for the agent of {node}",
                     seed::NAMESPACE,
                     seed::secret_name(&uid)
                 ),
             }),
-            copy: CopyStep::Write(Box::new(copy(vm, &uid, node, values))),
+            copy: CopyStep::Write(Box::new(copy(
+                vm,
+                &uid,
+                node,
+                host_key.unwrap_or_default(),
+                values,
+            ))),
         },
         None => Decision {
             verdict: Some(Verdict {
@@ -176,11 +212,13 @@ pub fn decide(vm: &VirtualMachine, fetched: &[(Field, &str, Fetched)]) -> Decisi
     }
 }
 
+/// The copy as it should be, its values still in the clear (the controller seals them).
 fn copy(
     vm: &VirtualMachine,
     uid: &str,
     node: &str,
-    values: BTreeMap<Field, (String, ByteString)>,
+    host_key: &str,
+    values: BTreeMap<Field, (String, String, ByteString)>,
 ) -> Secret {
     let mut s = Secret::default();
     s.metadata.name = Some(seed::secret_name(uid));
@@ -194,26 +232,41 @@ fn copy(
         (NODE.into(), node.into()),
         ("app.kubernetes.io/part-of".into(), "ironvisor".into()),
     ]));
-    let mut annotations = BTreeMap::from([(seed::VM_NAME_ANNOTATION.into(), vm.name_any())]);
+    let mut annotations = BTreeMap::from([
+        (seed::VM_NAME_ANNOTATION.into(), vm.name_any()),
+        (seed::SEALED_FOR_ANNOTATION.into(), host_key.to_owned()),
+    ]);
     let mut data = BTreeMap::new();
-    for (field, (name, v)) in values {
+    let mut versions = Vec::new();
+    for (field, (name, version, v)) in values {
         annotations.insert(field.source_annotation().into(), name);
+        versions.push(format!("{}={version}", field.copy_key()));
         data.insert(field.copy_key().into(), v);
     }
+    annotations.insert(seed::SEALED_FROM_ANNOTATION.into(), versions.join(","));
     s.metadata.annotations = Some(annotations);
     s.type_ = Some(seed::SECRET_TYPE.into());
     s.data = Some(data);
     s
 }
 
-/// Whether `existing` already is `desired` (type, labels, annotations, data): no write.
+/// Whether `existing` already is `desired` (type, labels, annotations, the same data keys):
+/// no write. Sealed values differ at every sealing, so the values themselves are not
+/// compared: the annotations say which source versions were sealed to which key.
 pub fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
     let ours = |m: &Option<BTreeMap<String, String>>, want: &Option<BTreeMap<String, String>>| {
         let have = m.clone().unwrap_or_default();
         want.iter().flatten().all(|(k, v)| have.get(k) == Some(v))
     };
+    let keys = |s: &Secret| {
+        s.data
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
     existing.type_ == desired.type_
-        && existing.data == desired.data
+        && keys(existing) == keys(desired)
         && ours(&existing.metadata.labels, &desired.metadata.labels)
         && ours(
             &existing.metadata.annotations,
@@ -243,14 +296,23 @@ mod tests {
         .expect("valid VM")
     }
 
-    fn secret(key: &str, value: &str) -> Fetched {
-        Fetched::Found(Box::new(Secret {
+    const KEY: &str = "cHVibGljIGtleSBvZiBob3N0IGgxIChiYXNlNjQpIQ==";
+
+    fn secret_rv(key: &str, value: &str, rv: &str) -> Fetched {
+        let mut s = Secret {
             data: Some(BTreeMap::from([(
                 key.to_string(),
                 ByteString(value.as_bytes().to_vec()),
             )])),
             ..Secret::default()
-        }))
+        };
+        s.metadata.uid = Some("s-uid".into());
+        s.metadata.resource_version = Some(rv.into());
+        Fetched::Found(Box::new(s))
+    }
+
+    fn secret(key: &str, value: &str) -> Fetched {
+        secret_rv(key, value, "7")
     }
 
     #[test]
@@ -262,6 +324,7 @@ mod tests {
                 "init",
                 secret("userdata", "#cloud-config\n"),
             )],
+            Some(KEY),
         );
         let v = d.verdict.expect("a condition");
         assert!(v.ok);
@@ -282,7 +345,26 @@ mod tests {
         let ann = c.metadata.annotations.clone().expect("annotations");
         assert_eq!(ann["ironvisor.io/user-data-secret"], "init");
         assert_eq!(ann["ironvisor.io/vm-name"], "db");
+        assert_eq!(ann["ironvisor.io/sealed-for"], KEY);
+        assert_eq!(ann["ironvisor.io/sealed-from"], "userData=s-uid@7");
         assert!(up_to_date(&c, &c));
+    }
+
+    #[test]
+    fn a_placed_vm_whose_host_published_no_key_waits_and_keeps_any_copy() {
+        let d = decide(
+            &vm(true),
+            &[(Field::UserData, "init", secret("userdata", "x"))],
+            None,
+        );
+        let v = d.verdict.expect("a condition");
+        assert_eq!((v.ok, v.reason), (false, reason::WAITING_FOR_HOST_KEY));
+        assert!(
+            v.message.contains("Hypervisor h1 status.seedKey"),
+            "{}",
+            v.message
+        );
+        assert_eq!(d.copy, CopyStep::Keep);
     }
 
     #[test]
@@ -290,6 +372,7 @@ mod tests {
         let d = decide(
             &vm(false),
             &[(Field::UserData, "init", secret("userData", "x"))],
+            Some(KEY),
         );
         assert_eq!(
             d.verdict.expect("a condition").reason,
@@ -300,7 +383,11 @@ mod tests {
 
     #[test]
     fn a_missing_secret_or_key_is_named_with_namespace_name_and_key() {
-        let d = decide(&vm(true), &[(Field::UserData, "init", Fetched::NotFound)]);
+        let d = decide(
+            &vm(true),
+            &[(Field::UserData, "init", Fetched::NotFound)],
+            Some(KEY),
+        );
         let v = d.verdict.expect("a condition");
         assert_eq!((v.ok, v.reason), (false, reason::SECRET_NOT_FOUND));
         assert!(v.message.contains("Secret fin/init"), "{}", v.message);
@@ -309,6 +396,7 @@ mod tests {
         let d = decide(
             &vm(true),
             &[(Field::UserData, "init", secret("other", "x"))],
+            Some(KEY),
         );
         let v = d.verdict.expect("a condition");
         assert_eq!(v.reason, reason::SECRET_NOT_FOUND);
@@ -317,7 +405,11 @@ mod tests {
             "{}",
             v.message
         );
-        let d = decide(&vm(true), &[(Field::UserData, "init", Fetched::Forbidden)]);
+        let d = decide(
+            &vm(true),
+            &[(Field::UserData, "init", Fetched::Forbidden)],
+            Some(KEY),
+        );
         assert_eq!(
             d.verdict.expect("a condition").reason,
             reason::SECRET_NOT_READABLE
@@ -327,7 +419,7 @@ mod tests {
     #[test]
     fn a_vm_without_secret_references_gets_nothing() {
         assert_eq!(
-            decide(&vm(true), &[]),
+            decide(&vm(true), &[], Some(KEY)),
             Decision {
                 verdict: None,
                 copy: CopyStep::Remove
@@ -336,18 +428,21 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_value_or_source_is_not_up_to_date() {
-        let written = |name: &str, value: &str| match decide(
+    fn a_changed_source_version_source_or_host_key_is_not_up_to_date() {
+        let written = |name: &str, rv: &str, key: &str| match decide(
             &vm(true),
-            &[(Field::UserData, name, secret("userdata", value))],
+            &[(Field::UserData, name, secret_rv("userdata", "v", rv))],
+            Some(key),
         )
         .copy
         {
             CopyStep::Write(c) => *c,
             other => panic!("a copy, not {other:?}"),
         };
-        let a = written("init", "a");
-        assert!(!up_to_date(&a, &written("init", "b")));
-        assert!(!up_to_date(&a, &written("other", "a")));
+        let a = written("init", "7", KEY);
+        assert!(up_to_date(&a, &written("init", "7", KEY)));
+        assert!(!up_to_date(&a, &written("init", "8", KEY)));
+        assert!(!up_to_date(&a, &written("other", "7", KEY)));
+        assert!(!up_to_date(&a, &written("init", "7", "another-hosts-key")));
     }
 }

@@ -2,11 +2,18 @@
 //! the real `manifests/rbac`: a placed VM's cloud-init Secret is copied into
 //! `ironvisor-seeds`, follows changes of the Secret, and goes with the VM; a missing Secret
 //! is reported on the VM; the operator cannot read Secrets where no Tenant owns the namespace.
+//! The copy's values are sealed to the seed key the host published: only that host's secret
+//! key opens them, and a host with no key yet gets no copy.
 
 mod common;
 
 use std::process::Command;
+use std::sync::LazyLock;
 use std::time::Duration;
+
+use base64::Engine as _;
+use crypto_box::SecretKey;
+use crypto_box::aead::OsRng;
 
 use common::{Env, Operator, eventually, fast_config};
 use ironvisor_crds::seed;
@@ -48,12 +55,31 @@ fn install_manifests(env: &Env, dir: &std::path::Path) {
     }
 }
 
-/// The environment, the manifests installed, a host, a tenant owning [`NS`], and a client
-/// acting as the operator's ServiceAccount.
+/// Host h1's seed key, as its agent would hold it.
+static HOST_KEY: LazyLock<SecretKey> = LazyLock::new(|| SecretKey::generate(&mut OsRng));
+
+/// Publish `key`'s public half as host `node`'s seed key, as its agent does.
+async fn publish_key(env: &Env, node: &str, key: &SecretKey) {
+    let public = base64::engine::general_purpose::STANDARD.encode(key.public_key().as_bytes());
+    let body = json!({"apiVersion": "ironvisor.io/v1alpha1", "kind": "Hypervisor",
+        "metadata": {"name": node}, "status": {"seedKey": public}});
+    env.hypervisors()
+        .patch_status(
+            node,
+            &PatchParams::apply("test-seed-key").force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .expect("seed key published");
+}
+
+/// The environment, the manifests installed, a host (with its seed key), a tenant owning
+/// [`NS`], and a client acting as the operator's ServiceAccount.
 async fn setup(dir: &std::path::Path) -> (Env, Client, tokio::task::JoinHandle<()>) {
     let env = Env::start().await;
     install_manifests(&env, dir);
     env.host("h1", 16, "64Gi", json!({})).await;
+    publish_key(&env, "h1", &HOST_KEY).await;
     let beats = env.keep_alive(&["h1"]);
     env.tenant("acme", &[NS], None).await;
     env.quota("acme-q", "acme", json!({"vcpus": 8})).await;
@@ -91,10 +117,12 @@ async fn uid_of(env: &Env, name: &str) -> String {
         .expect("the VM exists with a uid")
 }
 
+/// The copy's user data, opened with host h1's key (`None`: no copy, or not for that key).
 async fn copy_value(copies: &Api<Secret>, uid: &str) -> Option<String> {
     let s = copies.get_opt(&seed::secret_name(uid)).await.ok()??;
     let v = s.data?.get("userData")?.0.clone();
-    Some(String::from_utf8_lossy(&v).into_owned())
+    let opened = HOST_KEY.unseal(&v).ok()?;
+    Some(String::from_utf8_lossy(&opened).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,6 +156,10 @@ async fn a_placed_vms_secret_is_copied_follows_changes_and_goes_with_the_vm() {
     assert_eq!(copy.labels()["ironvisor.io/vm-namespace"], NS);
     assert_eq!(copy.labels()["ironvisor.io/node"], "h1");
     assert_eq!(copy.annotations()["ironvisor.io/user-data-secret"], "init");
+    // Sealed: not in the clear, and another host's key cannot open it.
+    let raw = copy.data.as_ref().unwrap()["userData"].0.clone();
+    assert!(!raw.windows(10).any(|w| w == b"marker: on"));
+    assert!(SecretKey::generate(&mut OsRng).unseal(&raw).is_err());
     assert_eq!(
         copy.data
             .as_ref()
@@ -219,6 +251,53 @@ async fn a_missing_secret_is_reported_on_the_vm_and_copied_once_it_exists() {
     .await;
     op.stop().await;
     beats.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_a_seed_key_gets_no_copy_until_it_publishes_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (env, op_client, beats) = setup(dir.path()).await;
+    env.host("h2", 16, "64Gi", json!({})).await;
+    let beats2 = env.keep_alive(&["h2"]);
+    put_secret(&env.client, NS, "init", "userdata", "#cloud-config\n").await;
+    let op = Operator::start(op_client, fast_config("op-1"));
+    env.vm(
+        NS,
+        "pinned",
+        1,
+        "1Gi",
+        json!({"nodeName": "h2",
+        "cloudInit": {"userDataSecretRef": {"name": "init"}}}),
+    )
+    .await;
+    eventually("SeedReady=False WaitingForHostKey", || async {
+        env.condition(NS, "pinned", "SeedReady")
+            .await
+            .is_some_and(|(s, r, m)| s == "False" && r == "WaitingForHostKey" && m.contains("h2"))
+    })
+    .await;
+    let uid = uid_of(&env, "pinned").await;
+    let copies: Api<Secret> = Api::namespaced(env.client.clone(), seed::NAMESPACE);
+    assert!(
+        copies
+            .get_opt(&seed::secret_name(&uid))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let h2_key = SecretKey::generate(&mut OsRng);
+    publish_key(&env, "h2", &h2_key).await;
+    eventually("copied, sealed to h2's key", || async {
+        let Ok(Some(c)) = copies.get_opt(&seed::secret_name(&uid)).await else {
+            return false;
+        };
+        let v = c.data.unwrap_or_default()["userData"].0.clone();
+        h2_key.unseal(&v).is_ok_and(|p| p == b"#cloud-config\n") && HOST_KEY.unseal(&v).is_err()
+    })
+    .await;
+    op.stop().await;
+    beats.abort();
+    beats2.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,16 @@
 //! Cloud-init data from a Secret, through the whole system: the operator copies it into
 //! `ironvisor-seeds`, the agent builds the seed from the copy, the guest (the tiny guest on
 //! `qemu:///system`) prints it; a changed Secret reaches the guest at its next start; the copy
-//! goes with the VM. Driven with kubectl, as a user does.
+//! goes with the VM. Driven with kubectl, as a user does. The copy is sealed to the host's
+//! seed key: only the key in that agent's state directory opens it.
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use crypto_box::SecretKey;
 use ironvisor_tests::system::{
-    System, console, guest_cache, require_libvirtd, tiny_guest, tiny_vm_manifest, uid, wait_for,
+    Agent, System, console, guest_cache, require_libvirtd, tiny_guest, tiny_vm_manifest, uid,
+    wait_for,
 };
 
 const BOOT: Duration = Duration::from_secs(180);
@@ -28,8 +32,9 @@ fn vm(ns: &str, images: &std::path::Path) -> String {
     )
 }
 
-/// The copy's user data, as kubectl decodes it (`None` when the copy does not exist).
-fn copy_user_data(sys: &System, uid: &str) -> Option<String> {
+/// The copy's user data as kubectl reads it, opened with the seed key of `agent`'s host
+/// (`None` when the copy does not exist or that key cannot open it).
+fn copy_user_data(sys: &System, agent: &Agent, uid: &str) -> Option<String> {
     let name = format!("ironvisor-seed-{uid}");
     let out = sys.kubectl(&[
         "get",
@@ -38,11 +43,20 @@ fn copy_user_data(sys: &System, uid: &str) -> Option<String> {
         "-n",
         "ironvisor-seeds",
         "-o",
-        "go-template={{.data.userData | base64decode}}",
+        "go-template={{.data.userData}}",
     ]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    if !out.status.success() {
+        return None;
+    }
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(out.stdout.trim_ascii())
+        .ok()?;
+    let raw: [u8; 32] = std::fs::read(agent.state_dir.join("seed-key"))
+        .ok()?
+        .try_into()
+        .ok()?;
+    let opened = SecretKey::from_bytes(raw).unseal(&sealed).ok()?;
+    Some(String::from_utf8_lossy(&opened).into_owned())
 }
 
 #[test]
@@ -71,7 +85,7 @@ fn user_data_from_a_secret_reaches_the_guest_through_the_seed_copy_only() {
     });
     assert!(text.contains("IRONVISOR-GUEST-BOOTED"), "{text}");
     assert_eq!(
-        copy_user_data(&sys, &id).as_deref(),
+        copy_user_data(&sys, &agent, &id).as_deref(),
         Some(format!("#cloud-config\nmarker: {one}\n").as_str())
     );
     let seed_ready = &sys.vm(&ns, "web")["status"]["conditions"];
@@ -89,7 +103,7 @@ fn user_data_from_a_secret_reaches_the_guest_through_the_seed_copy_only() {
     wait_for(
         "the copy to follow the Secret",
         QUICK,
-        || match copy_user_data(&sys, &id) {
+        || match copy_user_data(&sys, &agent, &id) {
             Some(t) if t.contains(&two) => Ok(()),
             other => Err(format!("{other:?}")),
         },
@@ -130,7 +144,7 @@ fn user_data_from_a_secret_reaches_the_guest_through_the_seed_copy_only() {
     wait_for(
         "the copy to go with the VM",
         QUICK,
-        || match copy_user_data(&sys, &id) {
+        || match copy_user_data(&sys, &agent, &id) {
             None => Ok(()),
             Some(t) => Err(t),
         },

@@ -70,11 +70,19 @@ pub struct Context {
     domains: Mutex<HashMap<String, ObjectRef<VmObject>>>,
     /// Per-VM pause after failures (in memory: an agent restart retries at once).
     pub backoff: Backoff,
+    /// This host's seed key: opens the seed copies sealed to it.
+    pub seed_key: crate::seed_key::SeedKey,
 }
 
 impl Context {
     /// A context for `node`.
-    pub fn new(client: Client, node: &str, engine: Engine, resync: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        node: &str,
+        engine: Engine,
+        resync: Duration,
+        seed_key: crate::seed_key::SeedKey,
+    ) -> Self {
         let reporter = Reporter {
             controller: "ironvisor-agent".into(),
             instance: Some(node.to_owned()),
@@ -87,6 +95,7 @@ impl Context {
             resync,
             domains: Mutex::default(),
             backoff: Backoff::default(),
+            seed_key,
         }
     }
 
@@ -167,7 +176,13 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
         tracing::debug!(vm = %vm.key(), ?left, "failed recently; waiting before the next attempt");
         return Ok(Action::requeue(left));
     }
-    let ci = super::seed_copy::fetch(&ctx.client, &uid, vm.spec.cloud_init.as_ref()).await?;
+    let ci = super::seed_copy::fetch(
+        &ctx.client,
+        &uid,
+        vm.spec.cloud_init.as_ref(),
+        &ctx.seed_key,
+    )
+    .await?;
     let now = Time(jiff::Timestamp::now());
     let outcome = ctx.engine.converge(&vm, &ci, now).await?;
     ctx.domains

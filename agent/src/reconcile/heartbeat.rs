@@ -36,6 +36,8 @@ pub struct Heartbeat {
     pub metrics: Arc<Metrics>,
     /// Renewal period ([`PERIOD`] in production).
     pub period: Duration,
+    /// This host's public seed key (base64), published in the Hypervisor status.
+    pub seed_key: String,
     /// The host health checks.
     pub monitor: Monitor,
     /// The libvirt connection, for the capability probe.
@@ -149,6 +151,7 @@ impl Heartbeat {
             &previous,
         );
         add_health(&mut status, health, &now);
+        status.seed_key = Some(self.seed_key.clone());
         if let (Some(cap), Some(alloc)) = (&status.capacity, &status.allocatable) {
             let bytes = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
                 ironvisor_crds::quantity::to_bytes(&q.0).unwrap_or(0)

@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::seed::{self, CopyStep, Decision, Fetched, Verdict};
 
 pub mod access;
+mod seal;
 mod watches;
 
 use watches::SecretWatches;
@@ -53,6 +54,9 @@ pub enum SeedError {
     /// The VM has no uid (a malformed object).
     #[error("the VM has no uid")]
     NoUid,
+    /// The copy could not be sealed to its host's key.
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
 }
 
 impl SeedError {
@@ -61,6 +65,7 @@ impl SeedError {
         match self {
             SeedError::Api(e) => Category::of_kube(e),
             SeedError::NoUid => Category::InvalidSpec,
+            SeedError::Seal(_) => Category::InvalidSpec,
         }
     }
 }
@@ -103,7 +108,8 @@ async fn fetch(client: &Client, ns: &str, name: &str) -> Result<Fetched, kube::E
     }
 }
 
-async fn write_copy(client: &Client, desired: &Secret) -> Result<bool, kube::Error> {
+/// Write the copy (its values sealed to its host's key) unless the one there is up to date.
+async fn write_copy(client: &Client, desired: &Secret) -> Result<bool, SeedError> {
     let api = copies(client);
     let name = desired.name_any();
     if let Some(existing) = api.get_opt(&name).await?
@@ -111,7 +117,9 @@ async fn write_copy(client: &Client, desired: &Secret) -> Result<bool, kube::Err
     {
         return Ok(false);
     }
-    let mut body = serde_json::to_value(desired).map_err(kube::Error::SerdeError)?;
+    let mut sealed = desired.clone();
+    seal::seal(&mut sealed)?;
+    let mut body = serde_json::to_value(&sealed).map_err(kube::Error::SerdeError)?;
     body["apiVersion"] = json!("v1");
     body["kind"] = json!("Secret");
     let pp = PatchParams::apply(labels::OPERATOR_MANAGER).force();
@@ -239,11 +247,15 @@ async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, See
     if !refs.is_empty() {
         ctx.watches.ensure(&ns);
     }
+    let host_key = match seed::placed_node(&vm) {
+        Some(node) if !refs.is_empty() => seal::host_key(&ctx.client, node).await?,
+        _ => None,
+    };
     let mut fetched = Vec::with_capacity(refs.len());
     for (field, name) in refs {
         fetched.push((field, name, fetch(&ctx.client, &ns, name).await?));
     }
-    let d = seed::decide(&vm, &fetched);
+    let d = seed::decide(&vm, &fetched, host_key.as_deref());
     let shown = vm
         .status
         .as_ref()
@@ -256,10 +268,11 @@ async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, See
     }
     // Refused reads usually mean the tenant controller has not bound the operator in this
     // namespace yet: look again soon rather than at the next resync.
-    let refused = d
-        .verdict
-        .as_ref()
-        .is_some_and(|v| v.reason == seed::reason::SECRET_NOT_READABLE);
+    // A host that has not published its seed key yet is looked at again soon too.
+    let refused = d.verdict.as_ref().is_some_and(|v| {
+        v.reason == seed::reason::SECRET_NOT_READABLE
+            || v.reason == seed::reason::WAITING_FOR_HOST_KEY
+    });
     apply_decision(&ctx, &vm, &uid, d).await?;
     Ok(Action::requeue(if refused {
         Duration::from_secs(5)
