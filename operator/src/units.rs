@@ -357,6 +357,7 @@ mod tests {
                 http: Some(HttpSource {
                     url: "https://images.example.com/a.qcow2".into(),
                     sha256: "0".repeat(64),
+                    format: None,
                 }),
                 ..Default::default()
             },

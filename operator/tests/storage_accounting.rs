@@ -116,3 +116,38 @@ async fn image_disks_count_their_declared_size_and_one_without_a_size_is_not_sch
     op.stop().await;
     beat.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_may_declare_its_image_format_and_a_kernel_may_not() {
+    use kube::api::PostParams;
+    let env = Env::start().await;
+    env.namespace(NS).await;
+    let http = json!({"url": "https://images.example.com/debian.raw",
+                      "sha256": "0".repeat(64), "format": "raw"});
+    let disk = json!({"disks": [{"name": "root", "size": "1Gi", "source": {"http": http}}]});
+    env.vms(NS)
+        .create(
+            &PostParams::default(),
+            &common::vm_object(NS, "declared", 1, "1Gi", disk),
+        )
+        .await
+        .expect("a disk with a declared format is valid");
+    let stored = env.vms(NS).get("declared").await.unwrap();
+    let format = stored.spec.disks[0].source.http.as_ref().unwrap().format;
+    assert_eq!(format, Some(ironvisor_crds::vm::ImageFormat::Raw));
+
+    let kernel = json!({"kernelBoot": {"kernel": {"http": http}}});
+    let err = env
+        .vms(NS)
+        .create(
+            &PostParams::default(),
+            &common::vm_object(NS, "kernel", 1, "1Gi", kernel),
+        )
+        .await
+        .expect_err("a kernel with a format is refused");
+    assert!(
+        err.to_string()
+            .contains("a kernel or initrd is loaded as a file"),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@
 //! removing images no VM uses ([`super::cache_gc`]); when nothing can go, the image waits.
 
 use futures::StreamExt;
+use ironvisor_crds::vm::ImageFormat;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -102,8 +103,9 @@ impl From<GcError> for DownloadError {
 /// What a cached file is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ImageUse {
-    /// A disk's base image: converted into a standalone qcow2 the agent made.
-    Disk,
+    /// A disk's base image: converted into a standalone qcow2 the agent made, opened as the
+    /// declared format (`None`: as its header reads).
+    Disk(Option<ImageFormat>),
     /// A kernel or initrd: kept as downloaded (QEMU loads it as a file, never as a disk).
     BootFile,
 }
@@ -112,7 +114,7 @@ impl ImageUse {
     /// The cache entry for the image with this (checked) sha256.
     pub fn entry(self, state_dir: &Path, sha: &str) -> PathBuf {
         match self {
-            ImageUse::Disk => layout::cached_disk_image(state_dir, sha),
+            ImageUse::Disk(f) => layout::cached_disk_image(state_dir, sha, f.map(|f| f.as_str())),
             ImageUse::BootFile => layout::cached_image(state_dir, sha),
         }
     }
@@ -399,8 +401,8 @@ impl ImageCache {
                 tmp.persist(&target)
                     .map_err(|e| DownloadError::Io(e.error))?;
             }
-            ImageUse::Disk => {
-                convert::standalone(tmp.path(), &target).await?;
+            ImageUse::Disk(declared) => {
+                convert::standalone(tmp.path(), &target, declared).await?;
                 drop(tmp);
             }
         }

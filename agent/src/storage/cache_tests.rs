@@ -170,7 +170,7 @@ async fn a_disk_image_is_kept_only_as_the_agents_own_qcow2() {
     let dir = tempfile::tempdir().unwrap();
     let cache = loopback_cache(dir.path());
     let p = cache
-        .ensure(&url, &sha(&body), ImageUse::Disk)
+        .ensure(&url, &sha(&body), ImageUse::Disk(None))
         .await
         .unwrap();
     assert_eq!(
@@ -190,7 +190,7 @@ async fn a_qcow2_download_with_a_backing_file_is_refused_once_and_not_fetched_ag
     let cache = loopback_cache(dir.path());
     let digest = sha(&body);
     let err = loop {
-        match cache.poll(&url, &digest, ImageUse::Disk).await {
+        match cache.poll(&url, &digest, ImageUse::Disk(None)).await {
             Err(e) => break e,
             Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
@@ -198,7 +198,10 @@ async fn a_qcow2_download_with_a_backing_file_is_refused_once_and_not_fetched_ag
     assert!(matches!(err, DownloadError::Format(_)), "{err}");
     assert!(err.is_permanent());
     assert!(err.to_string().contains("/etc/hostname"), "{err}");
-    let again = cache.poll(&url, &digest, ImageUse::Disk).await.unwrap_err();
+    let again = cache
+        .poll(&url, &digest, ImageUse::Disk(None))
+        .await
+        .unwrap_err();
     assert_eq!(again.to_string(), err.to_string());
     assert_eq!(hits.load(Ordering::SeqCst), 1, "not downloaded again");
     assert!(

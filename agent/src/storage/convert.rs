@@ -3,14 +3,15 @@
 //! QEMU's own, written by `qemu-img convert`.
 //!
 //! Three gates before that: our own header reader ([`super::qcow2_header`]) picks the
-//! format and refuses backing files, data files and formats QEMU would follow elsewhere,
-//! before `qemu-img` runs at all; QEMU's own view with that format given explicitly
+//! format (or checks the declared one) and refuses backing files, data files and formats
+//! QEMU would follow elsewhere, before `qemu-img` runs at all; QEMU's own view with that format given explicitly
 //! (`qemu-img info -f FMT --backing-chain`, [`qcow2::check_chain`]) must agree; and the
 //! result is read back the same two ways. This module never writes anywhere but the
 //! target's directory and never modifies the download.
 
 use super::qcow2::{self, ImageInfo, Qcow2Error};
 use super::qcow2_header::{self, Detected, HEADER_READ_BYTES, HeaderError};
+use ironvisor_crds::vm::ImageFormat;
 use std::path::Path;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -27,6 +28,15 @@ pub enum ConvertError {
     /// The converted image is not what the agent expects of its own images.
     #[error("the converted image is not standalone: {0}")]
     Result(String),
+    /// The spec declares qcow2 and the image is not one.
+    #[error(
+        "the disk declares format qcow2, but the image is not qcow2 (its header reads as \
+         {found}); declare the format it has (raw) or leave format out"
+    )]
+    NotDeclared {
+        /// What the header reads as.
+        found: &'static str,
+    },
     /// Local file error.
     #[error("cannot convert the image in the cache")]
     Io(#[from] std::io::Error),
@@ -38,7 +48,9 @@ impl ConvertError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            ConvertError::Header(_) | ConvertError::Qemu(Qcow2Error::Unsupported(_))
+            ConvertError::Header(_)
+                | ConvertError::Qemu(Qcow2Error::Unsupported(_))
+                | ConvertError::NotDeclared { .. }
         )
     }
 }
@@ -82,11 +94,33 @@ async fn run(cmd: &mut Command) -> Result<Vec<u8>, Qcow2Error> {
     Ok(out.stdout)
 }
 
+/// The format to open a download as: the declared one, checked against the header, or the
+/// one the header reads as. A declared raw image is raw whatever its first bytes look like
+/// (QEMU opened with `-f raw` follows nothing); a declared qcow2 must read as a qcow2 our
+/// header gate accepts.
+pub async fn format_of(
+    download: &Path,
+    declared: Option<ImageFormat>,
+) -> Result<&'static str, ConvertError> {
+    match declared {
+        Some(ImageFormat::Raw) => Ok("raw"),
+        Some(ImageFormat::Qcow2) => match detect(download).await? {
+            d @ Detected::Qcow2(_) => Ok(d.format()),
+            Detected::Raw => Err(ConvertError::NotDeclared { found: "raw" }),
+        },
+        None => Ok(detect(download).await?.format()),
+    }
+}
+
 /// Convert the verified download at `download` into a standalone qcow2 at `target`
-/// (created under a temporary name, renamed into place). Returns QEMU's view of the result.
-pub async fn standalone(download: &Path, target: &Path) -> Result<ImageInfo, ConvertError> {
-    let detected = detect(download).await?;
-    let format = detected.format();
+/// (created under a temporary name, renamed into place), opening it as `declared` when the
+/// spec names a format. Returns QEMU's view of the result.
+pub async fn standalone(
+    download: &Path,
+    target: &Path,
+    declared: Option<ImageFormat>,
+) -> Result<ImageInfo, ConvertError> {
+    let format = format_of(download, declared).await?;
     let source = qemu_view(download, format).await?;
     let dir = target
         .parent()
@@ -137,7 +171,7 @@ mod tests {
 
     async fn converted(dir: &Path, download: &Path) -> Result<ImageInfo, ConvertError> {
         let target = dir.join("out.qcow2");
-        let r = standalone(download, &target).await;
+        let r = standalone(download, &target, None).await;
         assert_eq!(
             r.is_ok(),
             target.exists(),
@@ -259,5 +293,77 @@ mod tests {
         ]);
         let err = qemu_view(&b, "qcow2").await.unwrap_err();
         assert!(err.to_string().contains("backing file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_declared_raw_image_stays_raw_even_when_its_first_bytes_are_a_qcow2_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.raw");
+        std::fs::write(&secret, b"host secret").unwrap();
+        // A guest's raw disk whose sector 0 holds a qcow2 header naming a host file.
+        let crafted = dir.path().join("crafted.img");
+        let opts = format!("backing_file={},backing_fmt=raw", secret.display());
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &opts,
+            crafted.to_str().unwrap(),
+            "1M",
+        ]);
+        // Whole sectors, as a raw disk is.
+        let mut bytes = std::fs::read(&crafted).unwrap();
+        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+        std::fs::write(&crafted, &bytes).unwrap();
+        let target = dir.path().join("raw.qcow2");
+        let info = standalone(&crafted, &target, Some(ImageFormat::Raw))
+            .await
+            .unwrap();
+        assert_eq!(
+            info.virtual_size,
+            bytes.len() as u64,
+            "its own bytes, as raw"
+        );
+        let back = dir.path().join("back.raw");
+        qemu_img(&[
+            "convert",
+            "-q",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            target.to_str().unwrap(),
+            back.to_str().unwrap(),
+        ]);
+        let back = std::fs::read(back).unwrap();
+        assert_eq!(
+            back, bytes,
+            "the guest sees the header bytes, not the host file"
+        );
+        // Undeclared, the same bytes are read as qcow2 and refused for their backing file.
+        let err = standalone(&crafted, &dir.path().join("auto.qcow2"), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConvertError::Header(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_declared_qcow2_that_is_not_one_is_refused_naming_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("in.img");
+        std::fs::write(&src, vec![3u8; 1 << 20]).unwrap();
+        let target = dir.path().join("out.qcow2");
+        let err = standalone(&src, &target, Some(ImageFormat::Qcow2))
+            .await
+            .unwrap_err();
+        assert!(err.is_refusal());
+        assert!(err.to_string().contains("declares format qcow2"), "{err}");
+        assert!(!target.exists());
+        // Declared raw, the same file is fine.
+        standalone(&src, &target, Some(ImageFormat::Raw))
+            .await
+            .unwrap();
     }
 }

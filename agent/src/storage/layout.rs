@@ -57,11 +57,16 @@ pub fn cached_image(state_dir: &Path, sha256: &str) -> PathBuf {
 }
 
 /// A disk's base image in the host cache: the standalone qcow2 the agent converted the
-/// download with this sha256 into.
-pub fn cached_disk_image(state_dir: &Path, sha256: &str) -> PathBuf {
-    state_dir
-        .join(CACHE_DIR)
-        .join(format!("{}.qcow2", sanitise(&sha256.to_ascii_lowercase())))
+/// download with this sha256 into, opened as the declared `format` (`None`: as its header
+/// reads). The same bytes opened as another format are another image, so the format is
+/// part of the name.
+pub fn cached_disk_image(state_dir: &Path, sha256: &str, format: Option<&str>) -> PathBuf {
+    let sha = sanitise(&sha256.to_ascii_lowercase());
+    let name = match format {
+        None => format!("{sha}.qcow2"),
+        Some(f) => format!("{sha}-{}.qcow2", sanitise(f)),
+    };
+    state_dir.join(CACHE_DIR).join(name)
 }
 
 /// Keep `[a-z0-9-]` only: names reach here validated, this is belt and braces.
@@ -98,5 +103,17 @@ mod tests {
     fn disk_files_stay_inside_the_vm_directory() {
         let f = disk_file(Path::new("/s/vms/u"), "../../etc");
         assert_eq!(f.parent(), Some(Path::new("/s/vms/u")));
+    }
+
+    #[test]
+    fn one_download_opened_as_two_formats_is_two_cache_entries() {
+        let s = Path::new("/s");
+        let sha = "ab".repeat(32);
+        let auto = cached_disk_image(s, &sha, None);
+        let raw = cached_disk_image(s, &sha, Some("raw"));
+        let qcow2 = cached_disk_image(s, &sha, Some("qcow2"));
+        assert!(auto != raw && raw != qcow2 && auto != qcow2);
+        assert_eq!(raw.parent(), auto.parent());
+        assert!(raw.to_str().unwrap().ends_with("-raw.qcow2"));
     }
 }

@@ -111,7 +111,7 @@ impl StorageRoots {
         for disk in &spec.disks {
             if let Some(h) = &disk.source.http {
                 let made = tokio::fs::try_exists(layout::disk_file(vm_dir, &disk.name)).await?;
-                named.push((disk.name.as_str(), h, ImageUse::Disk, made));
+                named.push((disk.name.as_str(), h, ImageUse::Disk(h.format), made));
             }
         }
         if let Some(kb) = &spec.kernel_boot {
@@ -194,7 +194,7 @@ impl StorageRoots {
                         http.as_ref(),
                         host_path.as_ref().map(|h| h.path.as_str()),
                         &disk.name,
-                        ImageUse::Disk,
+                        ImageUse::Disk(http.as_ref().and_then(|h| h.format)),
                     )
                     .await?;
                 qcow2::ensure_overlay(&target, &image, size)

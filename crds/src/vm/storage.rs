@@ -141,6 +141,33 @@ pub struct HttpSource {
     /// SHA-256 of the image: 64 hexadecimal digits. A mismatch fails the VM.
     #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
     pub sha256: String,
+    /// The disk image's format: `raw` or `qcow2`. Declared, the image is opened as exactly
+    /// that (a raw image whose first bytes look like a qcow2 header stays raw; a declared
+    /// qcow2 that is not one is refused). Left out, the agent reads the format from the
+    /// image's header, refusing formats QEMU would follow to other files. Either way the
+    /// image becomes a standalone qcow2 the agent made. Not for kernels and initrds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ImageFormat>,
+}
+
+/// Formats a downloaded disk image may have.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    /// A plain disk image, byte for byte.
+    Raw,
+    /// QEMU's qcow2, with no backing file and no external data file.
+    Qcow2,
+}
+
+impl ImageFormat {
+    /// The format as QEMU names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+        }
+    }
 }
 
 /// An image on the host.
@@ -177,7 +204,10 @@ pub struct KernelBoot {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "[has(self.http), has(self.hostPath)].filter(x, x).size() == 1",
-     "message": "exactly one of http or hostPath must be set"}
+     "message": "exactly one of http or hostPath must be set"},
+    {"rule": "!has(self.http) || !has(self.http.format)",
+     "message": "a kernel or initrd is loaded as a file, not a disk image: leave out http.format",
+     "fieldPath": ".http.format"}
 ]))]
 pub struct BootFileSource {
     /// A file downloaded over HTTP(S) once per host and verified against its checksum.
