@@ -10,6 +10,7 @@ use crate::import::args::{ReportFormat, VmwareArgs};
 use crate::import::convert::Converter;
 use crate::import::manifest::{self, MappingOptions};
 use crate::import::ova::Limits;
+use crate::import::ovf::ParseOptions;
 use crate::import::report::Status;
 use crate::import::run::{self, QuotaInfo, Request};
 
@@ -107,6 +108,10 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
         },
         limits: Limits {
             max_entry_bytes: a.max_ova_entry,
+        },
+        ovf: ParseOptions {
+            deployment_option: a.deployment_option.clone(),
+            properties: a.vapp_property.iter().cloned().collect(),
         },
     };
     match run::run(&req) {

@@ -340,7 +340,7 @@ mod tests {
             controller: ControllerKind::LsiLogic,
             controller_index: 0,
             unit,
-            file: format!("d{unit}.vmdk"),
+            file: Some(format!("d{unit}.vmdk")),
             capacity_bytes: Some(1 << 30),
             independent: false,
             shared: false,

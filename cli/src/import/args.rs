@@ -49,6 +49,13 @@ fn network_map(s: &str) -> Result<(String, NetworkTarget), String> {
     parse_network_map(s)
 }
 
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
 fn quantity(s: &str) -> Result<u64, String> {
     let b = ironvisor_crds::quantity::to_bytes(s).map_err(|e| e.to_string())?;
     u64::try_from(b).map_err(|_| format!("{s:?} must not be negative"))
@@ -105,6 +112,14 @@ pub struct VmwareArgs {
     /// Skip `qemu-img compare` after conversion.
     #[arg(long)]
     pub no_verify: bool,
+    /// The OVF deployment option (DeploymentOptionSection configuration) to import; default:
+    /// the OVF's default option.
+    #[arg(long, value_name = "NAME")]
+    pub deployment_option: Option<String>,
+    /// Set an OVF vApp property (ProductSection), as ovftool's --prop: KEY=VALUE. It decides
+    /// `${KEY}` references (e.g. disk capacities) and the cloud-init data. Repeatable.
+    #[arg(long = "vapp-property", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub vapp_property: Vec<(String, String)>,
     /// Largest file unpacked from an OVA (e.g. 500Gi); a file with a declared size or disk
     /// capacity is held to that (plus slack for VMDK metadata) as well.
     #[arg(long, value_name = "QUANTITY", value_parser = quantity, default_value = "1Ti")]

@@ -91,7 +91,8 @@ pub enum LoadError {
 /// A disk after inspection.
 #[derive(Clone, Debug)]
 pub struct LoadedDisk {
-    /// Its inspection result; `None` for a raw device mapping declared in the descriptor.
+    /// Its inspection result; `None` for a raw device mapping declared in the descriptor
+    /// and for a new empty disk (no file).
     pub info: Option<DiskInfo>,
 }
 
@@ -114,6 +115,10 @@ pub struct Loaded {
     pub unverified_files: Vec<String>,
     /// Whether the disks were only inspected from their first bytes (an OVA in a dry run).
     pub shallow: bool,
+    /// The OVF deployment option used, when the OVF offers several.
+    pub deployment: Option<ovf::DeploymentChoice>,
+    /// The OVF's vApp properties (ProductSection).
+    pub properties: Vec<ovf::VappProperty>,
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
@@ -140,9 +145,10 @@ fn open(
     source: &Path,
     scratch: Option<&Path>,
     limits: Limits,
+    opts: &ovf::ParseOptions,
 ) -> Result<Opened, LoadError> {
     if format == Format::Ova {
-        let x = ova::extract(source, scratch, limits)?;
+        let x = ova::extract(source, scratch, limits, opts)?;
         // Names in messages are "<ova>/<entry>" when nothing was unpacked.
         let root = scratch.map_or_else(|| source.to_owned(), Path::to_owned);
         return Ok(Opened {
@@ -178,11 +184,16 @@ fn open(
 
 /// Load `source`. An OVA is unpacked into `scratch` (which the caller removes); with no
 /// `scratch` (a dry run) nothing is written: an OVA is only read, and its disks are
-/// inspected from their first bytes.
-pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loaded, LoadError> {
+/// inspected from their first bytes. `opts` are the OVF deployer's choices.
+pub fn load(
+    source: &Path,
+    scratch: Option<&Path>,
+    limits: Limits,
+    opts: &ovf::ParseOptions,
+) -> Result<Loaded, LoadError> {
     let format =
         Format::detect(source).ok_or_else(|| LoadError::UnknownFormat(source.to_owned()))?;
-    let opened = open(format, source, scratch, limits)?;
+    let opened = open(format, source, scratch, limits, opts)?;
     let Opened {
         descriptor,
         root,
@@ -191,9 +202,11 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
         digests,
         heads,
     } = opened;
+    let mut deployment = None;
+    let mut properties = Vec::new();
     let (vm, referenced) = match format {
         Format::Ovf | Format::Ova => {
-            let pkg = ovf::parse(&text).map_err(|source| LoadError::Ovf {
+            let pkg = ovf::parse_with(&text, opts).map_err(|source| LoadError::Ovf {
                 file: descriptor.clone(),
                 source,
             })?;
@@ -205,6 +218,8 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
             );
+            deployment = pkg.deployment;
+            properties = pkg.properties;
             (pkg.vm, names)
         }
         Format::Vmx => {
@@ -227,7 +242,7 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
                 vm.snapshots =
                     vmx::snapshot_count(&Vmx::parse(&read(&vmsd)?).map_err(e)?).map_err(e)?;
             }
-            let names = vm.disks.iter().map(|d| d.file.clone()).collect();
+            let names = vm.disks.iter().filter_map(|d| d.file.clone()).collect();
             (vm, names)
         }
     };
@@ -267,13 +282,13 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
     };
     let mut disks = Vec::with_capacity(vm.disks.len());
     for d in &vm.disks {
-        if d.raw_device_mapping {
+        let Some(file) = d.file.as_deref().filter(|_| !d.raw_device_mapping) else {
             disks.push(LoadedDisk { info: None });
             continue;
-        }
+        };
         let info = match &heads {
-            None => vmdk_check::inspect(&root, &descriptor, &d.file)?,
-            Some(h) => vmdk_check::inspect_head(&root, &descriptor, &d.file, h)?,
+            None => vmdk_check::inspect(&root, &descriptor, file)?,
+            Some(h) => vmdk_check::inspect_head(&root, &descriptor, file, h)?,
         };
         disks.push(LoadedDisk { info: Some(info) });
     }
@@ -286,5 +301,7 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
         verified_files: covered.len(),
         unverified_files,
         shallow: heads.is_some(),
+        deployment,
+        properties,
     })
 }

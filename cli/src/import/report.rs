@@ -63,6 +63,8 @@ pub struct DiskReport {
     pub capacity_bytes: u64,
     /// The qcow2 image it becomes, or why it is left out.
     pub image: Option<String>,
+    /// A new empty disk of the OVF: a blank disk of its capacity, made by the agent.
+    pub blank: bool,
     /// Why it is not converted.
     pub skipped: Option<String>,
 }
@@ -180,6 +182,7 @@ impl Report {
             let target = match (&d.image, &d.skipped) {
                 (_, Some(why)) => format!("skipped: {why}"),
                 (Some(img), None) => format!("→ {img}"),
+                (None, None) if d.blank => "→ blank disk (the agent creates it)".into(),
                 (None, None) => String::new(),
             };
             let _ = writeln!(

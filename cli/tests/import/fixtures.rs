@@ -339,6 +339,7 @@ pub fn request(source: &Path, out: &Path) -> Request {
             ..Converter::default()
         },
         limits: Default::default(),
+        ovf: Default::default(),
     }
 }
 

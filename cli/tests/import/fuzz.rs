@@ -304,7 +304,7 @@ proptest! {
         }
         tar.truncate(cut % (tar.len() + 1));
         let limits = ova::Limits { max_entry_bytes: 1 << 20 };
-        let _ = ova::extract_from(tar.as_slice(), Path::new("f.ova"), None, limits);
+        let _ = ova::extract_from(tar.as_slice(), Path::new("f.ova"), None, limits, &Default::default());
     }
 }
 
