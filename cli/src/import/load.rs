@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::bundle::{self, Algorithm, BundleError, Manifest};
+use super::gunzip::{self, GunzipError};
 use super::model::SourceVm;
 use super::ova::{self, Limits, OvaError};
 use super::ovf::{self, OvfError};
@@ -86,6 +87,9 @@ pub enum LoadError {
     /// A disk that cannot be converted.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A gzip-compressed file that does not decompress within its cap.
+    #[error(transparent)]
+    Gunzip(#[from] GunzipError),
 }
 
 /// A disk after inspection.
@@ -204,6 +208,9 @@ pub fn load(
     } = opened;
     let mut deployment = None;
     let mut properties = Vec::new();
+    // Gzip-compressed files of an OVF beside its descriptor, with their disks' capacity (an
+    // OVA's are decompressed while it is unpacked).
+    let mut gzipped = BTreeMap::new();
     let (vm, referenced) = match format {
         Format::Ovf | Format::Ova => {
             let pkg = ovf::parse_with(&text, opts).map_err(|source| LoadError::Ovf {
@@ -218,6 +225,13 @@ pub fn load(
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
             );
+            if format == Format::Ovf {
+                for f in pkg.files.iter() {
+                    if f.compression == ovf::Compression::Gzip {
+                        gzipped.insert(f.href.clone(), ova::capacity_of(&pkg, &f.href));
+                    }
+                }
+            }
             deployment = pkg.deployment;
             properties = pkg.properties;
             (pkg.vm, names)
@@ -281,14 +295,25 @@ pub fn load(
             .collect()
     };
     let mut disks = Vec::with_capacity(vm.disks.len());
+    let mut shallow = heads.is_some();
     for d in &vm.disks {
         let Some(file) = d.file.as_deref().filter(|_| !d.raw_device_mapping) else {
             disks.push(LoadedDisk { info: None });
             continue;
         };
-        let info = match &heads {
-            None => vmdk_check::inspect(&root, &descriptor, file)?,
-            Some(h) => vmdk_check::inspect_head(&root, &descriptor, file, h)?,
+        let info = match (&heads, gzipped.get(file)) {
+            (_, Some(capacity)) => {
+                let gz = Gzipped {
+                    root: &root,
+                    descriptor: &descriptor,
+                    href: file,
+                    capacity: *capacity,
+                };
+                shallow |= scratch.is_none();
+                gz.inspect(scratch, limits)?
+            }
+            (None, None) => vmdk_check::inspect(&root, &descriptor, file)?,
+            (Some(h), None) => vmdk_check::inspect_head(&root, &descriptor, file, h)?,
         };
         disks.push(LoadedDisk { info: Some(info) });
     }
@@ -300,8 +325,50 @@ pub fn load(
         disks,
         verified_files: covered.len(),
         unverified_files,
-        shallow: heads.is_some(),
+        shallow,
         deployment,
         properties,
     })
+}
+
+/// A gzip-compressed disk file of an OVF beside its descriptor.
+struct Gzipped<'a> {
+    root: &'a Path,
+    descriptor: &'a Path,
+    href: &'a str,
+    capacity: Option<u64>,
+}
+
+impl Gzipped<'_> {
+    /// Decompress it into `scratch` under its own name and inspect the result; with no
+    /// `scratch` (a dry run) decompress to nowhere and inspect its first bytes.
+    fn inspect(&self, scratch: Option<&Path>, limits: Limits) -> Result<DiskInfo, LoadError> {
+        let src = bundle::resolve(self.root, self.descriptor, self.href)?;
+        let file = std::fs::File::open(&src).map_err(|source| LoadError::Read {
+            file: src.clone(),
+            source,
+        })?;
+        let (cap, why) = ova::disk_cap(self.capacity, limits);
+        let dest = scratch
+            .map(|s| bundle::confine(s, self.descriptor, self.href))
+            .transpose()?;
+        let target = gunzip::Target {
+            shown: &src,
+            dest: dest.as_deref(),
+            cap,
+            why: &why,
+            head_len: ova::HEAD_BYTES,
+        };
+        let done = gunzip::gunzip(file, target)?;
+        Ok(match scratch {
+            Some(s) => {
+                let name = self.descriptor.file_name().unwrap_or_default();
+                vmdk_check::inspect(s, &s.join(name), self.href)?
+            }
+            None => {
+                let heads = BTreeMap::from([(self.href.to_owned(), done.head)]);
+                vmdk_check::inspect_head(self.root, self.descriptor, self.href, &heads)?
+            }
+        })
+    }
 }

@@ -11,6 +11,7 @@ pub mod advisor;
 pub mod args;
 pub mod bundle;
 pub mod convert;
+pub mod gunzip;
 pub mod load;
 pub mod manifest;
 pub mod model;

@@ -190,8 +190,8 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
     };
     if loaded.shallow {
         report.notes.push(
-            "dry run: the OVA was read without unpacking; its disks were inspected from their \
-             first bytes only"
+            "dry run: the OVA was read without unpacking (or compressed disks were decompressed \
+             to nowhere); its disks were inspected from their first bytes only"
                 .into(),
         );
     }

@@ -181,3 +181,108 @@ fn an_unknown_deployment_option_fails_listing_the_valid_ones() {
         "nothing is left behind"
     );
 }
+
+/// gzip `dir/name` in place, as ovftool writes a file it marks `ovf:compression="gzip"`.
+fn gzip_in_place(dir: &Path, name: &str) {
+    use std::io::Write;
+    let data = std::fs::read(dir.join(name)).unwrap();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&data).unwrap();
+    std::fs::write(dir.join(name), e.finish().unwrap()).unwrap();
+}
+
+const GZIP: &str = r#" ovf:compression="gzip""#;
+
+#[test]
+fn a_gzip_compressed_disk_beside_its_ovf_is_decompressed_and_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = appliance(dir.path(), GZIP);
+    gzip_in_place(dir.path(), "system.vmdk");
+    write_manifest(
+        dir.path(),
+        "appliance.mf",
+        &["appliance.ovf", "system.vmdk"],
+        true,
+    );
+    let out = dir.path().join("out");
+    let mut req = request(&dir.path().join("appliance.ovf"), &out);
+    req.dry_run = true;
+    let report = import(&req).unwrap();
+    assert_eq!(report.disks[1].subformat, "streamOptimized");
+    req.dry_run = false;
+    let report = import(&req).unwrap();
+    assert_eq!(report.status, Status::Imported);
+    assert!(
+        !report.findings.iter().any(|f| f.id == "unverified-files"),
+        "the manifest covers the compressed file"
+    );
+    assert_qcow2_equals(&out.join("appliance/appliance-scsi0-1.qcow2"), &raw);
+    assert_eq!(
+        entries(&out),
+        ["appliance"],
+        "the decompressed file stays in staging"
+    );
+}
+
+#[test]
+fn a_gzip_compressed_disk_in_an_ova_is_decompressed_and_its_digest_is_of_the_gzip() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = appliance(dir.path(), GZIP);
+    gzip_in_place(dir.path(), "system.vmdk");
+    write_manifest(
+        dir.path(),
+        "appliance.mf",
+        &["appliance.ovf", "system.vmdk"],
+        false,
+    );
+    let ova = dir.path().join("appliance.ova");
+    write_ova(
+        dir.path(),
+        &["appliance.ovf", "appliance.mf", "system.vmdk"],
+        &ova,
+    );
+    let out = dir.path().join("out");
+    let report = import(&request(&ova, &out)).unwrap();
+    assert_eq!(report.status, Status::Imported);
+    assert_qcow2_equals(&out.join("appliance/appliance-scsi0-1.qcow2"), &raw);
+}
+
+#[test]
+fn a_gzip_file_inflating_past_its_disk_capacity_is_refused_naming_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    appliance(dir.path(), GZIP);
+    // 64 MiB of zeros is a few KiB of gzip; the disk declares 2 MiB.
+    std::fs::write(dir.path().join("system.vmdk"), vec![0u8; 64 << 20]).unwrap();
+    gzip_in_place(dir.path(), "system.vmdk");
+    assert!(
+        std::fs::metadata(dir.path().join("system.vmdk"))
+            .unwrap()
+            .len()
+            < 1 << 20
+    );
+    let out = dir.path().join("out");
+    let err = chain(&import(&request(&dir.path().join("appliance.ovf"), &out)).unwrap_err());
+    assert!(
+        err.contains("decompresses to more than") && err.contains("capacity"),
+        "{err}"
+    );
+    assert_eq!(
+        entries(&out),
+        Vec::<String>::new(),
+        "nothing is left behind"
+    );
+}
+
+#[test]
+fn a_file_marked_gzip_that_is_not_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    appliance(dir.path(), GZIP);
+    let err = chain(
+        &import(&request(
+            &dir.path().join("appliance.ovf"),
+            &dir.path().join("out"),
+        ))
+        .unwrap_err(),
+    );
+    assert!(err.contains("ovf:compression=\"gzip\""), "{err}");
+}

@@ -233,6 +233,9 @@ fn ovf_value() -> impl Strategy<Value = String> {
         Just("4294967295".to_owned()),
         Just("-1".to_owned()),
         Just(String::new()),
+        Just("${log.size}".to_owned()),
+        Just("${".to_owned()),
+        Just("tiny normal".to_owned()),
         any::<u64>().prop_map(|n| n.to_string()),
         (0u32..80).prop_map(|e| format!("byte * 2^{e}")),
     ]
@@ -268,6 +271,43 @@ proptest! {
             }
         }
         let _ = ovf::parse(&text);
+    }
+
+    #[test]
+    fn appliance_ovfs_with_hostile_values_options_and_properties_never_panic(
+        swaps in prop::collection::vec((any::<usize>(), ovf_value()), 1..6),
+        option in prop::option::of(prop_oneof![Just("tiny".to_owned()), Just("large".to_owned()), "[a-z]{0,6}"]),
+        prop_value in prop::option::of(ovf_value()),
+    ) {
+        let mut text = crate::appliances::appliance_ovf(" ovf:compression=\"gzip\"");
+        for (pick, value) in swaps {
+            // Quote positions move as values are replaced: find them each time.
+            let spots: Vec<usize> = text.match_indices('"').map(|(i, _)| i + 1).collect();
+            let a = spots[pick % spots.len()];
+            if let Some(len) = text[a..].find('"') {
+                text.replace_range(a..a + len, &value);
+            }
+        }
+        let opts = ovf::ParseOptions {
+            deployment_option: option,
+            properties: prop_value.map(|v| ("log.size".to_owned(), v)).into_iter().collect(),
+        };
+        let _ = ovf::parse_with(&text, &opts);
+    }
+
+    #[test]
+    fn random_bytes_as_gzip_never_panic_nor_exceed_the_cap(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+        member in any::<bool>(),
+    ) {
+        use ivctl::import::gunzip::{Target, gunzip};
+        // Half the cases start with a real gzip header so the decoder gets past it.
+        let mut data = if member { vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255] } else { Vec::new() };
+        data.extend(bytes);
+        let t = Target { shown: Path::new("f.vmdk"), dest: None, cap: 4096, why: "fuzz", head_len: 64 };
+        if let Ok(done) = gunzip(data.as_slice(), t) {
+            prop_assert!(done.bytes <= 4096 && done.head.len() <= 64);
+        }
     }
 
     #[test]

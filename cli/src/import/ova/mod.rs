@@ -9,6 +9,8 @@
 //! SHA-256 are computed in the same pass so the manifest is checked before anything is
 //! converted. With no destination (a dry run) nothing is written at all: kept files are
 //! only hashed, and the first [`HEAD_BYTES`] of each are held in memory for inspection.
+//! A file the OVF declares gzip-compressed is decompressed as it streams (capped by its
+//! disk's capacity), its digests taken over the compressed bytes the manifest lists.
 //! Only plain files with plain relative names are accepted: a link, a device, an absolute
 //! name or a `..` is refused naming the archive entry, kept or not.
 
@@ -18,6 +20,7 @@ use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use super::bundle::{Algorithm, Hasher};
+use super::gunzip;
 use super::ovf;
 use super::vmdk::{SECTOR, VmdkError};
 use super::vmdk_check;
@@ -126,6 +129,15 @@ pub enum OvaError {
         #[source]
         source: VmdkError,
     },
+    /// A gzip-compressed entry that does not decompress within its cap.
+    #[error("{ova}: {source}")]
+    Gunzip {
+        /// The OVA.
+        ova: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: gunzip::GunzipError,
+    },
     /// The `.ovf` or `.mf` is not UTF-8 text.
     #[error("{ova}: entry {entry:?} is not UTF-8 text")]
     NotText {
@@ -223,27 +235,53 @@ pub fn extract(
     extract_from(file, ova, dest, limits, opts)
 }
 
-/// What is kept, by entry name: the byte cap and where it comes from.
-type Wanted = BTreeMap<String, (u64, String)>;
+/// A kept entry: its byte cap and where it comes from, and for a gzip-compressed file the
+/// cap on its decompressed bytes.
+#[derive(Clone, Debug)]
+struct Want {
+    cap: u64,
+    why: String,
+    gunzip: Option<(u64, String)>,
+}
+
+/// What is kept, by entry name.
+type Wanted = BTreeMap<String, Want>;
+
+/// The cap of a disk file's (decompressed) bytes: its disk's capacity plus slack, else
+/// `--max-ova-entry`.
+pub(crate) fn disk_cap(capacity: Option<u64>, limits: Limits) -> (u64, String) {
+    let (cap, why) = match capacity {
+        Some(c) => (with_slack(c), format!("its disk's capacity {c} plus slack")),
+        None => (limits.max_entry_bytes, "--max-ova-entry".to_owned()),
+    };
+    (cap.min(limits.max_entry_bytes), why)
+}
+
+/// The largest declared capacity of the disks stored in `href`.
+pub(crate) fn capacity_of(pkg: &ovf::OvfPackage, href: &str) -> Option<u64> {
+    pkg.vm
+        .disks
+        .iter()
+        .filter(|d| d.file.as_deref() == Some(href))
+        .filter_map(|d| d.capacity_bytes)
+        .max()
+}
 
 /// The files an OVF references with their caps.
 fn wanted_by(pkg: &ovf::OvfPackage, limits: Limits) -> Wanted {
     let mut wanted = Wanted::new();
     for f in &pkg.files {
-        let capacity = pkg
-            .vm
-            .disks
-            .iter()
-            .filter(|d| d.file.as_deref() == Some(f.href.as_str()))
-            .filter_map(|d| d.capacity_bytes)
-            .max();
-        let (cap, why) = match (f.size, capacity) {
-            (Some(size), _) => (size, "its ovf:size".to_owned()),
-            (None, Some(c)) => (with_slack(c), format!("its disk's capacity {c} plus slack")),
-            (None, None) => (limits.max_entry_bytes, "--max-ova-entry".to_owned()),
+        let disk = disk_cap(capacity_of(pkg, &f.href), limits);
+        let gzip = f.compression == ovf::Compression::Gzip;
+        // A compressed file's ovf:size is its compressed size; its disk's capacity caps
+        // what it inflates to.
+        let (cap, why) = match f.size {
+            Some(size) => (size.min(limits.max_entry_bytes), "its ovf:size".to_owned()),
+            None if gzip => (limits.max_entry_bytes, "--max-ova-entry".to_owned()),
+            None => disk.clone(),
         };
-        let cap = cap.min(limits.max_entry_bytes);
-        wanted.insert(normalize(&f.href), (cap, why));
+        let gunzip = gzip.then_some(disk);
+        wanted.insert(normalize(&f.href), Want { cap, why, gunzip });
     }
     wanted
 }
@@ -277,13 +315,21 @@ fn wanted_by_vmdk(
         let why = format!("the extent size in {entry}");
         wanted
             .entry(normalize(&dir.join(file).to_string_lossy()))
-            .or_insert((cap, why));
+            .or_insert(Want {
+                cap,
+                why,
+                gunzip: None,
+            });
     }
     if let Some(parent) = &d.parent_file_name_hint {
         let cap = with_slack(capacity).min(limits.max_entry_bytes);
         wanted
             .entry(normalize(&dir.join(parent).to_string_lossy()))
-            .or_insert((cap, format!("the capacity of {entry}")));
+            .or_insert(Want {
+                cap,
+                why: format!("the capacity of {entry}"),
+                gunzip: None,
+            });
     }
     Ok(())
 }
@@ -335,7 +381,7 @@ pub fn extract_from(
             x.manifest = Some((name, text));
             continue;
         }
-        let Some((cap, why)) = want.get(&name).cloned() else {
+        let Some(Want { cap, why, gunzip }) = want.get(&name).cloned() else {
             x.skipped.push(name);
             continue;
         };
@@ -349,11 +395,24 @@ pub fn extract_from(
             return Err(too_large());
         }
         let target = dest.map(|d| d.join(&rel));
-        let (sha1, sha256, head) = copy_entry(&mut entry, ova, &name, target.as_deref(), cap)
-            .map_err(|e| match e {
-                CopyError::TooLarge => too_large(),
-                CopyError::Ova(e) => e,
-            })?;
+        let (sha1, sha256, head) = match gunzip {
+            Some((limit, why)) => {
+                let t = gunzip::Target {
+                    shown: Path::new(&name),
+                    dest: target.as_deref(),
+                    cap: limit,
+                    why: &why,
+                    head_len: HEAD_BYTES,
+                };
+                gunzip_entry(&mut entry, ova, t)?
+            }
+            None => {
+                copy_entry(&mut entry, ova, &name, target.as_deref(), cap).map_err(|e| match e {
+                    CopyError::TooLarge => too_large(),
+                    CopyError::Ova(e) => e,
+                })?
+            }
+        };
         wanted_by_vmdk(&head, &name, want, limits).map_err(|source| OvaError::Vmdk {
             ova: ova.to_owned(),
             entry: name.clone(),
@@ -436,6 +495,46 @@ fn read_text(
 enum CopyError {
     TooLarge,
     Ova(OvaError),
+}
+
+/// Hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    sha1: Hasher,
+    sha256: Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha1.update(&buf[..n]);
+        self.sha256.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Decompress a gzip entry to `t.dest` (or nowhere); the digests are of the entry's own
+/// (compressed) bytes, as the manifest lists them, and the head is decompressed.
+fn gunzip_entry(
+    entry: &mut impl Read,
+    ova: &Path,
+    t: gunzip::Target<'_>,
+) -> Result<(String, String, Vec<u8>), OvaError> {
+    let mut r = HashingReader {
+        inner: entry,
+        sha1: Hasher::new(Algorithm::Sha1),
+        sha256: Hasher::new(Algorithm::Sha256),
+    };
+    let done = gunzip::gunzip(&mut r, t).map_err(|source| OvaError::Gunzip {
+        ova: ova.to_owned(),
+        source,
+    })?;
+    // Bytes after the last gzip member are part of the entry's digest too.
+    io::copy(&mut r, &mut io::sink()).map_err(|source| OvaError::Archive {
+        ova: ova.to_owned(),
+        source,
+    })?;
+    Ok((r.sha1.finish_hex(), r.sha256.finish_hex(), done.head))
 }
 
 /// Stream one entry to `target` (or nowhere), at most `cap` bytes; returns its digests and
