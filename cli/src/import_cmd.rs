@@ -1,6 +1,5 @@
 //! Glue for `ivctl import vmware`: options → request, the soft quota lookup, printing.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use crate::cluster::{self, ClusterArgs, StorageLeft};
 use crate::import::args::{ReportFormat, VmwareArgs};
 use crate::import::convert::Converter;
 use crate::import::manifest::{self, MappingOptions};
+use crate::import::netmap;
 use crate::import::ova::Limits;
 use crate::import::ovf::ParseOptions;
 use crate::import::report::Status;
@@ -82,6 +82,10 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let network_map = match netmap::resolve(&a.network_map) {
+        Ok(m) => m,
+        Err(e) => return failed(a, &error_chain(&e)),
+    };
     let (namespace, quota) = cluster_facts(cluster, a);
     let req = Request {
         source: a.source.clone(),
@@ -90,7 +94,7 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
             name: String::new(),
             namespace,
             images_dir: a.images_dir.clone(),
-            network_map: a.network_map.iter().cloned().collect::<BTreeMap<_, _>>(),
+            network_map,
             keep_nic_model: a.keep_nic_model,
             keep_mac: a.keep_mac,
             scsi_bus: a.scsi_bus,
@@ -139,19 +143,21 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => {
-            let message = error_chain(&e);
-            eprintln!("error: {message}");
-            if a.report == ReportFormat::Json {
-                // Scripts read stdout: a failure is a document too, never nothing.
-                let doc = serde_json::json!({
-                    "status": "failed",
-                    "source": a.source.to_string_lossy(),
-                    "error": message,
-                });
-                println!("{doc:#}");
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => failed(a, &error_chain(&e)),
     }
+}
+
+/// Report a failed import (nothing was written) and exit 1.
+fn failed(a: &VmwareArgs, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    if a.report == ReportFormat::Json {
+        // Scripts read stdout: a failure is a document too, never nothing.
+        let doc = serde_json::json!({
+            "status": "failed",
+            "source": a.source.to_string_lossy(),
+            "error": message,
+        });
+        println!("{doc:#}");
+    }
+    ExitCode::FAILURE
 }

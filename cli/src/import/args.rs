@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use ironvisor_crds::vm::RunStrategy;
 
-use super::manifest::{NetworkTarget, ScsiBus, parse_network_map};
+use super::manifest::ScsiBus;
+use super::netmap::{self, NetworkMapArg};
 
 /// Report format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,8 +46,8 @@ impl From<RunStrategyArg> for RunStrategy {
     }
 }
 
-fn network_map(s: &str) -> Result<(String, NetworkTarget), String> {
-    parse_network_map(s)
+fn network_map(s: &str) -> Result<NetworkMapArg, String> {
+    netmap::parse_arg(s)
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -76,14 +77,16 @@ pub struct VmwareArgs {
     /// The hosts' images root as the agents see it; manifests point there (hostPath).
     #[arg(long, default_value = "/var/lib/ironvisor/images")]
     pub images_dir: PathBuf,
-    /// Map a VMware network: VMNET=NAME (libvirt network), VMNET=bridge:BR, VMNET=user. Repeatable.
-    #[arg(long = "network-map", value_name = "VMNET=TARGET", value_parser = network_map)]
-    pub network_map: Vec<(String, NetworkTarget)>,
+    /// Map a VMware network (port group): VMNET=NAME (libvirt network), VMNET=bridge:BR,
+    /// VMNET=user; or a mapping FILE (YAML `portgroup: target`, or `portgroup=target` lines).
+    /// Repeatable; later entries win.
+    #[arg(long = "network-map", value_name = "VMNET=TARGET|FILE", value_parser = network_map)]
+    pub network_map: Vec<NetworkMapArg>,
     /// Keep the closest emulated NIC model (e1000e, rtl8139) instead of virtio.
     #[arg(long)]
     pub keep_nic_model: bool,
     /// Keep the VMware MAC addresses.
-    #[arg(long)]
+    #[arg(long, visible_alias = "keep-macs")]
     pub keep_mac: bool,
     /// Bus for disks on VMware SCSI controllers (lsilogic, pvscsi, ...).
     #[arg(long, value_enum, default_value_t = ScsiBus::Scsi)]

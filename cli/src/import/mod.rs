@@ -15,6 +15,7 @@ pub mod gunzip;
 pub mod load;
 pub mod manifest;
 pub mod model;
+pub mod netmap;
 pub mod ova;
 pub mod ovf;
 pub mod qemu_view;

@@ -266,3 +266,86 @@ fn kubectl_finds_the_plugin_on_path_as_kubectl_ironvisor() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("--network-map"));
 }
+
+#[test]
+fn a_network_map_file_maps_port_groups_keeps_macs_and_lists_the_unmapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_disk(dir.path(), "d.raw", 1, 12);
+    vmdk_from_raw(
+        &raw,
+        &dir.path().join("disk.vmdk"),
+        "streamOptimized",
+        "lsilogic",
+    );
+    let mut spec = OvfSpec::simple(vec![disk("disk.vmdk", 1 << 20, "lsilogic", 0)]);
+    spec.nics = vec![
+        OvfNic {
+            model: "VmxNet3",
+            network: "VM Network",
+            mac: Some("00:50:56:aa:bb:01"),
+        },
+        OvfNic {
+            model: "VmxNet3",
+            network: "DMZ (vlan 20)",
+            mac: Some("00:50:56:aa:bb:02"),
+        },
+        OvfNic {
+            model: "E1000",
+            network: "Backup",
+            mac: None,
+        },
+    ];
+    std::fs::write(dir.path().join("vm.ovf"), ovf_text(&spec)).unwrap();
+    let map = dir.path().join("estate.map");
+    std::fs::write(
+        &map,
+        "# port group = Ironvisor network\nVM Network = prod\nDMZ (vlan 20)=bridge:br-dmz\n",
+    )
+    .unwrap();
+    let args = |map: &str| {
+        ivctl(&[
+            "import",
+            "vmware",
+            dir.path().join("vm.ovf").to_str().unwrap(),
+            "-n",
+            "team-a",
+            "--offline",
+            "--dry-run",
+            "--report",
+            "json",
+            "--network-map",
+            map,
+            "--keep-macs",
+        ])
+    };
+    let out = args(map.to_str().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nets = &doc["manifest"]["spec"]["networks"];
+    assert_eq!(nets[0]["network"]["name"], "prod");
+    assert_eq!(nets[0]["macAddress"], "00:50:56:aa:bb:01");
+    assert_eq!(nets[1]["bridge"]["name"], "br-dmz");
+    assert_eq!(nets[2]["network"]["name"], "default");
+    let unmapped = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "unmapped-network")
+        .expect("the unmapped port group is a warning");
+    assert_eq!(unmapped["severity"], "warning");
+    assert_eq!(unmapped["detail"], "Backup");
+    // A bad line fails naming the file and the line, with the JSON failure document.
+    std::fs::write(&map, "VM Network = prod\nDMZ=bad name\n").unwrap();
+    let out = args(map.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["status"], "failed");
+    assert!(
+        doc["error"].as_str().unwrap().contains("estate.map:2"),
+        "{doc}"
+    );
+}
