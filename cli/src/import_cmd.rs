@@ -113,6 +113,7 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
         limits: Limits {
             max_entry_bytes: a.max_ova_entry,
         },
+        vapp_cloud_init: a.vapp_properties_as_cloud_init,
         ovf: ParseOptions {
             deployment_option: a.deployment_option.clone(),
             properties: a.vapp_property.iter().cloned().collect(),

@@ -177,6 +177,8 @@ pub struct ExtraFacts {
     pub nic_models_changed: Vec<String>,
     /// Files that no manifest checksum covers.
     pub unverified_files: Vec<String>,
+    /// OVF vApp properties not carried over, each with why.
+    pub vapp_properties_dropped: Vec<String>,
 }
 
 /// Every fact the rules may test, by name.
@@ -280,6 +282,10 @@ pub fn facts(vm: &SourceVm, extra: &ExtraFacts) -> BTreeMap<&'static str, Fact> 
         (
             "unverified_files",
             Fact::Items(extra.unverified_files.clone()),
+        ),
+        (
+            "vapp_properties_dropped",
+            Fact::Items(extra.vapp_properties_dropped.clone()),
         ),
     ])
 }

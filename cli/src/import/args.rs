@@ -123,6 +123,10 @@ pub struct VmwareArgs {
     /// `${KEY}` references (e.g. disk capacities) and the cloud-init data. Repeatable.
     #[arg(long = "vapp-property", value_name = "KEY=VALUE", value_parser = key_value)]
     pub vapp_property: Vec<(String, String)>,
+    /// Carry the OVF's vApp properties into the guest as cloud-init data (the mapping is in
+    /// docs/migration.md); without it they are only listed in the report.
+    #[arg(long)]
+    pub vapp_properties_as_cloud_init: bool,
     /// Largest file unpacked from an OVA (e.g. 500Gi); a file with a declared size or disk
     /// capacity is held to that (plus slack for VMDK metadata) as well.
     #[arg(long, value_name = "QUANTITY", value_parser = quantity, default_value = "1Ti")]

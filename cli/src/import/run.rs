@@ -16,6 +16,7 @@ use super::ovf::ParseOptions;
 use super::qemu_view::{self, ViewError};
 use super::report::{DiskReport, QuotaReport, Report, Status, Steps, VmSummary};
 use super::sandbox::Sandbox;
+use super::vapp;
 
 /// What the storage quota lookup found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +57,8 @@ pub struct Request {
     pub limits: Limits,
     /// The OVF deployer's choices (deployment option, property values).
     pub ovf: ParseOptions,
+    /// Carry the OVF's vApp properties as cloud-init data.
+    pub vapp_cloud_init: bool,
 }
 
 /// Why an import failed (nothing was left behind).
@@ -137,8 +140,10 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
     }
 
     let (planned, sources, disk_reports, extra) = plan_disks(&loaded, &mapping);
-    let built = manifest::build(&loaded.vm, &planned, &mapping);
+    let mut built = manifest::build(&loaded.vm, &planned, &mapping);
+    let vapp_left_out = vapp::apply(&mut built, &loaded.properties, req.vapp_cloud_init);
     let extra = ExtraFacts {
+        vapp_properties_dropped: vapp_left_out,
         quota_remaining_bytes: match &req.quota {
             QuotaInfo::Remaining { bytes, .. } => Some(*bytes),
             QuotaInfo::Unlimited => Some(u64::MAX),
@@ -187,6 +192,8 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
         manifest: serde_json::to_value(&built.vm).unwrap_or_default(),
         timings: Vec::new(),
         notes: sandbox.note.iter().cloned().collect(),
+        deployment: loaded.deployment.clone(),
+        vapp_properties: vapp::listed(&loaded.properties),
     };
     if loaded.shallow {
         report.notes.push(

@@ -286,3 +286,71 @@ fn a_file_marked_gzip_that_is_not_says_so() {
     );
     assert!(err.contains("ovf:compression=\"gzip\""), "{err}");
 }
+
+#[test]
+fn vapp_properties_are_listed_and_without_the_flag_not_carried() {
+    let dir = tempfile::tempdir().unwrap();
+    appliance(dir.path(), "");
+    let mut req = request(&dir.path().join("appliance.ovf"), &dir.path().join("out"));
+    req.dry_run = true;
+    let report = import(&req).unwrap();
+    let keys: Vec<(&str, Option<&str>)> = report
+        .vapp_properties
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_deref()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("log.size", Some("1")),
+            ("guestinfo.hostname", Some("appliance-01")),
+            ("guestinfo.dns", Some("10.0.0.53")),
+            ("root.password", None),
+        ],
+        "secrets are listed without their value"
+    );
+    let text = report.to_text();
+    assert!(text.contains("root.password = (secret, not shown)") && !text.contains("changeme"));
+    let f = report
+        .findings
+        .iter()
+        .find(|f| f.id == "vapp-properties-not-carried")
+        .expect("a warning lists them");
+    assert!(f.detail.contains("guestinfo.dns"), "{}", f.detail);
+    assert_eq!(
+        report.manifest["spec"]["cloudInit"],
+        serde_json::Value::Null
+    );
+}
+
+#[test]
+fn vapp_properties_as_cloud_init_reach_the_manifest_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    appliance(dir.path(), "");
+    let out = dir.path().join("out");
+    let mut req = request(&dir.path().join("appliance.ovf"), &out);
+    req.vapp_cloud_init = true;
+    req.ovf.properties = [("guestinfo.dns".to_owned(), "192.0.2.53".to_owned())].into();
+    let report = import(&req).unwrap();
+    let vm = validated(&out.join("appliance/appliance.yaml"));
+    assert_eq!(vm.spec.hostname.as_deref(), Some("appliance-01"));
+    let user_data = vm.spec.cloud_init.unwrap().user_data.unwrap();
+    assert!(user_data.starts_with("#cloud-config\n"), "{user_data}");
+    assert!(
+        user_data.contains(r#"oe:key=\"guestinfo.dns\" oe:value=\"192.0.2.53\""#)
+            || user_data.contains(r#"oe:key="guestinfo.dns" oe:value="192.0.2.53""#),
+        "{user_data}"
+    );
+    assert!(!user_data.contains("changeme"), "secrets never travel");
+    let f = report
+        .findings
+        .iter()
+        .find(|f| f.id == "vapp-properties-not-carried")
+        .expect("the secret is still listed");
+    assert!(
+        f.detail.contains("root.password") && !f.detail.contains("guestinfo.dns"),
+        "{}",
+        f.detail
+    );
+    assert!(report.mappings.iter().any(|m| m.contains("spec.hostname")));
+}

@@ -340,6 +340,7 @@ pub fn request(source: &Path, out: &Path) -> Request {
         },
         limits: Default::default(),
         ovf: Default::default(),
+        vapp_cloud_init: false,
     }
 }
 
