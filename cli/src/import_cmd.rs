@@ -1,10 +1,11 @@
 //! Glue for `ivctl import vmware`: options → request, the soft quota lookup, printing.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::EXIT_BLOCKED;
-use crate::cluster::{self, ClusterArgs, StorageLeft};
+use crate::cluster::{self, ClusterArgs, ClusterError, StorageLeft};
 use crate::import::args::{ReportFormat, VmwareArgs};
 use crate::import::convert::Converter;
 use crate::import::manifest::{self, MappingOptions};
@@ -13,9 +14,31 @@ use crate::import::ova::Limits;
 use crate::import::ovf::ParseOptions;
 use crate::import::report::Status;
 use crate::import::run::{self, QuotaInfo, Request};
+use crate::import::validate::{ServerCheck, ServerVerdict};
 
 /// How long the optional quota lookup may take.
 const QUOTA_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the server-side dry run may take.
+const SERVER_CHECK_DEADLINE: Duration = Duration::from_secs(15);
+
+/// `--dry-run-server`: the API server's verdict on the manifest, on a runtime of its own
+/// (the import itself is synchronous).
+fn server_check(cluster: &ClusterArgs) -> ServerCheck {
+    let cluster = cluster.clone();
+    ServerCheck(Arc::new(move |vm| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ServerVerdict::Unreachable(format!("no async runtime: {e}")))?;
+        rt.block_on(cluster::server_dry_run(&cluster, vm, SERVER_CHECK_DEADLINE))
+            .map_err(|e| match e {
+                ClusterError::Api(kube::Error::Api(status)) => {
+                    ServerVerdict::Refused(status.message.clone())
+                }
+                other => ServerVerdict::Unreachable(error_chain(&other)),
+            })
+    }))
+}
 
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -114,6 +137,7 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
             max_entry_bytes: a.max_ova_entry,
         },
         vapp_cloud_init: a.vapp_properties_as_cloud_init,
+        server_check: a.dry_run_server.then(|| server_check(cluster)),
         ovf: ParseOptions {
             deployment_option: a.deployment_option.clone(),
             properties: a.vapp_property.iter().cloned().collect(),

@@ -106,6 +106,11 @@ pub struct VmwareArgs {
     /// Check and report only; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also have the cluster's API server validate the manifest (a server-side apply dry
+    /// run: schema, rules and admission, nothing stored) before anything is written; an
+    /// unreachable cluster or a refusal fails the import.
+    #[arg(long)]
+    pub dry_run_server: bool,
     /// Report format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub report: ReportFormat,

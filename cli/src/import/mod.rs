@@ -22,6 +22,7 @@ pub mod qemu_view;
 pub mod report;
 pub mod run;
 pub mod sandbox;
+pub mod validate;
 pub mod vapp;
 pub mod vmdk;
 pub mod vmdk_check;

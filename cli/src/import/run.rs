@@ -16,6 +16,7 @@ use super::ovf::ParseOptions;
 use super::qemu_view::{self, ViewError};
 use super::report::{DiskReport, QuotaReport, Report, Status, Steps, VmSummary};
 use super::sandbox::Sandbox;
+use super::validate::{self, ServerCheck, ServerVerdict};
 use super::vapp;
 
 /// What the storage quota lookup found.
@@ -59,6 +60,8 @@ pub struct Request {
     pub ovf: ParseOptions,
     /// Carry the OVF's vApp properties as cloud-init data.
     pub vapp_cloud_init: bool,
+    /// The cluster's check of the manifest before anything is written (`--dry-run-server`).
+    pub server_check: Option<ServerCheck>,
 }
 
 /// Why an import failed (nothing was left behind).
@@ -76,6 +79,24 @@ pub enum ImportError {
     /// Writing the manifest failed.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The manifest would fail the API's validation (schema or CEL rules).
+    #[error(
+        "the manifest would be rejected by the API, so nothing was written: {}; change the \
+         source or the options (a blocker passed with --force may be the cause)",
+        .0.join("; ")
+    )]
+    Invalid(Vec<String>),
+    /// The cluster's API server refused the manifest in a server-side dry run.
+    #[error(
+        "the API server refuses the manifest (server-side dry run), so nothing was written: {0}"
+    )]
+    ServerRejected(String),
+    /// `--dry-run-server` could not reach the cluster.
+    #[error(
+        "cannot ask the API server to check the manifest (--dry-run-server), so nothing was \
+         written: {0}; fix the kubeconfig or leave --dry-run-server out to import offline"
+    )]
+    ServerUnreachable(String),
     /// The VM's output directory exists already.
     #[error("{0}: already exists; remove it or choose another --name or --out")]
     Exists(PathBuf),
@@ -205,6 +226,20 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
     if blocked && !req.force {
         report.status = Status::Blocked;
         return Ok(report);
+    }
+    // Whatever was forced, a manifest the API would reject is never written.
+    let invalid = validate::violations(&built.vm);
+    if !invalid.is_empty() {
+        return Err(ImportError::Invalid(invalid));
+    }
+    if let Some(check) = &req.server_check {
+        (check.0)(&built.vm).map_err(|v| match v {
+            ServerVerdict::Refused(m) => ImportError::ServerRejected(m),
+            ServerVerdict::Unreachable(m) => ImportError::ServerUnreachable(m),
+        })?;
+        report
+            .notes
+            .push("the API server accepted the manifest in a server-side dry run".into());
     }
     let Some(staging) = staging.filter(|_| !req.dry_run) else {
         return Ok(report);

@@ -349,3 +349,74 @@ fn a_network_map_file_maps_port_groups_keeps_macs_and_lists_the_unmapped() {
         "{doc}"
     );
 }
+
+#[test]
+fn force_past_a_blocker_never_writes_a_manifest_the_api_would_reject() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_disk(dir.path(), "d.raw", 1, 13);
+    vmdk_from_raw(
+        &raw,
+        &dir.path().join("disk.vmdk"),
+        "streamOptimized",
+        "lsilogic",
+    );
+    let mut spec = OvfSpec::simple(vec![disk("disk.vmdk", 1 << 20, "lsilogic", 0)]);
+    spec.memory_mib = 32; // the memory-too-small blocker; the CRD wants at least 64Mi
+    std::fs::write(dir.path().join("vm.ovf"), ovf_text(&spec)).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = ivctl(&[
+        "import",
+        "vmware",
+        dir.path().join("vm.ovf").to_str().unwrap(),
+        "--offline",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--force",
+        "--report",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = doc["error"].as_str().unwrap();
+    assert!(
+        err.contains("rejected by the API") && err.contains("at least 64Mi"),
+        "{err}"
+    );
+    assert!(entries(&out_dir).is_empty(), "nothing is written");
+}
+
+#[test]
+fn dry_run_server_with_no_reachable_cluster_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ovf = ovf_bundle(dir.path(), "ubuntu64Guest");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = ivctl(&[
+        "import",
+        "vmware",
+        ovf.to_str().unwrap(),
+        "--offline",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--dry-run-server",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("API server refuses") || err.contains("request to the cluster failed"),
+        "{err}"
+    );
+    assert!(entries(&out_dir).is_empty());
+}

@@ -341,6 +341,7 @@ pub fn request(source: &Path, out: &Path) -> Request {
         limits: Default::default(),
         ovf: Default::default(),
         vapp_cloud_init: false,
+        server_check: None,
     }
 }
 
