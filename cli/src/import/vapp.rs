@@ -99,7 +99,7 @@ fn unusable(props: &[VappProperty]) -> Vec<String> {
                      reference it with cloudInit.userDataSecretRef)",
                     p.key
                 ))
-            } else if p.value.is_none() {
+            } else if p.value.as_deref().is_none_or(|v| v.trim().is_empty()) {
                 Some(format!(
                     "{}: no value (set one with --vapp-property)",
                     p.key
@@ -113,10 +113,13 @@ fn unusable(props: &[VappProperty]) -> Vec<String> {
 
 /// The cloud-init data for `props`; `None` when no property has a value to carry.
 pub fn cloud_init(props: &[VappProperty]) -> Option<VappCloudInit> {
+    // An empty value (`ovf:value=""`, the usual default of an optional property) carries
+    // nothing.
     let usable: Vec<(&str, &str)> = props
         .iter()
         .filter(|p| !p.password)
         .filter_map(|p| Some((p.key.as_str(), p.value.as_deref()?)))
+        .filter(|(_, v)| !v.trim().is_empty())
         .collect();
     if usable.is_empty() {
         return None;
@@ -314,7 +317,14 @@ mod tests {
 
     #[test]
     fn nothing_to_carry_is_no_cloud_init_and_listing_hides_secrets() {
-        let props = [prop("p", None, false), prop("pw", Some("x"), true)];
+        // As Cisco's ASAv OVF declares them (quoted in Apache CloudStack's OVFHelperTest):
+        // optional properties with ovf:value="".
+        let props = [
+            prop("p", None, false),
+            prop("pw", Some("x"), true),
+            prop("user-data", Some(""), false),
+            prop("va-ssh-public-key", Some(""), false),
+        ];
         assert_eq!(cloud_init(&props), None);
         assert_eq!(listed(&props)[1].value, None);
     }

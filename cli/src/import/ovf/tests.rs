@@ -459,3 +459,60 @@ fn gzip_compression_is_recorded_and_others_are_refused() {
     let err = parse(&envelope(&bad, "", "")).unwrap_err();
     assert!(err.to_string().contains("bzip2"), "{err}");
 }
+
+// Cisco ASAv's OVF, as quoted in Apache CloudStack's OVFHelperTest (trimmed to what matters
+// here): three throughput options without a default, CPU and memory items for several of
+// them at once, a day-0 ISO on a CD-ROM through `ovf:/file/`, vmx-08,vmx-09 hardware.
+const ASAV_HW: &str = r#"
+      <Item ovf:configuration="ASAv5 ASAv10"><rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits><rasd:ElementName>1 virtual CPU(s)</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:Limit>5000</rasd:Limit><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+      <Item ovf:configuration="ASAv30"><rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits><rasd:ElementName>4 virtual CPU(s)</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:Limit>20000</rasd:Limit><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>4</rasd:VirtualQuantity></Item>
+      <Item ovf:configuration="ASAv5 ASAv10"><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>2048</rasd:VirtualQuantity></Item>
+      <Item ovf:configuration="ASAv30"><rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>8192</rasd:VirtualQuantity></Item>
+      <Item><rasd:Address>0</rasd:Address><rasd:ElementName>IDE 0</rasd:ElementName><rasd:InstanceID>4</rasd:InstanceID><rasd:ResourceType>5</rasd:ResourceType></Item>
+      <Item ovf:required="false"><rasd:AddressOnParent>1</rasd:AddressOnParent><rasd:ElementName>CD/DVD Drive</rasd:ElementName><rasd:HostResource>ovf:/file/file3</rasd:HostResource><rasd:InstanceID>18</rasd:InstanceID><rasd:Parent>4</rasd:Parent><rasd:ResourceType>15</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>7</rasd:AddressOnParent><rasd:Connection>Management0-0</rasd:Connection><rasd:ElementName>Network adapter 1</rasd:ElementName><rasd:InstanceID>6</rasd:InstanceID><rasd:ResourceSubType>E1000</rasd:ResourceSubType><rasd:ResourceType>10</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>0</rasd:AddressOnParent><rasd:ElementName>Hard disk 1</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource><rasd:InstanceID>7</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>
+      <Item><rasd:AddressOnParent>1</rasd:AddressOnParent><rasd:ElementName>Hard disk 2</rasd:ElementName><rasd:HostResource>ovf:/disk/vmdisk2</rasd:HostResource><rasd:InstanceID>8</rasd:InstanceID><rasd:Parent>3</rasd:Parent><rasd:ResourceType>17</rasd:ResourceType></Item>"#;
+
+const ASAV_SECTIONS: &str = r#"
+  <References><File ovf:href="asav-disk1.vmdk" ovf:id="file1"/><File ovf:href="day0.iso" ovf:id="file3"/></References>
+  <DiskSection><Info>Virtual disk information</Info>
+    <Disk ovf:capacity="8192" ovf:capacityAllocationUnits="byte * 2^20" ovf:diskId="vmdisk1" ovf:fileRef="file1"/>
+    <Disk ovf:capacity="16" ovf:capacityAllocationUnits="byte * 2^30" ovf:diskId="vmdisk2"/>
+  </DiskSection>
+  <DeploymentOptionSection>
+    <Info>Deployment Configuration information</Info>
+    <Configuration ovf:id="ASAv5"><Label>100 Mbps (ASAv5)</Label></Configuration>
+    <Configuration ovf:id="ASAv10"><Label>1 Gbps (ASAv10)</Label></Configuration>
+    <Configuration ovf:id="ASAv30"><Label>2 Gbps (ASAv30)</Label></Configuration>
+  </DeploymentOptionSection>"#;
+
+#[test]
+fn a_cisco_asav_shaped_appliance_reads_per_option_with_its_iso_listed() {
+    let text = envelope(ASAV_SECTIONS, ASAV_HW, "");
+    let pkg = parse(&text).unwrap();
+    assert_eq!(
+        pkg.deployment.unwrap().chosen,
+        "ASAv5",
+        "no default: the first"
+    );
+    let vm = pkg.vm;
+    assert_eq!((vm.vcpus, vm.memory_mib), (1, 2048));
+    assert_eq!(
+        vm.disks
+            .iter()
+            .map(|d| (d.file.as_deref(), d.capacity_bytes))
+            .collect::<Vec<_>>(),
+        [
+            (Some("asav-disk1.vmdk"), Some(8 << 30)),
+            (None, Some(16 << 30))
+        ]
+    );
+    assert_eq!(vm.devices[0].kind, DeviceKind::Cdrom);
+    let opts = ParseOptions {
+        deployment_option: Some("ASAv30".into()),
+        ..ParseOptions::default()
+    };
+    let vm = parse_with(&text, &opts).unwrap().vm;
+    assert_eq!((vm.vcpus, vm.memory_mib), (4, 8192));
+}
