@@ -42,6 +42,11 @@ fn help_lists_import_and_the_kubectl_style_options() {
         "--force",
         "--images-dir",
         "--storage-quota-remaining",
+        "--deployment-option",
+        "--vapp-property",
+        "--vapp-properties-as-cloud-init",
+        "--dry-run-server",
+        "--keep-macs",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }

@@ -311,6 +311,47 @@ proptest! {
     }
 
     #[test]
+    fn random_network_maps_never_panic_and_every_entry_parses_as_a_pair(
+        text in "[ -~\n#=:]{0,300}",
+        yaml in any::<bool>(),
+    ) {
+        use ivctl::import::netmap::parse_file;
+        let file = Path::new(if yaml { "m.yaml" } else { "m.txt" });
+        if let Ok(entries) = parse_file(file, &text) {
+            for (from, _) in entries {
+                prop_assert!(!from.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_vapp_values_make_user_data_that_reads_back(
+        values in prop::collection::vec("[ -~\n\t\\\"'&<>:#{}\\[\\]]{0,40}", 1..5),
+    ) {
+        use ivctl::import::ovf::VappProperty;
+        let keys = ["guestinfo.hostname", "public-keys", "guestinfo.dns", "x"];
+        let props: Vec<VappProperty> = values
+            .iter()
+            .zip(keys)
+            .map(|(v, k)| VappProperty {
+                key: k.into(),
+                kind: "string".into(),
+                value: Some(v.clone()),
+                password: false,
+                user_configurable: true,
+                label: None,
+            })
+            .collect();
+        if let Some(ci) = ivctl::import::vapp::cloud_init(&props) {
+            let body = ci.user_data.strip_prefix("#cloud-config\n").unwrap();
+            let doc: serde_json::Value = serde_saphyr::from_str(body).unwrap();
+            let env = doc["write_files"][0]["content"].as_str().unwrap();
+            // The OVF environment is well-formed XML whatever the values.
+            prop_assert!(ivctl::import::xml::parse(env).is_ok(), "{env}");
+        }
+    }
+
+    #[test]
     fn random_text_as_an_ovf_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = ovf::parse(&String::from_utf8_lossy(&bytes));
         let _ = ovf::units(&String::from_utf8_lossy(&bytes));
