@@ -178,9 +178,10 @@ pub async fn remaining_storage_within(
 /// Field manager of the import's server-side dry run.
 pub const IMPORT_MANAGER: &str = "ivctl-import";
 
-/// Ask the API server to validate `vm` as `kubectl apply --server-side --dry-run=server`
-/// would: a server-side apply with `dryRun=All` (schema, CEL rules, admission; nothing is
-/// stored), within `deadline`.
+/// Ask the API server to validate `vm` as `kubectl apply --server-side --force-conflicts
+/// --dry-run=server` would: a server-side apply with `dryRun=All` (schema, CEL rules,
+/// admission policies; nothing is stored), within `deadline`. Forced, so that fields another
+/// manager owns on an existing VM of that name are no refusal: only validation is asked.
 pub async fn server_dry_run(
     args: &ClusterArgs,
     vm: &VirtualMachine,
@@ -190,7 +191,7 @@ pub async fn server_dry_run(
     let name = vm.metadata.name.clone().unwrap_or_default();
     let check = async {
         let api: Api<VirtualMachine> = Api::namespaced(args.client().await?, &namespace);
-        let params = PatchParams::apply(IMPORT_MANAGER).dry_run();
+        let params = PatchParams::apply(IMPORT_MANAGER).force().dry_run();
         api.patch(&name, &params, &Patch::Apply(vm)).await?;
         Ok(())
     };
