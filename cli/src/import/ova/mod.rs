@@ -16,14 +16,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-use super::bundle::{Algorithm, Hasher};
 use super::gunzip;
 use super::ovf;
 use super::vmdk::{SECTOR, VmdkError};
 use super::vmdk_check;
+use stream::{CopyError, copy_entry, gunzip_entry, read_text};
 
 /// Largest `.ovf` read into memory.
 pub const MAX_DESCRIPTOR_BYTES: u64 = 16 << 20;
@@ -163,46 +163,6 @@ pub struct Extracted {
     pub heads: BTreeMap<String, Vec<u8>>,
     /// Entries skipped because nothing references them.
     pub skipped: Vec<String>,
-}
-
-/// Digest both ways while writing (or only digesting, with no file).
-struct Tee {
-    file: Option<io::BufWriter<File>>,
-    sha1: Hasher,
-    sha256: Hasher,
-    head: Vec<u8>,
-    written: u64,
-}
-
-impl Tee {
-    fn new(file: Option<File>) -> Self {
-        Self {
-            file: file.map(|f| io::BufWriter::with_capacity(1 << 20, f)),
-            sha1: Hasher::new(Algorithm::Sha1),
-            sha256: Hasher::new(Algorithm::Sha256),
-            head: Vec::new(),
-            written: 0,
-        }
-    }
-
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        if let Some(f) = &mut self.file {
-            f.write_all(buf)?;
-        }
-        self.sha1.update(buf);
-        self.sha256.update(buf);
-        let room = HEAD_BYTES.saturating_sub(self.head.len()).min(buf.len());
-        self.head.extend_from_slice(&buf[..room]);
-        self.written = self.written.saturating_add(buf.len() as u64);
-        Ok(())
-    }
-
-    fn finish(self) -> io::Result<(String, String, Vec<u8>)> {
-        if let Some(f) = self.file {
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        Ok((self.sha1.finish_hex(), self.sha256.finish_hex(), self.head))
-    }
 }
 
 /// A plain relative entry name, or `None` when it could escape.
@@ -469,123 +429,6 @@ fn check_entry<R: Read>(
     Ok(Some(rel))
 }
 
-/// A small entry (descriptor, manifest) read into memory with its digests.
-fn read_text(
-    entry: &mut impl Read,
-    ova: &Path,
-    name: &str,
-    cap: u64,
-) -> Result<(String, (String, String)), OvaError> {
-    let (sha1, sha256, bytes) = copy_entry(entry, ova, name, None, cap).map_err(|e| match e {
-        CopyError::TooLarge => OvaError::TooLarge {
-            ova: ova.to_owned(),
-            entry: name.to_owned(),
-            limit: cap,
-            why: "the most a descriptor or manifest may hold".into(),
-        },
-        CopyError::Ova(e) => e,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| OvaError::NotText {
-        ova: ova.to_owned(),
-        entry: name.to_owned(),
-    })?;
-    Ok((text, (sha1, sha256)))
-}
-
-enum CopyError {
-    TooLarge,
-    Ova(OvaError),
-}
-
-/// Hashes what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    sha1: Hasher,
-    sha256: Hasher,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha1.update(&buf[..n]);
-        self.sha256.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// Decompress a gzip entry to `t.dest` (or nowhere); the digests are of the entry's own
-/// (compressed) bytes, as the manifest lists them, and the head is decompressed.
-fn gunzip_entry(
-    entry: &mut impl Read,
-    ova: &Path,
-    t: gunzip::Target<'_>,
-) -> Result<(String, String, Vec<u8>), OvaError> {
-    let mut r = HashingReader {
-        inner: entry,
-        sha1: Hasher::new(Algorithm::Sha1),
-        sha256: Hasher::new(Algorithm::Sha256),
-    };
-    let done = gunzip::gunzip(&mut r, t).map_err(|source| OvaError::Gunzip {
-        ova: ova.to_owned(),
-        source,
-    })?;
-    // Bytes after the last gzip member are part of the entry's digest too.
-    io::copy(&mut r, &mut io::sink()).map_err(|source| OvaError::Archive {
-        ova: ova.to_owned(),
-        source,
-    })?;
-    Ok((r.sha1.finish_hex(), r.sha256.finish_hex(), done.head))
-}
-
-/// Stream one entry to `target` (or nowhere), at most `cap` bytes; returns its digests and
-/// first bytes.
-fn copy_entry(
-    entry: &mut impl Read,
-    ova: &Path,
-    name: &str,
-    target: Option<&Path>,
-    cap: u64,
-) -> Result<(String, String, Vec<u8>), CopyError> {
-    let write_err = |file: &Path| {
-        let file = file.to_owned();
-        move |source| {
-            CopyError::Ova(OvaError::Write {
-                file,
-                entry: name.to_owned(),
-                source,
-            })
-        }
-    };
-    let file = match target {
-        Some(t) => {
-            if let Some(parent) = t.parent() {
-                std::fs::create_dir_all(parent).map_err(write_err(t))?;
-            }
-            Some(File::create_new(t).map_err(write_err(t))?)
-        }
-        None => None,
-    };
-    let shown = target.unwrap_or(Path::new(name));
-    let mut tee = Tee::new(file);
-    // A read error here is a truncated archive; a write error is the destination's fault.
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = entry.read(&mut buf).map_err(|source| {
-            CopyError::Ova(OvaError::Archive {
-                ova: ova.to_owned(),
-                source,
-            })
-        })?;
-        if n == 0 {
-            break;
-        }
-        if tee.written.saturating_add(n as u64) > cap {
-            return Err(CopyError::TooLarge);
-        }
-        tee.write(&buf[..n]).map_err(write_err(shown))?;
-    }
-    tee.finish().map_err(write_err(shown))
-}
-
+mod stream;
 #[cfg(test)]
 mod tests;
