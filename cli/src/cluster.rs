@@ -1,15 +1,15 @@
 //! Reaching the cluster the way kubectl does: `--kubeconfig`, then `$KUBECONFIG`, then
 //! `~/.kube/config`; `--context`; `-n/--namespace`, else the context's namespace, else
-//! `default`. Shared by every verb; the import uses it only for the optional quota lookup,
-//! which fails soft.
+//! `default`. Shared by every verb; the import uses it for the optional quota lookup,
+//! which fails soft, and for `--dry-run-server`, which does not.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ironvisor_crds::quantity::to_bytes;
-use ironvisor_crds::{Quota, Tenant, labels};
+use ironvisor_crds::{Quota, Tenant, VirtualMachine, labels};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -171,6 +171,31 @@ pub async fn remaining_storage_within(
         remaining_storage(client, namespace).await
     };
     tokio::time::timeout(deadline, lookup)
+        .await
+        .map_err(|_| ClusterError::Timeout(deadline))?
+}
+
+/// Field manager of the import's server-side dry run.
+pub const IMPORT_MANAGER: &str = "ivctl-import";
+
+/// Ask the API server to validate `vm` as `kubectl apply --server-side --force-conflicts
+/// --dry-run=server` would: a server-side apply with `dryRun=All` (schema, CEL rules,
+/// admission policies; nothing is stored), within `deadline`. Forced, so that fields another
+/// manager owns on an existing VM of that name are no refusal: only validation is asked.
+pub async fn server_dry_run(
+    args: &ClusterArgs,
+    vm: &VirtualMachine,
+    deadline: Duration,
+) -> Result<(), ClusterError> {
+    let namespace = vm.metadata.namespace.clone().unwrap_or_default();
+    let name = vm.metadata.name.clone().unwrap_or_default();
+    let check = async {
+        let api: Api<VirtualMachine> = Api::namespaced(args.client().await?, &namespace);
+        let params = PatchParams::apply(IMPORT_MANAGER).force().dry_run();
+        api.patch(&name, &params, &Patch::Apply(vm)).await?;
+        Ok(())
+    };
+    tokio::time::timeout(deadline, check)
         .await
         .map_err(|_| ClusterError::Timeout(deadline))?
 }

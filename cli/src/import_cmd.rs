@@ -1,20 +1,44 @@
 //! Glue for `ivctl import vmware`: options → request, the soft quota lookup, printing.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::EXIT_BLOCKED;
-use crate::cluster::{self, ClusterArgs, StorageLeft};
+use crate::cluster::{self, ClusterArgs, ClusterError, StorageLeft};
 use crate::import::args::{ReportFormat, VmwareArgs};
 use crate::import::convert::Converter;
 use crate::import::manifest::{self, MappingOptions};
+use crate::import::netmap;
 use crate::import::ova::Limits;
+use crate::import::ovf::ParseOptions;
 use crate::import::report::Status;
 use crate::import::run::{self, QuotaInfo, Request};
+use crate::import::validate::{ServerCheck, ServerVerdict};
 
 /// How long the optional quota lookup may take.
 const QUOTA_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the server-side dry run may take.
+const SERVER_CHECK_DEADLINE: Duration = Duration::from_secs(15);
+
+/// `--dry-run-server`: the API server's verdict on the manifest, on a runtime of its own
+/// (the import itself is synchronous).
+fn server_check(cluster: &ClusterArgs) -> ServerCheck {
+    let cluster = cluster.clone();
+    ServerCheck(Arc::new(move |vm| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ServerVerdict::Unreachable(format!("no async runtime: {e}")))?;
+        rt.block_on(cluster::server_dry_run(&cluster, vm, SERVER_CHECK_DEADLINE))
+            .map_err(|e| match e {
+                ClusterError::Api(kube::Error::Api(status)) => {
+                    ServerVerdict::Refused(status.message.clone())
+                }
+                other => ServerVerdict::Unreachable(error_chain(&other)),
+            })
+    }))
+}
 
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -81,6 +105,10 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let network_map = match netmap::resolve(&a.network_map) {
+        Ok(m) => m,
+        Err(e) => return failed(a, &error_chain(&e)),
+    };
     let (namespace, quota) = cluster_facts(cluster, a);
     let req = Request {
         source: a.source.clone(),
@@ -89,7 +117,7 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
             name: String::new(),
             namespace,
             images_dir: a.images_dir.clone(),
-            network_map: a.network_map.iter().cloned().collect::<BTreeMap<_, _>>(),
+            network_map,
             keep_nic_model: a.keep_nic_model,
             keep_mac: a.keep_mac,
             scsi_bus: a.scsi_bus,
@@ -107,6 +135,12 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
         },
         limits: Limits {
             max_entry_bytes: a.max_ova_entry,
+        },
+        vapp_cloud_init: a.vapp_properties_as_cloud_init,
+        server_check: a.dry_run_server.then(|| server_check(cluster)),
+        ovf: ParseOptions {
+            deployment_option: a.deployment_option.clone(),
+            properties: a.vapp_property.iter().cloned().collect(),
         },
     };
     match run::run(&req) {
@@ -134,19 +168,21 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => {
-            let message = error_chain(&e);
-            eprintln!("error: {message}");
-            if a.report == ReportFormat::Json {
-                // Scripts read stdout: a failure is a document too, never nothing.
-                let doc = serde_json::json!({
-                    "status": "failed",
-                    "source": a.source.to_string_lossy(),
-                    "error": message,
-                });
-                println!("{doc:#}");
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => failed(a, &error_chain(&e)),
     }
+}
+
+/// Report a failed import (nothing was written) and exit 1.
+fn failed(a: &VmwareArgs, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    if a.report == ReportFormat::Json {
+        // Scripts read stdout: a failure is a document too, never nothing.
+        let doc = serde_json::json!({
+            "status": "failed",
+            "source": a.source.to_string_lossy(),
+            "error": message,
+        });
+        println!("{doc:#}");
+    }
+    ExitCode::FAILURE
 }

@@ -177,6 +177,8 @@ pub struct ExtraFacts {
     pub nic_models_changed: Vec<String>,
     /// Files that no manifest checksum covers.
     pub unverified_files: Vec<String>,
+    /// OVF vApp properties not carried over, each with why.
+    pub vapp_properties_dropped: Vec<String>,
 }
 
 /// Every fact the rules may test, by name.
@@ -281,6 +283,10 @@ pub fn facts(vm: &SourceVm, extra: &ExtraFacts) -> BTreeMap<&'static str, Fact> 
             "unverified_files",
             Fact::Items(extra.unverified_files.clone()),
         ),
+        (
+            "vapp_properties_dropped",
+            Fact::Items(extra.vapp_properties_dropped.clone()),
+        ),
     ])
 }
 
@@ -340,7 +346,7 @@ mod tests {
             controller: ControllerKind::LsiLogic,
             controller_index: 0,
             unit,
-            file: format!("d{unit}.vmdk"),
+            file: Some(format!("d{unit}.vmdk")),
             capacity_bytes: Some(1 << 30),
             independent: false,
             shared: false,

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use ironvisor_crds::vm::RunStrategy;
 
-use super::manifest::{NetworkTarget, ScsiBus, parse_network_map};
+use super::manifest::ScsiBus;
+use super::netmap::{self, NetworkMapArg};
 
 /// Report format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,8 +46,15 @@ impl From<RunStrategyArg> for RunStrategy {
     }
 }
 
-fn network_map(s: &str) -> Result<(String, NetworkTarget), String> {
-    parse_network_map(s)
+fn network_map(s: &str) -> Result<NetworkMapArg, String> {
+    netmap::parse_arg(s)
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 fn quantity(s: &str) -> Result<u64, String> {
@@ -69,14 +77,16 @@ pub struct VmwareArgs {
     /// The hosts' images root as the agents see it; manifests point there (hostPath).
     #[arg(long, default_value = "/var/lib/ironvisor/images")]
     pub images_dir: PathBuf,
-    /// Map a VMware network: VMNET=NAME (libvirt network), VMNET=bridge:BR, VMNET=user. Repeatable.
-    #[arg(long = "network-map", value_name = "VMNET=TARGET", value_parser = network_map)]
-    pub network_map: Vec<(String, NetworkTarget)>,
+    /// Map a VMware network (port group): VMNET=NAME (libvirt network), VMNET=bridge:BR,
+    /// VMNET=user; or a mapping FILE (YAML `portgroup: target`, or `portgroup=target` lines).
+    /// Repeatable; later entries win.
+    #[arg(long = "network-map", value_name = "VMNET=TARGET|FILE", value_parser = network_map)]
+    pub network_map: Vec<NetworkMapArg>,
     /// Keep the closest emulated NIC model (e1000e, rtl8139) instead of virtio.
     #[arg(long)]
     pub keep_nic_model: bool,
     /// Keep the VMware MAC addresses.
-    #[arg(long)]
+    #[arg(long, visible_alias = "keep-macs")]
     pub keep_mac: bool,
     /// Bus for disks on VMware SCSI controllers (lsilogic, pvscsi, ...).
     #[arg(long, value_enum, default_value_t = ScsiBus::Scsi)]
@@ -96,6 +106,11 @@ pub struct VmwareArgs {
     /// Check and report only; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also have the cluster's API server validate the manifest (a server-side apply dry
+    /// run: schema, rules and admission, nothing stored) before anything is written; an
+    /// unreachable cluster or a refusal fails the import.
+    #[arg(long)]
+    pub dry_run_server: bool,
     /// Report format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub report: ReportFormat,
@@ -105,6 +120,18 @@ pub struct VmwareArgs {
     /// Skip `qemu-img compare` after conversion.
     #[arg(long)]
     pub no_verify: bool,
+    /// The OVF deployment option (DeploymentOptionSection configuration) to import; default:
+    /// the OVF's default option.
+    #[arg(long, value_name = "NAME")]
+    pub deployment_option: Option<String>,
+    /// Set an OVF vApp property (ProductSection), as ovftool's --prop: KEY=VALUE. It decides
+    /// `${KEY}` references (e.g. disk capacities) and the cloud-init data. Repeatable.
+    #[arg(long = "vapp-property", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub vapp_property: Vec<(String, String)>,
+    /// Carry the OVF's vApp properties into the guest as cloud-init data (the mapping is in
+    /// docs/migration.md); without it they are only listed in the report.
+    #[arg(long)]
+    pub vapp_properties_as_cloud_init: bool,
     /// Largest file unpacked from an OVA (e.g. 500Gi); a file with a declared size or disk
     /// capacity is held to that (plus slack for VMDK metadata) as well.
     #[arg(long, value_name = "QUANTITY", value_parser = quantity, default_value = "1Ti")]

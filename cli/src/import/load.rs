@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::bundle::{self, Algorithm, BundleError, Manifest};
+use super::gunzip::{self, GunzipError};
 use super::model::SourceVm;
 use super::ova::{self, Limits, OvaError};
 use super::ovf::{self, OvfError};
@@ -86,12 +87,16 @@ pub enum LoadError {
     /// A disk that cannot be converted.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A gzip-compressed file that does not decompress within its cap.
+    #[error(transparent)]
+    Gunzip(#[from] GunzipError),
 }
 
 /// A disk after inspection.
 #[derive(Clone, Debug)]
 pub struct LoadedDisk {
-    /// Its inspection result; `None` for a raw device mapping declared in the descriptor.
+    /// Its inspection result; `None` for a raw device mapping declared in the descriptor
+    /// and for a new empty disk (no file).
     pub info: Option<DiskInfo>,
 }
 
@@ -114,6 +119,10 @@ pub struct Loaded {
     pub unverified_files: Vec<String>,
     /// Whether the disks were only inspected from their first bytes (an OVA in a dry run).
     pub shallow: bool,
+    /// The OVF deployment option used, when the OVF offers several.
+    pub deployment: Option<ovf::DeploymentChoice>,
+    /// The OVF's vApp properties (ProductSection).
+    pub properties: Vec<ovf::VappProperty>,
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
@@ -140,9 +149,10 @@ fn open(
     source: &Path,
     scratch: Option<&Path>,
     limits: Limits,
+    opts: &ovf::ParseOptions,
 ) -> Result<Opened, LoadError> {
     if format == Format::Ova {
-        let x = ova::extract(source, scratch, limits)?;
+        let x = ova::extract(source, scratch, limits, opts)?;
         // Names in messages are "<ova>/<entry>" when nothing was unpacked.
         let root = scratch.map_or_else(|| source.to_owned(), Path::to_owned);
         return Ok(Opened {
@@ -178,11 +188,16 @@ fn open(
 
 /// Load `source`. An OVA is unpacked into `scratch` (which the caller removes); with no
 /// `scratch` (a dry run) nothing is written: an OVA is only read, and its disks are
-/// inspected from their first bytes.
-pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loaded, LoadError> {
+/// inspected from their first bytes. `opts` are the OVF deployer's choices.
+pub fn load(
+    source: &Path,
+    scratch: Option<&Path>,
+    limits: Limits,
+    opts: &ovf::ParseOptions,
+) -> Result<Loaded, LoadError> {
     let format =
         Format::detect(source).ok_or_else(|| LoadError::UnknownFormat(source.to_owned()))?;
-    let opened = open(format, source, scratch, limits)?;
+    let opened = open(format, source, scratch, limits, opts)?;
     let Opened {
         descriptor,
         root,
@@ -191,9 +206,14 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
         digests,
         heads,
     } = opened;
+    let mut deployment = None;
+    let mut properties = Vec::new();
+    // Gzip-compressed files of an OVF beside its descriptor, with their disks' capacity (an
+    // OVA's are decompressed while it is unpacked).
+    let mut gzipped = BTreeMap::new();
     let (vm, referenced) = match format {
         Format::Ovf | Format::Ova => {
-            let pkg = ovf::parse(&text).map_err(|source| LoadError::Ovf {
+            let pkg = ovf::parse_with(&text, opts).map_err(|source| LoadError::Ovf {
                 file: descriptor.clone(),
                 source,
             })?;
@@ -205,6 +225,15 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
             );
+            if format == Format::Ovf {
+                for f in pkg.files.iter() {
+                    if f.compression == ovf::Compression::Gzip {
+                        gzipped.insert(f.href.clone(), ova::capacity_of(&pkg, &f.href));
+                    }
+                }
+            }
+            deployment = pkg.deployment;
+            properties = pkg.properties;
             (pkg.vm, names)
         }
         Format::Vmx => {
@@ -227,7 +256,7 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
                 vm.snapshots =
                     vmx::snapshot_count(&Vmx::parse(&read(&vmsd)?).map_err(e)?).map_err(e)?;
             }
-            let names = vm.disks.iter().map(|d| d.file.clone()).collect();
+            let names = vm.disks.iter().filter_map(|d| d.file.clone()).collect();
             (vm, names)
         }
     };
@@ -266,14 +295,25 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
             .collect()
     };
     let mut disks = Vec::with_capacity(vm.disks.len());
+    let mut shallow = heads.is_some();
     for d in &vm.disks {
-        if d.raw_device_mapping {
+        let Some(file) = d.file.as_deref().filter(|_| !d.raw_device_mapping) else {
             disks.push(LoadedDisk { info: None });
             continue;
-        }
-        let info = match &heads {
-            None => vmdk_check::inspect(&root, &descriptor, &d.file)?,
-            Some(h) => vmdk_check::inspect_head(&root, &descriptor, &d.file, h)?,
+        };
+        let info = match (&heads, gzipped.get(file)) {
+            (_, Some(capacity)) => {
+                let gz = Gzipped {
+                    root: &root,
+                    descriptor: &descriptor,
+                    href: file,
+                    capacity: *capacity,
+                };
+                shallow |= scratch.is_none();
+                gz.inspect(scratch, limits)?
+            }
+            (None, None) => vmdk_check::inspect(&root, &descriptor, file)?,
+            (Some(h), None) => vmdk_check::inspect_head(&root, &descriptor, file, h)?,
         };
         disks.push(LoadedDisk { info: Some(info) });
     }
@@ -285,6 +325,50 @@ pub fn load(source: &Path, scratch: Option<&Path>, limits: Limits) -> Result<Loa
         disks,
         verified_files: covered.len(),
         unverified_files,
-        shallow: heads.is_some(),
+        shallow,
+        deployment,
+        properties,
     })
+}
+
+/// A gzip-compressed disk file of an OVF beside its descriptor.
+struct Gzipped<'a> {
+    root: &'a Path,
+    descriptor: &'a Path,
+    href: &'a str,
+    capacity: Option<u64>,
+}
+
+impl Gzipped<'_> {
+    /// Decompress it into `scratch` under its own name and inspect the result; with no
+    /// `scratch` (a dry run) decompress to nowhere and inspect its first bytes.
+    fn inspect(&self, scratch: Option<&Path>, limits: Limits) -> Result<DiskInfo, LoadError> {
+        let src = bundle::resolve(self.root, self.descriptor, self.href)?;
+        let file = std::fs::File::open(&src).map_err(|source| LoadError::Read {
+            file: src.clone(),
+            source,
+        })?;
+        let (cap, why) = ova::disk_cap(self.capacity, limits);
+        let dest = scratch
+            .map(|s| bundle::confine(s, self.descriptor, self.href))
+            .transpose()?;
+        let target = gunzip::Target {
+            shown: &src,
+            dest: dest.as_deref(),
+            cap,
+            why: &why,
+            head_len: ova::HEAD_BYTES,
+        };
+        let done = gunzip::gunzip(file, target)?;
+        Ok(match scratch {
+            Some(s) => {
+                let name = self.descriptor.file_name().unwrap_or_default();
+                vmdk_check::inspect(s, &s.join(name), self.href)?
+            }
+            None => {
+                let heads = BTreeMap::from([(self.href.to_owned(), done.head)]);
+                vmdk_check::inspect_head(self.root, self.descriptor, self.href, &heads)?
+            }
+        })
+    }
 }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use ironvisor_crds::quantity::format_bytes;
 use ironvisor_crds::vm::{
-    BridgeNetwork, Cpu, Disk, DiskBus, DiskSource, Firmware, HostPathSource, Memory, NamedNetwork,
-    Network, NicModel, RunStrategy, UserNetwork,
+    BlankSource, BridgeNetwork, Cpu, Disk, DiskBus, DiskSource, Firmware, HostPathSource, Memory,
+    NamedNetwork, Network, NicModel, RunStrategy, UserNetwork,
 };
 use ironvisor_crds::{VirtualMachine, VirtualMachineSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -121,6 +121,8 @@ pub struct PlannedDisk {
     pub source: SourceDisk,
     /// Virtual size in bytes.
     pub capacity_bytes: u64,
+    /// A new empty disk (no source file): a `blank` disk the agent creates.
+    pub blank: bool,
 }
 
 /// The object and what was decided on the way.
@@ -128,8 +130,9 @@ pub struct PlannedDisk {
 pub struct Built {
     /// The manifest.
     pub vm: VirtualMachine,
-    /// File name of each disk's qcow2 image, in disk order (inside the VM's directory).
-    pub image_files: Vec<String>,
+    /// File name of each disk's qcow2 image, in disk order (inside the VM's directory);
+    /// `None` for a blank disk, which has no image.
+    pub image_files: Vec<Option<String>>,
     /// One line per mapping decision.
     pub notes: Vec<String>,
     /// VMware networks that had no `--network-map` entry.
@@ -211,38 +214,53 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         .unwrap_or(0);
     for (i, d) in disks.iter().enumerate() {
         let name = d.source.slot().replace(':', "-");
-        let file = format!("{}-{name}.qcow2", opts.name);
         let bus = map_bus(d.source.controller, opts.scsi_bus);
-        notes.push(
-            format!(
-                "disk {}: {:?} → {bus:?} ({file})",
-                d.source.slot(),
-                d.source.controller
-            )
-            .to_lowercase(),
-        );
         // Every disk declares its size (the storage quota counts it, and the operator
         // admits no image disk without one); the API's smallest is 1Mi.
         let size = Some(Quantity(format_bytes(i128::from(
             d.capacity_bytes.max(1 << 20),
         ))));
+        let (source, file) = if d.blank {
+            notes.push(
+                format!(
+                    "disk {}: new empty disk on {:?} → blank {bus:?} disk of {}",
+                    d.source.slot(),
+                    d.source.controller,
+                    format_bytes(i128::from(d.capacity_bytes))
+                )
+                .to_lowercase(),
+            );
+            let blank = DiskSource {
+                blank: Some(BlankSource {}),
+                ..DiskSource::default()
+            };
+            (blank, None)
+        } else {
+            let file = format!("{}-{name}.qcow2", opts.name);
+            notes.push(
+                format!(
+                    "disk {}: {:?} → {bus:?} ({file})",
+                    d.source.slot(),
+                    d.source.controller
+                )
+                .to_lowercase(),
+            );
+            let path = opts.images_dir.join(&opts.name).join(&file);
+            let host = DiskSource {
+                host_path: Some(HostPathSource {
+                    path: path.to_string_lossy().into_owned(),
+                }),
+                ..DiskSource::default()
+            };
+            (host, Some(file))
+        };
         spec_disks.push(Disk {
             name,
             bus,
             boot_order: (i == boot).then_some(1),
             read_only: false,
             size,
-            source: DiskSource {
-                host_path: Some(HostPathSource {
-                    path: opts
-                        .images_dir
-                        .join(&opts.name)
-                        .join(&file)
-                        .to_string_lossy()
-                        .into_owned(),
-                }),
-                ..DiskSource::default()
-            },
+            source,
         });
         image_files.push(file);
     }

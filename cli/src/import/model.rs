@@ -37,7 +37,8 @@ pub struct SourceVm {
     /// Snapshots recorded beside the descriptor (`.vmsd`), when known.
     pub snapshots: u32,
     /// The slot of the hard disk the firmware tries first, when the descriptor names it
-    /// (VMX `bios.hddOrder`, e.g. `sata0:0`); otherwise the first disk in controller order.
+    /// (VMX `bios.hddOrder`, OVF `vmw:BootOrderSection`, e.g. `sata0:0`); otherwise the
+    /// first disk in controller order.
     pub boot_disk: Option<String>,
 }
 
@@ -120,8 +121,9 @@ pub struct SourceDisk {
     pub controller_index: u32,
     /// Unit number on the controller.
     pub unit: u32,
-    /// Path of the disk's VMDK, relative to the descriptor's directory as written there.
-    pub file: String,
+    /// Path of the disk's VMDK, relative to the descriptor's directory as written there;
+    /// `None` for a new empty disk (an OVF disk with no file), which is created blank.
+    pub file: Option<String>,
     /// Capacity in bytes when the descriptor states it (OVF); otherwise read from the VMDK.
     pub capacity_bytes: Option<u64>,
     /// An independent disk (not part of snapshots).
@@ -271,7 +273,7 @@ mod tests {
             controller: ControllerKind::Pvscsi,
             controller_index: 1,
             unit: 3,
-            file: "a.vmdk".into(),
+            file: Some("a.vmdk".into()),
             capacity_bytes: None,
             independent: false,
             shared: false,

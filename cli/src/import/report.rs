@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::advisor::{Finding, Severity};
 use super::convert::JobTiming;
+use super::ovf::{DeploymentChoice, VappProperty};
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -63,6 +64,8 @@ pub struct DiskReport {
     pub capacity_bytes: u64,
     /// The qcow2 image it becomes, or why it is left out.
     pub image: Option<String>,
+    /// A new empty disk of the OVF: a blank disk of its capacity, made by the agent.
+    pub blank: bool,
     /// Why it is not converted.
     pub skipped: Option<String>,
 }
@@ -138,6 +141,12 @@ pub struct Report {
     /// How the import was confined, when it is weaker than usual (e.g. qemu-img kept root).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The OVF deployment option imported, when the OVF offers several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentChoice>,
+    /// The OVF's vApp properties (secrets without their value).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vapp_properties: Vec<VappProperty>,
 }
 
 fn human_bytes(b: u64) -> String {
@@ -175,11 +184,21 @@ impl Report {
             "  → VirtualMachine {}/{}: {} vCPUs ({}), {} MiB, {}",
             vm.namespace, vm.name, vm.vcpus, vm.topology, vm.memory_mib, vm.firmware
         );
+        if let Some(d) = &self.deployment {
+            let _ = writeln!(
+                s,
+                "  deployment option {} (default {}; offered: {})",
+                d.chosen,
+                d.default,
+                d.options.join(", ")
+            );
+        }
         let _ = writeln!(s, "\nDisks:");
         for d in &self.disks {
             let target = match (&d.image, &d.skipped) {
                 (_, Some(why)) => format!("skipped: {why}"),
                 (Some(img), None) => format!("→ {img}"),
+                (None, None) if d.blank => "→ blank disk (the agent creates it)".into(),
                 (None, None) => String::new(),
             };
             let _ = writeln!(
@@ -190,6 +209,17 @@ impl Report {
                 d.subformat,
                 human_bytes(d.capacity_bytes)
             );
+        }
+        if !self.vapp_properties.is_empty() {
+            let _ = writeln!(s, "\nvApp properties:");
+            for p in &self.vapp_properties {
+                let value = match (&p.value, p.password) {
+                    (_, true) => "(secret, not shown)".to_owned(),
+                    (Some(v), false) => format!("{v:?}"),
+                    (None, false) => "(no value)".to_owned(),
+                };
+                let _ = writeln!(s, "  {} = {value}", p.key);
+            }
         }
         let _ = writeln!(s, "\nMapping:");
         for m in &self.mappings {

@@ -12,9 +12,12 @@ use super::convert::{ConvertError, Converter, Job};
 use super::load::{self, LoadError, Loaded};
 use super::manifest::{self, Built, ManifestError, MappingOptions, PlannedDisk};
 use super::ova::Limits;
+use super::ovf::ParseOptions;
 use super::qemu_view::{self, ViewError};
 use super::report::{DiskReport, QuotaReport, Report, Status, Steps, VmSummary};
 use super::sandbox::Sandbox;
+use super::validate::{self, ServerCheck, ServerVerdict};
+use super::vapp;
 
 /// What the storage quota lookup found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +56,12 @@ pub struct Request {
     pub converter: Converter,
     /// Caps on what an OVA may make ivctl write.
     pub limits: Limits,
+    /// The OVF deployer's choices (deployment option, property values).
+    pub ovf: ParseOptions,
+    /// Carry the OVF's vApp properties as cloud-init data.
+    pub vapp_cloud_init: bool,
+    /// The cluster's check of the manifest before anything is written (`--dry-run-server`).
+    pub server_check: Option<ServerCheck>,
 }
 
 /// Why an import failed (nothing was left behind).
@@ -70,6 +79,24 @@ pub enum ImportError {
     /// Writing the manifest failed.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The manifest would fail the API's validation (schema or CEL rules).
+    #[error(
+        "the manifest would be rejected by the API, so nothing was written: {}; change the \
+         source or the options (a blocker passed with --force may be the cause)",
+        .0.join("; ")
+    )]
+    Invalid(Vec<String>),
+    /// The cluster's API server refused the manifest in a server-side dry run.
+    #[error(
+        "the API server refuses the manifest (server-side dry run), so nothing was written: {0}"
+    )]
+    ServerRejected(String),
+    /// `--dry-run-server` could not reach the cluster.
+    #[error(
+        "cannot ask the API server to check the manifest (--dry-run-server), so nothing was \
+         written: {0}; fix the kubeconfig or leave --dry-run-server out to import offline"
+    )]
+    ServerUnreachable(String),
     /// The VM's output directory exists already.
     #[error("{0}: already exists; remove it or choose another --name or --out")]
     Exists(PathBuf),
@@ -113,7 +140,7 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
         Some(staging)
     };
     let scratch = staging.as_ref().map(|s| s.path().join("source"));
-    let loaded = load::load(&req.source, scratch.as_deref(), req.limits)?;
+    let loaded = load::load(&req.source, scratch.as_deref(), req.limits, &req.ovf)?;
     let sandbox = Sandbox::for_import(
         staging.as_ref().map(tempfile::TempDir::path),
         &disk_files(&loaded),
@@ -134,8 +161,10 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
     }
 
     let (planned, sources, disk_reports, extra) = plan_disks(&loaded, &mapping);
-    let built = manifest::build(&loaded.vm, &planned, &mapping);
+    let mut built = manifest::build(&loaded.vm, &planned, &mapping);
+    let vapp_left_out = vapp::apply(&mut built, &loaded.properties, req.vapp_cloud_init);
     let extra = ExtraFacts {
+        vapp_properties_dropped: vapp_left_out,
         quota_remaining_bytes: match &req.quota {
             QuotaInfo::Remaining { bytes, .. } => Some(*bytes),
             QuotaInfo::Unlimited => Some(u64::MAX),
@@ -184,17 +213,33 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
         manifest: serde_json::to_value(&built.vm).unwrap_or_default(),
         timings: Vec::new(),
         notes: sandbox.note.iter().cloned().collect(),
+        deployment: loaded.deployment.clone(),
+        vapp_properties: vapp::listed(&loaded.properties),
     };
     if loaded.shallow {
         report.notes.push(
-            "dry run: the OVA was read without unpacking; its disks were inspected from their \
-             first bytes only"
+            "dry run: the OVA was read without unpacking (or compressed disks were decompressed \
+             to nowhere); its disks were inspected from their first bytes only"
                 .into(),
         );
     }
     if blocked && !req.force {
         report.status = Status::Blocked;
         return Ok(report);
+    }
+    // Whatever was forced, a manifest the API would reject is never written.
+    let invalid = validate::violations(&built.vm);
+    if !invalid.is_empty() {
+        return Err(ImportError::Invalid(invalid));
+    }
+    if let Some(check) = &req.server_check {
+        (check.0)(&built.vm).map_err(|v| match v {
+            ServerVerdict::Refused(m) => ImportError::ServerRejected(m),
+            ServerVerdict::Unreachable(m) => ImportError::ServerUnreachable(m),
+        })?;
+        report
+            .notes
+            .push("the API server accepted the manifest in a server-side dry run".into());
     }
     let Some(staging) = staging.filter(|_| !req.dry_run) else {
         return Ok(report);
@@ -206,12 +251,15 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
         .iter()
         .zip(&sources)
         .zip(&built.image_files)
-        .map(|((p, (source, standalone)), file)| Job {
-            label: p.source.slot(),
-            source: source.clone(),
-            dest: vm_stage.join(file),
-            expected_bytes: Some(p.capacity_bytes),
-            standalone: *standalone,
+        .filter_map(|((p, source), file)| {
+            let ((source, standalone), file) = (source.as_ref()?, file.as_ref()?);
+            Some(Job {
+                label: p.source.slot(),
+                source: source.clone(),
+                dest: vm_stage.join(file),
+                expected_bytes: Some(p.capacity_bytes),
+                standalone: *standalone,
+            })
         })
         .collect();
     let converter = Converter {
@@ -293,19 +341,30 @@ fn check_with_qemu(req: &Request, loaded: &Loaded, sandbox: &Sandbox) -> Result<
 /// A converted disk's VMDK and whether it stands alone (no parent).
 type Source = (PathBuf, bool);
 
-/// Which disks are converted (RDMs are not) with their VMDK paths, their report lines and
-/// disk facts.
+/// Which disks are in the manifest (RDMs are not) with the VMDK each is converted from
+/// (`None` for a new empty disk, which is blank), their report lines and disk facts.
 fn plan_disks(
     loaded: &Loaded,
     mapping: &MappingOptions,
-) -> (Vec<PlannedDisk>, Vec<Source>, Vec<DiskReport>, ExtraFacts) {
+) -> (
+    Vec<PlannedDisk>,
+    Vec<Option<Source>>,
+    Vec<DiskReport>,
+    ExtraFacts,
+) {
     let mut planned = Vec::new();
     let mut sources = Vec::new();
     let mut reports = Vec::new();
     let mut extra = ExtraFacts::default();
     for (src, disk) in loaded.vm.disks.iter().zip(&loaded.disks) {
         let slot = src.slot();
+        let blank = src.file.is_none();
         let (subformat, capacity, skipped) = match &disk.info {
+            None if blank => (
+                "new empty disk".to_owned(),
+                src.capacity_bytes.unwrap_or(0),
+                None,
+            ),
             None => (
                 "rdm".to_owned(),
                 src.capacity_bytes.unwrap_or(0),
@@ -338,28 +397,28 @@ fn plan_disks(
                 )
             }
         };
-        let image = skipped
-            .is_none()
+        let image = (skipped.is_none() && !blank)
             .then(|| format!("{}-{}.qcow2", mapping.name, slot.replace(':', "-")));
         if skipped.is_none() {
             extra.disk_bytes = extra.disk_bytes.saturating_add(capacity);
             planned.push(PlannedDisk {
                 source: src.clone(),
                 capacity_bytes: capacity,
+                blank,
             });
             sources.push(
                 disk.info
                     .as_ref()
-                    .map(|i| (i.path.clone(), i.snapshot_levels == 0))
-                    .unwrap_or_default(),
+                    .map(|i| (i.path.clone(), i.snapshot_levels == 0)),
             );
         }
         reports.push(DiskReport {
             slot,
-            file: src.file.clone(),
+            file: src.file.clone().unwrap_or_default(),
             subformat,
             capacity_bytes: capacity,
             image,
+            blank,
             skipped,
         });
     }
@@ -437,6 +496,11 @@ fn steps(
     s.automated
         .push("map CPU topology, memory and firmware".into());
     for (d, file) in built.vm.spec.disks.iter().zip(&built.image_files) {
+        let Some(file) = file else {
+            s.automated
+                .push(format!("declare new empty disk {} as a blank disk", d.name));
+            continue;
+        };
         s.automated
             .push(format!("convert disk {} to qcow2 ({file})", d.name));
         if verify {
@@ -455,7 +519,7 @@ fn steps(
         a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
     };
     let images_here = same(out, &mapping.images_dir);
-    if !images_here && !built.image_files.is_empty() {
+    if !images_here && built.image_files.iter().any(Option::is_some) {
         s.manual.push(format!(
             "copy the images to {} on the hosts",
             mapping.images_dir.join(&mapping.name).display()

@@ -225,7 +225,7 @@ fn read_disks(vmx: &Vmx, vm: &mut SourceVm) -> Result<(), VmxError> {
                     controller: kind,
                     controller_index: c,
                     unit: u,
-                    file: file.to_owned(),
+                    file: Some(file.to_owned()),
                     capacity_bytes: None,
                     independent: mode.starts_with("independent"),
                     shared: shared_bus || sharing == "multi-writer",
@@ -469,7 +469,7 @@ ide0:1.fileName = "gone.vmdk"
 "#;
         let vm = to_source_vm(&Vmx::parse(text).unwrap(), "x").unwrap();
         assert_eq!(vm.disks.len(), 1, "{:?}", vm.disks);
-        assert_eq!(vm.disks[0].file, "legacy.vmdk");
+        assert_eq!(vm.disks[0].file.as_deref(), Some("legacy.vmdk"));
         assert_eq!(vm.disks[0].controller, ControllerKind::Ide);
         assert_eq!(vm.devices[0].kind, DeviceKind::Cdrom);
         let off =

@@ -42,6 +42,11 @@ fn help_lists_import_and_the_kubectl_style_options() {
         "--force",
         "--images-dir",
         "--storage-quota-remaining",
+        "--deployment-option",
+        "--vapp-property",
+        "--vapp-properties-as-cloud-init",
+        "--dry-run-server",
+        "--keep-macs",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
@@ -265,4 +270,158 @@ fn kubectl_finds_the_plugin_on_path_as_kubectl_ironvisor() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("--network-map"));
+}
+
+#[test]
+fn a_network_map_file_maps_port_groups_keeps_macs_and_lists_the_unmapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_disk(dir.path(), "d.raw", 1, 12);
+    vmdk_from_raw(
+        &raw,
+        &dir.path().join("disk.vmdk"),
+        "streamOptimized",
+        "lsilogic",
+    );
+    let mut spec = OvfSpec::simple(vec![disk("disk.vmdk", 1 << 20, "lsilogic", 0)]);
+    spec.nics = vec![
+        OvfNic {
+            model: "VmxNet3",
+            network: "VM Network",
+            mac: Some("00:50:56:aa:bb:01"),
+        },
+        OvfNic {
+            model: "VmxNet3",
+            network: "DMZ (vlan 20)",
+            mac: Some("00:50:56:aa:bb:02"),
+        },
+        OvfNic {
+            model: "E1000",
+            network: "Backup",
+            mac: None,
+        },
+    ];
+    std::fs::write(dir.path().join("vm.ovf"), ovf_text(&spec)).unwrap();
+    let map = dir.path().join("estate.map");
+    std::fs::write(
+        &map,
+        "# port group = Ironvisor network\nVM Network = prod\nDMZ (vlan 20)=bridge:br-dmz\n",
+    )
+    .unwrap();
+    let args = |map: &str| {
+        ivctl(&[
+            "import",
+            "vmware",
+            dir.path().join("vm.ovf").to_str().unwrap(),
+            "-n",
+            "team-a",
+            "--offline",
+            "--dry-run",
+            "--report",
+            "json",
+            "--network-map",
+            map,
+            "--keep-macs",
+        ])
+    };
+    let out = args(map.to_str().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nets = &doc["manifest"]["spec"]["networks"];
+    assert_eq!(nets[0]["network"]["name"], "prod");
+    assert_eq!(nets[0]["macAddress"], "00:50:56:aa:bb:01");
+    assert_eq!(nets[1]["bridge"]["name"], "br-dmz");
+    assert_eq!(nets[2]["network"]["name"], "default");
+    let unmapped = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "unmapped-network")
+        .expect("the unmapped port group is a warning");
+    assert_eq!(unmapped["severity"], "warning");
+    assert_eq!(unmapped["detail"], "Backup");
+    // A bad line fails naming the file and the line, with the JSON failure document.
+    std::fs::write(&map, "VM Network = prod\nDMZ=bad name\n").unwrap();
+    let out = args(map.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["status"], "failed");
+    assert!(
+        doc["error"].as_str().unwrap().contains("estate.map:2"),
+        "{doc}"
+    );
+}
+
+#[test]
+fn force_past_a_blocker_never_writes_a_manifest_the_api_would_reject() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_disk(dir.path(), "d.raw", 1, 13);
+    vmdk_from_raw(
+        &raw,
+        &dir.path().join("disk.vmdk"),
+        "streamOptimized",
+        "lsilogic",
+    );
+    let mut spec = OvfSpec::simple(vec![disk("disk.vmdk", 1 << 20, "lsilogic", 0)]);
+    spec.memory_mib = 32; // the memory-too-small blocker; the CRD wants at least 64Mi
+    std::fs::write(dir.path().join("vm.ovf"), ovf_text(&spec)).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = ivctl(&[
+        "import",
+        "vmware",
+        dir.path().join("vm.ovf").to_str().unwrap(),
+        "--offline",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--force",
+        "--report",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let err = doc["error"].as_str().unwrap();
+    assert!(
+        err.contains("rejected by the API") && err.contains("at least 64Mi"),
+        "{err}"
+    );
+    assert!(entries(&out_dir).is_empty(), "nothing is written");
+}
+
+#[test]
+fn dry_run_server_with_no_reachable_cluster_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ovf = ovf_bundle(dir.path(), "ubuntu64Guest");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = ivctl(&[
+        "import",
+        "vmware",
+        ovf.to_str().unwrap(),
+        "--offline",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--dry-run-server",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("API server refuses") || err.contains("request to the cluster failed"),
+        "{err}"
+    );
+    assert!(entries(&out_dir).is_empty());
 }

@@ -339,6 +339,9 @@ pub fn request(source: &Path, out: &Path) -> Request {
             ..Converter::default()
         },
         limits: Default::default(),
+        ovf: Default::default(),
+        vapp_cloud_init: false,
+        server_check: None,
     }
 }
 

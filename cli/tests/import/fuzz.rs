@@ -233,6 +233,9 @@ fn ovf_value() -> impl Strategy<Value = String> {
         Just("4294967295".to_owned()),
         Just("-1".to_owned()),
         Just(String::new()),
+        Just("${log.size}".to_owned()),
+        Just("${".to_owned()),
+        Just("tiny normal".to_owned()),
         any::<u64>().prop_map(|n| n.to_string()),
         (0u32..80).prop_map(|e| format!("byte * 2^{e}")),
     ]
@@ -271,6 +274,84 @@ proptest! {
     }
 
     #[test]
+    fn appliance_ovfs_with_hostile_values_options_and_properties_never_panic(
+        swaps in prop::collection::vec((any::<usize>(), ovf_value()), 1..6),
+        option in prop::option::of(prop_oneof![Just("tiny".to_owned()), Just("large".to_owned()), "[a-z]{0,6}"]),
+        prop_value in prop::option::of(ovf_value()),
+    ) {
+        let mut text = crate::appliances::appliance_ovf(" ovf:compression=\"gzip\"");
+        for (pick, value) in swaps {
+            // Quote positions move as values are replaced: find them each time.
+            let spots: Vec<usize> = text.match_indices('"').map(|(i, _)| i + 1).collect();
+            let a = spots[pick % spots.len()];
+            if let Some(len) = text[a..].find('"') {
+                text.replace_range(a..a + len, &value);
+            }
+        }
+        let opts = ovf::ParseOptions {
+            deployment_option: option,
+            properties: prop_value.map(|v| ("log.size".to_owned(), v)).into_iter().collect(),
+        };
+        let _ = ovf::parse_with(&text, &opts);
+    }
+
+    #[test]
+    fn random_bytes_as_gzip_never_panic_nor_exceed_the_cap(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+        member in any::<bool>(),
+    ) {
+        use ivctl::import::gunzip::{Target, gunzip};
+        // Half the cases start with a real gzip header so the decoder gets past it.
+        let mut data = if member { vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255] } else { Vec::new() };
+        data.extend(bytes);
+        let t = Target { shown: Path::new("f.vmdk"), dest: None, cap: 4096, why: "fuzz", head_len: 64 };
+        if let Ok(done) = gunzip(data.as_slice(), t) {
+            prop_assert!(done.bytes <= 4096 && done.head.len() <= 64);
+        }
+    }
+
+    #[test]
+    fn random_network_maps_never_panic_and_every_entry_parses_as_a_pair(
+        text in "[ -~\n#=:]{0,300}",
+        yaml in any::<bool>(),
+    ) {
+        use ivctl::import::netmap::parse_file;
+        let file = Path::new(if yaml { "m.yaml" } else { "m.txt" });
+        if let Ok(entries) = parse_file(file, &text) {
+            for (from, _) in entries {
+                prop_assert!(!from.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_vapp_values_make_user_data_that_reads_back(
+        values in prop::collection::vec("[ -~\n\t\\\"'&<>:#{}\\[\\]]{0,40}", 1..5),
+    ) {
+        use ivctl::import::ovf::VappProperty;
+        let keys = ["guestinfo.hostname", "public-keys", "guestinfo.dns", "x"];
+        let props: Vec<VappProperty> = values
+            .iter()
+            .zip(keys)
+            .map(|(v, k)| VappProperty {
+                key: k.into(),
+                kind: "string".into(),
+                value: Some(v.clone()),
+                password: false,
+                user_configurable: true,
+                label: None,
+            })
+            .collect();
+        if let Some(ci) = ivctl::import::vapp::cloud_init(&props) {
+            let body = ci.user_data.strip_prefix("#cloud-config\n").unwrap();
+            let doc: serde_json::Value = serde_saphyr::from_str(body).unwrap();
+            let env = doc["write_files"][0]["content"].as_str().unwrap();
+            // The OVF environment is well-formed XML whatever the values.
+            prop_assert!(ivctl::import::xml::parse(env).is_ok(), "{env}");
+        }
+    }
+
+    #[test]
     fn random_text_as_an_ovf_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = ovf::parse(&String::from_utf8_lossy(&bytes));
         let _ = ovf::units(&String::from_utf8_lossy(&bytes));
@@ -304,7 +385,7 @@ proptest! {
         }
         tar.truncate(cut % (tar.len() + 1));
         let limits = ova::Limits { max_entry_bytes: 1 << 20 };
-        let _ = ova::extract_from(tar.as_slice(), Path::new("f.ova"), None, limits);
+        let _ = ova::extract_from(tar.as_slice(), Path::new("f.ova"), None, limits, &Default::default());
     }
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests of `ivctl import vmware` on fixtures made here with qemu-img.
 
+mod appliances;
 mod attacks;
 mod cli;
 mod failures;

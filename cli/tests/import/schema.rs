@@ -4,30 +4,11 @@
 use std::path::Path;
 
 use ironvisor_crds::VirtualMachine;
-use kube::CustomResourceExt;
 
-fn crd_schema() -> serde_json::Value {
-    let crd = VirtualMachine::crd();
-    let schema = crd.spec.versions[0]
-        .schema
-        .as_ref()
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-        .expect("schema");
-    serde_json::to_value(schema).unwrap()
-}
-
-/// Every violation of the schema and the CEL rules (empty when valid).
+/// Every violation of the schema and the CEL rules (empty when valid): ivctl's own check,
+/// which the test below holds to what the API server rejects.
 pub fn violations(object: &serde_json::Value) -> Vec<String> {
-    let schema = crd_schema();
-    let validator = jsonschema::validator_for(&schema).expect("the CRD schema compiles");
-    let mut out: Vec<String> = validator
-        .iter_errors(object)
-        .map(|e| format!("schema: {} at {}", e, e.instance_path()))
-        .collect();
-    if let Err(errors) = kube::core::cel::Validator::new().validate(&schema, object, None) {
-        out.extend(errors.into_vec().into_iter().map(|e| format!("cel: {e}")));
-    }
-    out
+    ivctl::import::validate::violations_of(object)
 }
 
 /// Read a manifest file, check it is a VirtualMachine that validates, and return it.

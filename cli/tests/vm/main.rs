@@ -5,5 +5,6 @@ mod attach;
 mod common;
 mod console;
 mod gitops;
+mod import_server;
 mod power;
 mod status;

@@ -9,18 +9,21 @@
 //! SHA-256 are computed in the same pass so the manifest is checked before anything is
 //! converted. With no destination (a dry run) nothing is written at all: kept files are
 //! only hashed, and the first [`HEAD_BYTES`] of each are held in memory for inspection.
+//! A file the OVF declares gzip-compressed is decompressed as it streams (capped by its
+//! disk's capacity), its digests taken over the compressed bytes the manifest lists.
 //! Only plain files with plain relative names are accepted: a link, a device, an absolute
 //! name or a `..` is refused naming the archive entry, kept or not.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-use super::bundle::{Algorithm, Hasher};
+use super::gunzip;
 use super::ovf;
 use super::vmdk::{SECTOR, VmdkError};
 use super::vmdk_check;
+use stream::{CopyError, copy_entry, gunzip_entry, read_text};
 
 /// Largest `.ovf` read into memory.
 pub const MAX_DESCRIPTOR_BYTES: u64 = 16 << 20;
@@ -126,6 +129,15 @@ pub enum OvaError {
         #[source]
         source: VmdkError,
     },
+    /// A gzip-compressed entry that does not decompress within its cap.
+    #[error("{ova}: {source}")]
+    Gunzip {
+        /// The OVA.
+        ova: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: gunzip::GunzipError,
+    },
     /// The `.ovf` or `.mf` is not UTF-8 text.
     #[error("{ova}: entry {entry:?} is not UTF-8 text")]
     NotText {
@@ -153,46 +165,6 @@ pub struct Extracted {
     pub skipped: Vec<String>,
 }
 
-/// Digest both ways while writing (or only digesting, with no file).
-struct Tee {
-    file: Option<io::BufWriter<File>>,
-    sha1: Hasher,
-    sha256: Hasher,
-    head: Vec<u8>,
-    written: u64,
-}
-
-impl Tee {
-    fn new(file: Option<File>) -> Self {
-        Self {
-            file: file.map(|f| io::BufWriter::with_capacity(1 << 20, f)),
-            sha1: Hasher::new(Algorithm::Sha1),
-            sha256: Hasher::new(Algorithm::Sha256),
-            head: Vec::new(),
-            written: 0,
-        }
-    }
-
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        if let Some(f) = &mut self.file {
-            f.write_all(buf)?;
-        }
-        self.sha1.update(buf);
-        self.sha256.update(buf);
-        let room = HEAD_BYTES.saturating_sub(self.head.len()).min(buf.len());
-        self.head.extend_from_slice(&buf[..room]);
-        self.written = self.written.saturating_add(buf.len() as u64);
-        Ok(())
-    }
-
-    fn finish(self) -> io::Result<(String, String, Vec<u8>)> {
-        if let Some(f) = self.file {
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        Ok((self.sha1.finish_hex(), self.sha256.finish_hex(), self.head))
-    }
-}
-
 /// A plain relative entry name, or `None` when it could escape.
 fn plain_name(name: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
@@ -208,35 +180,68 @@ fn plain_name(name: &Path) -> Option<PathBuf> {
 
 /// Unpack what `ova`'s OVF references into `dest` (an existing, empty directory), or with
 /// no `dest` only read and hash it.
-pub fn extract(ova: &Path, dest: Option<&Path>, limits: Limits) -> Result<Extracted, OvaError> {
+/// `opts` are the deployer's OVF choices (property values decide disk capacities, hence
+/// caps).
+pub fn extract(
+    ova: &Path,
+    dest: Option<&Path>,
+    limits: Limits,
+    opts: &ovf::ParseOptions,
+) -> Result<Extracted, OvaError> {
     let file = File::open(ova).map_err(|source| OvaError::Archive {
         ova: ova.to_owned(),
         source,
     })?;
-    extract_from(file, ova, dest, limits)
+    extract_from(file, ova, dest, limits, opts)
 }
 
-/// What is kept, by entry name: the byte cap and where it comes from.
-type Wanted = BTreeMap<String, (u64, String)>;
+/// A kept entry: its byte cap and where it comes from, and for a gzip-compressed file the
+/// cap on its decompressed bytes.
+#[derive(Clone, Debug)]
+struct Want {
+    cap: u64,
+    why: String,
+    gunzip: Option<(u64, String)>,
+}
+
+/// What is kept, by entry name.
+type Wanted = BTreeMap<String, Want>;
+
+/// The cap of a disk file's (decompressed) bytes: its disk's capacity plus slack, else
+/// `--max-ova-entry`.
+pub(crate) fn disk_cap(capacity: Option<u64>, limits: Limits) -> (u64, String) {
+    let (cap, why) = match capacity {
+        Some(c) => (with_slack(c), format!("its disk's capacity {c} plus slack")),
+        None => (limits.max_entry_bytes, "--max-ova-entry".to_owned()),
+    };
+    (cap.min(limits.max_entry_bytes), why)
+}
+
+/// The largest declared capacity of the disks stored in `href`.
+pub(crate) fn capacity_of(pkg: &ovf::OvfPackage, href: &str) -> Option<u64> {
+    pkg.vm
+        .disks
+        .iter()
+        .filter(|d| d.file.as_deref() == Some(href))
+        .filter_map(|d| d.capacity_bytes)
+        .max()
+}
 
 /// The files an OVF references with their caps.
 fn wanted_by(pkg: &ovf::OvfPackage, limits: Limits) -> Wanted {
     let mut wanted = Wanted::new();
     for f in &pkg.files {
-        let capacity = pkg
-            .vm
-            .disks
-            .iter()
-            .filter(|d| d.file == f.href)
-            .filter_map(|d| d.capacity_bytes)
-            .max();
-        let (cap, why) = match (f.size, capacity) {
-            (Some(size), _) => (size, "its ovf:size".to_owned()),
-            (None, Some(c)) => (with_slack(c), format!("its disk's capacity {c} plus slack")),
-            (None, None) => (limits.max_entry_bytes, "--max-ova-entry".to_owned()),
+        let disk = disk_cap(capacity_of(pkg, &f.href), limits);
+        let gzip = f.compression == ovf::Compression::Gzip;
+        // A compressed file's ovf:size is its compressed size; its disk's capacity caps
+        // what it inflates to.
+        let (cap, why) = match f.size {
+            Some(size) => (size.min(limits.max_entry_bytes), "its ovf:size".to_owned()),
+            None if gzip => (limits.max_entry_bytes, "--max-ova-entry".to_owned()),
+            None => disk.clone(),
         };
-        let cap = cap.min(limits.max_entry_bytes);
-        wanted.insert(normalize(&f.href), (cap, why));
+        let gunzip = gzip.then_some(disk);
+        wanted.insert(normalize(&f.href), Want { cap, why, gunzip });
     }
     wanted
 }
@@ -270,13 +275,21 @@ fn wanted_by_vmdk(
         let why = format!("the extent size in {entry}");
         wanted
             .entry(normalize(&dir.join(file).to_string_lossy()))
-            .or_insert((cap, why));
+            .or_insert(Want {
+                cap,
+                why,
+                gunzip: None,
+            });
     }
     if let Some(parent) = &d.parent_file_name_hint {
         let cap = with_slack(capacity).min(limits.max_entry_bytes);
         wanted
             .entry(normalize(&dir.join(parent).to_string_lossy()))
-            .or_insert((cap, format!("the capacity of {entry}")));
+            .or_insert(Want {
+                cap,
+                why: format!("the capacity of {entry}"),
+                gunzip: None,
+            });
     }
     Ok(())
 }
@@ -287,6 +300,7 @@ pub fn extract_from(
     ova: &Path,
     dest: Option<&Path>,
     limits: Limits,
+    opts: &ovf::ParseOptions,
 ) -> Result<Extracted, OvaError> {
     let archive_err = |source| OvaError::Archive {
         ova: ova.to_owned(),
@@ -310,7 +324,7 @@ pub fn extract_from(
                 return Err(OvaError::NoDescriptor(ova.to_owned()));
             }
             let (text, digests) = read_text(&mut entry, ova, &name, MAX_DESCRIPTOR_BYTES)?;
-            let pkg = ovf::parse(&text).map_err(|source| OvaError::Ovf {
+            let pkg = ovf::parse_with(&text, opts).map_err(|source| OvaError::Ovf {
                 ova: ova.to_owned(),
                 source,
             })?;
@@ -327,7 +341,7 @@ pub fn extract_from(
             x.manifest = Some((name, text));
             continue;
         }
-        let Some((cap, why)) = want.get(&name).cloned() else {
+        let Some(Want { cap, why, gunzip }) = want.get(&name).cloned() else {
             x.skipped.push(name);
             continue;
         };
@@ -341,11 +355,24 @@ pub fn extract_from(
             return Err(too_large());
         }
         let target = dest.map(|d| d.join(&rel));
-        let (sha1, sha256, head) = copy_entry(&mut entry, ova, &name, target.as_deref(), cap)
-            .map_err(|e| match e {
-                CopyError::TooLarge => too_large(),
-                CopyError::Ova(e) => e,
-            })?;
+        let (sha1, sha256, head) = match gunzip {
+            Some((limit, why)) => {
+                let t = gunzip::Target {
+                    shown: Path::new(&name),
+                    dest: target.as_deref(),
+                    cap: limit,
+                    why: &why,
+                    head_len: HEAD_BYTES,
+                };
+                gunzip_entry(&mut entry, ova, t)?
+            }
+            None => {
+                copy_entry(&mut entry, ova, &name, target.as_deref(), cap).map_err(|e| match e {
+                    CopyError::TooLarge => too_large(),
+                    CopyError::Ova(e) => e,
+                })?
+            }
+        };
         wanted_by_vmdk(&head, &name, want, limits).map_err(|source| OvaError::Vmdk {
             ova: ova.to_owned(),
             entry: name.clone(),
@@ -402,207 +429,6 @@ fn check_entry<R: Read>(
     Ok(Some(rel))
 }
 
-/// A small entry (descriptor, manifest) read into memory with its digests.
-fn read_text(
-    entry: &mut impl Read,
-    ova: &Path,
-    name: &str,
-    cap: u64,
-) -> Result<(String, (String, String)), OvaError> {
-    let (sha1, sha256, bytes) = copy_entry(entry, ova, name, None, cap).map_err(|e| match e {
-        CopyError::TooLarge => OvaError::TooLarge {
-            ova: ova.to_owned(),
-            entry: name.to_owned(),
-            limit: cap,
-            why: "the most a descriptor or manifest may hold".into(),
-        },
-        CopyError::Ova(e) => e,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| OvaError::NotText {
-        ova: ova.to_owned(),
-        entry: name.to_owned(),
-    })?;
-    Ok((text, (sha1, sha256)))
-}
-
-enum CopyError {
-    TooLarge,
-    Ova(OvaError),
-}
-
-/// Stream one entry to `target` (or nowhere), at most `cap` bytes; returns its digests and
-/// first bytes.
-fn copy_entry(
-    entry: &mut impl Read,
-    ova: &Path,
-    name: &str,
-    target: Option<&Path>,
-    cap: u64,
-) -> Result<(String, String, Vec<u8>), CopyError> {
-    let write_err = |file: &Path| {
-        let file = file.to_owned();
-        move |source| {
-            CopyError::Ova(OvaError::Write {
-                file,
-                entry: name.to_owned(),
-                source,
-            })
-        }
-    };
-    let file = match target {
-        Some(t) => {
-            if let Some(parent) = t.parent() {
-                std::fs::create_dir_all(parent).map_err(write_err(t))?;
-            }
-            Some(File::create_new(t).map_err(write_err(t))?)
-        }
-        None => None,
-    };
-    let shown = target.unwrap_or(Path::new(name));
-    let mut tee = Tee::new(file);
-    // A read error here is a truncated archive; a write error is the destination's fault.
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = entry.read(&mut buf).map_err(|source| {
-            CopyError::Ova(OvaError::Archive {
-                ova: ova.to_owned(),
-                source,
-            })
-        })?;
-        if n == 0 {
-            break;
-        }
-        if tee.written.saturating_add(n as u64) > cap {
-            return Err(CopyError::TooLarge);
-        }
-        tee.write(&buf[..n]).map_err(write_err(shown))?;
-    }
-    tee.finish().map_err(write_err(shown))
-}
-
+mod stream;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An OVF that references `disk.vmdk` (with `size`, when given).
-    fn ovf(size: Option<u64>) -> String {
-        let size = size
-            .map(|s| format!(" ovf:size=\"{s}\""))
-            .unwrap_or_default();
-        format!(
-            r#"<ovf:Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
-  <ovf:References><ovf:File ovf:id="f1" ovf:href="disk.vmdk"{size}/></ovf:References>
-  <ovf:VirtualSystem ovf:id="vm"><ovf:VirtualHardwareSection/></ovf:VirtualSystem>
-</ovf:Envelope>"#
-        )
-    }
-
-    fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in entries {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
-            // set_path refuses "..", so write the raw name as a hostile archive would.
-            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-            h.set_cksum();
-            b.append(&h, *data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
-
-    fn run(tar: &[u8], dest: Option<&Path>) -> Result<Extracted, OvaError> {
-        extract_from(tar, Path::new("vm.ova"), dest, Limits::default())
-    }
-
-    #[test]
-    fn referenced_files_are_extracted_with_both_digests_and_others_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = ovf(None);
-        let tar = tar_with(&[
-            ("vm.ovf", text.as_bytes()),
-            ("vm.mf", b""),
-            ("disk.vmdk", b"hello"),
-            ("extra.iso", b"not referenced"),
-        ]);
-        let x = run(&tar, Some(dir.path())).unwrap();
-        assert_eq!(x.ovf_name, "vm.ovf");
-        assert_eq!(x.manifest, Some(("vm.mf".into(), String::new())));
-        let (sha1, sha256) = &x.digests["disk.vmdk"];
-        assert_eq!(sha1, "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d");
-        assert_eq!(
-            sha256,
-            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
-        assert_eq!(
-            std::fs::read(dir.path().join("disk.vmdk")).unwrap(),
-            b"hello"
-        );
-        assert_eq!(x.skipped, vec!["extra.iso".to_owned()]);
-        assert!(!dir.path().join("extra.iso").exists());
-        assert!(
-            !dir.path().join("vm.ovf").exists(),
-            "the descriptor stays in memory"
-        );
-    }
-
-    #[test]
-    fn with_no_destination_nothing_is_written_and_heads_are_kept() {
-        let text = ovf(None);
-        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("disk.vmdk", b"hello")]);
-        let x = run(&tar, None).unwrap();
-        assert_eq!(x.heads["disk.vmdk"], b"hello");
-        assert!(x.digests.contains_key("disk.vmdk"));
-    }
-
-    #[test]
-    fn a_file_larger_than_its_declared_size_is_refused_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = ovf(Some(3));
-        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("disk.vmdk", b"hello")]);
-        let err = run(&tar, Some(dir.path())).unwrap_err();
-        assert!(matches!(err, OvaError::TooLarge { limit: 3, .. }), "{err}");
-        assert!(err.to_string().contains("disk.vmdk"), "{err}");
-    }
-
-    #[test]
-    fn the_absolute_cap_applies_when_nothing_is_declared() {
-        let text = ovf(None);
-        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("disk.vmdk", b"hello")]);
-        let limits = Limits { max_entry_bytes: 4 };
-        let err = extract_from(tar.as_slice(), Path::new("vm.ova"), None, limits).unwrap_err();
-        assert!(matches!(err, OvaError::TooLarge { limit: 4, .. }), "{err}");
-    }
-
-    #[test]
-    fn an_entry_climbing_out_is_refused_naming_it_even_unreferenced() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = ovf(None);
-        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("../evil.vmdk", b"x")]);
-        let err = run(&tar, Some(dir.path())).unwrap_err();
-        assert!(matches!(err, OvaError::Traversal { .. }), "{err}");
-        assert!(err.to_string().contains("../evil.vmdk"), "{err}");
-        assert!(!dir.path().parent().unwrap().join("evil.vmdk").exists());
-    }
-
-    #[test]
-    fn a_truncated_archive_is_an_archive_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = ovf(None);
-        let tar = tar_with(&[("vm.ovf", text.as_bytes()), ("disk.vmdk", &[7u8; 4096])]);
-        let err = run(&tar[..2048], Some(dir.path())).unwrap_err();
-        assert!(matches!(err, OvaError::Archive { .. }), "{err}");
-    }
-
-    #[test]
-    fn an_archive_not_starting_with_its_descriptor_is_refused() {
-        let text = ovf(None);
-        for tar in [
-            tar_with(&[("disk.vmdk", b"x")]),
-            tar_with(&[("disk.vmdk", b"x"), ("vm.ovf", text.as_bytes())]),
-        ] {
-            assert!(matches!(run(&tar, None), Err(OvaError::NoDescriptor(_))));
-        }
-    }
-}
+mod tests;
