@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod model;
 pub mod ova;
 pub mod ovf;
+pub mod plan;
 pub mod qemu_view;
 pub mod report;
 pub mod run;
