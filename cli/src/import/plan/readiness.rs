@@ -343,6 +343,33 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_of_the_knowledge_base_cites_its_source() {
+        for r in advisor::builtin_rules() {
+            assert!(
+                r.source.as_deref().is_some_and(|s| s.len() > 10),
+                "advisor rule {} cites no source",
+                r.id
+            );
+        }
+    }
+
+    #[test]
+    fn full_guest_os_names_from_rvtools_map_to_the_advisor_families() {
+        use crate::import::model::{GuestFamily, guest_family};
+        let family = |os: &str| guest_family(Some(&guest_id(os)));
+        assert_eq!(
+            family("Microsoft Windows Server 2019 (64-bit)"),
+            GuestFamily::Windows
+        );
+        assert_eq!(
+            family("Red Hat Enterprise Linux 8 (64-bit)"),
+            GuestFamily::Linux
+        );
+        assert_eq!(family("FreeBSD 12 (64-bit)"), GuestFamily::Other);
+        assert_eq!(guest_id("rhel8_64Guest"), "rhel8_64Guest");
+    }
+
+    #[test]
     fn a_passthrough_nic_blocks_and_the_disk_keeps_its_controller() {
         let src = source_vm(&vm());
         assert_eq!(src.disks[0].slot(), "sata1:2");
