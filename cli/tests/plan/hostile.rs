@@ -9,6 +9,79 @@ use proptest::prelude::*;
 use crate::estate;
 
 #[test]
+fn the_header_rows_of_a_real_rvtools_4_export_are_all_known_and_give_every_field() {
+    use ivctl::import::plan::columns::Field::*;
+    use ivctl::import::plan::known::header_row;
+    let want = [
+        (
+            SheetKind::VInfo,
+            vec![
+                Vm,
+                Powerstate,
+                Template,
+                Cpus,
+                Memory,
+                Provisioned,
+                InUse,
+                Folder,
+                ResourcePool,
+                Cluster,
+                Host,
+                Datacenter,
+                Annotation,
+                OsConfig,
+                OsTools,
+                Firmware,
+                SecureBoot,
+                HwVersion,
+            ],
+        ),
+        (
+            SheetKind::VDisk,
+            vec![
+                Vm,
+                Disk,
+                Capacity,
+                DiskMode,
+                SharingMode,
+                Raw,
+                Controller,
+                Unit,
+                SharedBus,
+            ],
+        ),
+        (
+            SheetKind::VNetwork,
+            vec![Vm, NicLabel, Adapter, Network, Mac, DirectPathIo],
+        ),
+        (SheetKind::VCpu, vec![Vm, Cpus, Sockets, CoresPerSocket]),
+        (
+            SheetKind::VMemory,
+            vec![Vm, MemorySize, MemoryActive, MemoryConsumed],
+        ),
+        (SheetKind::VSnapshot, vec![Vm, SnapshotName]),
+        (SheetKind::VUsb, vec![Vm, UsbDevice]),
+    ];
+    for (sheet, fields) in want {
+        let headers: Vec<String> = header_row(sheet).iter().map(|h| h.to_string()).collect();
+        let map = HeaderMap::new(sheet, &headers);
+        assert!(
+            map.unrecognised.is_empty() && map.duplicates.is_empty(),
+            "{sheet:?}: {map:?}"
+        );
+        for f in fields {
+            assert!(map.fields.contains_key(&f), "{sheet:?} lacks {f:?}");
+        }
+        assert_eq!(
+            map.fields.len() + map.known_unused.len(),
+            headers.len(),
+            "{sheet:?}"
+        );
+    }
+    assert_eq!(header_row(SheetKind::VInfo).len(), 93);
+}
+
+#[test]
 fn a_real_xlsx_estate_reads_like_its_csv_twin() {
     let dir = tempfile::tempdir().unwrap();
     let vms = estate::estate(55);

@@ -228,13 +228,19 @@ fn quota_shortfalls_are_reported_and_those_vms_get_no_wave() {
 fn unknown_columns_are_reported_and_custom_attributes_kept() {
     let (_d, plan) = estate_plan(4 * 3600, "1Ti");
     let vinfo = plan.columns.iter().find(|c| c.sheet == "vInfo").unwrap();
-    assert_eq!(vinfo.unrecognised, ["Heartbeat", "Application Type"]);
+    assert_eq!(vinfo.unrecognised, ["Application Type"]);
+    assert_eq!(vinfo.known_unused, ["Heartbeat"]);
     let vsnap = plan
         .columns
         .iter()
         .find(|c| c.sheet == "vSnapshot")
         .unwrap();
-    assert_eq!(vsnap.unrecognised, ["Description"]);
+    assert!(vsnap.unrecognised.is_empty() && vsnap.known_unused == ["Description"]);
+    let md = ivctl::import::plan::render::markdown(&plan);
+    assert!(
+        md.contains("vInfo: 18 recognised, 1 known and not used; not recognised: Application Type"),
+        "{md}"
+    );
     assert!(
         plan.missing_tabs.is_empty() && plan.problems.is_empty(),
         "{:?} {:?}",

@@ -271,7 +271,8 @@ fn aliases(sheet: SheetKind) -> &'static [(Field, &'static [&'static str])] {
         COMMON[0],
         (Vm, &["name"]),
         (NicLabel, &["niclabel", "nic"]),
-        (Adapter, &["adapter", "adaptertype", "type"]),
+        // Not "Type": in RVTools that is the MAC address type (assigned, generated).
+        (Adapter, &["adapter", "adaptertype"]),
         (Network, &["network", "portgroup"]),
         (Mac, &["macaddress", "mac"]),
         (DirectPathIo, &["directpathio", "directpath"]),
@@ -333,7 +334,10 @@ pub fn match_column(sheet: SheetKind, header: &str) -> Option<(Field, Option<Uni
 pub struct HeaderMap {
     /// Column index and unit of each recognised field (the first column wins).
     pub fields: std::collections::BTreeMap<Field, (usize, Option<Unit>)>,
-    /// Headers that named no field, in sheet order (custom attributes land here).
+    /// Known RVTools columns of the tab that the planner does not need.
+    pub known_unused: Vec<String>,
+    /// Headers that are neither a field nor a known RVTools column, in sheet order (custom
+    /// attributes land here, and columns of other RVTools versions).
     pub unrecognised: Vec<String>,
     /// Headers that named a field already taken by an earlier column.
     pub duplicates: Vec<String>,
@@ -355,6 +359,7 @@ impl HeaderMap {
                         map.duplicates.push(h.clone());
                     }
                 }
+                None if super::known::is_known(sheet, h) => map.known_unused.push(h.clone()),
                 None => map.unrecognised.push(h.clone()),
             }
         }
@@ -534,11 +539,12 @@ mod tests {
         );
         assert_eq!(match_column(SheetKind::VInfo, "Disks"), None);
         assert_eq!(match_column(SheetKind::VInfo, "Heartbeat"), None);
-        let headers: Vec<String> = ["VM", "CPUs", "Application Type", "Num CPUs", ""]
+        let headers: Vec<String> = ["VM", "CPUs", "Application Type", "Num CPUs", "", "DNS Name"]
             .map(String::from)
             .into();
         let map = HeaderMap::new(SheetKind::VInfo, &headers);
         assert_eq!(map.unrecognised, vec!["Application Type".to_string()]);
+        assert_eq!(map.known_unused, vec!["DNS Name".to_string()]);
         assert_eq!(map.duplicates, vec!["Num CPUs".to_string()]);
         assert_eq!(map.fields[&Field::Cpus], (1, None));
     }

@@ -114,6 +114,8 @@ pub struct ColumnReport {
     pub sheet: String,
     /// Headers recognised, as written.
     pub recognised: Vec<String>,
+    /// Known RVTools columns the planner does not need.
+    pub known_unused: Vec<String>,
     /// Headers not recognised (vInfo's are kept as attributes for tenant rules).
     pub unrecognised: Vec<String>,
     /// Headers naming a field an earlier column already gave.
@@ -276,6 +278,7 @@ fn column_report(rows: &Rows<'_>) -> ColumnReport {
     ColumnReport {
         sheet: rows.kind.name().into(),
         recognised: recognised.into_iter().map(|(_, h)| h).collect(),
+        known_unused: rows.map.known_unused.clone(),
         unrecognised: rows.map.unrecognised.clone(),
         duplicates: rows.map.duplicates.clone(),
     }

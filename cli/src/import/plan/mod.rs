@@ -20,6 +20,7 @@ pub mod cmd;
 pub mod columns;
 pub mod exports;
 pub mod inventory;
+pub mod known;
 pub mod model;
 pub mod output;
 pub mod readiness;

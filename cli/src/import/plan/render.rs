@@ -197,9 +197,10 @@ pub fn markdown(p: &Plan) -> String {
     for c in &p.columns {
         let _ = writeln!(
             o,
-            "- {}: {} recognised; not recognised: {}",
+            "- {}: {} recognised, {} known and not used; not recognised: {}",
             c.sheet,
             c.recognised.len(),
+            c.known_unused.len(),
             if c.unrecognised.is_empty() {
                 "none".into()
             } else {
