@@ -5,4 +5,7 @@ mod cluster;
 mod estate;
 mod hostile;
 mod planning;
+// The CRD schema and CEL validator of the import tests (its own tests run here too).
+#[path = "../import/schema.rs"]
+mod schema;
 mod wave;

@@ -340,3 +340,33 @@ fn one_clean_vm_matched_by_a_rule_is_nine_of_eleven_steps_automated() {
     assert_eq!(vm.manifest["metadata"]["namespace"], "web");
     assert_eq!(vm.manifest["spec"]["disks"][0]["size"], "10Gi");
 }
+
+#[test]
+fn every_wave_manifest_passes_the_crd_schema_and_its_rules() {
+    let (_d, plan) = estate_plan(3600, "1Ti");
+    let out = tempfile::tempdir().unwrap();
+    let existing = std::collections::BTreeSet::from(["finance".to_string()]);
+    let files = ivctl::import::plan::output::write_all(&plan, out.path(), &existing).unwrap();
+    let mut vms = 0;
+    let mut tenants = Vec::new();
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+    {
+        if f.file_name().unwrap() == "00-tenants.yaml" {
+            let text = std::fs::read_to_string(f).unwrap();
+            let docs: Vec<ironvisor_crds::Tenant> = serde_saphyr::from_multiple(&text).unwrap();
+            tenants.extend(docs.into_iter().map(|t| t.metadata.name.unwrap()));
+        } else {
+            let vm = crate::schema::validated(f);
+            assert!(vm.metadata.namespace.is_some());
+            vms += 1;
+        }
+    }
+    assert_eq!(vms, plan.summary.scheduled);
+    tenants.sort();
+    tenants.dedup();
+    // finance exists already; the others are made by the first wave that needs them.
+    assert_eq!(tenants, ["hr", "triage", "web"]);
+    assert!(out.path().join("plan.html").is_file() && out.path().join("wave-01").is_dir());
+}
