@@ -370,3 +370,54 @@ fn every_wave_manifest_passes_the_crd_schema_and_its_rules() {
     assert_eq!(tenants, ["hr", "triage", "web"]);
     assert!(out.path().join("plan.html").is_file() && out.path().join("wave-01").is_dir());
 }
+
+#[test]
+fn folder_order_keeps_folders_together_and_right_sizing_is_stated() {
+    let dir = tempfile::tempdir().unwrap();
+    estate::write_csv_dir(dir.path(), &estate::estate(60), Style::V4, ',');
+    let mut i = inputs(dir.path(), facts("1Ti"), 3600);
+    i.order = "folder".parse().unwrap();
+    i.right_size = true;
+    let plan = build::build(i);
+    // Scheduled VMs in wave order never go back to a folder already left.
+    let mut seen: Vec<String> = Vec::new();
+    for w in &plan.waves {
+        for name in &w.vms {
+            let f = plan
+                .vms
+                .iter()
+                .find(|v| &v.name == name)
+                .unwrap()
+                .folder
+                .clone()
+                .unwrap();
+            if seen.last() != Some(&f) {
+                assert!(
+                    !seen.contains(&f),
+                    "folder {f} comes back in wave {}",
+                    w.number
+                );
+                seen.push(f);
+            }
+        }
+    }
+    assert_eq!(plan.order, "folder");
+    // The generator's Active is a quarter of the memory: 8 GiB becomes 3 GiB, and says so.
+    let big = plan
+        .vms
+        .iter()
+        .find(|v| v.sizing.source_memory_mib == 8192)
+        .unwrap();
+    assert_eq!(big.sizing.memory_mib, 3072);
+    assert!(
+        big.findings
+            .iter()
+            .any(|f| f.id == "memory-right-sized" && f.detail == "8192 MiB → 3072 MiB")
+    );
+    assert!(
+        big.sizing
+            .basis
+            .contains("right-sized from vMemory Active 2048 MiB")
+    );
+    assert!("tag:".parse::<ivctl::import::plan::waves::Order>().is_err());
+}

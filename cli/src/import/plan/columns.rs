@@ -86,6 +86,8 @@ pub enum Field {
     Powerstate,
     /// Whether the row is a template.
     Template,
+    /// Whether the row is a Site Recovery Manager placeholder (a shadow of a VM elsewhere).
+    SrmPlaceholder,
     /// vCPUs.
     Cpus,
     /// Configured memory (vInfo).
@@ -230,7 +232,7 @@ fn aliases(sheet: SheetKind) -> &'static [(Field, &'static [&'static str])] {
         (Annotation, &["annotation", "notes"]),
         (OsConfig, &["osaccordingtotheconfigurationfile", "guestos"]),
     ];
-    const VINFO: [(Field, &[&str]); 19] = [
+    const VINFO: [(Field, &[&str]); 20] = [
         COMMON[0],
         COMMON[1],
         COMMON[2],
@@ -242,6 +244,7 @@ fn aliases(sheet: SheetKind) -> &'static [(Field, &'static [&'static str])] {
         COMMON[8],
         COMMON[9],
         (Vm, &["name"]),
+        (SrmPlaceholder, &["srmplaceholder"]),
         (Cpus, &["cpus", "numcpus", "numcpu", "vcpus", "cpu"]),
         (Memory, &["memory", "memorysize", "ram"]),
         (

@@ -142,7 +142,7 @@ pub struct RowProblem {
 pub struct Inventory {
     /// The VMs, in vInfo order (templates left out).
     pub vms: Vec<InvVm>,
-    /// Templates left out.
+    /// Templates and SRM placeholders left out.
     pub templates: Vec<String>,
     /// The column matcher's report, per tab read.
     pub columns: Vec<ColumnReport>,
@@ -292,7 +292,8 @@ fn vinfo_row(
     index: &mut BTreeMap<String, usize>,
 ) {
     let p = &mut inv.problems;
-    if rows.flag(i, Field::Template) {
+    // Templates and SRM placeholders (shadows of VMs protected elsewhere) are not migrated.
+    if rows.flag(i, Field::Template) || rows.flag(i, Field::SrmPlaceholder) {
         inv.templates.push(name);
         return;
     }
