@@ -419,5 +419,5 @@ fn folder_order_keeps_folders_together_and_right_sizing_is_stated() {
             .basis
             .contains("right-sized from vMemory Active 2048 MiB")
     );
-    assert!("tag:".parse::<ivctl::import::plan::waves::Order>().is_err());
+    assert!("tag:".parse::<Order>().is_err());
 }
