@@ -79,7 +79,7 @@ fn a_planned_wave_is_imported_with_bounded_parallelism() {
             "--sample-mib",
             "8",
             "--network-map",
-            "VM Network=default",
+            "VM Network=user",
         ])
         .arg("--inventory")
         .arg(&inv)
@@ -182,7 +182,13 @@ fn a_planned_wave_is_imported_with_bounded_parallelism() {
                 .join(format!("{name}-scsi0-0.qcow2"))
                 .is_file()
         );
-        assert!(o["detail"].as_str().unwrap().ends_with(".yaml"), "{o}");
+        let manifest = o["detail"].as_str().unwrap();
+        assert!(manifest.ends_with(".yaml"), "{o}");
+        // The plan's --network-map reaches the wave's imports.
+        let m: serde_json::Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+        assert!(m["spec"]["networks"][0]["user"].is_object(), "{m}");
+        assert_eq!(m["metadata"]["namespace"], "apps");
     }
     assert!(wave1.contains(&"app-1".to_string()) && wave1.contains(&"app-2".to_string()));
     let e = ivctl()

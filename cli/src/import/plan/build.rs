@@ -3,7 +3,7 @@
 //! or the cluster arrives in [`Inputs`].
 
 use crate::import::advisor::{self, Rule};
-use crate::import::manifest::{self, MappingOptions, PlannedDisk};
+use crate::import::manifest::{self, MappingOptions, NetworkTarget, PlannedDisk};
 use crate::import::model::SourceVm;
 
 use super::capacity::{Ledger, TargetFacts};
@@ -48,6 +48,15 @@ pub struct Inputs {
     pub described: Vec<String>,
     /// Notes so far.
     pub notes: Vec<String>,
+}
+
+/// A network target as `--network-map` takes it back.
+pub fn target_arg(t: &NetworkTarget) -> String {
+    match t {
+        NetworkTarget::Network(n) => format!("network:{n}"),
+        NetworkTarget::Bridge(b) => format!("bridge:{b}"),
+        NetworkTarget::User => "user".into(),
+    }
 }
 
 fn same_vm(a: &str, b: &str) -> bool {
@@ -273,6 +282,15 @@ pub fn build(inputs: Inputs) -> Plan {
             Order::Attribute(a) => format!("attribute:{a}"),
         },
         images_dir: inputs.mapping.images_dir.display().to_string(),
+        network_map: inputs
+            .mapping
+            .network_map
+            .iter()
+            .map(|(from, to)| format!("{from}={}", target_arg(to)))
+            .collect(),
+        scsi_bus: clap::ValueEnum::to_possible_value(&inputs.mapping.scsi_bus)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
         summary,
         steps: steps::summarise(&vms),
         vms,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::cluster::ClusterArgs;
 use crate::import::advisor::{self, Rule};
 use crate::import::convert::Converter;
-use crate::import::manifest::MappingOptions;
+use crate::import::manifest::{MappingOptions, ScsiBus};
 use crate::import::ova::Limits;
 
 use super::args::{PlanArgs, WaveArgs};
@@ -221,6 +221,19 @@ pub fn wave(a: &WaveArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut network_map = BTreeMap::new();
+    for m in &plan.network_map {
+        match crate::import::manifest::parse_network_map(m) {
+            Ok((from, to)) => {
+                network_map.insert(from, to);
+            }
+            Err(e) => {
+                eprintln!("error: {}: network map {m:?}: {e}", a.plan.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let scsi_bus = <ScsiBus as clap::ValueEnum>::from_str(&plan.scsi_bus, true).unwrap_or_default();
     let run = WaveRun {
         wave: a.wave,
         parallel: usize::from(a.parallel),
@@ -231,10 +244,10 @@ pub fn wave(a: &WaveArgs) -> ExitCode {
             name: String::new(),
             namespace: String::new(),
             images_dir: plan.images_dir.clone().into(),
-            network_map: BTreeMap::new(),
+            network_map,
             keep_nic_model: false,
             keep_mac: false,
-            scsi_bus: crate::import::manifest::ScsiBus::Scsi,
+            scsi_bus,
             run_strategy: ironvisor_crds::vm::RunStrategy::Halted,
         },
         limits: Limits::default(),

@@ -213,6 +213,12 @@ pub struct Plan {
     pub order: String,
     /// Where the manifests point for images.
     pub images_dir: String,
+    /// `--network-map` as given (`VMNET=network:NAME`, `=bridge:NAME`, `=user`), for the wave import.
+    #[serde(default)]
+    pub network_map: Vec<String>,
+    /// `--scsi-bus`, for the wave import.
+    #[serde(default)]
+    pub scsi_bus: String,
     /// Totals.
     pub summary: Summary,
     /// Steps and the automated share.
