@@ -209,9 +209,9 @@ fn mark_name_clashes(vms: &mut [PlannedVm]) {
     }
 }
 
-/// Make the plan.
-pub fn build(inputs: Inputs) -> Plan {
-    let inventory = inputs.inventory.clone().unwrap_or_default();
+/// Every VM of the inventory (with its export when one matches by name), then the exports
+/// the inventory does not list.
+fn plan_all(inventory: &Inventory, inputs: &Inputs) -> Vec<PlannedVm> {
     let mut used = vec![false; inputs.exports.len()];
     let mut vms: Vec<PlannedVm> = Vec::new();
     for inv in &inventory.vms {
@@ -220,12 +220,45 @@ pub fn build(inputs: Inputs) -> Plan {
         if let Some(i) = at {
             used[i] = true;
         }
-        vms.push(plan_vm(inv, at.map(|i| &inputs.exports[i]), &inputs));
+        vms.push(plan_vm(inv, at.map(|i| &inputs.exports[i]), inputs));
     }
-    for (i, e) in inputs.exports.iter().enumerate().filter(|(i, _)| !used[*i]) {
-        let _ = i;
-        vms.push(plan_vm(&vm_from_export(e), Some(e), &inputs));
+    for (e, _) in inputs.exports.iter().zip(&used).filter(|(_, u)| !**u) {
+        vms.push(plan_vm(&vm_from_export(e), Some(e), inputs));
     }
+    vms
+}
+
+/// Totals over the VMs and waves.
+fn summarise(vms: &[PlannedVm], waves: &[super::model::Wave]) -> Summary {
+    let count = |r: Readiness| vms.iter().filter(|v| v.readiness == r).count();
+    let scheduled: Vec<&PlannedVm> = vms.iter().filter(|v| v.wave.is_some()).collect();
+    Summary {
+        vms: vms.len(),
+        ready: count(Readiness::Ready),
+        needs_work: count(Readiness::NeedsWork),
+        blocked: count(Readiness::Blocked),
+        scheduled: scheduled.len(),
+        waves: waves.len(),
+        vcpus: waves.iter().map(|w| w.vcpus).fold(0, u64::saturating_add),
+        memory_bytes: waves
+            .iter()
+            .map(|w| w.memory_bytes)
+            .fold(0, u64::saturating_add),
+        storage_bytes: waves
+            .iter()
+            .map(|w| w.storage_bytes)
+            .fold(0, u64::saturating_add),
+        estimated_seconds: waves
+            .iter()
+            .map(|w| w.estimated_seconds)
+            .fold(0, u64::saturating_add),
+    }
+}
+
+/// Make the plan.
+pub fn build(inputs: Inputs) -> Plan {
+    let inventory = inputs.inventory.clone().unwrap_or_default();
+    let mut vms = plan_all(&inventory, &inputs);
     mark_name_clashes(&mut vms);
     let mut notes = inputs.notes.clone();
     let mut ledger = Ledger::new(&inputs.facts);
@@ -248,29 +281,7 @@ pub fn build(inputs: Inputs) -> Plan {
         &mut ledger,
         &mut notes,
     );
-    let count = |r: Readiness| vms.iter().filter(|v| v.readiness == r).count();
-    let scheduled: Vec<&PlannedVm> = vms.iter().filter(|v| v.wave.is_some()).collect();
-    let summary = Summary {
-        vms: vms.len(),
-        ready: count(Readiness::Ready),
-        needs_work: count(Readiness::NeedsWork),
-        blocked: count(Readiness::Blocked),
-        scheduled: scheduled.len(),
-        waves: waves.len(),
-        vcpus: waves.iter().map(|w| w.vcpus).fold(0, u64::saturating_add),
-        memory_bytes: waves
-            .iter()
-            .map(|w| w.memory_bytes)
-            .fold(0, u64::saturating_add),
-        storage_bytes: waves
-            .iter()
-            .map(|w| w.storage_bytes)
-            .fold(0, u64::saturating_add),
-        estimated_seconds: waves
-            .iter()
-            .map(|w| w.estimated_seconds)
-            .fold(0, u64::saturating_add),
-    };
+    let summary = summarise(&vms, &waves);
     Plan {
         version: PLAN_VERSION,
         inputs: inputs.described.clone(),

@@ -97,6 +97,15 @@ pub fn markdown(p: &Plan) -> String {
         p.inputs.join("; "),
         p.order
     );
+    md_waves(&mut o, p);
+    md_unscheduled(&mut o, p);
+    md_findings(&mut o, p);
+    md_inventory(&mut o, p);
+    o
+}
+
+/// One table per wave.
+fn md_waves(o: &mut String, p: &Plan) {
     for w in &p.waves {
         let _ = writeln!(
             o,
@@ -129,6 +138,10 @@ pub fn markdown(p: &Plan) -> String {
         }
         let _ = writeln!(o);
     }
+}
+
+/// What is not scheduled and why, and the shortfalls.
+fn md_unscheduled(o: &mut String, p: &Plan) {
     let unscheduled: Vec<_> = p.vms.iter().filter(|v| v.unscheduled.is_some()).collect();
     if !unscheduled.is_empty() {
         let _ = writeln!(o, "## Not scheduled\n\n| VM | Why |\n|---|---|");
@@ -161,6 +174,10 @@ pub fn markdown(p: &Plan) -> String {
         }
         let _ = writeln!(o);
     }
+}
+
+/// Every finding of every VM that is not ready.
+fn md_findings(o: &mut String, p: &Plan) {
     let _ = writeln!(o, "## Findings\n");
     for vm in p.vms.iter().filter(|v| v.readiness != Readiness::Ready) {
         let _ = writeln!(o, "### {} ({})\n", vm.name, vm.readiness.label());
@@ -180,6 +197,10 @@ pub fn markdown(p: &Plan) -> String {
         }
         let _ = writeln!(o);
     }
+}
+
+/// Steps, columns, cells not used, notes.
+fn md_inventory(o: &mut String, p: &Plan) {
     let _ = writeln!(
         o,
         "## Steps\n\n| Step | Automated | Manual |\n|---|---|---|"
@@ -223,7 +244,6 @@ pub fn markdown(p: &Plan) -> String {
             let _ = writeln!(o, "- {n}");
         }
     }
-    o
 }
 
 /// Escape text for HTML.

@@ -250,6 +250,105 @@ fn unschedule(vms: &mut [PlannedVm], members: &[usize], why: &str) {
     }
 }
 
+/// The first wave the unit may go in, or why it cannot go in any.
+fn earliest_wave(
+    unit: &Unit,
+    group_wave: &BTreeMap<String, Option<u32>>,
+    limits: &WaveLimits,
+    seconds: u64,
+    label: &str,
+) -> Result<u32, String> {
+    let mut min_wave = 1;
+    for d in &unit.deps {
+        match group_wave.get(d) {
+            Some(Some(w)) => min_wave = min_wave.max(*w),
+            Some(None) => return Err(format!("depends on group {d}, which is not scheduled")),
+            None => {}
+        }
+    }
+    if seconds > limits.window_seconds {
+        return Err(format!(
+            "{label} needs about {}, longer than the {} window",
+            super::render::duration(seconds),
+            super::render::duration(limits.window_seconds)
+        ));
+    }
+    if limits.max_vms.is_some_and(|m| unit.members.len() > m) {
+        return Err(format!("{label} has more VMs than --max-vms-per-wave"));
+    }
+    Ok(min_wave)
+}
+
+/// Take every member from the ledger, or none (the shortfall is recorded).
+fn take_unit(
+    vms: &[PlannedVm],
+    unit: &Unit,
+    ledger: &mut Ledger,
+    violations: &mut Vec<CapacityViolation>,
+    label: &str,
+) -> Result<Vec<Option<String>>, String> {
+    let before = ledger.clone();
+    let mut hosts = Vec::new();
+    for &i in &unit.members {
+        match ledger.take(vms[i].tenant.as_deref(), demand(&vms[i])) {
+            Ok(h) => hosts.push(h),
+            Err(s) => {
+                *ledger = before;
+                let why = format!(
+                    "{label} does not fit: {} {} ({} needed, {} left)",
+                    s.limit, s.resource, s.needed, s.left
+                );
+                violations.push(CapacityViolation {
+                    vm: vms[i].name.clone(),
+                    tenant: vms[i].tenant.clone(),
+                    limit: s.limit,
+                    resource: s.resource,
+                    needed: s.needed,
+                    left: s.left,
+                });
+                return Err(why);
+            }
+        }
+    }
+    Ok(hosts)
+}
+
+/// The index of the first wave from `start` with room for `seconds` and `count` VMs,
+/// adding waves as needed.
+fn wave_for(
+    waves: &mut Vec<Wave>,
+    start: usize,
+    seconds: u64,
+    count: usize,
+    limits: &WaveLimits,
+) -> usize {
+    let fits = |w: &Wave| {
+        w.estimated_seconds.saturating_add(seconds) <= limits.window_seconds
+            && limits.max_vms.is_none_or(|m| w.vms.len() + count <= m)
+    };
+    if let Some(at) = (start..waves.len()).find(|w| fits(&waves[*w])) {
+        return at;
+    }
+    // No room from `start` on: a new wave (after empty ones up to `start`, which cannot
+    // happen as `start` comes from an existing wave, but costs nothing to keep true).
+    while waves.len() <= start {
+        let number = u32::try_from(waves.len() + 1).unwrap_or(u32::MAX);
+        waves.push(Wave {
+            number,
+            ..Wave::default()
+        });
+        if waves.len() > start {
+            return waves.len() - 1;
+        }
+    }
+    let number = u32::try_from(waves.len() + 1).unwrap_or(u32::MAX);
+    waves.push(Wave {
+        number,
+        ..Wave::default()
+    });
+    waves.len() - 1
+}
+
 fn place(
     vms: &mut [PlannedVm],
     unit: &Unit,
@@ -263,92 +362,23 @@ fn place(
         .name
         .as_ref()
         .map_or_else(|| "the VM".into(), |n| format!("group {n}"));
-    let mut min_wave = 1;
-    for d in &unit.deps {
-        match group_wave.get(d) {
-            Some(Some(w)) => min_wave = min_wave.max(*w),
-            Some(None) => {
-                unschedule(
-                    vms,
-                    &unit.members,
-                    &format!("depends on group {d}, which is not scheduled"),
-                );
-                return None;
-            }
-            None => {}
-        }
-    }
     let seconds = unit
         .members
         .iter()
         .map(|i| vms[*i].estimated_seconds)
         .fold(0u64, u64::saturating_add);
-    if seconds > limits.window_seconds {
-        let why = format!(
-            "{label} needs about {}, longer than the {} window",
-            super::render::duration(seconds),
-            super::render::duration(limits.window_seconds)
-        );
-        unschedule(vms, &unit.members, &why);
-        return None;
-    }
-    if limits.max_vms.is_some_and(|m| unit.members.len() > m) {
-        unschedule(
-            vms,
-            &unit.members,
-            &format!("{label} has more VMs than --max-vms-per-wave"),
-        );
-        return None;
-    }
-    // All members fit, or none is taken.
-    let before = ledger.clone();
-    let mut hosts = Vec::new();
-    for &i in &unit.members {
-        match ledger.take(vms[i].tenant.as_deref(), demand(&vms[i])) {
-            Ok(h) => hosts.push(h),
-            Err(s) => {
-                *ledger = before;
-                violations.push(CapacityViolation {
-                    vm: vms[i].name.clone(),
-                    tenant: vms[i].tenant.clone(),
-                    limit: s.limit.clone(),
-                    resource: s.resource.clone(),
-                    needed: s.needed,
-                    left: s.left,
-                });
-                let why = format!(
-                    "{label} does not fit: {} {} ({} needed, {} left)",
-                    s.limit, s.resource, s.needed, s.left
-                );
-                unschedule(vms, &unit.members, &why);
-                return None;
-            }
+    let hosts = earliest_wave(unit, group_wave, limits, seconds, &label).and_then(|min_wave| {
+        take_unit(vms, unit, ledger, violations, &label).map(|h| (min_wave, h))
+    });
+    let (min_wave, hosts) = match hosts {
+        Ok(x) => x,
+        Err(why) => {
+            unschedule(vms, &unit.members, &why);
+            return None;
         }
-    }
-    let start = usize::try_from(min_wave - 1).unwrap_or(0);
-    let fits = |w: &Wave| {
-        w.estimated_seconds.saturating_add(seconds) <= limits.window_seconds
-            && limits
-                .max_vms
-                .is_none_or(|m| w.vms.len() + unit.members.len() <= m)
     };
-    let at = (start..waves.len())
-        .find(|w| fits(&waves[*w]))
-        .unwrap_or_else(|| {
-            while waves.len() < start {
-                let number = u32::try_from(waves.len() + 1).unwrap_or(u32::MAX);
-                waves.push(Wave {
-                    number,
-                    ..Wave::default()
-                });
-            }
-            let number = u32::try_from(waves.len() + 1).unwrap_or(u32::MAX);
-            waves.push(Wave {
-                number,
-                ..Wave::default()
-            });
-            waves.len() - 1
-        });
+    let start = usize::try_from(min_wave - 1).unwrap_or(0);
+    let at = wave_for(waves, start, seconds, unit.members.len(), limits);
     let wave = &mut waves[at];
     for (&i, host) in unit.members.iter().zip(hosts) {
         let d = demand(&vms[i]);
