@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::cluster::ClusterArgs;
 use crate::host::args::HostCommand;
 use crate::import::args::VmwareArgs;
+use crate::import::plan::args::{PlanArgs, WaveArgs};
 use crate::vm::args::{ConsoleArgs, PowerArgs, StatusArgs};
 use crate::vm::cmd::{block_on, power, status};
 use crate::vm::power::Verb;
@@ -60,6 +61,10 @@ pub enum Command {
 pub enum ImportFrom {
     /// A VMware VM: .ovf, .ova or .vmx with VMDK disks.
     Vmware(VmwareArgs),
+    /// Plan the migration of an estate (RVTools inventory and/or exports) into waves.
+    Plan(Box<PlanArgs>),
+    /// Import one wave of a plan, several VMs at a time.
+    Wave(Box<WaveArgs>),
 }
 
 /// Exit status when the advisor stopped the import on a blocker.
@@ -82,6 +87,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Import {
             from: ImportFrom::Vmware(a),
         } => crate::import_cmd::run(&cli.cluster, &a),
+        Command::Import {
+            from: ImportFrom::Plan(a),
+        } => crate::import::plan::cmd::plan(&cli.cluster, &a),
+        Command::Import {
+            from: ImportFrom::Wave(a),
+        } => crate::import::plan::cmd::wave(&a),
         Command::Start(a) => block_on(power(&cli.cluster, Verb::Start, &a)),
         Command::Stop(a) => block_on(power(&cli.cluster, Verb::Stop, &a)),
         Command::Restart(a) => block_on(power(&cli.cluster, Verb::Restart, &a)),

@@ -61,6 +61,9 @@ pub struct Rule {
     /// Whether acting on it is a manual migration step.
     #[serde(default)]
     pub manual_step: bool,
+    /// Where the rule's fact comes from: documentation, source code or a test here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Deserialize)]

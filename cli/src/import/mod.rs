@@ -18,6 +18,7 @@ pub mod model;
 pub mod netmap;
 pub mod ova;
 pub mod ovf;
+pub mod plan;
 pub mod qemu_view;
 pub mod report;
 pub mod run;
