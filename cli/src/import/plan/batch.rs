@@ -111,6 +111,10 @@ fn import_one(vm: &PlannedVm, run: &WaveRun) -> Outcome {
             ..Converter::default()
         },
         limits: run.limits,
+        // The OVF's default deployment option and property values, as the plan read it.
+        ovf: Default::default(),
+        vapp_cloud_init: false,
+        server_check: None,
     };
     match run::run(&req) {
         Ok(r) => match r.status {

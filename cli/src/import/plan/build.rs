@@ -106,6 +106,7 @@ fn manifest_for(
         .map(|d| PlannedDisk {
             source: d.clone(),
             capacity_bytes: d.capacity_bytes.unwrap_or(0),
+            blank: d.file.is_none(),
         })
         .collect();
     let built = manifest::build(src, &disks, opts);

@@ -73,6 +73,9 @@ pub fn analyse(
                 ..Converter::default()
             },
             limits,
+            ovf: Default::default(),
+            vapp_cloud_init: false,
+            server_check: None,
         };
         match run::run(&req) {
             Ok(report) => ok.push(ExportInfo { path, report }),

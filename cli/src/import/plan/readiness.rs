@@ -84,7 +84,7 @@ pub fn source_vm(vm: &InvVm) -> SourceVm {
                 controller: kind,
                 controller_index: index,
                 unit: d.unit.unwrap_or(u32::try_from(i).unwrap_or(u32::MAX)),
-                file: d.label.clone(),
+                file: Some(d.label.clone()),
                 capacity_bytes: Some(mib_bytes(d.capacity_mib)),
                 independent: d
                     .mode
@@ -102,7 +102,7 @@ pub fn source_vm(vm: &InvVm) -> SourceVm {
             controller: ControllerKind::LsiLogic,
             controller_index: 0,
             unit: 0,
-            file: "provisioned (vInfo)".into(),
+            file: Some("provisioned (vInfo)".into()),
             capacity_bytes: Some(mib_bytes(mib)),
             independent: false,
             shared: false,
