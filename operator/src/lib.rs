@@ -19,3 +19,4 @@ pub mod quota;
 pub mod run;
 pub mod seed;
 pub mod units;
+pub mod usage;
