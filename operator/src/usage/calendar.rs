@@ -72,6 +72,21 @@ impl Month {
         }
     }
 
+    /// The month before.
+    pub fn prev(self) -> Month {
+        if self.month == 1 {
+            Month {
+                year: self.year - 1,
+                month: 12,
+            }
+        } else {
+            Month {
+                year: self.year,
+                month: self.month - 1,
+            }
+        }
+    }
+
     fn first_day(self) -> Date {
         // Valid by construction: 1 ≤ month ≤ 12 and the year is a jiff year.
         Date::new(self.year, self.month, 1).unwrap_or(Date::MAX)
@@ -134,6 +149,8 @@ mod tests {
             ts("2027-01-01T00:00:00Z")
         );
         assert_eq!(Month::of(ts("2026-11-30T23:59:59Z")), m);
+        assert_eq!(Month::parse("2027-01").unwrap().prev().label(), "2026-12");
+        assert_eq!(m.prev().next(), m);
     }
 
     #[test]

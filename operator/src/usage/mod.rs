@@ -21,7 +21,7 @@ pub use calendar::Month;
 
 /// Where the accounting gets "now" from: the system clock in production, a hand-set one in
 /// tests (accelerated time).
-pub trait Clock: Send + Sync {
+pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current instant.
     fn now(&self) -> Timestamp;
 }
