@@ -9,7 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{Hypervisor, Quota, Tenant, UsageReport, VirtualMachine};
+use crate::{Hypervisor, PriceList, Quota, Tenant, UsageReport, VirtualMachine};
 
 /// Every CRD of the API, as installed: without defaults inside list items (see
 /// [`strip_list_item_defaults`]).
@@ -20,6 +20,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Tenant::crd(),
         Quota::crd(),
         UsageReport::crd(),
+        PriceList::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

@@ -13,6 +13,7 @@ pub mod common;
 pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;
+pub mod pricing;
 pub mod quantity;
 pub mod quota;
 pub mod seed;
@@ -21,6 +22,7 @@ pub mod usage;
 pub mod vm;
 
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
+pub use pricing::{PriceList, PriceListSpec};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
 pub use usage::{UsageReport, UsageReportSpec, UsageReportStatus};

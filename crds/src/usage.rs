@@ -156,6 +156,8 @@ pub struct UsageSummary {
     printcolumn = r#"{"name":"vCPU-Hours","type":"string","jsonPath":".status.totalSummary.vcpuHours","description":"with descendants"}"#,
     printcolumn = r#"{"name":"Mem-GiB-Hours","type":"string","jsonPath":".status.totalSummary.memoryGibHours","description":"with descendants"}"#,
     printcolumn = r#"{"name":"Storage-GiB-Hours","type":"string","jsonPath":".status.totalSummary.storageGibHours","description":"with descendants"}"#,
+    printcolumn = r#"{"name":"Cost","type":"string","jsonPath":".status.cost.total","description":"with descendants"}"#,
+    printcolumn = r#"{"name":"Budget","type":"string","jsonPath":".status.cost.budget"}"#,
     printcolumn = r#"{"name":"Accrued-Through","type":"date","jsonPath":".status.accruedThrough"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -192,10 +194,46 @@ pub struct UsageReportStatus {
     /// total keeps what a child incurred under it after the child moves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lineages: Vec<LineageUsage>,
+    /// The tenant's own usage by the rate that priced it (a copy of the rate, so a later
+    /// edit of the price list does not rewrite history). Usage with no rate in force is in
+    /// no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub priced: Vec<PricedUsage>,
+    /// What the usage costs, when a price list prices it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostSummary>,
     /// Each VM of the tenant seen this month, deleted ones included, with the marker up to
     /// which it is accounted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vms: Vec<VmUsage>,
+}
+
+/// Usage priced by one rate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PricedUsage {
+    /// The rate, as it was.
+    pub rate: crate::pricing::Rate,
+    /// The currency of the rate.
+    pub currency: String,
+    /// Usage it priced.
+    pub usage: UsageTotals,
+}
+
+/// Cost of a report, as decimal strings rounded to the cent (exact figures are derived from
+/// `priced`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostSummary {
+    /// Currency.
+    pub currency: String,
+    /// Cost of the tenant's own VMs.
+    pub own: String,
+    /// Cost with the descendants'.
+    pub total: String,
+    /// The tenant's monthly budget, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
 }
 
 /// One day's usage.
@@ -217,6 +255,9 @@ pub struct LineageUsage {
     pub ancestors: Vec<String>,
     /// Usage incurred while the tenant had these ancestors.
     pub usage: UsageTotals,
+    /// What it cost, in nano-units of the price list's currency.
+    #[serde(default)]
+    pub cost_nanos: i64,
 }
 
 /// One VM's usage in the period and its accounting marker.

@@ -80,6 +80,18 @@ async fn usage_is_exact_across_restarts_failover_an_outage_halt_and_deletion() {
     let t0 = Timestamp::from_second(Timestamp::now().as_second() - 3 * 3600).unwrap();
     let at = |secs: i64| t0 + SignedDuration::from_secs(secs);
     let clock = Arc::new(ManualClock::new(t0));
+    // Prices take effect half an hour into the VM's life: the first half hour is free.
+    let prices: ironvisor_crds::PriceList = serde_json::from_value(json!({
+        "metadata": {"name": "default"},
+        "spec": {"currency": "EUR", "rates": [{"effectiveFrom": at(1800).to_string(),
+                 "vcpuHour": "0.04", "memoryGiBHour": "0.01", "storageGiBMonth": "0.1"}],
+                 "budgets": [{"tenant": "org", "monthly": "1"}]}
+    }))
+    .unwrap();
+    Api::<ironvisor_crds::PriceList>::all(env.client.clone())
+        .create(&Default::default(), &prices)
+        .await
+        .expect("price list created");
     let op = Operator::start(env.client.clone(), config("op-1", &clock));
     env.vm(NS, "a", 2, "1Gi", json!({})).await;
     eventually(
@@ -104,6 +116,29 @@ async fn usage_is_exact_across_restarts_failover_an_outage_halt_and_deletion() {
     let u = accrued_to(&env, at(7200)).await;
     assert_eq!((u.running_seconds, u.reserved_seconds), (5400, 1800));
     assert_eq!(u.memory_mib_seconds, 1024 * 5400);
+    // One priced hour of running: 2 vCPU-hours at 0.04 and 1 GiB-hour at 0.01.
+    let api: Api<UsageReport> = Api::namespaced(env.client.clone(), USAGE_NAMESPACE);
+    eventually(
+        "the cost is priced from the rate's effective time",
+        || async {
+            let reports = api
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            let cost = |t: &str| {
+                reports
+                    .iter()
+                    .filter(|r| r.spec.tenant == t)
+                    .filter_map(|r| r.status.clone()?.cost)
+                    .map(|c| (c.own, c.total, c.budget))
+                    .collect::<Vec<_>>()
+            };
+            cost("dept") == [("0.09".into(), "0.09".into(), None)]
+                && cost("org") == [("0.00".into(), "0.09".into(), Some("1.00".into()))]
+        },
+    )
+    .await;
 
     // Leadership moves to a standby.
     let standby = Operator::start(env.client.clone(), config("op-3", &clock));
@@ -132,7 +167,6 @@ async fn usage_is_exact_across_restarts_failover_an_outage_halt_and_deletion() {
     assert_eq!((u.running_seconds, u.reserved_seconds), (5400, halted));
 
     // The parent sees the child's usage in its total.
-    let api: Api<UsageReport> = Api::namespaced(env.client.clone(), USAGE_NAMESPACE);
     eventually("org's total rolls dept up", || async {
         let reports = api
             .list(&ListParams::default())

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use ironvisor_crds::pricing::PRICE_LIST;
 use ironvisor_crds::usage::{USAGE_FINALIZER, USAGE_NAMESPACE};
-use ironvisor_crds::{Tenant, VirtualMachine};
+use ironvisor_crds::{Hypervisor, PriceList, PriceListSpec, Tenant, VirtualMachine};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -28,6 +29,7 @@ use serde_json::json;
 use crate::error::Category;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
+use crate::usage::pricing::Pricing;
 use crate::usage::{Clock, Month, NameTooLong};
 use facts::{VmRecord, ancestors, group_by_tenant, tenants_of_namespaces, vm_record};
 use reports::TenantFacts;
@@ -92,6 +94,34 @@ async fn list_tenants(client: &Client) -> Result<Vec<Tenant>, UsageError> {
         .await
         .map(|l| l.items)
         .map_err(|e| UsageError::Api("listing Tenants".into(), e))
+}
+
+async fn price_list(client: &Client) -> Result<Option<PriceListSpec>, UsageError> {
+    let api: Api<PriceList> = Api::all(client.clone());
+    api.get_opt(PRICE_LIST)
+        .await
+        .map(|p| p.map(|p| p.spec))
+        .map_err(|e| UsageError::Api(format!("reading PriceList {PRICE_LIST}"), e))
+}
+
+/// Host → class, by the price list's host class label on the Hypervisors.
+async fn host_classes(
+    client: &Client,
+    spec: &PriceListSpec,
+) -> Result<BTreeMap<String, String>, UsageError> {
+    let Some(label) = &spec.host_class_label else {
+        return Ok(BTreeMap::new());
+    };
+    let api: Api<Hypervisor> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default().labels(label))
+        .await
+        .map_err(|e| UsageError::Api("listing Hypervisors' host classes".into(), e))?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|h| Some((h.name_any(), h.labels().get(label)?.clone())))
+        .collect())
 }
 
 async fn namespace_tenants(client: &Client) -> Result<BTreeMap<String, String>, UsageError> {
@@ -164,6 +194,11 @@ pub async fn pass(ctx: &Ctx) -> Result<(), UsageError> {
         .map(|t| (t.name_any(), t.spec.parent.clone()))
         .collect();
     let groups = group_by_tenant(&vms, &ns_tenant, &parents, ctx.default_tenant.as_deref());
+    let price_list = price_list(&ctx.client).await?;
+    let pricing = match &price_list {
+        Some(spec) => Some(Pricing::new(spec, host_classes(&ctx.client, spec).await?)),
+        None => None,
+    };
     let mut settled: BTreeMap<String, bool> = BTreeMap::new();
     for (tenant, members) in &groups {
         let chain = ancestors(tenant, &parents);
@@ -171,6 +206,7 @@ pub async fn pass(ctx: &Ctx) -> Result<(), UsageError> {
             tenant,
             ancestors: &chain,
             vms: members,
+            pricing: pricing.as_ref(),
         };
         let report = reports::checkpoint(&ctx.client, &f, now).await?;
         let status = report.status.unwrap_or_default();
@@ -187,7 +223,14 @@ pub async fn pass(ctx: &Ctx) -> Result<(), UsageError> {
         .into_iter()
         .filter(|r| r.spec.period == period)
         .collect();
-    reports::write_roll_ups(&ctx.client, month_reports).await?;
+    let prices = price_list.as_ref().map(reports::Prices::of);
+    reports::write_roll_ups(
+        &ctx.client,
+        month_reports,
+        prices.as_ref(),
+        &ctx.metrics.usage,
+    )
+    .await?;
     for t in &tenants {
         let all = names.get(&t.name_any()).cloned().unwrap_or_default();
         access::grant(&ctx.client, t, &all).await?;

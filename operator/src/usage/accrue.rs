@@ -24,8 +24,9 @@ pub struct Marker {
     pub holding: Option<RunRecord>,
 }
 
-/// Usage keyed by UTC day and host.
-pub type ByDayAndHost = BTreeMap<(Date, String), UsageTotals>;
+/// Usage keyed by UTC day, host, and the price epoch it fell in (the latest of the cuts
+/// given to [`advance`] at or before it; None before all).
+pub type ByDayAndHost = BTreeMap<(Date, String, Option<Timestamp>), UsageTotals>;
 
 /// The result of advancing a marker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,12 +67,26 @@ pub fn held_for(h: &RunRecord, secs: i64) -> UsageTotals {
     t
 }
 
-fn accrue(out: &mut ByDayAndHost, h: Option<&RunRecord>, from: Timestamp, to: Timestamp) {
+fn accrue(
+    out: &mut ByDayAndHost,
+    h: Option<&RunRecord>,
+    (from, to): (Timestamp, Timestamp),
+    cuts: &[Timestamp],
+) {
     let Some(h) = h else { return };
-    for (day, secs) in seconds_by_day(from, to) {
-        out.entry((day, h.node.clone()))
-            .or_default()
-            .add(&held_for(h, secs));
+    let mut start = from;
+    while start < to {
+        let epoch = cuts.iter().rev().find(|c| **c <= start).copied();
+        let end = cuts
+            .iter()
+            .find(|c| **c > start)
+            .map_or(to, |c| (*c).min(to));
+        for (day, secs) in seconds_by_day(start, end) {
+            out.entry((day, h.node.clone(), epoch))
+                .or_default()
+                .add(&held_for(h, secs));
+        }
+        start = end;
     }
 }
 
@@ -93,9 +108,10 @@ fn pending<'a>(marker: &Marker, log: &'a [RunRecord]) -> (Option<RunRecord>, Vec
     (holding, log.iter().filter(|r| r.at.0 > cursor).collect())
 }
 
-/// Advance `marker` to `to` through the agent's `log`. Records timed after `to` wait for a
-/// later advance; `to` at or before the marker changes nothing.
-pub fn advance(marker: &Marker, log: &[RunRecord], to: Timestamp) -> Advance {
+/// Advance `marker` to `to` through the agent's `log`, cutting usage at `cuts` (sorted: the
+/// times prices change). Records timed after `to` wait for a later advance; `to` at or
+/// before the marker changes nothing.
+pub fn advance(marker: &Marker, log: &[RunRecord], to: Timestamp, cuts: &[Timestamp]) -> Advance {
     let mut usage = ByDayAndHost::new();
     if to <= marker.accounted_through {
         return Advance {
@@ -110,11 +126,11 @@ pub fn advance(marker: &Marker, log: &[RunRecord], to: Timestamp) -> Advance {
         if at > to {
             break;
         }
-        accrue(&mut usage, holding.as_ref(), cursor, at);
+        accrue(&mut usage, holding.as_ref(), (cursor, at), cuts);
         holding = Some(rec.clone());
         cursor = at;
     }
-    accrue(&mut usage, holding.as_ref(), cursor, to);
+    accrue(&mut usage, holding.as_ref(), (cursor, to), cuts);
     Advance {
         usage,
         marker: Marker {

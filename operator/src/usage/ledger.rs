@@ -3,13 +3,14 @@
 //! the controller reads the VMs and writes the report.
 
 use ironvisor_crds::usage::{
-    DayUsage, LineageUsage, RunRecord, UsageReportStatus, UsageTotals, VmUsage,
+    DayUsage, LineageUsage, PricedUsage, RunRecord, UsageReportStatus, UsageTotals, VmUsage,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::accrue::{Advance, Marker, advance};
 use super::calendar::Month;
+use super::pricing::{Pricing, cost_nanos};
 
 /// What the ledger needs to know of one VM of the tenant.
 #[derive(Clone, Debug)]
@@ -75,13 +76,31 @@ pub fn accrue_all(
     to: Timestamp,
     ancestors: &[String],
 ) {
+    accrue_priced(s, month, vms, to, ancestors, None);
+}
+
+/// [`accrue_all`], pricing the usage by `pricing` when there is a price list.
+pub fn accrue_priced(
+    s: &mut UsageReportStatus,
+    month: Month,
+    vms: &[VmFacts<'_>],
+    to: Timestamp,
+    ancestors: &[String],
+    pricing: Option<&Pricing>,
+) {
     let to = to.min(month.end());
     let since = s.accrued_through.as_ref().map_or(month.start(), |t| t.0);
     if to <= since {
         return;
     }
+    let cuts = pricing.map(Pricing::cuts).unwrap_or_default();
+    let book_in = Booking {
+        ancestors,
+        pricing,
+        cuts: &cuts,
+    };
     for vm in vms {
-        accrue_vm(s, vm, since, to, ancestors);
+        accrue_vm(s, vm, (since, to), &book_in);
     }
     for entry in s.vms.iter_mut().filter(|e| !e.deleted) {
         if !vms.iter().any(|v| v.uid == entry.uid) {
@@ -92,12 +111,18 @@ pub fn accrue_all(
     s.accrued_through = Some(Time(to));
 }
 
+/// How an advance is booked.
+struct Booking<'a> {
+    ancestors: &'a [String],
+    pricing: Option<&'a Pricing>,
+    cuts: &'a [Timestamp],
+}
+
 fn accrue_vm(
     s: &mut UsageReportStatus,
     vm: &VmFacts<'_>,
-    since: Timestamp,
-    to: Timestamp,
-    ancestors: &[String],
+    (since, to): (Timestamp, Timestamp),
+    b: &Booking<'_>,
 ) {
     let idx = match s.vms.iter().position(|e| e.uid == vm.uid) {
         Some(i) if s.vms[i].deleted => return,
@@ -121,8 +146,8 @@ fn accrue_vm(
         }
     };
     let vm_to = vm.deleted_at.map_or(to, |d| d.min(to));
-    let adv = advance(&marker_of(&s.vms[idx]), vm.log, vm_to);
-    book(s, idx, &adv, ancestors);
+    let adv = advance(&marker_of(&s.vms[idx]), vm.log, vm_to, b.cuts);
+    book(s, idx, &adv, b);
     let entry = &mut s.vms[idx];
     if vm.deleted_at.is_some_and(|d| d <= to) {
         entry.deleted = true;
@@ -131,8 +156,30 @@ fn accrue_vm(
 }
 
 /// Book an advance: the VM's entry, the days, the tenant's own total and its lineage.
-fn book(s: &mut UsageReportStatus, idx: usize, adv: &Advance, ancestors: &[String]) {
-    for ((day, _host), u) in &adv.usage {
+fn book(s: &mut UsageReportStatus, idx: usize, adv: &Advance, b: &Booking<'_>) {
+    let mut cost: i128 = 0;
+    for ((_, host, epoch), u) in &adv.usage {
+        let rate = b
+            .pricing
+            .zip(*epoch)
+            .and_then(|(p, e)| Some((p, p.rate_at(host, e)?)));
+        if let Some((p, rate)) = rate {
+            cost += cost_nanos(u, rate);
+            match s
+                .priced
+                .iter_mut()
+                .find(|x| x.rate == *rate && x.currency == p.currency)
+            {
+                Some(x) => x.usage.add(u),
+                None => s.priced.push(PricedUsage {
+                    rate: rate.clone(),
+                    currency: p.currency.clone(),
+                    usage: *u,
+                }),
+            }
+        }
+    }
+    for ((day, _, _), u) in &adv.usage {
         let date = day.to_string();
         match s.days.binary_search_by(|d| d.date.cmp(&date)) {
             Ok(i) => s.days[i].usage.add(u),
@@ -148,11 +195,16 @@ fn book(s: &mut UsageReportStatus, idx: usize, adv: &Advance, ancestors: &[Strin
         return;
     }
     s.own.add(&total);
-    match s.lineages.iter_mut().find(|l| l.ancestors == ancestors) {
-        Some(l) => l.usage.add(&total),
+    let cost = i64::try_from(cost).unwrap_or(i64::MAX);
+    match s.lineages.iter_mut().find(|l| l.ancestors == b.ancestors) {
+        Some(l) => {
+            l.usage.add(&total);
+            l.cost_nanos = l.cost_nanos.saturating_add(cost);
+        }
         None => s.lineages.push(LineageUsage {
-            ancestors: ancestors.to_vec(),
+            ancestors: b.ancestors.to_vec(),
             usage: total,
+            cost_nanos: cost,
         }),
     }
 }
@@ -163,7 +215,17 @@ pub fn roll_up<'a>(
     tenant: &str,
     reports: impl IntoIterator<Item = (&'a str, &'a UsageReportStatus)>,
 ) -> UsageTotals {
+    roll_up_with_cost(tenant, reports).0
+}
+
+/// [`roll_up`], and the cost in nano-units of the descendants' part (the tenant's own cost
+/// is [`own_cost`]).
+pub fn roll_up_with_cost<'a>(
+    tenant: &str,
+    reports: impl IntoIterator<Item = (&'a str, &'a UsageReportStatus)>,
+) -> (UsageTotals, i128) {
     let mut t = UsageTotals::default();
+    let mut cost: i128 = 0;
     for (owner, s) in reports {
         if owner == tenant {
             t.add(&s.own);
@@ -175,7 +237,13 @@ pub fn roll_up<'a>(
             .filter(|l| l.ancestors.iter().any(|a| a == tenant))
         {
             t.add(&l.usage);
+            cost += i128::from(l.cost_nanos);
         }
     }
-    t
+    (t, cost)
+}
+
+/// The cost of a tenant's own usage in nano-units, exactly from its priced usage.
+pub fn own_cost(s: &UsageReportStatus) -> i128 {
+    s.priced.iter().map(|p| cost_nanos(&p.usage, &p.rate)).sum()
 }

@@ -11,6 +11,8 @@
 pub mod accrue;
 pub mod calendar;
 pub mod ledger;
+pub mod metrics;
+pub mod pricing;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::accrue::{Marker, advance, held_for};
 use super::calendar::Month;
-use super::ledger::{VmFacts, accrue_all, carry_over, is_closed, open, roll_up};
+use super::ledger::{
+    VmFacts, accrue_all, accrue_priced, carry_over, is_closed, open, own_cost, roll_up,
+    roll_up_with_cost,
+};
+use super::pricing::Pricing;
 use super::{Clock, ManualClock, report_name};
 
 fn ts(s: &str) -> Timestamp {
@@ -140,10 +144,11 @@ fn a_change_the_agent_reports_late_applies_from_the_checkpoint_not_twice() {
         },
         std::slice::from_ref(&start),
         ts("2026-11-05T11:00:00Z"),
+        &[],
     );
     // The halt is timed 10:30 but reaches the log after the checkpoint at 11:00.
     let log = [start, rec("2026-11-05T10:30:00Z", false, 1, 0, 0)];
-    let m2 = advance(&m.marker, &log, ts("2026-11-05T12:00:00Z"));
+    let m2 = advance(&m.marker, &log, ts("2026-11-05T12:00:00Z"), &[]);
     assert_eq!(m.total().running_seconds, 3600);
     assert_eq!(m2.total().running_seconds, 0);
     assert_eq!(m2.total().reserved_seconds, 3600);
@@ -159,9 +164,9 @@ fn a_record_timed_after_the_checkpoint_waits_for_a_later_one() {
         accounted_through: ts("2026-11-05T10:00:00Z"),
         holding: None,
     };
-    let a = advance(&marker, &log, ts("2026-11-05T12:00:00Z"));
+    let a = advance(&marker, &log, ts("2026-11-05T12:00:00Z"), &[]);
     assert_eq!(a.marker.holding.as_ref().map(|h| h.running), Some(true));
-    let b = advance(&a.marker, &log, ts("2026-11-05T14:00:00Z"));
+    let b = advance(&a.marker, &log, ts("2026-11-05T14:00:00Z"), &[]);
     assert_eq!(
         a.total().running_seconds + b.total().running_seconds,
         3 * 3600
@@ -177,7 +182,7 @@ fn a_log_that_rolled_past_the_marker_still_accounts_what_it_holds() {
         holding: Some(old),
     };
     let log = [rec("2026-11-05T11:00:00Z", false, 1, 0, 0)];
-    let a = advance(&marker, &log, ts("2026-11-05T12:00:00Z"));
+    let a = advance(&marker, &log, ts("2026-11-05T12:00:00Z"), &[]);
     assert_eq!(a.total().running_seconds, 3600);
     assert_eq!(a.total().reserved_seconds, 3600);
 }
@@ -220,6 +225,7 @@ fn ledger_with(running_seconds: i64, ancestors: &[&str]) -> UsageReportStatus {
     s.lineages.push(ironvisor_crds::usage::LineageUsage {
         ancestors: ancestors.iter().map(|a| a.to_string()).collect(),
         usage: u,
+        cost_nanos: 0,
     });
     s
 }
@@ -259,4 +265,79 @@ fn the_manual_clock_says_what_it_was_set_to() {
     let c = ManualClock::new(ts("2026-11-01T00:00:00Z"));
     c.set(ts("2026-11-02T00:00:00Z"));
     assert_eq!(c.now(), ts("2026-11-02T00:00:00Z"));
+}
+
+fn prices() -> Pricing {
+    let rate = |from: &str, cpu: &str| ironvisor_crds::pricing::Rate {
+        effective_from: Time(ts(from)),
+        host_class: None,
+        vcpu_hour: cpu.into(),
+        memory_gib_hour: "0".into(),
+        storage_gib_month: "0".into(),
+    };
+    let spec = ironvisor_crds::pricing::PriceListSpec {
+        currency: "EUR".into(),
+        host_class_label: None,
+        rates: vec![
+            rate("2026-11-01T00:00:00Z", "0.04"),
+            rate("2026-11-05T12:00:00Z", "0.10"),
+        ],
+        budgets: vec![],
+    };
+    Pricing::new(&spec, Default::default())
+}
+
+#[test]
+fn a_price_change_applies_from_its_effective_time_only_whatever_the_checkpoints() {
+    let log = [
+        rec("2026-11-05T10:00:00Z", true, 2, 0, 0),
+        rec("2026-11-05T14:00:00Z", false, 2, 0, 0),
+    ];
+    let p = prices();
+    let end = ts("2026-11-05T15:00:00Z");
+    let mut once = open(nov());
+    accrue_priced(
+        &mut once,
+        nov(),
+        &[facts("a", &log, None)],
+        end,
+        &["org".into()],
+        Some(&p),
+    );
+    let mut stepped = open(nov());
+    for t in [
+        "2026-11-05T11:00:00Z",
+        "2026-11-05T12:30:00Z",
+        "2026-11-05T15:00:00Z",
+    ] {
+        let f = [facts("a", &log, None)];
+        accrue_priced(&mut stepped, nov(), &f, ts(t), &["org".into()], Some(&p));
+    }
+    // 4 vCPU-hours at 0.04 before noon, 4 at 0.10 after.
+    assert_eq!(own_cost(&once), 160_000_000 + 400_000_000);
+    assert_eq!(own_cost(&stepped), own_cost(&once));
+    assert_eq!(once.priced.len(), 2);
+    let org = open(nov());
+    let reports = [("org", &org), ("dept", &once)];
+    let (_, children) = roll_up_with_cost("org", reports.iter().copied());
+    assert_eq!(
+        children, 560_000_000,
+        "the parent's cost includes the child's"
+    );
+}
+
+#[test]
+fn usage_before_any_rate_is_not_priced() {
+    let log = [rec("2026-10-31T23:00:00Z", true, 1, 0, 0)];
+    let mut s = open(nov());
+    s.accrued_through = Some(Time(ts("2026-10-31T23:00:00Z")));
+    let p = prices();
+    let f = [facts("a", &log, None)];
+    accrue_priced(&mut s, nov(), &f, ts("2026-11-01T01:00:00Z"), &[], Some(&p));
+    assert_eq!(s.own.running_seconds, 7200);
+    assert_eq!(
+        own_cost(&s),
+        40_000_000,
+        "only the hour after the first rate"
+    );
 }

@@ -12,7 +12,10 @@ use kube::api::{Api, ObjectMeta, PostParams};
 
 use super::UsageError;
 use super::facts::VmRecord;
-use crate::usage::ledger::{VmFacts, accrue_all, carry_over, is_closed, open};
+use crate::usage::ledger::{
+    VmFacts, accrue_priced, carry_over, is_closed, open, own_cost, roll_up_with_cost,
+};
+use crate::usage::pricing::{NANOS, Pricing, format_cents, nanos};
 use crate::usage::{Month, report_name};
 
 /// Label on a report: the UTC month (`YYYY-MM`) it covers.
@@ -43,6 +46,8 @@ pub struct TenantFacts<'a> {
     pub ancestors: &'a [String],
     /// Its VMs.
     pub vms: &'a [&'a VmRecord],
+    /// The price list, if any.
+    pub pricing: Option<&'a Pricing>,
 }
 
 /// Write `status` over `report`'s, conditional on the version it was read at.
@@ -83,12 +88,13 @@ async fn starting_ledger(
     };
     let mut status = prev.status.clone().unwrap_or_else(|| open(prev_month));
     if !is_closed(&status, prev_month) {
-        accrue_all(
+        accrue_priced(
             &mut status,
             prev_month,
             &facts(f.vms),
             prev_month.end(),
             f.ancestors,
+            f.pricing,
         );
         status = write(api, prev, status).await?.status.unwrap_or_default();
     }
@@ -114,7 +120,14 @@ pub async fn checkpoint(
         // Created but never checkpointed (the operator stopped in between).
         None => starting_ledger(&api, f, month).await?,
     };
-    accrue_all(&mut status, month, &facts(f.vms), now, f.ancestors);
+    accrue_priced(
+        &mut status,
+        month,
+        &facts(f.vms),
+        now,
+        f.ancestors,
+        f.pricing,
+    );
     write(&api, report, status).await
 }
 
@@ -162,23 +175,66 @@ pub async fn all(client: &Client) -> Result<Vec<UsageReport>, UsageError> {
         .map_err(|e| UsageError::Api("listing the usage reports".into(), e))
 }
 
-/// Write each report's roll-up (its total with its descendants') where it changed.
-pub async fn write_roll_ups(client: &Client, reports: Vec<UsageReport>) -> Result<(), UsageError> {
+/// The price list's currency and budgets, for the cost summaries.
+pub struct Prices<'a> {
+    /// Currency.
+    pub currency: &'a str,
+    /// Budgets: tenant → amount in nano-units.
+    pub budgets: std::collections::BTreeMap<&'a str, i128>,
+}
+
+impl<'a> Prices<'a> {
+    /// From a price list's spec (a malformed budget is left out).
+    pub fn of(spec: &'a ironvisor_crds::PriceListSpec) -> Self {
+        Prices {
+            currency: &spec.currency,
+            budgets: spec
+                .budgets
+                .iter()
+                .filter_map(|b| Some((b.tenant.as_str(), nanos(&b.monthly)?)))
+                .collect(),
+        }
+    }
+}
+
+/// Write each report's roll-up (its total with its descendants', and its cost) where it
+/// changed, and publish them as metrics.
+pub async fn write_roll_ups(
+    client: &Client,
+    reports: Vec<UsageReport>,
+    prices: Option<&Prices<'_>>,
+    metrics: &crate::usage::metrics::UsageMetrics,
+) -> Result<(), UsageError> {
     let api = api(client);
     let ledgers: Vec<(String, UsageReportStatus)> = reports
         .iter()
         .map(|r| (r.spec.tenant.clone(), r.status.clone().unwrap_or_default()))
         .collect();
+    metrics.reset();
     for report in reports {
         let Some(mut status) = report.status.clone() else {
             continue;
         };
-        let total = crate::usage::ledger::roll_up(
-            &report.spec.tenant,
-            ledgers.iter().map(|(t, s)| (t.as_str(), s)),
-        );
+        let tenant = report.spec.tenant.clone();
+        let (total, children_cost) =
+            roll_up_with_cost(&tenant, ledgers.iter().map(|(t, s)| (t.as_str(), s)));
         status.total = total;
         status.total_summary = Some(total.summary());
+        let own = own_cost(&status);
+        let budget = prices.and_then(|p| p.budgets.get(tenant.as_str()).copied());
+        status.cost = prices.map(|p| ironvisor_crds::usage::CostSummary {
+            currency: p.currency.to_owned(),
+            own: format_cents(own),
+            total: format_cents(own + children_cost),
+            budget: budget.map(format_cents),
+        });
+        let as_units = |n: i128| n as f64 / NANOS as f64;
+        metrics.set(
+            &tenant,
+            &total,
+            prices.map(|_| as_units(own + children_cost)),
+            budget.map(as_units),
+        );
         write(&api, report, status).await?;
     }
     Ok(())
