@@ -162,4 +162,28 @@ fn a_tenants_report_is_exact_across_an_operator_kill_and_only_its_owner_reads_it
         !list.status.success(),
         "no owner lists every tenant's reports"
     );
+
+    // ivctl reads the same report for its owner, as CSV; not another tenant's.
+    let ivctl = |user: &str, tenant: &str| {
+        ironvisor_tests::run(
+            std::process::Command::new(ironvisor_tests::system::bin("ivctl"))
+                .env("KUBECONFIG", sys.user_kubeconfig(user))
+                .args(["usage", "--tenant", tenant, "-o", "csv"]),
+        )
+    };
+    let out = ivctl("alice", "acct-a");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let own_line = text
+        .lines()
+        .find(|l| l.starts_with("acct-a,") && l.contains(",own,"))
+        .unwrap_or_else(|| panic!("no own line: {text}"));
+    let hours = format!("{:.3}", running as f64 / 3600.0);
+    assert!(own_line.contains(&format!(",own,,{hours},")), "{own_line}");
+    assert!(text.contains(",vm,acct-a/v (deleted),"), "{text}");
+    assert!(!ivctl("bob", "acct-a").status.success());
 }
