@@ -84,6 +84,36 @@ fn budget_alerts_fire_at_80_and_100_percent() {
     );
 }
 
+/// The showback dashboard: every panel queries the usage series the operator exports, by the
+/// tenant variable, and the kustomization ships it as a Grafana ConfigMap.
+#[test]
+fn showback_dashboard_queries_usage_cost_and_budget_per_tenant() {
+    let text = std::fs::read_to_string(monitoring().join("ironvisor-showback-dashboard.json"))
+        .expect("dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    for series in [
+        "ironvisor_usage_cost",
+        "ironvisor_usage_budget",
+        "ironvisor_usage_hours",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(series)),
+            "{series} not shown"
+        );
+    }
+    assert!(exprs.iter().all(|e| e.contains("$tenant")), "{exprs:?}");
+    let kustomization =
+        std::fs::read_to_string(monitoring().join("kustomization.yaml")).expect("kustomization");
+    assert!(kustomization.contains("ironvisor-showback-dashboard.json"));
+}
+
 #[test]
 fn the_alerts_cover_host_down_crash_loops_quota_and_reconcile_errors() {
     let text = std::fs::read_to_string(monitoring().join("prometheusrule.yaml")).expect("rules");
