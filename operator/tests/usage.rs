@@ -186,3 +186,34 @@ async fn usage_is_exact_across_restarts_failover_an_outage_halt_and_deletion() {
     op.stop().await;
     beat.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_reports_cannot_be_named_does_not_stop_the_others() {
+    let env = Env::start().await;
+    let long: ironvisor_crds::Tenant =
+        serde_json::from_value(json!({"metadata": {"name": "l".repeat(250)}, "spec": {}})).unwrap();
+    env.tenants()
+        .create(&Default::default(), &long)
+        .await
+        .expect("tenant created");
+    env.tenant("fine", &[], None).await;
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let op = Operator::start(env.client.clone(), config("op-names", &clock));
+    let api: Api<UsageReport> = Api::namespaced(env.client.clone(), USAGE_NAMESPACE);
+    eventually("the other tenant gets its report", || async {
+        let items = api.list(&ListParams::default()).await.map(|l| l.items);
+        items.is_ok_and(|i| i.iter().any(|r| r.spec.tenant == "fine"))
+    })
+    .await;
+    eventually("the failure is counted", || async {
+        let text = op.metrics.render().unwrap_or_default();
+        text.lines().any(|l| {
+            l.starts_with("ironvisor_reconcile_errors_total")
+                && l.contains("controller=\"usage\"")
+                && l.contains("category=\"invalid_spec\"")
+                && !l.ends_with(" 0")
+        })
+    })
+    .await;
+    op.stop().await;
+}

@@ -200,6 +200,7 @@ pub async fn pass(ctx: &Ctx) -> Result<(), UsageError> {
         None => None,
     };
     let mut settled: BTreeMap<String, bool> = BTreeMap::new();
+    let mut first_error = None;
     for (tenant, members) in &groups {
         let chain = ancestors(tenant, &parents);
         let f = TenantFacts {
@@ -208,11 +209,21 @@ pub async fn pass(ctx: &Ctx) -> Result<(), UsageError> {
             vms: members,
             pricing: pricing.as_ref(),
         };
-        let report = reports::checkpoint(&ctx.client, &f, now).await?;
-        let status = report.status.unwrap_or_default();
+        // One tenant's failure (a conflict, a name too long) holds back its VMs' finalizers
+        // only; the other tenants are still accounted.
+        let status = match reports::checkpoint(&ctx.client, &f, now).await {
+            Ok(report) => Some(report.status.unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(%tenant, error = %e, "checkpointing the tenant's usage failed; retried next pass");
+                first_error.get_or_insert(e);
+                None
+            }
+        };
         for vm in members {
-            let done =
-                status.vms.iter().any(|e| e.uid == vm.uid && e.deleted) || vm.run_log.is_empty();
+            let done = vm.run_log.is_empty()
+                || status
+                    .as_ref()
+                    .is_some_and(|s| s.vms.iter().any(|e| e.uid == vm.uid && e.deleted));
             settled.insert(vm.uid.clone(), done);
         }
     }
@@ -239,7 +250,8 @@ pub async fn pass(ctx: &Ctx) -> Result<(), UsageError> {
     keep_finalizers(&ctx.client, &vms, |vm| {
         settled.get(&vm.uid).copied().unwrap_or(true)
     })
-    .await
+    .await?;
+    first_error.map_or(Ok(()), Err)
 }
 
 fn report_names(reports: &[ironvisor_crds::UsageReport]) -> BTreeMap<String, Vec<String>> {
