@@ -211,7 +211,7 @@ pub async fn pass(ctx: &Ctx) -> Result<(), UsageError> {
         };
         // One tenant's failure (a conflict, a name too long) holds back its VMs' finalizers
         // only; the other tenants are still accounted.
-        let status = match reports::checkpoint(&ctx.client, &f, now).await {
+        let status = match reports::checkpoint(&ctx.client, &f, now, ctx.interval).await {
             Ok(report) => Some(report.status.unwrap_or_default()),
             Err(e) => {
                 tracing::warn!(%tenant, error = %e, "checkpointing the tenant's usage failed; retried next pass");

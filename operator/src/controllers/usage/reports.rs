@@ -5,7 +5,7 @@
 
 use ironvisor_crds::UsageReport;
 use ironvisor_crds::labels;
-use ironvisor_crds::usage::{USAGE_NAMESPACE, UsageReportSpec, UsageReportStatus};
+use ironvisor_crds::usage::{RunRecord, USAGE_NAMESPACE, UsageReportSpec, UsageReportStatus};
 use jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -103,10 +103,14 @@ async fn starting_ledger(
 
 /// Accrue `f`'s tenant up to `now` in the report of `now`'s month, creating it when missing.
 /// Returns the report as written.
+/// A checkpoint that changes only the accrued-through time is written at most once per
+/// `every`; one that applies a new run record, sees a new VM or settles a deletion is
+/// written at once. Skipping is safe: the next write accrues the same seconds.
 pub async fn checkpoint(
     client: &Client,
     f: &TenantFacts<'_>,
     now: Timestamp,
+    every: std::time::Duration,
 ) -> Result<UsageReport, UsageError> {
     let api = api(client);
     let month = Month::of(now);
@@ -120,6 +124,7 @@ pub async fn checkpoint(
         // Created but never checkpointed (the operator stopped in between).
         None => starting_ledger(&api, f, month).await?,
     };
+    let before = status.clone();
     accrue_priced(
         &mut status,
         month,
@@ -128,7 +133,30 @@ pub async fn checkpoint(
         f.ancestors,
         f.pricing,
     );
+    if report.status.is_some() && !due(&before, &status, every) {
+        return Ok(report);
+    }
     write(&api, report, status).await
+}
+
+/// Whether a checkpoint from `before` to `after` is worth a write now.
+pub fn due(
+    before: &UsageReportStatus,
+    after: &UsageReportStatus,
+    every: std::time::Duration,
+) -> bool {
+    let marks = |s: &UsageReportStatus| -> Vec<(String, Option<RunRecord>, bool)> {
+        s.vms
+            .iter()
+            .map(|v| (v.uid.clone(), v.holding.clone(), v.deleted))
+            .collect()
+    };
+    let at = |s: &UsageReportStatus| s.accrued_through.as_ref().map(|t| t.0);
+    let elapsed = match (at(before), at(after)) {
+        (Some(b), Some(a)) => a.duration_since(b).unsigned_abs() >= every,
+        _ => true,
+    };
+    elapsed || marks(before) != marks(after)
 }
 
 async fn create(
@@ -238,4 +266,38 @@ pub async fn write_roll_ups(
         write(&api, report, status).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn at(s: i64) -> UsageReportStatus {
+        UsageReportStatus {
+            accrued_through: Some(Time(Timestamp::from_second(s).unwrap())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_time_passing_is_written_once_per_interval_and_a_change_at_once() {
+        let every = std::time::Duration::from_secs(60);
+        assert!(!due(&at(0), &at(59), every));
+        assert!(due(&at(0), &at(60), every));
+        let mut deleted = at(1);
+        deleted.vms.push(ironvisor_crds::usage::VmUsage {
+            namespace: "ns".into(),
+            name: "v".into(),
+            uid: "u".into(),
+            usage: Default::default(),
+            accounted_through: Time(Timestamp::from_second(1).unwrap()),
+            holding: None,
+            deleted: true,
+        });
+        assert!(
+            due(&at(0), &deleted, every),
+            "a settled deletion is written at once"
+        );
+    }
 }
