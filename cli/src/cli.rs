@@ -42,6 +42,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Attach to a VM's serial console on its host, or print its serial log.
     Console(ConsoleArgs),
+    /// Usage and cost of a tenant (or every tenant) in a UTC month, as a table, JSON, CSV
+    /// or an HTML page.
+    Usage(crate::usage::args::UsageArgs),
     /// Qualify this host for running Ironvisor (no cluster needed).
     Host {
         /// The verb.
@@ -98,6 +101,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Restart(a) => block_on(power(&cli.cluster, Verb::Restart, &a)),
         Command::Status(a) => block_on(status(&cli.cluster, &a)),
         Command::Console(a) => crate::vm::console_cmd::console(&cli.cluster, &a),
+        Command::Usage(a) => crate::usage::cmd::run(&cli.cluster, &a),
         Command::Host {
             verb: HostCommand::Check(a),
         } => crate::host::cmd::check(&a),

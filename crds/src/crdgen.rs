@@ -9,7 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{Hypervisor, Quota, Tenant, VirtualMachine};
+use crate::{Hypervisor, PriceList, Quota, Tenant, UsageReport, VirtualMachine};
 
 /// Every CRD of the API, as installed: without defaults inside list items (see
 /// [`strip_list_item_defaults`]).
@@ -19,6 +19,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Hypervisor::crd(),
         Tenant::crd(),
         Quota::crd(),
+        UsageReport::crd(),
+        PriceList::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

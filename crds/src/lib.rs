@@ -13,15 +13,19 @@ pub mod common;
 pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;
+pub mod pricing;
 pub mod quantity;
 pub mod quota;
 pub mod seed;
 pub mod tenant;
+pub mod usage;
 pub mod vm;
 
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
+pub use pricing::{PriceList, PriceListSpec};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
+pub use usage::{UsageReport, UsageReportSpec, UsageReportStatus};
 pub use vm::{VirtualMachine, VirtualMachineSpec, VirtualMachineStatus};
 
 /// The API group of every Ironvisor resource.

@@ -20,3 +20,4 @@ pub mod quota;
 pub mod run;
 pub mod seed;
 pub mod units;
+pub mod usage;

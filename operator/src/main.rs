@@ -54,6 +54,9 @@ struct Args {
     /// The namespace the operator runs in; no tenant may claim it.
     #[arg(long, env = "POD_NAMESPACE")]
     own_namespace: Option<String>,
+    /// Usage reports are checkpointed at least this often (and soon after any VM changes).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    usage_interval: Duration,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
         allow_privileged_host_ports: args.allow_privileged_host_ports,
         default_tenant: args.default_tenant.filter(|t| !t.is_empty()),
         own_namespace: args.own_namespace,
+        usage_interval: args.usage_interval,
         ..RunConfig::new(identity)
     };
     let ctrl_c = async {

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub vms: IntGaugeVec,
     /// 1 while the operator cannot work until an administrator acts; `/readyz` says why.
     pub blocked: IntGauge,
+    /// Accrued usage and cost per tenant.
+    pub usage: crate::usage::metrics::UsageMetrics,
     /// What blocks the operator, in words, per source (for `/readyz`).
     problems: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
@@ -171,6 +173,7 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(host_ready.clone()))?;
         registry.register(Box::new(vms.clone()))?;
+        let usage = crate::usage::metrics::UsageMetrics::register(&registry)?;
         for reason in PENDING_REASONS
             .into_iter()
             .chain(crate::plan::network::REASONS)
@@ -193,6 +196,7 @@ impl Metrics {
             host_ready,
             vms,
             blocked,
+            usage,
             problems: Arc::default(),
         })
         .inspect(|m| m.set_vm_phases(std::iter::empty()))
@@ -228,6 +232,7 @@ impl Metrics {
         self.host_ready.reset();
         self.quota_hard.reset();
         self.quota_used.reset();
+        self.usage.reset();
         self.set_vm_phases(std::iter::empty());
     }
 

@@ -16,7 +16,7 @@ use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 
-use crate::controllers::{audit, scheduler::Scheduler, seed, tenant};
+use crate::controllers::{audit, scheduler::Scheduler, seed, tenant, usage};
 use crate::leader::{self, Leadership, Timing};
 use crate::metrics::{self, Metrics};
 use crate::placement::Strategy;
@@ -48,6 +48,10 @@ pub struct RunConfig {
     pub default_tenant: Option<String>,
     /// The namespace the operator runs in (reserved like `ironvisor-system`), when known.
     pub own_namespace: Option<String>,
+    /// Usage reports are checkpointed at least this often.
+    pub usage_interval: Duration,
+    /// The usage accounting's clock.
+    pub clock: Arc<dyn crate::usage::Clock>,
 }
 
 impl RunConfig {
@@ -63,6 +67,8 @@ impl RunConfig {
             allow_privileged_host_ports: false,
             default_tenant: None,
             own_namespace: None,
+            usage_interval: Duration::from_secs(60),
+            clock: Arc::new(crate::usage::SystemClock),
         }
     }
 }
@@ -150,6 +156,14 @@ pub async fn run(
         recorder,
         usage: usage_tx,
     };
+    let accounting = usage::Ctx {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        leadership: leadership.clone(),
+        clock: cfg.clock.clone(),
+        interval: cfg.usage_interval,
+        default_tenant: cfg.default_tenant.clone(),
+    };
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
     let serve_metrics = async {
@@ -167,6 +181,7 @@ pub async fn run(
         () = tenant::run(tenants) => Err(RunError::Ended("tenant controller")),
         () = seeds => Err(RunError::Ended("seed-copy controller")),
         () = audit::run(audit) => Err(RunError::Ended("audit controller")),
+        () = usage::run(accounting) => Err(RunError::Ended("usage controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),

@@ -47,6 +47,9 @@ fn kustomize_base_renders_every_component() {
     for expected in [
         ("Namespace", "ironvisor-system"),
         ("Namespace", "ironvisor-seeds"),
+        ("Namespace", "ironvisor-usage"),
+        ("Role", "ironvisor-operator-usage"),
+        ("CustomResourceDefinition", "usagereports.ironvisor.io"),
         ("ClusterRole", "ironvisor-operator-seed-reader"),
         ("Role", "ironvisor-agent-seeds"),
         ("CustomResourceDefinition", "virtualmachines.ironvisor.io"),

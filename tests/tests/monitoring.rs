@@ -35,7 +35,83 @@ fn alert_rules_pass_promtool_check_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "promtool rejected the rules:\n{text}");
-    assert!(text.contains("SUCCESS: 6 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 8 rules found"), "{text}");
+}
+
+/// The budget alerts, evaluated by `promtool test rules` on made-up series: a tenant at 85 %
+/// of its budget gets the warning only, one at 120 % the critical alert only, one at 50 % and
+/// one without a budget neither.
+#[test]
+fn budget_alerts_fire_at_80_and_100_percent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = rules_file(dir.path());
+    let test = json!({
+        "rule_files": [rules.file_name().and_then(|n| n.to_str()).expect("name")],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": "ironvisor_usage_cost{tenant=\"warm\"}", "values": "85x5"},
+                {"series": "ironvisor_usage_budget{tenant=\"warm\"}", "values": "100x5"},
+                {"series": "ironvisor_usage_cost{tenant=\"hot\"}", "values": "120x5"},
+                {"series": "ironvisor_usage_budget{tenant=\"hot\"}", "values": "100x5"},
+                {"series": "ironvisor_usage_cost{tenant=\"cool\"}", "values": "50x5"},
+                {"series": "ironvisor_usage_budget{tenant=\"cool\"}", "values": "100x5"},
+                {"series": "ironvisor_usage_cost{tenant=\"free\"}", "values": "500x5"}
+            ],
+            "alert_rule_test": [
+                {"eval_time": "2m", "alertname": "IronvisorBudgetAlmostSpent",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "tenant": "warm"},
+                                 "exp_annotations": {
+                    "summary": "Tenant warm has spent 85% of its monthly budget",
+                    "description": "The tenant's usage this month (with its descendants), priced by the PriceList named default, has reached 80 % of its budget. `ivctl usage --tenant warm` shows what it is spent on."}}]},
+                {"eval_time": "2m", "alertname": "IronvisorBudgetExceeded",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical", "tenant": "hot"},
+                                 "exp_annotations": {
+                    "summary": "Tenant hot is over its monthly budget (120%)",
+                    "description": "The tenant's usage this month (with its descendants) costs more than its budget in the PriceList named default."}}]}
+            ]
+        }]
+    });
+    let path = dir.path().join("budget.test.json");
+    std::fs::write(&path, test.to_string()).expect("write the rule test");
+    let out = run(Command::new("promtool").arg("test").arg("rules").arg(&path));
+    assert!(
+        out.status.success(),
+        "the budget alerts do not fire as expected:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The showback dashboard: every panel queries the usage series the operator exports, by the
+/// tenant variable, and the kustomization ships it as a Grafana ConfigMap.
+#[test]
+fn showback_dashboard_queries_usage_cost_and_budget_per_tenant() {
+    let text = std::fs::read_to_string(monitoring().join("ironvisor-showback-dashboard.json"))
+        .expect("dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    for series in [
+        "ironvisor_usage_cost",
+        "ironvisor_usage_budget",
+        "ironvisor_usage_hours",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(series)),
+            "{series} not shown"
+        );
+    }
+    assert!(exprs.iter().all(|e| e.contains("$tenant")), "{exprs:?}");
+    let kustomization =
+        std::fs::read_to_string(monitoring().join("kustomization.yaml")).expect("kustomization");
+    assert!(kustomization.contains("ironvisor-showback-dashboard.json"));
 }
 
 #[test]
@@ -46,6 +122,8 @@ fn the_alerts_cover_host_down_crash_loops_quota_and_reconcile_errors() {
         "IronvisorVMCrashLooping",
         "IronvisorQuotaAlmostFull",
         "IronvisorReconcileErrorsRising",
+        "IronvisorBudgetAlmostSpent",
+        "IronvisorBudgetExceeded",
     ] {
         assert!(text.contains(&format!("alert: {alert}")), "{alert} missing");
     }

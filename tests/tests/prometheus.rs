@@ -86,6 +86,12 @@ fn prometheus_scrapes_the_agent_and_operator_and_every_alert_evaluates() {
     // A tenant at its quota and a running VM, so that per-VM and quota series exist.
     let ns = format!("e2eprom{}", std::process::id());
     sys.tenant(&ns, &ns, "{virtualMachines: 1}");
+    // A price list with a budget, so that the usage cost and budget series exist.
+    sys.apply(&format!(
+        "apiVersion: ironvisor.io/v1alpha1\nkind: PriceList\nmetadata: {{name: default}}\n\
+         spec: {{currency: EUR, rates: [{{effectiveFrom: '2026-01-01T00:00:00Z', vcpuHour: '0.04', \
+         memoryGiBHour: '0.01', storageGiBMonth: '0.1'}}], budgets: [{{tenant: {ns}, monthly: '100'}}]}}\n"
+    ));
     sys.apply(&format!(
         "apiVersion: ironvisor.io/v1alpha1\nkind: VirtualMachine\n\
          metadata: {{name: p, namespace: {ns}}}\n\
@@ -190,6 +196,7 @@ fn prometheus_scrapes_the_agent_and_operator_and_every_alert_evaluates() {
         "ironvisor_quota_hard",
         "ironvisor_vm_cpu_seconds_total",
         "ironvisor_agent_reconcile_duration_seconds_bucket",
+        "ironvisor_usage_hours",
     ] {
         assert!(names.contains(name), "{name} not scraped: {names:?}");
     }

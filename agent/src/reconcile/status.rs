@@ -216,6 +216,22 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
         interfaces: i.interfaces.clone(),
         audited: None,
         operation: None,
+        run_log: run_log(i),
+    }
+}
+
+/// The run log with this reconcile's fact appended when it is new: whether the guest is up,
+/// at the size the operator admitted, on the host it placed the VM on.
+fn run_log(i: &StatusInput<'_>) -> Vec<ironvisor_crds::usage::RunRecord> {
+    let record = match (&i.prev.admitted, &i.prev.node_name) {
+        (Some(size), Some(node)) => {
+            ironvisor_crds::usage::run_record(i.now.clone(), i.state.is_up(), size, node)
+        }
+        _ => None,
+    };
+    match record {
+        Some(r) => ironvisor_crds::usage::append_run_record(&i.prev.run_log, r),
+        None => i.prev.run_log.clone(),
     }
 }
 
@@ -375,5 +391,50 @@ mod tests {
         let s = agent_status(&i);
         assert_eq!(s.restart_count, Some(3));
         assert_eq!(s.last_restart_request.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn starts_and_stops_of_a_placed_vm_are_recorded_in_the_run_log_at_their_time() {
+        let prev = VirtualMachineStatus {
+            node_name: Some("host-a".into()),
+            admitted: Some(ironvisor_crds::vm::AdmittedSize {
+                vcpus: 2,
+                memory: k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+                storage: k8s_openapi::apimachinery::pkg::api::resource::Quantity("0".into()),
+            }),
+            ..Default::default()
+        };
+        let up = agent_status(&input(&prev, VmState::Running));
+        let prev = VirtualMachineStatus {
+            run_log: up.run_log.clone(),
+            ..prev
+        };
+        let mut i = input(&prev, VmState::Running);
+        i.now = now(150);
+        assert_eq!(
+            agent_status(&i).run_log.len(),
+            1,
+            "still running: nothing new"
+        );
+        let mut i = input(&prev, VmState::Stopped(StopReason::Shutdown));
+        i.now = now(200);
+        let log = agent_status(&i).run_log;
+        let facts: Vec<(bool, Time, i64, &str)> = log
+            .iter()
+            .map(|r| (r.running, r.at.clone(), r.memory_mib, r.node.as_str()))
+            .collect();
+        assert_eq!(
+            facts,
+            vec![
+                (true, now(100), 1024, "host-a"),
+                (false, now(200), 1024, "host-a")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_vm_not_yet_admitted_has_no_run_log() {
+        let s = agent_status(&input(&VirtualMachineStatus::default(), VmState::Running));
+        assert!(s.run_log.is_empty());
     }
 }

@@ -68,6 +68,12 @@ pub struct VirtualMachineStatus {
     /// released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<super::VmOperation>,
+    /// Starts, stops and size changes of the guest as its agent saw them, oldest first, at
+    /// most [`crate::usage::RUN_LOG_MAX`]: the durable facts usage accounting reads, so a
+    /// halt while the operator is down is still accounted from its time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub run_log: Vec<crate::usage::RunRecord>,
 }
 
 /// The last change of a VM announced in its audit trail.

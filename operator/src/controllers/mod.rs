@@ -6,3 +6,4 @@ pub mod quota_status;
 pub mod scheduler;
 pub mod seed;
 pub mod tenant;
+pub mod usage;

@@ -1,0 +1,9 @@
+//! `ivctl usage`: a tenant's (or every tenant's) usage and cost for a UTC month, read from
+//! the `UsageReport`s the operator keeps in `ironvisor-usage`.
+
+pub mod args;
+pub mod cmd;
+pub mod render;
+
+#[cfg(test)]
+mod render_tests;
