@@ -13,4 +13,5 @@ pub mod paths;
 pub mod reconcile;
 pub mod run_strategy;
 pub mod seed;
+pub mod snapshot;
 pub mod storage;

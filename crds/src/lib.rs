@@ -15,12 +15,16 @@ pub mod hypervisor;
 pub mod labels;
 pub mod quantity;
 pub mod quota;
+pub mod restore;
 pub mod seed;
+pub mod snapshot;
 pub mod tenant;
 pub mod vm;
 
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
+pub use restore::{VirtualMachineRestore, VirtualMachineRestoreSpec};
+pub use snapshot::{VirtualMachineSnapshot, VirtualMachineSnapshotSpec};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
 pub use vm::{VirtualMachine, VirtualMachineSpec, VirtualMachineStatus};
 

@@ -19,4 +19,5 @@ pub mod preflight;
 pub mod quota;
 pub mod run;
 pub mod seed;
+pub mod snapshot;
 pub mod units;

@@ -1,0 +1,18 @@
+//! Disk snapshots of a VM: the layer tree model ([`chain`], pure), where layers live
+//! ([`files`]), and carrying out snapshots ([`take`]) and merges ([`merge`]) on real files
+//! and running domains.
+//!
+//! Disk-only: a snapshot holds what the disks held at one instant, never the guest's
+//! memory. This module never deletes a layer on its own inference: the caller removes a
+//! layer only once the API no longer names it.
+
+pub mod chain;
+pub mod controller;
+pub mod domain_disks;
+pub mod files;
+pub mod found;
+pub mod merge;
+pub mod qemu_img;
+pub mod restore;
+pub mod state;
+pub mod take;
