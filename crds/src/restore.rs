@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"VM","type":"string","jsonPath":".spec.vmName"}"#,
     printcolumn = r#"{"name":"Snapshot","type":"string","jsonPath":".spec.snapshotName"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    selectable = ".status.nodeName"
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
@@ -64,6 +65,31 @@ pub enum RestorePhase {
     Failed,
 }
 
+impl RestorePhase {
+    /// Whether the restore has finished one way or the other (the VM's lock is released).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RestorePhase::Succeeded | RestorePhase::Failed)
+    }
+}
+
+/// Reasons of a restore's Ready condition.
+pub mod restore_reason {
+    /// The disks hold the snapshot's content.
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// Being restored by the agent.
+    pub const IN_PROGRESS: &str = "InProgress";
+    /// The VM runs and stopVM is not set.
+    pub const VM_RUNNING: &str = "VMRunning";
+    /// Another operation holds the VM.
+    pub const VM_BUSY: &str = "VMBusy";
+    /// The VM does not exist (or is not placed).
+    pub const VM_NOT_FOUND: &str = "VMNotFound";
+    /// The snapshot does not exist, is not ready, or is of another VM.
+    pub const SNAPSHOT_NOT_READY: &str = "SnapshotNotReady";
+    /// The agent failed.
+    pub const FAILED: &str = "Failed";
+}
+
 /// Observed state of a restore.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -71,6 +97,15 @@ pub struct VirtualMachineRestoreStatus {
     /// Where the restore stands.
     #[serde(default)]
     pub phase: RestorePhase,
+    /// Host of the VM's disks (set by the operator when it hands the restore over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Uid of the VM: a later VM of the same name is another VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_uid: Option<String>,
+    /// The snapshot's layer the disks return to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
     /// When the disks were returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_time: Option<Time>,

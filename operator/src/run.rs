@@ -150,6 +150,16 @@ pub async fn run(
         recorder,
         usage: usage_tx,
     };
+    let snapshots = crate::snapshot::controller::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        reserved: reserved.clone(),
+        default_tenant: cfg.default_tenant.clone(),
+    };
+    let restores = crate::snapshot::restore::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+    };
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
     let serve_metrics = async {
@@ -167,6 +177,8 @@ pub async fn run(
         () = tenant::run(tenants) => Err(RunError::Ended("tenant controller")),
         () = seeds => Err(RunError::Ended("seed-copy controller")),
         () = audit::run(audit) => Err(RunError::Ended("audit controller")),
+        () = crate::snapshot::controller::run(snapshots) => Err(RunError::Ended("snapshot controller")),
+        () = crate::snapshot::restore::run(restores) => Err(RunError::Ended("restore controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),

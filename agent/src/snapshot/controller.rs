@@ -86,21 +86,36 @@ fn error_text(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The VM `ns/name`, when it exists with the uid `want`.
+pub(super) async fn vm_of_name(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    want: Option<String>,
+) -> Result<Option<VirtualMachine>, Error> {
+    let vms = Api::<VirtualMachine>::namespaced(ctx.client.clone(), ns);
+    Ok(vms
+        .get_opt(name)
+        .await?
+        .filter(|vm| vm.metadata.uid.is_some() && vm.metadata.uid == want))
+}
+
 /// The VM a snapshot is of, when it still exists with the uid the snapshot recorded.
 async fn vm_of(
     ctx: &Context,
     snap: &VirtualMachineSnapshot,
 ) -> Result<Option<VirtualMachine>, Error> {
-    let ns = snap.namespace().unwrap_or_default();
-    let vms = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns);
     let want = snap.status.as_ref().and_then(|s| s.vm_uid.clone());
-    Ok(vms
-        .get_opt(&snap.spec.vm_name)
-        .await?
-        .filter(|vm| vm.metadata.uid.is_some() && vm.metadata.uid == want))
+    vm_of_name(
+        ctx,
+        &snap.namespace().unwrap_or_default(),
+        &snap.spec.vm_name,
+        want,
+    )
+    .await
 }
 
-fn disk_names(vm: &VirtualMachine) -> Vec<String> {
+pub(super) fn disk_names(vm: &VirtualMachine) -> Vec<String> {
     vm.spec.disks.iter().map(|d| d.name.clone()).collect()
 }
 
@@ -244,37 +259,54 @@ async fn cleanup(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Act
         // The VM and its directory are gone (or going, with all their layers).
         return Ok(Action::await_change());
     };
+    if settle(ctx, &vm, snap.uid().as_deref()).await? {
+        Ok(Action::await_change())
+    } else {
+        Ok(Action::requeue(Duration::from_secs(5)))
+    }
+}
+
+/// Merge or remove every layer of `vm` that no snapshot (but `except`, being deleted) owns
+/// and the tree allows; true once nothing is left to do.
+pub(super) async fn settle(
+    ctx: &Context,
+    vm: &VirtualMachine,
+    except: Option<&str>,
+) -> Result<bool, Error> {
     let vm_uid = vm.metadata.uid.clone().unwrap_or_default();
     let Some(vm_dir) = layout::vm_dir(&ctx.state_dir, &vm_uid) else {
-        return Ok(Action::await_change());
+        return Ok(true);
     };
-    let disks = disk_names(&vm);
+    let disks = disk_names(vm);
     let Some(first) = disks.first() else {
-        return Ok(Action::await_change());
+        return Ok(true);
     };
     let ns = vm.namespace().unwrap_or_default();
     let api = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns);
     let domain = domain_name(&ns, &vm.name_any());
     for _ in 0..MAX_STEPS {
-        // The owners the API knows now, every other snapshot of this VM.
+        // The owners the API knows now: every other snapshot of this VM.
         let others: Vec<VirtualMachineSnapshot> = api
             .list(&ListParams::default())
             .await?
             .items
             .into_iter()
-            .filter(|s| s.uid() != snap.uid())
+            .filter(|s| s.uid().as_deref() != except)
             .filter(|s| s.status.as_ref().and_then(|st| st.vm_uid.as_deref()) == Some(&vm_uid))
             .collect();
+        let layer_of = |s: &VirtualMachineSnapshot| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.disks.first())
+                .map(|d| d.layer.clone())
+        };
         let owners: BTreeMap<String, String> = others
             .iter()
-            .filter_map(|s| {
-                let layer = s.status.as_ref()?.disks.first()?.layer.clone();
-                Some((layer, s.uid()?))
-            })
+            .filter_map(|s| Some((layer_of(s)?, s.uid()?)))
             .collect();
         let tree = read_tree(&vm_dir, first, &owners).await?;
         let Some(step) = tree.next_step() else {
-            return Ok(Action::await_change());
+            return Ok(true);
         };
         match &step {
             Step::Remove { layer } => remove_layer(&vm_dir, &disks, layer).await?,
@@ -292,13 +324,7 @@ async fn cleanup(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Act
                 let active = tree.active() == child;
                 merge(at, &vm_dir, &disks, &step, active, &grandchildren).await?;
                 // The child's owner now reads its point in time from `into`.
-                if let Some(owner) = others.iter().find(|s| {
-                    s.status
-                        .as_ref()
-                        .and_then(|st| st.disks.first())
-                        .map(|d| &d.layer)
-                        == Some(child)
-                }) {
+                if let Some(owner) = others.iter().find(|s| layer_of(s).as_ref() == Some(child)) {
                     let mut st = owner.status.clone().unwrap_or_default();
                     for d in &mut st.disks {
                         d.layer = into.clone();
@@ -309,7 +335,7 @@ async fn cleanup(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Act
             }
         }
     }
-    Ok(Action::requeue(Duration::from_secs(5)))
+    Ok(false)
 }
 
 /// One reconcile of one snapshot of this node.

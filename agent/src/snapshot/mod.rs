@@ -14,5 +14,15 @@ pub mod found;
 pub mod merge;
 pub mod qemu_img;
 pub mod restore;
+pub mod restore_controller;
 pub mod state;
 pub mod take;
+
+/// Whether a restore holds the VM's operation lock (the VM controller then leaves the guest
+/// off: its disks are being replaced).
+pub fn restore_holds(vm: &ironvisor_crds::vm::VirtualMachine) -> bool {
+    vm.status
+        .as_ref()
+        .and_then(|s| s.operation.as_ref())
+        .is_some_and(|op| op.kind == ironvisor_crds::vm::OperationKind::Restore)
+}
