@@ -315,6 +315,20 @@ pub async fn run(
     };
     let first = initial_health_check(&mut heartbeat).await;
     let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store(), first));
+    let snap_ctx = Arc::new(crate::snapshot::controller::Context {
+        client: ctx.client.clone(),
+        node: config.node_name.clone(),
+        libvirt: libvirt.clone(),
+        state_dir: config.state_dir.clone(),
+    });
+    let snapshot_task = tokio::spawn(crate::snapshot::controller::run(
+        snap_ctx.clone(),
+        std::future::pending(),
+    ));
+    let restore_task = tokio::spawn(crate::snapshot::restore_controller::run(
+        snap_ctx,
+        std::future::pending(),
+    ));
     let sweep_task = config
         .collect_orphans
         .then(|| tokio::spawn(leftovers::sweep_periodically(ctx.clone())));
@@ -322,6 +336,8 @@ pub async fn run(
     if let Some(t) = sweep_task {
         t.abort();
     }
+    snapshot_task.abort();
+    restore_task.abort();
     heartbeat_task.abort();
     sync_task.abort();
     libvirt_task.abort();

@@ -14,4 +14,5 @@ pub mod reconcile;
 pub mod run_strategy;
 pub mod seed;
 pub mod seed_key;
+pub mod snapshot;
 pub mod storage;

@@ -45,6 +45,11 @@ pub enum Command {
     /// Usage and cost of a tenant (or every tenant) in a UTC month, as a table, JSON, CSV
     /// or an HTML page.
     Usage(crate::usage::args::UsageArgs),
+    /// Snapshot a VM's disks (a VirtualMachineSnapshot); --wait follows it until taken.
+    Snapshot(crate::snapshot_cmd::SnapshotArgs),
+    /// Return a VM's disks to a snapshot (a VirtualMachineRestore); --stop-vm powers a
+    /// running VM off for it.
+    Restore(crate::snapshot_cmd::RestoreArgs),
     /// Qualify this host for running Ironvisor (no cluster needed).
     Host {
         /// The verb.
@@ -102,6 +107,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Status(a) => block_on(status(&cli.cluster, &a)),
         Command::Console(a) => crate::vm::console_cmd::console(&cli.cluster, &a),
         Command::Usage(a) => crate::usage::cmd::run(&cli.cluster, &a),
+        Command::Snapshot(a) => crate::snapshot_cmd::run_snapshot(&cli.cluster, &a),
+        Command::Restore(a) => crate::snapshot_cmd::run_restore(&cli.cluster, &a),
         Command::Host {
             verb: HostCommand::Check(a),
         } => crate::host::cmd::check(&a),

@@ -11,6 +11,7 @@ pub mod host;
 pub mod import;
 mod import_cmd;
 pub mod usage;
+pub mod snapshot_cmd;
 pub mod vm;
 
 /// Entry point shared by both binaries.

@@ -9,7 +9,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{Hypervisor, PriceList, Quota, Tenant, UsageReport, VirtualMachine};
+use crate::{
+    Hypervisor, PriceList, Quota, Tenant, UsageReport, VirtualMachine, VirtualMachineRestore,
+    VirtualMachineSnapshot,
+};
 
 /// Every CRD of the API, as installed: without defaults inside list items (see
 /// [`strip_list_item_defaults`]).
@@ -21,6 +24,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Quota::crd(),
         UsageReport::crd(),
         PriceList::crd(),
+        VirtualMachineSnapshot::crd(),
+        VirtualMachineRestore::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

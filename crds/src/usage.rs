@@ -342,6 +342,7 @@ mod tests {
             vcpus,
             memory: Quantity(memory.into()),
             storage: Quantity("10Gi".into()),
+            host_ports: None,
         }
     }
 

@@ -19,5 +19,6 @@ pub mod preflight;
 pub mod quota;
 pub mod run;
 pub mod seed;
+pub mod snapshot;
 pub mod units;
 pub mod usage;

@@ -164,6 +164,16 @@ pub async fn run(
         interval: cfg.usage_interval,
         default_tenant: cfg.default_tenant.clone(),
     };
+    let snapshots = crate::snapshot::controller::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        reserved: reserved.clone(),
+        default_tenant: cfg.default_tenant.clone(),
+    };
+    let restores = crate::snapshot::restore::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+    };
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
     let serve_metrics = async {
@@ -182,6 +192,8 @@ pub async fn run(
         () = seeds => Err(RunError::Ended("seed-copy controller")),
         () = audit::run(audit) => Err(RunError::Ended("audit controller")),
         () = usage::run(accounting) => Err(RunError::Ended("usage controller")),
+        () = crate::snapshot::controller::run(snapshots) => Err(RunError::Ended("snapshot controller")),
+        () = crate::snapshot::restore::run(restores) => Err(RunError::Ended("restore controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),

@@ -176,7 +176,12 @@ impl Libvirt {
         .await?
     }
 
-    async fn with_domain<T, F>(&self, op: &'static str, name: &str, f: F) -> Result<T, HvError>
+    pub(super) async fn with_domain<T, F>(
+        &self,
+        op: &'static str,
+        name: &str,
+        f: F,
+    ) -> Result<T, HvError>
     where
         T: Send + 'static,
         F: FnOnce(&Domain) -> Result<T, VirtError> + Send + 'static,

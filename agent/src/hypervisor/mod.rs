@@ -4,6 +4,7 @@
 //! `test:///default`, libvirt's in-process fake hypervisor, in tests). Only domains carrying
 //! our metadata element are ever reported or touched.
 
+pub mod blockjob;
 pub mod devices;
 mod events;
 pub mod libvirt;

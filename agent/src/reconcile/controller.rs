@@ -169,6 +169,10 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
         tracing::debug!(vm = %vm.key(), "waiting for Scheduled=True from the operator");
         return Ok(Action::requeue(ctx.resync));
     }
+    if crate::snapshot::restore_holds(&vm) {
+        // A restore is replacing the disks: the guest stays off until it is done.
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
     let uid = vm.uid().unwrap_or_default();
     let key = retry_key(&vm.metadata);
     if let Some(left) = ctx.backoff.wait_left(&uid, &key, Instant::now()) {

@@ -245,6 +245,7 @@ impl Run<'_> {
         match build_plan(&input) {
             Ok(mut p) => {
                 p.uuid = observed.map(|o| o.uuid.clone());
+                crate::snapshot::state::point_at_active_layer(&mut p, &self.vm_dir);
                 Ok(p)
             }
             Err(e) => Err(self.failed(Failure::permanent("InvalidSpec", e.to_string()), None)),

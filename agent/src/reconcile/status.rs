@@ -401,6 +401,7 @@ mod tests {
                 vcpus: 2,
                 memory: k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
                 storage: k8s_openapi::apimachinery::pkg::api::resource::Quantity("0".into()),
+                host_ports: None,
             }),
             ..Default::default()
         };

@@ -1,0 +1,380 @@
+//! The Kubernetes side of snapshots on this host: take a snapshot the operator handed to
+//! this node (phase InProgress, `status.nodeName` this node, the VM's lock taken), and on
+//! deletion merge its layer where the tree allows, then let it go.
+//!
+//! Watches only this node's snapshots (field selector on `status.nodeName`). Everything is
+//! read again on each reconcile: the layer files, the API's owners, libvirt's live disks.
+
+use super::chain::Step;
+use super::files::{Origin, layer_file, layer_id};
+use super::found::read_tree;
+use super::merge::{Where, merge, remove_layer};
+use super::state::read_active;
+use super::take::{Request, take_offline, take_online, thaw_leftover};
+use crate::domain_xml::name::domain_name;
+use crate::hypervisor::Hypervisor as _;
+use crate::hypervisor::libvirt::Libvirt;
+use crate::lifecycle::VmState;
+use crate::storage::layout;
+use futures::StreamExt;
+use ironvisor_crds::common::{condition_type, new_condition};
+use ironvisor_crds::labels::{AGENT_FINALIZER, agent_manager};
+use ironvisor_crds::snapshot::{
+    SnapshotDisk, SnapshotPhase, VirtualMachineSnapshot, VirtualMachineSnapshotStatus,
+    snapshot_reason,
+};
+use ironvisor_crds::vm::VirtualMachine;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a snapshot reconcile failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a call.
+    #[error("Kubernetes API call failed")]
+    Kube(#[from] kube::Error),
+    /// The layer tree could not be read.
+    #[error(transparent)]
+    Found(#[from] super::found::FoundError),
+    /// A merge failed.
+    #[error(transparent)]
+    Merge(#[from] super::merge::MergeError),
+    /// libvirt failed.
+    #[error(transparent)]
+    Hypervisor(#[from] crate::hypervisor::HvError),
+    /// A layer could not be removed.
+    #[error("cannot remove a layer")]
+    Io(#[from] std::io::Error),
+    /// The finalizer helper failed.
+    #[error("finalizer step failed")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// What the snapshot controller needs.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// This node.
+    pub node: String,
+    /// libvirt.
+    pub libvirt: Libvirt,
+    /// The agent's state directory.
+    pub state_dir: PathBuf,
+}
+
+/// Most merge or removal steps one cleanup takes (a tree has at most 2n + 1 layers).
+const MAX_STEPS: usize = 2 * super::chain::MAX_SNAPSHOTS + 2;
+
+/// An error and its causes, for a condition message.
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The VM `ns/name`, when it exists with the uid `want`.
+pub(super) async fn vm_of_name(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    want: Option<String>,
+) -> Result<Option<VirtualMachine>, Error> {
+    let vms = Api::<VirtualMachine>::namespaced(ctx.client.clone(), ns);
+    Ok(vms
+        .get_opt(name)
+        .await?
+        .filter(|vm| vm.metadata.uid.is_some() && vm.metadata.uid == want))
+}
+
+/// The VM a snapshot is of, when it still exists with the uid the snapshot recorded.
+async fn vm_of(
+    ctx: &Context,
+    snap: &VirtualMachineSnapshot,
+) -> Result<Option<VirtualMachine>, Error> {
+    let want = snap.status.as_ref().and_then(|s| s.vm_uid.clone());
+    vm_of_name(
+        ctx,
+        &snap.namespace().unwrap_or_default(),
+        &snap.spec.vm_name,
+        want,
+    )
+    .await
+}
+
+pub(super) fn disk_names(vm: &VirtualMachine) -> Vec<String> {
+    vm.spec.disks.iter().map(|d| d.name.clone()).collect()
+}
+
+async fn write_status(
+    ctx: &Context,
+    snap: &VirtualMachineSnapshot,
+    status: &VirtualMachineSnapshotStatus,
+) -> Result<(), Error> {
+    let api = Api::<VirtualMachineSnapshot>::namespaced(
+        ctx.client.clone(),
+        &snap.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({
+        "apiVersion": "ironvisor.io/v1alpha1",
+        "kind": "VirtualMachineSnapshot",
+        "status": status,
+    });
+    let params = PatchParams::apply(&agent_manager(&ctx.node)).force();
+    api.patch_status(&snap.name_any(), &params, &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+fn finished(
+    mut status: VirtualMachineSnapshotStatus,
+    ok: bool,
+    reason: &str,
+    message: String,
+) -> VirtualMachineSnapshotStatus {
+    let now = Time(jiff::Timestamp::now());
+    status.phase = if ok {
+        SnapshotPhase::Succeeded
+    } else {
+        SnapshotPhase::Failed
+    };
+    status.ready_to_use = ok;
+    ironvisor_crds::common::set_condition(
+        &mut status.conditions,
+        new_condition(condition_type::READY, ok, reason, message, None, now),
+    );
+    status
+}
+
+/// Take the snapshot this node was handed.
+async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action, Error> {
+    let Some(status) = snap.status.clone() else {
+        return Ok(Action::await_change());
+    };
+    if status.phase != SnapshotPhase::InProgress || !status.disks.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let uid = snap.uid().unwrap_or_default();
+    let (Some(vm), Some(new_layer)) = (vm_of(ctx, &snap).await?, layer_id(Origin::Snapshot, &uid))
+    else {
+        let msg = format!("VM {} is gone; nothing was taken", snap.spec.vm_name);
+        write_status(
+            ctx,
+            &snap,
+            &finished(status, false, snapshot_reason::VM_NOT_FOUND, msg),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    let vm_uid = vm.metadata.uid.clone().unwrap_or_default();
+    let Some(vm_dir) = layout::vm_dir(&ctx.state_dir, &vm_uid) else {
+        return Ok(Action::await_change());
+    };
+    let disks = disk_names(&vm);
+    let ns = vm.namespace().unwrap_or_default();
+    let domain = domain_name(&ns, &vm.name_any());
+    // A layer already active that this snapshot made: taken before a crash.
+    let active_now = read_active(&vm_dir);
+    let frozen = if active_now == new_layer {
+        let tree = read_tree(&vm_dir, disks.first().map_or("", |d| d), &BTreeMap::new()).await?;
+        tree.layers()
+            .get(&new_layer)
+            .and_then(|l| l.parent.clone())
+            .unwrap_or(active_now.clone())
+    } else {
+        active_now.clone()
+    };
+    let req = Request {
+        vm_dir: &vm_dir,
+        disks: &disks,
+        active: &frozen,
+        new_layer: &new_layer,
+        freeze: snap.spec.freeze,
+    };
+    let running = matches!(
+        ctx.libvirt.observe(&domain).await?.map(|o| o.state),
+        Some(VmState::Running | VmState::Paused)
+    );
+    let result = if running {
+        thaw_leftover(&ctx.libvirt, &domain).await;
+        take_online(&ctx.libvirt, &domain, &req).await
+    } else {
+        take_offline(&req).await
+    };
+    let status = match result {
+        Ok(consistency) => {
+            let mut s = status;
+            s.consistency = Some(consistency);
+            s.creation_time = Some(Time(jiff::Timestamp::now()));
+            s.disks = vm
+                .spec
+                .disks
+                .iter()
+                .map(|d| SnapshotDisk {
+                    name: d.name.clone(),
+                    layer: frozen.clone(),
+                    size: d.size.clone().unwrap_or_default(),
+                    allocated_bytes: std::fs::metadata(layer_file(&vm_dir, &d.name, &frozen))
+                        .ok()
+                        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) as i64 * 512),
+                })
+                .collect();
+            let msg = format!("disks frozen in layer {frozen}");
+            finished(s, true, snapshot_reason::SUCCEEDED, msg)
+        }
+        Err(e) => {
+            // Nothing of a failed snapshot stays: its new layers are on no chain.
+            if read_active(&vm_dir) != new_layer {
+                remove_layer(&vm_dir, &disks, &new_layer).await?;
+            }
+            let reason = match e {
+                super::take::TakeError::GuestAgentRequired(_) => {
+                    snapshot_reason::GUEST_AGENT_REQUIRED
+                }
+                _ => snapshot_reason::FAILED,
+            };
+            finished(status, false, reason, error_text(&e))
+        }
+    };
+    write_status(ctx, &snap, &status).await?;
+    Ok(Action::await_change())
+}
+
+/// Give up a deleted snapshot's layer: merge or remove what the tree allows.
+async fn cleanup(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action, Error> {
+    let Some(vm) = vm_of(ctx, &snap).await? else {
+        // The VM and its directory are gone (or going, with all their layers).
+        return Ok(Action::await_change());
+    };
+    if settle(ctx, &vm, snap.uid().as_deref()).await? {
+        Ok(Action::await_change())
+    } else {
+        Ok(Action::requeue(Duration::from_secs(5)))
+    }
+}
+
+/// Merge or remove every layer of `vm` that no snapshot (but `except`, being deleted) owns
+/// and the tree allows; true once nothing is left to do.
+pub(super) async fn settle(
+    ctx: &Context,
+    vm: &VirtualMachine,
+    except: Option<&str>,
+) -> Result<bool, Error> {
+    let vm_uid = vm.metadata.uid.clone().unwrap_or_default();
+    let Some(vm_dir) = layout::vm_dir(&ctx.state_dir, &vm_uid) else {
+        return Ok(true);
+    };
+    let disks = disk_names(vm);
+    let Some(first) = disks.first() else {
+        return Ok(true);
+    };
+    let ns = vm.namespace().unwrap_or_default();
+    let api = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns);
+    let domain = domain_name(&ns, &vm.name_any());
+    for _ in 0..MAX_STEPS {
+        // The owners the API knows now: every other snapshot of this VM.
+        let others: Vec<VirtualMachineSnapshot> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|s| s.uid().as_deref() != except)
+            .filter(|s| s.status.as_ref().and_then(|st| st.vm_uid.as_deref()) == Some(&vm_uid))
+            .collect();
+        let layer_of = |s: &VirtualMachineSnapshot| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.disks.first())
+                .map(|d| d.layer.clone())
+        };
+        let owners: BTreeMap<String, String> = others
+            .iter()
+            .filter_map(|s| Some((layer_of(s)?, s.uid()?)))
+            .collect();
+        let tree = read_tree(&vm_dir, first, &owners).await?;
+        let Some(step) = tree.next_step() else {
+            return Ok(true);
+        };
+        match &step {
+            Step::Remove { layer } => remove_layer(&vm_dir, &disks, layer).await?,
+            Step::Merge { child, into } => {
+                let running = matches!(
+                    ctx.libvirt.observe(&domain).await?.map(|o| o.state),
+                    Some(VmState::Running | VmState::Paused)
+                );
+                let at = if running && tree.is_online(&step) {
+                    Where::Online(&ctx.libvirt, &domain)
+                } else {
+                    Where::Offline
+                };
+                let grandchildren = tree.children(child);
+                let active = tree.active() == child;
+                merge(at, &vm_dir, &disks, &step, active, &grandchildren).await?;
+                // The child's owner now reads its point in time from `into`.
+                if let Some(owner) = others.iter().find(|s| layer_of(s).as_ref() == Some(child)) {
+                    let mut st = owner.status.clone().unwrap_or_default();
+                    for d in &mut st.disks {
+                        d.layer = into.clone();
+                    }
+                    write_status(ctx, owner, &st).await?;
+                }
+                remove_layer(&vm_dir, &disks, child).await?;
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// One reconcile of one snapshot of this node.
+pub async fn reconcile(
+    snap: Arc<VirtualMachineSnapshot>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let on_this_node = snap.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&ctx.node);
+    if !on_this_node {
+        return Ok(Action::await_change());
+    }
+    let ns = snap.namespace().unwrap_or_default();
+    let api = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, AGENT_FINALIZER, snap, |event| async {
+        match event {
+            Finalizer::Apply(s) => take(s, &ctx).await,
+            Finalizer::Cleanup(s) => cleanup(s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+fn error_policy(snap: Arc<VirtualMachineSnapshot>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(snapshot = %snap.key(), error = %error_text(error), "snapshot reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Run the snapshot controller of this node until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let api = Api::<VirtualMachineSnapshot>::all(ctx.client.clone());
+    let cfg = watcher::Config::default().fields(&format!("status.nodeName={}", ctx.node));
+    Controller::new(api, cfg)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "snapshot reconcile not done");
+            }
+        })
+        .await;
+}
