@@ -55,7 +55,9 @@ check_libraries() {
     head -c4 "$rootfs/$f" | grep -q 'ELF' || continue
     out="$(chroot "$rootfs" /lib64/ld-linux-x86-64.so.2 --list "/$f" 2>&1)" || true
     if grep -q 'not found' <<<"$out"; then missing+="/$f: $(grep 'not found' <<<"$out" | tr -s ' \t\n' ' ')"$'\n'; fi
-  done < <(cd "$rootfs" && find usr/bin usr/sbin usr/local/bin -type f -perm -u+x 2>/dev/null)
+  done < <(cd "$rootfs" && { find usr/bin usr/sbin usr/local/bin -type f -perm -u+x
+                               # iptables' match and target modules, loaded at run time
+                               find usr/lib/x86_64-linux-gnu/xtables -name '*.so'; } 2>/dev/null)
   [ -z "$missing" ] || fail "libraries missing in $rootfs:"$'\n'"$missing"
 }
 

@@ -155,6 +155,11 @@ fn upgrading_applies_the_new_crds_over_stored_objects_and_the_new_agent_adopts_r
         .tempdir_in("/var/tmp")
         .unwrap();
     let (wrapper, version) = new_build(scratch.path());
+    let heartbeat = |sys: &System| {
+        sys.get("hypervisor", None, &node)
+            .map(|hv| hv["status"]["lastHeartbeatTime"].clone())
+    };
+    let old_heartbeat = heartbeat(&sys);
     agent.wrapper = wrapper;
     sys.restart_agent(&mut agent);
     let want_version = version.unwrap_or_else(|| ironvisor_crds::BUILD_VERSION.to_owned());
@@ -162,10 +167,14 @@ fn upgrading_applies_the_new_crds_over_stored_objects_and_the_new_agent_adopts_r
         let hv = sys
             .get("hypervisor", None, &node)
             .ok_or("no Hypervisor yet")?;
-        match hv["status"]["agentVersion"].as_str() {
-            Some(v) if v == want_version => Ok(()),
-            v => Err(format!("agentVersion {v:?}, want {want_version:?}")),
+        let version = hv["status"]["agentVersion"].as_str();
+        if version != Some(want_version.as_str()) {
+            return Err(format!("agentVersion {version:?}, want {want_version:?}"));
         }
+        if heartbeat(&sys) == old_heartbeat {
+            return Err("no heartbeat since the restart yet".into());
+        }
+        Ok(())
     });
     // Two resyncs of the new agent (--resync-interval 10s): time to restart anything it would.
     std::thread::sleep(Duration::from_secs(22));
