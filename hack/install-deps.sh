@@ -15,8 +15,8 @@ group_net=(iptables)
 group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq curl ca-certificates
              prometheus python3 python3-venv iproute2 procps psmisc lua5.1 lua-cjson kmod e2fsprogs)
 # Release images (hack/release.sh, tests/tests/release.rs): skopeo reads and pushes OCI
-# archives, umoci unpacks them into a root filesystem.
-group_release=(skopeo umoci)
+# archives, umoci unpacks them into a root filesystem, strip (binutils) drops debug info.
+group_release=(skopeo umoci binutils)
 
 missing() {
   local pkg

@@ -102,6 +102,7 @@ YAML
 
 step "ivctl"
 install -m 0755 "$bin/ivctl" "$dist/ivctl"
+strip --strip-debug "$dist/ivctl"
 
 step "SBOM"
 cargo metadata --format-version 1 --locked --filter-platform x86_64-unknown-linux-gnu > "$work/metadata.json"
