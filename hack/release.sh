@@ -82,7 +82,7 @@ cat > "$overlay/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $ROOT/manifests
+  - $(realpath --relative-to="$overlay" "$ROOT/manifests")
 images:
   - name: ghcr.io/ironvisor/ironvisor-operator
     newName: $registry/ironvisor-operator

@@ -27,7 +27,7 @@ grep -v '^[[:space:]]*#' "$lock" | while read -r name version arch sha256; do
   file="$(deb_file "$name" "$version" "$arch")"
   if ! echo "$sha256  $file" | sha256sum -c --status 2>/dev/null; then
     rm -f "$file"
-    if ! (cd "$cache" && apt-get download -qq "$name=$version" >/dev/null); then
+    if ! (cd "$cache" && apt-get download -qq -o APT::Sandbox::User=root "$name=$version" >/dev/null); then
       echo "rootfs: cannot download $name $version: if Debian no longer serves it, run" \
            "hack/release/pin-packages.sh and commit the new pins" >&2
       exit 1
