@@ -14,6 +14,9 @@ group_virt=(libvirt-dev libvirt-daemon-system libvirt-clients qemu-system-x86 pk
 group_net=(iptables)
 group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq curl ca-certificates
              prometheus python3 python3-venv iproute2 procps psmisc lua5.1 lua-cjson kmod e2fsprogs)
+# Release images (hack/release.sh, tests/tests/release.rs): skopeo reads and pushes OCI
+# archives, umoci unpacks them into a root filesystem, strip (binutils) drops debug info.
+group_release=(skopeo umoci binutils)
 
 missing() {
   local pkg
@@ -40,6 +43,7 @@ install() {
 install "${group_virt[@]}"
 install "${group_net[@]}"
 install "${group_tools[@]}"
+install "${group_release[@]}"
 
 # kubectl: the machines ship v1.32 in /usr/bin; Debian's kubernetes-client is the fallback.
 if ! command -v kubectl >/dev/null 2>&1; then

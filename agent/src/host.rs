@@ -211,7 +211,7 @@ pub fn hypervisor_status(
         libvirt_version: Some(facts.libvirt_version.clone()),
         qemu_version: Some(facts.qemu_version.clone()),
         acceleration: Some(accel),
-        agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+        agent_version: Some(ironvisor_crds::BUILD_VERSION.into()),
         last_heartbeat_time: Some(now),
         health: None,
         conditions,

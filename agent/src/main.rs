@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// The Ironvisor node agent.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = ironvisor_crds::BUILD_VERSION, about)]
 struct Args {
     /// Name of this host (its Hypervisor object and the `ironvisor.io/node` label value).
     #[arg(long, env = "NODE_NAME")]

@@ -19,7 +19,12 @@ use crate::vm::power::Verb;
 
 /// Ironvisor's command line: manage VMs and import them from other platforms.
 #[derive(Debug, Parser)]
-#[command(name = "ivctl", version, about, propagate_version = true)]
+#[command(
+    name = "ivctl",
+    version = ironvisor_crds::BUILD_VERSION,
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Cluster options shared by every verb.
     #[command(flatten)]

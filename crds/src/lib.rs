@@ -36,3 +36,13 @@ pub use vm::{VirtualMachine, VirtualMachineSpec, VirtualMachineStatus};
 pub const GROUP: &str = "ironvisor.io";
 /// The served and stored API version.
 pub const VERSION: &str = "v1alpha1";
+
+/// What every Ironvisor binary prints for `--version`: the release and the commit it was
+/// built from (`IRONVISOR_COMMIT` at build time, which `hack/release.sh` sets; `unknown`
+/// in builds without it).
+pub const BUILD_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("IRONVISOR_COMMIT"),
+    ")"
+);

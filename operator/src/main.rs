@@ -21,7 +21,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 #[derive(Parser, Debug)]
 #[command(
     name = "ironvisor-operator",
-    version,
+    version = ironvisor_crds::BUILD_VERSION,
     about = "Ironvisor control plane: tenants, quotas, admission, placement"
 )]
 struct Args {

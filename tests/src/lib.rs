@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod identities;
+pub mod image;
 pub mod private_host;
 pub mod system;
 

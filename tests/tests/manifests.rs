@@ -203,7 +203,13 @@ fn agent_daemonset_is_unprivileged_with_a_node_bound_projected_token() {
     host_paths.sort_unstable();
     assert_eq!(
         host_paths,
-        ["/dev/kvm", "/var/lib/ironvisor", "/var/run/libvirt"]
+        [
+            "/dev/kvm",
+            "/etc/group",
+            "/etc/passwd",
+            "/var/lib/ironvisor",
+            "/var/run/libvirt"
+        ]
     );
     // The pod's own token (pod-bound, so it carries the node claim), mounted where kube-rs'
     // in-cluster configuration reads it, with a lifetime the kubelet renews.
