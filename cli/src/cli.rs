@@ -41,6 +41,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Attach to a VM's serial console on its host, or print its serial log.
     Console(ConsoleArgs),
+    /// Move a running VM to another host without stopping it (a VirtualMachineMigration).
+    Migrate(crate::migrate::MigrateArgs),
     /// Qualify this host for running Ironvisor (no cluster needed).
     Host {
         /// The verb.
@@ -86,6 +88,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Stop(a) => block_on(power(&cli.cluster, Verb::Stop, &a)),
         Command::Restart(a) => block_on(power(&cli.cluster, Verb::Restart, &a)),
         Command::Status(a) => block_on(status(&cli.cluster, &a)),
+        Command::Migrate(a) => block_on(crate::migrate::run(&cli.cluster, &a)),
         Command::Console(a) => crate::vm::console_cmd::console(&cli.cluster, &a),
         Command::Host {
             verb: HostCommand::Check(a),

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod host;
 pub mod import;
 mod import_cmd;
+pub mod migrate;
 pub mod vm;
 
 /// Entry point shared by both binaries.

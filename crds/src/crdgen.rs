@@ -9,7 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{Hypervisor, Quota, Tenant, VirtualMachine};
+use crate::{Hypervisor, Quota, Tenant, VirtualMachine, VirtualMachineMigration};
 
 /// Every CRD of the API, as installed: without defaults inside list items (see
 /// [`strip_list_item_defaults`]).
@@ -19,6 +19,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Hypervisor::crd(),
         Tenant::crd(),
         Quota::crd(),
+        VirtualMachineMigration::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

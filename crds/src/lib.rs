@@ -13,6 +13,7 @@ pub mod common;
 pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;
+pub mod migration;
 pub mod quantity;
 pub mod quota;
 pub mod seed;
@@ -20,6 +21,9 @@ pub mod tenant;
 pub mod vm;
 
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
+pub use migration::{
+    VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,
+};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
 pub use vm::{VirtualMachine, VirtualMachineSpec, VirtualMachineStatus};

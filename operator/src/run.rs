@@ -147,9 +147,15 @@ pub async fn run(
             reserved: reserved.clone(),
         },
         resync: cfg.resync,
-        recorder,
+        recorder: recorder.clone(),
         usage: usage_tx,
     };
+    let migrations = crate::migration::run(crate::migration::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        recorder,
+        strategy: cfg.strategy,
+    });
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
     let serve_metrics = async {
@@ -167,6 +173,7 @@ pub async fn run(
         () = tenant::run(tenants) => Err(RunError::Ended("tenant controller")),
         () = seeds => Err(RunError::Ended("seed-copy controller")),
         () = audit::run(audit) => Err(RunError::Ended("audit controller")),
+        () = migrations => Err(RunError::Ended("migration controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),

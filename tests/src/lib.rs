@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod identities;
+pub mod migration;
 pub mod private_host;
 pub mod system;
 

@@ -215,6 +215,7 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
             .or_else(|| i.prev.last_restart_request.clone()),
         interfaces: i.interfaces.clone(),
         audited: None,
+        operation: None,
     }
 }
 
