@@ -309,14 +309,13 @@ pub struct Switch {
     pub gap: Duration,
 }
 
-/// Find the switch-over from `from` to `to` (the first tick on `to` after the last on
-/// `from` that precedes it).
+/// Find the switch-over from `from` to `to`: the first tick on `to` that follows a tick on
+/// `from`, and the last tick on `from` before it.
 pub fn switch_over(ticks: &[Tick], from: usize, to: usize) -> Option<Switch> {
-    let first_to = ticks.iter().find(|t| t.log == to)?;
-    let last_from = ticks
-        .iter()
-        .filter(|t| t.log == from && t.at <= first_to.at)
-        .last()?;
+    let first_from = ticks.iter().position(|t| t.log == from)?;
+    let j = first_from + ticks[first_from..].iter().position(|t| t.log == to)?;
+    let first_to = &ticks[j];
+    let last_from = ticks[..j].iter().rfind(|t| t.log == from)?;
     Some(Switch {
         last_source: last_from.value,
         first_target: first_to.value,

@@ -316,9 +316,13 @@ async fn remove_source_copy(
         return Ok(());
     };
     let vs = vm.status.clone().unwrap_or_default();
+    // Not while another migration holds the VM: it may be bringing it back here, into
+    // this very directory.
     let confirmed = vm.metadata.uid.as_deref() == Some(uid.as_str())
         && vs.node_name.as_deref() == Some(target.as_str())
-        && vs.phase == Some(Phase::Running);
+        && vs.phase == Some(Phase::Running)
+        && !crate::reconcile::controller::migrating(&vm)
+        && !tokio::fs::try_exists(vm_dir.join(super::target::INCOMING_MARKER)).await?;
     let (u, d) = (config.libvirt_uri.clone(), domain_of(m));
     let here = tokio::task::spawn_blocking(move || ops::is_running(&u, &d))
         .await?
