@@ -6,7 +6,11 @@
 #              IRONVISOR-GUEST-BOOTED on the serial console, mounts the CIDATA seed, prints the
 #              user-data it found between IRONVISOR-USER-DATA-BEGIN/END, then powers off; with
 #              `ironvisor.stay` on the kernel command line it prints IRONVISOR-GUEST-UP and stays
-#              up instead (the demo's VMs), until the host destroys it. With
+#              up instead (the demo's VMs), until the host destroys it. With `ironvisor.counter`
+#              it then prints `IRONVISOR-TICK N` every few ms for ever (N counts up from 1
+#              since boot: a live migration must continue it, a restart starts it again), and
+#              with `ironvisor.diskwrite` it first writes `IRONVISOR-DISK-TOKEN-<uuid>` at the
+#              start of /dev/vda, syncs, and prints the token. With
 #              `ironvisor.probe=HOST:PORT[,HOST:PORT...]` it first configures eth0 as QEMU's
 #              user-mode network expects (10.0.2.15/24, gateway 10.0.2.2), tries a TCP connection
 #              to each target and prints `IRONVISOR-PROBE HOST:PORT CONNECTED` or `... REFUSED`.
@@ -18,7 +22,7 @@ set -euo pipefail
 
 OUT="${1:-${IRONVISOR_GUEST_DIR:-/var/tmp/ironvisor-guest}}"
 # Bump when the recipe changes, so cached guests are rebuilt.
-RECIPE=5
+RECIPE=6
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$RECIPE" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] &&
   [ -s "$OUT/root.qcow2" ]; then
   echo "build-guest: cached in $OUT"
@@ -57,7 +61,7 @@ add_module() {
 }
 
 mkdir -p "$work/root"/{bin,dev,proc,sys,seed,lib/modules}
-for m in ahci sr_mod isofs virtio_pci virtio_net; do add_module "$m"; done
+for m in ahci sr_mod isofs virtio_pci virtio_net virtio_blk; do add_module "$m"; done
 printf '%s\n' "${order[@]}" > "$work/root/lib/modules/order"
 
 cp /bin/busybox "$work/root/bin/busybox"
@@ -98,6 +102,20 @@ if [ -n "$dev" ] && mount -t iso9660 -o ro "$dev" /seed; then
   echo "IRONVISOR-USER-DATA-END"
 else
   echo "IRONVISOR-NO-SEED"
+fi
+if grep -qw ironvisor.diskwrite /proc/cmdline; then
+  for _ in $(seq 1 100); do [ -b /dev/vda ] && break; sleep 0.1; done
+  token="IRONVISOR-DISK-TOKEN-$(cat /proc/sys/kernel/random/uuid)"
+  echo "$token" | dd of=/dev/vda conv=fsync 2>/dev/null && sync && echo "IRONVISOR-DISK-WROTE $token"
+fi
+if grep -qw ironvisor.counter /proc/cmdline; then
+  echo "IRONVISOR-GUEST-UP"
+  i=0
+  while :; do
+    i=$((i + 1))
+    echo "IRONVISOR-TICK $i"
+    usleep 4000
+  done
 fi
 if grep -qw ironvisor.stay /proc/cmdline; then
   echo "IRONVISOR-GUEST-UP"

@@ -5,30 +5,69 @@
 # benchmarks use it to reproduce a host the shared machine must never be turned into (for
 # example a fresh host's root-only /dev/kvm) without touching the shared libvirtd or /dev/kvm.
 #
-#   hack/private-libvirtd.sh start DIR [--kvm-mode 600] [--kvm-group root]
-#       prints the URI (qemu+unix:///system?socket=DIR/run/libvirt-sock) when it answers
+#   hack/private-libvirtd.sh start DIR [--kvm-mode 600] [--kvm-group root] [--net SWITCH ADDR/PREFIX]
+#       prints the URI (qemu+unix:///system?socket=DIR/run/libvirt-sock) when it answers.
+#       With --net the daemon (and so every QEMU it starts) also gets a network namespace of
+#       its own whose only link is a veth with ADDR on a bridge in the namespace SWITCH (made
+#       by the first host that names it): hosts on one SWITCH reach each other there, never
+#       through the machine's own interfaces (live migration tests). Each host gets its own
+#       host UUID, or libvirt refuses a migration between two of them as "the same host".
 #   hack/private-libvirtd.sh exec DIR -- CMD ARGS...
-#       runs CMD inside the daemon's mount namespace (it sees the private /dev/kvm)
+#       runs CMD inside the daemon's mount (and network) namespace
 #   hack/private-libvirtd.sh stop DIR
-#       destroys and undefines its domains, stops the daemons, removes DIR
+#       destroys and undefines its domains, stops the daemons, removes its network namespace
+#       (and SWITCH when no host is left on it), removes DIR
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   exec sudo -E "$0" "$@"
 fi
 
-usage() { sed -n '8,14p' "$0" >&2; exit 2; }
+usage() { sed -n '8,20p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1 dir=$2
 shift 2
 marker="$dir/.ironvisor-private-libvirtd"
 uri="qemu+unix:///system?socket=$dir/run/libvirt-sock"
+# Network namespace and veth names derived from DIR (interface names are at most 15 bytes).
+tag=$(printf '%s' "$(realpath -m "$dir")" | sha256sum | cut -c1-8)
+hostns="ivh-$tag"
+
+# The bridge namespace SWITCH, made once; then a veth from it into this host's namespace.
+net_up() {
+  local switch=$1 addr=$2
+  if ! ip netns list | grep -qw "^$switch"; then
+    ip netns add "$switch"
+    ip -n "$switch" link add ivbr0 type bridge
+    ip -n "$switch" link set ivbr0 up
+  fi
+  ip netns add "$hostns"
+  ip link add "ivs$tag" netns "$switch" type veth peer name eth0 netns "$hostns"
+  ip -n "$switch" link set "ivs$tag" master ivbr0 up
+  ip -n "$hostns" link set lo up
+  ip -n "$hostns" addr add "$addr" dev eth0
+  ip -n "$hostns" link set eth0 up
+  echo "$switch" > "$dir/switch"
+}
+
+net_down() {
+  [ -f "$dir/switch" ] || return 0
+  local switch
+  switch=$(cat "$dir/switch")
+  ip netns del "$hostns" 2>/dev/null || true
+  # The veth went with the host's namespace; the switch goes when no port is left on it.
+  if ip netns list | grep -qw "^$switch" &&
+    [ -z "$(ip -n "$switch" -o link show master ivbr0 2>/dev/null)" ]; then
+    ip netns del "$switch" 2>/dev/null || true
+  fi
+}
 
 start() {
-  local mode=600 group=root
+  local mode=600 group=root switch="" addr=""
   while [ $# -gt 0 ]; do
     case $1 in
       --kvm-mode) mode=$2; shift 2 ;;
       --kvm-group) group=$2; shift 2 ;;
+      --net) switch=$2; addr=$3; shift 3 ;;
       *) usage ;;
     esac
   done
@@ -37,12 +76,20 @@ start() {
   touch "$marker"
   chmod 755 "$dir" "$dir/run"
   cp -a /etc/libvirt/. "$dir/etc/"
+  # The shared daemon's configuration, not its domains nor networks that would start here.
+  rm -f "$dir"/etc/qemu/*.xml "$dir"/etc/qemu/autostart/* "$dir"/etc/qemu/networks/autostart/*
+  echo "host_uuid = \"$(cat /proc/sys/kernel/random/uuid)\"" >> "$dir/etc/libvirtd.conf"
   rm -f "$dir/kvm"
   mknod "$dir/kvm" c "$(stat -c '%t' /dev/kvm | xargs -I{} printf '%d' 0x{})" \
     "$(stat -c '%T' /dev/kvm | xargs -I{} printf '%d' 0x{})"
   chgrp "$group" "$dir/kvm"
   chmod "$mode" "$dir/kvm"
-  unshare -m --propagation private bash -c '
+  local netexec=()
+  if [ -n "$switch" ]; then
+    net_up "$switch" "$addr"
+    netexec=(ip netns exec "$hostns")
+  fi
+  "${netexec[@]}" unshare -m --propagation private bash -c '
     set -e
     d=$1
     mount --bind "$d/run" /run/libvirt
@@ -68,7 +115,9 @@ start() {
 in_namespace() {
   [ "${1:-}" = "--" ] && shift
   [ $# -gt 0 ] || usage
-  exec nsenter --mount="/proc/$(cat "$dir/libvirtd.pid")/ns/mnt" -- "$@"
+  local pid
+  pid=$(cat "$dir/libvirtd.pid")
+  exec nsenter --mount="/proc/$pid/ns/mnt" --net="/proc/$pid/ns/net" -- "$@"
 }
 
 stop() {
@@ -93,6 +142,7 @@ stop() {
     [ $alive -eq 0 ] && break
     sleep 0.1
   done
+  net_down
   rm -rf "$dir"
 }
 

@@ -56,6 +56,10 @@ pub struct Config {
     pub guard_host: bool,
     /// Most bytes the image cache may hold on disk (`--image-cache-max-bytes`).
     pub image_cache_max_bytes: u64,
+    /// libvirt URI peers use for migrations to this host (`--migration-uri`).
+    pub migration_uri: Option<String>,
+    /// Address QEMU listens on for incoming migrations (`--migration-address`).
+    pub migration_address: Option<String>,
 }
 
 impl Config {
@@ -81,6 +85,8 @@ impl Config {
             image_policy: Default::default(),
             guard_host: true,
             image_cache_max_bytes: crate::storage::cache_gc::DEFAULT_CACHE_MAX_BYTES,
+            migration_uri: None,
+            migration_address: None,
         }
     }
 }
@@ -332,7 +338,16 @@ pub async fn run(
     let sweep_task = config
         .collect_orphans
         .then(|| tokio::spawn(leftovers::sweep_periodically(ctx.clone())));
+    let migration_task = tokio::spawn(crate::migration::run(
+        ctx.clone(),
+        crate::migration::Config {
+            libvirt_uri: config.libvirt_uri.clone(),
+            migration_uri: config.migration_uri.clone(),
+            migration_address: config.migration_address.clone(),
+        },
+    ));
     controller::run(ctx, ctrl, shutdown).await;
+    migration_task.abort();
     if let Some(t) = sweep_task {
         t.abort();
     }

@@ -9,6 +9,7 @@ pub mod host_guard;
 pub mod hypervisor;
 pub mod lifecycle;
 pub mod metrics;
+pub mod migration;
 pub mod paths;
 pub mod reconcile;
 pub mod run_strategy;

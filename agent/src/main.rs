@@ -58,6 +58,14 @@ struct Args {
     /// removed, least recently used first, to make room.
     #[arg(long, default_value_t = ironvisor_agent::storage::cache_gc::DEFAULT_CACHE_MAX_BYTES)]
     image_cache_max_bytes: u64,
+    /// The libvirt URI another host's libvirtd opens to reach this host's for a live
+    /// migration (peer to peer), e.g. qemu+tls://host-b.example/system. Without it (and
+    /// --migration-address) the host takes no incoming migrations.
+    #[arg(long)]
+    migration_uri: Option<String>,
+    /// The address this host's QEMU listens on for incoming guests (memory and disks).
+    #[arg(long)]
+    migration_address: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -121,6 +129,8 @@ async fn main() -> anyhow::Result<()> {
             max_bytes: args.image_max_bytes,
         },
         image_cache_max_bytes: args.image_cache_max_bytes,
+        migration_uri: args.migration_uri,
+        migration_address: args.migration_address,
         ..Config::new(
             &args.node_name,
             &args.libvirt_uri,

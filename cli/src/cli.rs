@@ -55,6 +55,8 @@ pub enum Command {
     /// Return a VM's disks to a snapshot (a VirtualMachineRestore); --stop-vm powers a
     /// running VM off for it.
     Restore(crate::snapshot_cmd::RestoreArgs),
+    /// Move a running VM to another host without stopping it (a VirtualMachineMigration).
+    Migrate(crate::migrate::MigrateArgs),
     /// Qualify this host for running Ironvisor (no cluster needed).
     Host {
         /// The verb.
@@ -110,6 +112,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Stop(a) => block_on(power(&cli.cluster, Verb::Stop, &a)),
         Command::Restart(a) => block_on(power(&cli.cluster, Verb::Restart, &a)),
         Command::Status(a) => block_on(status(&cli.cluster, &a)),
+        Command::Migrate(a) => block_on(crate::migrate::run(&cli.cluster, &a)),
         Command::Console(a) => crate::vm::console_cmd::console(&cli.cluster, &a),
         Command::Usage(a) => crate::usage::cmd::run(&cli.cluster, &a),
         Command::Snapshot(a) => crate::snapshot_cmd::run_snapshot(&cli.cluster, &a),

@@ -10,8 +10,9 @@ pub mod cluster;
 pub mod host;
 pub mod import;
 mod import_cmd;
-pub mod usage;
+pub mod migrate;
 pub mod snapshot_cmd;
+pub mod usage;
 pub mod vm;
 
 /// Entry point shared by both binaries.

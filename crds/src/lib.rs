@@ -13,6 +13,7 @@ pub mod common;
 pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;
+pub mod migration;
 pub mod pricing;
 pub mod quantity;
 pub mod quota;
@@ -24,6 +25,9 @@ pub mod usage;
 pub mod vm;
 
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
+pub use migration::{
+    VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,
+};
 pub use pricing::{PriceList, PriceListSpec};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use restore::{VirtualMachineRestore, VirtualMachineRestoreSpec};

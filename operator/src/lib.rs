@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod migration;
 pub mod oplock;
 pub mod placement;
 pub mod plan;

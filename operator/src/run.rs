@@ -153,7 +153,7 @@ pub async fn run(
             reserved: reserved.clone(),
         },
         resync: cfg.resync,
-        recorder,
+        recorder: recorder.clone(),
         usage: usage_tx,
     };
     let accounting = usage::Ctx {
@@ -174,6 +174,12 @@ pub async fn run(
         client: client.clone(),
         leadership: leadership.clone(),
     };
+    let migrations = crate::migration::run(crate::migration::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        recorder,
+        strategy: cfg.strategy,
+    });
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
     let serve_metrics = async {
@@ -194,6 +200,7 @@ pub async fn run(
         () = usage::run(accounting) => Err(RunError::Ended("usage controller")),
         () = crate::snapshot::controller::run(snapshots) => Err(RunError::Ended("snapshot controller")),
         () = crate::snapshot::restore::run(restores) => Err(RunError::Ended("restore controller")),
+        () = migrations => Err(RunError::Ended("migration controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),

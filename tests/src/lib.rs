@@ -5,6 +5,7 @@
 pub mod attack;
 pub mod identities;
 pub mod image;
+pub mod migration;
 pub mod private_host;
 pub mod system;
 

@@ -22,17 +22,31 @@ impl PrivateLibvirtd {
     /// Start one whose /dev/kvm has `mode` (octal text) and `group`, as a host would have it.
     /// Takes as long as libvirtd's first QEMU probes (seconds; tens on a broken host).
     pub fn start(kvm_mode: &str, kvm_group: &str) -> Self {
+        Self::start_with(&["--kvm-mode", kvm_mode, "--kvm-group", kvm_group])
+    }
+
+    /// One in a network namespace of its own, linked only to the bridge namespace `switch`
+    /// with `address` (CIDR, e.g. 198.18.0.1/24): a host for live-migration tests, whose
+    /// QEMUs reach each other there and never through the machine's own interfaces.
+    pub fn start_on_switch(switch: &str, address: &str) -> Self {
+        Self::start_with(&[
+            "--kvm-mode",
+            "660",
+            "--kvm-group",
+            "kvm",
+            "--net",
+            switch,
+            address,
+        ])
+    }
+
+    fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ironvisor-host-")
             .tempdir_in("/var/tmp")
             .expect("temp dir")
             .keep();
-        let out = crate::run(Command::new(script()).arg("start").arg(&dir).args([
-            "--kvm-mode",
-            kvm_mode,
-            "--kvm-group",
-            kvm_group,
-        ]));
+        let out = crate::run(Command::new(script()).arg("start").arg(&dir).args(args));
         assert!(
             out.status.success(),
             "hack/private-libvirtd.sh start failed:\n{}",
@@ -40,6 +54,11 @@ impl PrivateLibvirtd {
         );
         let uri = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         Self { dir, uri }
+    }
+
+    /// Its directory (the daemon's /run/libvirt is `run/` in it).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Its libvirt URI.

@@ -154,6 +154,8 @@ pub struct Agent {
     pub metrics_port: u16,
     /// The command prefix it runs through (empty for none).
     pub wrapper: Vec<std::ffi::OsString>,
+    /// More flags it runs with (kept across restarts).
+    pub extra_args: Vec<String>,
 }
 
 impl Agent {
@@ -410,10 +412,38 @@ impl System {
         images_dir: &Path,
         wrapper: &[std::ffi::OsString],
     ) -> Agent {
+        self.agent_full(node, uri, images_dir, wrapper, &[])
+    }
+
+    /// [`System::agent`] with more flags (e.g. `--migration-uri`).
+    pub fn agent_with_args(
+        &self,
+        node: &str,
+        uri: &str,
+        images_dir: &Path,
+        args: &[String],
+    ) -> Agent {
+        self.agent_full(node, uri, images_dir, &[], args)
+    }
+
+    fn agent_full(
+        &self,
+        node: &str,
+        uri: &str,
+        images_dir: &Path,
+        wrapper: &[std::ffi::OsString],
+        extra_args: &[String],
+    ) -> Agent {
         let state_dir = self.dir.path().join(format!("agent-{node}"));
         fs::create_dir_all(&state_dir).expect("agent state dir");
         let port = free_port();
-        let proc = self.spawn_agent(node, uri, (&state_dir, images_dir), port, wrapper);
+        let proc = self.spawn_agent(
+            node,
+            uri,
+            (&state_dir, images_dir),
+            port,
+            (wrapper, extra_args),
+        );
         Agent {
             proc,
             node: node.into(),
@@ -422,6 +452,7 @@ impl System {
             images_dir: images_dir.into(),
             metrics_port: port,
             wrapper: wrapper.to_vec(),
+            extra_args: extra_args.to_vec(),
         }
     }
 
@@ -433,7 +464,7 @@ impl System {
             &agent.uri,
             (&agent.state_dir, &agent.images_dir),
             agent.metrics_port,
-            &agent.wrapper,
+            (&agent.wrapper, &agent.extra_args),
         );
     }
 
@@ -443,7 +474,7 @@ impl System {
         uri: &str,
         (state_dir, images_dir): (&Path, &Path),
         port: u16,
-        wrapper: &[std::ffi::OsString],
+        (wrapper, extra_args): (&[std::ffi::OsString], &[String]),
     ) -> Proc {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
@@ -465,6 +496,7 @@ impl System {
                 .arg("--metrics-addr")
                 .arg(format!("127.0.0.1:{port}"))
                 .args(["--accel", "tcg", "--resync-interval", "10s"])
+                .args(extra_args)
                 .env("RUST_LOG", "info"),
             self.dir.path().join(format!("agent-{node}.log")),
         )

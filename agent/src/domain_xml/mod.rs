@@ -180,7 +180,13 @@ pub fn render(plan: &DomainPlan) -> RenderedDomain {
         },
         None,
     );
-    let config_hash = hex::encode(Sha256::digest(bare.as_bytes()));
+    // The VM's directory is left out of the hash: a VM migrated to a host with another
+    // state directory has the same configuration there (see `migration::xml`).
+    let portable = match plan.console_log.parent().and_then(|d| d.to_str()) {
+        Some(dir) if dir.len() > 1 => bare.replace(&format!("{dir}/"), "@VMDIR@/"),
+        _ => bare,
+    };
+    let config_hash = hex::encode(Sha256::digest(portable.as_bytes()));
     let metadata = DomainMetadata {
         uid: plan.owner.uid.clone(),
         namespace: plan.owner.namespace.clone(),

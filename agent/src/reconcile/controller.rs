@@ -239,6 +239,13 @@ pub async fn reconcile(obj: Arc<VmObject>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 async fn reconcile_vm(vm: Arc<VirtualMachine>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    if migrating(&vm) && vm.metadata.deletion_timestamp.is_none() {
+        // The migration's agents own the guest until the operator releases the lock: the
+        // source must not restart a guest that just left, the target must not touch one
+        // still arriving. (A deleted VM is cleaned up: that also ends its migration.)
+        tracing::debug!(vm = %vm.key(), "a live migration holds the VM; leaving it alone");
+        return Ok(Action::requeue(MIGRATION_RECHECK));
+    }
     if !placement_confirmed(&vm, &ctx.node) && !vm.finalizers().iter().any(|f| f == AGENT_FINALIZER)
     {
         // Not placed here by the operator (a label alone, or not confirmed yet) and never
@@ -266,6 +273,17 @@ async fn reconcile_vm(vm: Arc<VirtualMachine>, ctx: &Arc<Context>) -> Result<Act
         }
         other => other.map_err(|e| Error::Finalizer(Box::new(e))),
     }
+}
+
+/// How soon a VM held by a migration is looked at again.
+const MIGRATION_RECHECK: Duration = Duration::from_secs(2);
+
+/// Whether a live migration holds the VM's operation lock.
+pub fn migrating(vm: &VirtualMachine) -> bool {
+    vm.status
+        .as_ref()
+        .and_then(|s| s.operation.as_ref())
+        .is_some_and(|o| o.kind == ironvisor_crds::vm::OperationKind::Migration)
 }
 
 /// Requeue a failed reconcile after a pause that grows with each failure of that VM in a

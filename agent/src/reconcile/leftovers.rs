@@ -44,6 +44,8 @@ pub struct Found {
     pub uid: String,
     /// `status.nodeName`, written only by the control plane.
     pub node: Option<String>,
+    /// A live migration holds the VM: its domain here may be the one arriving.
+    pub migrating: bool,
 }
 
 /// The rule. `answer` is `None` when there was no one to ask, `Some(None)` for a 404,
@@ -53,6 +55,7 @@ pub fn verdict(uid: &str, answer: Option<&Option<Found>>, node: &str) -> Verdict
         None => Verdict::Unknown,
         Some(None) => Verdict::Gone,
         Some(Some(found)) if found.uid != uid => Verdict::Gone,
+        Some(Some(found)) if found.migrating => Verdict::Exists,
         Some(Some(Found {
             node: Some(other), ..
         })) if other != node => Verdict::PlacedElsewhere(other.clone()),
@@ -119,6 +122,7 @@ async fn ask(ctx: &Context, ns: &str, name: &str) -> Result<Option<Found>, Error
     Ok(vm.and_then(|v| {
         Some(Found {
             uid: v.metadata.uid.clone()?,
+            migrating: super::controller::migrating(&v),
             node: v.status.and_then(|s| s.node_name),
         })
     }))
@@ -213,7 +217,18 @@ mod tests {
         Some(Found {
             uid: uid.into(),
             node: node.map(Into::into),
+            migrating: false,
         })
+    }
+
+    #[test]
+    fn the_domain_of_a_vm_being_migrated_here_is_kept_running() {
+        let arriving = Some(Found {
+            uid: "u1".into(),
+            node: Some("h1".into()),
+            migrating: true,
+        });
+        assert_eq!(verdict("u1", Some(&arriving), "h2"), Verdict::Exists);
     }
 
     #[test]

@@ -1,0 +1,101 @@
+//! Live migration, the agents' half: the target agent prepares the VM's directory and disks
+//! and says where to send the guest ([`target`]); the source agent drives QEMU's copy through
+//! libvirt, peer to peer, reports its progress and aborts it on cancel ([`source`]).
+//!
+//! The operator decides (lock, target, phase, moving the VM's node); agents only act on
+//! `VirtualMachineMigration`s labelled with their node, and write their own part of the
+//! status (`target` or `source`). While a migration holds the VM's lock, the VM controller
+//! of both agents leaves the VM alone, so the target never treats the incoming domain as a
+//! leftover and the source never restarts a guest that has just left.
+//!
+//! Never deleted here before the API confirms it: the source's VM directory goes only once
+//! the VM (by uid) is placed on the target and reported running there.
+
+pub mod ops;
+mod source;
+mod target;
+pub mod xml;
+
+use crate::reconcile::controller::Context;
+use ironvisor_crds::migration::VirtualMachineMigration;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the agent looks at the migrations of its host.
+const PASS: Duration = Duration::from_millis(500);
+
+/// Where peers reach this host for migrations (`--migration-uri`, `--migration-address`).
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// This host's own libvirt URI (the agent's connection).
+    pub libvirt_uri: String,
+    /// The libvirt URI another host's libvirtd opens to reach this host's; `None`: this host
+    /// takes no incoming migrations.
+    pub migration_uri: Option<String>,
+    /// The address this host's QEMU listens on for incoming guests.
+    pub migration_address: Option<String>,
+}
+
+/// Why a migration step failed (retried on the next pass).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused a read or write.
+    #[error("migration API call")]
+    Api(#[from] kube::Error),
+    /// A blocking task did not finish.
+    #[error("migration worker task failed")]
+    Join(#[from] tokio::task::JoinError),
+    /// Preparing the target's storage failed.
+    #[error("preparing the target's disks")]
+    Storage(#[from] crate::storage::prepare::StorageError),
+    /// A file operation failed.
+    #[error("migration file operation")]
+    Io(#[from] std::io::Error),
+}
+
+/// Run both roles until the task is dropped; failures are logged and retried.
+pub async fn run(ctx: Arc<Context>, config: Config) {
+    let config = Arc::new(config);
+    let jobs = source::Jobs::default();
+    let mut tick = tokio::time::interval(PASS);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = target::pass(&ctx, &config).await {
+            tracing::warn!(error = %crate::reconcile::failure::chain(&e), "migration target pass failed");
+        }
+        if let Err(e) = source::pass(&ctx, &config, &jobs).await {
+            tracing::warn!(error = %crate::reconcile::failure::chain(&e), "migration source pass failed");
+        }
+    }
+}
+
+/// The migrations labelled with this node in `label`.
+async fn labelled(ctx: &Context, label: &str) -> Result<Vec<VirtualMachineMigration>, Error> {
+    let api = Api::<VirtualMachineMigration>::all(ctx.client.clone());
+    let params = ListParams::default().labels(&format!("{label}={}", ctx.node));
+    Ok(api.list(&params).await?.items)
+}
+
+/// Merge `status` (this agent's part only) into the migration's status.
+async fn patch_status(
+    ctx: &Context,
+    m: &VirtualMachineMigration,
+    status: Value,
+) -> Result<(), Error> {
+    let api = Api::<VirtualMachineMigration>::namespaced(
+        ctx.client.clone(),
+        &m.namespace().unwrap_or_default(),
+    );
+    let manager = format!("ironvisor-agent/{}", ctx.node);
+    api.patch_status(
+        &m.name_any(),
+        &PatchParams::apply(&manager),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! The source agent: run QEMU's copy through libvirt (peer to peer) once the target is
+//! ready, report the job's statistics, abort it on cancel or timeout, and remove the VM's
+//! directory here only once the API says the VM runs on the target.
+//!
+//! The migrate call blocks for the whole copy, so each job runs on a blocking thread of its
+//! own, remembered by migration uid in [`Jobs`]. An agent restarted mid-copy finds the
+//! migration reported `Running` with no job of its own and settles it from what libvirt
+//! says: the domain still here (failed), or gone here and running on the target (done).
+
+use super::ops::{self, Request};
+use super::{Config, Error, labelled, patch_status};
+use crate::domain_xml::name::domain_name;
+use crate::reconcile::controller::Context;
+use crate::storage::layout;
+use ironvisor_crds::migration::{
+    MigrationPhase, MigrationProgress, SOURCE_LABEL, SourceState, VirtualMachineMigration,
+};
+use ironvisor_crds::vm::{Phase, VirtualMachine};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a running job's statistics are read and reported.
+const PROGRESS: Duration = Duration::from_millis(500);
+
+/// Migrations (by uid) whose job runs in this process.
+#[derive(Clone, Default)]
+pub struct Jobs(Arc<Mutex<HashSet<String>>>);
+
+impl Jobs {
+    fn insert(&self, uid: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_owned())
+    }
+    fn remove(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+    fn has(&self, uid: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(uid)
+    }
+}
+
+/// One pass over the migrations leaving this host.
+pub async fn pass(ctx: &Arc<Context>, config: &Arc<Config>, jobs: &Jobs) -> Result<(), Error> {
+    for m in labelled(ctx, SOURCE_LABEL).await? {
+        let uid = m.uid().unwrap_or_default();
+        let Some(status) = &m.status else { continue };
+        let reported = status.source.as_ref().map(|s| s.state);
+        let ready = status.target.as_ref().is_some_and(|t| t.ready);
+        let deleting = m.metadata.deletion_timestamp.is_some();
+        match (status.phase, reported) {
+            (MigrationPhase::Migrating, None) if deleting && !jobs.has(&uid) => {
+                let note = "cancelled before the copy started; the VM runs here as before";
+                patch_status(
+                    ctx,
+                    &m,
+                    json!({ "source": { "state": "Aborted", "message": note } }),
+                )
+                .await?;
+            }
+            (MigrationPhase::Migrating, None) if ready && jobs.insert(&uid) => {
+                start(ctx.clone(), config.clone(), jobs.clone(), m.clone());
+            }
+            (MigrationPhase::Migrating, Some(SourceState::Running)) if !jobs.has(&uid) => {
+                settle_orphan(ctx, config, &m).await?;
+            }
+            (MigrationPhase::Completed, _) => remove_source_copy(ctx, config, &m).await?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn domain_of(m: &VirtualMachineMigration) -> String {
+    domain_name(&m.namespace().unwrap_or_default(), &m.spec.vm_name)
+}
+
+/// Start the job of `m` on its own task.
+fn start(ctx: Arc<Context>, config: Arc<Config>, jobs: Jobs, m: VirtualMachineMigration) {
+    tokio::spawn(async move {
+        let uid = m.uid().unwrap_or_default();
+        let outcome = drive(&ctx, &config, &m).await;
+        let report = match outcome {
+            Ok(r) => r,
+            Err(e) => json!({ "state": "Failed", "message": crate::reconcile::failure::chain(&e) }),
+        };
+        if let Err(e) = patch_status(&ctx, &m, json!({ "source": report })).await {
+            tracing::warn!(migration = m.name_any(), error = %e, "could not report the migration's outcome; the next pass settles it");
+        }
+        jobs.remove(&uid);
+    });
+}
+
+/// Why a job was stopped before QEMU finished.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    Cancelled,
+    TimedOut,
+}
+
+/// The job: the definition for the target, the migrate call, progress until it returns.
+/// Returns the `source` report.
+async fn drive(
+    ctx: &Context,
+    config: &Config,
+    m: &VirtualMachineMigration,
+) -> Result<Value, Error> {
+    let domain = domain_of(m);
+    let status = m.status.clone().unwrap_or_default();
+    let target = status.target.clone().unwrap_or_default();
+    let vm_uid = status.vm_uid.clone().unwrap_or_default();
+    let (Some(target_uri), Some(address), Some(target_dir), Some(target_node)) = (
+        target.libvirt_uri.clone(),
+        target.address.clone(),
+        target.vm_dir.clone(),
+        status.target_node.clone(),
+    ) else {
+        return Ok(
+            json!({ "state": "Failed", "message": "the target reported no URI, address or directory" }),
+        );
+    };
+    let Some(source_dir) = layout::vm_dir(&ctx.engine.storage.state_dir, &vm_uid) else {
+        return Ok(
+            json!({ "state": "Failed", "message": "the VM's uid is not a safe directory name" }),
+        );
+    };
+    let uri = config.libvirt_uri.clone();
+    let (u, d) = (uri.clone(), domain.clone());
+    let live = match tokio::task::spawn_blocking(move || ops::migratable_xml(&u, &d)).await? {
+        Ok(x) => x,
+        Err(e) => return Ok(json!({ "state": "Failed", "message": e.to_string() })),
+    };
+    let dest_xml = match super::xml::for_target(
+        &live,
+        &source_dir.to_string_lossy(),
+        &target_dir,
+        &target_node,
+    ) {
+        Ok(x) => x,
+        Err(e) => return Ok(json!({ "state": "Failed", "message": e.to_string() })),
+    };
+    let req = Request {
+        source_uri: uri.clone(),
+        domain: domain.clone(),
+        target_uri,
+        target_address: address,
+        dest_xml,
+        copy_disks: live.contains("device='disk'") || live.contains("device=\"disk\""),
+        bandwidth_mib: m.spec.bandwidth_mib_per_second,
+    };
+    patch_status(ctx, m, json!({ "source": { "state": "Running" } })).await?;
+    tracing::info!(migration = m.name_any(), domain, to = %target_node, "live migration starting");
+    let started = Instant::now();
+    let mut job = tokio::task::spawn_blocking(move || ops::migrate(&req));
+    let timeout = m.spec.completion_timeout_seconds.map(Duration::from_secs);
+    let mut stopped = None;
+    let mut tick = tokio::time::interval(PROGRESS);
+    let result = loop {
+        tokio::select! {
+            r = &mut job => break r?,
+            _ = tick.tick() => {}
+        }
+        if stopped.is_none() {
+            stopped = should_stop(ctx, m, started, timeout).await;
+            if stopped.is_some() {
+                let (u, d) = (uri.clone(), domain.clone());
+                let aborted = tokio::task::spawn_blocking(move || ops::abort_job(&u, &d)).await?;
+                tracing::info!(
+                    migration = m.name_any(),
+                    ?aborted,
+                    "aborting the migration job"
+                );
+            }
+        }
+        report_progress(ctx, &uri, &domain, m).await;
+    };
+    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(match (result, stopped) {
+        (Ok(()), _) => {
+            tracing::info!(
+                migration = m.name_any(),
+                elapsed_ms = elapsed,
+                "live migration completed"
+            );
+            json!({ "state": "Succeeded", "elapsedMilliseconds": elapsed })
+        }
+        (Err(e), Some(Stopped::Cancelled)) => {
+            json!({ "state": "Aborted", "message": format!("cancelled: {e}"), "elapsedMilliseconds": elapsed })
+        }
+        (Err(e), Some(Stopped::TimedOut)) => json!({
+            "state": "Failed",
+            "message": format!("did not complete within {}s, aborted: {e}", timeout.unwrap_or_default().as_secs()),
+            "elapsedMilliseconds": elapsed,
+        }),
+        (Err(e), None) => {
+            tracing::warn!(migration = m.name_any(), error = %e, "live migration failed");
+            json!({ "state": "Failed", "message": e.to_string(), "elapsedMilliseconds": elapsed })
+        }
+    })
+}
+
+/// Whether the migration was deleted (cancel) or ran out of time.
+async fn should_stop(
+    ctx: &Context,
+    m: &VirtualMachineMigration,
+    started: Instant,
+    timeout: Option<Duration>,
+) -> Option<Stopped> {
+    if timeout.is_some_and(|t| started.elapsed() > t) {
+        return Some(Stopped::TimedOut);
+    }
+    let api = Api::<VirtualMachineMigration>::namespaced(
+        ctx.client.clone(),
+        &m.namespace().unwrap_or_default(),
+    );
+    match api.get_opt(&m.name_any()).await {
+        Ok(Some(now)) if now.uid() == m.uid() && now.metadata.deletion_timestamp.is_none() => None,
+        Ok(_) => Some(Stopped::Cancelled),
+        // The API unreachable is no cancel: QEMU goes on.
+        Err(_) => None,
+    }
+}
+
+async fn report_progress(ctx: &Context, uri: &str, domain: &str, m: &VirtualMachineMigration) {
+    let (u, d) = (uri.to_owned(), domain.to_owned());
+    let Ok(Ok(s)) = tokio::task::spawn_blocking(move || ops::job_stats(&u, &d, false)).await else {
+        return;
+    };
+    if !s.active {
+        return;
+    }
+    let mut p = MigrationProgress {
+        memory_total_bytes: s.mem_total,
+        memory_remaining_bytes: s.mem_remaining,
+        memory_bytes_per_second: s.mem_bps,
+        iteration: s.iteration,
+        dirty_pages_per_second: s.dirty_rate,
+        disk_total_bytes: s.disk_total,
+        disk_remaining_bytes: s.disk_remaining,
+        percent: String::new(),
+    };
+    p.percent = format!("{}%", p.percent_done());
+    let body = json!({ "source": { "state": "Running", "progress": p } });
+    if let Err(e) = patch_status(ctx, m, body).await {
+        tracing::debug!(error = %e, "progress not reported");
+    }
+}
+
+/// A job reported running that this process does not run (the agent restarted during it):
+/// decide from libvirt what became of it.
+async fn settle_orphan(
+    ctx: &Context,
+    config: &Config,
+    m: &VirtualMachineMigration,
+) -> Result<(), Error> {
+    let domain = domain_of(m);
+    let (u, d) = (config.libvirt_uri.clone(), domain.clone());
+    let here = tokio::task::spawn_blocking(move || ops::job_stats(&u, &d, false)).await?;
+    let report = match here {
+        // libvirtd still runs the job it was given; it outlives the agent. Wait for it.
+        Ok(s) if s.active => return Ok(()),
+        Ok(_) => {
+            json!({ "state": "Failed", "message": "the agent restarted during the migration; the VM still runs on its source" })
+        }
+        Err(_) => {
+            let target_uri = m
+                .status
+                .as_ref()
+                .and_then(|s| s.target.as_ref())
+                .and_then(|t| t.libvirt_uri.clone());
+            let running_there = match target_uri {
+                Some(t) => tokio::task::spawn_blocking(move || ops::is_running(&t, &domain))
+                    .await?
+                    .unwrap_or(false),
+                None => false,
+            };
+            if running_there {
+                json!({ "state": "Succeeded" })
+            } else {
+                json!({ "state": "Failed", "message": "the domain is neither here nor running on the target" })
+            }
+        }
+    };
+    patch_status(ctx, m, json!({ "source": report })).await
+}
+
+/// After a completed migration: remove the VM's directory here once the API confirms, by
+/// uid, that the VM is placed on the target and reported running there, and no domain of it
+/// is left here.
+async fn remove_source_copy(
+    ctx: &Context,
+    config: &Config,
+    m: &VirtualMachineMigration,
+) -> Result<(), Error> {
+    let status = m.status.clone().unwrap_or_default();
+    let (Some(uid), Some(target)) = (status.vm_uid, status.target_node) else {
+        return Ok(());
+    };
+    let storage = &ctx.engine.storage;
+    let Some(vm_dir) = layout::vm_dir(&storage.state_dir, &uid) else {
+        return Ok(());
+    };
+    if !tokio::fs::try_exists(&vm_dir).await? {
+        return Ok(());
+    }
+    let api =
+        Api::<VirtualMachine>::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
+    let Some(vm) = api.get_opt(&m.spec.vm_name).await? else {
+        return Ok(());
+    };
+    let vs = vm.status.clone().unwrap_or_default();
+    // Not while another migration holds the VM: it may be bringing it back here, into
+    // this very directory.
+    let confirmed = vm.metadata.uid.as_deref() == Some(uid.as_str())
+        && vs.node_name.as_deref() == Some(target.as_str())
+        && vs.phase == Some(Phase::Running)
+        && !crate::reconcile::controller::migrating(&vm)
+        && !tokio::fs::try_exists(vm_dir.join(super::target::INCOMING_MARKER)).await?;
+    let (u, d) = (config.libvirt_uri.clone(), domain_of(m));
+    let here = tokio::task::spawn_blocking(move || ops::is_running(&u, &d))
+        .await?
+        .unwrap_or(true);
+    if confirmed && !here {
+        tracing::info!(
+            migration = m.name_any(),
+            uid,
+            "the VM runs on {target}: removing its directory here"
+        );
+        storage.remove_vm(&uid).await?;
+    }
+    Ok(())
+}

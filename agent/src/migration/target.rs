@@ -1,0 +1,197 @@
+//! The target agent: prepare the VM's directory and disks (the same names and sizes; the
+//! images a disk is layered on in place before any copy starts), say where the guest goes,
+//! read QEMU's downtime from the completed incoming job, and clean up what it prepared for
+//! a migration that failed or was cancelled ([`INCOMING_MARKER`]).
+
+use super::{Config, Error, labelled, patch_status};
+use crate::domain_xml::name::domain_name;
+use crate::reconcile::controller::Context;
+use crate::storage::layout;
+use ironvisor_crds::migration::{
+    MigrationPhase, SourceState, TARGET_LABEL, VirtualMachineMigration,
+};
+use ironvisor_crds::vm::VirtualMachine;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+/// One pass over the migrations coming to this host.
+pub async fn pass(ctx: &Context, config: &Config) -> Result<(), Error> {
+    for m in labelled(ctx, TARGET_LABEL).await? {
+        let Some(status) = &m.status else { continue };
+        let ready = status.target.as_ref().is_some_and(|t| t.ready);
+        let failed_here = status.target.as_ref().is_some_and(|t| t.message.is_some());
+        match status.phase {
+            MigrationPhase::PreparingTarget if !ready && !failed_here => {
+                prepare(ctx, config, &m).await?
+            }
+            MigrationPhase::Migrating | MigrationPhase::Completed
+                if status.source.as_ref().map(|s| s.state) == Some(SourceState::Succeeded)
+                    && status
+                        .target
+                        .as_ref()
+                        .is_some_and(|t| t.downtime_milliseconds.is_none()) =>
+            {
+                report_downtime(ctx, config, &m).await?
+            }
+            _ => {}
+        }
+    }
+    settle_prepared(ctx, config).await
+}
+
+/// The VM the migration moves, when it is still the one (by uid) it locked.
+async fn vm_of(
+    ctx: &Context,
+    m: &VirtualMachineMigration,
+) -> Result<Option<VirtualMachine>, Error> {
+    let api =
+        Api::<VirtualMachine>::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
+    let vm = api.get_opt(&m.spec.vm_name).await?;
+    let want = m.status.as_ref().and_then(|s| s.vm_uid.as_deref());
+    Ok(vm.filter(|v| v.metadata.uid.as_deref() == want && want.is_some()))
+}
+
+async fn refuse(ctx: &Context, m: &VirtualMachineMigration, why: String) -> Result<(), Error> {
+    tracing::warn!(
+        migration = m.name_any(),
+        why,
+        "cannot receive this migration"
+    );
+    patch_status(
+        ctx,
+        m,
+        json!({ "target": { "ready": false, "message": why } }),
+    )
+    .await
+}
+
+async fn prepare(ctx: &Context, config: &Config, m: &VirtualMachineMigration) -> Result<(), Error> {
+    let (Some(uri), Some(address)) = (&config.migration_uri, &config.migration_address) else {
+        let why = format!(
+            "host {} takes no incoming migrations: its agent runs without --migration-uri and \
+             --migration-address",
+            ctx.node
+        );
+        return refuse(ctx, m, why).await;
+    };
+    let Some(vm) = vm_of(ctx, m).await? else {
+        return refuse(ctx, m, "the VM no longer exists (or was recreated)".into()).await;
+    };
+    if vm.spec.cloud_init.is_some() {
+        // The seed is a read-only CD-ROM, which QEMU does not copy: it must be rebuilt here
+        // from the user-data Secret first, which this version does not do yet.
+        let why = "VMs with a cloud-init seed cannot be live-migrated yet".to_owned();
+        return refuse(ctx, m, why).await;
+    }
+    let uid = vm.metadata.uid.clone().unwrap_or_default();
+    let storage = &ctx.engine.storage;
+    let Some(vm_dir) = layout::vm_dir(&storage.state_dir, &uid) else {
+        return refuse(ctx, m, "the VM's uid is not a safe directory name".into()).await;
+    };
+    if let Some(progress) = storage.images_pending(&vm_dir, &vm.spec).await? {
+        tracing::info!(
+            migration = m.name_any(),
+            progress,
+            "waiting for images before the copy"
+        );
+        return Ok(());
+    }
+    storage.prepare(&vm_dir, &vm.spec).await?;
+    tokio::fs::write(vm_dir.join(INCOMING_MARKER), m.uid().unwrap_or_default()).await?;
+    let owner = format!("{}/{}", vm.namespace().unwrap_or_default(), vm.name_any());
+    tokio::fs::write(layout::owner_file(&vm_dir), owner).await?;
+    tracing::info!(migration = m.name_any(), vm_dir = %vm_dir.display(), "ready to receive");
+    patch_status(
+        ctx,
+        m,
+        json!({ "target": {
+            "ready": true,
+            "libvirtUri": uri,
+            "address": address,
+            "vmDir": vm_dir.to_string_lossy(),
+        }}),
+    )
+    .await
+}
+
+async fn report_downtime(
+    ctx: &Context,
+    config: &Config,
+    m: &VirtualMachineMigration,
+) -> Result<(), Error> {
+    let name = domain_name(&m.namespace().unwrap_or_default(), &m.spec.vm_name);
+    let uri = config.libvirt_uri.clone();
+    let stats =
+        tokio::task::spawn_blocking(move || super::ops::job_stats(&uri, &name, true)).await?;
+    match stats {
+        Ok(s) => {
+            patch_status(
+                ctx,
+                m,
+                json!({ "target": {
+                    "downtimeMilliseconds": s.downtime_ms.unwrap_or(0),
+                    "jobMilliseconds": s.elapsed_ms,
+                }}),
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::warn!(migration = m.name_any(), error = %e, "no completed job statistics");
+            Ok(())
+        }
+    }
+}
+
+/// The marker the target leaves in a directory it prepared for an incoming guest, until the
+/// guest is placed here: a directory with it, whose VM is placed elsewhere and held by no
+/// migration, was prepared for a migration that did not happen (failed, cancelled, deleted)
+/// and holds nothing of the VM's: it is removed. Without the marker nothing is removed here.
+pub const INCOMING_MARKER: &str = "migration-incoming";
+
+/// Settle the directories prepared for incoming guests: drop the marker once the VM is
+/// placed here, remove the directory once no migration brings the VM any more.
+async fn settle_prepared(ctx: &Context, config: &Config) -> Result<(), Error> {
+    let storage = &ctx.engine.storage;
+    for uid in crate::storage::prepare::list_vm_dirs(&storage.state_dir).await? {
+        let Some(vm_dir) = layout::vm_dir(&storage.state_dir, &uid) else {
+            continue;
+        };
+        let marker = vm_dir.join(INCOMING_MARKER);
+        if !tokio::fs::try_exists(&marker).await? {
+            continue;
+        }
+        let Ok(owner) = tokio::fs::read_to_string(layout::owner_file(&vm_dir)).await else {
+            continue;
+        };
+        let Some((ns, name)) = owner.trim().split_once('/') else {
+            continue;
+        };
+        let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await?;
+        let Some(vm) = vm.filter(|v| v.metadata.uid.as_deref() == Some(uid.as_str())) else {
+            // Gone: the leftover sweep removes it with its own checks.
+            continue;
+        };
+        if vm.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(ctx.node.as_str()) {
+            tokio::fs::remove_file(&marker).await?;
+            continue;
+        }
+        if crate::reconcile::controller::migrating(&vm) {
+            continue;
+        }
+        let (u, d) = (config.libvirt_uri.clone(), domain_name(ns, name));
+        let running = tokio::task::spawn_blocking(move || super::ops::is_running(&u, &d))
+            .await?
+            .unwrap_or(true);
+        if !running {
+            tracing::info!(
+                uid,
+                vm = owner.trim(),
+                "removing what was prepared for a migration that did not happen"
+            );
+            storage.remove_vm(&uid).await?;
+        }
+    }
+    Ok(())
+}
