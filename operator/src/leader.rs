@@ -160,6 +160,20 @@ impl Leadership {
         guard.is_some_and(|until| Instant::now() < until)
     }
 
+    /// One item each time this replica begins a term of leadership (a term under way when
+    /// called is not signalled: the controller's first listing covers it). A controller's
+    /// `reconcile_all_on` trigger, so every object is looked at again when a term begins.
+    pub fn terms(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.clone(), |mut l| async move {
+            if l.is_leader() {
+                // This term's objects were looked at when it began (or by the first listing).
+                l.lost().await;
+            }
+            l.acquired().await;
+            Some(((), l))
+        })
+    }
+
     /// Wait until this replica leads.
     pub async fn acquired(&mut self) {
         let _ = self.changes.wait_for(|l| *l).await;

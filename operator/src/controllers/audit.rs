@@ -114,14 +114,7 @@ fn error_policy(_vm: Arc<DynamicObject>, e: &AuditError, ctx: Arc<Ctx>) -> Actio
 /// the leader.
 pub async fn run(ctx: Ctx) {
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resource());
-    let leads = futures::stream::unfold(ctx.leadership.clone(), |mut l| async move {
-        if l.is_leader() {
-            // This term's VMs were looked at when it began (or by the first listing).
-            l.lost().await;
-        }
-        l.acquired().await;
-        Some(((), l))
-    });
+    let leads = ctx.leadership.terms();
     Controller::new_with(api, watcher::Config::default(), resource())
         .reconcile_all_on(leads)
         .run(reconcile, error_policy, Arc::new(ctx))

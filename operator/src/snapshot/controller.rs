@@ -292,13 +292,7 @@ fn error_policy(snap: Arc<VirtualMachineSnapshot>, e: &Error, _ctx: Arc<Ctx>) ->
 /// Run until the process ends; every snapshot is looked at again when this replica leads.
 pub async fn run(ctx: Ctx) {
     let api = Api::<VirtualMachineSnapshot>::all(ctx.client.clone());
-    let leads = futures::stream::unfold(ctx.leadership.clone(), |mut l| async move {
-        if l.is_leader() {
-            l.lost().await;
-        }
-        l.acquired().await;
-        Some(((), l))
-    });
+    let leads = ctx.leadership.terms();
     Controller::new(api, watcher::Config::default())
         .reconcile_all_on(leads)
         .run(reconcile, error_policy, Arc::new(ctx))
