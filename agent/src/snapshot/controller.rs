@@ -124,17 +124,30 @@ async fn write_status(
     snap: &VirtualMachineSnapshot,
     status: &VirtualMachineSnapshotStatus,
 ) -> Result<(), Error> {
-    let api = Api::<VirtualMachineSnapshot>::namespaced(
-        ctx.client.clone(),
-        &snap.namespace().unwrap_or_default(),
-    );
+    apply_status(ctx, snap, status).await
+}
+
+/// Apply the agent's part of the status of a namespaced Ironvisor object (a snapshot or a
+/// restore), with this node's field manager.
+pub(super) async fn apply_status<K>(
+    ctx: &Context,
+    obj: &K,
+    status: &impl serde::Serialize,
+) -> Result<(), Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({
-        "apiVersion": "ironvisor.io/v1alpha1",
-        "kind": "VirtualMachineSnapshot",
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
     let params = PatchParams::apply(&agent_manager(&ctx.node)).force();
-    api.patch_status(&snap.name_any(), &params, &Patch::Apply(&patch))
+    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     Ok(())
 }

@@ -14,12 +14,10 @@ use crate::lifecycle::VmState;
 use crate::storage::layout;
 use futures::StreamExt;
 use ironvisor_crds::common::{condition_type, new_condition, set_condition};
-use ironvisor_crds::labels::agent_manager;
 use ironvisor_crds::restore::{
     RestorePhase, VirtualMachineRestore, VirtualMachineRestoreStatus, restore_reason,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
@@ -54,19 +52,7 @@ async fn write(
     r: &VirtualMachineRestore,
     status: &VirtualMachineRestoreStatus,
 ) -> Result<(), Error> {
-    let api = Api::<VirtualMachineRestore>::namespaced(
-        ctx.client.clone(),
-        &r.namespace().unwrap_or_default(),
-    );
-    let patch = serde_json::json!({
-        "apiVersion": "ironvisor.io/v1alpha1",
-        "kind": "VirtualMachineRestore",
-        "status": status,
-    });
-    let params = PatchParams::apply(&agent_manager(&ctx.node)).force();
-    api.patch_status(&r.name_any(), &params, &Patch::Apply(&patch))
-        .await?;
-    Ok(())
+    super::controller::apply_status(ctx, r, status).await
 }
 
 /// One reconcile of one restore.
