@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Memory","type":"string","jsonPath":".status.summary.memory","description":"Memory allocated/allocatable"}"#,
     printcolumn = r#"{"name":"VMs","type":"integer","jsonPath":".status.vmCount","description":"VMs on the host"}"#,
     printcolumn = r#"{"name":"Accel","type":"string","jsonPath":".status.acceleration","description":"kvm or tcg"}"#,
+    printcolumn = r#"{"name":"TPM","type":"boolean","jsonPath":".status.tpm","priority":1,"description":"Whether the host can give VMs an emulated TPM (swtpm)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -122,6 +123,11 @@ pub struct HypervisorStatus {
     /// QEMU version (e.g. 7.2.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu_version: Option<String>,
+    /// Whether the host can give VMs an emulated TPM 2.0: swtpm is installed and libvirt's
+    /// domain capabilities list the emulator backend. VMs with `spec.tpm` are placed only
+    /// where this is true (install `swtpm swtpm-tools`; the next heartbeat reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<bool>,
     /// Acceleration the agent uses: kvm or tcg (software emulation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acceleration: Option<Acceleration>,

@@ -76,6 +76,7 @@ fn cluster() -> Index {
             status_heartbeat: None,
             heartbeat_seen: Some(now()),
             unhealthy: None,
+            tpm: false,
         };
         ix.hosts_mut().insert(format!("host{h:03}"), entry);
     }

@@ -83,6 +83,8 @@ pub struct HostEntry {
     /// A health condition that keeps new VMs away (LibvirtHealthy or StorageAccessible
     /// False), when the agent reports one.
     pub unhealthy: Option<crate::placement::FilterReason>,
+    /// The agent reports it can emulate a TPM (`status.tpm`).
+    pub tpm: bool,
     /// Last heartbeat Lease renewTime seen.
     pub heartbeat: Option<Timestamp>,
     /// Last Hypervisor `status.lastHeartbeatTime` seen. Kept apart from the Lease's: the two
@@ -285,6 +287,7 @@ impl Index {
         h.allocatable = hosts::allocatable(hv);
         h.ready = hosts::ready_condition(hv).map(|(s, r)| (s.to_owned(), r.to_owned()));
         h.unhealthy = hosts::unhealthy(hv);
+        h.tpm = hosts::tpm(hv);
         let beat = hv
             .status
             .as_ref()

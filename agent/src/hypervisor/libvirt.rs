@@ -10,6 +10,7 @@
 //! closing fails, so [`close_quietly`] closes them and logs instead.
 #![allow(unsafe_code)]
 
+use super::caps::{HostCaps, parse_domain_caps};
 use super::devices::parse_devices;
 use super::events::{self, DomainEvent};
 use super::{DomainStats, HostInfo, HvError, Hypervisor, Observed};
@@ -442,10 +443,15 @@ impl Hypervisor for Libvirt {
     async fn undefine(&self, name: &str) -> Result<(), HvError> {
         let r = self
             .with_domain("undefine", name, |d| {
-                let flags = sys::VIR_DOMAIN_UNDEFINE_NVRAM | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE;
+                // The TPM state goes too, explicitly: every caller undefines a VM confirmed
+                // deleted (its finalizer, a leftover the API no longer has, a namesake of
+                // another uid), and sealed keys must not outlive their VM on the host.
+                let flags = sys::VIR_DOMAIN_UNDEFINE_NVRAM
+                    | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | sys::VIR_DOMAIN_UNDEFINE_TPM;
                 match d.undefine_flags(flags) {
                     Ok(()) => Ok(()),
-                    // Drivers without NVRAM support refuse the flag.
+                    // Drivers without NVRAM or TPM support refuse the flags.
                     Err(e)
                         if matches!(
                             e.code(),
@@ -513,18 +519,24 @@ impl Hypervisor for Libvirt {
         .await
     }
 
-    async fn probe_capabilities(&self) -> Result<(), HvError> {
+    async fn probe_capabilities(&self) -> Result<HostCaps, HvError> {
         self.call("probe_capabilities", |c| {
             // test:///default has no domain capabilities; its host capabilities stand in.
             if c.driver_type()
                 .is_ok_and(|t| t.eq_ignore_ascii_case("test"))
             {
                 c.capabilities().map_err(|e| lv("capabilities", e))?;
+                Ok(HostCaps::default())
             } else {
-                c.domain_capabilities(None, None, None, None, 0)
+                let xml = c
+                    .domain_capabilities(None, None, None, None, 0)
                     .map_err(|e| lv("domain_capabilities", e))?;
+                parse_domain_caps(&xml).map_err(|e| HvError::Libvirt {
+                    op: "domain_capabilities",
+                    message: format!("the answer is not readable XML: {e}"),
+                    connection: false,
+                })
             }
-            Ok(())
         })
         .await
     }

@@ -152,6 +152,7 @@ impl Heartbeat {
         );
         add_health(&mut status, health, &now);
         status.seed_key = Some(self.seed_key.clone());
+        status.tpm = self.monitor.caps().map(|c| c.tpm_emulator);
         if let (Some(cap), Some(alloc)) = (&status.capacity, &status.allocatable) {
             let bytes = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
                 ironvisor_crds::quantity::to_bytes(&q.0).unwrap_or(0)

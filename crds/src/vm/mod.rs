@@ -8,11 +8,13 @@ mod network;
 mod operation;
 mod status;
 mod storage;
+mod tpm;
 
 pub use network::*;
 pub use operation::*;
 pub use status::*;
 pub use storage::*;
+pub use tpm::*;
 
 use std::collections::BTreeMap;
 
@@ -83,6 +85,13 @@ pub struct VirtualMachineSpec {
     /// Secure boot for uefi firmware (needs OVMF with Microsoft keys on the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<bool>,
+
+    /// A virtual TPM 2.0 (`{}` asks for one), emulated by swtpm on the host: the VM is
+    /// placed only on hosts whose Hypervisor status reports `tpm: true`. Its state (sealed
+    /// keys, e.g. BitLocker's) stays with the VM across restarts and live migrations and is
+    /// deleted with the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<Tpm>,
 
     /// Boot a kernel (and optional initrd) directly instead of from a disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]

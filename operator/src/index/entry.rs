@@ -118,6 +118,7 @@ impl VmEntry {
                 node_name: spec.node_name.clone(),
                 anti_affinity_group: spec.anti_affinity_group.clone(),
                 host_ports: host_ports(spec),
+                tpm: spec.tpm.is_some(),
             },
             restart_elsewhere: hosts::restart_elsewhere(spec),
             label_node: vm.labels().get(labels::NODE).cloned(),

@@ -69,6 +69,7 @@ fn snapshot(hv: &Hypervisor) -> HostSnapshot {
         unhealthy: hosts::unhealthy(hv),
         allocatable: hosts::allocatable(hv),
         allocated,
+        tpm: hosts::tpm(hv),
         ..HostSnapshot::default()
     }
 }
@@ -84,6 +85,7 @@ fn request(vm: &VirtualMachine, wanted: Option<&str>) -> Request {
         },
         node_selector: vm.spec.node_selector.clone(),
         node_name: wanted.map(str::to_owned),
+        tpm: vm.spec.tpm.is_some(),
         ..Request::default()
     }
 }
@@ -263,5 +265,26 @@ mod tests {
             .node,
             "h2"
         );
+    }
+
+    #[test]
+    fn a_vm_with_a_tpm_migrates_only_to_a_host_that_can_emulate_one() {
+        let mut hosts = [
+            hv("h1", 8, Acceleration::Tcg, "x"),
+            hv("h2", 64, Acceleration::Tcg, "x"),
+            hv("h3", 8, Acceleration::Tcg, "x"),
+        ];
+        for i in [0, 2] {
+            hosts[i].status.as_mut().unwrap().tpm = Some(true);
+        }
+        let mut with_tpm = vm("host-model");
+        with_tpm.spec.tpm = Some(Default::default());
+        let c = choose(&hosts, &with_tpm, "h1", None, Strategy::Spread).unwrap();
+        assert_eq!(c.node, "h3", "h2 has more room but no swtpm");
+        let e = choose(&hosts[..2], &with_tpm, "h1", None, Strategy::Spread).unwrap_err();
+        assert!(e.0.contains("1 no TPM emulator"), "{e}");
+        // Without a TPM the emptiest host wins as before.
+        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread).unwrap();
+        assert_eq!(c.node, "h2");
     }
 }

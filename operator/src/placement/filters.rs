@@ -24,6 +24,8 @@ pub enum FilterReason {
     StorageInaccessible,
     /// The host's labels do not match `nodeSelector`.
     NodeSelector,
+    /// The VM has a TPM and the host cannot emulate one (no swtpm).
+    NoTpm,
     /// A host port the VM forwards is already forwarded by another VM on the host.
     HostPortTaken,
     /// The agent has not reported capacity yet.
@@ -46,6 +48,7 @@ impl FilterReason {
             FilterReason::LibvirtUnhealthy => "libvirt_unhealthy",
             FilterReason::StorageInaccessible => "storage_inaccessible",
             FilterReason::NodeSelector => "node_selector",
+            FilterReason::NoTpm => "no_tpm",
             FilterReason::HostPortTaken => "host_port_taken",
             FilterReason::NoCapacity => "no_capacity",
             FilterReason::InsufficientVcpus => "insufficient_vcpus",
@@ -68,6 +71,9 @@ impl fmt::Display for FilterReason {
                 "storage unreachable for QEMU (see the host's StorageAccessible condition)"
             }
             FilterReason::NodeSelector => "node selector mismatch",
+            FilterReason::NoTpm => {
+                "no TPM emulator (install swtpm and swtpm-tools on the host; its Hypervisor status then reports tpm: true)"
+            }
             FilterReason::HostPortTaken => "host port already forwarded by another VM",
             FilterReason::NoCapacity => "no capacity reported",
             FilterReason::InsufficientVcpus => "insufficient vcpus",
@@ -121,6 +127,16 @@ pub fn node_selector(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason
     }
 }
 
+/// A VM with a TPM needs a host whose agent reports it can emulate one: elsewhere libvirt
+/// would refuse to start it.
+pub fn tpm(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
+    if req.tpm && !h.tpm {
+        Err(FilterReason::NoTpm)
+    } else {
+        Ok(())
+    }
+}
+
 /// No host port the VM forwards is forwarded by a VM already placed on the host (both bind
 /// the same port of the host's 127.0.0.1; the second could not start).
 pub fn host_ports(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
@@ -156,6 +172,7 @@ pub fn run(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>> {
         .and_then(|()| schedulable(h))
         .and_then(|()| healthy(h))
         .and_then(|()| node_selector(h, req))
+        .and_then(|()| tpm(h, req))
         .and_then(|()| host_ports(h, req))
         .map_err(|r| vec![r])?;
     capacity(h, req)
@@ -261,6 +278,28 @@ mod tests {
             u.to_string(),
             "0/1 hosts available: 1 host port already forwarded by another VM"
         );
+    }
+
+    #[test]
+    fn a_vm_with_a_tpm_fits_only_hosts_that_report_a_tpm_emulator() {
+        let mut with = host("with", 8, 8);
+        with.tpm = true;
+        let without = host("without", 8, 8);
+        let mut r = req(1, 1);
+        // A VM without a TPM fits both.
+        assert_eq!(run(&without, &r), Ok(()));
+        assert_eq!(run(&with, &r), Ok(()));
+        r.tpm = true;
+        assert_eq!(run(&with, &r), Ok(()));
+        assert_eq!(run(&without, &r), Err(vec![FilterReason::NoTpm]));
+        let e = super::super::place([&without], &r, super::super::Strategy::Spread).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "0/1 hosts available: 1 no TPM emulator (install swtpm and swtpm-tools on the host; \
+             its Hypervisor status then reports tpm: true)"
+        );
+        let chosen = super::super::place([&without, &with], &r, super::super::Strategy::Spread);
+        assert_eq!(chosen.unwrap().name, "with");
     }
 
     #[test]

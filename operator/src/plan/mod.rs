@@ -264,6 +264,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
                 unschedulable: h.unschedulable,
                 unhealthy: h.unhealthy,
                 allocatable: h.allocatable,
+                tpm: h.tpm,
                 ..HostSnapshot::default()
             };
             (n.clone(), snap)
