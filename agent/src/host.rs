@@ -217,6 +217,7 @@ pub fn hypervisor_status(
         conditions,
         observed_generation: generation,
         seed_key: None,
+        load: None,
     }
 }
 

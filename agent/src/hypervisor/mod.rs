@@ -6,6 +6,7 @@
 
 pub mod blockjob;
 pub mod devices;
+pub mod domstats;
 mod events;
 pub mod libvirt;
 
