@@ -197,6 +197,22 @@ fn a_host_loaded_with_cpu_burners_is_rebalanced_dry_run_first_then_automatically
     assert!(ev.contains("RebalanceMigration"), "{ev}");
     assert!(ev.contains("metric cpu") && ev.contains(&mig), "{ev}");
 
+    // The target's agent now measures the burner it received.
+    wait_for(
+        "the target host to report the moved burner's load",
+        DECIDE,
+        || {
+            let hv = c
+                .sys
+                .get("hypervisor", None, &cold)
+                .ok_or("no hypervisor")?;
+            match measured(&hv, &moved) {
+                Some(m) if m > 200 => Ok(()),
+                other => Err(format!("{other:?}: {}", hv["status"]["load"])),
+            }
+        },
+    );
+
     // Then, with fresh loads from both hosts, balanced: nothing more moves.
     let p = wait_for("an evaluation after the move", DECIDE, || {
         let p = c
