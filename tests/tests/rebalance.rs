@@ -240,3 +240,60 @@ fn a_host_loaded_with_cpu_burners_is_rebalanced_dry_run_first_then_automatically
         assert_eq!(node_of(&c, vm), hot);
     }
 }
+
+/// The policy through real kubectl: defaults fill an empty spec (Off), and hostile values
+/// are refused with the field named.
+#[test]
+fn a_rebalance_policy_defaults_to_off_and_refuses_hostile_values() {
+    use ironvisor_tests::system::System;
+    let sys = System::start();
+    // The kind is served once the API server has taken the CRD in.
+    wait_for(
+        "the RebalancePolicy kind to be served",
+        Duration::from_secs(60),
+        || {
+            let out = sys.kubectl(&["get", "rebalancepolicies"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
+    sys.apply("apiVersion: ironvisor.io/v1alpha1\nkind: RebalancePolicy\nmetadata: {name: default}\nspec: {}\n");
+    let p = sys
+        .get("rebalancepolicy", None, "default")
+        .expect("created");
+    let spec = &p["spec"];
+    assert_eq!(spec["mode"], "Off", "{spec}");
+    assert_eq!(spec["thresholdPercent"], 20, "{spec}");
+    assert_eq!(spec["maxMovesPerHour"], 4, "{spec}");
+    assert_eq!(spec["cooldownSeconds"], 3600, "{spec}");
+    assert_eq!(spec["weights"]["cpu"], 1.0, "{spec}");
+    for (bad, field) in [
+        ("{mode: Sometimes}", "mode"),
+        ("{thresholdPercent: 0}", "thresholdPercent"),
+        ("{intervalSeconds: 1}", "intervalSeconds"),
+        ("{weights: {cpu: 0, memory: 0}}", "weights"),
+        ("{weights: {cpu: -1}}", "weights.cpu"),
+        ("{maxMovesPerHour: -3}", "maxMovesPerHour"),
+    ] {
+        let out = sys.kubectl_cmd()
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(
+                    format!("apiVersion: ironvisor.io/v1alpha1\nkind: RebalancePolicy\nmetadata: {{name: default}}\nspec: {bad}\n").as_bytes(),
+                )?;
+                c.wait_with_output()
+            })
+            .expect("kubectl apply");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(err.contains(field), "{bad}: {err}");
+    }
+}
