@@ -14,6 +14,8 @@
 #              `ironvisor.probe=HOST:PORT[,HOST:PORT...]` it first configures eth0 as QEMU's
 #              user-mode network expects (10.0.2.15/24, gateway 10.0.2.2), tries a TCP connection
 #              to each target and prints `IRONVISOR-PROBE HOST:PORT CONNECTED` or `... REFUSED`.
+#              With `ironvisor.burn` it prints IRONVISOR-BURNING and keeps its vCPU busy for
+#              ever (a shell loop: a CPU burner for the rebalancing tests).
 #   root.qcow2 a 256 MiB qcow2 root disk (ext4, label ironvisor-root) for VMs that want an image
 #              to overlay (manifests/examples/20-vm-disk-cloud-init.yaml).
 # Needs: apt-get, dpkg, cpio, gzip, busybox-static, kmod (modinfo), e2fsprogs, qemu-utils — see
@@ -22,7 +24,7 @@ set -euo pipefail
 
 OUT="${1:-${IRONVISOR_GUEST_DIR:-/var/tmp/ironvisor-guest}}"
 # Bump when the recipe changes, so cached guests are rebuilt.
-RECIPE=6
+RECIPE=7
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$RECIPE" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] &&
   [ -s "$OUT/root.qcow2" ]; then
   echo "build-guest: cached in $OUT"
@@ -116,6 +118,10 @@ if grep -qw ironvisor.counter /proc/cmdline; then
     echo "IRONVISOR-TICK $i"
     usleep 4000
   done
+fi
+if grep -qw ironvisor.burn /proc/cmdline; then
+  echo "IRONVISOR-BURNING"
+  while :; do :; done
 fi
 if grep -qw ironvisor.stay /proc/cmdline; then
   echo "IRONVISOR-GUEST-UP"

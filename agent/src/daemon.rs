@@ -318,6 +318,7 @@ pub async fn run(
         libvirt: libvirt.clone(),
         health: health.clone(),
         seed_key: seed_public,
+        last_sample: None,
     };
     let first = initial_health_check(&mut heartbeat).await;
     let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store(), first));

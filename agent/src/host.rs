@@ -218,6 +218,7 @@ pub fn hypervisor_status(
         observed_generation: generation,
         seed_key: None,
         tpm: None,
+        load: None,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod host;
 pub mod host_guard;
 pub mod hypervisor;
 pub mod lifecycle;
+pub mod load;
 pub mod metrics;
 pub mod migration;
 pub mod paths;

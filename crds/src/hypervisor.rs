@@ -156,6 +156,10 @@ pub struct HypervisorStatus {
     /// (`crds::seed`). The private half never leaves the host's state directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_key: Option<String>,
+    /// The host's real load, measured by its agent from its domains' statistics (what the
+    /// rebalancer weighs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::load::HostLoad>,
 }
 
 /// vCPUs and memory.

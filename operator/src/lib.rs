@@ -18,6 +18,7 @@ pub mod placement;
 pub mod plan;
 pub mod preflight;
 pub mod quota;
+pub mod rebalance;
 pub mod run;
 pub mod seed;
 pub mod snapshot;

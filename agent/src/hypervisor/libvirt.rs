@@ -95,7 +95,7 @@ fn is_not_found(e: &VirtError) -> bool {
     matches!(e.code(), Enum::Known(ErrorNumber::NoDomain))
 }
 
-fn lv(op: &'static str, e: VirtError) -> HvError {
+pub(super) fn lv(op: &'static str, e: VirtError) -> HvError {
     HvError::Libvirt {
         op,
         connection: is_connection_error(&e),
@@ -155,7 +155,7 @@ impl Libvirt {
         self.inner.drop_connection();
     }
 
-    async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T, HvError>
+    pub(super) async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T, HvError>
     where
         T: Send + 'static,
         F: FnOnce(&Connect) -> Result<T, HvError> + Send + 'static,

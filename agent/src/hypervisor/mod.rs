@@ -7,6 +7,7 @@
 pub mod blockjob;
 pub mod caps;
 pub mod devices;
+pub mod domstats;
 mod events;
 pub mod libvirt;
 

@@ -51,7 +51,8 @@ pub fn cpu_compatible(vm: &VirtualMachine, source: &Hypervisor, target: &Hypervi
     }
 }
 
-fn snapshot(hv: &Hypervisor) -> HostSnapshot {
+/// Placement's view of a host (its reported allocations).
+pub(crate) fn snapshot(hv: &Hypervisor) -> HostSnapshot {
     let allocated = hv
         .status
         .as_ref()
@@ -75,7 +76,7 @@ fn snapshot(hv: &Hypervisor) -> HostSnapshot {
 }
 
 /// What the VM asks of its target.
-fn request(vm: &VirtualMachine, wanted: Option<&str>) -> Request {
+pub(crate) fn request(vm: &VirtualMachine, wanted: Option<&str>) -> Request {
     let c = &vm.spec.cpu;
     Request {
         namespace: vm.metadata.namespace.clone().unwrap_or_default(),
