@@ -13,6 +13,7 @@ pub mod common;
 pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;
+pub mod maintenance;
 pub mod migration;
 pub mod pricing;
 pub mod quantity;

@@ -177,8 +177,13 @@ pub async fn run(
     let migrations = crate::migration::run(crate::migration::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),
-        recorder,
+        recorder: recorder.clone(),
         strategy: cfg.strategy,
+    });
+    let maintenance = crate::maintenance::run(crate::maintenance::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        recorder,
     });
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
@@ -201,6 +206,7 @@ pub async fn run(
         () = crate::snapshot::controller::run(snapshots) => Err(RunError::Ended("snapshot controller")),
         () = crate::snapshot::restore::run(restores) => Err(RunError::Ended("restore controller")),
         () = migrations => Err(RunError::Ended("migration controller")),
+        () = maintenance => Err(RunError::Ended("maintenance controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),
