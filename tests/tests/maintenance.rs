@@ -26,7 +26,7 @@ metadata: {{name: {name}, namespace: {ns}}}
 spec:
   runStrategy: Always
   cpu: {{cores: 1}}
-  memory: {{size: 64Mi}}
+  memory: {{size: 96Mi}}
   terminationGracePeriodSeconds: 2
   kernelBoot:
     kernel: {{hostPath: {{path: {g}/vmlinuz}}}}

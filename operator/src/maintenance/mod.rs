@@ -119,6 +119,14 @@ async fn reconcile(hv: Arc<Hypervisor>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         return Ok(Action::requeue(DRAINING));
     }
     let host = hv.name_any();
+    // Fresh from the API, not the watch cache: a stale copy would restart `since` (and so
+    // forget this drain's migrations) or miss the status just written.
+    let Some(hv) = Api::<Hypervisor>::all(ctx.client.clone())
+        .get_opt(&host)
+        .await?
+    else {
+        return Ok(Action::await_change());
+    };
     let requested = if hv.spec.maintenance {
         Some(MaintenanceRequester::Hypervisor)
     } else if node_cordoned(&ctx.client, &host).await {
@@ -132,8 +140,7 @@ async fn reconcile(hv: Arc<Hypervisor>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         let has_condition =
             status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == MAINTENANCE_READY));
         if prev.is_some() || has_condition {
-            // Withdraw this manager's fields: the status and the condition go.
-            apply_status(&ctx.client, &host, json!({})).await?;
+            withdraw(&ctx.client, &hv).await?;
             host_event(
                 &ctx,
                 &hv,
@@ -305,6 +312,34 @@ async fn publish(
     if let Err(e) = ctx.recorder.publish(&ev, obj).await {
         tracing::debug!(error = %e, "maintenance event not published");
     }
+}
+
+/// Remove `status.maintenance` and the MaintenanceReady condition (a merge patch guarded by
+/// the resourceVersion read, so the agent's conditions written meanwhile are not lost).
+async fn withdraw(client: &Client, hv: &Hypervisor) -> Result<(), Error> {
+    let conditions: Vec<_> = hv
+        .status
+        .as_ref()
+        .map(|s| {
+            s.conditions
+                .iter()
+                .filter(|c| c.type_ != MAINTENANCE_READY)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = json!({
+        "metadata": { "resourceVersion": hv.metadata.resource_version },
+        "status": { "maintenance": null, "conditions": conditions },
+    });
+    Api::<Hypervisor>::all(client.clone())
+        .patch_status(
+            &hv.name_any(),
+            &PatchParams::apply(MANAGER),
+            &Patch::Merge(&body),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Server-side apply of this manager's part of the Hypervisor's status.

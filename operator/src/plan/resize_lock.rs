@@ -18,7 +18,7 @@ fn set(ix: &mut Index, vcpus: Option<i128>, op: Option<OperationKind>) {
         kind,
         name: "a-drain-x".into(),
         uid: "u-m".into(),
-        since: Time(jiff::Timestamp::UNIX_EPOCH),
+        since: Time(Timestamp::UNIX_EPOCH),
     });
     ix.apply_vm_entry(e);
 }
