@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
     group = "ironvisor.io",
     version = "v1alpha1",
     kind = "Hypervisor",
-    doc = "A host that runs VMs, named after it. Its agent writes the status (capacity, allocation, versions, heartbeat); admins write the spec (cordon, overcommit, reservation) and its labels (matched by VM nodeSelectors).",
+    doc = "A host that runs VMs, named after it. Its agent writes the status (capacity, allocation, versions, heartbeat); admins write the spec (cordon, maintenance, overcommit, reservation) and its labels (matched by VM nodeSelectors).",
     plural = "hypervisors",
     singular = "hypervisor",
     shortname = "hv",
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"VCPUs","type":"string","jsonPath":".status.summary.vcpus","description":"vCPUs allocated/allocatable"}"#,
     printcolumn = r#"{"name":"Memory","type":"string","jsonPath":".status.summary.memory","description":"Memory allocated/allocatable"}"#,
     printcolumn = r#"{"name":"VMs","type":"integer","jsonPath":".status.vmCount","description":"VMs on the host"}"#,
+    printcolumn = r#"{"name":"Maintenance","type":"string","jsonPath":".status.maintenance.phase","description":"Draining or Ready while the host is in maintenance"}"#,
     printcolumn = r#"{"name":"Accel","type":"string","jsonPath":".status.acceleration","description":"kvm or tcg"}"#,
     printcolumn = r#"{"name":"TPM","type":"boolean","jsonPath":".status.tpm","priority":1,"description":"Whether the host can give VMs an emulated TPM (swtpm)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -39,6 +40,13 @@ pub struct HypervisorSpec {
     /// Capacity kept for the host itself, never given to VMs.
     #[serde(default)]
     pub reserved: Reserved,
+    /// Maintenance mode (`ivctl host drain`): no new VMs are placed on the host and the
+    /// operator moves every running VM away by live migration (per each VM's
+    /// `drainStrategy`); `status.maintenance` shows the progress and the `MaintenanceReady`
+    /// condition turns True once no running VM is left. False again (`ivctl host undrain`)
+    /// makes the host schedulable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance: bool,
 }
 
 /// Overcommit ratios: allocatable = (capacity − reserved) × ratio.
@@ -160,6 +168,9 @@ pub struct HypervisorStatus {
     /// rebalancer weighs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<crate::load::HostLoad>,
+    /// The drain's progress while the host is in maintenance (operator); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::maintenance::MaintenanceStatus>,
 }
 
 /// vCPUs and memory.

@@ -14,6 +14,7 @@ pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;
 pub mod load;
+pub mod maintenance;
 pub mod migration;
 pub mod pricing;
 pub mod quantity;

@@ -231,6 +231,7 @@ mod tests {
                     vcpus: reserved.0,
                     memory: reserved.1.map(|m| Quantity(m.into())),
                 },
+                maintenance: false,
             },
         );
         h.status = Some(HypervisorStatus {

@@ -76,6 +76,8 @@ pub struct HostEntry {
     pub has_object: bool,
     /// Cordoned.
     pub unschedulable: bool,
+    /// In maintenance (`ironvisor_crds::maintenance::in_maintenance`).
+    pub maintenance: bool,
     /// Allocatable, when reported.
     pub allocatable: Option<Capacity>,
     /// Ready condition (status, reason).
@@ -284,6 +286,7 @@ impl Index {
         h.has_object = true;
         h.labels = hv.labels().clone();
         h.unschedulable = hv.spec.unschedulable;
+        h.maintenance = ironvisor_crds::maintenance::in_maintenance(hv);
         h.allocatable = hosts::allocatable(hv);
         h.ready = hosts::ready_condition(hv).map(|(s, r)| (s.to_owned(), r.to_owned()));
         h.unhealthy = hosts::unhealthy(hv);

@@ -11,6 +11,7 @@ pub mod error;
 pub mod hosts;
 pub mod index;
 pub mod leader;
+pub mod maintenance;
 pub mod metrics;
 pub mod migration;
 pub mod oplock;

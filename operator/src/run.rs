@@ -183,8 +183,13 @@ pub async fn run(
     let rebalancer = crate::rebalance::run(crate::rebalance::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),
-        recorder,
+        recorder: recorder.clone(),
         metrics: metrics.clone(),
+    });
+    let maintenance = crate::maintenance::run(crate::maintenance::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        recorder,
     });
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
@@ -208,6 +213,7 @@ pub async fn run(
         () = crate::snapshot::restore::run(restores) => Err(RunError::Ended("restore controller")),
         () = migrations => Err(RunError::Ended("migration controller")),
         () = rebalancer => Err(RunError::Ended("rebalancer")),
+        () = maintenance => Err(RunError::Ended("maintenance controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),

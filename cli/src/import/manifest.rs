@@ -357,6 +357,7 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         anti_affinity_group: None,
         termination_grace_period_seconds: 60,
         eviction_strategy: Default::default(),
+        drain_strategy: Default::default(),
     };
     let mut vm = VirtualMachine::new(&opts.name, spec);
     vm.metadata = ObjectMeta {
@@ -506,6 +507,7 @@ mod tests {
                 anti_affinity_group: None,
                 termination_grace_period_seconds: 60,
                 eviction_strategy: Default::default(),
+                drain_strategy: Default::default(),
             },
         );
         let err = write_to(&mut Full, Path::new("/out/x/x.yaml"), &vm).unwrap_err();

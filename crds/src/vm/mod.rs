@@ -148,6 +148,12 @@ pub struct VirtualMachineSpec {
     /// Restart (start the VM on another host, when its disks are not local to the lost host).
     #[serde(default)]
     pub eviction_strategy: EvictionStrategy,
+
+    /// What a planned drain of the VM's host (maintenance mode) does to it while it runs:
+    /// LiveMigrate (move it to another host without stopping it) or None (it stays and
+    /// blocks the drain, which reports it). A stopped VM stays on its host either way.
+    #[serde(default)]
+    pub drain_strategy: crate::maintenance::DrainStrategy,
 }
 
 fn default_grace_period() -> i64 {

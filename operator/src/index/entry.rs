@@ -88,6 +88,8 @@ pub struct VmEntry {
     pub operator_owns_phase: bool,
     /// Bridges, libvirt networks and MACs the interfaces name (network admission).
     pub net: VmNet,
+    /// `status.operation`: the operation holding the VM's lock (a resize waits for it).
+    pub operation: Option<ironvisor_crds::vm::VmOperation>,
 }
 
 impl VmEntry {
@@ -142,6 +144,7 @@ impl VmEntry {
             agents,
             operator_owns_phase,
             net: VmNet::from_spec(spec),
+            operation: status.operation.clone(),
         }
     }
 

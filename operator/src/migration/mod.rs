@@ -8,6 +8,7 @@
 //! after; a migration is never checked against the quota, so a full quota never blocks one.
 //! Never writes the VM's spec; writes only `nodeName` and the label of the VM it holds.
 
+pub mod request;
 mod step;
 pub mod target;
 

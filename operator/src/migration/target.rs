@@ -67,6 +67,7 @@ pub(crate) fn snapshot(hv: &Hypervisor) -> HostSnapshot {
         labels: hv.metadata.labels.clone().unwrap_or_default(),
         ready: hosts::ready_condition(hv).is_some_and(|(s, _)| s == "True"),
         unschedulable: hv.spec.unschedulable,
+        maintenance: ironvisor_crds::maintenance::in_maintenance(hv),
         unhealthy: hosts::unhealthy(hv),
         allocatable: hosts::allocatable(hv),
         allocated,

@@ -17,6 +17,8 @@ pub enum FilterReason {
     NotReady,
     /// Cordoned (`spec.unschedulable`).
     Unschedulable,
+    /// In maintenance (`spec.maintenance`, or its Kubernetes Node cordoned): being drained.
+    Maintenance,
     /// The agent reports LibvirtHealthy=False (e.g. capability probes that keep taking
     /// seconds: every define would wait minutes).
     LibvirtUnhealthy,
@@ -45,6 +47,7 @@ impl FilterReason {
             FilterReason::NodeName => "node_name",
             FilterReason::NotReady => "not_ready",
             FilterReason::Unschedulable => "unschedulable",
+            FilterReason::Maintenance => "maintenance",
             FilterReason::LibvirtUnhealthy => "libvirt_unhealthy",
             FilterReason::StorageInaccessible => "storage_inaccessible",
             FilterReason::NodeSelector => "node_selector",
@@ -64,6 +67,7 @@ impl fmt::Display for FilterReason {
             FilterReason::NodeName => "not the requested host",
             FilterReason::NotReady => "not ready",
             FilterReason::Unschedulable => "unschedulable",
+            FilterReason::Maintenance => "in maintenance",
             FilterReason::LibvirtUnhealthy => {
                 "libvirt unhealthy (see the host's LibvirtHealthy condition)"
             }
@@ -100,9 +104,11 @@ pub fn ready(h: &HostSnapshot) -> Result<(), FilterReason> {
     }
 }
 
-/// Not cordoned.
+/// Not in maintenance, not cordoned.
 pub fn schedulable(h: &HostSnapshot) -> Result<(), FilterReason> {
-    if h.unschedulable {
+    if h.maintenance {
+        Err(FilterReason::Maintenance)
+    } else if h.unschedulable {
         Err(FilterReason::Unschedulable)
     } else {
         Ok(())
@@ -216,6 +222,15 @@ mod tests {
         assert_eq!(ready(&h), Ok(()));
         h.ready = false;
         assert_eq!(run(&h, &req(1, 1)), Err(vec![FilterReason::NotReady]));
+    }
+
+    #[test]
+    fn a_host_in_maintenance_is_filtered_with_that_reason_even_when_also_cordoned() {
+        let mut h = host("a", 8, 8);
+        h.maintenance = true;
+        h.unschedulable = true;
+        assert_eq!(run(&h, &req(1, 1)), Err(vec![FilterReason::Maintenance]));
+        assert_eq!(FilterReason::Maintenance.to_string(), "in maintenance");
     }
 
     #[test]

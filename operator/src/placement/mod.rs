@@ -36,6 +36,8 @@ pub struct HostSnapshot {
     pub ready: bool,
     /// Cordoned.
     pub unschedulable: bool,
+    /// In maintenance (being drained).
+    pub maintenance: bool,
     /// A health condition that keeps new VMs away, as its filter reason.
     pub unhealthy: Option<FilterReason>,
     /// What may be given to VMs: (capacity − reserved) × overcommit; `None` until reported.

@@ -262,6 +262,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
                 labels: h.labels.clone(),
                 ready: health.get(n.as_str()) == Some(&Health::Ready),
                 unschedulable: h.unschedulable,
+                maintenance: h.maintenance,
                 unhealthy: h.unhealthy,
                 allocatable: h.allocatable,
                 tpm: h.tpm,
@@ -368,6 +369,8 @@ use pass::{Pass, take};
 mod no_tenant;
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod resize_lock;
 #[cfg(test)]
 mod tenant_edits;
 #[cfg(test)]
