@@ -17,3 +17,4 @@ pub mod seed;
 pub mod seed_key;
 pub mod snapshot;
 pub mod storage;
+pub mod utilization;
