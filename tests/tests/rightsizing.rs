@@ -91,16 +91,17 @@ fn an_idle_guest_is_flagged_idle_and_a_busy_one_is_not() {
     });
     let (sleeper, burner) = judged;
     assert_ne!(burner.1, "Idle", "the burning guest is busy: {}", burner.2);
+    // What the loop gets depends on the host's load; it is above the idle line, and more than
+    // the sleeper's.
+    let avg = |v: &Value| v["cpuAvgMillicores"].as_i64().unwrap_or(0);
+    assert!(avg(&burner.2) >= 50, "{}", burner.2);
     assert!(
-        burner.2["cpuAvgMillicores"].as_i64().unwrap_or(0) >= 300,
-        "the burning guest measured busy: {}",
-        burner.2
-    );
-    assert!(
-        sleeper.2["cpuAvgMillicores"].as_i64().unwrap_or(1000) < 50,
-        "{}",
+        avg(&burner.2) > avg(&sleeper.2),
+        "{} {}",
+        burner.2,
         sleeper.2
     );
+    assert!(avg(&sleeper.2) < 50, "{}", sleeper.2);
     assert_eq!(
         sleeper.2["recommended"]["vcpus"], 0,
         "halt it: {}",

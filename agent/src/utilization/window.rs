@@ -127,7 +127,7 @@ impl Windows {
         let cpu = u128::from(s.cpu_time_ns - prev.cpu_ns);
         let millicores =
             i64::try_from(cpu * 1000 / (wall_ms as u128 * 1_000_000)).unwrap_or(i64::MAX);
-        let o = g.open.get_or_insert_with(|| Open {
+        let o = g.open.get_or_insert(Open {
             start,
             measured_ms: 0,
             cpu_ns: 0,

@@ -93,11 +93,11 @@ pub fn p95(values: &[i64]) -> i64 {
 }
 
 /// The buckets of `u` that overlap `[now - window, now]`.
-pub fn in_window<'a>(
-    u: &'a VmUtilization,
+pub fn in_window(
+    u: &VmUtilization,
     now: Timestamp,
     window_seconds: i64,
-) -> Vec<&'a UtilizationBucket> {
+) -> Vec<&UtilizationBucket> {
     let from = now.as_second() - window_seconds;
     u.buckets
         .iter()
