@@ -11,6 +11,8 @@
 #              since boot: a live migration must continue it, a restart starts it again), and
 #              with `ironvisor.diskwrite` it first writes `IRONVISOR-DISK-TOKEN-<uuid>` at the
 #              start of /dev/vda, syncs, and prints the token. With
+#              `ironvisor.burn` it keeps one vCPU busy (a shell loop, from before the stay/counter
+#              step on; prints IRONVISOR-GUEST-BURNING), for right-sizing tests. With
 #              `ironvisor.probe=HOST:PORT[,HOST:PORT...]` it first configures eth0 as QEMU's
 #              user-mode network expects (10.0.2.15/24, gateway 10.0.2.2), tries a TCP connection
 #              to each target and prints `IRONVISOR-PROBE HOST:PORT CONNECTED` or `... REFUSED`.
@@ -109,6 +111,10 @@ if grep -qw ironvisor.diskwrite /proc/cmdline; then
   for _ in $(seq 1 100); do [ -b /dev/vda ] && break; sleep 0.1; done
   token="IRONVISOR-DISK-TOKEN-$(cat /proc/sys/kernel/random/uuid)"
   echo "$token" | dd of=/dev/vda conv=fsync 2>/dev/null && sync && echo "IRONVISOR-DISK-WROTE $token"
+fi
+if grep -qw ironvisor.burn /proc/cmdline; then
+  (while :; do :; done) &
+  echo "IRONVISOR-GUEST-BURNING"
 fi
 if grep -qw ironvisor.counter /proc/cmdline; then
   echo "IRONVISOR-GUEST-UP"

@@ -18,3 +18,4 @@ pub mod seed;
 pub mod seed_key;
 pub mod snapshot;
 pub mod storage;
+pub mod utilization;

@@ -25,6 +25,7 @@ pub mod seed;
 pub mod snapshot;
 pub mod tenant;
 pub mod usage;
+pub mod utilization;
 pub mod vm;
 
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};

@@ -52,6 +52,8 @@ pub struct RunConfig {
     pub usage_interval: Duration,
     /// The usage accounting's clock.
     pub clock: Arc<dyn crate::usage::Clock>,
+    /// How right-sizing judges the VMs' measured use.
+    pub rightsizing: crate::usage::rightsizing::Policy,
 }
 
 impl RunConfig {
@@ -69,6 +71,7 @@ impl RunConfig {
             own_namespace: None,
             usage_interval: Duration::from_secs(60),
             clock: Arc::new(crate::usage::SystemClock),
+            rightsizing: Default::default(),
         }
     }
 }
@@ -163,6 +166,7 @@ pub async fn run(
         clock: cfg.clock.clone(),
         interval: cfg.usage_interval,
         default_tenant: cfg.default_tenant.clone(),
+        rightsizing: cfg.rightsizing,
     };
     let snapshots = crate::snapshot::controller::Ctx {
         client: client.clone(),

@@ -383,6 +383,11 @@ impl System {
 
     /// Start the operator (metrics on a free port, returned).
     pub fn operator(&self) -> (Proc, u16) {
+        self.operator_with_args(&[])
+    }
+
+    /// [`System::operator`] with more flags (e.g. `--rightsizing-window`).
+    pub fn operator_with_args(&self, args: &[&str]) -> (Proc, u16) {
         let port = free_port();
         let proc = Proc::spawn(
             "ironvisor-operator",
@@ -391,6 +396,7 @@ impl System {
                 .arg(self.service_account_kubeconfig("ironvisor-operator", None))
                 .arg("--metrics-addr")
                 .arg(format!("127.0.0.1:{port}"))
+                .args(args)
                 .env("POD_NAME", "e2e-operator")
                 .env("RUST_LOG", "info"),
             self.dir.path().join("operator.log"),

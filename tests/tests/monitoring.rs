@@ -102,6 +102,10 @@ fn showback_dashboard_queries_usage_cost_and_budget_per_tenant() {
         "ironvisor_usage_cost",
         "ironvisor_usage_budget",
         "ironvisor_usage_hours",
+        "ironvisor_rightsizing_monthly_saving",
+        "ironvisor_rightsizing_vms",
+        "ironvisor_rightsizing_allocated",
+        "ironvisor_rightsizing_used",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(series)),

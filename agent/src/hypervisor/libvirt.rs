@@ -379,6 +379,29 @@ fn observe_domain(dom: &Domain) -> Result<Observed, VirtError> {
     })
 }
 
+/// Seconds between the guest balloon driver's memory reports, asked of running guests that
+/// do not report yet.
+const BALLOON_PERIOD_SECONDS: i32 = 10;
+
+/// The balloon's figures into `s`: the host-side resident size always, the guest's own use
+/// when its balloon driver reports (asking it to report every few seconds otherwise; a
+/// guest without the driver never will, and that is fine).
+fn balloon(d: &Domain, s: &mut DomainStats) {
+    let Ok(stats) = d.memory_stats(0) else {
+        return;
+    };
+    let get = |tag: u32| stats.iter().find(|m| m.tag == tag).map(|m| m.val);
+    s.rss_bytes = get(sys::VIR_DOMAIN_MEMORY_STAT_RSS).unwrap_or(0) * 1024;
+    let available = get(sys::VIR_DOMAIN_MEMORY_STAT_AVAILABLE);
+    let unused = get(sys::VIR_DOMAIN_MEMORY_STAT_UNUSED);
+    match available.zip(unused) {
+        Some((a, u)) => s.guest_used_bytes = Some(a.saturating_sub(u) * 1024),
+        None => {
+            let _ = d.set_memory_stats_period(BALLOON_PERIOD_SECONDS, sys::VIR_DOMAIN_MEM_LIVE);
+        }
+    }
+}
+
 #[async_trait]
 impl Hypervisor for Libvirt {
     async fn list_owned(&self) -> Result<Vec<Observed>, HvError> {
@@ -476,16 +499,21 @@ impl Hypervisor for Libvirt {
             let mut s = DomainStats {
                 cpu_time_ns: info.cpu_time,
                 memory_bytes: info.memory * 1024,
+                vcpus: info.nr_virt_cpu,
                 ..Default::default()
             };
             if !d.is_active()? {
                 return Ok(s);
             }
+            balloon(d, &mut s);
             let devices = parse_devices(&d.xml_desc(0)?).unwrap_or_default();
             for disk in &devices.disks {
                 if let Ok(b) = d.block_stats(disk) {
                     s.disk_read_bytes += b.rd_bytes.max(0) as u64;
                     s.disk_write_bytes += b.wr_bytes.max(0) as u64;
+                }
+                if let Ok(a) = super::blockjob::block_allocation(d, disk) {
+                    s.disk_allocated_bytes += a;
                 }
             }
             for (_, dev) in &devices.interfaces {

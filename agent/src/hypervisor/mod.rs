@@ -56,6 +56,15 @@ pub struct DomainStats {
     pub net_rx_bytes: u64,
     /// Bytes sent on libvirt-managed interfaces.
     pub net_tx_bytes: u64,
+    /// vCPUs of the running guest.
+    pub vcpus: u32,
+    /// Resident memory of the guest's process on the host (balloon `rss`), bytes.
+    pub rss_bytes: u64,
+    /// Memory the guest reports in use (balloon driver: `available` minus `unused`), bytes;
+    /// None when the guest has no balloon driver reporting.
+    pub guest_used_bytes: Option<u64>,
+    /// Host bytes allocated to the disks (QEMU's block allocation), summed.
+    pub disk_allocated_bytes: u64,
 }
 
 /// What the hypervisor says about the host.
