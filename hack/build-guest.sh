@@ -16,8 +16,8 @@
 #              `ironvisor.probe=HOST:PORT[,HOST:PORT...]` it first configures eth0 as QEMU's
 #              user-mode network expects (10.0.2.15/24, gateway 10.0.2.2), tries a TCP connection
 #              to each target and prints `IRONVISOR-PROBE HOST:PORT CONNECTED` or `... REFUSED`.
-#              With `ironvisor.burn` it prints IRONVISOR-BURNING and keeps its vCPU busy for
-#              ever (a shell loop: a CPU burner for the rebalancing tests).
+#              With `ironvisor.burn` alone (no stay, no counter) it prints IRONVISOR-BURNING and
+#              burns for ever instead of powering off (a CPU burner for the rebalancing tests).
 #   root.qcow2 a 256 MiB qcow2 root disk (ext4, label ironvisor-root) for VMs that want an image
 #              to overlay (manifests/examples/20-vm-disk-cloud-init.yaml).
 # Needs: apt-get, dpkg, cpio, gzip, busybox-static, kmod (modinfo), e2fsprogs, qemu-utils — see
@@ -26,7 +26,7 @@ set -euo pipefail
 
 OUT="${1:-${IRONVISOR_GUEST_DIR:-/var/tmp/ironvisor-guest}}"
 # Bump when the recipe changes, so cached guests are rebuilt.
-RECIPE=7
+RECIPE=8
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$RECIPE" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] &&
   [ -s "$OUT/root.qcow2" ]; then
   echo "build-guest: cached in $OUT"
@@ -126,8 +126,9 @@ if grep -qw ironvisor.counter /proc/cmdline; then
   done
 fi
 if grep -qw ironvisor.burn /proc/cmdline; then
+  # Neither stay nor counter: the burner is all the guest does (the rebalancing tests).
   echo "IRONVISOR-BURNING"
-  while :; do :; done
+  wait
 fi
 if grep -qw ironvisor.stay /proc/cmdline; then
   echo "IRONVISOR-GUEST-UP"
