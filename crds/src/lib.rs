@@ -14,6 +14,7 @@ pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;
 pub mod migration;
+pub mod migration_policy;
 pub mod pricing;
 pub mod quantity;
 pub mod quota;
@@ -28,6 +29,7 @@ pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use migration::{
     VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,
 };
+pub use migration_policy::{MigrationPolicy, MigrationPolicySpec};
 pub use pricing::{PriceList, PriceListSpec};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use restore::{VirtualMachineRestore, VirtualMachineRestoreSpec};

@@ -174,12 +174,13 @@ pub async fn run(
         client: client.clone(),
         leadership: leadership.clone(),
     };
-    let migrations = crate::migration::run(crate::migration::Ctx {
-        client: client.clone(),
-        leadership: leadership.clone(),
+    let migrations = crate::migration::run(crate::migration::Ctx::new(
+        client.clone(),
+        leadership.clone(),
         recorder,
-        strategy: cfg.strategy,
-    });
+        cfg.strategy,
+        metrics.clone(),
+    ));
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
     let serve_metrics = async {

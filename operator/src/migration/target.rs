@@ -73,6 +73,21 @@ fn snapshot(hv: &Hypervisor) -> HostSnapshot {
     }
 }
 
+/// Compute reserved on each host for VMs migrating to it (not placed there yet).
+pub type InFlight = BTreeMap<String, Capacity>;
+
+/// The reservations of `(target, VM)` pairs of migrations under way.
+pub fn in_flight(moving: &[(String, VirtualMachine)]) -> InFlight {
+    let mut out = InFlight::new();
+    for (target, vm) in moving {
+        let c = request(vm, None).compute;
+        let e = out.entry(target.clone()).or_default();
+        e.vcpus += c.vcpus;
+        e.memory += c.memory;
+    }
+    out
+}
+
 /// What the VM asks of its target.
 fn request(vm: &VirtualMachine, wanted: Option<&str>) -> Request {
     let c = &vm.spec.cpu;
@@ -95,6 +110,7 @@ pub fn choose(
     source: &str,
     wanted: Option<&str>,
     strategy: Strategy,
+    in_flight: &InFlight,
 ) -> Result<Choice, NoTarget> {
     if wanted == Some(source) {
         return Err(NoTarget(format!("the VM already runs on {source}")));
@@ -117,7 +133,14 @@ pub fn choose(
             cpu_refused += usize::from(!ok);
             ok
         })
-        .map(|(_, h)| snapshot(h))
+        .map(|(_, h)| {
+            let mut s = snapshot(h);
+            if let Some(c) = in_flight.get(&s.name) {
+                s.allocated.vcpus += c.vcpus;
+                s.allocated.memory += c.memory;
+            }
+            s
+        })
         .collect();
     let req = request(vm, wanted);
     match placement::place(&snaps, &req, strategy) {
@@ -198,7 +221,15 @@ mod tests {
             hv("h1", 64, Acceleration::Tcg, "x"),
             hv("h2", 4, Acceleration::Tcg, "x"),
         ];
-        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread).unwrap();
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap();
         assert_eq!(c.node, "h2");
         assert!(c.reason.starts_with("h2 scored best"), "{}", c.reason);
         let e = choose(
@@ -219,7 +250,15 @@ mod tests {
             hv("h2", 0, Acceleration::Tcg, "x"),
             hv("h3", 8, Acceleration::Tcg, "x"),
         ];
-        let e = choose(&hosts[..2], &vm("host-model"), "h1", None, Strategy::Spread).unwrap_err();
+        let e = choose(
+            &hosts[..2],
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("insufficient"), "{e}");
         let c = choose(
             &hosts,
@@ -230,6 +269,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.node, "h3");
+    }
+
+    #[test]
+    fn room_taken_by_migrations_under_way_is_not_offered_again() {
+        let hosts = [
+            hv("h1", 64, Acceleration::Tcg, "x"),
+            hv("h2", 3, Acceleration::Tcg, "x"),
+            hv("h3", 2, Acceleration::Tcg, "x"),
+        ];
+        // Alone, h2 scores best (3 free vCPUs after... 1 left vs 0 on h3).
+        let none = InFlight::new();
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(c.node, "h2");
+        // Another VM of 2 vCPUs is on its way to h2: it has 1 left, too few.
+        let other = vm("host-model");
+        let busy = in_flight(&[("h2".to_owned(), other.clone())]);
+        assert_eq!(busy["h2"].vcpus, 2);
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &busy,
+        )
+        .unwrap();
+        assert_eq!(c.node, "h3");
+        let full = in_flight(&[("h2".to_owned(), other.clone()), ("h3".to_owned(), other)]);
+        let e = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &full,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("insufficient"), "{e}");
     }
 
     #[test]
@@ -248,7 +333,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.node, "h3", "h2 has more room but another CPU");
-        let e = choose(&hosts[..2], &vm("host-model"), "h1", None, Strategy::Spread).unwrap_err();
+        let e = choose(
+            &hosts[..2],
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("1 without the VM's CPU model"), "{e}");
         // A named model is left to libvirt's own check at the copy.
         assert_eq!(
@@ -257,7 +350,8 @@ mod tests {
                 &vm("Skylake-Server"),
                 "h1",
                 None,
-                Strategy::Spread
+                Strategy::Spread,
+                &InFlight::new()
             )
             .unwrap()
             .node,
