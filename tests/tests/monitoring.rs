@@ -106,11 +106,15 @@ fn migration_alerts_fire_on_a_failure_and_on_a_migration_running_for_an_hour() {
             "alert_rule_test": [
                 {"eval_time": "1m", "alertname": "IronvisorMigrationFailed", "exp_alerts": []},
                 {"eval_time": "4m", "alertname": "IronvisorMigrationFailed",
-                 "exp_alerts": [{"exp_labels": {"severity": "warning"}}]},
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"}, "exp_annotations": {
+                    "summary": "1 live migrations failed in the last 30 minutes",
+                    "description": "The VMs still run on their source hosts. `kubectl get vmim -A` lists the failed migrations; the Ready condition of each says why (the policy's timeout, the target refusing, libvirt's error)."}}]},
                 // Over an hour from minute 11; firing five minutes later.
                 {"eval_time": "14m", "alertname": "IronvisorMigrationStuck", "exp_alerts": []},
                 {"eval_time": "17m", "alertname": "IronvisorMigrationStuck",
-                 "exp_alerts": [{"exp_labels": {"severity": "warning"}}]}
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"}, "exp_annotations": {
+                    "summary": "A live migration has run for more than an hour",
+                    "description": "A migration past Pending has not ended after an hour: its source agent may be gone, or a post-copy migration cannot finish. `kubectl get vmim -A` shows it; its progress and the source host's agent say more."}}]}
             ]
         }]
     });

@@ -37,10 +37,15 @@ pub(super) async fn lock(
         .list(&ListParams::default())
         .await?
         .items;
-    let policies = Api::<MigrationPolicy>::all(ctx.client.clone())
+    let policies = match Api::<MigrationPolicy>::all(ctx.client.clone())
         .list(&ListParams::default())
-        .await?
-        .items;
+        .await
+    {
+        Ok(l) => l.items,
+        // The MigrationPolicy CRD not installed yet (an upgrade): the built-in defaults.
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
     let source = vm.status.as_ref().and_then(|s| s.node_name.clone());
     let me = m.uid().unwrap_or_default();
     let limits = policy::limits(&policies);

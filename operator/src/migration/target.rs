@@ -238,6 +238,7 @@ mod tests {
             "h1",
             Some("h1"),
             Strategy::Spread,
+            &InFlight::new(),
         )
         .unwrap_err();
         assert!(e.0.contains("already runs on h1"), "{e}");
@@ -266,6 +267,7 @@ mod tests {
             "h1",
             Some("h3"),
             Strategy::Spread,
+            &InFlight::new(),
         )
         .unwrap();
         assert_eq!(c.node, "h3");
@@ -278,42 +280,19 @@ mod tests {
             hv("h2", 3, Acceleration::Tcg, "x"),
             hv("h3", 2, Acceleration::Tcg, "x"),
         ];
-        // Alone, h2 scores best (3 free vCPUs after... 1 left vs 0 on h3).
+        // Alone, h2 scores best (more room left).
         let none = InFlight::new();
-        let c = choose(
-            &hosts,
-            &vm("host-model"),
-            "h1",
-            None,
-            Strategy::Spread,
-            &none,
-        )
-        .unwrap();
+        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread, &none).unwrap();
         assert_eq!(c.node, "h2");
-        // Another VM of 2 vCPUs is on its way to h2: it has 1 left, too few.
-        let other = vm("host-model");
-        let busy = in_flight(&[("h2".to_owned(), other.clone())]);
-        assert_eq!(busy["h2"].vcpus, 2);
-        let c = choose(
-            &hosts,
-            &vm("host-model"),
-            "h1",
-            None,
-            Strategy::Spread,
-            &busy,
-        )
-        .unwrap();
+        // A large VM is on its way to h2: its room is taken, h3 is chosen.
+        let mut big = vm("host-model");
+        big.spec.cpu.cores = 100;
+        let busy = in_flight(&[("h2".to_owned(), big.clone())]);
+        assert_eq!(busy["h2"].vcpus, 100);
+        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread, &busy).unwrap();
         assert_eq!(c.node, "h3");
-        let full = in_flight(&[("h2".to_owned(), other.clone()), ("h3".to_owned(), other)]);
-        let e = choose(
-            &hosts,
-            &vm("host-model"),
-            "h1",
-            None,
-            Strategy::Spread,
-            &full,
-        )
-        .unwrap_err();
+        let full = in_flight(&[("h2".to_owned(), big.clone()), ("h3".to_owned(), big)]);
+        let e = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread, &full).unwrap_err();
         assert!(e.0.contains("insufficient"), "{e}");
     }
 
@@ -330,6 +309,7 @@ mod tests {
             "h1",
             None,
             Strategy::Spread,
+            &InFlight::new(),
         )
         .unwrap();
         assert_eq!(c.node, "h3", "h2 has more room but another CPU");

@@ -2,7 +2,7 @@
 
 use ironvisor_crds::migration::{MigrationPhase, VirtualMachineMigration};
 
-use super::tests::{cluster, run, vm};
+use super::tests::{self, cluster, run, vm};
 use super::*;
 use crate::units::Limits;
 
@@ -28,7 +28,7 @@ fn a_vm_migrating_to_a_host_holds_its_room_there_until_the_migration_ends() {
     ix.apply_vm_entry(vm("fin", "mover", 0, 4, 1));
     run(&mut ix, 1);
     assert_eq!(
-        ix.vm(&super::tests::key("fin", "mover"))
+        ix.vm(&tests::key("fin", "mover"))
             .unwrap()
             .status_node
             .as_deref(),
@@ -41,7 +41,7 @@ fn a_vm_migrating_to_a_host_holds_its_room_there_until_the_migration_ends() {
     assert!(p.placed.is_empty(), "{:?}", p.placed);
     assert_eq!(p.pending.get(REASON_UNSCHEDULABLE), Some(&1));
     // The quota counts the migrating VM once.
-    assert_eq!(super::tests::used(&ix, "fin").vcpus, 4);
+    assert_eq!(tests::used(&ix, "fin").vcpus, 4);
     // Cancelled: the room on h2 is free again.
     ix.apply_migration(&migration("mover", MigrationPhase::Cancelled, "h2"));
     let p = run(&mut ix, 4);

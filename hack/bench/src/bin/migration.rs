@@ -86,10 +86,17 @@ fn completed_downtime(uri: &str, dom: &str) -> anyhow::Result<f64> {
     Ok(v.parse()?)
 }
 
-fn gap_ms(watch: &TickWatch, from: usize, to: usize) -> anyhow::Result<f64> {
+/// The host-side gap of the switch-over of the migration started at `since` (the ticks
+/// before it hold the earlier rounds' switch-overs).
+fn gap_ms(watch: &TickWatch, since: Instant, from: usize, to: usize) -> anyhow::Result<f64> {
     let last = watch.ticks().iter().map(|t| t.value).max().unwrap_or(0);
     watch.wait_tick_on(to, last, LONG);
-    let sw = switch_over(&watch.ticks(), from, to)
+    let ticks: Vec<_> = watch
+        .ticks()
+        .into_iter()
+        .filter(|t| t.at >= since)
+        .collect();
+    let sw = switch_over(&ticks, from, to)
         .ok_or_else(|| anyhow::anyhow!("no switch-over seen"))?;
     Ok(sw.gap.as_secs_f64() * 1000.0)
 }
@@ -139,7 +146,7 @@ fn ours(c: &Cluster, name: &str, rounds: usize) -> anyhow::Result<Vec<Sample>> {
                 .as_f64()
                 .unwrap_or(0.0),
             qemu_downtime_ms: downtime,
-            gap_ms: gap_ms(&watch, at, to)?,
+            gap_ms: gap_ms(&watch, t, at, to)?,
             e2e_ms: Some(e2e),
         });
         eprintln!("ironvisor {name} round {i}: {:?}", out.last());
@@ -235,7 +242,7 @@ fn raw(c: &Cluster, dom: &str, dir: &Path, rounds: usize) -> anyhow::Result<Vec<
         out.push(Sample {
             call_ms: call,
             qemu_downtime_ms: completed_downtime(to_uri, dom)?,
-            gap_ms: gap_ms(&watch, at, to)?,
+            gap_ms: gap_ms(&watch, t, at, to)?,
             e2e_ms: None,
         });
         eprintln!("raw round {i}: {:?}", out.last());
