@@ -194,3 +194,51 @@ fn a_copy_that_does_not_converge_is_aborted_at_the_policys_timeout_and_the_vm_ru
     let now = watch.ticks().iter().map(|t| t.value).max().unwrap_or(0);
     watch.wait_tick_on(0, now, BOOT);
 }
+
+/// The API server refuses policies that make no sense, with the field named: parallel
+/// limits on a policy that selects VMs, a zero bandwidth, a negative limit, an unknown
+/// field; a sound `default` is accepted and read back.
+#[test]
+fn nonsensical_policies_are_refused_at_apply_time() {
+    let sys = ironvisor_tests::system::System::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let apply = |name: &str, spec: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: ironvisor.io/v1alpha1\nkind: MigrationPolicy\n\
+                 metadata: {{name: {name}}}\nspec: {spec}\n"
+            ),
+        )
+        .expect("write");
+        let out = sys.kubectl(&["apply", "-f", path.to_str().expect("utf-8")]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = apply(
+        "db",
+        "{selector: {matchLabels: {tier: db}}, parallelMigrationsPerCluster: 3}",
+    );
+    assert!(!ok);
+    assert!(err.contains("the parallel limits are cluster-wide"), "{err}");
+    for (spec, field) in [
+        ("{bandwidthMibPerSecond: 0}", "bandwidthMibPerSecond"),
+        ("{parallelOutboundMigrationsPerHost: -1}", "parallelOutboundMigrationsPerHost"),
+        ("{allowPostCopy: maybe}", "allowPostCopy"),
+        ("{postCopyAlways: true}", "postCopyAlways"),
+    ] {
+        let (ok, err) = apply("bad", spec);
+        assert!(!ok, "{spec} accepted");
+        assert!(err.contains(field), "{spec}: {err}");
+    }
+    let (ok, err) = apply(
+        "default",
+        "{parallelMigrationsPerCluster: 3, parallelOutboundMigrationsPerHost: 1, allowAutoConverge: true}",
+    );
+    assert!(ok, "{err}");
+    let p = sys.get("mpol", None, "default").expect("stored");
+    assert_eq!(p["spec"]["parallelMigrationsPerCluster"], 3);
+}
