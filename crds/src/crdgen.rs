@@ -10,7 +10,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::{
-    Hypervisor, PriceList, Quota, RebalancePolicy, Tenant, UsageReport, VirtualMachine,
+    Hypervisor, MigrationPolicy, PriceList, Quota, RebalancePolicy, Tenant, UsageReport,
+    VirtualMachine,
     VirtualMachineMigration, VirtualMachineRestore, VirtualMachineSnapshot,
 };
 
@@ -28,6 +29,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         VirtualMachineRestore::crd(),
         VirtualMachineMigration::crd(),
         RebalancePolicy::crd(),
+        MigrationPolicy::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

@@ -16,6 +16,7 @@ pub mod labels;
 pub mod load;
 pub mod maintenance;
 pub mod migration;
+pub mod migration_policy;
 pub mod pricing;
 pub mod quantity;
 pub mod quota;
@@ -32,6 +33,7 @@ pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use migration::{
     VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,
 };
+pub use migration_policy::{MigrationPolicy, MigrationPolicySpec};
 pub use pricing::{PriceList, PriceListSpec};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use rebalance::{RebalancePolicy, RebalancePolicySpec, RebalancePolicyStatus};

@@ -178,12 +178,13 @@ pub async fn run(
         client: client.clone(),
         leadership: leadership.clone(),
     };
-    let migrations = crate::migration::run(crate::migration::Ctx {
-        client: client.clone(),
-        leadership: leadership.clone(),
-        recorder: recorder.clone(),
-        strategy: cfg.strategy,
-    });
+    let migrations = crate::migration::run(crate::migration::Ctx::new(
+        client.clone(),
+        leadership.clone(),
+        recorder.clone(),
+        cfg.strategy,
+        metrics.clone(),
+    ));
     let rebalancer = crate::rebalance::run(crate::rebalance::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),

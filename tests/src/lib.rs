@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attack;
+pub mod busy_guest;
 pub mod identities;
 pub mod image;
 pub mod migration;

@@ -20,10 +20,15 @@ use crate::repo_root;
 /// Where the workspace's binaries are: the directory above the test executable's `deps/`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe
+    let deps = exe
         .parent()
-        .and_then(Path::parent)
         .expect("the test executable lives in target/<profile>/deps");
+    // A test lives in target/<profile>/deps; a benchmark binary (hack/bench) beside the
+    // binaries themselves.
+    let dir = match deps.parent() {
+        Some(p) if !deps.join(name).is_file() => p,
+        _ => deps,
+    };
     let path = dir.join(name);
     assert!(
         path.is_file(),

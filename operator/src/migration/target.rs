@@ -76,6 +76,21 @@ pub(crate) fn snapshot(hv: &Hypervisor) -> HostSnapshot {
     }
 }
 
+/// Compute reserved on each host for VMs migrating to it (not placed there yet).
+pub type InFlight = BTreeMap<String, Capacity>;
+
+/// The reservations of `(target, VM)` pairs of migrations under way.
+pub fn in_flight(moving: &[(String, VirtualMachine)]) -> InFlight {
+    let mut out = InFlight::new();
+    for (target, vm) in moving {
+        let c = request(vm, None).compute;
+        let e = out.entry(target.clone()).or_default();
+        e.vcpus += c.vcpus;
+        e.memory += c.memory;
+    }
+    out
+}
+
 /// What the VM asks of its target.
 pub(crate) fn request(vm: &VirtualMachine, wanted: Option<&str>) -> Request {
     let c = &vm.spec.cpu;
@@ -99,6 +114,7 @@ pub fn choose(
     source: &str,
     wanted: Option<&str>,
     strategy: Strategy,
+    in_flight: &InFlight,
 ) -> Result<Choice, NoTarget> {
     if wanted == Some(source) {
         return Err(NoTarget(format!("the VM already runs on {source}")));
@@ -121,7 +137,14 @@ pub fn choose(
             cpu_refused += usize::from(!ok);
             ok
         })
-        .map(|(_, h)| snapshot(h))
+        .map(|(_, h)| {
+            let mut s = snapshot(h);
+            if let Some(c) = in_flight.get(&s.name) {
+                s.allocated.vcpus += c.vcpus;
+                s.allocated.memory += c.memory;
+            }
+            s
+        })
         .collect();
     let req = request(vm, wanted);
     match placement::place(&snaps, &req, strategy) {
@@ -202,7 +225,15 @@ mod tests {
             hv("h1", 64, Acceleration::Tcg, "x"),
             hv("h2", 4, Acceleration::Tcg, "x"),
         ];
-        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread).unwrap();
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap();
         assert_eq!(c.node, "h2");
         assert!(c.reason.starts_with("h2 scored best"), "{}", c.reason);
         let e = choose(
@@ -211,6 +242,7 @@ mod tests {
             "h1",
             Some("h1"),
             Strategy::Spread,
+            &InFlight::new(),
         )
         .unwrap_err();
         assert!(e.0.contains("already runs on h1"), "{e}");
@@ -223,7 +255,15 @@ mod tests {
             hv("h2", 0, Acceleration::Tcg, "x"),
             hv("h3", 8, Acceleration::Tcg, "x"),
         ];
-        let e = choose(&hosts[..2], &vm("host-model"), "h1", None, Strategy::Spread).unwrap_err();
+        let e = choose(
+            &hosts[..2],
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("insufficient"), "{e}");
         let c = choose(
             &hosts,
@@ -231,9 +271,33 @@ mod tests {
             "h1",
             Some("h3"),
             Strategy::Spread,
+            &InFlight::new(),
         )
         .unwrap();
         assert_eq!(c.node, "h3");
+    }
+
+    #[test]
+    fn room_taken_by_migrations_under_way_is_not_offered_again() {
+        let hosts = [
+            hv("h1", 64, Acceleration::Tcg, "x"),
+            hv("h2", 3, Acceleration::Tcg, "x"),
+            hv("h3", 2, Acceleration::Tcg, "x"),
+        ];
+        // Alone, h2 scores best (more room left).
+        let none = InFlight::new();
+        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread, &none).unwrap();
+        assert_eq!(c.node, "h2");
+        // A large VM is on its way to h2: its room is taken, h3 is chosen.
+        let mut big = vm("host-model");
+        big.spec.cpu.cores = 100;
+        let busy = in_flight(&[("h2".to_owned(), big.clone())]);
+        assert_eq!(busy["h2"].vcpus, 100);
+        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread, &busy).unwrap();
+        assert_eq!(c.node, "h3");
+        let full = in_flight(&[("h2".to_owned(), big.clone()), ("h3".to_owned(), big)]);
+        let e = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread, &full).unwrap_err();
+        assert!(e.0.contains("insufficient"), "{e}");
     }
 
     #[test]
@@ -249,10 +313,19 @@ mod tests {
             "h1",
             None,
             Strategy::Spread,
+            &InFlight::new(),
         )
         .unwrap();
         assert_eq!(c.node, "h3", "h2 has more room but another CPU");
-        let e = choose(&hosts[..2], &vm("host-model"), "h1", None, Strategy::Spread).unwrap_err();
+        let e = choose(
+            &hosts[..2],
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("1 without the VM's CPU model"), "{e}");
         // A named model is left to libvirt's own check at the copy.
         assert_eq!(
@@ -261,7 +334,8 @@ mod tests {
                 &vm("Skylake-Server"),
                 "h1",
                 None,
-                Strategy::Spread
+                Strategy::Spread,
+                &InFlight::new()
             )
             .unwrap()
             .node,
