@@ -11,8 +11,7 @@ use kube::CustomResourceExt;
 
 use crate::{
     Hypervisor, MigrationPolicy, PriceList, Quota, RebalancePolicy, Tenant, UsageReport,
-    VirtualMachine,
-    VirtualMachineMigration, VirtualMachineRestore, VirtualMachineSnapshot,
+    VirtualMachine, VirtualMachineMigration, VirtualMachineRestore, VirtualMachineSnapshot,
 };
 
 /// Every CRD of the API, as installed: without defaults inside list items (see

@@ -223,10 +223,16 @@ fn nonsensical_policies_are_refused_at_apply_time() {
         "{selector: {matchLabels: {tier: db}}, parallelMigrationsPerCluster: 3}",
     );
     assert!(!ok);
-    assert!(err.contains("the parallel limits are cluster-wide"), "{err}");
+    assert!(
+        err.contains("the parallel limits are cluster-wide"),
+        "{err}"
+    );
     for (spec, field) in [
         ("{bandwidthMibPerSecond: 0}", "bandwidthMibPerSecond"),
-        ("{parallelOutboundMigrationsPerHost: -1}", "parallelOutboundMigrationsPerHost"),
+        (
+            "{parallelOutboundMigrationsPerHost: -1}",
+            "parallelOutboundMigrationsPerHost",
+        ),
         ("{allowPostCopy: maybe}", "allowPostCopy"),
         ("{postCopyAlways: true}", "postCopyAlways"),
     ] {

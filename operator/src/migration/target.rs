@@ -286,17 +286,41 @@ mod tests {
         ];
         // Alone, h2 scores best (more room left).
         let none = InFlight::new();
-        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread, &none).unwrap();
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &none,
+        )
+        .unwrap();
         assert_eq!(c.node, "h2");
         // A large VM is on its way to h2: its room is taken, h3 is chosen.
         let mut big = vm("host-model");
         big.spec.cpu.cores = 100;
         let busy = in_flight(&[("h2".to_owned(), big.clone())]);
         assert_eq!(busy["h2"].vcpus, 100);
-        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread, &busy).unwrap();
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &busy,
+        )
+        .unwrap();
         assert_eq!(c.node, "h3");
         let full = in_flight(&[("h2".to_owned(), big.clone()), ("h3".to_owned(), big)]);
-        let e = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread, &full).unwrap_err();
+        let e = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &full,
+        )
+        .unwrap_err();
         assert!(e.0.contains("insufficient"), "{e}");
     }
 

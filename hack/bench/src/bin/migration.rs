@@ -96,8 +96,7 @@ fn gap_ms(watch: &TickWatch, since: Instant, from: usize, to: usize) -> anyhow::
         .into_iter()
         .filter(|t| t.at >= since)
         .collect();
-    let sw = switch_over(&ticks, from, to)
-        .ok_or_else(|| anyhow::anyhow!("no switch-over seen"))?;
+    let sw = switch_over(&ticks, from, to).ok_or_else(|| anyhow::anyhow!("no switch-over seen"))?;
     Ok(sw.gap.as_secs_f64() * 1000.0)
 }
 
