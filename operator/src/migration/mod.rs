@@ -15,8 +15,6 @@ pub mod request;
 mod step;
 pub mod target;
 
-pub use request::{ORIGIN_LABEL, Origin, RequestError, Requested, request_migration};
-
 use std::sync::Arc;
 use std::time::Duration;
 

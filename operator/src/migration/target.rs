@@ -379,12 +379,36 @@ mod tests {
         }
         let mut with_tpm = vm("host-model");
         with_tpm.spec.tpm = Some(Default::default());
-        let c = choose(&hosts, &with_tpm, "h1", None, Strategy::Spread).unwrap();
+        let c = choose(
+            &hosts,
+            &with_tpm,
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap();
         assert_eq!(c.node, "h3", "h2 has more room but no swtpm");
-        let e = choose(&hosts[..2], &with_tpm, "h1", None, Strategy::Spread).unwrap_err();
+        let e = choose(
+            &hosts[..2],
+            &with_tpm,
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("1 no TPM emulator"), "{e}");
         // Without a TPM the emptiest host wins as before.
-        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread).unwrap();
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap();
         assert_eq!(c.node, "h2");
     }
 }
