@@ -235,8 +235,10 @@ fn a_tenant_tree_rolls_up_exactly_and_a_new_price_applies_from_its_time_only() {
          \x20 - {{effectiveFrom: \"2020-01-01T00:00:00Z\", vcpuHour: \"0.04\", memoryGiBHour: \"0.01\", storageGiBMonth: \"0.1\"}}\n\
          \x20 - {{effectiveFrom: \"{change_at}\", vcpuHour: \"9\", memoryGiBHour: \"0.5\", storageGiBMonth: \"2\"}}\n"
     ));
+    // Each with a small data disk, so storage rolls up too.
+    let disks = "  disks:\n  - name: data\n    size: 16Mi\n    source: {blank: {}}\n";
     for ns in ["tree-dept", "tree-proj"] {
-        sys.apply(&tiny_vm_manifest(ns, "v", &images, ""));
+        sys.apply(&tiny_vm_manifest(ns, "v", &images, disks));
     }
     let mut started = Vec::new();
     for ns in ["tree-dept", "tree-proj"] {
