@@ -107,6 +107,28 @@ impl Cluster {
         self.apply_vm_with(name, labels, &initrd, crate::busy_guest::BUSY_CMDLINE);
     }
 
+    /// A diskless VM of the tiny guest with `memory` (e.g. `96Mi`), the guest's `flags` on
+    /// its kernel command line (e.g. `ironvisor.counter`) and `spec_extra` spec lines.
+    pub fn apply_diskless_vm(&self, name: &str, memory: &str, flags: &str, spec_extra: &str) {
+        let g = self.guest.display();
+        let ns = &self.ns;
+        self.sys.apply(&format!(
+            r#"apiVersion: ironvisor.io/v1alpha1
+kind: VirtualMachine
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  runStrategy: Always
+  cpu: {{cores: 1}}
+  memory: {{size: {memory}}}
+  terminationGracePeriodSeconds: 2
+  kernelBoot:
+    kernel: {{hostPath: {{path: {g}/vmlinuz}}}}
+    initrd: {{hostPath: {{path: {g}/initrd.gz}}}}
+    cmdline: console=ttyS0 panic=-1 quiet {flags}
+{spec_extra}"#
+        ));
+    }
+
     fn apply_vm_with(&self, name: &str, labels: &str, initrd: &Path, cmdline: &str) {
         let g = self.guest.display();
         let initrd = initrd.display();

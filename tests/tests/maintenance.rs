@@ -17,26 +17,6 @@ const BOOT: Duration = Duration::from_secs(300);
 const DRAIN: Duration = Duration::from_secs(600);
 const MOVERS: usize = 6;
 
-fn counter_vm(c: &Cluster, name: &str, extra: &str) {
-    let g = c.guest.display();
-    c.sys.apply(&format!(
-        r#"apiVersion: ironvisor.io/v1alpha1
-kind: VirtualMachine
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  runStrategy: Always
-  cpu: {{cores: 1}}
-  memory: {{size: 96Mi}}
-  terminationGracePeriodSeconds: 2
-  kernelBoot:
-    kernel: {{hostPath: {{path: {g}/vmlinuz}}}}
-    initrd: {{hostPath: {{path: {g}/initrd.gz}}}}
-    cmdline: console=ttyS0 panic=-1 quiet ironvisor.counter
-{extra}"#,
-        ns = c.ns
-    ));
-}
-
 fn ivctl(sys: &System, args: &[&str]) -> (bool, String) {
     let out = Command::new(bin("ivctl"))
         .arg("--kubeconfig")
@@ -104,9 +84,14 @@ fn drain_moves_six_running_vms_to_two_hosts_without_restarting_and_a_vm_that_sta
     set_unschedulable(&c.sys, &h3, true);
     let movers: Vec<String> = (1..=MOVERS).map(|i| format!("mover{i}")).collect();
     for m in &movers {
-        counter_vm(&c, m, "");
+        c.apply_diskless_vm(m, "96Mi", "ironvisor.counter", "");
     }
-    counter_vm(&c, "stayer", "  drainStrategy: None\n");
+    c.apply_diskless_vm(
+        "stayer",
+        "96Mi",
+        "ironvisor.counter",
+        "  drainStrategy: None\n",
+    );
     let mut before = Vec::new();
     for m in &movers {
         let vm = c.sys.wait_phase(&c.ns, m, "Running", BOOT);

@@ -20,26 +20,6 @@ const BOOT: Duration = Duration::from_secs(240);
 const DECIDE: Duration = Duration::from_secs(180);
 const MIGRATE: Duration = Duration::from_secs(300);
 
-fn apply_vm(c: &Cluster, name: &str, mode: &str) {
-    let g = c.guest.display();
-    c.sys.apply(&format!(
-        r#"apiVersion: ironvisor.io/v1alpha1
-kind: VirtualMachine
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  runStrategy: Always
-  cpu: {{cores: 1}}
-  memory: {{size: 128Mi}}
-  terminationGracePeriodSeconds: 2
-  kernelBoot:
-    kernel: {{hostPath: {{path: {g}/vmlinuz}}}}
-    initrd: {{hostPath: {{path: {g}/initrd.gz}}}}
-    cmdline: console=ttyS0 panic=-1 quiet {mode}
-"#,
-        ns = c.ns
-    ));
-}
-
 fn cordon(c: &Cluster, node: &str, on: bool) {
     c.sys.kubectl_ok(&[
         "patch",
@@ -113,9 +93,9 @@ fn a_host_loaded_with_cpu_burners_is_rebalanced_dry_run_first_then_automatically
     });
     // Every VM on the first host: the other is cordoned while they are placed.
     cordon(&c, &cold, true);
-    apply_vm(&c, "burn1", "ironvisor.burn");
-    apply_vm(&c, "burn2", "ironvisor.burn");
-    apply_vm(&c, "idle", "ironvisor.stay");
+    c.apply_diskless_vm("burn1", "128Mi", "ironvisor.burn", "");
+    c.apply_diskless_vm("burn2", "128Mi", "ironvisor.burn", "");
+    c.apply_diskless_vm("idle", "128Mi", "ironvisor.stay", "");
     for vm in ["burn1", "burn2", "idle"] {
         let v = c.sys.wait_phase(&c.ns, vm, "Running", BOOT);
         assert_eq!(node_of(&c, vm), hot, "{}", describe(&v));
