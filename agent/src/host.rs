@@ -234,6 +234,8 @@ pub fn hypervisor_status(
         tpm: None,
         load: None,
         maintenance: None,
+        console_endpoint: None,
+        console_certificate: None,
     }
 }
 

@@ -171,6 +171,12 @@ pub struct HypervisorStatus {
     /// The drain's progress while the host is in maintenance (operator); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<crate::maintenance::MaintenanceStatus>,
+    /// The agent's console endpoint and certificate request (agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_endpoint: Option<crate::console::ConsoleEndpoint>,
+    /// The serving certificate the operator signed for that request (operator only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_certificate: Option<crate::console::ConsoleCertificate>,
 }
 
 /// vCPUs and memory.

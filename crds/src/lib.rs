@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod common;
+pub mod console;
 pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;

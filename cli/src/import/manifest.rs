@@ -347,6 +347,8 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         firmware: Some(firmware),
         secure_boot: (firmware == Firmware::Uefi).then_some(src.secure_boot),
         tpm: tpm.spec,
+        // VMware guests had an SVGA console: the default VNC display keeps one.
+        graphics: None,
         kernel_boot: None,
         disks: spec_disks,
         networks,
@@ -497,6 +499,7 @@ mod tests {
                 firmware: None,
                 secure_boot: None,
                 tpm: None,
+                graphics: None,
                 kernel_boot: None,
                 disks: vec![],
                 networks: vec![],

@@ -93,6 +93,11 @@ pub struct VirtualMachineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<Tpm>,
 
+    /// The graphical display: `vnc` (the default; a host-local socket reached through the
+    /// console server) or `none` (serial console only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphics: Option<crate::console::Graphics>,
+
     /// Boot a kernel (and optional initrd) directly instead of from a disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_boot: Option<KernelBoot>,

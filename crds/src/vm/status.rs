@@ -78,6 +78,9 @@ pub struct VirtualMachineStatus {
     /// default), written by its agent once per bucket; right-sizing reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub utilization: Option<crate::utilization::VmUtilization>,
+    /// Console connections, as the agent that bridges them saw them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<crate::console::ConsoleStatus>,
 }
 
 /// The last change of a VM announced in its audit trail.
