@@ -78,9 +78,19 @@ pub fn prepare_create(info: &ResourceInfo, mut obj: Value, ns: &str) -> Result<V
             )],
         ));
     }
-    if info.group == "rbac.authorization.k8s.io" {
-        // RBAC names are path segments (`system:masters`), as the apiserver validates them.
-        if let Some(why) = invalid_path_segment(&name) {
+    if info.group == "rbac.authorization.k8s.io" || info.group == "apiregistration.k8s.io" {
+        // RBAC and APIService names are path segments (`system:masters`, `v1.` for the core
+        // group), as the apiserver validates them; an APIService's is `<version>.<group>`.
+        let gv = format!(
+            "{}.{}",
+            obj["spec"]["version"].as_str().unwrap_or_default(),
+            obj["spec"]["group"].as_str().unwrap_or_default()
+        );
+        let why = invalid_path_segment(&name).or_else(|| {
+            (info.kind == "APIService" && name != gv)
+                .then(|| "must be `spec.version+\".\"+spec.group`".to_string())
+        });
+        if let Some(why) = why {
             return Err(ApiError::invalid(
                 &info.group,
                 &info.kind,

@@ -52,7 +52,7 @@ pub struct ApiService {
 
 impl ApiService {
     /// The APIService of a stored object; `None` when its name is not `<version>.<group>`
-    /// (kube-apiserver's validation refuses such objects; here they are ignored).
+    /// (refused on create and update, as kube-apiserver validates them; ignored if stored).
     pub fn from_object(o: &Value) -> Option<Self> {
         let name = o["metadata"]["name"].as_str()?.to_string();
         let spec = &o["spec"];

@@ -3,7 +3,8 @@
 //! one true only while its Service resolves to an endpoint that answers
 //! `GET /apis/<group>/<version>` with a 2xx over TLS with the front-proxy certificate.
 //!
-//! Writes only `status.conditions` of APIServices; checks again whenever APIServices, Services
+//! Writes only `status.conditions` of APIServices (and has [`super::local`] register the local
+//! ones first); checks again whenever APIServices, Services
 //! or EndpointSlices change, and every few seconds.
 
 use super::apiservice::{self, ApiService, KEY};
@@ -24,7 +25,12 @@ const RECHECK: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(200);
 
 /// The keys whose changes trigger a check.
-const INPUTS: [&str; 3] = [KEY, "services.", "endpointslices.discovery.k8s.io"];
+const INPUTS: [&str; 4] = [
+    KEY,
+    "services.",
+    "endpointslices.discovery.k8s.io",
+    crate::app::CRD_KEY,
+];
 
 /// An `Available` condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +194,7 @@ async fn run(app: Weak<App>) {
         let Some(a) = app.upgrade() else { return };
         let stamp = a.store.key_versions(&INPUTS);
         if seen.as_ref() != Some(&stamp) || last.elapsed() >= RECHECK {
+            super::local::reconcile(&a);
             pass(&a).await;
             // Our own writes change the stamp: take it after the pass.
             seen = Some(a.store.key_versions(&INPUTS));

@@ -15,4 +15,5 @@ pub mod backend_tls;
 pub mod discovery;
 pub mod endpoints;
 pub mod front_proxy;
+pub mod local;
 pub mod proxy;

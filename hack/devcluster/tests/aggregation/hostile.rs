@@ -72,3 +72,16 @@ async fn oversized_headers_are_refused_and_the_server_keeps_serving() {
     s.h.ok(&["get", "--raw", &path("/namespaces/t1/things/after")])
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiservice_must_be_named_after_its_version_and_group() {
+    let h = super::common::Harness::start().await;
+    let bad = "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata:\n  name: v1.other.io\nspec:\n  group: test.ironvisor.io\n  version: v1\n  groupPriorityMinimum: 1000\n  versionPriority: 15\n";
+    let out = h.kubectl_stdin(&["apply", "-f", "-"], Some(bad)).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("must be `spec.version+\".\"+spec.group`"),
+        "{err}"
+    );
+}

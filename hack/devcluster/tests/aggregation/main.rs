@@ -125,6 +125,23 @@ async fn an_aggregated_api_is_discovered_listed_and_reached_through_kubectl() {
         lines[1],
         [APISERVICE, "aggregation/test-api", "True", "<age>"]
     );
+    // The groups served here are registered as Local APIServices, as kube-apiserver does.
+    let local = common::mask_ages(
+        &h.ok(&["get", "apiservice", "v1.rbac.authorization.k8s.io", "v1."])
+            .await,
+    );
+    let rows: Vec<Vec<&str>> = local
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["v1.rbac.authorization.k8s.io", "Local", "True", "<age>"],
+            ["v1.", "Local", "True", "<age>"]
+        ]
+    );
     let groups: Value = serde_json::from_str(&h.ok(&["get", "--raw", "/apis"]).await).unwrap();
     assert!(
         groups["groups"]
