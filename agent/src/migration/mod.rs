@@ -11,6 +11,7 @@
 //! Never deleted here before the API confirms it: the source's VM directory goes only once
 //! the VM (by uid) is placed on the target and reported running there.
 
+pub mod cold;
 mod converge;
 pub mod ops;
 mod source;

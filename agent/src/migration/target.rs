@@ -13,6 +13,7 @@ use crate::seed::SeedContent;
 use crate::storage::layout;
 use ironvisor_crds::migration::{
     MigrationPhase, SourceState, TARGET_LABEL, VirtualMachineMigration,
+    VirtualMachineMigrationStatus,
 };
 use ironvisor_crds::vm::VirtualMachine;
 use kube::{Api, ResourceExt};
@@ -28,8 +29,16 @@ pub async fn pass(ctx: &Context, config: &Config) -> Result<(), Error> {
             MigrationPhase::PreparingTarget if !ready && !failed_here => {
                 prepare(ctx, config, &m).await?
             }
+            MigrationPhase::Migrating
+                if m.spec.restarts()
+                    && copied(status)
+                    && !status.target.as_ref().is_some_and(|t| t.cold_boot_ready) =>
+            {
+                stop_paused_copy(ctx, config, &m).await?
+            }
             MigrationPhase::Migrating | MigrationPhase::Completed
-                if status.source.as_ref().map(|s| s.state) == Some(SourceState::Succeeded)
+                if !m.spec.restarts()
+                    && copied(status)
                     && status
                         .target
                         .as_ref()
@@ -41,6 +50,37 @@ pub async fn pass(ctx: &Context, config: &Config) -> Result<(), Error> {
         }
     }
     settle_prepared(ctx, config).await
+}
+
+/// Whether the source agent reported QEMU's completion.
+fn copied(status: &VirtualMachineMigrationStatus) -> bool {
+    status.source.as_ref().map(|s| s.state) == Some(SourceState::Succeeded)
+}
+
+/// A restart elsewhere: the copy arrived paused (it never ran); stop it, keeping its
+/// definition, and say so, so the operator places the VM here and this host's VM controller
+/// boots it afresh.
+async fn stop_paused_copy(
+    ctx: &Context,
+    config: &Config,
+    m: &VirtualMachineMigration,
+) -> Result<(), Error> {
+    let name = domain_name(&m.namespace().unwrap_or_default(), &m.spec.vm_name);
+    let uri = config.libvirt_uri.clone();
+    match tokio::task::spawn_blocking(move || super::cold::stop(&uri, &name)).await? {
+        Ok(stopped) => {
+            tracing::info!(
+                migration = m.name_any(),
+                stopped,
+                "restart elsewhere: the paused copy is stopped; it boots afresh once placed here"
+            );
+            patch_status(ctx, m, json!({ "target": { "coldBootReady": true } })).await
+        }
+        Err(e) => {
+            tracing::warn!(migration = m.name_any(), error = %e, "could not stop the paused copy; retrying");
+            Ok(())
+        }
+    }
 }
 
 /// The VM the migration moves, when it is still the one (by uid) it locked.

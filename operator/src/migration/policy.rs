@@ -204,7 +204,7 @@ pub fn admit(
             ),
         });
     }
-    let outbound = active.iter().filter(leaving).count();
+    let outbound = active.iter().copied().filter(leaving).count();
     let queued = others()
         .filter(|m| waits_for(m, REASON_HOST_LIMIT))
         .filter(leaving)
