@@ -129,9 +129,15 @@ spec:
         .expect("the domain")
         .to_owned();
     let alias = disk_alias(&virsh(uri1, &["dumpxml", &dom]));
-    let cmd = format!("qemu-io {alias} \"write -P 0x5a {OFFSET} {LEN}\"");
-    let said = virsh(uri1, &["qemu-monitor-command", &dom, "--hmp", &cmd]);
-    assert!(said.contains("wrote 65536/65536"), "{said}");
+    let cmd = format!(
+        "qemu-io -d /machine/peripheral/{alias}/virtio-backend \"write -P 0x5a {OFFSET} {LEN}\""
+    );
+    let said = virsh(uri1, &["qemu-monitor-command", "--hmp", &dom, &cmd]);
+    assert!(said.trim().is_empty(), "qemu-io: {said}");
+    // Flushed, so the image file (read beside the running QEMU) holds it with its metadata.
+    let flush = format!("qemu-io -d /machine/peripheral/{alias}/virtio-backend \"flush\"");
+    let said = virsh(uri1, &["qemu-monitor-command", "--hmp", &dom, &flush]);
+    assert!(said.trim().is_empty(), "qemu-io flush: {said}");
     let disk1 = c.hosts[0].agent.vm_dir(&vm_uid).join("disk-data.qcow2");
     assert_eq!(
         written_range(&disk1),

@@ -307,8 +307,11 @@ async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, See
         v.reason == seed::reason::SECRET_NOT_READABLE
             || v.reason == seed::reason::WAITING_FOR_HOST_KEY
     });
-    apply_incoming(&ctx, &vm, &uid, &d.copy).await?;
+    // The placed host's copy first: once a migration ended, the VM's new host can open it
+    // before the incoming copy it used until then goes.
+    let main = d.copy.clone();
     apply_decision(&ctx, &vm, &uid, d).await?;
+    apply_incoming(&ctx, &vm, &uid, &main).await?;
     // A migration chooses its target without changing the VM: look again soon while one
     // holds it, so the target's copy is there when its agent prepares.
     let refused = refused || incoming::migrating(&vm);

@@ -328,18 +328,26 @@ fn guest(c: &Cluster, kind: &str, rounds: usize) -> anyhow::Result<(Vec<Sample>,
     let raw_dom = raw_domain(c, &xml, &vm_dir.to_string_lossy(), tmp.path())?;
     let mut raw = Raw::start(raw_dom, tmp.path());
     let (mut o, mut r) = (Vec::new(), Vec::new());
-    let run = (|| -> anyhow::Result<()> {
-        for i in 0..rounds {
-            o.push(ours.round(c, i)?);
-            r.push(raw.round(c, i)?);
-        }
-        Ok(())
-    })();
+    let run = interleave(c, (&mut ours, &mut raw), rounds, (&mut o, &mut r));
     raw.remove(c);
     c.sys
         .kubectl_ok(&["delete", "vm", &name, "-n", &c.ns, "--wait=true"]);
     run?;
     Ok((o, r))
+}
+
+/// The rounds, ours then virsh in each pair.
+fn interleave(
+    c: &Cluster,
+    (ours, raw): (&mut Ours, &mut Raw),
+    rounds: usize,
+    (o, r): (&mut Vec<Sample>, &mut Vec<Sample>),
+) -> anyhow::Result<()> {
+    for i in 0..rounds {
+        o.push(ours.round(c, i)?);
+        r.push(raw.round(c, i)?);
+    }
+    Ok(())
 }
 
 /// `ours / virsh` of each pair's migrate call.
