@@ -49,6 +49,7 @@ pub fn migration(vm: &str, a: &MigrateArgs) -> VirtualMachineMigration {
             target_node: a.to.clone(),
             bandwidth_mib_per_second: a.bandwidth,
             completion_timeout_seconds: None,
+            mode: None,
         },
     );
     m.metadata.name = None;

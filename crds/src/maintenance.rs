@@ -90,6 +90,12 @@ pub enum DrainStrategy {
     /// Move it to another host by live migration, without stopping it.
     #[default]
     LiveMigrate,
+    /// Restart it on another host: shut the guest down (ACPI, destroyed after
+    /// terminationGracePeriodSeconds), copy its memory-less state and its disks to the
+    /// target as a live migration does (the guest held paused, never running, during the
+    /// copy), then boot it there afresh. Its disks are copied, never recreated empty. For
+    /// guests that cannot be live-migrated (or should not: a fresh boot is wanted).
+    Restart,
     /// Leave it running where it is: it blocks the drain, which reports it on the
     /// Hypervisor and in an Event, until it is stopped, moved by hand or deleted.
     None,
@@ -142,5 +148,7 @@ mod tests {
         assert_eq!(DrainStrategy::default(), DrainStrategy::LiveMigrate);
         let s: DrainStrategy = serde_json::from_str(r#""None""#).unwrap();
         assert_eq!(s, DrainStrategy::None);
+        let s: DrainStrategy = serde_json::from_str(r#""Restart""#).unwrap();
+        assert_eq!(s, DrainStrategy::Restart);
     }
 }

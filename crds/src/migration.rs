@@ -42,7 +42,9 @@ pub const TARGET_LABEL: &str = "ironvisor.io/migration-target";
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.vmName == oldSelf.vmName", "message": "vmName is immutable", "fieldPath": ".vmName"},
     {"rule": "has(self.targetNode) == has(oldSelf.targetNode) && (!has(self.targetNode) || self.targetNode == oldSelf.targetNode)",
-     "message": "targetNode is immutable", "fieldPath": ".targetNode"}
+     "message": "targetNode is immutable", "fieldPath": ".targetNode"},
+    {"rule": "has(self.mode) == has(oldSelf.mode) && (!has(self.mode) || self.mode == oldSelf.mode)",
+     "message": "mode is immutable", "fieldPath": ".mode"}
 ]))]
 pub struct VirtualMachineMigrationSpec {
     /// Name of the VM to move, in this namespace.
@@ -62,6 +64,30 @@ pub struct VirtualMachineMigrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 86400))]
     pub completion_timeout_seconds: Option<u64>,
+    /// Live (default: the guest keeps running) or Restart (the guest is shut down, moved with
+    /// its disks and booted afresh on the target; what a drain does for `drainStrategy:
+    /// Restart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<MigrationMode>,
+}
+
+/// How a migration moves the guest.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MigrationMode {
+    /// The guest keeps running: memory and disks are copied while it runs.
+    #[default]
+    Live,
+    /// A cold restart elsewhere: the source agent shuts the guest down (ACPI, destroyed
+    /// after the VM's terminationGracePeriodSeconds), starts it paused (its CPUs never run),
+    /// migrates it with its disks like a live migration, and the target boots it afresh.
+    Restart,
+}
+
+impl VirtualMachineMigrationSpec {
+    /// Whether this is a cold restart elsewhere rather than a live migration.
+    pub fn restarts(&self) -> bool {
+        self.mode == Some(MigrationMode::Restart)
+    }
 }
 
 /// Where a migration is.
@@ -171,6 +197,10 @@ pub struct MigrationTarget {
     /// How long QEMU's job took, as QEMU measured it, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_milliseconds: Option<u64>,
+    /// Restart mode: the paused copy that arrived here was stopped, so the guest boots afresh
+    /// once the VM is placed here (the operator completes the migration only then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cold_boot_ready: bool,
 }
 
 /// The source agent's report of QEMU's migration job.

@@ -11,7 +11,9 @@
 //! Hypervisor's `status.seedKey`: any agent may fetch any copy, only the VM's own host can
 //! open it. This module is the contract both sides share: names, keys, labels and the
 //! annotations that say which Secret each value came from (so an agent never builds a seed
-//! from a copy made for an older spec) and which key it is sealed to. Pure: no client.
+//! from a copy made for an older spec) and which key it is sealed to. While a live
+//! migration moves the VM, a second copy ([`incoming_secret_name`]) holds the same values
+//! sealed to the target host's key. Pure: no client.
 
 use crate::vm::CloudInit;
 
@@ -48,6 +50,17 @@ pub const SEALED_FROM_ANNOTATION: &str = "ironvisor.io/sealed-from";
 /// The name of the seed copy of the VM with this uid.
 pub fn secret_name(vm_uid: &str) -> String {
     format!("{SECRET_PREFIX}{vm_uid}")
+}
+
+/// Suffix of the incoming copy's name (after the VM's uid).
+pub const INCOMING_SUFFIX: &str = "-incoming";
+
+/// The name of the incoming copy of the VM with this uid: while a live migration moves the
+/// VM, the same values sealed to the target host's key, so the target's agent builds the
+/// seed before the guest arrives (the placed host's copy stays sealed to the source's key
+/// until the VM is placed on the target).
+pub fn incoming_secret_name(vm_uid: &str) -> String {
+    format!("{SECRET_PREFIX}{vm_uid}{INCOMING_SUFFIX}")
 }
 
 /// A cloud-init value that may come from a Secret.
@@ -153,5 +166,9 @@ mod tests {
     #[test]
     fn a_copy_is_named_after_the_vm_uid() {
         assert_eq!(secret_name("1234-abcd"), "ironvisor-seed-1234-abcd");
+        assert_eq!(
+            incoming_secret_name("1234-abcd"),
+            "ironvisor-seed-1234-abcd-incoming"
+        );
     }
 }

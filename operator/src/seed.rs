@@ -250,6 +250,34 @@ fn copy(
     s
 }
 
+/// The incoming copy while a live migration moves the VM to `target` (the target host and
+/// its public seed key): the placed host's copy as [`decide`] wants it, renamed
+/// ([`seed::incoming_secret_name`]), labelled with the target and sealed to its key. No
+/// migration target (or no copy wanted): none. A target that has not published a key, or a
+/// copy that must stay as it is: whatever exists stays (the target agent waits).
+pub fn incoming(main: &CopyStep, uid: &str, target: Option<(&str, Option<&str>)>) -> CopyStep {
+    let Some((node, key)) = target else {
+        return CopyStep::Remove;
+    };
+    match (main, key) {
+        (CopyStep::Remove, _) => CopyStep::Remove,
+        (CopyStep::Keep, _) | (CopyStep::Write(_), None) => CopyStep::Keep,
+        (CopyStep::Write(copy), Some(key)) => {
+            let mut c = (**copy).clone();
+            c.metadata.name = Some(seed::incoming_secret_name(uid));
+            c.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(NODE.into(), node.into());
+            c.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(seed::SEALED_FOR_ANNOTATION.into(), key.into());
+            CopyStep::Write(Box::new(c))
+        }
+    }
+}
+
 /// Whether `existing` already is `desired` (type, labels, annotations, the same data keys):
 /// no write. Sealed values differ at every sealing, so the values themselves are not
 /// compared: the annotations say which source versions were sealed to which key.
@@ -424,6 +452,55 @@ mod tests {
                 verdict: None,
                 copy: CopyStep::Remove
             }
+        );
+    }
+
+    #[test]
+    fn a_migrating_vm_gets_an_incoming_copy_sealed_for_its_target_only() {
+        let d = decide(
+            &vm(true),
+            &[(Field::UserData, "init", secret("userdata", "v"))],
+            Some(KEY),
+        );
+        let CopyStep::Write(main) = &d.copy else {
+            panic!("a copy");
+        };
+        let CopyStep::Write(inc) = incoming(&d.copy, "u1", Some(("h2", Some("a2V5Mg==")))) else {
+            panic!("an incoming copy");
+        };
+        assert_eq!(
+            inc.metadata.name.as_deref(),
+            Some("ironvisor-seed-u1-incoming")
+        );
+        assert_eq!(inc.metadata.labels.as_ref().unwrap()[NODE], "h2");
+        let ann = inc.metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann[seed::SEALED_FOR_ANNOTATION], "a2V5Mg==");
+        assert_eq!(ann["ironvisor.io/user-data-secret"], "init");
+        assert_eq!(inc.data, main.data, "the same values, sealed when written");
+        assert_eq!(
+            main.metadata.annotations.as_ref().unwrap()[seed::SEALED_FOR_ANNOTATION],
+            KEY,
+            "the placed host's copy is unchanged"
+        );
+        assert!(!up_to_date(main, &inc));
+    }
+
+    #[test]
+    fn no_migration_target_means_no_incoming_copy_and_a_keyless_target_waits() {
+        let d = decide(
+            &vm(true),
+            &[(Field::UserData, "init", secret("userdata", "v"))],
+            Some(KEY),
+        );
+        assert_eq!(incoming(&d.copy, "u1", None), CopyStep::Remove);
+        assert_eq!(incoming(&d.copy, "u1", Some(("h2", None))), CopyStep::Keep);
+        assert_eq!(
+            incoming(&CopyStep::Remove, "u1", Some(("h2", Some(KEY)))),
+            CopyStep::Remove
+        );
+        assert_eq!(
+            incoming(&CopyStep::Keep, "u1", Some(("h2", Some(KEY)))),
+            CopyStep::Keep
         );
     }
 

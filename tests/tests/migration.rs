@@ -342,3 +342,115 @@ fn a_target_dying_mid_copy_fails_the_migration_and_a_retry_succeeds() {
         "{sw:?}"
     );
 }
+
+/// The opened user data of the seed copy `name` in `ironvisor-seeds`, with the seed key in
+/// `agent`'s state directory (`None`: no such copy, or not sealed to that host).
+fn opened_copy(c: &Cluster, name: &str, agent: &ironvisor_tests::system::Agent) -> Option<String> {
+    use base64::Engine as _;
+    let out = c.sys.kubectl(&[
+        "get",
+        "secret",
+        name,
+        "-n",
+        "ironvisor-seeds",
+        "-o",
+        "go-template={{.data.userData}}",
+    ]);
+    if !out.status.success() {
+        return None;
+    }
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(out.stdout.trim_ascii())
+        .ok()?;
+    let raw: [u8; 32] = std::fs::read(agent.state_dir.join("seed-key"))
+        .ok()?
+        .try_into()
+        .ok()?;
+    let opened = crypto_box::SecretKey::from_bytes(raw)
+        .unseal(&sealed)
+        .ok()?;
+    Some(String::from_utf8_lossy(&opened).into_owned())
+}
+
+/// A VM whose cloud-init user data comes from a Secret migrates live: the operator seals an
+/// incoming copy to the target's key, the target's agent writes the seed ISO before the copy
+/// starts, the guest keeps running (same boot), and afterwards the placed copy is sealed to
+/// the new host and the incoming one is gone.
+#[test]
+fn a_vm_with_a_cloud_init_seed_migrates_live_and_its_seed_is_on_the_target() {
+    let c = Cluster::start("mis", 2, "{virtualMachines: 1, vcpus: 1, memory: 96Mi}");
+    let marker = format!("seed-marker-{}", std::process::id());
+    c.sys.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: init, namespace: {}}}\n\
+         stringData:\n  userdata: \"#cloud-config\\nmarker: {marker}\\n\"\n",
+        c.ns
+    ));
+    c.apply_diskless_vm(
+        "seeded",
+        "96Mi",
+        "ironvisor.counter",
+        "  cloudInit:\n    userDataSecretRef: {name: init}\n",
+    );
+    let vm = c.sys.wait_phase(&c.ns, "seeded", "Running", BOOT);
+    let vm_uid = uid(&vm);
+    let src = c
+        .hosts
+        .iter()
+        .position(|h| h.agent.node == node_of(&vm))
+        .expect("a test host");
+    let (a, b) = (&c.hosts[src], &c.hosts[1 - src]);
+    let watch = TickWatch::start(console_paths(&c, &vm_uid));
+    let before = watch.wait_tick_on(src, 20, BOOT);
+    let console =
+        std::fs::read_to_string(a.agent.vm_dir(&vm_uid).join("console.log")).unwrap_or_default();
+    assert!(
+        console.contains(&format!("marker: {marker}")),
+        "the guest read its seed on the source: {console}"
+    );
+
+    c.apply_migration("seeded-away", "seeded", None, "");
+    c.wait_migration("seeded-away", "Completed", MIGRATE);
+    let vm = c.sys.vm(&c.ns, "seeded");
+    assert_eq!(node_of(&vm), b.agent.node, "{}", describe(&vm));
+    let seed = std::fs::read(b.agent.vm_dir(&vm_uid).join("seed.iso"))
+        .expect("the seed ISO exists on the target");
+    let wanted = format!("marker: {marker}");
+    assert!(
+        seed.windows(wanted.len()).any(|w| w == wanted.as_bytes()),
+        "the target's seed holds the user data"
+    );
+    watch.wait_tick_on(1 - src, before, MIGRATE);
+    let sw = switch_over(&watch.ticks(), src, 1 - src).expect("ticks on both hosts");
+    assert!(
+        sw.first_target > sw.last_source && sw.first_target <= sw.last_source + 3,
+        "the counter continues on the target (same boot): {sw:?}"
+    );
+    assert_eq!(
+        watch.boots().values().sum::<usize>(),
+        1,
+        "{:?}",
+        watch.boots()
+    );
+    let placed = format!("ironvisor-seed-{vm_uid}");
+    wait_for("the placed copy sealed to the target", MIGRATE, || {
+        opened_copy(&c, &placed, &b.agent)
+            .filter(|u| u.contains(&marker))
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    wait_for("the incoming copy removed", MIGRATE, || {
+        match c.sys.get(
+            "secret",
+            Some("ironvisor-seeds"),
+            &format!("{placed}-incoming"),
+        ) {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    });
+    assert_eq!(
+        c.sys.wait_phase(&c.ns, "seeded", "Running", BOOT)["status"]["restartCount"]
+            .as_i64()
+            .unwrap_or(0),
+        0
+    );
+}

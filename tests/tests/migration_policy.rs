@@ -59,19 +59,22 @@ fn metric(c: &Cluster, line_start: &str) -> Option<String> {
 }
 
 /// With `parallelMigrationsPerCluster: 1`, a second migration waits in `Pending` (reason
-/// `ClusterLimit`) while the first copies, then runs once the first is cancelled; the
-/// operator counts one Cancelled and one Completed.
+/// `ClusterLimit`) while the first copies, then runs once the first is cancelled; a third,
+/// created later, waits behind the second (first come, first served) and starts only once
+/// the second has ended; the operator counts one Cancelled and two Completed.
 #[test]
 fn with_a_cluster_limit_of_one_the_second_migration_waits_until_the_first_ends() {
-    let c = Cluster::start("mpl", 2, "{virtualMachines: 2, vcpus: 2, memory: 256Mi}");
+    let c = Cluster::start("mpl", 2, "{virtualMachines: 3, vcpus: 3, memory: 384Mi}");
     c.sys.apply(
         "apiVersion: ironvisor.io/v1alpha1\nkind: MigrationPolicy\nmetadata: {name: default}\n\
          spec: {parallelMigrationsPerCluster: 1}\n",
     );
     c.apply_counter_vm("first");
     c.apply_counter_vm("second");
+    c.apply_counter_vm("third");
     c.sys.wait_phase(&c.ns, "first", "Running", BOOT);
     c.sys.wait_phase(&c.ns, "second", "Running", BOOT);
+    c.sys.wait_phase(&c.ns, "third", "Running", BOOT);
 
     c.apply_migration("slow", "first", None, "  bandwidthMibPerSecond: 1\n");
     wait_copying(&c, "slow");
@@ -94,6 +97,20 @@ fn with_a_cluster_limit_of_one_the_second_migration_waits_until_the_first_ends()
         c.sys.vm(&c.ns, "second")["status"]["operation"].is_null(),
         "a waiting migration takes no lock"
     );
+    c.apply_migration("later", "third", None, "");
+    let behind = wait_for(
+        "the third migration to queue behind the second",
+        MIGRATE,
+        || {
+            let m = c.migration("later").ok_or("gone")?;
+            let cond = &m["status"]["conditions"][0];
+            match cond["message"].as_str() {
+                Some(msg) if cond["reason"] == "ClusterLimit" => Ok(msg.to_owned()),
+                _ => Err(m["status"].to_string()),
+            }
+        },
+    );
+    assert!(behind.contains("1 older migration waits first"), "{behind}");
 
     c.sys
         .kubectl_ok(&["delete", "vmim", "slow", "-n", &c.ns, "--wait=false"]);
@@ -106,6 +123,15 @@ fn with_a_cluster_limit_of_one_the_second_migration_waits_until_the_first_ends()
     );
     let vm = c.sys.vm(&c.ns, "second");
     assert_eq!(node_of(&vm), done["status"]["targetNode"].as_str().unwrap());
+    let later = c.wait_migration("later", "Completed", MIGRATE);
+    let (ended, started) = (
+        done["status"]["completionTime"].as_str().expect("ended"),
+        later["status"]["startTime"].as_str().expect("started"),
+    );
+    assert!(
+        started >= ended,
+        "the younger migration started ({started}) only after the older one ended ({ended})"
+    );
     wait_for(
         "the operator to count both ends",
         Duration::from_secs(30),
@@ -114,7 +140,7 @@ fn with_a_cluster_limit_of_one_the_second_migration_waits_until_the_first_ends()
                 metric(&c, "ironvisor_migrations_total{result=\"Cancelled\"}"),
                 metric(&c, "ironvisor_migrations_total{result=\"Completed\"}"),
             );
-            if counts == (Some("1".into()), Some("1".into())) {
+            if counts == (Some("1".into()), Some("2".into())) {
                 Ok(())
             } else {
                 Err(format!("{counts:?}"))

@@ -35,7 +35,7 @@ fn alert_rules_pass_promtool_check_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "promtool rejected the rules:\n{text}");
-    assert!(text.contains("SUCCESS: 10 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 12 rules found"), "{text}");
 }
 
 /// The budget alerts, evaluated by `promtool test rules` on made-up series: a tenant at 85 %
@@ -163,6 +163,74 @@ fn showback_dashboard_queries_usage_cost_and_budget_per_tenant() {
     assert!(kustomization.contains("ironvisor-showback-dashboard.json"));
 }
 
+/// The rebalancing alerts, evaluated by `promtool test rules`: a migration the rebalancer
+/// could not create fires `IronvisorRebalanceMoveFailed` (created and recommended moves do
+/// not); evaluations that only ever end with the budget spent fire
+/// `IronvisorHostsStayImbalanced`, and one that balanced or moved within the two hours
+/// keeps it quiet.
+#[test]
+fn rebalancing_alerts_fire_on_a_failed_move_and_on_hosts_left_imbalanced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = rules_file(dir.path());
+    let series = |name: &str, labels: &str, values: &str| json!({"series": format!("{name}{{{labels}}}"), "values": values});
+    let moves = "ironvisor_rebalance_moves_total";
+    let evals = "ironvisor_rebalance_evaluations_total";
+    let failed_move = json!({
+        "interval": "1m",
+        "input_series": [
+            series(moves, r#"mode="Automatic",result="create_failed""#, "0 0 1 1 1"),
+            series(moves, r#"mode="Automatic",result="created""#, "0 3 5 6 9"),
+            series(moves, r#"mode="DryRun",result="recommended""#, "0 2 4 6 8"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "1m", "alertname": "IronvisorRebalanceMoveFailed", "exp_alerts": []},
+            {"eval_time": "4m", "alertname": "IronvisorRebalanceMoveFailed",
+             "exp_alerts": [{"exp_labels": {"severity": "warning"}, "exp_annotations": {
+                "summary": "The rebalancer could not create 1 migrations in the last 30 minutes",
+                "description": "The operator decided to move VMs off a busy host but the API server refused the migrations. The operator's log says why (RBAC, admission, the API server down); the hosts stay as imbalanced as they were."}}]}
+        ]
+    });
+    // Five-minute evaluations for three hours: only budget_exhausted in the first, one
+    // balanced evaluation at minute 30 in the second.
+    let stuck = json!({
+        "interval": "5m",
+        "input_series": [
+            series(evals, r#"outcome="budget_exhausted""#, "0+1x36"),
+            series(evals, r#"outcome="balanced""#, "0x36"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "1h", "alertname": "IronvisorHostsStayImbalanced",
+             "exp_alerts": [{"exp_labels": {"severity": "info"}, "exp_annotations": {
+                "summary": "The hosts have stayed imbalanced for two hours and the rebalancer cannot act",
+                "description": "Every rebalancing evaluation of the last two hours found the hosts' load spread beyond the RebalancePolicy's threshold but moved nothing: its migration budget was spent, or no single move would improve the spread (VMs too large, hosts full). Add capacity, raise the budget or move VMs by hand (ivctl migrate)."}}]}
+        ]
+    });
+    let recovered = json!({
+        "interval": "5m",
+        "input_series": [
+            series(evals, r#"outcome="budget_exhausted""#, "0+1x36"),
+            series(evals, r#"outcome="moved""#, "0x5 1x31"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "1h", "alertname": "IronvisorHostsStayImbalanced", "exp_alerts": []}
+        ]
+    });
+    let test = json!({
+        "rule_files": [rules.file_name().and_then(|n| n.to_str()).expect("name")],
+        "evaluation_interval": "1m",
+        "tests": [failed_move, stuck, recovered]
+    });
+    let path = dir.path().join("rebalance.test.json");
+    std::fs::write(&path, test.to_string()).expect("write the rule test");
+    let out = run(Command::new("promtool").arg("test").arg("rules").arg(&path));
+    assert!(
+        out.status.success(),
+        "the rebalancing alerts do not fire as expected:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn the_alerts_cover_host_down_crash_loops_quota_and_reconcile_errors() {
     let text = std::fs::read_to_string(monitoring().join("prometheusrule.yaml")).expect("rules");
@@ -175,6 +243,8 @@ fn the_alerts_cover_host_down_crash_loops_quota_and_reconcile_errors() {
         "IronvisorBudgetExceeded",
         "IronvisorMigrationFailed",
         "IronvisorMigrationStuck",
+        "IronvisorRebalanceMoveFailed",
+        "IronvisorHostsStayImbalanced",
     ] {
         assert!(text.contains(&format!("alert: {alert}")), "{alert} missing");
     }
@@ -200,6 +270,8 @@ fn grafana_dashboard_shows_hosts_vms_quota_and_latency() {
         "Migrations running by phase",
         "Migration duration and downtime p95",
         "Migration data remaining",
+        "Rebalancing moves",
+        "Rebalancing evaluations and host imbalance",
     ] {
         assert!(
             titles.contains(&wanted),

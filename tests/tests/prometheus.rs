@@ -202,6 +202,9 @@ fn prometheus_scrapes_the_agent_and_operator_and_every_alert_evaluates() {
         "ironvisor_migration_duration_seconds_bucket",
         "ironvisor_migration_downtime_seconds_bucket",
         "ironvisor_migration_data_remaining_bytes",
+        "ironvisor_rebalance_moves_total",
+        "ironvisor_rebalance_evaluations_total",
+        "ironvisor_rebalance_imbalance_percent",
     ] {
         assert!(names.contains(name), "{name} not scraped: {names:?}");
     }

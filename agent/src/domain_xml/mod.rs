@@ -10,7 +10,7 @@ pub mod name;
 mod plan;
 
 pub use metadata::DomainMetadata;
-pub use plan::{PlanError, PlanInput, build_plan, generated_mac};
+pub use plan::{PlanError, PlanInput, build_plan, generated_mac, plan_nics};
 
 use ironvisor_crds::vm::{DiskBus, Firmware, NicModel, Protocol, TpmVersion};
 use quick_xml::Writer;

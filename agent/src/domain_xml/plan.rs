@@ -159,7 +159,7 @@ pub fn build_plan(input: &PlanInput<'_>) -> Result<DomainPlan, PlanError> {
         secure_boot,
         kernel,
         disks: plan_disks(input)?,
-        nics: plan_nics(input)?,
+        nics: plan_nics(input.spec, &input.owner.uid)?,
         tpm: spec.tpm.as_ref().map(|t| t.version),
         console_log: layout::console_log(input.vm_dir),
     })
@@ -213,18 +213,21 @@ fn plan_disks(input: &PlanInput<'_>) -> Result<Vec<DiskPlan>, PlanError> {
     Ok(disks)
 }
 
-fn plan_nics(input: &PlanInput<'_>) -> Result<Vec<NicPlan>, PlanError> {
+/// The VM's interfaces with their MAC addresses, as the domain has them: the same on every
+/// host (a MAC is the spec's, or generated from the VM's uid), so a migration target builds
+/// the same cloud-init seed as the source.
+pub fn plan_nics(spec: &VirtualMachineSpec, uid: &str) -> Result<Vec<NicPlan>, PlanError> {
     let mut names = BTreeSet::new();
     let mut host_ports = BTreeSet::new();
     let mut nics = Vec::new();
-    for n in &input.spec.networks {
+    for n in &spec.networks {
         if !names.insert(n.name.as_str()) {
             return Err(PlanError::DuplicateName(n.name.clone()));
         }
         let mac = match &n.mac_address {
             Some(m) if valid_mac(m) => m.to_ascii_lowercase(),
             Some(_) => return Err(PlanError::Mac(n.name.clone())),
-            None => generated_mac(&input.owner.uid, &n.name),
+            None => generated_mac(uid, &n.name),
         };
         let attachment = match (&n.user, &n.network, &n.bridge) {
             (Some(u), None, None) => {

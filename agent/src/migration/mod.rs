@@ -1,4 +1,4 @@
-//! Live migration, the agents' half: the target agent prepares the VM's directory and disks
+//! Live migration, the agents' half: the target agent prepares the VM's directory, disks and seed
 //! and says where to send the guest ([`target`]); the source agent drives QEMU's copy through
 //! libvirt, peer to peer, reports its progress and aborts it on cancel ([`source`]).
 //!
@@ -11,6 +11,7 @@
 //! Never deleted here before the API confirms it: the source's VM directory goes only once
 //! the VM (by uid) is placed on the target and reported running there.
 
+pub mod cold;
 mod converge;
 pub mod ops;
 mod source;
@@ -60,6 +61,9 @@ pub enum Error {
     /// A file operation failed.
     #[error("migration file operation")]
     Io(#[from] std::io::Error),
+    /// The target's cloud-init seed could not be written.
+    #[error("writing the target's cloud-init seed")]
+    Seed(#[from] crate::seed::SeedError),
 }
 
 /// Run both roles until the task is dropped; failures are logged and retried. A pass runs

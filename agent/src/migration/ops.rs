@@ -22,7 +22,7 @@ pub struct OpError {
     pub message: String,
 }
 
-fn err(op: &'static str) -> impl Fn(virt::error::Error) -> OpError {
+pub(super) fn err(op: &'static str) -> impl Fn(virt::error::Error) -> OpError {
     move |e| OpError {
         op,
         message: e.message().to_owned(),
@@ -30,16 +30,16 @@ fn err(op: &'static str) -> impl Fn(virt::error::Error) -> OpError {
 }
 
 /// A connection closed on drop (virt's own Drop panics when close fails).
-struct Conn(Option<Connect>);
+pub(super) struct Conn(Option<Connect>);
 
 impl Conn {
-    fn open(uri: &str) -> Result<Self, OpError> {
+    pub(super) fn open(uri: &str) -> Result<Self, OpError> {
         Connect::open(Some(uri))
             .map(|c| Conn(Some(c)))
             .map_err(err("connect"))
     }
 
-    fn domain(&self, name: &str) -> Result<Domain, OpError> {
+    pub(super) fn domain(&self, name: &str) -> Result<Domain, OpError> {
         let c = self.0.as_ref().expect("open until dropped");
         c.lookup_domain_by_name(name).map_err(err("lookup domain"))
     }
@@ -79,6 +79,8 @@ pub struct Request {
     pub bandwidth_mib: Option<u64>,
     /// What the policy enables for the job.
     pub features: Features,
+    /// Leave the guest paused on the target (a restart elsewhere: it boots afresh there).
+    pub paused: bool,
 }
 
 /// QEMU features a policy enables for a job.
@@ -137,7 +139,10 @@ pub fn migrate(req: &Request) -> Result<(), OpError> {
         compression: req.features.compression.then(|| "xbzrle".to_owned()),
         ..Default::default()
     };
-    let f = flags(req.copy_disks, req.features);
+    let mut f = flags(req.copy_disks, req.features);
+    if req.paused {
+        f |= sys::VIR_MIGRATE_PAUSED;
+    }
     dom.migrate_to_uri3(Some(&req.target_uri), params, f)
         .map_err(err("migrate"))
 }

@@ -7,6 +7,7 @@
 //! migration reported `Running` with no job of its own and settles it from what libvirt
 //! says: the domain still here (failed), or gone here and running on the target (done).
 
+use super::cold;
 use super::converge::{self, Verdict};
 use super::ops::{self, Features, Request};
 use super::{Config, Error, labelled, patch_status};
@@ -171,7 +172,13 @@ async fn drive(
             post_copy: policy.post_copy,
             compression: policy.compression,
         },
+        paused: m.spec.restarts(),
     };
+    if m.spec.restarts()
+        && let Err(why) = power_cycle_paused(ctx, m, &uri, &domain).await?
+    {
+        return Ok(json!({ "state": "Failed", "message": why }));
+    }
     patch_status(ctx, m, json!({ "source": { "state": "Running" } })).await?;
     tracing::info!(migration = m.name_any(), domain, to = %target_node, ?policy, "live migration starting");
     let started = Instant::now();
@@ -201,6 +208,17 @@ async fn drive(
     };
     let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let post_copy = steer.post_copy;
+    if result.is_err() && m.spec.restarts() {
+        // The guest stayed here, paused and never run: stop it, so the VM controller boots
+        // it afresh here once the migration has ended.
+        let (u, d) = (uri.clone(), domain.clone());
+        let halted = tokio::task::spawn_blocking(move || cold::stop(&u, &d)).await?;
+        tracing::info!(
+            migration = m.name_any(),
+            ?halted,
+            "restart elsewhere failed: the paused guest is stopped here"
+        );
+    }
     Ok(match (result, stopped) {
         (Ok(()), _) => {
             tracing::info!(
@@ -229,6 +247,39 @@ async fn drive(
             json!({ "state": "Failed", "message": e.to_string(), "elapsedMilliseconds": elapsed, "postCopy": post_copy })
         }
     })
+}
+
+/// A restart elsewhere, before the copy: shut the guest down (ACPI, destroyed after the VM's
+/// `terminationGracePeriodSeconds`) and start it again paused, so the copy carries its disks
+/// and a guest that never ran. `Err(why)` when that failed (the VM controller starts the
+/// guest here again once the migration has ended).
+async fn power_cycle_paused(
+    ctx: &Context,
+    m: &VirtualMachineMigration,
+    uri: &str,
+    domain: &str,
+) -> Result<Result<(), String>, Error> {
+    let api =
+        Api::<VirtualMachine>::namespaced(ctx.client.clone(), &m.namespace().unwrap_or_default());
+    let grace = api
+        .get_opt(&m.spec.vm_name)
+        .await?
+        .map_or(60, |vm| vm.spec.termination_grace_period_seconds);
+    let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+    let (u, d) = (uri.to_owned(), domain.to_owned());
+    let off = tokio::task::spawn_blocking(move || cold::power_off(&u, &d, grace)).await?;
+    let how = match off {
+        Ok(how) => how,
+        Err(e) => return Ok(Err(format!("shutting the guest down for the restart: {e}"))),
+    };
+    tracing::info!(
+        migration = m.name_any(),
+        ?how,
+        "guest shut down for a restart elsewhere"
+    );
+    let (u, d) = (uri.to_owned(), domain.to_owned());
+    let started = tokio::task::spawn_blocking(move || cold::start_paused(&u, &d)).await?;
+    Ok(started.map_err(|e| format!("starting the guest paused for the copy: {e}")))
 }
 
 fn on_off(b: bool) -> &'static str {

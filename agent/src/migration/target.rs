@@ -1,14 +1,19 @@
-//! The target agent: prepare the VM's directory and disks (the same names and sizes; the
-//! images a disk is layered on in place before any copy starts), say where the guest goes,
+//! The target agent: prepare the VM's directory, disks (the same names and sizes; the
+//! images a disk is layered on in place before any copy starts) and cloud-init seed (from
+//! the operator's incoming seed copy, sealed to this host), say where the guest goes,
 //! read QEMU's downtime from the completed incoming job, and clean up what it prepared for
 //! a migration that failed or was cancelled ([`INCOMING_MARKER`]).
 
 use super::{Config, Error, labelled, patch_status};
 use crate::domain_xml::name::domain_name;
+use crate::domain_xml::plan_nics;
 use crate::reconcile::controller::Context;
+use crate::reconcile::seed_copy;
+use crate::seed::SeedContent;
 use crate::storage::layout;
 use ironvisor_crds::migration::{
     MigrationPhase, SourceState, TARGET_LABEL, VirtualMachineMigration,
+    VirtualMachineMigrationStatus,
 };
 use ironvisor_crds::vm::VirtualMachine;
 use kube::{Api, ResourceExt};
@@ -24,8 +29,16 @@ pub async fn pass(ctx: &Context, config: &Config) -> Result<(), Error> {
             MigrationPhase::PreparingTarget if !ready && !failed_here => {
                 prepare(ctx, config, &m).await?
             }
+            MigrationPhase::Migrating
+                if m.spec.restarts()
+                    && copied(status)
+                    && !status.target.as_ref().is_some_and(|t| t.cold_boot_ready) =>
+            {
+                stop_paused_copy(ctx, config, &m).await?
+            }
             MigrationPhase::Migrating | MigrationPhase::Completed
-                if status.source.as_ref().map(|s| s.state) == Some(SourceState::Succeeded)
+                if !m.spec.restarts()
+                    && copied(status)
                     && status
                         .target
                         .as_ref()
@@ -37,6 +50,37 @@ pub async fn pass(ctx: &Context, config: &Config) -> Result<(), Error> {
         }
     }
     settle_prepared(ctx, config).await
+}
+
+/// Whether the source agent reported QEMU's completion.
+fn copied(status: &VirtualMachineMigrationStatus) -> bool {
+    status.source.as_ref().map(|s| s.state) == Some(SourceState::Succeeded)
+}
+
+/// A restart elsewhere: the copy arrived paused (it never ran); stop it, keeping its
+/// definition, and say so, so the operator places the VM here and this host's VM controller
+/// boots it afresh.
+async fn stop_paused_copy(
+    ctx: &Context,
+    config: &Config,
+    m: &VirtualMachineMigration,
+) -> Result<(), Error> {
+    let name = domain_name(&m.namespace().unwrap_or_default(), &m.spec.vm_name);
+    let uri = config.libvirt_uri.clone();
+    match tokio::task::spawn_blocking(move || super::cold::stop(&uri, &name)).await? {
+        Ok(stopped) => {
+            tracing::info!(
+                migration = m.name_any(),
+                stopped,
+                "restart elsewhere: the paused copy is stopped; it boots afresh once placed here"
+            );
+            patch_status(ctx, m, json!({ "target": { "coldBootReady": true } })).await
+        }
+        Err(e) => {
+            tracing::warn!(migration = m.name_any(), error = %e, "could not stop the paused copy; retrying");
+            Ok(())
+        }
+    }
 }
 
 /// The VM the migration moves, when it is still the one (by uid) it locked.
@@ -77,12 +121,6 @@ async fn prepare(ctx: &Context, config: &Config, m: &VirtualMachineMigration) ->
     let Some(vm) = vm_of(ctx, m).await? else {
         return refuse(ctx, m, "the VM no longer exists (or was recreated)".into()).await;
     };
-    if vm.spec.cloud_init.is_some() {
-        // The seed is a read-only CD-ROM, which QEMU does not copy: it must be rebuilt here
-        // from the user-data Secret first, which this version does not do yet.
-        let why = "VMs with a cloud-init seed cannot be live-migrated yet".to_owned();
-        return refuse(ctx, m, why).await;
-    }
     let uid = vm.metadata.uid.clone().unwrap_or_default();
     let storage = &ctx.engine.storage;
     let Some(vm_dir) = layout::vm_dir(&storage.state_dir, &uid) else {
@@ -98,6 +136,14 @@ async fn prepare(ctx: &Context, config: &Config, m: &VirtualMachineMigration) ->
     }
     storage.prepare(&vm_dir, &vm.spec).await?;
     tokio::fs::write(vm_dir.join(INCOMING_MARKER), m.uid().unwrap_or_default()).await?;
+    match write_seed(ctx, &vm, &vm_dir).await? {
+        SeedStep::Ready => {}
+        SeedStep::Waiting(why) => {
+            tracing::info!(migration = m.name_any(), why, "waiting for the seed copy");
+            return Ok(());
+        }
+        SeedStep::Refused(why) => return refuse(ctx, m, why).await,
+    }
     let owner = format!("{}/{}", vm.namespace().unwrap_or_default(), vm.name_any());
     tokio::fs::write(layout::owner_file(&vm_dir), owner).await?;
     tracing::info!(migration = m.name_any(), vm_dir = %vm_dir.display(), "ready to receive");
@@ -112,6 +158,48 @@ async fn prepare(ctx: &Context, config: &Config, m: &VirtualMachineMigration) ->
         }}),
     )
     .await
+}
+
+/// Where the seed stands on this host.
+enum SeedStep {
+    /// Written (or the VM has none).
+    Ready,
+    /// The operator has not sealed the values to this host's key yet: retried next pass.
+    Waiting(String),
+    /// The spec cannot give a seed here.
+    Refused(String),
+}
+
+/// Write the VM's cloud-init seed in its directory here, the same content the source built
+/// (the interfaces' MACs come from the spec and uid): the seed is a read-only CD-ROM, which
+/// QEMU does not copy, and the domain the source sends names it.
+async fn write_seed(
+    ctx: &Context,
+    vm: &VirtualMachine,
+    vm_dir: &std::path::Path,
+) -> Result<SeedStep, Error> {
+    let Some(ci) = vm.spec.cloud_init.as_ref() else {
+        return Ok(SeedStep::Ready);
+    };
+    let uid = vm.metadata.uid.clone().unwrap_or_default();
+    let data = seed_copy::fetch(&ctx.client, &uid, Some(ci), &ctx.seed_key).await?;
+    if let Some(why) = data.pending {
+        return Ok(SeedStep::Waiting(why));
+    }
+    let nics = match plan_nics(&vm.spec, &uid) {
+        Ok(n) => n,
+        Err(e) => return Ok(SeedStep::Refused(format!("the VM's interfaces: {e}"))),
+    };
+    let hostname = vm.spec.hostname.clone().unwrap_or_else(|| vm.name_any());
+    let content = SeedContent::new(
+        &uid,
+        &hostname,
+        data.user_data.as_deref(),
+        data.network_data.as_deref(),
+        &nics,
+    );
+    crate::seed::write_seed(&layout::seed_file(vm_dir), &content).await?;
+    Ok(SeedStep::Ready)
 }
 
 async fn report_downtime(

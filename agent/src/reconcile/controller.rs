@@ -239,6 +239,9 @@ pub async fn reconcile(obj: Arc<VmObject>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 async fn reconcile_vm(vm: Arc<VirtualMachine>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    if placement_confirmed(&vm, &ctx.node) {
+        announce_waiting_reset(&vm, ctx).await;
+    }
     if migrating(&vm) && vm.metadata.deletion_timestamp.is_none() {
         // The migration's agents own the guest until the operator releases the lock: the
         // source must not restart a guest that just left, the target must not touch one
@@ -272,6 +275,35 @@ async fn reconcile_vm(vm: Arc<VirtualMachine>, ctx: &Arc<Context>) -> Result<Act
             Ok(Action::await_change())
         }
         other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    }
+}
+
+/// A restart asked for while another operation holds the VM waits for it (a reset would pull
+/// the guest from under a migration, snapshot or restore): say so on the VM, naming the
+/// holder, rather than only in this agent's log. Repeats fold into one Event series.
+async fn announce_waiting_reset(vm: &VirtualMachine, ctx: &Context) {
+    let status = vm.status.as_ref();
+    let asked = vm
+        .annotations()
+        .get(RESTART_REQUESTED_AT)
+        .filter(|v| !v.is_empty());
+    let handled = status.and_then(|s| s.last_restart_request.as_ref());
+    let holder = status.and_then(|s| s.operation.as_ref());
+    let (Some(asked), Some(_)) = (asked, holder) else {
+        return;
+    };
+    if handled == Some(asked) {
+        return;
+    }
+    if let Err(op) = crate::run_strategy::actionable_restart(Some(asked), holder) {
+        let note = format!(
+            "restart requested at {asked} waits: {} {} holds the VM since {}; the guest is \
+             restarted once that has finished",
+            op.kind.as_str(),
+            op.name,
+            op.since.0
+        );
+        publish(ctx, &vm.object_ref(&()), false, "RestartWaiting", note).await;
     }
 }
 

@@ -87,7 +87,10 @@ pub fn resolve(
 }
 
 /// Read the seed copy when the VM needs one (by name: the agent may not list Secrets) and
-/// resolve its cloud-init data.
+/// resolve its cloud-init data. When the placed host's copy cannot give it here (it is
+/// sealed to the host a live migration is moving the VM from), the incoming copy the operator
+/// seals to the migration's target is tried: the target's agent builds the seed from it
+/// before the guest arrives.
 pub async fn fetch(
     client: &Client,
     uid: &str,
@@ -97,10 +100,17 @@ pub async fn fetch(
     if seed::references(ci).is_empty() {
         return Ok(resolve(uid, ci, None, key));
     }
-    let copy = Api::<Secret>::namespaced(client.clone(), seed::NAMESPACE)
-        .get_opt(&seed::secret_name(uid))
-        .await?;
-    Ok(resolve(uid, ci, copy.as_ref(), key))
+    let api = Api::<Secret>::namespaced(client.clone(), seed::NAMESPACE);
+    let copy = api.get_opt(&seed::secret_name(uid)).await?;
+    let placed = resolve(uid, ci, copy.as_ref(), key);
+    if placed.pending.is_none() {
+        return Ok(placed);
+    }
+    let Some(incoming) = api.get_opt(&seed::incoming_secret_name(uid)).await? else {
+        return Ok(placed);
+    };
+    let data = resolve(uid, ci, Some(&incoming), key);
+    Ok(if data.pending.is_none() { data } else { placed })
 }
 
 #[cfg(test)]

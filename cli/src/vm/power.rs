@@ -160,8 +160,23 @@ pub fn plan(verb: Verb, vm: &VirtualMachine, now: &str) -> Result<Plan, Refusal>
                 )));
             }
             let value = restart_value(now, annotation(vm, RESTART_REQUESTED_AT));
+            let waits = vm
+                .status
+                .as_ref()
+                .and_then(|s| s.operation.as_ref())
+                .filter(|op| op.kind != ironvisor_crds::vm::OperationKind::Reset)
+                .map(|op| {
+                    format!(
+                        "; it waits: {} {} holds the VM since {}, the guest is restarted once \
+                         that has finished",
+                        op.kind.as_str(),
+                        op.name,
+                        op.since.0
+                    )
+                })
+                .unwrap_or_default();
             Ok(Plan {
-                message: format!("restart requested ({RESTART_REQUESTED_AT}={value})"),
+                message: format!("restart requested ({RESTART_REQUESTED_AT}={value}){waits}"),
                 target: Target::Restarted(value.clone()),
                 change: Some(Change::RestartedAt(value)),
             })

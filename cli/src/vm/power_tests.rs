@@ -187,6 +187,27 @@ fn restart_sets_a_fresh_timestamp_and_waits_for_the_agent_to_record_it() {
 }
 
 #[test]
+fn restart_while_another_operation_holds_the_vm_says_it_waits_and_for_whom() {
+    let mut v = vm(RunStrategy::Always, Some(Phase::Running), None);
+    let p = plan(Verb::Restart, &v, NOW).unwrap();
+    assert!(!p.message.contains("waits"), "{}", p.message);
+    v.status.as_mut().unwrap().operation = Some(ironvisor_crds::vm::VmOperation {
+        kind: ironvisor_crds::vm::OperationKind::Migration,
+        name: "web-drain-x".into(),
+        uid: "u".into(),
+        since: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(NOW.parse().unwrap()),
+    });
+    let p = plan(Verb::Restart, &v, NOW).unwrap();
+    assert_eq!(p.change, Some(Change::RestartedAt(NOW.into())));
+    assert!(
+        p.message
+            .contains("it waits: Migration web-drain-x holds the VM since 2026-11-25T10:00:00Z"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
 fn restart_of_a_vm_meant_to_be_off_is_refused() {
     for v in [
         vm(RunStrategy::Halted, Some(Phase::Stopped), None),

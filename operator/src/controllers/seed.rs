@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::seed::{self, CopyStep, Decision, Fetched, Verdict};
 
 pub mod access;
+mod incoming;
 mod seal;
 mod watches;
 
@@ -84,16 +85,49 @@ fn copies(client: &Client) -> Api<Secret> {
     Api::namespaced(client.clone(), contract::NAMESPACE)
 }
 
-/// Delete the copy of the VM with `uid` (gone already is fine).
+/// Delete the copies of the VM with `uid`, its placed host's and any incoming one (gone
+/// already is fine). Whether the placed host's existed.
 async fn remove_copy(client: &Client, uid: &str) -> Result<bool, kube::Error> {
-    match copies(client)
-        .delete(&contract::secret_name(uid), &DeleteParams::default())
-        .await
-    {
+    remove_incoming(client, uid).await?;
+    remove_named(client, &contract::secret_name(uid)).await
+}
+
+/// Delete the incoming copy of the VM with `uid`; whether it existed.
+async fn remove_incoming(client: &Client, uid: &str) -> Result<bool, kube::Error> {
+    remove_named(client, &contract::incoming_secret_name(uid)).await
+}
+
+async fn remove_named(client: &Client, name: &str) -> Result<bool, kube::Error> {
+    match copies(client).delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Write or remove the incoming copy as a live migration of the VM needs it.
+async fn apply_incoming(
+    ctx: &Ctx,
+    vm: &VirtualMachine,
+    uid: &str,
+    main: &CopyStep,
+) -> Result<(), SeedError> {
+    let target = incoming::target(&ctx.client, vm).await?;
+    let target = target.as_ref().map(|(n, k)| (n.as_str(), k.as_deref()));
+    match seed::incoming(main, uid, target) {
+        CopyStep::Write(copy) => {
+            if write_copy(&ctx.client, &copy).await? {
+                tracing::info!(vm = %ObjectRef::from_obj(vm), copy = %copy.name_any(), "incoming seed copy written for the migration target");
+            }
+        }
+        CopyStep::Remove => {
+            if remove_incoming(&ctx.client, uid).await? {
+                tracing::info!(vm = %ObjectRef::from_obj(vm), "incoming seed copy removed: no migration moves the VM");
+            }
+        }
+        CopyStep::Keep => {}
+    }
+    Ok(())
 }
 
 async fn fetch(client: &Client, ns: &str, name: &str) -> Result<Fetched, kube::Error> {
@@ -273,7 +307,14 @@ async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Ctx>) -> Result<Action, See
         v.reason == seed::reason::SECRET_NOT_READABLE
             || v.reason == seed::reason::WAITING_FOR_HOST_KEY
     });
+    // The placed host's copy first: once a migration ended, the VM's new host can open it
+    // before the incoming copy it used until then goes.
+    let main = d.copy.clone();
     apply_decision(&ctx, &vm, &uid, d).await?;
+    apply_incoming(&ctx, &vm, &uid, &main).await?;
+    // A migration chooses its target without changing the VM: look again soon while one
+    // holds it, so the target's copy is there when its agent prepares.
+    let refused = refused || incoming::migrating(&vm);
     Ok(Action::requeue(if refused {
         Duration::from_secs(5)
     } else {

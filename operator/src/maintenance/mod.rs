@@ -17,9 +17,10 @@ use futures::StreamExt;
 use ironvisor_crds::Hypervisor;
 use ironvisor_crds::labels;
 use ironvisor_crds::maintenance::{
-    DRAIN_LABEL, MAINTENANCE_READY, MaintenancePhase, MaintenanceRequester, MaintenanceStatus,
+    DRAIN_LABEL, DrainStrategy, MAINTENANCE_READY, MaintenancePhase, MaintenanceRequester,
+    MaintenanceStatus,
 };
-use ironvisor_crds::migration::VirtualMachineMigration;
+use ironvisor_crds::migration::{MigrationMode, VirtualMachineMigration};
 use ironvisor_crds::vm::VirtualMachine;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -231,11 +232,16 @@ async fn evict(
         target: None,
         why: "drain",
         labels: [(DRAIN_LABEL.to_owned(), host.to_owned())].into(),
+        mode: (f.strategy == DrainStrategy::Restart).then_some(MigrationMode::Restart),
     };
     let m = request::create(&ctx.client, &req).await?;
     let name = m.name_any();
+    let how = match f.strategy {
+        DrainStrategy::Restart => "a restart elsewhere (drainStrategy Restart, disks copied)",
+        _ => "live migration",
+    };
     let note = format!(
-        "host {host} is in maintenance: live migration {name} moves the VM away (attempt {attempt})"
+        "host {host} is in maintenance: {how} {name} moves the VM away (attempt {attempt})"
     );
     if let Some(vm) = vms
         .iter()

@@ -83,13 +83,13 @@ pub fn verdict(v: &VmFacts) -> Verdict {
     if v.strategy == DrainStrategy::None {
         return Verdict::Blocked(
             "drainStrategy None: the VM stays running on this host; stop it, move it \
-             (ivctl migrate) or change its drainStrategy to LiveMigrate"
+             (ivctl migrate) or change its drainStrategy to LiveMigrate or Restart"
                 .into(),
         );
     }
     if v.failed_attempts >= MAX_ATTEMPTS {
         return Verdict::Blocked(format!(
-            "{} live migrations failed (last: {}); fix the cause, then drain again \
+            "{} migrations away failed (last: {}); fix the cause, then drain again \
              (ivctl host undrain, ivctl host drain) or move it with ivctl migrate",
             v.failed_attempts,
             v.last_failure.as_deref().unwrap_or("no reason given"),
@@ -184,6 +184,25 @@ mod tests {
             ..v
         };
         assert_eq!(verdict(&moving), Verdict::Migrating("a-drain-x".into()));
+    }
+
+    #[test]
+    fn a_vm_with_drain_strategy_restart_is_moved_too_and_followed() {
+        let v = VmFacts {
+            strategy: DrainStrategy::Restart,
+            ..running("batch")
+        };
+        assert_eq!(verdict(&v), Verdict::Migrate(1));
+        let stopped = VmFacts {
+            phase: Some(Phase::Stopped),
+            ..v.clone()
+        };
+        assert_eq!(verdict(&stopped), Verdict::Stopped, "a stopped VM stays");
+        let moving = VmFacts {
+            active_migration: Some("batch-drain-x".into()),
+            ..v
+        };
+        assert_eq!(verdict(&moving), Verdict::Migrating("batch-drain-x".into()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Leaving `Pending`: a migration starts only while the policy's limits leave a place
-//! (parallel migrations in the cluster and leaving its VM's host), then takes the VM's
+//! (parallel migrations in the cluster and leaving its VM's host; the places go first come,
+//! first served, see [`policy::admit`]), then takes the VM's
 //! operation lock and records the policy it runs by. Every migration goes through here —
 //! a user's, a drain's, a rebalancing's ([`super::request`]) — so the limits hold for all.
 //!
@@ -50,7 +51,7 @@ pub(super) async fn lock(
     let me = m.uid().unwrap_or_default();
     let limits = policy::limits(&policies);
     if let Err(wait) = policy::admit(&all, &me, source.as_deref().unwrap_or_default(), limits) {
-        pending(ctx, m, wait.reason, &wait.message).await?;
+        pending(ctx, m, source.as_deref(), wait.reason, &wait.message).await?;
         return Ok(Action::requeue(WAITING_FOR_PLACE));
     }
     let ns = m.namespace().unwrap_or_default();
@@ -58,7 +59,7 @@ pub(super) async fn lock(
     match oplock::acquire(&ctx.client, &ns, &m.spec.vm_name, &holder(m), now).await? {
         Acquired::Busy(op) => {
             let msg = oplock::busy_message(&m.spec.vm_name, &op);
-            pending(ctx, m, "Busy", &msg).await?;
+            pending(ctx, m, source.as_deref(), "Busy", &msg).await?;
             Ok(Action::requeue(WAITING_FOR_PLACE))
         }
         Acquired::Held | Acquired::TookOver(_) => {
@@ -81,22 +82,30 @@ pub(super) async fn lock(
     }
 }
 
-/// Stay `Pending` with `reason`; written only when the reason or message changes (a waiting
-/// migration is looked at every two seconds).
+/// Stay `Pending` with `reason`, recording the host the VM would leave (the queue for a
+/// host's places is per host); written only when something changes (a waiting migration is
+/// looked at every two seconds).
 async fn pending(
     ctx: &Ctx,
     m: &VirtualMachineMigration,
+    source: Option<&str>,
     reason: &str,
     message: &str,
 ) -> Result<(), Error> {
-    let now = m.status.as_ref().and_then(|s| s.conditions.first());
-    if now.is_some_and(|c| c.reason == reason && c.message == message) {
+    let status = m.status.as_ref();
+    let now = status.and_then(|s| s.conditions.first());
+    let same_source = status.and_then(|s| s.source_node.as_deref()) == source;
+    if same_source && now.is_some_and(|c| c.reason == reason && c.message == message) {
         return Ok(());
     }
     set_status(
         ctx,
         m,
-        json!({ "phase": "Pending", "conditions": condition("False", reason, message) }),
+        json!({
+            "phase": "Pending",
+            "sourceNode": source,
+            "conditions": condition("False", reason, message),
+        }),
     )
     .await
 }

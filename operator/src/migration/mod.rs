@@ -417,13 +417,20 @@ async fn move_vm(
     .await?;
     let source = status.source.unwrap_or_default();
     let t = status.target.unwrap_or_default();
-    let message = format!(
-        "moved from {} to {target} in {} ms (QEMU's downtime {} ms)",
-        status.source_node.unwrap_or_default(),
-        source.elapsed_milliseconds.unwrap_or(0),
-        t.downtime_milliseconds
-            .map_or("not reported".into(), |d| d.to_string()),
-    );
+    let from = status.source_node.unwrap_or_default();
+    let took = source.elapsed_milliseconds.unwrap_or(0);
+    let message = if m.spec.restarts() {
+        format!(
+            "restarted on {target}: shut down on {from}, moved with its disks in {took} ms, \
+             booting afresh"
+        )
+    } else {
+        format!(
+            "moved from {from} to {target} in {took} ms (QEMU's downtime {} ms)",
+            t.downtime_milliseconds
+                .map_or("not reported".into(), |d| d.to_string()),
+        )
+    };
     finish(
         m,
         ctx,

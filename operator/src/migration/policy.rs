@@ -143,42 +143,93 @@ pub struct Wait {
     pub message: String,
 }
 
+/// A migration's place in the queue for the limited places: oldest first (creation time),
+/// then by namespace and name, so the order is total and the same in every replica.
+fn queue_key(m: &VirtualMachineMigration) -> (Option<jiff::Timestamp>, String, String) {
+    (
+        m.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        m.namespace().unwrap_or_default(),
+        m.name_any(),
+    )
+}
+
+/// Whether `m` waits in `Pending` for the place `reason` names (its last admission said so)
+/// and is not being deleted.
+fn waits_for(m: &VirtualMachineMigration, reason: &str) -> bool {
+    let Some(s) = m.status.as_ref() else {
+        return false;
+    };
+    s.phase == MigrationPhase::Pending
+        && m.metadata.deletion_timestamp.is_none()
+        && s.conditions.first().is_some_and(|c| c.reason == reason)
+}
+
 /// Whether one more migration leaving `source` may start, given every migration in the
-/// cluster (`me` by uid is not counted).
+/// cluster (`me` by uid is not counted). Places go first come, first served: a place that
+/// frees goes to the oldest migration waiting for that limit ([`queue_key`]), so an older
+/// migration waiting for a cluster place (or for a place leaving `source`) keeps a younger
+/// one waiting. A waiting migration held back by something else (its VM's lock, its own
+/// host's limit) holds no one back.
 pub fn admit(
     all: &[VirtualMachineMigration],
     me: &str,
     source: &str,
     limits: Limits,
 ) -> Result<(), Wait> {
-    let active: Vec<&VirtualMachineMigration> = all
+    let mine = all
         .iter()
-        .filter(|m| m.metadata.uid.as_deref() != Some(me) && holds_a_place(m))
-        .collect();
+        .find(|m| m.metadata.uid.as_deref() == Some(me))
+        .map(queue_key);
+    let others = || {
+        all.iter()
+            .filter(move |m| m.metadata.uid.as_deref() != Some(me))
+    };
+    let ahead = |m: &&VirtualMachineMigration| mine.as_ref().is_some_and(|k| queue_key(m) < *k);
+    let active: Vec<&VirtualMachineMigration> = others().filter(|m| holds_a_place(m)).collect();
+    let leaving = |m: &&VirtualMachineMigration| {
+        m.status.as_ref().and_then(|s| s.source_node.as_deref()) == Some(source)
+    };
     let cluster = active.len();
-    if cluster >= limits.per_cluster as usize {
+    let queued = others()
+        .filter(|m| waits_for(m, REASON_CLUSTER_LIMIT))
+        .filter(ahead)
+        .count();
+    if cluster + queued >= limits.per_cluster as usize {
         return Err(Wait {
             reason: REASON_CLUSTER_LIMIT,
             message: format!(
-                "waiting: {cluster} migrations run in the cluster, the policy allows {} at once",
-                limits.per_cluster
+                "waiting: {cluster} migrations run in the cluster, the policy allows {} at once{}",
+                limits.per_cluster,
+                in_line(queued)
             ),
         });
     }
-    let outbound = active
-        .iter()
-        .filter(|m| m.status.as_ref().and_then(|s| s.source_node.as_deref()) == Some(source))
+    let outbound = active.iter().copied().filter(leaving).count();
+    let queued = others()
+        .filter(|m| waits_for(m, REASON_HOST_LIMIT))
+        .filter(leaving)
+        .filter(ahead)
         .count();
-    if outbound >= limits.outbound_per_host as usize {
+    if outbound + queued >= limits.outbound_per_host as usize {
         return Err(Wait {
             reason: REASON_HOST_LIMIT,
             message: format!(
-                "waiting: {outbound} migrations leave {source}, the policy allows {} per host at once",
-                limits.outbound_per_host
+                "waiting: {outbound} migrations leave {source}, the policy allows {} per host at once{}",
+                limits.outbound_per_host,
+                in_line(queued)
             ),
         });
     }
     Ok(())
+}
+
+/// The part of a waiting message about older migrations waiting first.
+fn in_line(queued: usize) -> String {
+    match queued {
+        0 => String::new(),
+        1 => "; 1 older migration waits first".into(),
+        n => format!("; {n} older migrations wait first"),
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +237,7 @@ mod tests {
     use super::*;
     use ironvisor_crds::migration::VirtualMachineMigrationStatus;
     use ironvisor_crds::migration_policy::PolicySelector;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
     use serde_json::json;
 
     fn policy(name: &str, spec: serde_json::Value) -> MigrationPolicy {
@@ -377,6 +429,100 @@ mod tests {
                 .reason,
             REASON_CLUSTER_LIMIT
         );
+    }
+
+    /// A migration created at second `at`, waiting in `Pending` for `reason` (leaving
+    /// `source`), or with no status yet when `reason` is empty.
+    fn waiting(
+        uid: &str,
+        name: &str,
+        at: i64,
+        reason: &str,
+        source: &str,
+    ) -> VirtualMachineMigration {
+        let mut m = migration(json!({}));
+        m.metadata.uid = Some(uid.into());
+        m.metadata.name = Some(name.into());
+        m.metadata.namespace = Some("fin".into());
+        m.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(at).unwrap()));
+        if !reason.is_empty() {
+            let c: Condition = serde_json::from_value(json!({
+                "type": "Ready", "status": "False", "reason": reason, "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}))
+            .unwrap();
+            m.status = Some(VirtualMachineMigrationStatus {
+                phase: MigrationPhase::Pending,
+                source_node: Some(source.into()),
+                conditions: vec![c],
+                ..Default::default()
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn a_freed_place_goes_to_the_oldest_waiting_migration_first() {
+        let lim = Limits {
+            per_cluster: 2,
+            outbound_per_host: 5,
+        };
+        let mut all = vec![
+            active("run", "h9", MigrationPhase::Migrating),
+            waiting("old", "b-old", 100, REASON_CLUSTER_LIMIT, "h1"),
+            waiting("mid", "a-mid", 200, REASON_CLUSTER_LIMIT, "h2"),
+            waiting("new", "c-new", 300, "", "h3"),
+        ];
+        // One place is free: the oldest waiter takes it; the younger ones wait behind it.
+        assert_eq!(admit(&all, "old", "h1", lim), Ok(()));
+        let w = admit(&all, "mid", "h2", lim).unwrap_err();
+        assert_eq!(w.reason, REASON_CLUSTER_LIMIT);
+        assert!(
+            w.message.contains("1 older migration waits first"),
+            "{}",
+            w.message
+        );
+        let w = admit(&all, "new", "h3", lim).unwrap_err();
+        assert!(
+            w.message.contains("2 older migrations wait first"),
+            "{}",
+            w.message
+        );
+        // Same creation time: by name.
+        all[2].metadata.creation_timestamp = all[1].metadata.creation_timestamp.clone();
+        assert_eq!(admit(&all, "mid", "h2", lim), Ok(()));
+        assert!(admit(&all, "old", "h1", lim).is_err());
+        // A waiter being deleted, or one held back by something else, holds no one back.
+        all[2].metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        assert_eq!(admit(&all, "old", "h1", lim), Ok(()));
+        let busy = vec![
+            active("run", "h9", MigrationPhase::Migrating),
+            waiting("old", "old", 100, "Busy", "h1"),
+            waiting("new", "new", 300, "", "h3"),
+        ];
+        assert_eq!(admit(&busy, "new", "h3", lim), Ok(()));
+    }
+
+    #[test]
+    fn a_host_place_goes_to_the_oldest_migration_waiting_to_leave_that_host() {
+        let lim = Limits {
+            per_cluster: 10,
+            outbound_per_host: 1,
+        };
+        let all = vec![
+            waiting("old", "old", 100, REASON_HOST_LIMIT, "h1"),
+            waiting("other", "other", 50, REASON_HOST_LIMIT, "h2"),
+            waiting("new", "new", 300, REASON_HOST_LIMIT, "h1"),
+        ];
+        assert_eq!(admit(&all, "old", "h1", lim), Ok(()));
+        let w = admit(&all, "new", "h1", lim).unwrap_err();
+        assert_eq!(w.reason, REASON_HOST_LIMIT);
+        assert!(
+            w.message.contains("1 older migration waits first"),
+            "{}",
+            w.message
+        );
+        // An older one leaving another host does not count.
+        assert_eq!(admit(&all, "other", "h2", lim), Ok(()));
     }
 
     #[test]

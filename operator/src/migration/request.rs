@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use ironvisor_crds::migration::{VirtualMachineMigration, VirtualMachineMigrationSpec};
+use ironvisor_crds::migration::{
+    MigrationMode, VirtualMachineMigration, VirtualMachineMigrationSpec,
+};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -22,6 +24,9 @@ pub struct MigrationRequest {
     pub why: &'static str,
     /// Labels saying who asked (e.g. the drained host).
     pub labels: BTreeMap<String, String>,
+    /// Live migration (`None`) or a cold restart elsewhere (a drain of a VM with
+    /// `drainStrategy: Restart`).
+    pub mode: Option<MigrationMode>,
 }
 
 /// The migration object for `req` (the API server completes its generated name).
@@ -33,6 +38,7 @@ pub fn object(req: &MigrationRequest) -> VirtualMachineMigration {
             target_node: req.target.clone(),
             bandwidth_mib_per_second: None,
             completion_timeout_seconds: None,
+            mode: req.mode,
         },
     );
     m.metadata.name = None;
@@ -65,6 +71,7 @@ mod tests {
             target: None,
             why: "drain",
             labels: [("ironvisor.io/drain".to_owned(), "h1".to_owned())].into(),
+            mode: Some(MigrationMode::Restart),
         };
         let m = object(&req);
         assert_eq!(m.spec.vm_name.len(), 253);
@@ -72,5 +79,6 @@ mod tests {
         assert!(g.ends_with("-drain-") && g.len() + 5 <= 253, "{g}");
         assert_eq!(m.metadata.labels.unwrap()["ironvisor.io/drain"], "h1");
         assert!(m.metadata.name.is_none());
+        assert!(m.spec.restarts());
     }
 }

@@ -29,6 +29,11 @@ pub struct Facts {
     /// Deleted longer than [`ABORT_TIMEOUT`] ago (the source agent has not confirmed the
     /// abort: its host is down or its agent stopped).
     pub abort_overdue: bool,
+    /// A cold restart elsewhere (`mode: Restart`), not a live migration.
+    pub restart: bool,
+    /// Restart mode: the target agent stopped the paused copy that arrived, so the guest
+    /// boots afresh once placed there.
+    pub cold_boot_ready: bool,
 }
 
 /// How long a cancel waits for the source agent to confirm QEMU's job was aborted (an
@@ -63,6 +68,8 @@ impl Facts {
             abort_overdue: m.metadata.deletion_timestamp.as_ref().is_some_and(|t| {
                 now.duration_since(t.0).as_secs() >= ABORT_TIMEOUT.as_secs() as i64
             }),
+            restart: m.spec.restarts(),
+            cold_boot_ready: s.target.as_ref().is_some_and(|t| t.cold_boot_ready),
         }
     }
 }
@@ -137,6 +144,9 @@ pub fn next(f: &Facts) -> Step {
             None => Step::Wait,
         },
         Migrating => match &f.source {
+            // A restart's copy arrives paused: the target stops it before the VM is placed
+            // there, so the target's VM controller boots it afresh (never resumes it).
+            Some((SourceState::Succeeded, _)) if f.restart && !f.cold_boot_ready => Step::Wait,
             Some((SourceState::Succeeded, _)) => Step::MoveVm,
             Some((SourceState::Failed, msg)) => finish(
                 Failed,
@@ -184,6 +194,30 @@ mod tests {
             Step::Finish { phase, .. } => Some(*phase),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_restart_moves_the_vm_only_once_the_target_stopped_the_paused_copy() {
+        let copied = Facts {
+            restart: true,
+            source: Some((SourceState::Succeeded, None)),
+            ..running(Migrating)
+        };
+        assert_eq!(next(&copied), Step::Wait);
+        let ready = Facts {
+            cold_boot_ready: true,
+            ..copied.clone()
+        };
+        assert_eq!(next(&ready), Step::MoveVm);
+        let live = Facts {
+            restart: false,
+            ..copied
+        };
+        assert_eq!(
+            next(&live),
+            Step::MoveVm,
+            "a live migration does not wait for it"
+        );
     }
 
     #[test]

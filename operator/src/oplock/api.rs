@@ -7,7 +7,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::{Acquired, Decision, Holder, decide};
+use super::{Acquired, Decision, Holder, decide, pending_reset, reset_goes_first};
 use crate::error::Category;
 
 /// The field manager of lock writes, apart from the operator's server-side-apply manager so
@@ -93,7 +93,8 @@ pub async fn acquire(
             Some(op) if !holder.holds(op) => holder_alive(client, &vm, op).await?,
             _ => true,
         };
-        let outcome = match decide(current.as_ref(), holder, alive) {
+        let decision = decide(current.as_ref(), holder, alive);
+        let outcome = match reset_goes_first(decision, holder, pending_reset(&vm, now)) {
             Decision::AlreadyHeld => return Ok(Acquired::Held),
             Decision::Busy(op) => return Ok(Acquired::Busy(op)),
             Decision::Take => Acquired::Held,

@@ -14,9 +14,11 @@
 //! - Ironvisor only, end to end: from `kubectl apply` of the migration to `Completed` seen by
 //!   polling the API every 50 ms.
 //!
-//! Ironvisor's guest runs first; it is then deleted and the raw guest, defined from its own
-//! migratable XML (our metadata removed, its directory moved), runs the same rounds, so the
-//! two never compete for the two CPUs.
+//! The raw guest is defined from our guest's migratable XML (our metadata removed, its
+//! directory moved) and both run side by side; the rounds are interleaved (ours, virsh,
+//! ours, virsh, …) so a change of the machine's load hits both sides of each pair alike. The
+//! summary prints each pair's ratio (ours / virsh, migrate call) and their median, besides
+//! the percentiles of each side.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -100,26 +102,41 @@ fn gap_ms(watch: &TickWatch, since: Instant, from: usize, to: usize) -> anyhow::
     Ok(sw.gap.as_secs_f64() * 1000.0)
 }
 
-/// Ironvisor's rounds on the VM `name` (running on host 0 or 1).
-fn ours(c: &Cluster, name: &str, rounds: usize) -> anyhow::Result<Vec<Sample>> {
-    let vm = c.sys.wait_phase(&c.ns, name, "Running", LONG);
-    let vm_uid = uid(&vm);
-    let node = vm["status"]["nodeName"].as_str().unwrap_or_default();
-    let mut at = c
-        .hosts
-        .iter()
-        .position(|h| h.agent.node == node)
-        .unwrap_or(0);
-    let logs = c
-        .hosts
-        .iter()
-        .map(|h| h.agent.vm_dir(&vm_uid).join("console.log"))
-        .collect();
-    let watch = TickWatch::start(logs);
-    watch.wait_tick_on(at, 20, LONG);
-    let mut out = Vec::new();
-    for i in 0..rounds {
-        let to = 1 - at;
+/// Ironvisor's guest between rounds: its VM, its serial logs' watch, the host it is on.
+struct Ours {
+    name: String,
+    watch: TickWatch,
+    at: usize,
+}
+
+impl Ours {
+    /// Watch the running VM `name`.
+    fn start(c: &Cluster, name: &str) -> Self {
+        let vm = c.sys.wait_phase(&c.ns, name, "Running", LONG);
+        let vm_uid = uid(&vm);
+        let node = vm["status"]["nodeName"].as_str().unwrap_or_default();
+        let at = c
+            .hosts
+            .iter()
+            .position(|h| h.agent.node == node)
+            .unwrap_or(0);
+        let logs = c
+            .hosts
+            .iter()
+            .map(|h| h.agent.vm_dir(&vm_uid).join("console.log"))
+            .collect();
+        let watch = TickWatch::start(logs);
+        watch.wait_tick_on(at, 20, LONG);
+        Ours {
+            name: name.to_owned(),
+            watch,
+            at,
+        }
+    }
+
+    /// Round `i`: a migration to the other host through `kubectl apply`.
+    fn round(&mut self, c: &Cluster, i: usize) -> anyhow::Result<Sample> {
+        let (at, to, name) = (self.at, 1 - self.at, &self.name);
         let m = format!("{name}-{i}");
         let t = Instant::now();
         c.apply_migration(&m, name, Some(&c.hosts[to].agent.node), "");
@@ -140,18 +157,18 @@ fn ours(c: &Cluster, name: &str, rounds: usize) -> anyhow::Result<Vec<Sample>> {
                 .and_then(|v| v["status"]["target"]["downtimeMilliseconds"].as_f64())
                 .ok_or_else(|| "not yet".to_owned())
         });
-        out.push(Sample {
+        let sample = Sample {
             call_ms: done["status"]["source"]["elapsedMilliseconds"]
                 .as_f64()
                 .unwrap_or(0.0),
             qemu_downtime_ms: downtime,
-            gap_ms: gap_ms(&watch, t, at, to)?,
+            gap_ms: gap_ms(&self.watch, t, at, to)?,
             e2e_ms: Some(e2e),
-        });
-        eprintln!("ironvisor {name} round {i}: {:?}", out.last());
-        at = to;
+        };
+        eprintln!("ironvisor {name} round {i}: {sample:?}");
+        self.at = to;
+        Ok(sample)
     }
-    Ok(out)
 }
 
 /// The raw guest: our VM's migratable XML with our metadata removed, renamed, its directory
@@ -182,16 +199,35 @@ fn raw_domain(c: &Cluster, ours_xml: &str, vm_dir: &str, dir: &Path) -> anyhow::
     Ok(name)
 }
 
-/// Raw rounds of `dom`, alternating between the hosts; each target's disk is created first
-/// (as our target agent does) and the definition's directory rewritten for it.
-fn raw(c: &Cluster, dom: &str, dir: &Path, rounds: usize) -> anyhow::Result<Vec<Sample>> {
-    let dirs = [dir.join("a"), dir.join("b")];
-    let watch = TickWatch::start(dirs.iter().map(|d| d.join("console.log")).collect());
-    watch.wait_tick_on(0, 20, LONG);
-    let mut at = 0;
-    let mut out = Vec::new();
-    for i in 0..rounds {
-        let to = 1 - at;
+/// The raw guest between rounds: its domain, its two directories (one per host), its serial
+/// logs' watch, the host it is on.
+struct Raw {
+    dom: String,
+    dir: PathBuf,
+    dirs: [PathBuf; 2],
+    watch: TickWatch,
+    at: usize,
+}
+
+impl Raw {
+    /// Watch the raw domain `dom`, started on host 0 from `dir/a`.
+    fn start(dom: String, dir: &Path) -> Self {
+        let dirs = [dir.join("a"), dir.join("b")];
+        let watch = TickWatch::start(dirs.iter().map(|d| d.join("console.log")).collect());
+        watch.wait_tick_on(0, 20, LONG);
+        Raw {
+            dom,
+            dir: dir.to_owned(),
+            dirs,
+            watch,
+            at: 0,
+        }
+    }
+
+    /// Round `i`: the target's disk created first (as our target agent does), the
+    /// definition's directory rewritten for it, `virsh migrate` timed.
+    fn round(&mut self, c: &Cluster, i: usize) -> anyhow::Result<Sample> {
+        let (at, to, dom, dirs) = (self.at, 1 - self.at, &self.dom, &self.dirs);
         let (from_uri, to_uri) = (c.hosts[at].libvirtd.uri(), c.hosts[to].libvirtd.uri());
         let live = virsh(from_uri, &["dumpxml", "--migratable", dom])?;
         let dest = live.replace(&*dirs[at].to_string_lossy(), &dirs[to].to_string_lossy());
@@ -211,7 +247,7 @@ fn raw(c: &Cluster, dom: &str, dir: &Path, rounds: usize) -> anyhow::Result<Vec<
                     .arg(bytes.to_string()))?;
             }
         }
-        let xml_file = dir.join(format!("dest-{i}.xml"));
+        let xml_file = self.dir.join(format!("dest-{i}.xml"));
         std::fs::write(&xml_file, &dest)?;
         let addr = &c.hosts[to].address;
         let xf = xml_file.to_string_lossy();
@@ -238,33 +274,38 @@ fn raw(c: &Cluster, dom: &str, dir: &Path, rounds: usize) -> anyhow::Result<Vec<
             ],
         )?;
         let call = t.elapsed().as_secs_f64() * 1000.0;
-        out.push(Sample {
+        let sample = Sample {
             call_ms: call,
             qemu_downtime_ms: completed_downtime(to_uri, dom)?,
-            gap_ms: gap_ms(&watch, t, at, to)?,
+            gap_ms: gap_ms(&self.watch, t, at, to)?,
             e2e_ms: None,
-        });
-        eprintln!("raw round {i}: {:?}", out.last());
-        at = to;
+        };
+        eprintln!("raw round {i}: {sample:?}");
+        self.at = to;
+        Ok(sample)
     }
-    let _ = virsh(c.hosts[at].libvirtd.uri(), &["destroy", dom]);
-    let _ = virsh(c.hosts[at].libvirtd.uri(), &["undefine", dom]);
-    Ok(out)
+
+    /// Destroy and undefine the domain wherever it is.
+    fn remove(&self, c: &Cluster) {
+        let uri = c.hosts[self.at].libvirtd.uri();
+        let _ = virsh(uri, &["destroy", &self.dom]);
+        let _ = virsh(uri, &["undefine", &self.dom]);
+    }
 }
 
-/// Ironvisor's rounds, then the same guest raw.
+/// Both guests of one kind, then their rounds interleaved (ours, virsh, ours, virsh, …): a
+/// change of the machine's load hits both sides of a pair alike. Both guests run for the
+/// whole run, so each side migrates while the other's idle twin runs beside it.
 fn guest(c: &Cluster, kind: &str, rounds: usize) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
     let name = format!("bench-{kind}");
     match kind {
         "busy" => c.apply_busy_vm(&name, "{}"),
         _ => c.apply_counter_vm(&name),
     }
-    let vm = c.sys.wait_phase(&c.ns, &name, "Running", LONG);
-    let vm_uid = uid(&vm);
-    let ours_samples = ours(c, &name, rounds)?;
+    let mut ours = Ours::start(c, &name);
     let vm = c.sys.vm(&c.ns, &name);
-    let node = vm["status"]["nodeName"].as_str().unwrap_or_default();
-    let host = c.host(node);
+    let vm_uid = uid(&vm);
+    let host = &c.hosts[ours.at];
     let dom = domain_of(host.libvirtd.uri(), &name)
         .ok_or_else(|| anyhow::anyhow!("no domain of {name}"))?;
     let xml = virsh(host.libvirtd.uri(), &["dumpxml", "--migratable", &dom])?;
@@ -284,11 +325,37 @@ fn guest(c: &Cluster, kind: &str, rounds: usize) -> anyhow::Result<(Vec<Sample>,
                 .arg(tmp.path().join("a").join(p.file_name().unwrap_or_default())))?;
         }
     }
+    let raw_dom = raw_domain(c, &xml, &vm_dir.to_string_lossy(), tmp.path())?;
+    let mut raw = Raw::start(raw_dom, tmp.path());
+    let (mut o, mut r) = (Vec::new(), Vec::new());
+    let run = interleave(c, (&mut ours, &mut raw), rounds, (&mut o, &mut r));
+    raw.remove(c);
     c.sys
         .kubectl_ok(&["delete", "vm", &name, "-n", &c.ns, "--wait=true"]);
-    let raw_dom = raw_domain(c, &xml, &vm_dir.to_string_lossy(), tmp.path())?;
-    let raw_samples = raw(c, &raw_dom, tmp.path(), rounds)?;
-    Ok((ours_samples, raw_samples))
+    run?;
+    Ok((o, r))
+}
+
+/// The rounds, ours then virsh in each pair.
+fn interleave(
+    c: &Cluster,
+    (ours, raw): (&mut Ours, &mut Raw),
+    rounds: usize,
+    (o, r): (&mut Vec<Sample>, &mut Vec<Sample>),
+) -> anyhow::Result<()> {
+    for i in 0..rounds {
+        o.push(ours.round(c, i)?);
+        r.push(raw.round(c, i)?);
+    }
+    Ok(())
+}
+
+/// `ours / virsh` of each pair's migrate call.
+fn pair_ratios(o: &[Sample], r: &[Sample]) -> Vec<Option<f64>> {
+    o.iter()
+        .zip(r)
+        .map(|(a, b)| stats::ratio(a.call_ms, b.call_ms))
+        .collect()
 }
 
 fn col(s: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<stats::Summary> {
@@ -305,7 +372,8 @@ fn main() -> anyhow::Result<()> {
     let c = Cluster::start("bmig", 2, "{virtualMachines: 2, vcpus: 2, memory: 256Mi}");
     let mut results = serde_json::Map::new();
     println!(
-        "live migration, 128 MiB guest with a 64 MiB disk copied, {} rounds each way-alternating",
+        "live migration, 128 MiB guest with a 64 MiB disk copied, {} rounds each, interleaved \
+         (ours, virsh, …), directions alternating",
         args.rounds
     );
     println!(
@@ -330,10 +398,21 @@ fn main() -> anyhow::Result<()> {
         }
         let p50 = |s: &[Sample]| col(s, |x| Some(x.call_ms)).map_or(0.0, |x| x.p50_ms);
         let ratio = stats::ratio(p50(&o), p50(&r));
-        println!("{kind}: ratio (call p50 ours / virsh) {ratio:.2?}");
+        let pairs = pair_ratios(&o, &r);
+        let shown: Vec<String> = pairs
+            .iter()
+            .map(|p| p.map_or("-".into(), |x| format!("{x:.2}")))
+            .collect();
+        let median = stats::median(&pairs.iter().flatten().copied().collect::<Vec<_>>());
+        println!(
+            "{kind}: call ours / virsh per pair [{}], median {}; ratio of the p50s {ratio:.2?}",
+            shown.join(", "),
+            median.map_or("-".into(), |m| format!("{m:.2}"))
+        );
         results.insert(
             kind.into(),
-            serde_json::json!({"ironvisor": o, "virsh": r, "ratio_call_p50": ratio}),
+            serde_json::json!({"ironvisor": o, "virsh": r, "ratio_call_p50": ratio,
+                "pair_ratios_call": pairs, "median_pair_ratio_call": median}),
         );
     }
     let json = serde_json::json!({"bench": "migration", "rounds": args.rounds, "results": results});
