@@ -34,6 +34,9 @@ pub enum Error {
     /// The API server refused or failed a call.
     #[error("Kubernetes API call failed")]
     Kube(#[from] kube::Error),
+    /// A clone disk could not be made.
+    #[error(transparent)]
+    Clone(#[from] crate::snapshot::clone::CloneError),
     /// The finalizer helper failed.
     #[error("finalizer step failed")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -45,6 +48,7 @@ impl Error {
             Error::Engine(e) => e.category(),
             Error::Kube(_) => ErrorCategory::Kubernetes,
             Error::Identity(_) => ErrorCategory::InvalidSpec,
+            Error::Clone(_) => ErrorCategory::Storage,
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.category(),
@@ -180,6 +184,9 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
         tracing::debug!(vm = %vm.key(), ?left, "failed recently; waiting before the next attempt");
         return Ok(Action::requeue(left));
     }
+    if let Some(wait) = super::clones::ensure(&ctx, &vm).await? {
+        return Ok(wait);
+    }
     let ci = super::seed_copy::fetch(
         &ctx.client,
         &uid,
@@ -219,6 +226,9 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
 }
 
 async fn cleanup(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if let Some(wait) = super::clones::wait_for_clones(&ctx, &vm).await {
+        return Ok(wait);
+    }
     ctx.engine.remove(&vm).await?;
     ctx.backoff.succeeded(&vm.uid().unwrap_or_default());
     tracing::info!(vm = %vm.key(), "domain, disks and seed removed");

@@ -7,11 +7,13 @@
 //! layer only once the API no longer names it.
 
 pub mod chain;
+pub mod clone;
 pub mod controller;
 pub mod domain_disks;
 pub mod files;
 pub mod found;
 pub mod merge;
+pub mod pins;
 pub mod qemu_img;
 pub mod restore;
 pub mod restore_controller;

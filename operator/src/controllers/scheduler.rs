@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use ironvisor_crds::labels;
-use ironvisor_crds::{Hypervisor, Quota, Tenant, VirtualMachine};
+use ironvisor_crds::{Hypervisor, Quota, Tenant, VirtualMachine, VirtualMachineSnapshot};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -82,6 +82,7 @@ enum Change {
     Lease(Event<Lease>),
     Tenant(Event<Tenant>),
     Quota(Event<Quota>),
+    Snapshot(Event<VirtualMachineSnapshot>),
 }
 
 type Changes = Pin<Box<dyn Stream<Item = (usize, Result<Change, watcher::Error>)> + Send>>;
@@ -102,7 +103,7 @@ where
 #[derive(Default)]
 struct Loop {
     index: Index,
-    synced: [bool; 5],
+    synced: [bool; 6],
     /// Objects buffered during a relist, per kind.
     init: InitBuffers,
     quotas: BTreeMap<String, Quota>,
@@ -117,6 +118,7 @@ struct InitBuffers {
     leases: Vec<Lease>,
     tenants: Vec<Tenant>,
     quotas: Vec<Quota>,
+    snapshots: Vec<VirtualMachineSnapshot>,
 }
 
 fn heartbeat_node(lease: &Lease) -> Option<String> {
@@ -183,6 +185,13 @@ impl Loop {
                 self.quotas.remove(&o.name_any());
             }
             Change::Quota(Event::Init) => self.init.quotas.clear(),
+            Change::Snapshot(Event::Apply(o)) => ix.apply_snapshot(&o),
+            Change::Snapshot(Event::InitApply(o)) => self.init.snapshots.push(o),
+            Change::Snapshot(Event::Delete(o)) => ix.delete_snapshot(&o),
+            Change::Snapshot(Event::Init) => self.init.snapshots.clear(),
+            Change::Snapshot(Event::InitDone) => {
+                ix.reset_snapshots(std::mem::take(&mut self.init.snapshots).iter())
+            }
             Change::Quota(Event::InitDone) => {
                 let qs = std::mem::take(&mut self.init.quotas);
                 ix.reset_quotas(qs.iter());
@@ -226,6 +235,13 @@ impl Scheduler {
                 watcher::Config::default(),
                 4,
                 Change::Quota,
+            ),
+            // Where clones of each snapshot go.
+            watch_kind(
+                Api::<VirtualMachineSnapshot>::all(c.clone()),
+                watcher::Config::default(),
+                5,
+                Change::Snapshot,
             ),
         ]);
         let mut st = Loop::default();
@@ -280,6 +296,7 @@ impl Scheduler {
                 | Change::Lease(Event::InitDone)
                 | Change::Tenant(Event::InitDone)
                 | Change::Quota(Event::InitDone)
+                | Change::Snapshot(Event::InitDone)
         );
         st.apply(ch);
         if done {

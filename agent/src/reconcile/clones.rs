@@ -1,0 +1,148 @@
+//! Before a VM's domain is prepared: make its clone disks from their sources
+//! ([`crate::snapshot::clone`]), publishing an Event for each made, awaited or refused, and
+//! the progress of a full copy in `status.cloneProgress` (under its own field manager, so
+//! the lifecycle status writes never drop it, and removed once the copy is made).
+
+use super::controller::{Context, publish};
+use crate::snapshot::clone::{CloneError, make, resolve};
+use crate::storage::layout;
+use ironvisor_crds::labels::agent_manager;
+use ironvisor_crds::vm::{CloneMode, VirtualMachine};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use std::time::{Duration, Instant};
+
+/// How soon a clone whose source is not ready is looked at again.
+const NOT_READY_RECHECK: Duration = Duration::from_secs(3);
+/// How soon a refused clone is looked at again (a spec change wakes it at once).
+const REFUSED_RECHECK: Duration = Duration::from_secs(60);
+
+fn manager(node: &str) -> String {
+    format!("{}-clone", agent_manager(node))
+}
+
+async fn write_progress(ctx: &Context, vm: &VirtualMachine, disk: Option<(&str, u8)>) {
+    let api =
+        Api::<VirtualMachine>::namespaced(ctx.client.clone(), &vm.namespace().unwrap_or_default());
+    let status = match disk {
+        Some((d, p)) => serde_json::json!({"cloneProgress": {"disk": d, "percent": p}}),
+        None => serde_json::json!({}),
+    };
+    let patch = serde_json::json!({
+        "apiVersion": "ironvisor.io/v1alpha1",
+        "kind": "VirtualMachine",
+        "status": status,
+    });
+    let params = PatchParams::apply(&manager(&ctx.node)).force();
+    if let Err(e) = api
+        .patch_status(&vm.name_any(), &params, &Patch::Apply(&patch))
+        .await
+    {
+        tracing::debug!(vm = %vm.key(), error = %e, "clone progress not written");
+    }
+}
+
+/// Make every clone disk of `vm` that is not made yet. `Some(action)` when the reconcile
+/// must stop here (a source not ready, or refused).
+pub(super) async fn ensure(
+    ctx: &Context,
+    vm: &VirtualMachine,
+) -> Result<Option<Action>, CloneError> {
+    if !vm.spec.disks.iter().any(|d| d.clone_of().is_some()) {
+        return Ok(None);
+    }
+    let uid = vm.uid().unwrap_or_default();
+    let state_dir = &ctx.engine.storage.state_dir;
+    let Some(vm_dir) = layout::vm_dir(state_dir, &uid) else {
+        return Ok(None);
+    };
+    let ns = vm.namespace().unwrap_or_default();
+    let reference = vm.object_ref(&());
+    for disk in &vm.spec.disks {
+        if disk.clone_of().is_none()
+            || tokio::fs::try_exists(layout::disk_file(&vm_dir, &disk.name)).await?
+        {
+            continue;
+        }
+        let src = match resolve(&ctx.client, state_dir, &ctx.node, &ns, disk).await {
+            Ok(Some(src)) => src,
+            Ok(None) => continue,
+            Err(e) => return waiting(ctx, &reference, e).await,
+        };
+        let started = Instant::now();
+        let (tx, mut rx) = tokio::sync::watch::channel(0u8);
+        let copy = make(&vm_dir, &uid, &src, &tx);
+        tokio::pin!(copy);
+        let made = loop {
+            tokio::select! {
+                r = &mut copy => break r,
+                Ok(()) = rx.changed() => {
+                    let p = *rx.borrow_and_update();
+                    write_progress(ctx, vm, Some((&disk.name, p))).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        let mode = src.mode;
+        ctx.engine
+            .metrics
+            .clone_made(mode, made.is_ok(), started.elapsed());
+        if mode == CloneMode::Full {
+            write_progress(ctx, vm, None).await;
+        }
+        match made {
+            Ok(true) => {
+                let note = format!(
+                    "disk {}: {} of layer {} made in {:.1?}",
+                    disk.name,
+                    match mode {
+                        CloneMode::Linked => "linked clone",
+                        CloneMode::Full => "full copy",
+                    },
+                    src.layer,
+                    started.elapsed()
+                );
+                publish(ctx, &reference, false, "CloneMade", note).await;
+            }
+            Ok(false) => {}
+            Err(e) => return waiting(ctx, &reference, e).await,
+        }
+    }
+    Ok(None)
+}
+
+async fn waiting(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    e: CloneError,
+) -> Result<Option<Action>, CloneError> {
+    match &e {
+        CloneError::NotReady { .. } => {
+            publish(ctx, reference, false, "CloneWaiting", e.to_string()).await;
+            Ok(Some(Action::requeue(NOT_READY_RECHECK)))
+        }
+        _ if e.is_permanent() => {
+            let note = super::failure::chain(&e);
+            publish(ctx, reference, true, "CloneRefused", note).await;
+            Ok(Some(Action::requeue(REFUSED_RECHECK)))
+        }
+        _ => Err(e),
+    }
+}
+
+/// How soon a deleted VM whose disks linked clones read is looked at again.
+const BASE_IN_USE_RECHECK: Duration = Duration::from_secs(5);
+
+/// A deleted VM whose disks are the base of linked clones keeps its directory (and its
+/// finalizer) until they are gone: `Some(action)` to wait, with a warning Event.
+pub(super) async fn wait_for_clones(ctx: &Context, vm: &VirtualMachine) -> Option<Action> {
+    let state_dir = &ctx.engine.storage.state_dir;
+    let dir = layout::vm_dir(state_dir, &vm.uid().unwrap_or_default())?;
+    let err = crate::snapshot::pins::ensure_unused(state_dir, &dir)
+        .await
+        .err()?;
+    let note = format!("deletion waits: {}", super::failure::chain(&err));
+    publish(ctx, &vm.object_ref(&()), true, "BaseInUse", note).await;
+    Some(Action::requeue(BASE_IN_USE_RECHECK))
+}
