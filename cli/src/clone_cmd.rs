@@ -51,7 +51,8 @@ pub struct CloneArgs {
 pub fn clone_object(ns: &str, a: &CloneArgs, spec: &Value) -> Value {
     let mut spec = spec.clone();
     let mode = if a.full { "Full" } else { "Linked" };
-    if let Some(disks) = spec["disks"].as_array_mut() {
+    // `get_mut`, not indexing: indexing a missing key would insert a null.
+    if let Some(disks) = spec.get_mut("disks").and_then(Value::as_array_mut) {
         for d in disks {
             let name = d["name"].clone();
             d["source"] = match &a.from_snapshot {
@@ -60,7 +61,7 @@ pub fn clone_object(ns: &str, a: &CloneArgs, spec: &Value) -> Value {
             };
         }
     }
-    if let Some(nets) = spec["networks"].as_array_mut() {
+    if let Some(nets) = spec.get_mut("networks").and_then(Value::as_array_mut) {
         for n in nets {
             if let Some(o) = n.as_object_mut() {
                 o.remove("macAddress");
@@ -209,6 +210,17 @@ mod tests {
             vm.spec.run_strategy,
             ironvisor_crds::vm::RunStrategy::Always
         );
+    }
+
+    #[test]
+    fn a_spec_without_networks_or_disks_clones_without_nulls() {
+        let o = clone_object(
+            "ns",
+            &args(false, None),
+            &json!({"memory": {"size": "64Mi"}}),
+        );
+        assert!(o["spec"].get("networks").is_none() && o["spec"].get("disks").is_none());
+        let _: VirtualMachine = serde_json::from_value(o).unwrap();
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn a_linked_clone_of_a_template_boots_with_a_new_identity_and_the_base_stays_fro
     // The template's 64Mi and one clone's 64Mi fit; a second clone does not.
     sys.tenant(&ns, &ns, "{storage: 128Mi}");
     let extra =
-        "  networks:\n  - {name: n, user: {}}\n  cloudInit: {userData: \"#cloud-config\"}\n";
+        "  networks:\n  - {name: nic0, user: {}}\n  cloudInit: {userData: \"#cloud-config\"}\n";
     let disks = "  disks:\n  - name: data\n    size: 64Mi\n    source: {blank: {}}\n";
     sys.apply(&tiny_vm_manifest(
         &ns,

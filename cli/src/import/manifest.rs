@@ -352,6 +352,7 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         anti_affinity_group: None,
         termination_grace_period_seconds: 60,
         eviction_strategy: Default::default(),
+        template: false,
     };
     let mut vm = VirtualMachine::new(&opts.name, spec);
     vm.metadata = ObjectMeta {
@@ -500,6 +501,7 @@ mod tests {
                 anti_affinity_group: None,
                 termination_grace_period_seconds: 60,
                 eviction_strategy: Default::default(),
+                template: false,
             },
         );
         let err = write_to(&mut Full, Path::new("/out/x/x.yaml"), &vm).unwrap_err();
