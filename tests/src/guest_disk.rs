@@ -65,16 +65,63 @@ pub fn sha256(file: &Path) -> String {
         .to_owned()
 }
 
-/// The MAC addresses of a domain's interfaces.
+/// The MAC addresses of a domain's interfaces, from its live XML: libvirt's own
+/// `<interface>`s (`<mac address='…'/>`) and the user-mode NICs the agent passes to QEMU as
+/// `-device …,mac=…` (`<qemu:arg>`), which `virsh domiflist` does not list.
 pub fn macs(uri: &str, domain: &str) -> Vec<String> {
     let out = Command::new("virsh")
-        .args(["-c", uri, "domiflist", domain])
+        .args(["-c", uri, "dumpxml", domain])
         .output()
         .expect("virsh");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().last())
-        .filter(|m| m.len() == 17 && m.matches(':').count() == 5)
-        .map(str::to_owned)
-        .collect()
+    assert!(out.status.success(), "virsh dumpxml {domain}: {out:?}");
+    macs_in_xml(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The MACs in a domain XML (see [`macs`]), in document order.
+pub fn macs_in_xml(xml: &str) -> Vec<String> {
+    let is_mac = |m: &str| {
+        m.len() == 17
+            && m.split(':').count() == 6
+            && m.split(':')
+                .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()))
+    };
+    let mut found = Vec::new();
+    for (marker, end) in [
+        ("<mac address='", '\''),
+        ("<mac address=\"", '"'),
+        ("mac=", ','),
+    ] {
+        let mut rest = xml;
+        while let Some(i) = rest.find(marker) {
+            rest = &rest[i + marker.len()..];
+            let cand = rest.split([end, '"', '\'']).next().unwrap_or_default();
+            if is_mac(cand) {
+                found.push((xml.len() - rest.len(), cand.to_ascii_lowercase()));
+            }
+        }
+    }
+    found.sort();
+    found.into_iter().map(|(_, m)| m).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::macs_in_xml;
+
+    #[test]
+    fn finds_libvirt_and_user_mode_macs_in_order() {
+        let xml = "<domain><devices><interface type='network'>\
+                   <mac address='52:54:00:aa:bb:01'/></interface></devices>\
+                   <qemu:commandline><qemu:arg value='-netdev'/><qemu:arg value='user,id=ivnet0'/>\
+                   <qemu:arg value='-device'/>\
+                   <qemu:arg value='virtio-net-pci,netdev=ivnet0,mac=52:54:00:AA:BB:02,bus=pcie.0,addr=0x1f'/>\
+                   </qemu:commandline></domain>";
+        assert_eq!(macs_in_xml(xml), ["52:54:00:aa:bb:01", "52:54:00:aa:bb:02"]);
+    }
+
+    #[test]
+    fn ignores_what_is_not_a_mac() {
+        let xml = "<qemu:arg value='e1000e,mac=zz:54:00:aa:bb:02,bus=x'/><mac address='52:54'/>";
+        assert!(macs_in_xml(xml).is_empty());
+    }
 }
