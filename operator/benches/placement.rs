@@ -129,6 +129,8 @@ fn vm(i: usize, rng: &mut Rng) -> VmEntry {
         agents: BTreeSet::new(),
         operator_owns_phase: false,
         net: VmNet::default(),
+        template: false,
+        clones: Vec::new(),
     }
 }
 

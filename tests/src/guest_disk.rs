@@ -24,11 +24,16 @@ pub fn domain_of(uri: &str, vm_uid: &str) -> String {
         .to_owned()
 }
 
-/// A write by the guest, through QEMU, of 64 KiB of `pattern` at offset 0 of its first disk.
+/// A write by the guest, through QEMU, of 64 KiB of `pattern` at offset 0 of its first disk,
+/// then a flush: until then the new cluster's qcow2 metadata may sit in QEMU's cache and a
+/// reader of the file would not see the write.
 pub fn guest_write(uri: &str, domain: &str, pattern: u8) {
-    let cmd = format!(
-        "qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"write -P {pattern:#x} 0 64k\""
-    );
+    hmp_qemu_io(uri, domain, &format!("write -P {pattern:#x} 0 64k"));
+    hmp_qemu_io(uri, domain, "flush");
+}
+
+fn hmp_qemu_io(uri: &str, domain: &str, io: &str) {
+    let cmd = format!("qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend \"{io}\"");
     let out = Command::new("virsh")
         .args(["-c", uri, "qemu-monitor-command", "--hmp", domain, &cmd])
         .output()

@@ -311,12 +311,13 @@ proptest! {
         let mut current: BTreeMap<u8, u32> = BTreeMap::new();
         let mut frozen: BTreeMap<String, BTreeMap<u8, u32>> = BTreeMap::new();
         for (n, op) in ops.into_iter().enumerate() {
-            if n == pin_at && frozen.is_empty() {
-                if let Some(layer) = snaps.last().and_then(|s| t.layer_of(s)).map(str::to_owned) {
-                    t.pin(&layer);
-                    for l in t.chain(&layer) {
-                        frozen.insert(l.clone(), disk.data.get(&l).cloned().unwrap_or_default());
-                    }
+            if n == pin_at
+                && frozen.is_empty()
+                && let Some(layer) = snaps.last().and_then(|s| t.layer_of(s)).map(str::to_owned)
+            {
+                t.pin(&layer);
+                for l in t.chain(&layer) {
+                    frozen.insert(l.clone(), disk.data.get(&l).cloned().unwrap_or_default());
                 }
             }
             match op {

@@ -54,6 +54,11 @@ pub enum Error {
     /// A layer could not be removed.
     #[error("cannot remove a layer")]
     Io(#[from] std::io::Error),
+    /// A deleted snapshot cannot go yet (linked clones read its layer, or merges remain):
+    /// an error, not an `Ok` requeue, because the finalizer helper removes the finalizer on
+    /// any `Ok` from cleanup.
+    #[error("the snapshot stays for now: {0}")]
+    Stays(&'static str),
     /// The finalizer helper failed.
     #[error("finalizer step failed")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -290,13 +295,13 @@ async fn cleanup(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Act
         let tree = pinned_tree(ctx, &dir, first, &BTreeMap::new()).await?;
         if tree.is_frozen(&layer) {
             tracing::info!(snapshot = %snap.key(), %layer, "linked clones read this snapshot's layer; it stays until they are deleted");
-            return Ok(Action::requeue(PINNED_RECHECK));
+            return Err(Error::Stays("linked clones read its layer"));
         }
     }
     if settle(ctx, &vm, snap.uid().as_deref()).await? {
         Ok(Action::await_change())
     } else {
-        Ok(Action::requeue(Duration::from_secs(5)))
+        Err(Error::Stays("its layer is not merged or removed yet"))
     }
 }
 
@@ -408,6 +413,12 @@ pub async fn reconcile(
 }
 
 fn error_policy(snap: Arc<VirtualMachineSnapshot>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if let Error::Finalizer(e) = error
+        && let kube::runtime::finalizer::Error::CleanupFailed(Error::Stays(why)) = e.as_ref()
+    {
+        tracing::debug!(snapshot = %snap.key(), why, "a deleted snapshot stays for now");
+        return Action::requeue(PINNED_RECHECK);
+    }
     tracing::warn!(snapshot = %snap.key(), error = %error_text(error), "snapshot reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
