@@ -132,17 +132,19 @@ async fn waiting(
 }
 
 /// How soon a deleted VM whose disks linked clones read is looked at again.
-const BASE_IN_USE_RECHECK: Duration = Duration::from_secs(5);
+pub(super) const BASE_IN_USE_RECHECK: Duration = Duration::from_secs(5);
 
 /// A deleted VM whose disks are the base of linked clones keeps its directory (and its
-/// finalizer) until they are gone: `Some(action)` to wait, with a warning Event.
-pub(super) async fn wait_for_clones(ctx: &Context, vm: &VirtualMachine) -> Option<Action> {
+/// finalizer) until they are gone: true to wait, with a warning Event.
+pub(super) async fn wait_for_clones(ctx: &Context, vm: &VirtualMachine) -> bool {
     let state_dir = &ctx.engine.storage.state_dir;
-    let dir = layout::vm_dir(state_dir, &vm.uid().unwrap_or_default())?;
-    let err = crate::snapshot::pins::ensure_unused(state_dir, &dir)
-        .await
-        .err()?;
+    let Some(dir) = layout::vm_dir(state_dir, &vm.uid().unwrap_or_default()) else {
+        return false;
+    };
+    let Err(err) = crate::snapshot::pins::ensure_unused(state_dir, &dir).await else {
+        return false;
+    };
     let note = format!("deletion waits: {}", super::failure::chain(&err));
     publish(ctx, &vm.object_ref(&()), true, "BaseInUse", note).await;
-    Some(Action::requeue(BASE_IN_USE_RECHECK))
+    true
 }

@@ -37,6 +37,11 @@ pub enum Error {
     /// A clone disk could not be made.
     #[error(transparent)]
     Clone(#[from] crate::snapshot::clone::CloneError),
+    /// A deleted VM's disks are the base of linked clones: it stays until they are gone.
+    /// An error, not an `Ok` requeue, because the finalizer helper removes the finalizer
+    /// on any `Ok` from cleanup.
+    #[error("linked clones read this VM's disks; it stays until they are deleted")]
+    BaseInUse,
     /// The finalizer helper failed.
     #[error("finalizer step failed")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -48,7 +53,7 @@ impl Error {
             Error::Engine(e) => e.category(),
             Error::Kube(_) => ErrorCategory::Kubernetes,
             Error::Identity(_) => ErrorCategory::InvalidSpec,
-            Error::Clone(_) => ErrorCategory::Storage,
+            Error::Clone(_) | Error::BaseInUse => ErrorCategory::Storage,
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.category(),
@@ -226,8 +231,8 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
 }
 
 async fn cleanup(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if let Some(wait) = super::clones::wait_for_clones(&ctx, &vm).await {
-        return Ok(wait);
+    if super::clones::wait_for_clones(&ctx, &vm).await {
+        return Err(Error::BaseInUse);
     }
     ctx.engine.remove(&vm).await?;
     ctx.backoff.succeeded(&vm.uid().unwrap_or_default());
@@ -299,6 +304,12 @@ pub fn migrating(vm: &VirtualMachine) -> bool {
 /// Requeue a failed reconcile after a pause that grows with each failure of that VM in a
 /// row; the error is counted by category.
 pub fn error_policy(obj: Arc<VmObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::Finalizer(e) = error
+        && let kube::runtime::finalizer::Error::CleanupFailed(Error::BaseInUse) = e.as_ref()
+    {
+        // Waiting, not failing: the BaseInUse Event says why.
+        return Action::requeue(super::clones::BASE_IN_USE_RECHECK);
+    }
     ctx.engine.metrics.reconcile_error(error.category());
     let meta = obj.meta();
     let uid = meta.uid.clone().unwrap_or_default();

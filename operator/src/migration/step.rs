@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn a_linked_clone_is_refused_before_it_is_locked() {
-        let mut f = running(MigrationPhase::Pending);
+        let mut f = running(Pending);
         f.linked_clone = true;
         assert!(matches!(
             next(&f),
