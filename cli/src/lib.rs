@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod clone_cmd;
 pub mod cluster;
+pub mod drain;
 pub mod host;
 pub mod import;
 mod import_cmd;

@@ -13,23 +13,30 @@ pub mod common;
 pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;
+pub mod load;
+pub mod maintenance;
 pub mod migration;
+pub mod migration_policy;
 pub mod pricing;
 pub mod quantity;
 pub mod quota;
+pub mod rebalance;
 pub mod restore;
 pub mod seed;
 pub mod snapshot;
 pub mod tenant;
 pub mod usage;
+pub mod utilization;
 pub mod vm;
 
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use migration::{
     VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,
 };
+pub use migration_policy::{MigrationPolicy, MigrationPolicySpec};
 pub use pricing::{PriceList, PriceListSpec};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
+pub use rebalance::{RebalancePolicy, RebalancePolicySpec, RebalancePolicyStatus};
 pub use restore::{VirtualMachineRestore, VirtualMachineRestoreSpec};
 pub use snapshot::{VirtualMachineSnapshot, VirtualMachineSnapshotSpec};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};

@@ -218,6 +218,8 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
         operation: None,
         clone_progress: None,
         run_log: run_log(i),
+        // Written by the utilization sampler under its own field manager.
+        utilization: None,
     }
 }
 

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use ironvisor_crds::labels;
-use ironvisor_crds::{Hypervisor, Quota, Tenant, VirtualMachine, VirtualMachineSnapshot};
+use ironvisor_crds::{
+    Hypervisor, Quota, Tenant, VirtualMachine, VirtualMachineMigration, VirtualMachineSnapshot,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -83,6 +85,7 @@ enum Change {
     Tenant(Event<Tenant>),
     Quota(Event<Quota>),
     Snapshot(Event<VirtualMachineSnapshot>),
+    Migration(Event<VirtualMachineMigration>),
 }
 
 type Changes = Pin<Box<dyn Stream<Item = (usize, Result<Change, watcher::Error>)> + Send>>;
@@ -103,7 +106,7 @@ where
 #[derive(Default)]
 struct Loop {
     index: Index,
-    synced: [bool; 6],
+    synced: [bool; 7],
     /// Objects buffered during a relist, per kind.
     init: InitBuffers,
     quotas: BTreeMap<String, Quota>,
@@ -119,6 +122,7 @@ struct InitBuffers {
     tenants: Vec<Tenant>,
     quotas: Vec<Quota>,
     snapshots: Vec<VirtualMachineSnapshot>,
+    migrations: Vec<VirtualMachineMigration>,
 }
 
 fn heartbeat_node(lease: &Lease) -> Option<String> {
@@ -197,6 +201,13 @@ impl Loop {
                 ix.reset_quotas(qs.iter());
                 self.quotas = qs.into_iter().map(|q| (q.name_any(), q)).collect();
             }
+            Change::Migration(Event::Apply(o)) => ix.apply_migration(&o),
+            Change::Migration(Event::InitApply(o)) => self.init.migrations.push(o),
+            Change::Migration(Event::Delete(o)) => ix.delete_migration(&o),
+            Change::Migration(Event::Init) => self.init.migrations.clear(),
+            Change::Migration(Event::InitDone) => {
+                ix.reset_migrations(std::mem::take(&mut self.init.migrations).iter())
+            }
         }
     }
 }
@@ -242,6 +253,13 @@ impl Scheduler {
                 watcher::Config::default(),
                 5,
                 Change::Snapshot,
+            ),
+            // Live migrations reserve room on their targets during the copy.
+            watch_kind(
+                Api::<VirtualMachineMigration>::all(c.clone()),
+                watcher::Config::default(),
+                6,
+                Change::Migration,
             ),
         ]);
         let mut st = Loop::default();
@@ -297,6 +315,7 @@ impl Scheduler {
                 | Change::Tenant(Event::InitDone)
                 | Change::Quota(Event::InitDone)
                 | Change::Snapshot(Event::InitDone)
+                | Change::Migration(Event::InitDone)
         );
         st.apply(ch);
         if done {

@@ -92,6 +92,8 @@ pub struct VmEntry {
     pub template: bool,
     /// The clone sources its disks name (placed on their host).
     pub clones: Vec<super::clones::CloneRef>,
+    /// `status.operation`: the operation holding the VM's lock (a resize waits for it).
+    pub operation: Option<ironvisor_crds::vm::VmOperation>,
 }
 
 impl VmEntry {
@@ -123,6 +125,7 @@ impl VmEntry {
                 anti_affinity_group: spec.anti_affinity_group.clone(),
                 host_ports: host_ports(spec),
                 clone_source: Default::default(),
+                tpm: spec.tpm.is_some(),
             },
             restart_elsewhere: hosts::restart_elsewhere(spec),
             label_node: vm.labels().get(labels::NODE).cloned(),
@@ -148,6 +151,7 @@ impl VmEntry {
             net: VmNet::from_spec(spec),
             template: spec.template,
             clones: super::clones::clone_refs(spec),
+            operation: status.operation.clone(),
         }
     }
 

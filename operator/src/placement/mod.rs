@@ -36,6 +36,8 @@ pub struct HostSnapshot {
     pub ready: bool,
     /// Cordoned.
     pub unschedulable: bool,
+    /// In maintenance (being drained).
+    pub maintenance: bool,
     /// A health condition that keeps new VMs away, as its filter reason.
     pub unhealthy: Option<FilterReason>,
     /// What may be given to VMs: (capacity − reserved) × overcommit; `None` until reported.
@@ -46,6 +48,8 @@ pub struct HostSnapshot {
     pub groups: BTreeMap<(String, String), u32>,
     /// Host ports (on 127.0.0.1) forwarded by VMs placed on the host, Halted ones included.
     pub host_ports: BTreeSet<HostPort>,
+    /// The agent reports it can give VMs an emulated TPM (`status.tpm`).
+    pub tpm: bool,
 }
 
 /// What a VM asks of a host.
@@ -65,6 +69,8 @@ pub struct Request {
     pub host_ports: Vec<HostPort>,
     /// Where a clone's source is, for a VM with clone disks.
     pub clone_source: CloneSource,
+    /// `spec.tpm`: only a host that can emulate a TPM fits.
+    pub tpm: bool,
 }
 
 /// Where the source of a VM's clone disks is.

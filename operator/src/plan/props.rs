@@ -151,6 +151,7 @@ proptest! {
                         printable: None, scheduled: None, ready: None, tenant: None,
                         agents: BTreeSet::new(), operator_owns_phase: false,
                         net: VmNet::default(), template: false, clones: Vec::new(),
+                        operation: None,
                     };
                     api.insert(key, e);
                 }

@@ -59,6 +59,7 @@ pub(super) fn vm(ns: &str, name: &str, created: i64, vcpus: i128, mem_gi: i128) 
         net: VmNet::default(),
         template: false,
         clones: Vec::new(),
+        operation: None,
     }
 }
 
