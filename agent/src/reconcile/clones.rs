@@ -1,13 +1,18 @@
 //! Before a VM's domain is prepared: make its clone disks from their sources
 //! ([`crate::snapshot::clone`]), publishing an Event for each made, awaited or refused, and
 //! the progress of a full copy in `status.cloneProgress` (under its own field manager, so
-//! the lifecycle status writes never drop it, and removed once the copy is made).
+//! the lifecycle status writes never drop it, and removed once the copy is made); and move a
+//! former template off the layer its linked clones read ([`crate::snapshot::unfreeze`]).
 
-use super::controller::{Context, publish};
+use super::controller::{Context, Error, publish};
+use super::engine::EngineError;
+use crate::domain_xml::name::domain_name;
+use crate::lifecycle::VmState;
 use crate::snapshot::clone::{CloneError, make, resolve};
+use crate::snapshot::unfreeze::move_off_pinned;
 use crate::storage::layout;
 use ironvisor_crds::labels::agent_manager;
-use ironvisor_crds::vm::{CloneMode, VirtualMachine};
+use ironvisor_crds::vm::{CloneMode, CloneOf, VirtualMachine};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -70,6 +75,17 @@ pub(super) async fn ensure(
             Ok(None) => continue,
             Err(e) => return waiting(ctx, &reference, e).await,
         };
+        if let Some(CloneOf::Template { name, .. }) = disk.clone_of()
+            && runs(ctx, &domain_name(&ns, name)).await?
+        {
+            // A template is halted as it becomes one; until its guest is off, its disk moves.
+            let why = format!("template {name:?} is still being stopped");
+            let e = CloneError::NotReady {
+                disk: disk.name.clone(),
+                why,
+            };
+            return waiting(ctx, &reference, e).await;
+        }
         let started = Instant::now();
         let (tx, mut rx) = tokio::sync::watch::channel(0u8);
         let copy = make(&vm_dir, &uid, &src, &tx);
@@ -112,6 +128,16 @@ pub(super) async fn ensure(
     Ok(None)
 }
 
+/// Whether the domain `name` runs (or is paused) on this host.
+async fn runs(ctx: &Context, name: &str) -> Result<bool, crate::hypervisor::HvError> {
+    Ok(ctx
+        .engine
+        .hv
+        .observe(name)
+        .await?
+        .is_some_and(|o| matches!(o.state, VmState::Running | VmState::Paused)))
+}
+
 async fn waiting(
     ctx: &Context,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
@@ -129,6 +155,34 @@ async fn waiting(
         }
         _ => Err(e),
     }
+}
+
+/// A VM that is not a template (any more) whose active layer linked clones read moves to a
+/// new, empty layer before its domain is defined or started, with an Event. Never while its
+/// guest runs (a template is halted; a running guest here would mean the layer is written
+/// already, which only a hand-made domain can do): that is logged and left.
+pub(super) async fn leave_clone_base(ctx: &Context, vm: &VirtualMachine) -> Result<(), Error> {
+    if vm.spec.template {
+        return Ok(());
+    }
+    let state_dir = &ctx.engine.storage.state_dir;
+    let Some(dir) = layout::vm_dir(state_dir, &vm.uid().unwrap_or_default()) else {
+        return Ok(());
+    };
+    let domain = domain_name(&vm.namespace().unwrap_or_default(), &vm.name_any());
+    if runs(ctx, &domain).await.map_err(EngineError::from)? {
+        tracing::warn!(vm = %vm.key(), "a running VM's active layer is a linked clone's base; left as it is");
+        return Ok(());
+    }
+    let disks: Vec<String> = vm.spec.disks.iter().map(|d| d.name.clone()).collect();
+    if let Some((frozen, new)) = move_off_pinned(state_dir, &dir, &disks).await? {
+        let note = format!(
+            "no longer a template: its disks now write to the new layer {new}; its linked \
+             clones keep reading layer {frozen}, which stays frozen until they are gone"
+        );
+        publish(ctx, &vm.object_ref(&()), false, "LeftCloneBase", note).await;
+    }
+    Ok(())
 }
 
 /// How soon a deleted VM whose disks linked clones read is looked at again.

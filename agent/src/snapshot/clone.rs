@@ -50,6 +50,9 @@ pub enum CloneError {
     /// File system error.
     #[error("clone file operation failed")]
     Io(#[from] std::io::Error),
+    /// libvirt could not say whether the source still runs.
+    #[error("cannot tell whether the clone's source runs")]
+    Hypervisor(#[from] crate::hypervisor::HvError),
 }
 
 impl CloneError {

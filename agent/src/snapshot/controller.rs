@@ -412,12 +412,24 @@ pub async fn reconcile(
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
+/// When `error` is a deleted snapshot that stays for now (its finalizer kept): why, and how
+/// soon it is looked at again (a wait, not a failure: no warning, no backoff).
+pub fn stays(error: &Error) -> Option<(&'static str, Duration)> {
+    match error {
+        Error::Finalizer(e) => match e.as_ref() {
+            kube::runtime::finalizer::Error::CleanupFailed(Error::Stays(why)) => {
+                Some((why, PINNED_RECHECK))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn error_policy(snap: Arc<VirtualMachineSnapshot>, error: &Error, _ctx: Arc<Context>) -> Action {
-    if let Error::Finalizer(e) = error
-        && let kube::runtime::finalizer::Error::CleanupFailed(Error::Stays(why)) = e.as_ref()
-    {
+    if let Some((why, recheck)) = stays(error) {
         tracing::debug!(snapshot = %snap.key(), why, "a deleted snapshot stays for now");
-        return Action::requeue(PINNED_RECHECK);
+        return Action::requeue(recheck);
     }
     tracing::warn!(snapshot = %snap.key(), error = %error_text(error), "snapshot reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))

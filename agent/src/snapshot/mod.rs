@@ -19,6 +19,7 @@ pub mod restore;
 pub mod restore_controller;
 pub mod state;
 pub mod take;
+pub mod unfreeze;
 
 /// Whether a restore holds the VM's operation lock (the VM controller then leaves the guest
 /// off: its disks are being replaced).
