@@ -44,8 +44,9 @@ fn scheduled_message(vm: &Value) -> String {
 
 /// A template's disk is the frozen base of a linked clone: the clone boots with its own MAC
 /// and instance-id, reads the template's data and writes only to its overlay; the base file
-/// is never written; the template cannot go while the clone exists; a clone over the
-/// storage quota is refused with a message that says how clones count.
+/// is never written, not even when the template is set back to `template: false` and runs
+/// (it moves onto a new layer first); the VM cannot go while the clone exists; a clone over
+/// the storage quota is refused with a message that says how clones count.
 #[test]
 fn a_linked_clone_of_a_template_boots_with_a_new_identity_and_the_base_stays_frozen() {
     require_libvirtd();
@@ -163,7 +164,31 @@ fn a_linked_clone_of_a_template_boots_with_a_new_identity_and_the_base_stays_fro
     );
     sys.kubectl_ok(&["delete", "vm", "c2", "-n", &ns, "--timeout=60s"]);
 
-    // The template cannot go while the clone reads its disk.
+    // Set back to template: false and started, the template first moves onto a new, empty
+    // layer: its guest writes there, and the base its clone reads stays as it was.
+    patch(
+        &sys,
+        &ns,
+        "tpl",
+        r#"{"spec":{"template":false,"runStrategy":"Always"}}"#,
+    );
+    sys.wait_phase(&ns, "tpl", "Running", BOOT);
+    let active = std::fs::read_to_string(agent.vm_dir(&uid(&tpl)).join("active-layer")).unwrap();
+    let top = agent
+        .vm_dir(&uid(&tpl))
+        .join(format!("disk-data.{}.qcow2", active.trim()));
+    assert!(active.starts_with("t-") && top.exists(), "{active:?}");
+    guest_write(uri, &domain_of(uri, &uid(&tpl)), 0x43);
+    assert!(reads_pattern(&top, 0x43));
+    assert!(reads_pattern(&base, 0x41) && reads_pattern(&overlay, 0x42));
+    assert_eq!(
+        (sha256(&base), mtime(&base)),
+        (base_sum.clone(), base_mtime)
+    );
+    let events = sys.kubectl_ok(&["get", "events", "-n", &ns, "-o", "json"]);
+    assert!(events.contains("LeftCloneBase"), "{events}");
+
+    // The former template cannot go while the clone reads its old layer.
     sys.kubectl_ok(&["delete", "vm", "tpl", "-n", &ns, "--wait=false"]);
     std::thread::sleep(Duration::from_secs(8));
     let kept = sys.vm(&ns, "tpl");
@@ -189,6 +214,8 @@ fn a_linked_clone_of_a_template_boots_with_a_new_identity_and_the_base_stays_fro
 #[test]
 fn clones_of_a_snapshot_hold_its_data_and_a_linked_one_keeps_it() {
     require_libvirtd();
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| eprintln!("[{:>7.1?}] {what}", t0.elapsed());
     let images = tiny_guest(&guest_cache());
     let sys = System::start();
     let (_operator, _) = sys.operator();
@@ -205,6 +232,7 @@ fn clones_of_a_snapshot_hold_its_data_and_a_linked_one_keeps_it() {
         &format!("{disks}{extra}"),
     ));
     let src = sys.wait_phase(&ns, "src", "Running", BOOT);
+    step("source running");
     let src_dir = agent.vm_dir(&uid(&src));
     let src_domain = domain_of(uri, &uid(&src));
     guest_write(uri, &src_domain, 0x41);
@@ -218,6 +246,7 @@ fn clones_of_a_snapshot_hold_its_data_and_a_linked_one_keeps_it() {
             .then_some(s.clone())
             .ok_or(s["status"].to_string())
     });
+    step("snapshot taken");
     let layer = snap["status"]["disks"][0]["layer"]
         .as_str()
         .unwrap()
@@ -234,6 +263,7 @@ fn clones_of_a_snapshot_hold_its_data_and_a_linked_one_keeps_it() {
             .then_some(())
             .ok_or(String::new())
     });
+    step("lock released");
     guest_write(uri, &src_domain, 0x42);
 
     let out = ivctl(
@@ -252,6 +282,7 @@ fn clones_of_a_snapshot_hold_its_data_and_a_linked_one_keeps_it() {
         ],
     );
     assert!(out.status.success(), "ivctl clone: {out:?}");
+    step("full copy running");
     let full = sys.vm(&ns, "full");
     let copy = agent.vm_dir(&uid(&full)).join("disk-data.qcow2");
     let info = Command::new("qemu-img")
@@ -291,6 +322,7 @@ fn clones_of_a_snapshot_hold_its_data_and_a_linked_one_keeps_it() {
         ],
     );
     assert!(out.status.success(), "ivctl clone: {out:?}");
+    step("linked clone running");
     let linked = sys.vm(&ns, "linked");
     assert!(reads_pattern(
         &agent.vm_dir(&uid(&linked)).join("disk-data.qcow2"),
@@ -305,13 +337,16 @@ fn clones_of_a_snapshot_hold_its_data_and_a_linked_one_keeps_it() {
         "the snapshot went under its clone"
     );
     assert_eq!(sha256(&layer_file), layer_sum);
+    step("snapshot kept under its clone");
     sys.kubectl_ok(&["delete", "vm", "linked", "-n", &ns, "--timeout=120s"]);
+    step("linked clone deleted");
     wait_for("the snapshot gone after its clone", QUICK, || {
         match sys.get("vmsnap", Some(&ns), "gold") {
             None => Ok(()),
             Some(s) => Err(s["status"].to_string()),
         }
     });
+    step("snapshot gone");
     // The full copy never depended on it.
     assert!(reads_pattern(&copy, 0x41));
 }
