@@ -178,7 +178,9 @@ fn a_linked_clone_of_a_template_boots_with_a_new_identity_and_the_base_stays_fro
         .vm_dir(&uid(&tpl))
         .join(format!("disk-data.{}.qcow2", active.trim()));
     assert!(active.starts_with("t-") && top.exists(), "{active:?}");
-    guest_write(uri, &domain_of(uri, &uid(&tpl)), 0x43);
+    // The template's domain keeps its name (`domain_of` would now also match the clone,
+    // whose disk's backing file path holds the template's uid).
+    guest_write(uri, &tpl_domain, 0x43);
     assert!(reads_pattern(&top, 0x43));
     assert!(reads_pattern(&base, 0x41) && reads_pattern(&overlay, 0x42));
     assert_eq!(
