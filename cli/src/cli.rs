@@ -55,6 +55,9 @@ pub enum Command {
     /// Return a VM's disks to a snapshot (a VirtualMachineRestore); --stop-vm powers a
     /// running VM off for it.
     Restore(crate::snapshot_cmd::RestoreArgs),
+    /// Make a new VM from a template VM's disks or a snapshot's: linked (an overlay on the
+    /// frozen source, instant) or --full (a copy, with a progress bar under --wait).
+    Clone(crate::clone_cmd::CloneArgs),
     /// Move a running VM to another host without stopping it (a VirtualMachineMigration).
     Migrate(crate::migrate::MigrateArgs),
     /// Qualify this host for running Ironvisor (no cluster needed), or put a host in
@@ -118,6 +121,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Usage(a) => crate::usage::cmd::run(&cli.cluster, &a),
         Command::Snapshot(a) => crate::snapshot_cmd::run_snapshot(&cli.cluster, &a),
         Command::Restore(a) => crate::snapshot_cmd::run_restore(&cli.cluster, &a),
+        Command::Clone(a) => crate::clone_cmd::run(&cli.cluster, &a),
         Command::Host {
             verb: HostCommand::Check(a),
         } => crate::host::cmd::check(&a),

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod clone_cmd;
 pub mod cluster;
 pub mod drain;
 pub mod host;

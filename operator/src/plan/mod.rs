@@ -303,6 +303,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         snaps: &mut snaps,
         health: &health,
         net,
+        clone_sources: index.clone_sources(),
     };
     for vm in order {
         let write = match index.placement(vm) {

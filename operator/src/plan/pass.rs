@@ -81,6 +81,8 @@ pub(super) struct Pass<'a> {
     pub(super) snaps: &'a mut BTreeMap<String, HostSnapshot>,
     pub(super) health: &'a BTreeMap<&'a str, Health>,
     pub(super) net: NetBook<'a>,
+    /// Where the clone sources of unplaced VMs are.
+    pub(super) clone_sources: BTreeMap<VmKey, placement::CloneSource>,
 }
 
 impl Pass<'_> {
@@ -106,9 +108,11 @@ impl Pass<'_> {
         // A VM that does not fit never holds back a younger one that does (as ResourceQuota):
         // VMs are only *considered* oldest first, so room goes to the oldest that fits.
         if let Err(e) = self.ledger.check(ns, &request) {
-            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, e.to_string(), out));
+            let msg = clones::quota_message(&e, !vm.clones.is_empty());
+            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, msg, out));
         }
         let mut req = vm.request.clone();
+        req.clone_source = self.clone_sources.get(&vm.key).cloned().unwrap_or_default();
         req.compute = Capacity {
             vcpus: request.vcpus,
             memory: request.memory,
