@@ -56,6 +56,16 @@ impl TestCa {
         }
     }
 
+    /// A serving certificate for `key` (the agent's own key, as the operator signs it).
+    pub fn sign_key(&self, key: &KeyPair, cn: &str, names: &[&str]) -> String {
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.signed_by(key, &*self.issuer).unwrap().pem()
+    }
+
     /// The port's serving certificate for host `host` (SANs: the host and 127.0.0.1).
     pub fn server(&self, host: &str) -> Leaf {
         self.leaf(
