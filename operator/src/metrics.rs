@@ -56,6 +56,8 @@ pub struct Metrics {
     pub rebalance: crate::rebalance::metrics::RebalanceMetrics,
     /// Live migrations: results, durations, downtimes, what runs now.
     pub migrations: crate::migration::metrics::MigrationMetrics,
+    /// The console signer: certificates issued, requests refused.
+    pub console: crate::console::metrics::SignerMetrics,
     /// What blocks the operator, in words, per source (for `/readyz`).
     problems: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
@@ -180,6 +182,7 @@ impl Metrics {
         let usage = crate::usage::metrics::UsageMetrics::register(&registry)?;
         let rebalance = crate::rebalance::metrics::RebalanceMetrics::register(&registry)?;
         let migrations = crate::migration::metrics::MigrationMetrics::register(&registry)?;
+        let console = crate::console::metrics::SignerMetrics::register(&registry)?;
         for reason in PENDING_REASONS
             .into_iter()
             .chain(crate::plan::network::REASONS)
@@ -190,6 +193,7 @@ impl Metrics {
             decisions.with_label_values(&[d]).reset();
         }
         Ok(Self {
+            console,
             registry,
             quota_hard,
             quota_used,

@@ -54,6 +54,8 @@ pub struct RunConfig {
     pub clock: Arc<dyn crate::usage::Clock>,
     /// How right-sizing judges the VMs' measured use.
     pub rightsizing: crate::usage::rightsizing::Policy,
+    /// How often the console signer checks the CA and signs hosts' requests.
+    pub console_period: Duration,
 }
 
 impl RunConfig {
@@ -72,6 +74,7 @@ impl RunConfig {
             usage_interval: Duration::from_secs(60),
             clock: Arc::new(crate::usage::SystemClock),
             rightsizing: Default::default(),
+            console_period: Duration::from_secs(10),
         }
     }
 }
@@ -194,8 +197,20 @@ pub async fn run(
     let maintenance = crate::maintenance::run(crate::maintenance::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),
-        recorder,
+        recorder: recorder.clone(),
     });
+    let console_signer =
+        crate::console::controller::run(Arc::new(crate::console::controller::Ctx {
+            client: client.clone(),
+            leadership: leadership.clone(),
+            recorder,
+            namespace: cfg
+                .own_namespace
+                .clone()
+                .unwrap_or_else(|| labels::SYSTEM_NAMESPACE.to_owned()),
+            period: cfg.console_period,
+            metrics: metrics.console.clone(),
+        }));
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
     let serve_metrics = async {
@@ -219,6 +234,7 @@ pub async fn run(
         () = migrations => Err(RunError::Ended("migration controller")),
         () = rebalancer => Err(RunError::Ended("rebalancer")),
         () = maintenance => Err(RunError::Ended("maintenance controller")),
+        () = console_signer => Err(RunError::Ended("console signer")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),
