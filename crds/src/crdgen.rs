@@ -10,8 +10,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::{
-    Hypervisor, PriceList, Quota, Tenant, UsageReport, VirtualMachine, VirtualMachineMigration,
-    VirtualMachineRestore, VirtualMachineSnapshot,
+    BackupLocation, Hypervisor, PriceList, Quota, Tenant, UsageReport, VirtualMachine, VirtualMachineMigration,
+    VirtualMachineBackup, VirtualMachineRestore, VirtualMachineSchedule, VirtualMachineSnapshot,
 };
 
 /// Every CRD of the API, as installed: without defaults inside list items (see
@@ -27,6 +27,9 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         VirtualMachineSnapshot::crd(),
         VirtualMachineRestore::crd(),
         VirtualMachineMigration::crd(),
+        BackupLocation::crd(),
+        VirtualMachineBackup::crd(),
+        VirtualMachineSchedule::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

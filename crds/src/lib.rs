@@ -9,6 +9,7 @@
 //! rejected by `kubectl apply` with the field named, before any controller sees it.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod common;
 pub mod crdgen;
 pub mod hypervisor;
@@ -18,12 +19,14 @@ pub mod pricing;
 pub mod quantity;
 pub mod quota;
 pub mod restore;
+pub mod schedule;
 pub mod seed;
 pub mod snapshot;
 pub mod tenant;
 pub mod usage;
 pub mod vm;
 
+pub use backup::{BackupLocation, BackupLocationSpec, VirtualMachineBackup, VirtualMachineBackupSpec};
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use migration::{
     VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,
@@ -31,6 +34,7 @@ pub use migration::{
 pub use pricing::{PriceList, PriceListSpec};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use restore::{VirtualMachineRestore, VirtualMachineRestoreSpec};
+pub use schedule::{VirtualMachineSchedule, VirtualMachineScheduleSpec};
 pub use snapshot::{VirtualMachineSnapshot, VirtualMachineSnapshotSpec};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
 pub use usage::{UsageReport, UsageReportSpec, UsageReportStatus};
