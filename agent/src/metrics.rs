@@ -230,6 +230,11 @@ impl Metrics {
         m
     }
 
+    /// Add the metrics of another part of the agent (e.g. backups) to `/metrics`.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        self.registry.register(c)
+    }
+
     /// A timer that records the reconcile duration when dropped.
     pub fn reconcile_timer(&self) -> prometheus::HistogramTimer {
         self.duration.start_timer()

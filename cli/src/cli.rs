@@ -53,8 +53,11 @@ pub enum Command {
     /// Snapshot a VM's disks (a VirtualMachineSnapshot); --wait follows it until taken.
     Snapshot(crate::snapshot_cmd::SnapshotArgs),
     /// Return a VM's disks to a snapshot (a VirtualMachineRestore); --stop-vm powers a
-    /// running VM off for it.
+    /// running VM off for it. With --from-backup, create a new VM from a backup instead.
     Restore(crate::snapshot_cmd::RestoreArgs),
+    /// Back a VM up into a BackupLocation (a VirtualMachineBackup); --wait shows the copy's
+    /// progress until it is written.
+    Backup(crate::backup_cmd::BackupArgs),
     /// Move a running VM to another host without stopping it (a VirtualMachineMigration).
     Migrate(crate::migrate::MigrateArgs),
     /// Qualify this host for running Ironvisor (no cluster needed).
@@ -117,6 +120,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Usage(a) => crate::usage::cmd::run(&cli.cluster, &a),
         Command::Snapshot(a) => crate::snapshot_cmd::run_snapshot(&cli.cluster, &a),
         Command::Restore(a) => crate::snapshot_cmd::run_restore(&cli.cluster, &a),
+        Command::Backup(a) => crate::snapshot_cmd::run_backup(&cli.cluster, &a),
         Command::Host {
             verb: HostCommand::Check(a),
         } => crate::host::cmd::check(&a),

@@ -55,6 +55,14 @@ pub struct BackupLocationSpec {
     /// missing mount never fills the host's own disk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nfs: Option<NfsExport>,
+    /// Most bytes per second one backup reads and writes (e.g. `100Mi`), so backups do not
+    /// saturate the storage network; left out, no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "isQuantity(string(self)) && quantity(string(self)).compareTo(quantity('1Mi')) >= 0",
+         "message": "bandwidthLimit must be a quantity of at least 1Mi (bytes per second)"}
+    ]))]
+    pub bandwidth_limit: Option<Quantity>,
 }
 
 /// An NFS export.
@@ -309,6 +317,7 @@ mod tests {
             BackupLocationSpec {
                 path: "/mnt/backups".into(),
                 nfs: None,
+                bandwidth_limit: None,
             },
         );
         let on = |node: &str, available| LocationOnHost {

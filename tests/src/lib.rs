@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod attack;
+pub mod backup_hosts;
+pub mod guest_disk;
 pub mod identities;
 pub mod image;
 pub mod migration;

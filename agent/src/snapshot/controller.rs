@@ -87,7 +87,7 @@ fn error_text(e: &dyn std::error::Error) -> String {
 }
 
 /// The VM `ns/name`, when it exists with the uid `want`.
-pub(super) async fn vm_of_name(
+pub(crate) async fn vm_of_name(
     ctx: &Context,
     ns: &str,
     name: &str,
@@ -268,6 +268,10 @@ async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action
 
 /// Give up a deleted snapshot's layer: merge or remove what the tree allows.
 async fn cleanup(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action, Error> {
+    if crate::backup::exporting(&ctx.client, &snap).await? {
+        // A backup reads this snapshot's layer: merging it now would change what it copies.
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let Some(vm) = vm_of(ctx, &snap).await? else {
         // The VM and its directory are gone (or going, with all their layers).
         return Ok(Action::await_change());

@@ -184,7 +184,12 @@ impl StorageRoots {
                 blank,
                 http,
                 host_path,
+                backup,
             } = &disk.source;
+            if backup.is_some() {
+                // Restored by crate::backup::restore_disk before storage is prepared.
+                return Err(StorageError::Source(disk.name.clone()));
+            }
             if blank.is_some() {
                 let size = size.ok_or_else(|| StorageError::Size(disk.name.clone()))?;
                 qcow2::ensure_blank(&target, size).await.map_err(wrap)?;
