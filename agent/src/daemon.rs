@@ -277,8 +277,8 @@ pub async fn run(
     engine.node = config.node_name.clone();
     let seed_key = crate::seed_key::SeedKey::load_or_create(&config.state_dir)?;
     let seed_public = seed_key.public_b64().to_owned();
-    let backup_metrics = crate::backup::metrics::BackupMetrics::register(&metrics)
-        .map_err(StartError::Metrics)?;
+    let backup_metrics =
+        crate::backup::metrics::BackupMetrics::register(&metrics).map_err(StartError::Metrics)?;
     let mut vm_ctx = Context::new(
         client.clone(),
         &config.node_name,

@@ -167,12 +167,18 @@ pub async fn restore_from_backup(
         .await?;
     let st = b.status.unwrap_or_default();
     let Some(spec) = st.vm_spec.filter(|_| st.phase == BackupPhase::Succeeded) else {
-        eprintln!("backup {ns}/{backup} has not succeeded ({:?}): nothing to restore", st.phase);
+        eprintln!(
+            "backup {ns}/{backup} has not succeeded ({:?}): nothing to restore",
+            st.phase
+        );
         return Ok(false);
     };
     let vms = Api::<VirtualMachine>::namespaced(client.clone(), &ns);
-    vms.create(&PostParams::default(), &vm_from_backup(&ns, vm, backup, &spec, node))
-        .await?;
+    vms.create(
+        &PostParams::default(),
+        &vm_from_backup(&ns, vm, backup, &spec, node),
+    )
+    .await?;
     println!("virtualmachine {ns}/{vm} created from backup {backup}");
     let Some(timeout) = wait else {
         return Ok(true);
@@ -184,13 +190,21 @@ pub async fn restore_from_backup(
     let start = Instant::now();
     while start.elapsed() < timeout {
         for e in events.list(&lp).await?.items {
-            if matches!(e.reason.as_deref(), Some("BackupChecksumMismatch" | "BackupRestoreFailed")) {
+            if matches!(
+                e.reason.as_deref(),
+                Some("BackupChecksumMismatch" | "BackupRestoreFailed")
+            ) {
                 eprintln!("{vm}: {}", e.message.unwrap_or_default());
                 return Ok(false);
             }
         }
         let phase = vms.get(vm).await?.status.and_then(|s| s.phase);
-        if let Some(p) = phase.filter(|p| matches!(p, ironvisor_crds::vm::Phase::Running | ironvisor_crds::vm::Phase::Stopped)) {
+        if let Some(p) = phase.filter(|p| {
+            matches!(
+                p,
+                ironvisor_crds::vm::Phase::Running | ironvisor_crds::vm::Phase::Stopped
+            )
+        }) {
             println!("{vm}: {p:?}, disks restored from {backup}");
             return Ok(true);
         }
@@ -246,7 +260,10 @@ mod tests {
         assert_eq!(vm.spec.node_name.as_deref(), Some("new-host"));
         for d in &vm.spec.disks {
             let b = d.source.backup.as_ref().unwrap();
-            assert_eq!((b.name.as_str(), b.disk.as_str()), ("nightly", d.name.as_str()));
+            assert_eq!(
+                (b.name.as_str(), b.disk.as_str()),
+                ("nightly", d.name.as_str())
+            );
             assert!(d.source.http.is_none() && d.source.blank.is_none());
         }
         assert_eq!(vm.spec.disks[0].size, spec.disks[0].size);

@@ -45,7 +45,11 @@ pub struct RestoreArgs {
     /// The VM whose disks are returned (with --from-backup: the new VM to create).
     pub vm: String,
     /// The snapshot to return to.
-    #[arg(long, required_unless_present = "from_backup", conflicts_with = "from_backup")]
+    #[arg(
+        long,
+        required_unless_present = "from_backup",
+        conflicts_with = "from_backup"
+    )]
     pub snapshot: Option<String>,
     /// Create the VM from this VirtualMachineBackup (its manifest, every disk restored from
     /// it after its checksum is verified), on any host that mounts the backup's location.

@@ -10,8 +10,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::{
-    BackupLocation, Hypervisor, PriceList, Quota, Tenant, UsageReport, VirtualMachine, VirtualMachineMigration,
-    VirtualMachineBackup, VirtualMachineRestore, VirtualMachineSchedule, VirtualMachineSnapshot,
+    BackupLocation, Hypervisor, PriceList, Quota, Tenant, UsageReport, VirtualMachine,
+    VirtualMachineBackup, VirtualMachineMigration, VirtualMachineRestore, VirtualMachineSchedule,
+    VirtualMachineSnapshot,
 };
 
 /// Every CRD of the API, as installed: without defaults inside list items (see

@@ -26,7 +26,9 @@ pub mod tenant;
 pub mod usage;
 pub mod vm;
 
-pub use backup::{BackupLocation, BackupLocationSpec, VirtualMachineBackup, VirtualMachineBackupSpec};
+pub use backup::{
+    BackupLocation, BackupLocationSpec, VirtualMachineBackup, VirtualMachineBackupSpec,
+};
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use migration::{
     VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,

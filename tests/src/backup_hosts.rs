@@ -152,7 +152,10 @@ pub fn backup_dir(share: &Path, backup: &Value) -> PathBuf {
 /// An agent's /metrics text.
 pub fn metrics(agent: &Agent) -> String {
     let out = Command::new("curl")
-        .args(["-s", &format!("http://127.0.0.1:{}/metrics", agent.metrics_port)])
+        .args([
+            "-s",
+            &format!("http://127.0.0.1:{}/metrics", agent.metrics_port),
+        ])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -162,4 +165,3 @@ pub fn metrics(agent: &Agent) -> String {
 pub fn events(sys: &System, ns: &str) -> String {
     sys.kubectl_ok(&["get", "events", "-n", ns, "-o", "json"])
 }
-

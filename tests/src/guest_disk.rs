@@ -68,7 +68,10 @@ pub fn layers(vm_dir: &Path) -> Vec<String> {
 
 /// SHA-256 of a file (coreutils' sha256sum).
 pub fn sha256(file: &Path) -> String {
-    let out = Command::new("sha256sum").arg(file).output().expect("sha256sum");
+    let out = Command::new("sha256sum")
+        .arg(file)
+        .output()
+        .expect("sha256sum");
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()

@@ -15,7 +15,12 @@ use ironvisor_tests::system::{uid, wait_for};
 
 /// The percentage of a progress line such as `disk 1/1 (data): 43%`.
 fn percent(progress: &str) -> Option<u32> {
-    progress.rsplit_once(": ")?.1.strip_suffix('%')?.parse().ok()
+    progress
+        .rsplit_once(": ")?
+        .1
+        .strip_suffix('%')?
+        .parse()
+        .ok()
 }
 
 /// Write `mib` MiB of `pattern` from the start of the guest's disk, 32 MiB per write.
@@ -49,20 +54,30 @@ fn an_agent_killed_mid_backup_restarts_and_writes_the_whole_backup_again() {
     let disk = &b["status"]["disks"][0];
     let image = dir.join(disk["file"].as_str().unwrap());
     assert_eq!(sha256(&image), disk["sha256"].as_str().unwrap());
-    assert!(reads(&image, 0x41, "0", "128M"), "every byte written before the backup");
+    assert!(
+        reads(&image, 0x41, "0", "128M"),
+        "every byte written before the backup"
+    );
     let entries: Vec<String> = std::fs::read_dir(h.share.join("ironvisor-backups"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".probe-"))
         .collect();
-    assert_eq!(entries, [b["metadata"]["uid"].as_str().unwrap()], "no staging directory left");
+    assert_eq!(
+        entries,
+        [b["metadata"]["uid"].as_str().unwrap()],
+        "no staging directory left"
+    );
     wait_for("the backup's snapshot merged away", QUICK, || {
         let l = layers(&vm_dir);
-        (l == ["disk-data.qcow2"]).then_some(()).ok_or(format!("{l:?}"))
+        (l == ["disk-data.qcow2"])
+            .then_some(())
+            .ok_or(format!("{l:?}"))
     });
     assert_eq!(h.sys.vm(&h.ns, "big")["status"]["phase"], "Running");
 }
 
-/// The pid of a `qemu-img` child of `parent`, if one runs.
+/// The pid of a `qemu-img commit` child of `parent`, if one runs.
 fn qemu_img_child(parent: u32) -> Option<u32> {
     for entry in std::fs::read_dir("/proc").ok()? {
         let Ok(entry) = entry else { continue };
@@ -73,9 +88,13 @@ fn qemu_img_child(parent: u32) -> Option<u32> {
             continue;
         };
         // pid (comm) state ppid ...
-        let Some((comm, rest)) = stat.split_once(") ") else { continue };
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
         let ppid = rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
-        if comm.ends_with("(qemu-img") && ppid == Some(parent) {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let commit = cmdline.split(|b| *b == 0).any(|arg| arg == b"commit");
+        if comm.ends_with("(qemu-img") && ppid == Some(parent) && commit {
             return Some(pid);
         }
     }
@@ -120,11 +139,17 @@ fn an_agent_killed_mid_merge_restarts_and_finishes_it_with_the_data_intact() {
     };
     eprintln!("killing the agent while qemu-img (pid {commit}) merges");
     h.sys.restart_agent(&mut h.a);
-    wait_for("the snapshot gone and one layer left", Duration::from_secs(180), || {
-        let gone = h.sys.get("vmsnap", Some(&h.ns), "s1").is_none();
-        let l = layers(&vm_dir);
-        (gone && l == ["disk-data.qcow2"]).then_some(()).ok_or(format!("{gone} {l:?}"))
-    });
+    wait_for(
+        "the snapshot gone and one layer left",
+        Duration::from_secs(180),
+        || {
+            let gone = h.sys.get("vmsnap", Some(&h.ns), "s1").is_none();
+            let l = layers(&vm_dir);
+            (gone && l == ["disk-data.qcow2"])
+                .then_some(())
+                .ok_or(format!("{gone} {l:?}"))
+        },
+    );
     assert!(reads(&vm_dir.join("disk-data.qcow2"), 0x42, "0", "384M"));
     no_staging_files(&vm_dir);
 }
@@ -150,7 +175,13 @@ fn an_agent_killed_while_taking_a_snapshot_converges_to_one_new_layer() {
     for (i, delay) in [0u64, 40, 150].into_iter().enumerate() {
         guest_write(URI, &domain, 0x50 + i as u8, &format!("{i}M"), "64k");
         let pid = h.a.proc.pid().to_string();
-        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let name = format!("s{i}");
         h.sys.apply(&format!(
             "apiVersion: ironvisor.io/v1alpha1\nkind: VirtualMachineSnapshot\n\
@@ -159,17 +190,35 @@ fn an_agent_killed_while_taking_a_snapshot_converges_to_one_new_layer() {
         ));
         wait_for("the operator handed the snapshot over", QUICK, || {
             let s = h.sys.get("vmsnap", Some(&h.ns), &name).ok_or("gone")?;
-            (s["status"]["phase"] == "InProgress").then_some(()).ok_or(s["status"].to_string())
+            (s["status"]["phase"] == "InProgress")
+                .then_some(())
+                .ok_or(s["status"].to_string())
         });
-        assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-CONT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         std::thread::sleep(Duration::from_millis(delay));
         h.sys.restart_agent(&mut h.a);
-        wait_for(&format!("snapshot {name} taken after the restart"), QUICK, || {
-            let s = h.sys.get("vmsnap", Some(&h.ns), &name).ok_or("gone")?;
-            (s["status"]["phase"] == "Succeeded").then_some(()).ok_or(s["status"].to_string())
-        });
+        wait_for(
+            &format!("snapshot {name} taken after the restart"),
+            QUICK,
+            || {
+                let s = h.sys.get("vmsnap", Some(&h.ns), &name).ok_or("gone")?;
+                (s["status"]["phase"] == "Succeeded")
+                    .then_some(())
+                    .ok_or(s["status"].to_string())
+            },
+        );
         let l = layers(&vm_dir);
-        assert_eq!(l.len(), i + 2, "one new layer per snapshot, none dangling: {l:?}");
+        assert_eq!(
+            l.len(),
+            i + 2,
+            "one new layer per snapshot, none dangling: {l:?}"
+        );
         no_staging_files(&vm_dir);
     }
     h.halt("app");

@@ -84,7 +84,8 @@ async fn write(
     b: &VirtualMachineBackup,
     status: &VirtualMachineBackupStatus,
 ) -> Result<(), Error> {
-    let api = Api::<VirtualMachineBackup>::namespaced(ctx.client(), &b.namespace().unwrap_or_default());
+    let api =
+        Api::<VirtualMachineBackup>::namespaced(ctx.client(), &b.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": "ironvisor.io/v1alpha1",
         "kind": "VirtualMachineBackup",
@@ -96,7 +97,13 @@ async fn write(
     Ok(())
 }
 
-async fn publish(ctx: &Context, b: &VirtualMachineBackup, warning: bool, reason: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    b: &VirtualMachineBackup,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_: if warning {
             EventType::Warning
@@ -140,14 +147,23 @@ fn finished(
 type Usable = (PathBuf, Option<u64>);
 
 /// The location's path and limit, when the location exists and this host can use it now.
-async fn usable_location(ctx: &Context, name: &str) -> Result<Result<Usable, (&'static str, String)>, Error> {
-    let Some(loc) = Api::<BackupLocation>::all(ctx.client()).get_opt(name).await? else {
+async fn usable_location(
+    ctx: &Context,
+    name: &str,
+) -> Result<Result<Usable, (&'static str, String)>, Error> {
+    let Some(loc) = Api::<BackupLocation>::all(ctx.client())
+        .get_opt(name)
+        .await?
+    else {
         let msg = format!("BackupLocation {name} does not exist");
         return Ok(Err((backup_reason::LOCATION_NOT_FOUND, msg)));
     };
     let found = check(&loc.spec, &ctx.snap.node).await;
     if !found.available() {
-        let msg = format!("BackupLocation {name} is not usable on {}: {}", ctx.snap.node, found.message);
+        let msg = format!(
+            "BackupLocation {name} is not usable on {}: {}",
+            ctx.snap.node, found.message
+        );
         return Ok(Err((backup_reason::LOCATION_UNAVAILABLE, msg)));
     }
     let limit = loc
@@ -216,19 +232,29 @@ async fn take(b: Arc<VirtualMachineBackup>, ctx: &Context) -> Result<Action, Err
     };
     let vm_name = status.vm_name.clone().unwrap_or_default();
     let vm = vm_of_name(&ctx.snap, &ns, &vm_name, status.vm_uid.clone()).await?;
-    let (Some(vm), Some(layer), Some(spec)) = (vm, status.layer.clone(), status.vm_spec.clone()) else {
+    let (Some(vm), Some(layer), Some(spec)) = (vm, status.layer.clone(), status.vm_spec.clone())
+    else {
         let msg = format!("VM {vm_name} or its snapshot is gone; nothing was written");
         return fail(ctx, &b, status, backup_reason::VM_NOT_FOUND, msg).await;
     };
-    let Some(vm_dir) = layout::vm_dir(&ctx.snap.state_dir, vm.metadata.uid.as_deref().unwrap_or(""))
-    else {
+    let Some(vm_dir) = layout::vm_dir(
+        &ctx.snap.state_dir,
+        vm.metadata.uid.as_deref().unwrap_or(""),
+    ) else {
         return Ok(Action::await_change());
     };
     if status.start_time.is_none() {
         status.start_time = Some(Time(jiff::Timestamp::now()));
         status.progress = Some("starting".into());
         write(ctx, &b, &status).await?;
-        publish(ctx, &b, false, "BackupStarted", format!("writing the disks of VM {vm_name} into {}", b.spec.location)).await;
+        publish(
+            ctx,
+            &b,
+            false,
+            "BackupStarted",
+            format!("writing the disks of VM {vm_name} into {}", b.spec.location),
+        )
+        .await;
     }
     let disks: Vec<String> = spec.disks.iter().map(|d| d.name.clone()).collect();
     let head = ManifestHead {
@@ -251,7 +277,10 @@ async fn take(b: Arc<VirtualMachineBackup>, ctx: &Context) -> Result<Action, Err
     match export_with_progress(ctx, &b, &status, src, &location, head).await {
         Ok(images) => {
             let bytes: i64 = images.iter().map(|d| d.bytes).sum();
-            ctx.metrics.succeeded(started.elapsed().as_secs_f64(), u64::try_from(bytes).unwrap_or(0));
+            ctx.metrics.succeeded(
+                started.elapsed().as_secs_f64(),
+                u64::try_from(bytes).unwrap_or(0),
+            );
             let msg = format!(
                 "{} disk image(s), {bytes} bytes, checksummed, in {}",
                 images.len(),
@@ -260,7 +289,12 @@ async fn take(b: Arc<VirtualMachineBackup>, ctx: &Context) -> Result<Action, Err
             status.disks = images;
             status.bytes = Some(bytes);
             publish(ctx, &b, false, "BackupSucceeded", msg.clone()).await;
-            write(ctx, &b, &finished(status, true, backup_reason::SUCCEEDED, msg)).await?;
+            write(
+                ctx,
+                &b,
+                &finished(status, true, backup_reason::SUCCEEDED, msg),
+            )
+            .await?;
             Ok(Action::await_change())
         }
         Err(e) => {
@@ -287,20 +321,27 @@ async fn fail(
 /// Remove a deleted backup's files from its location.
 async fn cleanup(b: Arc<VirtualMachineBackup>, ctx: &Context) -> Result<Action, Error> {
     let uid = b.uid().unwrap_or_default();
-    match Api::<BackupLocation>::all(ctx.client()).get_opt(&b.spec.location).await? {
+    match Api::<BackupLocation>::all(ctx.client())
+        .get_opt(&b.spec.location)
+        .await?
+    {
         Some(loc) => remove(Path::new(&loc.spec.path), &uid).await?,
-        None => tracing::warn!(backup = %b.key(), location = b.spec.location, "the backup's location is gone; its files, if any, are left where it was"),
+        None => {
+            tracing::warn!(backup = %b.key(), location = b.spec.location, "the backup's location is gone; its files, if any, are left where it was")
+        }
     }
     Ok(Action::await_change())
 }
 
 /// One reconcile of one backup of this node.
 pub async fn reconcile(b: Arc<VirtualMachineBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let on_this_node = b.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&ctx.snap.node);
+    let on_this_node =
+        b.status.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&ctx.snap.node);
     if !on_this_node {
         return Ok(Action::await_change());
     }
-    let api = Api::<VirtualMachineBackup>::namespaced(ctx.client(), &b.namespace().unwrap_or_default());
+    let api =
+        Api::<VirtualMachineBackup>::namespaced(ctx.client(), &b.namespace().unwrap_or_default());
     finalizer(&api, AGENT_FINALIZER, b, |event| async {
         match event {
             Finalizer::Apply(b) => take(b, &ctx).await,

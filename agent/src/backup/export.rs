@@ -159,8 +159,14 @@ async fn convert(
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let mut out = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
-    let mut err = child.stderr.take().ok_or_else(|| std::io::Error::other("no stderr"))?;
+    let mut out = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let mut err = child
+        .stderr
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stderr"))?;
     let errors = tokio::spawn(async move {
         let mut s = String::new();
         let _ = err.read_to_string(&mut s).await;
@@ -333,7 +339,10 @@ mod tests {
 
     #[test]
     fn qemu_img_progress_lines_give_the_last_percentage() {
-        assert_eq!(last_percent("    (0.00/100%)\r    (43.50/100%)\r"), Some(43.5));
+        assert_eq!(
+            last_percent("    (0.00/100%)\r    (43.50/100%)\r"),
+            Some(43.5)
+        );
         assert_eq!(last_percent("(100.00/100%)\n"), Some(100.0));
         assert_eq!(last_percent("no progress (here)"), None);
     }
@@ -348,7 +357,9 @@ mod tests {
         std::fs::create_dir_all(&vm).unwrap();
         std::fs::create_dir_all(&loc).unwrap();
         let base = layer_file(&vm, "data", ROOT);
-        crate::storage::qcow2::ensure_blank(&base, 4 << 20).await.unwrap();
+        crate::storage::qcow2::ensure_blank(&base, 4 << 20)
+            .await
+            .unwrap();
         assert!(qemu_io(&base, "write -P 0x41 0 64k"));
         let top = layer_file(&vm, "data", "s-1");
         ensure_overlay(&top, &base).await.unwrap();
@@ -362,7 +373,11 @@ mod tests {
             bandwidth: None,
         };
         let out = export(src, &loc, head(), &tx).await.unwrap();
-        assert!(rx.borrow().starts_with("disk 1/1 (data)"), "{}", *rx.borrow());
+        assert!(
+            rx.borrow().starts_with("disk 1/1 (data)"),
+            "{}",
+            *rx.borrow()
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].file, "disk-0.qcow2");
         assert_eq!(out[0].virtual_size, 4 << 20);
@@ -384,7 +399,9 @@ mod tests {
         let loc = tmp.path().join("loc");
         std::fs::create_dir_all(&vm).unwrap();
         let base = layer_file(&vm, "data", ROOT);
-        crate::storage::qcow2::ensure_blank(&base, 1 << 20).await.unwrap();
+        crate::storage::qcow2::ensure_blank(&base, 1 << 20)
+            .await
+            .unwrap();
         let staging = staging_dir(&loc, UID).unwrap();
         std::fs::create_dir_all(&staging).unwrap();
         std::fs::write(staging.join("disk-0.qcow2"), b"torn").unwrap();
@@ -410,7 +427,9 @@ mod tests {
         let loc = tmp.path().join("loc");
         std::fs::create_dir_all(&vm).unwrap();
         let base = layer_file(&vm, "data", ROOT);
-        crate::storage::qcow2::ensure_blank(&base, 1 << 20).await.unwrap();
+        crate::storage::qcow2::ensure_blank(&base, 1 << 20)
+            .await
+            .unwrap();
         let (tx, _rx) = tokio::sync::watch::channel(String::new());
         let disks = ["data".to_owned()];
         let src = Source {

@@ -58,7 +58,9 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (b[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -143,7 +145,12 @@ pub fn check_now(spec: &BackupLocationSpec, probe_name: &str) -> Found {
     }
     if let Some(nfs) = &spec.nfs {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        if !nfs_mounted(&parse_mountinfo(&mounts), &spec.path, &nfs.server, &nfs.export) {
+        if !nfs_mounted(
+            &parse_mountinfo(&mounts),
+            &spec.path,
+            &nfs.server,
+            &nfs.export,
+        ) {
             let msg = format!(
                 "{}:{} is not mounted at {} on this host (mount it, e.g. from /etc/fstab)",
                 nfs.server, nfs.export, spec.path
@@ -271,7 +278,12 @@ mod tests {
     #[test]
     fn a_later_mount_over_the_same_point_wins() {
         let text = format!("{MOUNTINFO}92 90 0:60 / /mnt/backups rw - tmpfs tmpfs rw\n");
-        assert!(!nfs_mounted(&parse_mountinfo(&text), "/mnt/backups", "filer", "/exports/vm"));
+        assert!(!nfs_mounted(
+            &parse_mountinfo(&text),
+            "/mnt/backups",
+            "filer",
+            "/exports/vm"
+        ));
     }
 
     #[test]

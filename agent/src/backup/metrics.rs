@@ -21,7 +21,10 @@ impl BackupMetrics {
     /// Make the metrics and register them with the agent's registry.
     pub fn register(into: &crate::metrics::Metrics) -> prometheus::Result<Self> {
         let backups = IntCounterVec::new(
-            Opts::new("ironvisor_agent_backups_total", "Backups this agent finished, by result."),
+            Opts::new(
+                "ironvisor_agent_backups_total",
+                "Backups this agent finished, by result.",
+            ),
             &["result"],
         )?;
         let duration = Histogram::with_opts(

@@ -21,7 +21,10 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 /// Whether a backup still being written reads `snap`'s layer (its deletion then waits).
-pub async fn exporting(client: &Client, snap: &VirtualMachineSnapshot) -> Result<bool, kube::Error> {
+pub async fn exporting(
+    client: &Client,
+    snap: &VirtualMachineSnapshot,
+) -> Result<bool, kube::Error> {
     let ns = snap.namespace().unwrap_or_default();
     let backups = Api::<VirtualMachineBackup>::namespaced(client.clone(), &ns)
         .list(&ListParams::default())

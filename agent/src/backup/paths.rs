@@ -71,7 +71,16 @@ mod tests {
     #[test]
     fn hostile_uids_make_no_path() {
         let loc = Path::new("/mnt/backups");
-        for uid in ["", "..", "../etc", "a/b", "A", "x.y", "-rf", &"a".repeat(65)] {
+        for uid in [
+            "",
+            "..",
+            "../etc",
+            "a/b",
+            "A",
+            "x.y",
+            "-rf",
+            &"a".repeat(65),
+        ] {
             assert_eq!(backup_dir(loc, uid), None, "{uid:?}");
             assert_eq!(staging_dir(loc, uid), None, "{uid:?}");
         }
@@ -81,7 +90,14 @@ mod tests {
     fn only_numbered_images_are_image_names() {
         assert_eq!(image_name(0), "disk-0.qcow2");
         assert!(is_image_name("disk-12.qcow2"));
-        for n in ["disk-.qcow2", "disk-a.qcow2", "../disk-0.qcow2", "disk-0.qcow2/x", "manifest.json", "disk-1234.qcow2"] {
+        for n in [
+            "disk-.qcow2",
+            "disk-a.qcow2",
+            "../disk-0.qcow2",
+            "disk-0.qcow2/x",
+            "manifest.json",
+            "disk-1234.qcow2",
+        ] {
             assert!(!is_image_name(n), "{n}");
         }
     }

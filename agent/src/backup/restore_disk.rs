@@ -61,7 +61,9 @@ pub enum RestoreDiskError {
     #[error("backup {0} names files that are not a backup's images")]
     BadBackup(String),
     /// The disk's declared size cannot hold the image.
-    #[error("disk {disk:?} declares {declared} bytes; the backup's image is {image} bytes: declare a size of at least {image}")]
+    #[error(
+        "disk {disk:?} declares {declared} bytes; the backup's image is {image} bytes: declare a size of at least {image}"
+    )]
     TooSmall {
         /// The disk.
         disk: String,
@@ -138,7 +140,11 @@ async fn restore_one(
     let backup = Api::<VirtualMachineBackup>::namespaced(client.clone(), ns)
         .get_opt(&src.name)
         .await?
-        .filter(|b| b.status.as_ref().is_some_and(|s| s.phase == BackupPhase::Succeeded))
+        .filter(|b| {
+            b.status
+                .as_ref()
+                .is_some_and(|s| s.phase == BackupPhase::Succeeded)
+        })
         .ok_or_else(|| RestoreDiskError::NotReady(src.name.clone()))?;
     let recorded = backup
         .status
@@ -150,8 +156,14 @@ async fn restore_one(
             disk: src.disk.clone(),
         })?;
     let loc_name = backup.spec.location.clone();
-    let Some(loc) = Api::<BackupLocation>::all(client.clone()).get_opt(&loc_name).await? else {
-        return Err(RestoreDiskError::Location(loc_name, "it does not exist".into()));
+    let Some(loc) = Api::<BackupLocation>::all(client.clone())
+        .get_opt(&loc_name)
+        .await?
+    else {
+        return Err(RestoreDiskError::Location(
+            loc_name,
+            "it does not exist".into(),
+        ));
     };
     let found = check(&loc.spec, node).await;
     if !found.available() {
@@ -161,7 +173,8 @@ async fn restore_one(
     if !is_image_name(&recorded.file) {
         return Err(bad());
     }
-    let dir = backup_dir(Path::new(&loc.spec.path), &backup.uid().unwrap_or_default()).ok_or_else(bad)?;
+    let dir =
+        backup_dir(Path::new(&loc.spec.path), &backup.uid().unwrap_or_default()).ok_or_else(bad)?;
     let staging = crate::snapshot::files::staging_file(target);
     let _ = tokio::fs::remove_file(&staging).await;
     tokio::fs::copy(dir.join(&recorded.file), &staging).await?;
@@ -219,7 +232,10 @@ async fn check_and_grow(
             .await?;
         if !out.status.success() {
             let msg = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            return Err(RestoreDiskError::Image(disk.name.clone(), Qcow2Error::Tool(msg)));
+            return Err(RestoreDiskError::Image(
+                disk.name.clone(),
+                Qcow2Error::Tool(msg),
+            ));
         }
     }
     Ok(())
@@ -253,7 +269,10 @@ pub async fn restore_for(
                     m.restore("restored");
                 }
             }
-            let note = format!("disk(s) {} restored from backup, checksums verified", restored.join(", "));
+            let note = format!(
+                "disk(s) {} restored from backup, checksums verified",
+                restored.join(", ")
+            );
             publish(ctx, &reference, false, "RestoredFromBackup", note).await;
             None
         }

@@ -17,9 +17,7 @@ use ironvisor_crds::backup::{
 use ironvisor_crds::common::{condition_type, new_condition, set_condition};
 use ironvisor_crds::labels::OPERATOR_MANAGER;
 use ironvisor_crds::quantity::format_bytes;
-use ironvisor_crds::snapshot::{
-    SnapshotPhase, VirtualMachineSnapshot, VirtualMachineSnapshotSpec,
-};
+use ironvisor_crds::snapshot::{SnapshotPhase, VirtualMachineSnapshot, VirtualMachineSnapshotSpec};
 use ironvisor_crds::vm::{OperationKind, VirtualMachine};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -173,14 +171,21 @@ async fn prepare(
         let n = v.status.as_ref()?.node_name.clone()?;
         Some((v, n))
     }) else {
-        let msg = format!("VM {} of snapshot {} is gone or not placed", snap.spec.vm_name, snap.name_any());
+        let msg = format!(
+            "VM {} of snapshot {} is gone or not placed",
+            snap.spec.vm_name,
+            snap.name_any()
+        );
         return Ok(Err(Outcome::Fail(backup_reason::VM_NOT_FOUND, msg)));
     };
     let Some(loc) = Api::<BackupLocation>::all(ctx.client.clone())
         .get_opt(&b.spec.location)
         .await?
     else {
-        let msg = format!("BackupLocation {} does not exist (an administrator creates it)", b.spec.location);
+        let msg = format!(
+            "BackupLocation {} does not exist (an administrator creates it)",
+            b.spec.location
+        );
         return Ok(Err(Outcome::Wait(backup_reason::LOCATION_NOT_FOUND, msg)));
     };
     if !loc.available_on(&node) {
@@ -198,7 +203,9 @@ async fn prepare(
     let demand = match admit_snapshot(&ledger, &ns, &spec) {
         Ok(d) => d,
         Err(SnapshotRefusal::Exceeded(e)) => {
-            let msg = format!("{e} (backups count the declared size of every disk of the VM, as disks do)");
+            let msg = format!(
+                "{e} (backups count the declared size of every disk of the VM, as disks do)"
+            );
             return Ok(Err(Outcome::Fail(backup_reason::QUOTA_EXCEEDED, msg)));
         }
         Err(other) => return Ok(Err(Outcome::Fail(backup_reason::FAILED, other.to_string()))),
@@ -235,7 +242,15 @@ async fn start(b: &VirtualMachineBackup, ctx: &Ctx) -> Result<Action, Error> {
     match oplock::acquire(&ctx.client, &ns, &vm, &holder(b), now).await? {
         Acquired::Busy(op) => {
             let msg = oplock::busy_message(&format!("{ns}/{vm}"), &op);
-            write(ctx, b, status, BackupPhase::Pending, backup_reason::VM_BUSY, msg).await?;
+            write(
+                ctx,
+                b,
+                status,
+                BackupPhase::Pending,
+                backup_reason::VM_BUSY,
+                msg,
+            )
+            .await?;
             Ok(Action::requeue(WAIT))
         }
         Acquired::Held | Acquired::TookOver(_) => {
@@ -251,7 +266,12 @@ async fn start(b: &VirtualMachineBackup, ctx: &Ctx) -> Result<Action, Error> {
 /// named after this backup's uid and labelled with it).
 async fn finish(b: &VirtualMachineBackup, ctx: &Ctx) -> Result<(), Error> {
     let ns = b.namespace().unwrap_or_default();
-    if let Some(vm) = b.status.as_ref().and_then(|s| s.vm_name.clone()).or(b.spec.vm_name.clone()) {
+    if let Some(vm) = b
+        .status
+        .as_ref()
+        .and_then(|s| s.vm_name.clone())
+        .or(b.spec.vm_name.clone())
+    {
         oplock::release(&ctx.client, &ns, &vm, &holder(b)).await?;
     }
     if b.spec.vm_name.is_none() {

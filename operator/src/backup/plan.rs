@@ -60,7 +60,9 @@ pub fn parse_max_age(text: &str) -> Result<SignedDuration, PlanError> {
     if n <= 0 {
         return Err(bad());
     }
-    Ok(SignedDuration::from_secs(n.checked_mul(secs).ok_or_else(bad)?))
+    Ok(SignedDuration::from_secs(
+        n.checked_mul(secs).ok_or_else(bad)?,
+    ))
 }
 
 /// The name of the object a schedule makes for time `t`: `<schedule>-<yyyymmdd-hhmmss>`,
@@ -154,8 +156,14 @@ mod tests {
     #[test]
     fn max_ages_read_minutes_hours_and_days() {
         assert_eq!(parse_max_age("90m").unwrap(), SignedDuration::from_mins(90));
-        assert_eq!(parse_max_age("36h").unwrap(), SignedDuration::from_hours(36));
-        assert_eq!(parse_max_age("14d").unwrap(), SignedDuration::from_hours(14 * 24));
+        assert_eq!(
+            parse_max_age("36h").unwrap(),
+            SignedDuration::from_hours(36)
+        );
+        assert_eq!(
+            parse_max_age("14d").unwrap(),
+            SignedDuration::from_hours(14 * 24)
+        );
         for bad in ["", "d", "0d", "-1d", "1w", "1.5h", "99999999999999999d"] {
             assert!(parse_max_age(bad).is_err(), "{bad}");
         }

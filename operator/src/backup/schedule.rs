@@ -105,21 +105,28 @@ async fn made_by(ctx: &Ctx, s: &VirtualMachineSchedule) -> Result<Vec<Made>, Err
     let ns = s.namespace().unwrap_or_default();
     let uid = s.uid().unwrap_or_default();
     let lp = ListParams::default().labels(&format!("{SCHEDULE_UID_LABEL}={uid}"));
-    let ours = |l: &std::collections::BTreeMap<String, String>| l.get(SCHEDULE_UID_LABEL) == Some(&uid);
-    let created = |m: &ObjectMeta| m.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0);
+    let ours =
+        |l: &std::collections::BTreeMap<String, String>| l.get(SCHEDULE_UID_LABEL) == Some(&uid);
+    let created = |m: &ObjectMeta| {
+        m.creation_timestamp
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+    };
     let out = match s.spec.action {
-        ScheduleAction::Snapshot => Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns)
-            .list(&lp)
-            .await?
-            .items
-            .into_iter()
-            .filter(|o| ours(o.labels()) && o.metadata.deletion_timestamp.is_none())
-            .map(|o| Made {
-                name: o.name_any(),
-                created: created(&o.metadata),
-                finished: o.status.as_ref().is_some_and(|st| st.phase.is_terminal()),
-            })
-            .collect(),
+        ScheduleAction::Snapshot => {
+            Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns)
+                .list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .filter(|o| ours(o.labels()) && o.metadata.deletion_timestamp.is_none())
+                .map(|o| Made {
+                    name: o.name_any(),
+                    created: created(&o.metadata),
+                    finished: o.status.as_ref().is_some_and(|st| st.phase.is_terminal()),
+                })
+                .collect()
+        }
         ScheduleAction::Backup => Api::<VirtualMachineBackup>::namespaced(ctx.client.clone(), &ns)
             .list(&lp)
             .await?
@@ -140,10 +147,12 @@ async fn delete(ctx: &Ctx, s: &VirtualMachineSchedule, name: &str) -> Result<(),
     let ns = s.namespace().unwrap_or_default();
     let dp = DeleteParams::default();
     let r = match s.spec.action {
-        ScheduleAction::Snapshot => Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns)
-            .delete(name, &dp)
-            .await
-            .map(|_| ()),
+        ScheduleAction::Snapshot => {
+            Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns)
+                .delete(name, &dp)
+                .await
+                .map(|_| ())
+        }
         ScheduleAction::Backup => Api::<VirtualMachineBackup>::namespaced(ctx.client.clone(), &ns)
             .delete(name, &dp)
             .await
@@ -155,19 +164,36 @@ async fn delete(ctx: &Ctx, s: &VirtualMachineSchedule, name: &str) -> Result<(),
     }
 }
 
-async fn write(ctx: &Ctx, s: &VirtualMachineSchedule, st: &VirtualMachineScheduleStatus) -> Result<(), Error> {
-    let api = Api::<VirtualMachineSchedule>::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+async fn write(
+    ctx: &Ctx,
+    s: &VirtualMachineSchedule,
+    st: &VirtualMachineScheduleStatus,
+) -> Result<(), Error> {
+    let api = Api::<VirtualMachineSchedule>::namespaced(
+        ctx.client.clone(),
+        &s.namespace().unwrap_or_default(),
+    );
     let patch = serde_json::json!({
         "apiVersion": "ironvisor.io/v1alpha1",
         "kind": "VirtualMachineSchedule",
         "status": st,
     });
-    api.patch_status(&s.name_any(), &PatchParams::apply(OPERATOR_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &s.name_any(),
+        &PatchParams::apply(OPERATOR_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
-fn ready(st: &mut VirtualMachineScheduleStatus, ok: bool, reason: &str, msg: String, generation: Option<i64>) {
+fn ready(
+    st: &mut VirtualMachineScheduleStatus,
+    ok: bool,
+    reason: &str,
+    msg: String,
+    generation: Option<i64>,
+) {
     st.observed_generation = generation;
     let now = Time(Timestamp::now());
     set_condition(
@@ -177,9 +203,17 @@ fn ready(st: &mut VirtualMachineScheduleStatus, ok: bool, reason: &str, msg: Str
 }
 
 /// The parsed schedule and maximum age.
-fn parse(s: &VirtualMachineSchedule) -> Result<(Schedule, Option<jiff::SignedDuration>), PlanError> {
+fn parse(
+    s: &VirtualMachineSchedule,
+) -> Result<(Schedule, Option<jiff::SignedDuration>), PlanError> {
     let cron = Schedule::parse(&s.spec.schedule)?;
-    let age = s.spec.retention.max_age.as_deref().map(parse_max_age).transpose()?;
+    let age = s
+        .spec
+        .retention
+        .max_age
+        .as_deref()
+        .map(parse_max_age)
+        .transpose()?;
     Ok((cron, age))
 }
 
@@ -192,7 +226,13 @@ async fn reconcile(s: Arc<VirtualMachineSchedule>, ctx: Arc<Ctx>) -> Result<Acti
     let (cron, max_age) = match parse(&s) {
         Ok(p) => p,
         Err(e) => {
-            ready(&mut st, false, schedule_reason::INVALID_SCHEDULE, e.to_string(), generation);
+            ready(
+                &mut st,
+                false,
+                schedule_reason::INVALID_SCHEDULE,
+                e.to_string(),
+                generation,
+            );
             st.next_schedule_time = None;
             write(&ctx, &s, &st).await?;
             return Ok(Action::await_change());
@@ -224,9 +264,18 @@ async fn reconcile(s: Arc<VirtualMachineSchedule>, ctx: Arc<Ctx>) -> Result<Acti
     let next = cron.next_after(now);
     st.next_schedule_time = next.map(Time);
     let (reason, msg) = if s.spec.suspend {
-        (schedule_reason::SUSPENDED, "suspended: nothing new is made".to_owned())
+        (
+            schedule_reason::SUSPENDED,
+            "suspended: nothing new is made".to_owned(),
+        )
     } else {
-        (schedule_reason::SCHEDULED, format!("{:?} of VM {} on \"{}\" (UTC)", s.spec.action, s.spec.vm_name, s.spec.schedule))
+        (
+            schedule_reason::SCHEDULED,
+            format!(
+                "{:?} of VM {} on \"{}\" (UTC)",
+                s.spec.action, s.spec.vm_name, s.spec.schedule
+            ),
+        )
     };
     ready(&mut st, true, reason, msg, generation);
     if s.status.as_ref() != Some(&st) {
@@ -238,7 +287,11 @@ async fn reconcile(s: Arc<VirtualMachineSchedule>, ctx: Arc<Ctx>) -> Result<Acti
         .min(MAX_PAUSE);
     // Objects still in progress are pruned once they finish: look again soon while any is.
     let busy = made.iter().any(|m| !m.finished);
-    Ok(Action::requeue(if busy { pause.min(Duration::from_secs(5)) } else { pause }))
+    Ok(Action::requeue(if busy {
+        pause.min(Duration::from_secs(5))
+    } else {
+        pause
+    }))
 }
 
 fn error_policy(s: Arc<VirtualMachineSchedule>, e: &Error, _ctx: Arc<Ctx>) -> Action {
