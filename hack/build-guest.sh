@@ -11,9 +11,13 @@
 #              since boot: a live migration must continue it, a restart starts it again), and
 #              with `ironvisor.diskwrite` it first writes `IRONVISOR-DISK-TOKEN-<uuid>` at the
 #              start of /dev/vda, syncs, and prints the token. With
+#              `ironvisor.burn` it keeps one vCPU busy (a shell loop, from before the stay/counter
+#              step on; prints IRONVISOR-GUEST-BURNING), for right-sizing tests. With
 #              `ironvisor.probe=HOST:PORT[,HOST:PORT...]` it first configures eth0 as QEMU's
 #              user-mode network expects (10.0.2.15/24, gateway 10.0.2.2), tries a TCP connection
 #              to each target and prints `IRONVISOR-PROBE HOST:PORT CONNECTED` or `... REFUSED`.
+#              With `ironvisor.burn` alone (no stay, no counter) it prints IRONVISOR-BURNING and
+#              burns for ever instead of powering off (a CPU burner for the rebalancing tests).
 #   root.qcow2 a 256 MiB qcow2 root disk (ext4, label ironvisor-root) for VMs that want an image
 #              to overlay (manifests/examples/20-vm-disk-cloud-init.yaml).
 # Needs: apt-get, dpkg, cpio, gzip, busybox-static, kmod (modinfo), e2fsprogs, qemu-utils — see
@@ -22,7 +26,7 @@ set -euo pipefail
 
 OUT="${1:-${IRONVISOR_GUEST_DIR:-/var/tmp/ironvisor-guest}}"
 # Bump when the recipe changes, so cached guests are rebuilt.
-RECIPE=6
+RECIPE=8
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$RECIPE" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] &&
   [ -s "$OUT/root.qcow2" ]; then
   echo "build-guest: cached in $OUT"
@@ -108,6 +112,10 @@ if grep -qw ironvisor.diskwrite /proc/cmdline; then
   token="IRONVISOR-DISK-TOKEN-$(cat /proc/sys/kernel/random/uuid)"
   echo "$token" | dd of=/dev/vda conv=fsync 2>/dev/null && sync && echo "IRONVISOR-DISK-WROTE $token"
 fi
+if grep -qw ironvisor.burn /proc/cmdline; then
+  (while :; do :; done) &
+  echo "IRONVISOR-GUEST-BURNING"
+fi
 if grep -qw ironvisor.counter /proc/cmdline; then
   echo "IRONVISOR-GUEST-UP"
   i=0
@@ -116,6 +124,11 @@ if grep -qw ironvisor.counter /proc/cmdline; then
     echo "IRONVISOR-TICK $i"
     usleep 4000
   done
+fi
+if grep -qw ironvisor.burn /proc/cmdline; then
+  # Neither stay nor counter: the burner is all the guest does (the rebalancing tests).
+  echo "IRONVISOR-BURNING"
+  wait
 fi
 if grep -qw ironvisor.stay /proc/cmdline; then
   echo "IRONVISOR-GUEST-UP"

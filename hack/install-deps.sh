@@ -10,6 +10,10 @@ fi
 # libvirt and QEMU first: on machines that carry a newer qemu-utils from backports, asking for
 # qemu-utils in the same transaction makes apt refuse ("held broken packages").
 group_virt=(libvirt-dev libvirt-daemon-system libvirt-clients qemu-system-x86 pkg-config)
+# swtpm: the emulated TPM 2.0 of VMs with spec.tpm (libvirt starts one per guest and lists the
+# emulator backend in its domain capabilities only when swtpm is there); swtpm-tools has
+# swtpm_setup, which libvirt runs to manufacture a new TPM's state.
+group_tpm=(swtpm swtpm-tools)
 # iptables: the agent's host guard (agent/src/host_guard.rs); libvirt's nwfilter uses it too.
 group_net=(iptables)
 group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq curl ca-certificates
@@ -41,6 +45,7 @@ install() {
 }
 
 install "${group_virt[@]}"
+install "${group_tpm[@]}"
 install "${group_net[@]}"
 install "${group_tools[@]}"
 install "${group_release[@]}"

@@ -60,6 +60,10 @@ pub struct Config {
     pub migration_uri: Option<String>,
     /// Address QEMU listens on for incoming migrations (`--migration-address`).
     pub migration_address: Option<String>,
+    /// How often running guests' use is sampled (`--utilization-sample-period`).
+    pub utilization_sample: Duration,
+    /// How samples are aggregated into buckets (`--utilization-bucket`, `--utilization-buckets`).
+    pub utilization: crate::utilization::window::Settings,
 }
 
 impl Config {
@@ -87,6 +91,8 @@ impl Config {
             image_cache_max_bytes: crate::storage::cache_gc::DEFAULT_CACHE_MAX_BYTES,
             migration_uri: None,
             migration_address: None,
+            utilization_sample: Duration::from_secs(60),
+            utilization: Default::default(),
         }
     }
 }
@@ -325,6 +331,7 @@ pub async fn run(
         libvirt: libvirt.clone(),
         health: health.clone(),
         seed_key: seed_public,
+        last_sample: None,
     };
     let first = initial_health_check(&mut heartbeat).await;
     let heartbeat_task = tokio::spawn(heartbeat.run(ctrl.store(), first));
@@ -362,7 +369,18 @@ pub async fn run(
             migration_address: config.migration_address.clone(),
         },
     ));
+    let sampler_task = tokio::spawn(
+        crate::utilization::Sampler {
+            client: ctx.client.clone(),
+            node: config.node_name.clone(),
+            hv: Arc::new(libvirt.clone()),
+            every: config.utilization_sample,
+            settings: config.utilization,
+        }
+        .run(),
+    );
     controller::run(ctx, ctrl, shutdown).await;
+    sampler_task.abort();
     migration_task.abort();
     if let Some(t) = sweep_task {
         t.abort();

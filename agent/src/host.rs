@@ -167,6 +167,14 @@ pub fn allocated<'a>(vms: impl IntoIterator<Item = &'a VirtualMachine>) -> (Amou
     (total, count)
 }
 
+/// The condition types the agent writes on its Hypervisor.
+pub const AGENT_CONDITIONS: [&str; 4] = [
+    condition_type::READY,
+    condition_type::KVM_AVAILABLE,
+    condition_type::LIBVIRT_HEALTHY,
+    condition_type::STORAGE_ACCESSIBLE,
+];
+
 /// The Hypervisor status the agent writes.
 pub fn hypervisor_status(
     facts: &HostFacts,
@@ -182,7 +190,13 @@ pub fn hypervisor_status(
         memory: facts.memory_bytes,
     };
     let alloc = allocatable(capacity, spec);
-    let mut conditions = previous.to_vec();
+    // Only the agent's own conditions: another writer's (the operator's MaintenanceReady)
+    // must not be applied back by this field manager.
+    let mut conditions: Vec<Condition> = previous
+        .iter()
+        .filter(|c| AGENT_CONDITIONS.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
     ironvisor_crds::common::set_condition(
         &mut conditions,
         Condition {
@@ -217,6 +231,9 @@ pub fn hypervisor_status(
         conditions,
         observed_generation: generation,
         seed_key: None,
+        tpm: None,
+        load: None,
+        maintenance: None,
     }
 }
 
@@ -286,6 +303,7 @@ mod tests {
                 vcpus: 2,
                 memory: Some(Quantity("2Gi".into())),
             },
+            maintenance: false,
         };
         let a = allocatable(
             Amount {

@@ -66,6 +66,16 @@ struct Args {
     /// The address this host's QEMU listens on for incoming guests (memory and disks).
     #[arg(long)]
     migration_address: Option<String>,
+    /// How often running guests' CPU, memory and disk use is sampled.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    utilization_sample_period: Duration,
+    /// Width of a utilization bucket: samples are aggregated (average and peak) per bucket,
+    /// and each closed bucket is one write to the VM's status.utilization.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    utilization_bucket: Duration,
+    /// Most buckets kept in a VM's status.utilization (168 hourly buckets: a week).
+    #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u16).range(1..=744))]
+    utilization_buckets: u16,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -81,7 +91,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?} has an unknown unit (use s, m or h)")),
     };
     if secs == 0 {
-        return Err("the resync interval must be positive".into());
+        return Err(format!("{s:?}: a duration must be positive"));
     }
     Ok(Duration::from_secs(secs))
 }
@@ -131,6 +141,11 @@ async fn main() -> anyhow::Result<()> {
         image_cache_max_bytes: args.image_cache_max_bytes,
         migration_uri: args.migration_uri,
         migration_address: args.migration_address,
+        utilization_sample: args.utilization_sample_period,
+        utilization: ironvisor_agent::utilization::window::Settings {
+            bucket_seconds: i64::try_from(args.utilization_bucket.as_secs()).unwrap_or(3600),
+            keep: usize::from(args.utilization_buckets),
+        },
         ..Config::new(
             &args.node_name,
             &args.libvirt_uri,

@@ -4,8 +4,23 @@
 //! fields, clock), so the decision is the same after an agent restart at any instant.
 
 use crate::lifecycle::{StopReason, VmState};
-use ironvisor_crds::vm::RunStrategy;
+use ironvisor_crds::vm::{OperationKind, RunStrategy, VmOperation};
 use std::time::Duration;
+
+/// The restart request (`ironvisor.io/restartedAt`) the agent may act on now. While another
+/// operation holds the VM's lock (`status.operation`: a snapshot being taken, a restore, a
+/// backup, a resize, a migration) a reset would pull the guest from under it, so the request
+/// waits: it stays pending (not recorded as handled) and is acted on once the lock is free.
+/// Returns the request, or the holder it waits for.
+pub fn actionable_restart<'a>(
+    requested: Option<&'a str>,
+    holder: Option<&VmOperation>,
+) -> Result<Option<&'a str>, VmOperation> {
+    match holder {
+        Some(op) if requested.is_some() && op.kind != OperationKind::Reset => Err(op.clone()),
+        _ => Ok(requested),
+    }
+}
 
 /// What the agent should do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +146,24 @@ pub fn decide(input: &DecisionInput<'_>) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restart_waits_while_another_operation_holds_the_vm() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let op = |kind| VmOperation {
+            kind,
+            name: "snap1".into(),
+            uid: "u".into(),
+            since: Time(jiff::Timestamp::UNIX_EPOCH),
+        };
+        let snap = op(OperationKind::Snapshot);
+        assert_eq!(actionable_restart(Some("t1"), Some(&snap)), Err(snap));
+        assert_eq!(actionable_restart(Some("t1"), None), Ok(Some("t1")));
+        let reset = op(OperationKind::Reset);
+        assert_eq!(actionable_restart(Some("t1"), Some(&reset)), Ok(Some("t1")));
+        let mig = op(OperationKind::Migration);
+        assert_eq!(actionable_restart(None, Some(&mig)), Ok(None));
+    }
     use StopReason as R;
 
     fn input(strategy: RunStrategy, state: VmState) -> DecisionInput<'static> {

@@ -60,7 +60,8 @@ pub enum Command {
     Backup(crate::backup_cmd::BackupArgs),
     /// Move a running VM to another host without stopping it (a VirtualMachineMigration).
     Migrate(crate::migrate::MigrateArgs),
-    /// Qualify this host for running Ironvisor (no cluster needed).
+    /// Qualify this host for running Ironvisor (no cluster needed), or put a host in
+    /// maintenance and take it out again (drain, undrain).
     Host {
         /// The verb.
         #[command(subcommand)]
@@ -124,5 +125,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Host {
             verb: HostCommand::Check(a),
         } => crate::host::cmd::check(&a),
+        Command::Host {
+            verb: HostCommand::Drain(a),
+        } => crate::drain::drain(&cli.cluster, &a),
+        Command::Host {
+            verb: HostCommand::Undrain(a),
+        } => crate::drain::undrain(&cli.cluster, &a),
     }
 }

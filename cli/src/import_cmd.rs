@@ -122,6 +122,7 @@ pub fn run(cluster: &ClusterArgs, a: &VmwareArgs) -> ExitCode {
             keep_mac: a.keep_mac,
             scsi_bus: a.scsi_bus,
             run_strategy: a.run_strategy.into(),
+            no_tpm: a.no_tpm.then(|| "--no-tpm".to_owned()),
         },
         out: a.out.clone(),
         force: a.force,

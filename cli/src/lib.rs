@@ -8,6 +8,7 @@
 pub mod backup_cmd;
 pub mod cli;
 pub mod cluster;
+pub mod drain;
 pub mod host;
 pub mod import;
 mod import_cmd;

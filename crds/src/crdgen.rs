@@ -10,9 +10,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::{
-    BackupLocation, Hypervisor, PriceList, Quota, Tenant, UsageReport, VirtualMachine,
-    VirtualMachineBackup, VirtualMachineMigration, VirtualMachineRestore, VirtualMachineSchedule,
-    VirtualMachineSnapshot,
+    BackupLocation, Hypervisor, MigrationPolicy, PriceList, Quota, RebalancePolicy, Tenant,
+    UsageReport, VirtualMachine, VirtualMachineBackup, VirtualMachineMigration,
+    VirtualMachineRestore, VirtualMachineSchedule, VirtualMachineSnapshot,
 };
 
 /// Every CRD of the API, as installed: without defaults inside list items (see
@@ -28,6 +28,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         VirtualMachineSnapshot::crd(),
         VirtualMachineRestore::crd(),
         VirtualMachineMigration::crd(),
+        RebalancePolicy::crd(),
+        MigrationPolicy::crd(),
         BackupLocation::crd(),
         VirtualMachineBackup::crd(),
         VirtualMachineSchedule::crd(),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
     group = "ironvisor.io",
     version = "v1alpha1",
     kind = "Hypervisor",
-    doc = "A host that runs VMs, named after it. Its agent writes the status (capacity, allocation, versions, heartbeat); admins write the spec (cordon, overcommit, reservation) and its labels (matched by VM nodeSelectors).",
+    doc = "A host that runs VMs, named after it. Its agent writes the status (capacity, allocation, versions, heartbeat); admins write the spec (cordon, maintenance, overcommit, reservation) and its labels (matched by VM nodeSelectors).",
     plural = "hypervisors",
     singular = "hypervisor",
     shortname = "hv",
@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"VCPUs","type":"string","jsonPath":".status.summary.vcpus","description":"vCPUs allocated/allocatable"}"#,
     printcolumn = r#"{"name":"Memory","type":"string","jsonPath":".status.summary.memory","description":"Memory allocated/allocatable"}"#,
     printcolumn = r#"{"name":"VMs","type":"integer","jsonPath":".status.vmCount","description":"VMs on the host"}"#,
+    printcolumn = r#"{"name":"Maintenance","type":"string","jsonPath":".status.maintenance.phase","description":"Draining or Ready while the host is in maintenance"}"#,
     printcolumn = r#"{"name":"Accel","type":"string","jsonPath":".status.acceleration","description":"kvm or tcg"}"#,
+    printcolumn = r#"{"name":"TPM","type":"boolean","jsonPath":".status.tpm","priority":1,"description":"Whether the host can give VMs an emulated TPM (swtpm)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +40,13 @@ pub struct HypervisorSpec {
     /// Capacity kept for the host itself, never given to VMs.
     #[serde(default)]
     pub reserved: Reserved,
+    /// Maintenance mode (`ivctl host drain`): no new VMs are placed on the host and the
+    /// operator moves every running VM away by live migration (per each VM's
+    /// `drainStrategy`); `status.maintenance` shows the progress and the `MaintenanceReady`
+    /// condition turns True once no running VM is left. False again (`ivctl host undrain`)
+    /// makes the host schedulable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance: bool,
 }
 
 /// Overcommit ratios: allocatable = (capacity − reserved) × ratio.
@@ -122,6 +131,11 @@ pub struct HypervisorStatus {
     /// QEMU version (e.g. 7.2.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu_version: Option<String>,
+    /// Whether the host can give VMs an emulated TPM 2.0: swtpm is installed and libvirt's
+    /// domain capabilities list the emulator backend. VMs with `spec.tpm` are placed only
+    /// where this is true (install `swtpm swtpm-tools`; the next heartbeat reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<bool>,
     /// Acceleration the agent uses: kvm or tcg (software emulation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acceleration: Option<Acceleration>,
@@ -150,6 +164,13 @@ pub struct HypervisorStatus {
     /// (`crds::seed`). The private half never leaves the host's state directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_key: Option<String>,
+    /// The host's real load, measured by its agent from its domains' statistics (what the
+    /// rebalancer weighs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::load::HostLoad>,
+    /// The drain's progress while the host is in maintenance (operator); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::maintenance::MaintenanceStatus>,
 }
 
 /// vCPUs and memory.

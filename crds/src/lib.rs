@@ -14,16 +14,21 @@ pub mod common;
 pub mod crdgen;
 pub mod hypervisor;
 pub mod labels;
+pub mod load;
+pub mod maintenance;
 pub mod migration;
+pub mod migration_policy;
 pub mod pricing;
 pub mod quantity;
 pub mod quota;
+pub mod rebalance;
 pub mod restore;
 pub mod schedule;
 pub mod seed;
 pub mod snapshot;
 pub mod tenant;
 pub mod usage;
+pub mod utilization;
 pub mod vm;
 
 pub use backup::{
@@ -33,8 +38,10 @@ pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use migration::{
     VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,
 };
+pub use migration_policy::{MigrationPolicy, MigrationPolicySpec};
 pub use pricing::{PriceList, PriceListSpec};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
+pub use rebalance::{RebalancePolicy, RebalancePolicySpec, RebalancePolicyStatus};
 pub use restore::{VirtualMachineRestore, VirtualMachineRestoreSpec};
 pub use schedule::{VirtualMachineSchedule, VirtualMachineScheduleSpec};
 pub use snapshot::{VirtualMachineSnapshot, VirtualMachineSnapshotSpec};

@@ -132,6 +132,9 @@ pub struct VirtualMachineMigrationStatus {
     /// When it reached a terminal phase (operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// The policy the migration runs by (operator, when it leaves `Pending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::migration_policy::AppliedPolicy>,
     /// What the target agent prepared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<MigrationTarget>,
@@ -185,6 +188,10 @@ pub struct MigrationSource {
     /// From the migrate call to its return, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_milliseconds: Option<u64>,
+    /// The copy did not converge and was switched to post-copy (the policy allowed it): the
+    /// guest runs on the target and fetches its remaining pages from here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub post_copy: bool,
 }
 
 /// States of the source's QEMU job.

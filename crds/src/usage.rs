@@ -206,6 +206,27 @@ pub struct UsageReportStatus {
     /// which it is accounted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vms: Vec<VmUsage>,
+    /// Each direct child's part of [`UsageReportStatus::total`] (with its own descendants),
+    /// as the tree stood when the usage was incurred: `own` plus the children is `total`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildUsage>,
+    /// Right-sizing of the tenant's own running VMs from their measured use (current month:
+    /// refreshed as it accrues; closed months: as the month ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rightsizing: Option<crate::utilization::RightsizingReport>,
+}
+
+/// A direct child's share of a tenant's total.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildUsage {
+    /// The child tenant.
+    pub tenant: String,
+    /// Its usage under this tenant, with its descendants'.
+    pub usage: UsageTotals,
+    /// What it cost, rounded to the cent (absent without a price list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
 }
 
 /// Usage priced by one rate.

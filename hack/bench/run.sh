@@ -5,6 +5,7 @@
 #
 #   hack/bench/run.sh                 # everything on test:///default
 #   QEMU=1 hack/bench/run.sh          # also density and overhead on qemu:///system
+#   MIGRATION=1 hack/bench/run.sh     # also live migration, ours vs virsh migrate (two netns hosts)
 #   QEMU_COUNT=10 SCALE_VMS=2000 FOOTPRINT_VMS=500 hack/bench/run.sh   # smaller runs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,5 +32,9 @@ if [ -n "${QEMU:-}" ]; then
   "$BIN/bench-density" --libvirt-uri qemu:///system --count "${QEMU_COUNT:-50}" --json "$OUT/density-qemu.json"
   echo "==> overhead on qemu:///system"
   "$BIN/bench-overhead" --libvirt-uri qemu:///system --count "${QEMU_COUNT:-50}" --json "$OUT/overhead-qemu.json"
+fi
+if [ -n "${MIGRATION:-}" ]; then
+  echo "==> live migration between two private libvirtd hosts, ours vs virsh migrate"
+  "$BIN/bench-migration" --rounds "${MIGRATION_ROUNDS:-4}" --json "$OUT/migration.json"
 fi
 echo "==> results in $OUT"

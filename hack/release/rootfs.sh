@@ -10,6 +10,9 @@
 # image scanners read). Documentation other than copyright files is left out.
 set -euo pipefail
 
+# The modes of what this script makes (and of directories dpkg-deb creates implicitly) go
+# into the image: the same whatever the caller's umask.
+umask 022
 [ $# -eq 5 ] || { echo "usage: $0 IMAGE LOCKFILE BINARY DEB_CACHE OUT_DIR" >&2; exit 2; }
 image="$1" lock="$2" binary="$3" cache="$4" out="$5"
 
@@ -22,12 +25,19 @@ deb_file() { # name version arch -> the file name apt-get download gives
   echo "$cache/${1}_${version}_${3}.deb"
 }
 
+download() { # name version -> the .deb in the cache, as apt-get download names it
+  (cd "$cache" && apt-get download -qq -o APT::Sandbox::User=root "$1=$2" >/dev/null)
+}
+updated=0
+update_once() { [ "$updated" -eq 0 ] && updated=1 && apt-get update -qq; }
+
 grep -v '^[[:space:]]*#' "$lock" | while read -r name version arch sha256; do
   [ -n "$name" ] || continue
   file="$(deb_file "$name" "$version" "$arch")"
   if ! echo "$sha256  $file" | sha256sum -c --status 2>/dev/null; then
     rm -f "$file"
-    if ! (cd "$cache" && apt-get download -qq -o APT::Sandbox::User=root "$name=$version" >/dev/null); then
+    # A new machine's package indexes may be missing or older than the pins: update once, retry.
+    if ! download "$name" "$version" && ! { update_once && download "$name" "$version"; }; then
       echo "rootfs: cannot download $name $version: if Debian no longer serves it, run" \
            "hack/release/pin-packages.sh and commit the new pins" >&2
       exit 1

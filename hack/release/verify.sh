@@ -12,9 +12,10 @@
 # - install.yaml passes the official schemas of Kubernetes 1.32-1.35; the local control plane
 #   (hack/devcluster) accepts the CRDs and install.yaml server-side, validates the examples
 #   against the CRDs (server-side dry run) and refuses a broken VM;
-# - the agent of the image, run from its root filesystem with the DaemonSet's arguments and
-#   mounts (libvirt's test driver, a scratch host directory), reaches the API server and
-#   answers the DaemonSet's probes on the DaemonSet's port's paths.
+# - the agent of the image, run from its root filesystem as the DaemonSet runs it (its
+#   arguments, every volume it mounts, a read-only root, its capabilities only, no new
+#   privileges; libvirt's test driver and scratch host directories), reaches the API server
+#   and answers the DaemonSet's probes on the DaemonSet's port's paths.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd -P)"
 dist="$(cd "${1:?usage: $0 DIST}" && pwd -P)"
@@ -22,6 +23,10 @@ dist="$(cd "${1:?usage: $0 DIST}" && pwd -P)"
 unset RUSTFLAGS CFLAGS CXXFLAGS IRONVISOR_COMMIT
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ironvisor-target}"
 export CARGO_INCREMENTAL=0
+# hack/install-deps.sh's virtualenv: kubernetes-validate, and the Python (with PyYAML) that
+# turns install.yaml into JSON.
+KUBERNETES_VENV=/opt/ironvisor-venv
+KUBERNETES_PYTHON="$KUBERNETES_VENV/bin/python3"
 
 work="$(mktemp -d /var/tmp/ironvisor-verify.XXXXXX)"
 pids=()
@@ -94,7 +99,7 @@ grep -q 'mountPath: /var/run/libvirt' "$dist/install.yaml" || fail "the DaemonSe
 ok "ironvisor-agent: libvirt's /run/libvirt is the DaemonSet's /var/run/libvirt mount"
 
 for k in 1.32.0 1.33.0 1.34.0 1.35.0; do
-  /opt/ironvisor-venv/bin/kubernetes-validate --strict --quiet -k "$k" "$dist/install.yaml" \
+  "$KUBERNETES_VENV/bin/kubernetes-validate" --strict --quiet -k "$k" "$dist/install.yaml" \
     || fail "install.yaml is not valid for Kubernetes $k"
 done
 ok "install.yaml is valid against the schemas of Kubernetes 1.32-1.35"
@@ -110,16 +115,52 @@ for _ in $(seq 100); do
 done
 kubectl get --raw /readyz >/dev/null || fail "the local control plane did not start ($work/devcluster.log)"
 kubectl apply --server-side -f "$dist/crds.yaml" >/dev/null
-kubectl apply --server-side -f "$dist/install.yaml" >/dev/null || fail "the control plane refuses install.yaml"
+# The control plane serves the custom resources and the built-in kinds Ironvisor's
+# controllers use, not workloads (Deployment, DaemonSet, Service): those objects of
+# install.yaml are checked by the schemas above and not sent. Nothing of an API group the
+# CRDs define may be among them.
+"$KUBERNETES_PYTHON" -c 'import json, sys, yaml
+print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))' "$dist/install.yaml" > "$work/install.json" \
+  || fail "install.yaml is not YAML"
+served='[]'
+for av in $(jq -r '.[].apiVersion' "$work/install.json" | LC_ALL=C sort -u); do
+  case "$av" in */*) path="/apis/$av" ;; *) path="/api/$av" ;; esac
+  kinds="$(kubectl get --raw "$path" 2>/dev/null |
+    jq -c --arg av "$av" '[.resources[] | select(.name | contains("/") | not) | "\($av) \(.kind)"]')" || kinds='[]'
+  served="$(jq -c --argjson k "${kinds:-[]}" '. + $k' <<<"$served")"
+done
+jq --argjson s "$served" '{apiVersion: "v1", kind: "List",
+  items: [.[] | select("\(.apiVersion) \(.kind)" as $k | $s | index($k))]}' "$work/install.json" > "$work/served.json"
+unserved="$(jq -r --argjson s "$served" '.[] | select("\(.apiVersion) \(.kind)" as $k | $s | index($k) | not)
+  | "\(.apiVersion) \(.kind)/\(.metadata.name)"' "$work/install.json")"
+crd_groups="$(jq -r '.[] | select(.kind == "CustomResourceDefinition") | .spec.group' "$work/install.json" | sort -u)"
+while read -r av _; do
+  [ -n "$av" ] || continue
+  if grep -qx "${av%/*}" <<<"$crd_groups"; then
+    fail "the control plane does not serve $av, which install.yaml's CRDs define"
+  fi
+done <<<"$unserved"
+kubectl apply --server-side -f "$work/served.json" >/dev/null || fail "the control plane refuses install.yaml"
+echo "verify: note: not sent to the control plane (schema-checked only): $(tr '\n' ' ' <<<"$unserved")"
+# A dry run creates nothing, so the namespaces the examples' objects live in (made by the
+# examples' own Namespace when applied for real) are created first.
+"$KUBERNETES_PYTHON" -c 'import glob, json, sys, yaml
+names = sorted({d["metadata"]["namespace"] for f in sorted(glob.glob(sys.argv[1] + "/*.yaml"))
+                for d in yaml.safe_load_all(open(f)) if d and d.get("metadata", {}).get("namespace")})
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names]}))' \
+  "$ROOT/manifests/examples" | kubectl apply --server-side -f - >/dev/null \
+  || fail "cannot create the examples' namespaces"
 kubectl apply --server-side --dry-run=server -f "$ROOT/manifests/examples/" >/dev/null \
   || fail "the examples do not pass the CRDs (server-side dry run)"
 broken='{"apiVersion":"ironvisor.io/v1alpha1","kind":"VirtualMachine","metadata":{"name":"broken","namespace":"default"},"spec":{"cpu":{"cores":"many"}}}'
 if kubectl apply --server-side --dry-run=server -f - <<<"$broken" >/dev/null 2>&1; then
   fail "the server-side dry run accepted a broken VirtualMachine: it validates nothing"
 fi
-ok "install.yaml applies server-side; the examples pass the CRDs; a broken VM is refused"
+ok "install.yaml's CRDs, RBAC, policies and namespace apply server-side; the examples pass the CRDs; a broken VM is refused"
 
-ds="$(kubectl -n ironvisor-system get daemonset ironvisor-agent -o json)"
+ds="$(jq '.[] | select(.kind == "DaemonSet" and .metadata.name == "ironvisor-agent")' "$work/install.json")"
+[ -n "$ds" ] || fail "install.yaml has no DaemonSet ironvisor-agent"
 container="$(jq '.spec.template.spec.containers[0]' <<<"$ds")"
 mapfile -t args < <(jq -r '.args[]' <<<"$container")
 port="$(jq -r '.ports[] | select(.name == "metrics") | .containerPort' <<<"$container")"
@@ -127,8 +168,12 @@ for probe in readinessProbe livenessProbe; do
   [ "$(jq -r ".$probe.httpGet.port" <<<"$container")" = metrics ] || fail "$probe is not on the metrics port"
 done
 printf '%s\n' "${args[@]}" | grep -qx -- "--metrics-addr=0.0.0.0:$port" || fail "the agent does not serve on the probes' port $port"
-# The agent as the DaemonSet runs it, but on libvirt's test driver and a free port: its host
-# directories are a scratch directory mounted where the DaemonSet mounts them.
+# The agent as the DaemonSet runs it, on libvirt's test driver and a free port: every volume
+# of the DaemonSet mounted where it says (a hostPath directory or emptyDir is a scratch
+# directory, a hostPath file or device is the host's own, readOnly mounts read-only), the
+# image's root read-only (readOnlyRootFilesystem), no capability beyond the DaemonSet's (and
+# CAP_SYS_CHROOT, which the chroot itself needs) and no new privileges. The API server is
+# reached with a kubeconfig put in the service account token's directory.
 free="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 run_args=()
 for a in "${args[@]}"; do
@@ -139,21 +184,51 @@ for a in "${args[@]}"; do
     *) run_args+=("$a") ;;
   esac
 done
-mkdir -p "$work/host/var/lib/ironvisor/images" "$work/host/tmp"
-cp "$KUBECONFIG" "$work/host/var/lib/ironvisor/kubeconfig"
-mounts=(/var/lib/ironvisor /tmp)
-for m in "${mounts[@]}" /proc /dev; do mkdir -p "$rootfs_agent$m"; done
+pod="$(jq '.spec.template.spec' <<<"$ds")"
+[ "$(jq -r '.securityContext.readOnlyRootFilesystem' <<<"$container")" = true ] \
+  || fail "the agent's container does not have a read-only root filesystem"
+[ "$(jq -r '.securityContext.allowPrivilegeEscalation' <<<"$container")" = false ] \
+  || fail "the agent's container allows privilege escalation"
+caps="$(jq -r '[.securityContext.capabilities.add[] | ascii_downcase | "+" + .] | join(",")' <<<"$container")"
+binds=() token_dir=""
+while IFS=$'\t' read -r target ro source kind; do
+  case "$kind" in
+    Directory|DirectoryOrCreate|emptyDir|projected)
+      from="$work/volumes$target"; mkdir -p "$from"
+      if [ "$kind" = projected ]; then token_dir="$target"; cp "$KUBECONFIG" "$from/kubeconfig"; fi ;;
+    File|CharDevice)
+      from="$source"
+      [ -e "$from" ] || { echo "verify: note: the host has no $from (the DaemonSet's $kind); not mounted"; continue; } ;;
+    *) fail "the DaemonSet mounts $target from a volume of kind '$kind' this check does not know" ;;
+  esac
+  if [ -d "$from" ]; then mkdir -p "$rootfs_agent$target"
+  else mkdir -p "$(dirname "$rootfs_agent$target")"; touch "$rootfs_agent$target"; fi
+  binds+=("$from" "$target" "$ro")
+done < <(jq -r '.volumes as $v | .containers[0].volumeMounts[] | . as $m
+  | ($v[] | select(.name == $m.name)) as $vol
+  | [$m.mountPath, ($m.readOnly // false | tostring),
+     ($vol.hostPath.path // "-"),
+     (if $vol.hostPath then ($vol.hostPath.type // "Directory") elif $vol.emptyDir then "emptyDir"
+      elif $vol.projected then "projected" else "unknown" end)] | @tsv' <<<"$pod")
+[ -n "$token_dir" ] || fail "the DaemonSet mounts no service account token"
+for m in /proc /sys /dev; do mkdir -p "$rootfs_agent$m"; done
 NODE_NAME=verify-node unshare --mount --propagation private sh -c '
   set -e
-  r="$1"; h="$2"; shift 2
-  mount --bind "$h/var/lib/ironvisor" "$r/var/lib/ironvisor"
-  mount --bind "$h/tmp" "$r/tmp"
+  r="$1"; caps="$2"; token="$3"; shift 3
+  mount --bind "$r" "$r"
   mount --rbind /proc "$r/proc"
+  mount --rbind /sys "$r/sys"
   mount --rbind /dev "$r/dev"
-  mount --bind /etc/passwd "$r/etc/passwd"
-  mount --bind /etc/group "$r/etc/group"
-  exec chroot "$r" /usr/local/bin/ironvisor-agent --kubeconfig=/var/lib/ironvisor/kubeconfig "$@"
-' verify "$rootfs_agent" "$work/host" "${run_args[@]}" > "$work/agent.log" 2>&1 &
+  while [ "$1" != -- ]; do
+    mount --bind "$1" "$r$2"
+    [ "$3" = false ] || mount -o remount,bind,ro "$r$2"
+    shift 3
+  done
+  shift
+  mount -o remount,bind,ro "$r"
+  exec setpriv --no-new-privs --bounding-set "-all,+sys_chroot,$caps" \
+    chroot "$r" /usr/local/bin/ironvisor-agent --kubeconfig="$token/kubeconfig" "$@"
+' verify "$rootfs_agent" "$caps" "$token_dir" "${binds[@]}" -- "${run_args[@]}" > "$work/agent.log" 2>&1 &
 pids+=($!)
 for path in $(jq -r '.readinessProbe.httpGet.path, .livenessProbe.httpGet.path' <<<"$container"); do
   code=000

@@ -67,6 +67,7 @@ fn cluster() -> Index {
             labels: [("zone".to_owned(), format!("z{}", h % 4))].into(),
             has_object: true,
             unschedulable: false,
+            maintenance: false,
             allocatable: Some(Capacity {
                 vcpus: 320,
                 memory: 640 * GI,
@@ -76,6 +77,7 @@ fn cluster() -> Index {
             status_heartbeat: None,
             heartbeat_seen: Some(now()),
             unhealthy: None,
+            tpm: false,
         };
         ix.hosts_mut().insert(format!("host{h:03}"), entry);
     }
@@ -129,6 +131,7 @@ fn vm(i: usize, rng: &mut Rng) -> VmEntry {
         agents: BTreeSet::new(),
         operator_owns_phase: false,
         net: VmNet::default(),
+        operation: None,
     }
 }
 

@@ -107,6 +107,11 @@ pub fn unhealthy(hv: &Hypervisor) -> Option<FilterReason> {
     .map(|(_, r)| r)
 }
 
+/// Whether the host's agent reports it can give VMs an emulated TPM (not reported: no).
+pub fn tpm(hv: &Hypervisor) -> bool {
+    hv.status.as_ref().and_then(|s| s.tpm).unwrap_or(false)
+}
+
 /// A ratio as an integer number of thousandths, rounded to nearest; never negative.
 fn milli(ratio: f64) -> i128 {
     if ratio.is_finite() && ratio > 0.0 {
@@ -226,6 +231,7 @@ mod tests {
                     vcpus: reserved.0,
                     memory: reserved.1.map(|m| Quantity(m.into())),
                 },
+                maintenance: false,
             },
         );
         h.status = Some(HypervisorStatus {

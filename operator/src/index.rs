@@ -53,6 +53,7 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 pub const LEGACY_ADMITTED_ANNOTATION: &str = "ironvisor.io/admitted";
 
 mod entry;
+mod incoming;
 mod net;
 
 pub use entry::{VmEntry, VmKey};
@@ -76,6 +77,8 @@ pub struct HostEntry {
     pub has_object: bool,
     /// Cordoned.
     pub unschedulable: bool,
+    /// In maintenance (`ironvisor_crds::maintenance::in_maintenance`).
+    pub maintenance: bool,
     /// Allocatable, when reported.
     pub allocatable: Option<Capacity>,
     /// Ready condition (status, reason).
@@ -83,6 +86,8 @@ pub struct HostEntry {
     /// A health condition that keeps new VMs away (LibvirtHealthy or StorageAccessible
     /// False), when the agent reports one.
     pub unhealthy: Option<crate::placement::FilterReason>,
+    /// The agent reports it can emulate a TPM (`status.tpm`).
+    pub tpm: bool,
     /// Last heartbeat Lease renewTime seen.
     pub heartbeat: Option<Timestamp>,
     /// Last Hypervisor `status.lastHeartbeatTime` seen. Kept apart from the Lease's: the two
@@ -131,6 +136,8 @@ pub struct Index {
     pub(crate) tenant_nets: BTreeMap<String, TenantNets>,
     /// Quota name → parsed entry, or the error that makes it unusable.
     pub(crate) quotas: BTreeMap<String, Result<QuotaEntry, String>>,
+    /// Migration `ns/name` → the VM and the target it reserves room on ([`incoming`]).
+    pub(crate) incoming: BTreeMap<String, (VmKey, String)>,
 }
 
 impl Index {
@@ -282,9 +289,11 @@ impl Index {
         h.has_object = true;
         h.labels = hv.labels().clone();
         h.unschedulable = hv.spec.unschedulable;
+        h.maintenance = ironvisor_crds::maintenance::in_maintenance(hv);
         h.allocatable = hosts::allocatable(hv);
         h.ready = hosts::ready_condition(hv).map(|(s, r)| (s.to_owned(), r.to_owned()));
         h.unhealthy = hosts::unhealthy(hv);
+        h.tpm = hosts::tpm(hv);
         let beat = hv
             .status
             .as_ref()

@@ -57,6 +57,15 @@ struct Args {
     /// Usage reports are checkpointed at least this often (and soon after any VM changes).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     usage_interval: Duration,
+    /// Right-sizing looks at the VMs' measured use over this window (e.g. 168h, a week).
+    #[arg(long, default_value = "168h", value_parser = parse_duration)]
+    rightsizing_window: Duration,
+    /// A VM is idle when no bucket of the window averages this share of its vCPUs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=100))]
+    idle_cpu_percent: i64,
+    /// Headroom added to the measured peak (p95) before recommending a size.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(0..=400))]
+    rightsizing_headroom_percent: i64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -124,6 +133,14 @@ async fn main() -> anyhow::Result<()> {
         default_tenant: args.default_tenant.filter(|t| !t.is_empty()),
         own_namespace: args.own_namespace,
         usage_interval: args.usage_interval,
+        rightsizing: ironvisor_operator::usage::rightsizing::Policy {
+            window_seconds: i64::try_from(args.rightsizing_window.as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1),
+            idle_cpu_percent: args.idle_cpu_percent,
+            headroom_percent: args.rightsizing_headroom_percent,
+            ..Default::default()
+        },
         ..RunConfig::new(identity)
     };
     let ctrl_c = async {

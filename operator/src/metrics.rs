@@ -52,6 +52,10 @@ pub struct Metrics {
     pub blocked: IntGauge,
     /// Accrued usage and cost per tenant.
     pub usage: crate::usage::metrics::UsageMetrics,
+    /// The rebalancer's moves and evaluations.
+    pub rebalance: crate::rebalance::metrics::RebalanceMetrics,
+    /// Live migrations: results, durations, downtimes, what runs now.
+    pub migrations: crate::migration::metrics::MigrationMetrics,
     /// What blocks the operator, in words, per source (for `/readyz`).
     problems: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
@@ -174,6 +178,8 @@ impl Metrics {
         registry.register(Box::new(host_ready.clone()))?;
         registry.register(Box::new(vms.clone()))?;
         let usage = crate::usage::metrics::UsageMetrics::register(&registry)?;
+        let rebalance = crate::rebalance::metrics::RebalanceMetrics::register(&registry)?;
+        let migrations = crate::migration::metrics::MigrationMetrics::register(&registry)?;
         for reason in PENDING_REASONS
             .into_iter()
             .chain(crate::plan::network::REASONS)
@@ -197,6 +203,8 @@ impl Metrics {
             vms,
             blocked,
             usage,
+            rebalance,
+            migrations,
             problems: Arc::default(),
         })
         .inspect(|m| m.set_vm_phases(std::iter::empty()))

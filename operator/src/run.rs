@@ -52,6 +52,8 @@ pub struct RunConfig {
     pub usage_interval: Duration,
     /// The usage accounting's clock.
     pub clock: Arc<dyn crate::usage::Clock>,
+    /// How right-sizing judges the VMs' measured use.
+    pub rightsizing: crate::usage::rightsizing::Policy,
 }
 
 impl RunConfig {
@@ -69,6 +71,7 @@ impl RunConfig {
             own_namespace: None,
             usage_interval: Duration::from_secs(60),
             clock: Arc::new(crate::usage::SystemClock),
+            rightsizing: Default::default(),
         }
     }
 }
@@ -163,6 +166,7 @@ pub async fn run(
         clock: cfg.clock.clone(),
         interval: cfg.usage_interval,
         default_tenant: cfg.default_tenant.clone(),
+        rightsizing: cfg.rightsizing,
     };
     let snapshots = crate::snapshot::controller::Ctx {
         client: client.clone(),
@@ -184,11 +188,23 @@ pub async fn run(
         client: client.clone(),
         leadership: leadership.clone(),
     };
-    let migrations = crate::migration::run(crate::migration::Ctx {
+    let migrations = crate::migration::run(crate::migration::Ctx::new(
+        client.clone(),
+        leadership.clone(),
+        recorder.clone(),
+        cfg.strategy,
+        metrics.clone(),
+    ));
+    let rebalancer = crate::rebalance::run(crate::rebalance::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+    });
+    let maintenance = crate::maintenance::run(crate::maintenance::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),
         recorder,
-        strategy: cfg.strategy,
     });
     let tenants = tenant::Ctx::new(client, metrics.clone(), leadership, usage_rx, cfg.resync)
         .with_reserved(reserved);
@@ -213,6 +229,8 @@ pub async fn run(
         () = crate::backup::controller::run(backups) => Err(RunError::Ended("backup controller")),
         () = crate::backup::schedule::run(schedules) => Err(RunError::Ended("schedule controller")),
         () = migrations => Err(RunError::Ended("migration controller")),
+        () = rebalancer => Err(RunError::Ended("rebalancer")),
+        () = maintenance => Err(RunError::Ended("maintenance controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),

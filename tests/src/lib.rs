@@ -4,6 +4,7 @@
 
 pub mod attack;
 pub mod backup_hosts;
+pub mod busy_guest;
 pub mod guest_disk;
 pub mod identities;
 pub mod image;

@@ -35,6 +35,8 @@ pub struct Cluster {
     pub hosts: Vec<Host>,
     /// The operator.
     pub operator: Proc,
+    /// The operator's metrics port.
+    pub operator_port: u16,
     /// The control plane.
     pub sys: System,
     /// The tenant's namespace.
@@ -48,7 +50,7 @@ impl Cluster {
     pub fn start(prefix: &str, n: usize, hard: &str) -> Self {
         let guest = tiny_guest(&guest_cache());
         let sys = System::start();
-        let (operator, _) = sys.operator();
+        let (operator, operator_port) = sys.operator();
         let pid = std::process::id();
         let switch = format!("ivsw-{prefix}-{pid}");
         let hosts = (1..=n)
@@ -75,6 +77,7 @@ impl Cluster {
         Cluster {
             hosts,
             operator,
+            operator_port,
             sys,
             ns,
             guest,
@@ -92,6 +95,21 @@ impl Cluster {
     /// A VM of the tiny guest printing its counter, with a 64 MiB blank disk the guest
     /// writes a token to at boot.
     pub fn apply_counter_vm(&self, name: &str) {
+        let initrd = self.guest.join("initrd.gz");
+        let cmdline = "console=ttyS0 panic=-1 quiet ironvisor.counter ironvisor.diskwrite";
+        self.apply_vm_with(name, "{}", &initrd, cmdline);
+    }
+
+    /// A VM of the busy guest ([`crate::busy_guest`]): the counter, and memory dirtied
+    /// faster than a capped migration sends it. `labels` is a YAML flow mapping.
+    pub fn apply_busy_vm(&self, name: &str, labels: &str) {
+        let initrd = crate::busy_guest::busy_initrd(&self.guest);
+        self.apply_vm_with(name, labels, &initrd, crate::busy_guest::BUSY_CMDLINE);
+    }
+
+    /// A diskless VM of the tiny guest with `memory` (e.g. `96Mi`), the guest's `flags` on
+    /// its kernel command line (e.g. `ironvisor.counter`) and `spec_extra` spec lines.
+    pub fn apply_diskless_vm(&self, name: &str, memory: &str, flags: &str, spec_extra: &str) {
         let g = self.guest.display();
         let ns = &self.ns;
         self.sys.apply(&format!(
@@ -101,12 +119,33 @@ metadata: {{name: {name}, namespace: {ns}}}
 spec:
   runStrategy: Always
   cpu: {{cores: 1}}
-  memory: {{size: 128Mi}}
+  memory: {{size: {memory}}}
   terminationGracePeriodSeconds: 2
   kernelBoot:
     kernel: {{hostPath: {{path: {g}/vmlinuz}}}}
     initrd: {{hostPath: {{path: {g}/initrd.gz}}}}
-    cmdline: console=ttyS0 panic=-1 quiet ironvisor.counter ironvisor.diskwrite
+    cmdline: console=ttyS0 panic=-1 quiet {flags}
+{spec_extra}"#
+        ));
+    }
+
+    fn apply_vm_with(&self, name: &str, labels: &str, initrd: &Path, cmdline: &str) {
+        let g = self.guest.display();
+        let initrd = initrd.display();
+        let ns = &self.ns;
+        self.sys.apply(&format!(
+            r#"apiVersion: ironvisor.io/v1alpha1
+kind: VirtualMachine
+metadata: {{name: {name}, namespace: {ns}, labels: {labels}}}
+spec:
+  runStrategy: Always
+  cpu: {{cores: 1}}
+  memory: {{size: 128Mi}}
+  terminationGracePeriodSeconds: 2
+  kernelBoot:
+    kernel: {{hostPath: {{path: {g}/vmlinuz}}}}
+    initrd: {{hostPath: {{path: {initrd}}}}}
+    cmdline: {cmdline}
   disks:
     - name: data
       bus: virtio

@@ -20,10 +20,15 @@ use crate::repo_root;
 /// Where the workspace's binaries are: the directory above the test executable's `deps/`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe
+    let deps = exe
         .parent()
-        .and_then(Path::parent)
         .expect("the test executable lives in target/<profile>/deps");
+    // A test lives in target/<profile>/deps; a benchmark binary (hack/bench) beside the
+    // binaries themselves.
+    let dir = match deps.parent() {
+        Some(p) if !deps.join(name).is_file() => p,
+        _ => deps,
+    };
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -383,6 +388,11 @@ impl System {
 
     /// Start the operator (metrics on a free port, returned).
     pub fn operator(&self) -> (Proc, u16) {
+        self.operator_with_args(&[])
+    }
+
+    /// [`System::operator`] with more flags (e.g. `--rightsizing-window`).
+    pub fn operator_with_args(&self, args: &[&str]) -> (Proc, u16) {
         let port = free_port();
         let proc = Proc::spawn(
             "ironvisor-operator",
@@ -391,6 +401,7 @@ impl System {
                 .arg(self.service_account_kubeconfig("ironvisor-operator", None))
                 .arg("--metrics-addr")
                 .arg(format!("127.0.0.1:{port}"))
+                .args(args)
                 .env("POD_NAME", "e2e-operator")
                 .env("RUST_LOG", "info"),
             self.dir.path().join("operator.log"),

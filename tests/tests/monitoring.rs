@@ -35,7 +35,7 @@ fn alert_rules_pass_promtool_check_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "promtool rejected the rules:\n{text}");
-    assert!(text.contains("SUCCESS: 8 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 10 rules found"), "{text}");
 }
 
 /// The budget alerts, evaluated by `promtool test rules` on made-up series: a tenant at 85 %
@@ -84,6 +84,51 @@ fn budget_alerts_fire_at_80_and_100_percent() {
     );
 }
 
+/// The migration alerts, evaluated by `promtool test rules`: one failed migration fires
+/// `IronvisorMigrationFailed` (completed and cancelled ones do not), and a migration running
+/// for over an hour fires `IronvisorMigrationStuck` once it has lasted five more minutes.
+#[test]
+fn migration_alerts_fire_on_a_failure_and_on_a_migration_running_for_an_hour() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = rules_file(dir.path());
+    let test = json!({
+        "rule_files": [rules.file_name().and_then(|n| n.to_str()).expect("name")],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": "ironvisor_migrations_total{result=\"Failed\"}", "values": "0 0 1 1 1"},
+                {"series": "ironvisor_migrations_total{result=\"Completed\"}", "values": "0 5 9 12 20"},
+                {"series": "ironvisor_migrations_total{result=\"Cancelled\"}", "values": "0 1 1 1 1"},
+                // Running for 50 minutes at the start, one more minute each minute.
+                {"series": "ironvisor_migration_oldest_active_seconds", "values": "3000+60x20"}
+            ],
+            "alert_rule_test": [
+                {"eval_time": "1m", "alertname": "IronvisorMigrationFailed", "exp_alerts": []},
+                {"eval_time": "4m", "alertname": "IronvisorMigrationFailed",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"}, "exp_annotations": {
+                    "summary": "1 live migrations failed in the last 30 minutes",
+                    "description": "The VMs still run on their source hosts. `kubectl get vmim -A` lists the failed migrations; the Ready condition of each says why (the policy's timeout, the target refusing, libvirt's error)."}}]},
+                // Over an hour from minute 11; firing five minutes later.
+                {"eval_time": "14m", "alertname": "IronvisorMigrationStuck", "exp_alerts": []},
+                {"eval_time": "17m", "alertname": "IronvisorMigrationStuck",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning"}, "exp_annotations": {
+                    "summary": "A live migration has run for more than an hour",
+                    "description": "A migration past Pending has not ended after an hour: its source agent may be gone, or a post-copy migration cannot finish. `kubectl get vmim -A` shows it; its progress and the source host's agent say more."}}]}
+            ]
+        }]
+    });
+    let path = dir.path().join("migration.test.json");
+    std::fs::write(&path, test.to_string()).expect("write the rule test");
+    let out = run(Command::new("promtool").arg("test").arg("rules").arg(&path));
+    assert!(
+        out.status.success(),
+        "the migration alerts do not fire as expected:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The showback dashboard: every panel queries the usage series the operator exports, by the
 /// tenant variable, and the kustomization ships it as a Grafana ConfigMap.
 #[test]
@@ -102,6 +147,10 @@ fn showback_dashboard_queries_usage_cost_and_budget_per_tenant() {
         "ironvisor_usage_cost",
         "ironvisor_usage_budget",
         "ironvisor_usage_hours",
+        "ironvisor_rightsizing_monthly_saving",
+        "ironvisor_rightsizing_vms",
+        "ironvisor_rightsizing_allocated",
+        "ironvisor_rightsizing_used",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(series)),
@@ -124,6 +173,8 @@ fn the_alerts_cover_host_down_crash_loops_quota_and_reconcile_errors() {
         "IronvisorReconcileErrorsRising",
         "IronvisorBudgetAlmostSpent",
         "IronvisorBudgetExceeded",
+        "IronvisorMigrationFailed",
+        "IronvisorMigrationStuck",
     ] {
         assert!(text.contains(&format!("alert: {alert}")), "{alert} missing");
     }
@@ -145,6 +196,10 @@ fn grafana_dashboard_shows_hosts_vms_quota_and_latency() {
         "VMs by phase",
         "Tenant usage against quota",
         "Reconcile latency p95",
+        "Migrations by result",
+        "Migrations running by phase",
+        "Migration duration and downtime p95",
+        "Migration data remaining",
     ] {
         assert!(
             titles.contains(&wanted),

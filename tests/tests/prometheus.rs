@@ -197,6 +197,11 @@ fn prometheus_scrapes_the_agent_and_operator_and_every_alert_evaluates() {
         "ironvisor_vm_cpu_seconds_total",
         "ironvisor_agent_reconcile_duration_seconds_bucket",
         "ironvisor_usage_hours",
+        "ironvisor_migrations_total",
+        "ironvisor_migrations_active",
+        "ironvisor_migration_duration_seconds_bucket",
+        "ironvisor_migration_downtime_seconds_bucket",
+        "ironvisor_migration_data_remaining_bytes",
     ] {
         assert!(names.contains(name), "{name} not scraped: {names:?}");
     }

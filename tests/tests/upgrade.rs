@@ -179,11 +179,9 @@ fn upgrading_applies_the_new_crds_over_stored_objects_and_the_new_agent_adopts_r
     // Two resyncs of the new agent (--resync-interval 10s): time to restart anything it would.
     std::thread::sleep(Duration::from_secs(22));
     agent.proc.assert_alive();
-    assert_eq!(
-        running_state(&sys, &ns, &names),
-        before,
-        "a VM was restarted by the upgrade"
-    );
+    let after = running_state(&sys, &ns, &names);
+    eprintln!("upgrade: (domain id, QEMU pid, startedAt) before {before:?}, after {after:?}");
+    assert_eq!(after, before, "a VM was restarted by the upgrade");
     for n in names {
         let vm = sys.vm(&ns, n);
         assert_eq!(vm["status"]["phase"], "Running", "{}", describe(&vm));

@@ -1,7 +1,7 @@
 //! The `<devices>` of a domain and the QEMU arguments of user-mode interfaces.
 
 use super::{DiskFormat, DomainPlan, NicAttachment, path_str, text};
-use ironvisor_crds::vm::{DiskBus, NicModel, Protocol};
+use ironvisor_crds::vm::{DiskBus, NicModel, Protocol, TpmVersion};
 use quick_xml::Writer;
 use std::io;
 
@@ -80,8 +80,28 @@ pub(super) fn write_devices(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::R
                     .write_text_content(quick_xml::events::BytesText::new("/dev/urandom"))?;
                 Ok(())
             })?;
+        if let Some(version) = plan.tpm {
+            write_tpm(w, version)?;
+        }
         Ok(())
     })?;
+    Ok(())
+}
+
+/// A CRB TPM backed by swtpm, which libvirt starts beside QEMU. libvirt keeps the state of a
+/// persistent domain in /var/lib/libvirt/swtpm/<domain uuid>/ across restarts and
+/// redefinitions (the agent redefines with the domain's UUID), sends it along in a live
+/// migration, and removes it on undefine (see `hypervisor::libvirt`'s undefine flags).
+fn write_tpm(w: &mut Writer<Vec<u8>>, version: TpmVersion) -> io::Result<()> {
+    w.create_element("tpm")
+        .with_attribute(("model", "tpm-crb"))
+        .write_inner_content(|w| {
+            w.create_element("backend")
+                .with_attribute(("type", "emulator"))
+                .with_attribute(("version", version.as_str()))
+                .write_empty()?;
+            Ok(())
+        })?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ mod plan;
 pub use metadata::DomainMetadata;
 pub use plan::{PlanError, PlanInput, build_plan, generated_mac};
 
-use ironvisor_crds::vm::{DiskBus, Firmware, NicModel, Protocol};
+use ironvisor_crds::vm::{DiskBus, Firmware, NicModel, Protocol, TpmVersion};
 use quick_xml::Writer;
 use quick_xml::events::BytesText;
 use sha2::{Digest, Sha256};
@@ -79,6 +79,8 @@ pub struct DomainPlan {
     pub disks: Vec<DiskPlan>,
     /// Network interfaces in spec order.
     pub nics: Vec<NicPlan>,
+    /// An emulated TPM (swtpm, state kept by libvirt under /var/lib/libvirt/swtpm/<uuid>).
+    pub tpm: Option<TpmVersion>,
     /// File the serial console is logged to.
     pub console_log: PathBuf,
 }

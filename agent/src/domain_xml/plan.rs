@@ -160,6 +160,7 @@ pub fn build_plan(input: &PlanInput<'_>) -> Result<DomainPlan, PlanError> {
         kernel,
         disks: plan_disks(input)?,
         nics: plan_nics(input)?,
+        tpm: spec.tpm.as_ref().map(|t| t.version),
         console_log: layout::console_log(input.vm_dir),
     })
 }

@@ -489,3 +489,30 @@ fn memory_out_of_range_is_rejected() {
         Err(PlanError::Memory(_))
     ));
 }
+
+#[test]
+fn a_vm_with_a_tpm_gets_a_crb_tpm_backed_by_swtpm_and_another_config_hash() {
+    let without = plan_of(&spec(), DomainType::Qemu).unwrap();
+    assert!(!render(&without).xml.contains("<tpm"));
+    let mut s = spec();
+    s.tpm = Some(serde_json::from_str("{}").unwrap());
+    let with = plan_of(&s, DomainType::Qemu).unwrap();
+    assert_eq!(with.tpm, Some(TpmVersion::V2_0));
+    let r = render(&with);
+    assert!(
+        r.xml.contains(
+            "<tpm model=\"tpm-crb\">\n      <backend type=\"emulator\" version=\"2.0\"/>\n    </tpm>"
+        ),
+        "{}",
+        r.xml
+    );
+    // Inside <devices>, after the rng device.
+    let (devices, tpm, end) = (
+        r.xml.find("<devices>").unwrap(),
+        r.xml.find("<tpm ").unwrap(),
+        r.xml.find("</devices>").unwrap(),
+    );
+    assert!(devices < tpm && tpm < end);
+    // Adding or removing the TPM changes the hardware: the hash tells the agent so.
+    assert_ne!(r.config_hash, render(&without).config_hash);
+}

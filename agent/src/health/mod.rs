@@ -215,6 +215,7 @@ pub struct Monitor {
     tracker: probe::ProbeTracker,
     last_probe_error: Option<String>,
     qemu: Option<QemuUser>,
+    caps: Option<crate::hypervisor::caps::HostCaps>,
 }
 
 impl Monitor {
@@ -226,6 +227,7 @@ impl Monitor {
             tracker: probe::ProbeTracker::default(),
             last_probe_error: None,
             qemu,
+            caps: None,
         }
     }
 
@@ -233,10 +235,11 @@ impl Monitor {
     pub async fn probe(&mut self, hv: &dyn Hypervisor) -> Option<Duration> {
         let start = Instant::now();
         match hv.probe_capabilities().await {
-            Ok(()) => {
+            Ok(caps) => {
                 let took = start.elapsed();
                 self.tracker.record(took);
                 self.last_probe_error = None;
+                self.caps = Some(caps);
                 Some(took)
             }
             Err(e) => {
@@ -244,6 +247,13 @@ impl Monitor {
                 None
             }
         }
+    }
+
+    /// Guest devices the host can provide, from the last probe that answered; `None`
+    /// before any did (a failed probe keeps what the last one found: a slow libvirt does
+    /// not make swtpm go away).
+    pub fn caps(&self) -> Option<crate::hypervisor::caps::HostCaps> {
+        self.caps
     }
 
     /// The findings now (the probe's from the probes recorded so far).

@@ -129,6 +129,24 @@ pub fn block_job(dom: &Domain, disk: &str) -> Result<Option<BlockJob>, VirtError
     }
 }
 
+/// Host bytes allocated to `disk` (QEMU's block allocation: the highest offset written in a
+/// qcow2 file, the allocated extent of a raw one). The `virt` crate's `block_info` reads its
+/// result even when the call fails, so this checks the return code itself.
+pub fn block_allocation(dom: &Domain, disk: &str) -> Result<u64, VirtError> {
+    let disk = cstr(disk)?;
+    let mut info = sys::virDomainBlockInfo {
+        capacity: 0,
+        allocation: 0,
+        physical: 0,
+    };
+    // SAFETY: `info` is a properly laid out struct libvirt fills in; `disk` outlives the call.
+    let rc = unsafe { sys::virDomainGetBlockInfo(dom.as_ptr(), disk.as_ptr(), &mut info, 0) };
+    if rc < 0 {
+        return Err(VirtError::last_error());
+    }
+    Ok(info.allocation)
+}
+
 /// End the block job on `disk`: with `pivot`, switch the disk to the job's target (an active
 /// commit's base) first; without, cancel it. Waits for libvirt to finish the switch.
 pub fn abort_block_job(dom: &Domain, disk: &str, pivot: bool) -> Result<(), VirtError> {

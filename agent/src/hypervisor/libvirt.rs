@@ -10,6 +10,7 @@
 //! closing fails, so [`close_quietly`] closes them and logs instead.
 #![allow(unsafe_code)]
 
+use super::caps::{HostCaps, parse_domain_caps};
 use super::devices::parse_devices;
 use super::events::{self, DomainEvent};
 use super::{DomainStats, HostInfo, HvError, Hypervisor, Observed};
@@ -94,7 +95,7 @@ fn is_not_found(e: &VirtError) -> bool {
     matches!(e.code(), Enum::Known(ErrorNumber::NoDomain))
 }
 
-fn lv(op: &'static str, e: VirtError) -> HvError {
+pub(super) fn lv(op: &'static str, e: VirtError) -> HvError {
     HvError::Libvirt {
         op,
         connection: is_connection_error(&e),
@@ -154,7 +155,7 @@ impl Libvirt {
         self.inner.drop_connection();
     }
 
-    async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T, HvError>
+    pub(super) async fn call<T, F>(&self, op: &'static str, f: F) -> Result<T, HvError>
     where
         T: Send + 'static,
         F: FnOnce(&Connect) -> Result<T, HvError> + Send + 'static,
@@ -378,6 +379,29 @@ fn observe_domain(dom: &Domain) -> Result<Observed, VirtError> {
     })
 }
 
+/// Seconds between the guest balloon driver's memory reports, asked of running guests that
+/// do not report yet.
+const BALLOON_PERIOD_SECONDS: i32 = 10;
+
+/// The balloon's figures into `s`: the host-side resident size always, the guest's own use
+/// when its balloon driver reports (asking it to report every few seconds otherwise; a
+/// guest without the driver never will, and that is fine).
+fn balloon(d: &Domain, s: &mut DomainStats) {
+    let Ok(stats) = d.memory_stats(0) else {
+        return;
+    };
+    let get = |tag: u32| stats.iter().find(|m| m.tag == tag).map(|m| m.val);
+    s.rss_bytes = get(sys::VIR_DOMAIN_MEMORY_STAT_RSS).unwrap_or(0) * 1024;
+    let available = get(sys::VIR_DOMAIN_MEMORY_STAT_AVAILABLE);
+    let unused = get(sys::VIR_DOMAIN_MEMORY_STAT_UNUSED);
+    match available.zip(unused) {
+        Some((a, u)) => s.guest_used_bytes = Some(a.saturating_sub(u) * 1024),
+        None => {
+            let _ = d.set_memory_stats_period(BALLOON_PERIOD_SECONDS, sys::VIR_DOMAIN_MEM_LIVE);
+        }
+    }
+}
+
 #[async_trait]
 impl Hypervisor for Libvirt {
     async fn list_owned(&self) -> Result<Vec<Observed>, HvError> {
@@ -442,10 +466,15 @@ impl Hypervisor for Libvirt {
     async fn undefine(&self, name: &str) -> Result<(), HvError> {
         let r = self
             .with_domain("undefine", name, |d| {
-                let flags = sys::VIR_DOMAIN_UNDEFINE_NVRAM | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE;
+                // The TPM state goes too, explicitly: every caller undefines a VM confirmed
+                // deleted (its finalizer, a leftover the API no longer has, a namesake of
+                // another uid), and sealed keys must not outlive their VM on the host.
+                let flags = sys::VIR_DOMAIN_UNDEFINE_NVRAM
+                    | sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | sys::VIR_DOMAIN_UNDEFINE_TPM;
                 match d.undefine_flags(flags) {
                     Ok(()) => Ok(()),
-                    // Drivers without NVRAM support refuse the flag.
+                    // Drivers without NVRAM or TPM support refuse the flags.
                     Err(e)
                         if matches!(
                             e.code(),
@@ -470,16 +499,21 @@ impl Hypervisor for Libvirt {
             let mut s = DomainStats {
                 cpu_time_ns: info.cpu_time,
                 memory_bytes: info.memory * 1024,
+                vcpus: info.nr_virt_cpu,
                 ..Default::default()
             };
             if !d.is_active()? {
                 return Ok(s);
             }
+            balloon(d, &mut s);
             let devices = parse_devices(&d.xml_desc(0)?).unwrap_or_default();
             for disk in &devices.disks {
                 if let Ok(b) = d.block_stats(disk) {
                     s.disk_read_bytes += b.rd_bytes.max(0) as u64;
                     s.disk_write_bytes += b.wr_bytes.max(0) as u64;
+                }
+                if let Ok(a) = super::blockjob::block_allocation(d, disk) {
+                    s.disk_allocated_bytes += a;
                 }
             }
             for (_, dev) in &devices.interfaces {
@@ -513,18 +547,24 @@ impl Hypervisor for Libvirt {
         .await
     }
 
-    async fn probe_capabilities(&self) -> Result<(), HvError> {
+    async fn probe_capabilities(&self) -> Result<HostCaps, HvError> {
         self.call("probe_capabilities", |c| {
             // test:///default has no domain capabilities; its host capabilities stand in.
             if c.driver_type()
                 .is_ok_and(|t| t.eq_ignore_ascii_case("test"))
             {
                 c.capabilities().map_err(|e| lv("capabilities", e))?;
+                Ok(HostCaps::default())
             } else {
-                c.domain_capabilities(None, None, None, None, 0)
+                let xml = c
+                    .domain_capabilities(None, None, None, None, 0)
                     .map_err(|e| lv("domain_capabilities", e))?;
+                parse_domain_caps(&xml).map_err(|e| HvError::Libvirt {
+                    op: "domain_capabilities",
+                    message: format!("the answer is not readable XML: {e}"),
+                    connection: false,
+                })
             }
-            Ok(())
         })
         .await
     }

@@ -5,7 +5,9 @@
 //! our metadata element are ever reported or touched.
 
 pub mod blockjob;
+pub mod caps;
 pub mod devices;
+pub mod domstats;
 mod events;
 pub mod libvirt;
 
@@ -54,6 +56,15 @@ pub struct DomainStats {
     pub net_rx_bytes: u64,
     /// Bytes sent on libvirt-managed interfaces.
     pub net_tx_bytes: u64,
+    /// vCPUs of the running guest.
+    pub vcpus: u32,
+    /// Resident memory of the guest's process on the host (balloon `rss`), bytes.
+    pub rss_bytes: u64,
+    /// Memory the guest reports in use (balloon driver: `available` minus `unused`), bytes;
+    /// None when the guest has no balloon driver reporting.
+    pub guest_used_bytes: Option<u64>,
+    /// Host bytes allocated to the disks (QEMU's block allocation), summed.
+    pub disk_allocated_bytes: u64,
 }
 
 /// What the hypervisor says about the host.
@@ -119,15 +130,18 @@ pub trait Hypervisor: Send + Sync + 'static {
     async fn shutdown(&self, name: &str) -> Result<(), HvError>;
     /// Stop the domain at once.
     async fn destroy(&self, name: &str) -> Result<(), HvError>;
-    /// Remove the definition (and any NVRAM).
+    /// Remove the definition with its NVRAM and its TPM state. Call it only for a VM
+    /// confirmed deleted: the TPM state (sealed keys) cannot be recovered.
     async fn undefine(&self, name: &str) -> Result<(), HvError>;
     /// Usage counters of a running domain.
     async fn stats(&self, name: &str) -> Result<DomainStats, HvError>;
     /// Facts about the host.
     async fn host_info(&self) -> Result<HostInfo, HvError>;
     /// Ask for the domain capabilities of the default guest type: a call that goes through
-    /// libvirt's QEMU capability cache, so its duration shows a thrashing cache.
-    async fn probe_capabilities(&self) -> Result<(), HvError>;
+    /// libvirt's QEMU capability cache, so its duration shows a thrashing cache. Returns
+    /// the guest devices the host can provide (none from a driver without domain
+    /// capabilities).
+    async fn probe_capabilities(&self) -> Result<caps::HostCaps, HvError>;
     /// Lifecycle events of domains (all of them; the receiver filters).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<DomainEvent>;
     /// A message each time the connection is reopened after being lost (events may have

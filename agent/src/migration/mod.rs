@@ -11,21 +11,27 @@
 //! Never deleted here before the API confirms it: the source's VM directory goes only once
 //! the VM (by uid) is placed on the target and reported running there.
 
+mod converge;
 pub mod ops;
 mod source;
 mod target;
 pub mod xml;
 
 use crate::reconcile::controller::Context;
+use futures::{FutureExt, StreamExt};
 use ironvisor_crds::migration::VirtualMachineMigration;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the agent looks at the migrations of its host.
-const PASS: Duration = Duration::from_millis(500);
+/// How often the agent looks at the migrations of its host with no change seen (the
+/// cleanups wait for VM changes, which the migration watch does not show).
+const RESYNC: Duration = Duration::from_secs(10);
+/// Least time between two passes: a burst of changes (progress reports) makes one pass.
+const SPACING: Duration = Duration::from_millis(500);
 
 /// Where peers reach this host for migrations (`--migration-uri`, `--migration-address`).
 #[derive(Clone, Debug, Default)]
@@ -56,14 +62,34 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-/// Run both roles until the task is dropped; failures are logged and retried.
+/// Run both roles until the task is dropped; failures are logged and retried. A pass runs
+/// when the watch of this host's migrations (either label) shows a change, and every
+/// [`RESYNC`] without one.
 pub async fn run(ctx: Arc<Context>, config: Config) {
     let config = Arc::new(config);
     let jobs = source::Jobs::default();
-    let mut tick = tokio::time::interval(PASS);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let api = Api::<VirtualMachineMigration>::all(ctx.client.clone());
+    let watch = |label: &str| {
+        let cfg = watcher::Config::default().labels(&format!("{label}={}", ctx.node));
+        watcher(api.clone(), cfg).default_backoff().boxed()
+    };
+    let mut changes = futures::stream::select(
+        watch(ironvisor_crds::migration::SOURCE_LABEL),
+        watch(ironvisor_crds::migration::TARGET_LABEL),
+    );
+    let mut resync = tokio::time::interval(RESYNC);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            ev = changes.next() => {
+                if let Some(Err(e)) = ev {
+                    tracing::debug!(error = %e, "migration watch");
+                }
+            }
+            _ = resync.tick() => {}
+        }
+        tokio::time::sleep(SPACING).await;
+        // Everything that arrived meanwhile is covered by this pass.
+        while let Some(Some(_)) = changes.next().now_or_never() {}
         if let Err(e) = target::pass(&ctx, &config).await {
             tracing::warn!(error = %crate::reconcile::failure::chain(&e), "migration target pass failed");
         }

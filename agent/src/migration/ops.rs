@@ -2,8 +2,10 @@
 //! migrate call holds its connection for the whole copy; progress and abort must not wait
 //! behind it). Call them from `spawn_blocking` or a dedicated thread.
 //!
-//! `virt` 0.5 has the migrate call and job statistics but no abort: [`abort_job`] wraps
-//! `virDomainAbortJob` from the sys bindings.
+//! `virt` 0.5 has the migrate call and job statistics but no abort, no post-copy switch and
+//! no downtime setting: [`abort_job`], [`start_post_copy`] and [`set_max_downtime`] wrap
+//! `virDomainAbortJob`, `virDomainMigrateStartPostCopy` and `virDomainMigrateSetMaxDowntime`
+//! from the sys bindings.
 #![allow(unsafe_code)]
 
 use virt::connect::Connect;
@@ -75,17 +77,40 @@ pub struct Request {
     pub copy_disks: bool,
     /// Bandwidth cap, MiB/s.
     pub bandwidth_mib: Option<u64>,
+    /// What the policy enables for the job.
+    pub features: Features,
+}
+
+/// QEMU features a policy enables for a job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// Throttle the guest's vCPUs when it dirties memory faster than it is sent.
+    pub auto_converge: bool,
+    /// Allow a later switch to post-copy ([`start_post_copy`]).
+    pub post_copy: bool,
+    /// XBZRLE compression of pages sent again.
+    pub compression: bool,
 }
 
 /// The flags of [`migrate`]: live, peer to peer, persistent on the target, undefined on
-/// the source once QEMU completed, and the disks' top layers copied when asked.
-pub fn flags(copy_disks: bool) -> u32 {
+/// the source once QEMU completed, the disks' top layers copied when asked, and what the
+/// policy enables.
+pub fn flags(copy_disks: bool, features: Features) -> u32 {
     let mut f = sys::VIR_MIGRATE_LIVE
         | sys::VIR_MIGRATE_PEER2PEER
         | sys::VIR_MIGRATE_PERSIST_DEST
         | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
     if copy_disks {
         f |= sys::VIR_MIGRATE_NON_SHARED_INC;
+    }
+    if features.auto_converge {
+        f |= sys::VIR_MIGRATE_AUTO_CONVERGE;
+    }
+    if features.post_copy {
+        f |= sys::VIR_MIGRATE_POSTCOPY;
+    }
+    if features.compression {
+        f |= sys::VIR_MIGRATE_COMPRESSED;
     }
     f
 }
@@ -109,9 +134,11 @@ pub fn migrate(req: &Request) -> Result<(), OpError> {
         dest_xml: Some(req.dest_xml.clone()),
         persist_xml: Some(req.dest_xml.clone()),
         bandwidth: req.bandwidth_mib,
+        compression: req.features.compression.then(|| "xbzrle".to_owned()),
         ..Default::default()
     };
-    dom.migrate_to_uri3(Some(&req.target_uri), params, flags(req.copy_disks))
+    let f = flags(req.copy_disks, req.features);
+    dom.migrate_to_uri3(Some(&req.target_uri), params, f)
         .map_err(err("migrate"))
 }
 
@@ -237,6 +264,42 @@ pub fn abort_job(uri: &str, domain: &str) -> Result<(), OpError> {
     Ok(())
 }
 
+/// The last libvirt error as an [`OpError`] of `op`.
+fn last_error(op: &'static str) -> OpError {
+    OpError {
+        op,
+        message: virt::error::Error::last_error().message().to_owned(),
+    }
+}
+
+/// Switch the running migration of `domain` to post-copy
+/// (`virDomainMigrateStartPostCopy`): the guest resumes on the target, which fetches the
+/// pages still here on demand. Only for a job started with [`Features::post_copy`].
+pub fn start_post_copy(uri: &str, domain: &str) -> Result<(), OpError> {
+    let conn = Conn::open(uri)?;
+    let dom = conn.domain(domain)?;
+    // SAFETY: `dom` holds a valid virDomainPtr for the duration of the call (dropped, and
+    // freed, only after it returns); the call keeps no reference to it; flags must be 0.
+    let rc = unsafe { sys::virDomainMigrateStartPostCopy(dom.as_ptr(), 0) };
+    if rc < 0 {
+        return Err(last_error("start post-copy"));
+    }
+    Ok(())
+}
+
+/// The longest pause at the switch-over QEMU may plan for, milliseconds
+/// (`virDomainMigrateSetMaxDowntime`), for the running migration of `domain`.
+pub fn set_max_downtime(uri: &str, domain: &str, ms: u64) -> Result<(), OpError> {
+    let conn = Conn::open(uri)?;
+    let dom = conn.domain(domain)?;
+    // SAFETY: as in `start_post_copy`: a valid domain pointer for the call, flags 0.
+    let rc = unsafe { sys::virDomainMigrateSetMaxDowntime(dom.as_ptr(), ms, 0) };
+    if rc < 0 {
+        return Err(last_error("set max downtime"));
+    }
+    Ok(())
+}
+
 /// Whether `domain` exists on `uri` and runs.
 pub fn is_running(uri: &str, domain: &str) -> Result<bool, OpError> {
     let conn = Conn::open(uri)?;
@@ -252,13 +315,51 @@ mod tests {
 
     #[test]
     fn flags_copy_the_top_layer_of_disks_only_when_asked() {
-        let f = flags(false);
+        let f = flags(false, Features::default());
         assert_ne!(f & sys::VIR_MIGRATE_LIVE, 0);
         assert_ne!(f & sys::VIR_MIGRATE_PEER2PEER, 0);
         assert_ne!(f & sys::VIR_MIGRATE_UNDEFINE_SOURCE, 0);
         assert_eq!(f & sys::VIR_MIGRATE_NON_SHARED_INC, 0);
-        assert_ne!(flags(true) & sys::VIR_MIGRATE_NON_SHARED_INC, 0);
-        assert_eq!(flags(true) & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        let d = flags(true, Features::default());
+        assert_ne!(d & sys::VIR_MIGRATE_NON_SHARED_INC, 0);
+        assert_eq!(d & sys::VIR_MIGRATE_NON_SHARED_DISK, 0);
+        for x in [
+            sys::VIR_MIGRATE_AUTO_CONVERGE,
+            sys::VIR_MIGRATE_POSTCOPY,
+            sys::VIR_MIGRATE_COMPRESSED,
+        ] {
+            assert_eq!(f & x, 0, "off unless the policy enables it");
+        }
+    }
+
+    #[test]
+    fn the_policys_features_become_flags() {
+        let all = Features {
+            auto_converge: true,
+            post_copy: true,
+            compression: true,
+        };
+        let f = flags(false, all);
+        assert_ne!(f & sys::VIR_MIGRATE_AUTO_CONVERGE, 0);
+        assert_ne!(f & sys::VIR_MIGRATE_POSTCOPY, 0);
+        assert_ne!(f & sys::VIR_MIGRATE_COMPRESSED, 0);
+        let only = Features {
+            post_copy: true,
+            ..Features::default()
+        };
+        assert_eq!(flags(false, only) & sys::VIR_MIGRATE_AUTO_CONVERGE, 0);
+    }
+
+    #[test]
+    fn post_copy_and_downtime_report_libvirts_refusal() {
+        // The test driver runs no migrations: libvirt's own error, no crash.
+        let e = start_post_copy("test:///default", "test").unwrap_err();
+        assert_eq!(e.op, "start post-copy");
+        assert!(!e.message.is_empty());
+        let e = set_max_downtime("test:///default", "test", 300).unwrap_err();
+        assert_eq!(e.op, "set max downtime");
+        let e = start_post_copy("test:///default", "no-such-domain").unwrap_err();
+        assert_eq!(e.op, "lookup domain");
     }
 
     #[test]

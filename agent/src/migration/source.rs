@@ -7,7 +7,8 @@
 //! migration reported `Running` with no job of its own and settles it from what libvirt
 //! says: the domain still here (failed), or gone here and running on the target (done).
 
-use super::ops::{self, Request};
+use super::converge::{self, Verdict};
+use super::ops::{self, Features, Request};
 use super::{Config, Error, labelled, patch_status};
 use crate::domain_xml::name::domain_name;
 use crate::reconcile::controller::Context;
@@ -15,6 +16,7 @@ use crate::storage::layout;
 use ironvisor_crds::migration::{
     MigrationPhase, MigrationProgress, SOURCE_LABEL, SourceState, VirtualMachineMigration,
 };
+use ironvisor_crds::migration_policy::AppliedPolicy;
 use ironvisor_crds::vm::{Phase, VirtualMachine};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -22,8 +24,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How often a running job's statistics are read and reported.
-const PROGRESS: Duration = Duration::from_millis(500);
+/// How often a running job's statistics are read, the policy applied and the progress
+/// reported (one status patch per tick).
+const PROGRESS: Duration = Duration::from_secs(1);
 
 /// Migrations (by uid) whose job runs in this process.
 #[derive(Clone, Default)]
@@ -105,6 +108,14 @@ enum Stopped {
     TimedOut,
 }
 
+/// The running job's policy state: what was applied so far.
+#[derive(Default)]
+struct Steering {
+    downtime_set: bool,
+    post_copy: bool,
+    post_copy_refused: bool,
+}
+
 /// The job: the definition for the target, the migrate call, progress until it returns.
 /// Returns the `source` report.
 async fn drive(
@@ -146,6 +157,7 @@ async fn drive(
         Ok(x) => x,
         Err(e) => return Ok(json!({ "state": "Failed", "message": e.to_string() })),
     };
+    let policy = converge::policy_of(m);
     let req = Request {
         source_uri: uri.clone(),
         domain: domain.clone(),
@@ -153,89 +165,168 @@ async fn drive(
         target_address: address,
         dest_xml,
         copy_disks: live.contains("device='disk'") || live.contains("device=\"disk\""),
-        bandwidth_mib: m.spec.bandwidth_mib_per_second,
+        bandwidth_mib: policy.bandwidth_mib_per_second,
+        features: Features {
+            auto_converge: policy.auto_converge,
+            post_copy: policy.post_copy,
+            compression: policy.compression,
+        },
     };
     patch_status(ctx, m, json!({ "source": { "state": "Running" } })).await?;
-    tracing::info!(migration = m.name_any(), domain, to = %target_node, "live migration starting");
+    tracing::info!(migration = m.name_any(), domain, to = %target_node, ?policy, "live migration starting");
     let started = Instant::now();
     let mut job = tokio::task::spawn_blocking(move || ops::migrate(&req));
-    let timeout = m.spec.completion_timeout_seconds.map(Duration::from_secs);
     let mut stopped = None;
+    let mut steer = Steering::default();
     let mut tick = tokio::time::interval(PROGRESS);
     let result = loop {
         tokio::select! {
             r = &mut job => break r?,
             _ = tick.tick() => {}
         }
+        let stats = job_stats(&uri, &domain).await;
         if stopped.is_none() {
-            stopped = should_stop(ctx, m, started, timeout).await;
-            if stopped.is_some() {
-                let (u, d) = (uri.clone(), domain.clone());
-                let aborted = tokio::task::spawn_blocking(move || ops::abort_job(&u, &d)).await?;
-                tracing::info!(
-                    migration = m.name_any(),
-                    ?aborted,
-                    "aborting the migration job"
-                );
-            }
+            let now = (uri.as_str(), started, stats.as_ref());
+            // A failed step is retried on the next tick; the job is never left unwatched.
+            stopped = steer_job(ctx, m, &policy, now, &mut steer)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(migration = m.name_any(), error = %e, "policy step failed");
+                    None
+                });
         }
-        report_progress(ctx, &uri, &domain, m).await;
+        if let Some(s) = stats {
+            report_progress(ctx, m, &s, steer.post_copy).await;
+        }
     };
     let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let post_copy = steer.post_copy;
     Ok(match (result, stopped) {
         (Ok(()), _) => {
             tracing::info!(
                 migration = m.name_any(),
                 elapsed_ms = elapsed,
+                post_copy,
                 "live migration completed"
             );
-            json!({ "state": "Succeeded", "elapsedMilliseconds": elapsed })
+            json!({ "state": "Succeeded", "elapsedMilliseconds": elapsed, "postCopy": post_copy })
         }
         (Err(e), Some(Stopped::Cancelled)) => {
             json!({ "state": "Aborted", "message": format!("cancelled: {e}"), "elapsedMilliseconds": elapsed })
         }
         (Err(e), Some(Stopped::TimedOut)) => json!({
             "state": "Failed",
-            "message": format!("did not complete within {}s, aborted: {e}", timeout.unwrap_or_default().as_secs()),
+            "message": format!(
+                "did not converge within the policy's {} s (auto-converge {}, post-copy {}), aborted: {e}",
+                policy.completion_timeout_seconds,
+                on_off(policy.auto_converge),
+                on_off(policy.post_copy),
+            ),
             "elapsedMilliseconds": elapsed,
         }),
         (Err(e), None) => {
             tracing::warn!(migration = m.name_any(), error = %e, "live migration failed");
-            json!({ "state": "Failed", "message": e.to_string(), "elapsedMilliseconds": elapsed })
+            json!({ "state": "Failed", "message": e.to_string(), "elapsedMilliseconds": elapsed, "postCopy": post_copy })
         }
     })
 }
 
-/// Whether the migration was deleted (cancel) or ran out of time.
-async fn should_stop(
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// The running job's statistics, when there is a job.
+async fn job_stats(uri: &str, domain: &str) -> Option<ops::JobStats> {
+    let (u, d) = (uri.to_owned(), domain.to_owned());
+    match tokio::task::spawn_blocking(move || ops::job_stats(&u, &d, false)).await {
+        Ok(Ok(s)) if s.active => Some(s),
+        _ => None,
+    }
+}
+
+/// Apply the policy to the running job: the downtime once, then the convergence verdict
+/// (post-copy or abort), and a cancel. Returns why the job is being stopped, if it is.
+async fn steer_job(
     ctx: &Context,
     m: &VirtualMachineMigration,
-    started: Instant,
-    timeout: Option<Duration>,
-) -> Option<Stopped> {
-    if timeout.is_some_and(|t| started.elapsed() > t) {
-        return Some(Stopped::TimedOut);
+    policy: &AppliedPolicy,
+    (uri, started, stats): (&str, Instant, Option<&ops::JobStats>),
+    steer: &mut Steering,
+) -> Result<Option<Stopped>, Error> {
+    let (uri, domain) = (uri.to_owned(), domain_of(m));
+    if let (Some(ms), Some(_), false) =
+        (policy.max_downtime_milliseconds, stats, steer.downtime_set)
+    {
+        let (u, d) = (uri.clone(), domain.clone());
+        let r = tokio::task::spawn_blocking(move || ops::set_max_downtime(&u, &d, ms)).await?;
+        tracing::info!(migration = m.name_any(), ms, result = ?r, "maximum downtime set");
+        steer.downtime_set = true;
     }
+    if cancelled(ctx, m).await {
+        abort(m, &uri, &domain).await?;
+        return Ok(Some(Stopped::Cancelled));
+    }
+    let seen = converge::Seen {
+        elapsed: started.elapsed(),
+        iteration: stats.map_or(0, |s| s.iteration),
+        post_copy: steer.post_copy,
+    };
+    let policy = AppliedPolicy {
+        post_copy: policy.post_copy && !steer.post_copy_refused,
+        ..policy.clone()
+    };
+    match converge::decide(&policy, seen) {
+        Verdict::Continue => Ok(None),
+        Verdict::Abort => {
+            abort(m, &uri, &domain).await?;
+            Ok(Some(Stopped::TimedOut))
+        }
+        Verdict::StartPostCopy => {
+            let (u, d) = (uri, domain);
+            let r = tokio::task::spawn_blocking(move || ops::start_post_copy(&u, &d)).await?;
+            tracing::info!(migration = m.name_any(), result = ?r, "the copy does not converge: switching to post-copy");
+            // A refused switch is not retried: the timeout then aborts the job.
+            steer.post_copy = r.is_ok();
+            steer.post_copy_refused = r.is_err();
+            if let Err(e) = r {
+                tracing::warn!(migration = m.name_any(), error = %e, "post-copy refused");
+            }
+            Ok(None)
+        }
+    }
+}
+
+async fn abort(m: &VirtualMachineMigration, uri: &str, domain: &str) -> Result<(), Error> {
+    let (u, d) = (uri.to_owned(), domain.to_owned());
+    let aborted = tokio::task::spawn_blocking(move || ops::abort_job(&u, &d)).await?;
+    tracing::info!(
+        migration = m.name_any(),
+        ?aborted,
+        "aborting the migration job"
+    );
+    Ok(())
+}
+
+/// Whether the migration was deleted (cancel).
+async fn cancelled(ctx: &Context, m: &VirtualMachineMigration) -> bool {
     let api = Api::<VirtualMachineMigration>::namespaced(
         ctx.client.clone(),
         &m.namespace().unwrap_or_default(),
     );
     match api.get_opt(&m.name_any()).await {
-        Ok(Some(now)) if now.uid() == m.uid() && now.metadata.deletion_timestamp.is_none() => None,
-        Ok(_) => Some(Stopped::Cancelled),
+        Ok(Some(now)) => now.uid() != m.uid() || now.metadata.deletion_timestamp.is_some(),
+        Ok(None) => true,
         // The API unreachable is no cancel: QEMU goes on.
-        Err(_) => None,
+        Err(_) => false,
     }
 }
 
-async fn report_progress(ctx: &Context, uri: &str, domain: &str, m: &VirtualMachineMigration) {
-    let (u, d) = (uri.to_owned(), domain.to_owned());
-    let Ok(Ok(s)) = tokio::task::spawn_blocking(move || ops::job_stats(&u, &d, false)).await else {
-        return;
-    };
-    if !s.active {
-        return;
-    }
+async fn report_progress(
+    ctx: &Context,
+    m: &VirtualMachineMigration,
+    s: &ops::JobStats,
+    post_copy: bool,
+) {
     let mut p = MigrationProgress {
         memory_total_bytes: s.mem_total,
         memory_remaining_bytes: s.mem_remaining,
@@ -247,7 +338,7 @@ async fn report_progress(ctx: &Context, uri: &str, domain: &str, m: &VirtualMach
         percent: String::new(),
     };
     p.percent = format!("{}%", p.percent_done());
-    let body = json!({ "source": { "state": "Running", "progress": p } });
+    let body = json!({ "source": { "state": "Running", "progress": p, "postCopy": post_copy } });
     if let Err(e) = patch_status(ctx, m, body).await {
         tracing::debug!(error = %e, "progress not reported");
     }

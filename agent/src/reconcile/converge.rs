@@ -18,7 +18,7 @@ use crate::domain_xml::{
 };
 use crate::hypervisor::{HvError, Observed};
 use crate::lifecycle::{StopReason, VmState};
-use crate::run_strategy::{Action, Decision, DecisionInput, decide};
+use crate::run_strategy::{Action, Decision, DecisionInput, actionable_restart, decide};
 use crate::seed::{SeedContent, write_seed};
 use crate::storage::cache::DownloadError;
 use crate::storage::layout;
@@ -288,13 +288,22 @@ impl Run<'_> {
             strategy: spec.run_strategy,
             state: before,
             requested_state: annotation(self.vm, REQUESTED_STATE),
-            restart_requested: annotation(self.vm, RESTART_REQUESTED_AT),
+            restart_requested: self.restart_request(),
             last_restart_request: self.prev.last_restart_request.as_deref(),
             has_run: self.prev.started_at.is_some(),
             shutdown_sent_ago,
             grace: Duration::from_secs(
                 u64::try_from(spec.termination_grace_period_seconds).unwrap_or(0),
             ),
+        })
+    }
+
+    /// The restart request to act on now: none while another operation holds the VM.
+    fn restart_request(&self) -> Option<&str> {
+        let holder = self.vm.status.as_ref().and_then(|s| s.operation.as_ref());
+        actionable_restart(annotation(self.vm, RESTART_REQUESTED_AT), holder).unwrap_or_else(|op| {
+            tracing::info!(vm = %self.key(), holder = %op, "restart waits: another operation holds the VM");
+            None
         })
     }
 

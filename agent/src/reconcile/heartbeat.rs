@@ -1,13 +1,18 @@
 //! The host's heartbeat: the Lease `ironvisor-agent-<node>` in `ironvisor-system`, renewed
 //! every 10 s, and the status of the Hypervisor named after the node, with the host's health
-//! checked anew each time (a timed capability probe, /dev/kvm, the directories).
+//! checked anew each time (a timed capability probe, /dev/kvm, the directories) and the
+//! host's real load over the last period ([`crate::load`]) in the same write, so measuring
+//! the load adds no writes.
 
 use super::guard::VmObject;
 use crate::health::{Monitor, Report};
 use crate::host::{HostFacts, add_health, allocated, hypervisor_status};
+use crate::hypervisor::Hypervisor as _;
+use crate::load::{DomainSample, HostSize, Sample, host_load, pressure};
 use crate::metrics::{Health, Metrics};
 use ironvisor_crds::hypervisor::{Acceleration, Hypervisor};
 use ironvisor_crds::labels::{HEARTBEAT_LEASE_PREFIX, SYSTEM_NAMESPACE, agent_manager};
+use ironvisor_crds::load::HostLoad;
 use ironvisor_crds::vm::VirtualMachine;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
@@ -44,6 +49,8 @@ pub struct Heartbeat {
     pub libvirt: crate::hypervisor::libvirt::Libvirt,
     /// Whether libvirt is connected (kept by the connection watch).
     pub health: Arc<Health>,
+    /// The previous reading of the domains' counters (the load is the change since).
+    pub last_sample: Option<Sample>,
 }
 
 impl Heartbeat {
@@ -106,11 +113,65 @@ impl Heartbeat {
         report
     }
 
+    /// Read the counters of the domains this agent owns and return the load since the
+    /// previous reading (`None` the first time, or when libvirt does not answer).
+    pub async fn sample_load(&mut self) -> Option<HostLoad> {
+        let owned = match self.libvirt.list_owned().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing domains for the load failed");
+                return None;
+            }
+        };
+        let usage = match self.libvirt.domain_usage().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading domain statistics failed");
+                return None;
+            }
+        };
+        let mut domains = std::collections::BTreeMap::new();
+        for u in usage {
+            let Some(owner) = owned
+                .iter()
+                .find(|o| o.name == u.name)
+                .and_then(|o| o.owner())
+                .filter(|m| m.node.as_deref().is_none_or(|n| n == self.node))
+            else {
+                continue;
+            };
+            domains.insert(
+                u.name,
+                DomainSample {
+                    namespace: owner.namespace.clone(),
+                    name: owner.name.clone(),
+                    cpu_time_ns: u.cpu_time_ns.unwrap_or(0),
+                    memory_bytes: u.memory_bytes.unwrap_or(0),
+                },
+            );
+        }
+        let now = Sample {
+            at: std::time::Instant::now(),
+            domains,
+        };
+        let size = HostSize {
+            cpus: self.facts.cpus,
+            memory_bytes: u64::try_from(self.facts.memory_bytes).unwrap_or(0),
+        };
+        let load = self
+            .last_sample
+            .as_ref()
+            .and_then(|prev| host_load(prev, &now, size, Time(jiff::Timestamp::now()), pressure()));
+        self.last_sample = Some(now);
+        load
+    }
+
     /// Create the Hypervisor object if missing and write its status.
     pub async fn report(
         &self,
         vms: &[Arc<VirtualMachine>],
         health: &Report,
+        load: Option<HostLoad>,
     ) -> Result<(), kube::Error> {
         let api = Api::<Hypervisor>::all(self.client.clone());
         let hv = match api.get_opt(&self.node).await? {
@@ -152,6 +213,8 @@ impl Heartbeat {
         );
         add_health(&mut status, health, &now);
         status.seed_key = Some(self.seed_key.clone());
+        status.tpm = self.monitor.caps().map(|c| c.tpm_emulator);
+        status.load = load;
         if let (Some(cap), Some(alloc)) = (&status.capacity, &status.allocatable) {
             let bytes = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
                 ironvisor_crds::quantity::to_bytes(&q.0).unwrap_or(0)
@@ -193,8 +256,9 @@ impl Heartbeat {
             if let Err(e) = self.renew_lease().await {
                 tracing::warn!(error = %e, "renewing the heartbeat lease failed");
             }
+            let load = self.sample_load().await;
             if let Err(e) = self
-                .report(&super::controller::cached_vms(&store), &last)
+                .report(&super::controller::cached_vms(&store), &last, load)
                 .await
             {
                 tracing::warn!(error = %e, "writing the Hypervisor status failed");

@@ -217,6 +217,8 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
         audited: None,
         operation: None,
         run_log: run_log(i),
+        // Written by the utilization sampler under its own field manager.
+        utilization: None,
     }
 }
 

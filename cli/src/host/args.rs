@@ -7,6 +7,11 @@ use std::path::PathBuf;
 pub enum HostCommand {
     /// Qualify this host for running Ironvisor (exit 0: qualifies, 1: does not, 2: usage).
     Check(CheckArgs),
+    /// Put a host in maintenance: nothing new is placed there and its running VMs are moved
+    /// away by live migration (per their drainStrategy); --wait follows it until drained.
+    Drain(crate::drain::DrainArgs),
+    /// Take a host out of maintenance: it is schedulable again.
+    Undrain(crate::drain::UndrainArgs),
 }
 
 /// What the host is qualified for.

@@ -182,6 +182,8 @@ pub struct ExtraFacts {
     pub unverified_files: Vec<String>,
     /// OVF vApp properties not carried over, each with why.
     pub vapp_properties_dropped: Vec<String>,
+    /// Why a vTPM is not carried over (`--no-tpm`); `None`: carried as `spec.tpm`.
+    pub tpm_dropped: Option<String>,
 }
 
 /// Every fact the rules may test, by name.
@@ -214,6 +216,7 @@ pub fn facts(vm: &SourceVm, extra: &ExtraFacts) -> BTreeMap<&'static str, Fact> 
         GuestFamily::Linux => "linux",
         GuestFamily::Other => "other",
     };
+    let tpm = super::tpm::map(vm, extra.tpm_dropped.as_deref());
     let over = extra
         .quota_remaining_bytes
         .map_or(0, |left| extra.disk_bytes.saturating_sub(left));
@@ -242,6 +245,8 @@ pub fn facts(vm: &SourceVm, extra: &ExtraFacts) -> BTreeMap<&'static str, Fact> 
         ),
         ("sriov_nics", Fact::Items(devices(&[DeviceKind::SriovNic]))),
         ("vtpm", Fact::Items(devices(&[DeviceKind::Vtpm]))),
+        ("vtpm_carried", Fact::Items(tpm.carried())),
+        ("vtpm_dropped", Fact::Items(tpm.dropped_items())),
         (
             "serial_network",
             Fact::Items(devices(&[DeviceKind::SerialNetwork])),

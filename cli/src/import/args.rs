@@ -88,6 +88,10 @@ pub struct VmwareArgs {
     /// Keep the VMware MAC addresses.
     #[arg(long, visible_alias = "keep-macs")]
     pub keep_mac: bool,
+    /// Leave a source vTPM out (listed as dropped) instead of giving the VM a new TPM 2.0
+    /// (`spec.tpm`), e.g. for a cluster without swtpm on its hosts.
+    #[arg(long)]
+    pub no_tpm: bool,
     /// Bus for disks on VMware SCSI controllers (lsilogic, pvscsi, ...).
     #[arg(long, value_enum, default_value_t = ScsiBus::Scsi)]
     pub scsi_bus: ScsiBus,

@@ -112,6 +112,8 @@ pub struct MappingOptions {
     pub scsi_bus: ScsiBus,
     /// Run strategy of the new VM.
     pub run_strategy: RunStrategy,
+    /// Why a source vTPM is left out (`--no-tpm`); `None` carries it over as `spec.tpm`.
+    pub no_tpm: Option<String>,
 }
 
 /// A disk to put in the manifest, with its size.
@@ -323,6 +325,8 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         SourceFirmware::Bios => Firmware::Bios,
         SourceFirmware::Efi => Firmware::Uefi,
     };
+    let tpm = super::tpm::map(src, opts.no_tpm.as_deref());
+    notes.extend(tpm.note());
     let mut annotations = BTreeMap::from([(IMPORTED_FROM.to_owned(), "vmware".to_owned())]);
     if let Some(os) = &src.guest_os {
         annotations.insert(VMWARE_GUEST_OS.into(), os.clone());
@@ -342,6 +346,7 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         },
         firmware: Some(firmware),
         secure_boot: (firmware == Firmware::Uefi).then_some(src.secure_boot),
+        tpm: tpm.spec,
         kernel_boot: None,
         disks: spec_disks,
         networks,
@@ -352,6 +357,7 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         anti_affinity_group: None,
         termination_grace_period_seconds: 60,
         eviction_strategy: Default::default(),
+        drain_strategy: Default::default(),
     };
     let mut vm = VirtualMachine::new(&opts.name, spec);
     vm.metadata = ObjectMeta {
@@ -490,6 +496,7 @@ mod tests {
                 },
                 firmware: None,
                 secure_boot: None,
+                tpm: None,
                 kernel_boot: None,
                 disks: vec![],
                 networks: vec![],
@@ -500,6 +507,7 @@ mod tests {
                 anti_affinity_group: None,
                 termination_grace_period_seconds: 60,
                 eviction_strategy: Default::default(),
+                drain_strategy: Default::default(),
             },
         );
         let err = write_to(&mut Full, Path::new("/out/x/x.yaml"), &vm).unwrap_err();

@@ -23,6 +23,7 @@ pub mod qemu_view;
 pub mod report;
 pub mod run;
 pub mod sandbox;
+pub mod tpm;
 pub mod validate;
 pub mod vapp;
 pub mod vmdk;

@@ -182,6 +182,7 @@ pub fn run(req: &Request) -> Result<Report, ImportError> {
             })
             .collect(),
         unverified_files: loaded.unverified_files.clone(),
+        tpm_dropped: mapping.no_tpm.clone(),
         ..extra
     };
     let findings = advisor::evaluate(

@@ -10,7 +10,7 @@ pub enum UsageFormat {
     Json,
     /// CSV (RFC 4180) for spreadsheets.
     Csv,
-    /// A self-contained HTML page to mail.
+    /// A self-contained HTML page to mail (usage, the children's parts and right-sizing).
     Html,
 }
 
@@ -30,6 +30,10 @@ pub struct UsageArgs {
     /// Also list the days and VMs (always with --tenant).
     #[arg(long)]
     pub detail: bool,
+    /// Show right-sizing instead: each running VM's verdict (idle, oversized, right-sized),
+    /// allocated vs used, the recommended size and its monthly saving.
+    #[arg(long)]
+    pub rightsizing: bool,
 }
 
 /// `YYYY-MM` with a real month.

@@ -9,6 +9,7 @@ use kube::api::ListParams;
 
 use super::args::{UsageArgs, UsageFormat};
 use super::render;
+use super::rightsizing;
 use crate::cluster::{ClusterArgs, ClusterError};
 
 /// Why `ivctl usage` failed.
@@ -80,17 +81,77 @@ pub async fn usage(cluster: &ClusterArgs, a: &UsageArgs) -> Result<(), UsageErro
             items
         }
     };
-    let rows = render::rows(&reports, a.detail || a.tenant.is_some());
     let title = match &a.tenant {
         Some(t) => format!("Usage of {t} in {month}"),
         None => format!("Usage in {month}"),
     };
-    let text = match a.output {
-        UsageFormat::Table => render::table(&rows),
-        UsageFormat::Csv => render::csv(&rows),
-        UsageFormat::Html => render::html(&rows, &title),
-        UsageFormat::Json => serde_json::to_string_pretty(&reports).map_err(UsageError::Json)?,
+    let text = if a.rightsizing {
+        rightsizing_text(&reports, a.output, &title)?
+    } else {
+        usage_text(&reports, a, &title)?
     };
     print!("{text}");
     Ok(())
+}
+
+fn usage_text(reports: &[UsageReport], a: &UsageArgs, title: &str) -> Result<String, UsageError> {
+    let rows = render::rows(reports, a.detail || a.tenant.is_some());
+    Ok(match a.output {
+        UsageFormat::Table => render::table(&rows),
+        UsageFormat::Csv => render::csv(&rows),
+        UsageFormat::Html => render::html(&rows, title, &rightsizing_html(reports)),
+        UsageFormat::Json => serde_json::to_string_pretty(reports).map_err(UsageError::Json)?,
+    })
+}
+
+/// The right-sizing section of the HTML report; empty when nothing was measured.
+pub fn rightsizing_html(reports: &[UsageReport]) -> String {
+    let rows = rightsizing::rows(reports);
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("<h2>Right-sizing</h2>\n");
+    for line in rightsizing::summary(reports) {
+        out.push_str(&format!("<p>{}</p>\n", render::escape(&line)));
+    }
+    out.push_str(&render::html_table(&rightsizing::HEADERS, &rows));
+    out
+}
+
+fn rightsizing_text(
+    reports: &[UsageReport],
+    format: UsageFormat,
+    title: &str,
+) -> Result<String, UsageError> {
+    let rows = rightsizing::rows(reports);
+    Ok(match format {
+        UsageFormat::Table => {
+            let mut t = render::columns(&rightsizing::HEADERS, &rows);
+            for line in rightsizing::summary(reports) {
+                t.push_str(&line);
+                t.push('\n');
+            }
+            t
+        }
+        UsageFormat::Csv => render::csv_of(&rightsizing::HEADERS, &rows),
+        // The mailable page always carries both parts.
+        UsageFormat::Html => render::html(
+            &render::rows(reports, true),
+            title,
+            &rightsizing_html(reports),
+        ),
+        UsageFormat::Json => {
+            let sections: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "tenant": r.spec.tenant,
+                        "period": r.spec.period,
+                        "rightsizing": r.status.as_ref().and_then(|s| s.rightsizing.as_ref()),
+                    })
+                })
+                .collect();
+            serde_json::to_string_pretty(&sections).map_err(UsageError::Json)?
+        }
+    })
 }

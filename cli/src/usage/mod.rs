@@ -4,6 +4,7 @@
 pub mod args;
 pub mod cmd;
 pub mod render;
+pub mod rightsizing;
 
 #[cfg(test)]
 mod render_tests;

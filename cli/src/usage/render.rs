@@ -13,13 +13,13 @@ pub struct Row {
     pub tenant: String,
     /// `YYYY-MM`.
     pub period: String,
-    /// total (with descendants), own, day or vm.
+    /// total (with descendants), own, child (a direct child's part of the total), day or vm.
     pub kind: &'static str,
-    /// The day (`YYYY-MM-DD`) or VM (`namespace/name`); empty for total and own.
+    /// The child tenant, day (`YYYY-MM-DD`) or VM (`namespace/name`); empty for total and own.
     pub name: String,
     /// The figures.
     pub usage: UsageTotals,
-    /// Cost, where known (total and own only).
+    /// Cost, where known (total, own and children only).
     pub cost: Option<String>,
     /// Currency of the cost.
     pub currency: Option<String>,
@@ -53,6 +53,9 @@ pub fn rows(reports: &[UsageReport], detail: bool) -> Vec<Row> {
             s.own,
             s.cost.as_ref().map(|c| c.own.clone()),
         ));
+        for c in &s.children {
+            out.push(row("child", c.tenant.clone(), c.usage, c.cost.clone()));
+        }
         if detail {
             details(&s, &mut |kind, name, usage| {
                 out.push(row(kind, name, usage, None))
@@ -112,23 +115,8 @@ fn cells(r: &Row) -> Vec<String> {
 
 /// Aligned columns for a terminal.
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<Vec<String>> = std::iter::once(HEADERS.iter().map(|h| h.to_string()).collect())
-        .chain(rows.iter().map(cells))
-        .collect();
-    let widths: Vec<usize> = (0..HEADERS.len())
-        .map(|i| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &all {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    columns(&HEADERS, &cells)
 }
 
 fn csv_field(s: &str) -> String {
@@ -144,21 +132,12 @@ fn csv_field(s: &str) -> String {
 
 /// RFC 4180 CSV with a header line.
 pub fn csv(rows: &[Row]) -> String {
-    let mut out = HEADERS
-        .iter()
-        .map(|h| h.to_lowercase().replace('-', "_"))
-        .collect::<Vec<_>>()
-        .join(",");
-    out.push_str("\r\n");
-    for r in rows {
-        let line: Vec<String> = cells(r).iter().map(|c| csv_field(c)).collect();
-        out.push_str(&line.join(","));
-        out.push_str("\r\n");
-    }
-    out
+    let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    csv_of(&HEADERS, &cells)
 }
 
-fn escape(s: &str) -> String {
+/// `s` safe inside HTML text and attributes.
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -166,28 +145,82 @@ fn escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// A self-contained HTML page (no scripts, no external resources).
-pub fn html(rows: &[Row], title: &str) -> String {
+/// A self-contained HTML page (no scripts, no external resources); `extra` is more HTML
+/// (already escaped) after the usage table, e.g. the right-sizing section.
+pub fn html(rows: &[Row], title: &str, extra: &str) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n\
          <style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #999;padding:2px 8px;text-align:right}}\
-         td:nth-child(-n+4),th{{text-align:left}}</style></head>\n<body><h1>{t}</h1>\n<table>\n<tr>",
+         td:nth-child(-n+4),th{{text-align:left}}</style></head>\n<body><h1>{t}</h1>\n",
         t = escape(title)
     );
-    for h in HEADERS {
+    let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    out.push_str(&html_table(&HEADERS, &cells));
+    out.push_str("<p>Hours are UTC; memory and storage in GiB-hours. Halted VM-hours are reservations of admitted VMs that were not running, shown apart and not priced. A child row is that child's part of the total, with its own descendants.</p>\n");
+    out.push_str(extra);
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// An HTML table of `headers` and `rows`, every cell escaped.
+pub fn html_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = String::from("<table>\n<tr>");
+    for h in headers {
         let _ = write!(out, "<th>{}</th>", escape(h));
     }
     out.push_str("</tr>\n");
     for r in rows {
         out.push_str("<tr>");
-        for c in cells(r) {
-            let _ = write!(out, "<td>{}</td>", escape(&c));
+        for c in r {
+            let _ = write!(out, "<td>{}</td>", escape(c));
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</table>\n<p>Hours are UTC; memory and storage in GiB-hours. Halted VM-hours are reservations of admitted VMs that were not running, shown apart and not priced.</p>\n</body></html>\n");
+    out.push_str("</table>\n");
+    out
+}
+
+/// `headers` and `rows` as aligned columns.
+pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let all: Vec<Vec<String>> = std::iter::once(headers.iter().map(|h| h.to_string()).collect())
+        .chain(rows.iter().cloned())
+        .collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            all.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in &all {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `headers` and `rows` as RFC 4180 CSV (formula-safe).
+pub fn csv_of(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut out = headers
+        .iter()
+        .map(|h| h.to_lowercase().replace('-', "_"))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push_str("\r\n");
+    for r in rows {
+        let line: Vec<String> = r.iter().map(|c| csv_field(c)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
     out
 }

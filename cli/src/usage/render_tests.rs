@@ -2,11 +2,14 @@
 
 use ironvisor_crds::UsageReport;
 use ironvisor_crds::usage::{
-    CostSummary, DayUsage, UsageReportSpec, UsageReportStatus, UsageTotals,
+    ChildUsage, CostSummary, DayUsage, UsageReportSpec, UsageReportStatus, UsageTotals,
 };
+use ironvisor_crds::utilization::{RightsizingReport, Size, Verdict, VmRightsizing};
 
 use super::args::parse_month;
-use super::render::{csv, html, rows, table};
+use super::cmd::rightsizing_html;
+use super::render::{csv, csv_of, html, rows, table};
+use super::rightsizing;
 
 fn report(tenant: &str) -> UsageReport {
     let own = UsageTotals {
@@ -72,7 +75,11 @@ fn csv_quotes_what_needs_it_and_defuses_spreadsheet_formulas() {
 
 #[test]
 fn html_is_self_contained_and_escapes_names() {
-    let page = html(&rows(&[report("a<script>")], true), "Usage of a<script>");
+    let page = html(
+        &rows(&[report("a<script>")], true),
+        "Usage of a<script>",
+        "",
+    );
     assert!(!page.contains("<script>"), "{page}");
     assert!(page.contains("a&lt;script&gt;"));
     assert!(!page.contains("http"), "no external resources");
@@ -86,4 +93,114 @@ fn months_are_yyyy_mm() {
     ] {
         assert!(parse_month(bad).is_err(), "{bad}");
     }
+}
+
+fn with_children_and_rightsizing(tenant: &str) -> UsageReport {
+    let mut r = report(tenant);
+    let s = r.status.as_mut().unwrap();
+    s.children.push(ChildUsage {
+        tenant: "payroll".into(),
+        usage: UsageTotals {
+            running_seconds: 3600,
+            ..Default::default()
+        },
+        cost: Some("0.50".into()),
+    });
+    let vm = |name: &str, verdict, recommended, saving: Option<&str>| VmRightsizing {
+        namespace: "fin".into(),
+        name: name.into(),
+        verdict,
+        allocated: Size {
+            vcpus: 4,
+            memory_mib: 8192,
+        },
+        allocated_storage_mib: 10240,
+        measured_seconds: 604800,
+        cpu_avg_millicores: 40,
+        cpu_p95_millicores: 1500,
+        guest_memory_used_mib: None,
+        host_memory_rss_mib: 900,
+        disk_allocated_mib: 1200,
+        recommended,
+        monthly_saving: saving.map(str::to_owned),
+        reason: "because".into(),
+    };
+    s.rightsizing = Some(RightsizingReport {
+        window_seconds: 604800,
+        allocated: Size {
+            vcpus: 8,
+            memory_mib: 16384,
+        },
+        idle: 1,
+        oversized: 1,
+        monthly_saving: Some("250.00".into()),
+        currency: Some("EUR".into()),
+        vms: vec![
+            vm(
+                "=idle",
+                Verdict::Idle,
+                Some(Size::default()),
+                Some("204.40"),
+            ),
+            vm(
+                "big",
+                Verdict::Oversized,
+                Some(Size {
+                    vcpus: 2,
+                    memory_mib: 8192,
+                }),
+                Some("45.60"),
+            ),
+        ],
+        ..Default::default()
+    });
+    r
+}
+
+#[test]
+fn a_child_row_shows_its_part_of_the_total() {
+    let text = table(&rows(&[with_children_and_rightsizing("finance")], false));
+    let child = text.lines().find(|l| l.contains("child")).expect(&text);
+    assert!(child.contains("payroll") && child.contains("1.000") && child.contains("0.50"));
+}
+
+#[test]
+fn rightsizing_rows_say_verdict_recommendation_and_saving() {
+    let reports = [with_children_and_rightsizing("finance")];
+    let rows = rightsizing::rows(&reports);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][3], "idle");
+    assert_eq!(rows[0][11], "halt");
+    assert_eq!(rows[1][11], "2 vCPU / 8192 MiB");
+    assert_eq!((rows[1][6].as_str(), rows[1][7].as_str()), ("0.04", "1.50"));
+    assert_eq!(
+        rows[1][8], "900 (host)",
+        "no guest figure: the host's, marked"
+    );
+    let csv = csv_of(&rightsizing::HEADERS, &rows);
+    assert!(csv.starts_with("tenant,period,vm,verdict,"), "{csv}");
+    assert!(
+        csv.contains("\"'fin/=idle\"") || csv.contains(",fin/=idle,"),
+        "{csv}"
+    );
+    let summary = rightsizing::summary(&reports).join("");
+    assert!(
+        summary.contains("1 idle, 1 oversized") && summary.contains("250.00 EUR"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn the_mailable_page_has_usage_children_and_rightsizing() {
+    let reports = [with_children_and_rightsizing("fin<ance>")];
+    let page = html(&rows(&reports, true), "Usage", &rightsizing_html(&reports));
+    assert!(page.contains("<h2>Right-sizing</h2>"));
+    assert!(page.contains("<td>child</td><td>payroll</td>"));
+    assert!(page.contains("<td>halt</td>"));
+    assert!(!page.contains("fin<ance>") && page.contains("fin&lt;ance&gt;"));
+    assert_eq!(
+        rightsizing_html(&[report("t")]),
+        "",
+        "nothing measured, no section"
+    );
 }

@@ -47,6 +47,7 @@ fn help_lists_import_and_the_kubectl_style_options() {
         "--vapp-properties-as-cloud-init",
         "--dry-run-server",
         "--keep-macs",
+        "--no-tpm",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }

@@ -326,6 +326,7 @@ pub fn request(source: &Path, out: &Path) -> Request {
             keep_mac: false,
             scsi_bus: ScsiBus::Scsi,
             run_strategy: RunStrategy::Halted,
+            no_tpm: None,
         },
         out: out.to_owned(),
         force: false,

@@ -9,3 +9,4 @@ mod formats;
 mod fuzz;
 mod schema;
 mod subformats;
+mod tpm;

@@ -73,6 +73,7 @@ pub fn inputs(inventory_dir: &Path, facts: TargetFacts, window: u64) -> Inputs {
             keep_mac: false,
             scsi_bus: ScsiBus::Scsi,
             run_strategy: ironvisor_crds::vm::RunStrategy::Halted,
+            no_tpm: None,
         },
         described: vec![],
         notes: vec![],

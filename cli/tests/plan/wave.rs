@@ -198,3 +198,71 @@ fn a_planned_wave_is_imported_with_bounded_parallelism() {
         .unwrap();
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("no wave 9"));
 }
+
+/// `ivctl import plan` of one exported VM with a vTPM onto hosts given by a file.
+fn plan_vtpm_vm(dir: &Path, host_tpm: bool) -> serde_json::Value {
+    let exports = dir.join("exports");
+    export(&exports, "win-1", "vtpm.present = \"TRUE\"\n");
+    let inv = dir.join("inv");
+    std::fs::create_dir_all(&inv).unwrap();
+    std::fs::write(
+        inv.join("vInfo.csv"),
+        "VM,CPUs,Memory,Provisioned MiB,In Use MiB,Folder\nwin-1,1,256,8,8,DC/Apps\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("hv.yaml"),
+        format!(
+            "kind: Hypervisor\napiVersion: ironvisor.io/v1alpha1\nmetadata: {{ name: h1 }}\nspec: {{}}\nstatus: {{ allocatable: {{ vcpus: 8, memory: 8Gi }}, tpm: {host_tpm} }}\n"
+        ),
+    )
+    .unwrap();
+    let plan_dir = dir.join("plan");
+    run(ivctl()
+        .args(["import", "plan", "--offline", "--throughput", "100"])
+        .args(["--network-map", "VM Network=user"])
+        .arg("--inventory")
+        .arg(&inv)
+        .arg("--exports")
+        .arg(&exports)
+        .arg("--hypervisors")
+        .arg(dir.join("hv.yaml"))
+        .arg("--out")
+        .arg(&plan_dir));
+    serde_json::from_str(&std::fs::read_to_string(plan_dir.join("plan.json")).unwrap()).unwrap()
+}
+
+fn finding_ids(plan: &serde_json::Value) -> Vec<String> {
+    plan["vms"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_vtpm_is_planned_as_spec_tpm_where_a_host_has_swtpm_and_as_dropped_where_none_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_vtpm_vm(dir.path(), true);
+    assert!(plan["noTpm"].is_null(), "{}", plan["noTpm"]);
+    assert!(finding_ids(&plan).contains(&"vtpm".to_owned()));
+    assert_eq!(
+        plan["vms"][0]["manifest"]["spec"]["tpm"],
+        serde_json::json!({"version": "2.0"})
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_vtpm_vm(dir.path(), false);
+    let why = plan["noTpm"]
+        .as_str()
+        .expect("the reason is recorded for the wave");
+    assert!(
+        why.starts_with("none of the 1 target hosts reports a TPM emulator"),
+        "{why}"
+    );
+    let ids = finding_ids(&plan);
+    assert!(ids.contains(&"vtpm-dropped".to_owned()), "{ids:?}");
+    assert!(!ids.contains(&"vtpm".to_owned()), "{ids:?}");
+    assert!(plan["vms"][0]["manifest"]["spec"]["tpm"].is_null());
+}

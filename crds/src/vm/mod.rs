@@ -8,11 +8,13 @@ mod network;
 mod operation;
 mod status;
 mod storage;
+mod tpm;
 
 pub use network::*;
 pub use operation::*;
 pub use status::*;
 pub use storage::*;
+pub use tpm::*;
 
 use std::collections::BTreeMap;
 
@@ -84,6 +86,13 @@ pub struct VirtualMachineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<bool>,
 
+    /// A virtual TPM 2.0 (`{}` asks for one), emulated by swtpm on the host: the VM is
+    /// placed only on hosts whose Hypervisor status reports `tpm: true`. Its state (sealed
+    /// keys, e.g. BitLocker's) stays with the VM across restarts and live migrations and is
+    /// deleted with the VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<Tpm>,
+
     /// Boot a kernel (and optional initrd) directly instead of from a disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_boot: Option<KernelBoot>,
@@ -139,6 +148,12 @@ pub struct VirtualMachineSpec {
     /// Restart (start the VM on another host, when its disks are not local to the lost host).
     #[serde(default)]
     pub eviction_strategy: EvictionStrategy,
+
+    /// What a planned drain of the VM's host (maintenance mode) does to it while it runs:
+    /// LiveMigrate (move it to another host without stopping it) or None (it stays and
+    /// blocks the drain, which reports it). A stopped VM stays on its host either way.
+    #[serde(default)]
+    pub drain_strategy: crate::maintenance::DrainStrategy,
 }
 
 fn default_grace_period() -> i64 {

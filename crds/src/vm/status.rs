@@ -74,6 +74,10 @@ pub struct VirtualMachineStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub run_log: Vec<crate::usage::RunRecord>,
+    /// The guest's measured CPU, memory and disk use in compact buckets (an hour each by
+    /// default), written by its agent once per bucket; right-sizing reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization: Option<crate::utilization::VmUtilization>,
 }
 
 /// The last change of a VM announced in its audit trail.

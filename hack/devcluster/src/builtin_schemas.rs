@@ -8,7 +8,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as EventsEvent;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -38,6 +38,8 @@ fn all() -> &'static All {
             (("", "Secret"), generate::<Secret>(&mut g)),
             (("", "ServiceAccount"), generate::<ServiceAccount>(&mut g)),
             (("", "Event"), generate::<Event>(&mut g)),
+            (("", "Node"), generate::<Node>(&mut g)),
+            (("", "Pod"), generate::<Pod>(&mut g)),
             (("events.k8s.io", "Event"), generate::<EventsEvent>(&mut g)),
             (("coordination.k8s.io", "Lease"), generate::<Lease>(&mut g)),
             (

@@ -137,6 +137,17 @@ pub fn builtins() -> Vec<ResourceInfo> {
             false,
         ),
         builtin("", "v1", "Event", "events", true, &["ev"], false),
+        // Nodes and Pods as a kubelet and the scheduler would leave them: stored objects with
+        // their real field selectors, so `kubectl cordon|uncordon|drain` work (no kubelet, so
+        // no Pod ever runs).
+        ResourceInfo {
+            selectable_fields: vec![".spec.unschedulable".into()],
+            ..builtin("", "v1", "Node", "nodes", false, &["no"], true)
+        },
+        ResourceInfo {
+            selectable_fields: vec![".spec.nodeName".into(), ".status.phase".into()],
+            ..builtin("", "v1", "Pod", "pods", true, &["po"], true)
+        },
         builtin(
             "events.k8s.io",
             "v1",

@@ -105,6 +105,15 @@ pub fn columns(info: &ResourceInfo) -> Vec<PrinterColumn> {
             age,
         ],
         "ConfigMap" => vec![col("Data", "integer", "#data", "Number of data items"), age],
+        "Node" => vec![
+            col(
+                "Unschedulable",
+                "boolean",
+                ".spec.unschedulable",
+                "Cordoned: no new pods are scheduled here",
+            ),
+            age,
+        ],
         "Secret" => vec![
             col("Type", "string", ".type", "The type of the secret"),
             col("Data", "integer", "#data", "Number of data items"),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
 use ironvisor_crds::labels;
-use ironvisor_crds::{Hypervisor, Quota, Tenant, VirtualMachine};
+use ironvisor_crds::{Hypervisor, Quota, Tenant, VirtualMachine, VirtualMachineMigration};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -82,6 +82,7 @@ enum Change {
     Lease(Event<Lease>),
     Tenant(Event<Tenant>),
     Quota(Event<Quota>),
+    Migration(Event<VirtualMachineMigration>),
 }
 
 type Changes = Pin<Box<dyn Stream<Item = (usize, Result<Change, watcher::Error>)> + Send>>;
@@ -102,7 +103,7 @@ where
 #[derive(Default)]
 struct Loop {
     index: Index,
-    synced: [bool; 5],
+    synced: [bool; 6],
     /// Objects buffered during a relist, per kind.
     init: InitBuffers,
     quotas: BTreeMap<String, Quota>,
@@ -117,6 +118,7 @@ struct InitBuffers {
     leases: Vec<Lease>,
     tenants: Vec<Tenant>,
     quotas: Vec<Quota>,
+    migrations: Vec<VirtualMachineMigration>,
 }
 
 fn heartbeat_node(lease: &Lease) -> Option<String> {
@@ -188,6 +190,13 @@ impl Loop {
                 ix.reset_quotas(qs.iter());
                 self.quotas = qs.into_iter().map(|q| (q.name_any(), q)).collect();
             }
+            Change::Migration(Event::Apply(o)) => ix.apply_migration(&o),
+            Change::Migration(Event::InitApply(o)) => self.init.migrations.push(o),
+            Change::Migration(Event::Delete(o)) => ix.delete_migration(&o),
+            Change::Migration(Event::Init) => self.init.migrations.clear(),
+            Change::Migration(Event::InitDone) => {
+                ix.reset_migrations(std::mem::take(&mut self.init.migrations).iter())
+            }
         }
     }
 }
@@ -226,6 +235,13 @@ impl Scheduler {
                 watcher::Config::default(),
                 4,
                 Change::Quota,
+            ),
+            // Live migrations reserve room on their targets during the copy.
+            watch_kind(
+                Api::<VirtualMachineMigration>::all(c.clone()),
+                watcher::Config::default(),
+                5,
+                Change::Migration,
             ),
         ]);
         let mut st = Loop::default();
@@ -280,6 +296,7 @@ impl Scheduler {
                 | Change::Lease(Event::InitDone)
                 | Change::Tenant(Event::InitDone)
                 | Change::Quota(Event::InitDone)
+                | Change::Migration(Event::InitDone)
         );
         st.apply(ch);
         if done {

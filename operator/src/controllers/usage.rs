@@ -51,6 +51,8 @@ pub struct Ctx {
     pub interval: Duration,
     /// The tenant of VMs in namespaces no Tenant owns.
     pub default_tenant: Option<String>,
+    /// How right-sizing judges the VMs' measured use.
+    pub rightsizing: crate::usage::rightsizing::Policy,
 }
 
 /// Why a pass failed (it is run again).
@@ -208,6 +210,7 @@ pub async fn pass(ctx: &Ctx) -> Result<(), UsageError> {
             ancestors: &chain,
             vms: members,
             pricing: pricing.as_ref(),
+            policy: &ctx.rightsizing,
         };
         // One tenant's failure (a conflict, a name too long) holds back its VMs' finalizers
         // only; the other tenants are still accounted.

@@ -88,6 +88,8 @@ pub struct VmEntry {
     pub operator_owns_phase: bool,
     /// Bridges, libvirt networks and MACs the interfaces name (network admission).
     pub net: VmNet,
+    /// `status.operation`: the operation holding the VM's lock (a resize waits for it).
+    pub operation: Option<ironvisor_crds::vm::VmOperation>,
 }
 
 impl VmEntry {
@@ -118,6 +120,7 @@ impl VmEntry {
                 node_name: spec.node_name.clone(),
                 anti_affinity_group: spec.anti_affinity_group.clone(),
                 host_ports: host_ports(spec),
+                tpm: spec.tpm.is_some(),
             },
             restart_elsewhere: hosts::restart_elsewhere(spec),
             label_node: vm.labels().get(labels::NODE).cloned(),
@@ -141,6 +144,7 @@ impl VmEntry {
             agents,
             operator_owns_phase,
             net: VmNet::from_spec(spec),
+            operation: status.operation.clone(),
         }
     }
 

@@ -8,6 +8,10 @@
 //! after; a migration is never checked against the quota, so a full quota never blocks one.
 //! Never writes the VM's spec; writes only `nodeName` and the label of the VM it holds.
 
+mod admission;
+pub mod metrics;
+pub mod policy;
+pub mod request;
 mod step;
 pub mod target;
 
@@ -31,7 +35,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::leader::Leadership;
-use crate::oplock::{self, Acquired, Holder};
+use crate::oplock::{self, Holder};
 use crate::placement::Strategy;
 use step::{Facts, Step};
 
@@ -52,6 +56,53 @@ pub struct Ctx {
     pub recorder: Recorder,
     /// Placement strategy for choosing targets.
     pub strategy: Strategy,
+    /// The operator's metrics (the migration series).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Serialises admissions under the policy's limits ([`admission`]).
+    pub admission: tokio::sync::Mutex<()>,
+    /// Completed migrations whose downtime is in the histogram (by uid; the target agent
+    /// may report it after the phase is written, so it is observed at the first sight).
+    pub downtime_seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Ctx {
+    /// The controller's context with empty admission and downtime state.
+    pub fn new(
+        client: Client,
+        leadership: Leadership,
+        recorder: Recorder,
+        strategy: Strategy,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Ctx {
+            client,
+            leadership,
+            recorder,
+            strategy,
+            metrics,
+            admission: tokio::sync::Mutex::new(()),
+            downtime_seen: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Put a completed migration's downtime in the histogram once.
+    fn observe_downtime(&self, m: &VirtualMachineMigration, phase: MigrationPhase) {
+        let ms = m
+            .status
+            .as_ref()
+            .and_then(|s| s.target.as_ref())
+            .and_then(|t| t.downtime_milliseconds);
+        let (Some(ms), MigrationPhase::Completed) = (ms, phase) else {
+            return;
+        };
+        let mut seen = self.downtime_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() > 10_000 {
+            seen.clear();
+        }
+        if seen.insert(m.uid().unwrap_or_default()) {
+            self.metrics.migrations.downtime_ms(ms);
+        }
+    }
 }
 
 /// Why a reconcile did not finish (retried).
@@ -71,17 +122,39 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
+/// How often the gauges of running migrations are refreshed.
+const GAUGES: Duration = Duration::from_secs(10);
+
 /// Run the controller until the process ends.
 pub async fn run(ctx: Ctx) {
+    let ctx = Arc::new(ctx);
     let api = Api::<VirtualMachineMigration>::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(ctx))
+    let controller = Controller::new(api, watcher::Config::default())
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "migration reconcile");
             }
-        })
-        .await;
+        });
+    tokio::join!(controller, refresh_gauges(&ctx));
+}
+
+/// Keep the gauges of running migrations current while leading.
+async fn refresh_gauges(ctx: &Ctx) {
+    let api = Api::<VirtualMachineMigration>::all(ctx.client.clone());
+    loop {
+        tokio::time::sleep(GAUGES).await;
+        if !ctx.leadership.is_leader() {
+            continue;
+        }
+        match api.list(&ListParams::default()).await {
+            Ok(l) => ctx
+                .metrics
+                .migrations
+                .set_active(&l.items, jiff::Timestamp::now()),
+            Err(e) => tracing::debug!(error = %e, "migration gauges not refreshed"),
+        }
+    }
 }
 
 fn error_policy(_: Arc<VirtualMachineMigration>, e: &Error, _: Arc<Ctx>) -> Action {
@@ -131,7 +204,7 @@ async fn reconcile(m: Arc<VirtualMachineMigration>, ctx: Arc<Ctx>) -> Result<Act
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-fn holder(m: &VirtualMachineMigration) -> Holder {
+pub(crate) fn holder(m: &VirtualMachineMigration) -> Holder {
     Holder {
         kind: OperationKind::Migration,
         name: m.name_any(),
@@ -145,11 +218,11 @@ async fn advance(m: &VirtualMachineMigration, ctx: &Ctx, deleting: bool) -> Resu
     let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&m.spec.vm_name)
         .await?;
-    let facts = Facts::read(m, vm.as_ref(), deleting);
+    let facts = Facts::read(m, vm.as_ref(), deleting, jiff::Timestamp::now());
     let next = step::next(&facts);
     tracing::debug!(migration = %format!("{ns}/{}", m.name_any()), ?next, "migration step");
     match next {
-        Step::Lock => lock(m, ctx, vm.as_ref()).await,
+        Step::Lock => admission::lock(m, ctx, vm.as_ref()).await,
         Step::Schedule => schedule(m, ctx, vm.as_ref()).await,
         Step::StartCopy => {
             set_status(ctx, m, json!({ "phase": "Migrating" })).await?;
@@ -164,13 +237,18 @@ async fn advance(m: &VirtualMachineMigration, ctx: &Ctx, deleting: bool) -> Resu
         Step::Wait => Ok(Action::requeue(ACTIVE)),
         Step::WaitForAbort => Err(Error::WaitingForAbort),
         Step::Done => {
+            ctx.observe_downtime(m, facts.phase);
             release(m, ctx).await?;
             Ok(Action::await_change())
         }
     }
 }
 
-async fn set_status(ctx: &Ctx, m: &VirtualMachineMigration, status: Value) -> Result<(), Error> {
+pub(crate) async fn set_status(
+    ctx: &Ctx,
+    m: &VirtualMachineMigration,
+    status: Value,
+) -> Result<(), Error> {
     let api = Api::<VirtualMachineMigration>::namespaced(
         ctx.client.clone(),
         &m.namespace().unwrap_or_default(),
@@ -184,7 +262,7 @@ async fn set_status(ctx: &Ctx, m: &VirtualMachineMigration, status: Value) -> Re
     Ok(())
 }
 
-fn condition(status: &str, reason: &str, message: &str) -> Value {
+pub(crate) fn condition(status: &str, reason: &str, message: &str) -> Value {
     json!([{
         "type": "Ready", "status": status, "reason": reason, "message": message,
         "lastTransitionTime": Time(jiff::Timestamp::now()),
@@ -215,53 +293,6 @@ async fn vm_event(
     }
 }
 
-async fn lock(
-    m: &VirtualMachineMigration,
-    ctx: &Ctx,
-    vm: Option<&VirtualMachine>,
-) -> Result<Action, Error> {
-    let Some(vm) = vm else {
-        return Ok(Action::requeue(ACTIVE));
-    };
-    let ns = m.namespace().unwrap_or_default();
-    match oplock::acquire(
-        &ctx.client,
-        &ns,
-        &m.spec.vm_name,
-        &holder(m),
-        jiff::Timestamp::now(),
-    )
-    .await?
-    {
-        Acquired::Busy(op) => {
-            let msg = oplock::busy_message(&m.spec.vm_name, &op);
-            set_status(
-                ctx,
-                m,
-                json!({ "phase": "Pending", "conditions": condition("False", "Busy", &msg) }),
-            )
-            .await?;
-            Ok(Action::requeue(WAITING))
-        }
-        Acquired::Held | Acquired::TookOver(_) => {
-            let source = vm.status.as_ref().and_then(|s| s.node_name.clone());
-            set_status(
-                ctx,
-                m,
-                json!({
-                    "phase": "Scheduling",
-                    "vmUid": vm.metadata.uid,
-                    "sourceNode": source,
-                    "startTime": Time(jiff::Timestamp::now()),
-                    "conditions": condition("False", "Scheduling", "choosing a target host"),
-                }),
-            )
-            .await?;
-            Ok(Action::requeue(ACTIVE))
-        }
-    }
-}
-
 async fn schedule(
     m: &VirtualMachineMigration,
     ctx: &Ctx,
@@ -275,12 +306,14 @@ async fn schedule(
         .list(&ListParams::default())
         .await?
         .items;
+    let in_flight = incoming(ctx, m).await?;
     match target::choose(
         &hvs,
         vm,
         &source,
         m.spec.target_node.as_deref(),
         ctx.strategy,
+        &in_flight,
     ) {
         Err(no) => {
             set_status(
@@ -320,6 +353,36 @@ async fn schedule(
             Ok(Action::requeue(ACTIVE))
         }
     }
+}
+
+/// What the other migrations past scheduling bring to each target: their VMs are not
+/// placed there yet (the agents report only placed VMs), so their room is reserved here.
+async fn incoming(ctx: &Ctx, me: &VirtualMachineMigration) -> Result<target::InFlight, Error> {
+    let all = Api::<VirtualMachineMigration>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let mut vms = Vec::new();
+    for m in all.iter().filter(|m| m.uid() != me.uid()) {
+        let s = m.status.clone().unwrap_or_default();
+        let (Some(t), true) = (
+            s.target_node,
+            matches!(
+                s.phase,
+                MigrationPhase::PreparingTarget | MigrationPhase::Migrating
+            ),
+        ) else {
+            continue;
+        };
+        let api = Api::<VirtualMachine>::namespaced(
+            ctx.client.clone(),
+            &m.namespace().unwrap_or_default(),
+        );
+        if let Some(vm) = api.get_opt(&m.spec.vm_name).await? {
+            vms.push((t, vm));
+        }
+    }
+    Ok(target::in_flight(&vms))
 }
 
 /// QEMU completed: the VM runs on the target. Move its placement there, then complete.
@@ -392,6 +455,13 @@ async fn finish(
     )
     .await?;
     release(m, ctx).await?;
+    let seconds = m
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| jiff::Timestamp::now().duration_since(t.0).as_secs_f64());
+    ctx.metrics.migrations.ended(phase, seconds);
+    ctx.observe_downtime(m, phase);
     let event_reason = match phase {
         MigrationPhase::Completed => "Migrated",
         MigrationPhase::Cancelled => "MigrationCancelled",

@@ -26,11 +26,23 @@ pub struct Facts {
     pub source: Option<(SourceState, Option<String>)>,
     /// The VM is already placed on the target (a move written before a restart).
     pub vm_on_target: bool,
+    /// Deleted longer than [`ABORT_TIMEOUT`] ago (the source agent has not confirmed the
+    /// abort: its host is down or its agent stopped).
+    pub abort_overdue: bool,
 }
+
+/// How long a cancel waits for the source agent to confirm QEMU's job was aborted (an
+/// abort takes seconds; an agent that is gone never confirms).
+pub const ABORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Facts {
     /// Read the facts from the objects.
-    pub fn read(m: &VirtualMachineMigration, vm: Option<&VirtualMachine>, deleting: bool) -> Self {
+    pub fn read(
+        m: &VirtualMachineMigration,
+        vm: Option<&VirtualMachine>,
+        deleting: bool,
+        now: jiff::Timestamp,
+    ) -> Self {
         let s = m.status.clone().unwrap_or_default();
         let vm = vm.filter(|v| s.vm_uid.is_none() || v.metadata.uid == s.vm_uid);
         let vs = vm.and_then(|v| v.status.clone()).unwrap_or_default();
@@ -48,6 +60,9 @@ impl Facts {
             target_refused: s.target.as_ref().and_then(|t| t.message.clone()),
             source: s.source.as_ref().map(|x| (x.state, x.message.clone())),
             vm_on_target: s.target_node.is_some() && vs.node_name == s.target_node,
+            abort_overdue: m.metadata.deletion_timestamp.as_ref().is_some_and(|t| {
+                now.duration_since(t.0).as_secs() >= ABORT_TIMEOUT.as_secs() as i64
+            }),
         }
     }
 }
@@ -133,6 +148,15 @@ pub fn next(f: &Facts) -> Step {
             ),
             Some((SourceState::Aborted, _)) => cancelled(),
             _ if f.vm_on_target => Step::MoveVm,
+            _ if f.deleting && f.abort_overdue => finish(
+                Failed,
+                "AbortTimedOut",
+                format!(
+                    "the source host's agent did not confirm the abort within {} s (host down \
+                     or agent stopped); the VM stays placed on its source",
+                    ABORT_TIMEOUT.as_secs()
+                ),
+            ),
             _ if f.deleting => Step::WaitForAbort,
             _ => Step::Wait,
         },
@@ -248,6 +272,50 @@ mod tests {
             ..copying
         };
         assert_eq!(next(&completed), Step::MoveVm);
+    }
+
+    #[test]
+    fn a_cancel_the_source_never_confirms_fails_after_the_abort_timeout() {
+        let waiting = Facts {
+            deleting: true,
+            source: Some((SourceState::Running, None)),
+            ..running(Migrating)
+        };
+        assert_eq!(next(&waiting), Step::WaitForAbort);
+        let overdue = Facts {
+            abort_overdue: true,
+            ..waiting.clone()
+        };
+        match next(&overdue) {
+            Step::Finish {
+                phase: Failed,
+                reason: "AbortTimedOut",
+                message,
+            } => assert!(message.contains("stays placed on its source"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        // A confirmation that came late still wins: completed means moved.
+        let completed = Facts {
+            source: Some((SourceState::Succeeded, None)),
+            ..overdue
+        };
+        assert_eq!(next(&completed), Step::MoveVm);
+    }
+
+    #[test]
+    fn the_abort_timeout_runs_from_the_deletion() {
+        let mut m = VirtualMachineMigration::new(
+            "m",
+            serde_json::from_value(serde_json::json!({"vmName": "v"})).unwrap(),
+        );
+        let at = |s| jiff::Timestamp::from_second(s).unwrap();
+        m.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            at(1000),
+        ));
+        assert!(!Facts::read(&m, None, true, at(1059)).abort_overdue);
+        assert!(Facts::read(&m, None, true, at(1060)).abort_overdue);
+        m.metadata.deletion_timestamp = None;
+        assert!(!Facts::read(&m, None, false, at(9999)).abort_overdue);
     }
 
     #[test]

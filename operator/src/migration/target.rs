@@ -51,7 +51,8 @@ pub fn cpu_compatible(vm: &VirtualMachine, source: &Hypervisor, target: &Hypervi
     }
 }
 
-fn snapshot(hv: &Hypervisor) -> HostSnapshot {
+/// Placement's view of a host (its reported allocations).
+pub(crate) fn snapshot(hv: &Hypervisor) -> HostSnapshot {
     let allocated = hv
         .status
         .as_ref()
@@ -66,15 +67,32 @@ fn snapshot(hv: &Hypervisor) -> HostSnapshot {
         labels: hv.metadata.labels.clone().unwrap_or_default(),
         ready: hosts::ready_condition(hv).is_some_and(|(s, _)| s == "True"),
         unschedulable: hv.spec.unschedulable,
+        maintenance: ironvisor_crds::maintenance::in_maintenance(hv),
         unhealthy: hosts::unhealthy(hv),
         allocatable: hosts::allocatable(hv),
         allocated,
+        tpm: hosts::tpm(hv),
         ..HostSnapshot::default()
     }
 }
 
+/// Compute reserved on each host for VMs migrating to it (not placed there yet).
+pub type InFlight = BTreeMap<String, Capacity>;
+
+/// The reservations of `(target, VM)` pairs of migrations under way.
+pub fn in_flight(moving: &[(String, VirtualMachine)]) -> InFlight {
+    let mut out = InFlight::new();
+    for (target, vm) in moving {
+        let c = request(vm, None).compute;
+        let e = out.entry(target.clone()).or_default();
+        e.vcpus += c.vcpus;
+        e.memory += c.memory;
+    }
+    out
+}
+
 /// What the VM asks of its target.
-fn request(vm: &VirtualMachine, wanted: Option<&str>) -> Request {
+pub(crate) fn request(vm: &VirtualMachine, wanted: Option<&str>) -> Request {
     let c = &vm.spec.cpu;
     Request {
         namespace: vm.metadata.namespace.clone().unwrap_or_default(),
@@ -84,6 +102,7 @@ fn request(vm: &VirtualMachine, wanted: Option<&str>) -> Request {
         },
         node_selector: vm.spec.node_selector.clone(),
         node_name: wanted.map(str::to_owned),
+        tpm: vm.spec.tpm.is_some(),
         ..Request::default()
     }
 }
@@ -95,6 +114,7 @@ pub fn choose(
     source: &str,
     wanted: Option<&str>,
     strategy: Strategy,
+    in_flight: &InFlight,
 ) -> Result<Choice, NoTarget> {
     if wanted == Some(source) {
         return Err(NoTarget(format!("the VM already runs on {source}")));
@@ -117,7 +137,14 @@ pub fn choose(
             cpu_refused += usize::from(!ok);
             ok
         })
-        .map(|(_, h)| snapshot(h))
+        .map(|(_, h)| {
+            let mut s = snapshot(h);
+            if let Some(c) = in_flight.get(&s.name) {
+                s.allocated.vcpus += c.vcpus;
+                s.allocated.memory += c.memory;
+            }
+            s
+        })
         .collect();
     let req = request(vm, wanted);
     match placement::place(&snaps, &req, strategy) {
@@ -198,7 +225,15 @@ mod tests {
             hv("h1", 64, Acceleration::Tcg, "x"),
             hv("h2", 4, Acceleration::Tcg, "x"),
         ];
-        let c = choose(&hosts, &vm("host-model"), "h1", None, Strategy::Spread).unwrap();
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap();
         assert_eq!(c.node, "h2");
         assert!(c.reason.starts_with("h2 scored best"), "{}", c.reason);
         let e = choose(
@@ -207,6 +242,7 @@ mod tests {
             "h1",
             Some("h1"),
             Strategy::Spread,
+            &InFlight::new(),
         )
         .unwrap_err();
         assert!(e.0.contains("already runs on h1"), "{e}");
@@ -219,7 +255,15 @@ mod tests {
             hv("h2", 0, Acceleration::Tcg, "x"),
             hv("h3", 8, Acceleration::Tcg, "x"),
         ];
-        let e = choose(&hosts[..2], &vm("host-model"), "h1", None, Strategy::Spread).unwrap_err();
+        let e = choose(
+            &hosts[..2],
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("insufficient"), "{e}");
         let c = choose(
             &hosts,
@@ -227,9 +271,57 @@ mod tests {
             "h1",
             Some("h3"),
             Strategy::Spread,
+            &InFlight::new(),
         )
         .unwrap();
         assert_eq!(c.node, "h3");
+    }
+
+    #[test]
+    fn room_taken_by_migrations_under_way_is_not_offered_again() {
+        let hosts = [
+            hv("h1", 64, Acceleration::Tcg, "x"),
+            hv("h2", 3, Acceleration::Tcg, "x"),
+            hv("h3", 2, Acceleration::Tcg, "x"),
+        ];
+        // Alone, h2 scores best (more room left).
+        let none = InFlight::new();
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(c.node, "h2");
+        // A large VM is on its way to h2: its room is taken, h3 is chosen.
+        let mut big = vm("host-model");
+        big.spec.cpu.cores = 100;
+        let busy = in_flight(&[("h2".to_owned(), big.clone())]);
+        assert_eq!(busy["h2"].vcpus, 100);
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &busy,
+        )
+        .unwrap();
+        assert_eq!(c.node, "h3");
+        let full = in_flight(&[("h2".to_owned(), big.clone()), ("h3".to_owned(), big)]);
+        let e = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &full,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("insufficient"), "{e}");
     }
 
     #[test]
@@ -245,10 +337,19 @@ mod tests {
             "h1",
             None,
             Strategy::Spread,
+            &InFlight::new(),
         )
         .unwrap();
         assert_eq!(c.node, "h3", "h2 has more room but another CPU");
-        let e = choose(&hosts[..2], &vm("host-model"), "h1", None, Strategy::Spread).unwrap_err();
+        let e = choose(
+            &hosts[..2],
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap_err();
         assert!(e.0.contains("1 without the VM's CPU model"), "{e}");
         // A named model is left to libvirt's own check at the copy.
         assert_eq!(
@@ -257,11 +358,57 @@ mod tests {
                 &vm("Skylake-Server"),
                 "h1",
                 None,
-                Strategy::Spread
+                Strategy::Spread,
+                &InFlight::new()
             )
             .unwrap()
             .node,
             "h2"
         );
+    }
+
+    #[test]
+    fn a_vm_with_a_tpm_migrates_only_to_a_host_that_can_emulate_one() {
+        let mut hosts = [
+            hv("h1", 8, Acceleration::Tcg, "x"),
+            hv("h2", 64, Acceleration::Tcg, "x"),
+            hv("h3", 8, Acceleration::Tcg, "x"),
+        ];
+        for i in [0, 2] {
+            hosts[i].status.as_mut().unwrap().tpm = Some(true);
+        }
+        let mut with_tpm = vm("host-model");
+        with_tpm.spec.tpm = Some(Default::default());
+        let c = choose(
+            &hosts,
+            &with_tpm,
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap();
+        assert_eq!(c.node, "h3", "h2 has more room but no swtpm");
+        let e = choose(
+            &hosts[..2],
+            &with_tpm,
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("1 no TPM emulator"), "{e}");
+        // Without a TPM the emptiest host wins as before.
+        let c = choose(
+            &hosts,
+            &vm("host-model"),
+            "h1",
+            None,
+            Strategy::Spread,
+            &InFlight::new(),
+        )
+        .unwrap();
+        assert_eq!(c.node, "h2");
     }
 }

@@ -17,6 +17,8 @@ pub enum FilterReason {
     NotReady,
     /// Cordoned (`spec.unschedulable`).
     Unschedulable,
+    /// In maintenance (`spec.maintenance`, or its Kubernetes Node cordoned): being drained.
+    Maintenance,
     /// The agent reports LibvirtHealthy=False (e.g. capability probes that keep taking
     /// seconds: every define would wait minutes).
     LibvirtUnhealthy,
@@ -24,6 +26,8 @@ pub enum FilterReason {
     StorageInaccessible,
     /// The host's labels do not match `nodeSelector`.
     NodeSelector,
+    /// The VM has a TPM and the host cannot emulate one (no swtpm).
+    NoTpm,
     /// A host port the VM forwards is already forwarded by another VM on the host.
     HostPortTaken,
     /// The agent has not reported capacity yet.
@@ -43,9 +47,11 @@ impl FilterReason {
             FilterReason::NodeName => "node_name",
             FilterReason::NotReady => "not_ready",
             FilterReason::Unschedulable => "unschedulable",
+            FilterReason::Maintenance => "maintenance",
             FilterReason::LibvirtUnhealthy => "libvirt_unhealthy",
             FilterReason::StorageInaccessible => "storage_inaccessible",
             FilterReason::NodeSelector => "node_selector",
+            FilterReason::NoTpm => "no_tpm",
             FilterReason::HostPortTaken => "host_port_taken",
             FilterReason::NoCapacity => "no_capacity",
             FilterReason::InsufficientVcpus => "insufficient_vcpus",
@@ -61,6 +67,7 @@ impl fmt::Display for FilterReason {
             FilterReason::NodeName => "not the requested host",
             FilterReason::NotReady => "not ready",
             FilterReason::Unschedulable => "unschedulable",
+            FilterReason::Maintenance => "in maintenance",
             FilterReason::LibvirtUnhealthy => {
                 "libvirt unhealthy (see the host's LibvirtHealthy condition)"
             }
@@ -68,6 +75,9 @@ impl fmt::Display for FilterReason {
                 "storage unreachable for QEMU (see the host's StorageAccessible condition)"
             }
             FilterReason::NodeSelector => "node selector mismatch",
+            FilterReason::NoTpm => {
+                "no TPM emulator (install swtpm and swtpm-tools on the host; its Hypervisor status then reports tpm: true)"
+            }
             FilterReason::HostPortTaken => "host port already forwarded by another VM",
             FilterReason::NoCapacity => "no capacity reported",
             FilterReason::InsufficientVcpus => "insufficient vcpus",
@@ -94,9 +104,11 @@ pub fn ready(h: &HostSnapshot) -> Result<(), FilterReason> {
     }
 }
 
-/// Not cordoned.
+/// Not in maintenance, not cordoned.
 pub fn schedulable(h: &HostSnapshot) -> Result<(), FilterReason> {
-    if h.unschedulable {
+    if h.maintenance {
+        Err(FilterReason::Maintenance)
+    } else if h.unschedulable {
         Err(FilterReason::Unschedulable)
     } else {
         Ok(())
@@ -118,6 +130,16 @@ pub fn node_selector(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason
         Ok(())
     } else {
         Err(FilterReason::NodeSelector)
+    }
+}
+
+/// A VM with a TPM needs a host whose agent reports it can emulate one: elsewhere libvirt
+/// would refuse to start it.
+pub fn tpm(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
+    if req.tpm && !h.tpm {
+        Err(FilterReason::NoTpm)
+    } else {
+        Ok(())
     }
 }
 
@@ -156,6 +178,7 @@ pub fn run(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>> {
         .and_then(|()| schedulable(h))
         .and_then(|()| healthy(h))
         .and_then(|()| node_selector(h, req))
+        .and_then(|()| tpm(h, req))
         .and_then(|()| host_ports(h, req))
         .map_err(|r| vec![r])?;
     capacity(h, req)
@@ -199,6 +222,15 @@ mod tests {
         assert_eq!(ready(&h), Ok(()));
         h.ready = false;
         assert_eq!(run(&h, &req(1, 1)), Err(vec![FilterReason::NotReady]));
+    }
+
+    #[test]
+    fn a_host_in_maintenance_is_filtered_with_that_reason_even_when_also_cordoned() {
+        let mut h = host("a", 8, 8);
+        h.maintenance = true;
+        h.unschedulable = true;
+        assert_eq!(run(&h, &req(1, 1)), Err(vec![FilterReason::Maintenance]));
+        assert_eq!(FilterReason::Maintenance.to_string(), "in maintenance");
     }
 
     #[test]
@@ -261,6 +293,28 @@ mod tests {
             u.to_string(),
             "0/1 hosts available: 1 host port already forwarded by another VM"
         );
+    }
+
+    #[test]
+    fn a_vm_with_a_tpm_fits_only_hosts_that_report_a_tpm_emulator() {
+        let mut with = host("with", 8, 8);
+        with.tpm = true;
+        let without = host("without", 8, 8);
+        let mut r = req(1, 1);
+        // A VM without a TPM fits both.
+        assert_eq!(run(&without, &r), Ok(()));
+        assert_eq!(run(&with, &r), Ok(()));
+        r.tpm = true;
+        assert_eq!(run(&with, &r), Ok(()));
+        assert_eq!(run(&without, &r), Err(vec![FilterReason::NoTpm]));
+        let e = super::super::place([&without], &r, super::super::Strategy::Spread).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "0/1 hosts available: 1 no TPM emulator (install swtpm and swtpm-tools on the host; \
+             its Hypervisor status then reports tpm: true)"
+        );
+        let chosen = super::super::place([&without, &with], &r, super::super::Strategy::Spread);
+        assert_eq!(chosen.unwrap().name, "with");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct HostSnapshot {
     pub ready: bool,
     /// Cordoned.
     pub unschedulable: bool,
+    /// In maintenance (being drained).
+    pub maintenance: bool,
     /// A health condition that keeps new VMs away, as its filter reason.
     pub unhealthy: Option<FilterReason>,
     /// What may be given to VMs: (capacity − reserved) × overcommit; `None` until reported.
@@ -46,6 +48,8 @@ pub struct HostSnapshot {
     pub groups: BTreeMap<(String, String), u32>,
     /// Host ports (on 127.0.0.1) forwarded by VMs placed on the host, Halted ones included.
     pub host_ports: BTreeSet<HostPort>,
+    /// The agent reports it can give VMs an emulated TPM (`status.tpm`).
+    pub tpm: bool,
 }
 
 /// What a VM asks of a host.
@@ -63,6 +67,8 @@ pub struct Request {
     pub anti_affinity_group: Option<String>,
     /// Host ports its user-mode interfaces forward: a host where one is taken does not fit.
     pub host_ports: Vec<HostPort>,
+    /// `spec.tpm`: only a host that can emulate a TPM fits.
+    pub tpm: bool,
 }
 
 /// No host fits: how many hosts each filter turned away.

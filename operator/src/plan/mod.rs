@@ -262,8 +262,10 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
                 labels: h.labels.clone(),
                 ready: health.get(n.as_str()) == Some(&Health::Ready),
                 unschedulable: h.unschedulable,
+                maintenance: h.maintenance,
                 unhealthy: h.unhealthy,
                 allocatable: h.allocatable,
+                tpm: h.tpm,
                 ..HostSnapshot::default()
             };
             (n.clone(), snap)
@@ -289,6 +291,8 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
             take(s, vm, counted);
         }
     }
+
+    reserve_incoming(index, &mut snaps);
 
     let mut order: Vec<&VmEntry> = index.vms.values().filter(|v| !v.deleting).collect();
     order.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.key.cmp(&b.key)));
@@ -346,6 +350,33 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
     out
 }
 
+/// Room on the targets of live migrations under way: the VM counts on its source (where it
+/// is placed and runs) and, during the copy, its compute on the target too. Its quota is
+/// counted once.
+fn reserve_incoming(index: &Index, snaps: &mut BTreeMap<String, HostSnapshot>) {
+    for (key, target) in index.incoming() {
+        let Some(vm) = index.vms.get(key) else {
+            continue;
+        };
+        if index
+            .placement(vm)
+            .is_none_or(|p| !p.compute || p.node == *target)
+        {
+            continue;
+        }
+        let Some(size) = index
+            .admitted(key)
+            .or_else(|| vm.demand.as_ref().ok().copied())
+        else {
+            continue;
+        };
+        if let Some(s) = snaps.get_mut(target) {
+            s.allocated.vcpus += size.vcpus;
+            s.allocated.memory += size.memory;
+        }
+    }
+}
+
 /// The label fix a VM needs so its copy matches `node`, the placement after this pass.
 fn label_write(vm: &VmEntry, node: Option<String>) -> Option<LabelWrite> {
     (vm.label_node != node || vm.legacy_annotation).then(|| LabelWrite {
@@ -364,9 +395,13 @@ use network::NetBook;
 use pass::{Pass, take};
 
 #[cfg(test)]
+mod incoming_tests;
+#[cfg(test)]
 mod no_tenant;
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod resize_lock;
 #[cfg(test)]
 mod tenant_edits;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use ironvisor_crds::common::{Condition, condition_status, condition_type};
-use ironvisor_crds::vm::Phase;
+use ironvisor_crds::vm::{OperationKind, Phase, VmOperation};
 use jiff::Timestamp;
 
 use super::network::NetBook;
@@ -351,6 +351,13 @@ impl Pass<'_> {
         // A VM being halted releases its compute first; its size is checked after.
         let releasing = !wants && p.compute;
         if admitted.is_some_and(|a| a != d) && !releasing {
+            if let Some(op) = vm
+                .operation
+                .as_ref()
+                .filter(|o| o.kind != OperationKind::Resize)
+            {
+                return Some(self.resize_waits(vm, p, &base, &d, op));
+            }
             return Some(self.resize(vm, p, &base, &d));
         }
         if wants && !p.compute {
@@ -531,6 +538,43 @@ impl Pass<'_> {
                 warning: false,
                 reason: "Resized",
                 note: format!("size {} admitted (was {})", size_text(d), size_text(base)),
+            }),
+        }
+    }
+
+    /// A resize while another operation holds the VM's lock (a migration reserved its target
+    /// at the admitted size; a snapshot records it): the VM keeps its admitted size, the
+    /// Scheduled condition's message says what it waits for (announced once), and the next
+    /// pass after the lock is released admits it.
+    fn resize_waits(
+        &self,
+        vm: &VmEntry,
+        p: &Assumed,
+        base: &Units,
+        d: &Units,
+        op: &VmOperation,
+    ) -> VmWrite {
+        let mut status = self.placed_status(vm, &p.node, base, p.compute, None, None);
+        let note = format!(
+            "resize to {} waits: {op} holds the VM; it keeps its admitted size {} until then",
+            size_text(d),
+            size_text(base)
+        );
+        status.scheduled.message = format!("{}; {note}", status.scheduled.message);
+        let changed = vm
+            .scheduled
+            .as_ref()
+            .is_none_or(|c| c.message != status.scheduled.message);
+        VmWrite {
+            key: vm.key.clone(),
+            uid: vm.uid.clone(),
+            status,
+            reserves: false,
+            assume: None,
+            announce: changed.then_some(Announce {
+                warning: false,
+                reason: "ResizeWaiting",
+                note,
             }),
         }
     }

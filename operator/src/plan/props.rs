@@ -150,7 +150,7 @@ proptest! {
                         status_vcpus: None, admitted: None, admitted_ports: None, phase: None,
                         printable: None, scheduled: None, ready: None, tenant: None,
                         agents: BTreeSet::new(), operator_owns_phase: false,
-                        net: VmNet::default(),
+                        net: VmNet::default(), operation: None,
                     };
                     api.insert(key, e);
                 }

@@ -243,6 +243,31 @@ pub fn roll_up_with_cost<'a>(
     (t, cost)
 }
 
+/// Each direct child's share of `tenant`'s total: the usage (and its cost in nano-units)
+/// incurred under `tenant` by the child or the child's descendants, by the tree as it stood
+/// then. With the tenant's own usage they sum to [`roll_up`]. Sorted by child.
+pub fn children_of<'a>(
+    tenant: &str,
+    reports: impl IntoIterator<Item = (&'a str, &'a UsageReportStatus)>,
+) -> Vec<(String, UsageTotals, i128)> {
+    let mut out: std::collections::BTreeMap<String, (UsageTotals, i128)> = Default::default();
+    for (owner, s) in reports {
+        if owner == tenant {
+            continue;
+        }
+        for l in &s.lineages {
+            let Some(k) = l.ancestors.iter().position(|a| a == tenant) else {
+                continue;
+            };
+            let child = if k == 0 { owner } else { &l.ancestors[k - 1] };
+            let e = out.entry(child.to_owned()).or_default();
+            e.0.add(&l.usage);
+            e.1 += i128::from(l.cost_nanos);
+        }
+    }
+    out.into_iter().map(|(c, (u, n))| (c, u, n)).collect()
+}
+
 /// The cost of a tenant's own usage in nano-units, exactly from its priced usage.
 pub fn own_cost(s: &UsageReportStatus) -> i128 {
     s.priced.iter().map(|p| cost_nanos(&p.usage, &p.rate)).sum()

@@ -13,7 +13,10 @@ pub mod calendar;
 pub mod ledger;
 pub mod metrics;
 pub mod pricing;
+pub mod rightsizing;
 
+#[cfg(test)]
+mod rightsizing_tests;
 #[cfg(test)]
 mod tests;
 

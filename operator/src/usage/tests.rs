@@ -7,8 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::accrue::{Marker, advance, held_for};
 use super::calendar::Month;
 use super::ledger::{
-    VmFacts, accrue_all, accrue_priced, carry_over, is_closed, open, own_cost, roll_up,
-    roll_up_with_cost,
+    VmFacts, accrue_all, accrue_priced, carry_over, children_of, is_closed, open, own_cost,
+    roll_up, roll_up_with_cost,
 };
 use super::pricing::Pricing;
 use super::{Clock, ManualClock, report_name};
@@ -252,6 +252,20 @@ fn a_parent_sees_its_childrens_totals_and_keeps_them_after_a_child_moves() {
     assert_eq!(total("project"), 100);
     assert_eq!(total("other"), 5000);
     assert_eq!(total("moved"), 6000);
+    // Each direct child's part: own plus the children is the total.
+    let children = |t: &str| -> Vec<(String, i64)> {
+        children_of(t, reports.iter().copied())
+            .into_iter()
+            .map(|(c, u, _)| (c, u.running_seconds))
+            .collect()
+    };
+    assert_eq!(
+        children("org"),
+        vec![("dept".to_string(), 110), ("moved".to_string(), 1000)]
+    );
+    assert_eq!(children("dept"), vec![("project".to_string(), 100)]);
+    assert_eq!(children("other"), vec![("moved".to_string(), 5000)]);
+    assert!(children("project").is_empty());
 }
 
 #[test]

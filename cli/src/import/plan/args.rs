@@ -123,6 +123,10 @@ pub struct PlanArgs {
     /// The hosts' images root; manifests point there.
     #[arg(long, default_value = "/var/lib/ironvisor/images")]
     pub images_dir: PathBuf,
+    /// Leave source vTPMs out (listed as dropped). Without it they become `spec.tpm`, unless
+    /// the target hosts are known and none reports a TPM emulator.
+    #[arg(long)]
+    pub no_tpm: bool,
     /// Directory for plan.json, plan.md, plan.html and wave-NN/.
     #[arg(long, default_value = "plan")]
     pub out: PathBuf,
@@ -148,6 +152,9 @@ pub struct WaveArgs {
     /// Skip `qemu-img compare` after conversion.
     #[arg(long)]
     pub no_verify: bool,
+    /// Leave source vTPMs out (listed as dropped) instead of carrying them as `spec.tpm`.
+    #[arg(long)]
+    pub no_tpm: bool,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,

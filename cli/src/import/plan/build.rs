@@ -147,7 +147,13 @@ fn plan_vm(inv: &InvVm, export: Option<&ExportInfo>, inputs: &Inputs) -> Planned
         None => readiness::assess(
             &inputs.advisor_rules,
             &inputs.plan_rules,
-            &advisor::facts(&src, &readiness::extra_facts(&src, &ctx)),
+            &advisor::facts(
+                &src,
+                &advisor::ExtraFacts {
+                    tpm_dropped: inputs.mapping.no_tpm.clone(),
+                    ..readiness::extra_facts(&src, &ctx)
+                },
+            ),
             &plan_facts,
         ),
     };
@@ -303,6 +309,7 @@ pub fn build(inputs: Inputs) -> Plan {
         scsi_bus: clap::ValueEnum::to_possible_value(&inputs.mapping.scsi_bus)
             .map(|v| v.get_name().to_string())
             .unwrap_or_default(),
+        no_tpm: inputs.mapping.no_tpm.clone(),
         summary,
         steps: steps::summarise(&vms),
         vms,

@@ -97,6 +97,12 @@ fn inputs(cluster: &ClusterArgs, a: &PlanArgs) -> Result<Inputs, String> {
         }
         None => None,
     };
+    let facts = target_facts(cluster, a, &mut notes)?;
+    let no_tpm = if a.no_tpm {
+        Some("--no-tpm".to_owned())
+    } else {
+        crate::import::tpm::cluster_reason(&facts.hypervisors)
+    };
     let mapping = MappingOptions {
         name: String::new(),
         namespace: "default".into(),
@@ -106,6 +112,7 @@ fn inputs(cluster: &ClusterArgs, a: &PlanArgs) -> Result<Inputs, String> {
         keep_mac: false,
         scsi_bus: a.scsi_bus,
         run_strategy: ironvisor_crds::vm::RunStrategy::Halted,
+        no_tpm,
     };
     let exports = match &a.exports {
         Some(d) => {
@@ -133,7 +140,6 @@ fn inputs(cluster: &ClusterArgs, a: &PlanArgs) -> Result<Inputs, String> {
         }
         None => Groups::default(),
     };
-    let facts = target_facts(cluster, a, &mut notes)?;
     described.push(format!("target facts from {}", facts.source));
     let throughput = match a.throughput {
         Some(b) => throughput::given(b),
@@ -249,6 +255,10 @@ pub fn wave(a: &WaveArgs) -> ExitCode {
             keep_mac: false,
             scsi_bus,
             run_strategy: ironvisor_crds::vm::RunStrategy::Halted,
+            no_tpm: a
+                .no_tpm
+                .then(|| "--no-tpm".to_owned())
+                .or_else(|| plan.no_tpm.clone()),
         },
         limits: Limits::default(),
         no_verify: a.no_verify,

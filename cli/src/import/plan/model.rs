@@ -219,6 +219,10 @@ pub struct Plan {
     /// `--scsi-bus`, for the wave import.
     #[serde(default)]
     pub scsi_bus: String,
+    /// Why vTPMs are left out (`--no-tpm`, or no target host with a TPM emulator), for the
+    /// wave import; absent: they are carried over as `spec.tpm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_tpm: Option<String>,
     /// Totals.
     pub summary: Summary,
     /// Steps and the automated share.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use ironvisor_crds::labels;
 use ironvisor_crds::usage::{RunRecord, USAGE_FINALIZER};
+use ironvisor_crds::utilization::VmUtilization;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
@@ -31,6 +32,8 @@ pub struct VmRecord {
     pub placed: bool,
     /// `status.runLog`.
     pub run_log: Vec<RunRecord>,
+    /// `status.utilization` (absent or unreadable: not measured).
+    pub utilization: Option<VmUtilization>,
 }
 
 impl VmRecord {
@@ -47,6 +50,9 @@ pub fn vm_record(o: &DynamicObject) -> Option<VmRecord> {
         .and_then(|s| s.get("runLog"))
         .and_then(|l| serde_json::from_value::<Vec<RunRecord>>(l.clone()).ok())
         .unwrap_or_default();
+    let utilization = status
+        .and_then(|s| s.get("utilization"))
+        .and_then(|u| serde_json::from_value::<VmUtilization>(u.clone()).ok());
     let placed = status
         .and_then(|s| s.get("nodeName"))
         .and_then(|n| n.as_str())
@@ -60,6 +66,7 @@ pub fn vm_record(o: &DynamicObject) -> Option<VmRecord> {
         deleting_at: o.metadata.deletion_timestamp.as_ref().map(|t| t.0),
         placed,
         run_log,
+        utilization,
     })
 }
 
@@ -164,6 +171,7 @@ mod tests {
             deleting_at: None,
             placed: true,
             run_log: vec![],
+            utilization: None,
         };
         let vms = [vm("fin"), vm("loose")];
         let ns: BTreeMap<String, String> = [("fin".to_string(), "finance".to_string())].into();

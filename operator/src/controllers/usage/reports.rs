@@ -13,10 +13,13 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use super::UsageError;
 use super::facts::VmRecord;
 use crate::usage::ledger::{
-    VmFacts, accrue_priced, carry_over, is_closed, open, own_cost, roll_up_with_cost,
+    VmFacts, accrue_priced, carry_over, children_of, is_closed, open, own_cost, roll_up_with_cost,
 };
 use crate::usage::pricing::{NANOS, Pricing, format_cents, nanos};
+use crate::usage::rightsizing::{self, Policy, VmInput};
 use crate::usage::{Month, report_name};
+use ironvisor_crds::usage::ChildUsage;
+use ironvisor_crds::utilization::Size;
 
 /// Label on a report: the UTC month (`YYYY-MM`) it covers.
 pub const PERIOD_LABEL: &str = "ironvisor.io/usage-period";
@@ -48,6 +51,30 @@ pub struct TenantFacts<'a> {
     pub vms: &'a [&'a VmRecord],
     /// The price list, if any.
     pub pricing: Option<&'a Pricing>,
+    /// How right-sizing judges.
+    pub policy: &'a Policy,
+}
+
+/// The tenant's VMs that run now, as right-sizing sees them (size and host from their last
+/// run record).
+fn running<'a>(vms: &'a [&'a VmRecord]) -> Vec<VmInput<'a>> {
+    vms.iter()
+        .filter(|v| v.deleting_at.is_none())
+        .filter_map(|v| {
+            let last = v.run_log.last().filter(|r| r.running)?;
+            Some(VmInput {
+                namespace: &v.namespace,
+                name: &v.name,
+                node: &last.node,
+                allocated: Size {
+                    vcpus: last.vcpus,
+                    memory_mib: last.memory_mib,
+                },
+                storage_mib: last.storage_mib,
+                utilization: v.utilization.as_ref(),
+            })
+        })
+        .collect()
 }
 
 /// Write `status` over `report`'s, conditional on the version it was read at.
@@ -133,6 +160,7 @@ pub async fn checkpoint(
         f.ancestors,
         f.pricing,
     );
+    status.rightsizing = rightsizing::report(&running(f.vms), f.policy, now, f.pricing);
     if report.status.is_some() && !due(&before, &status, every) {
         return Ok(report);
     }
@@ -156,7 +184,7 @@ pub fn due(
         (Some(b), Some(a)) => a.duration_since(b).unsigned_abs() >= every,
         _ => true,
     };
-    elapsed || marks(before) != marks(after)
+    elapsed || marks(before) != marks(after) || before.rightsizing != after.rightsizing
 }
 
 async fn create(
@@ -248,6 +276,14 @@ pub async fn write_roll_ups(
             roll_up_with_cost(&tenant, ledgers.iter().map(|(t, s)| (t.as_str(), s)));
         status.total = total;
         status.total_summary = Some(total.summary());
+        status.children = children_of(&tenant, ledgers.iter().map(|(t, s)| (t.as_str(), s)))
+            .into_iter()
+            .map(|(child, usage, cost)| ChildUsage {
+                tenant: child,
+                usage,
+                cost: prices.map(|_| format_cents(cost)),
+            })
+            .collect();
         let own = own_cost(&status);
         let budget = prices.and_then(|p| p.budgets.get(tenant.as_str()).copied());
         status.cost = prices.map(|p| ironvisor_crds::usage::CostSummary {
@@ -263,6 +299,9 @@ pub async fn write_roll_ups(
             prices.map(|_| as_units(own + children_cost)),
             budget.map(as_units),
         );
+        if let Some(r) = &status.rightsizing {
+            metrics.set_rightsizing(&tenant, r);
+        }
         write(&api, report, status).await?;
     }
     Ok(())

@@ -1,0 +1,345 @@
+//! `bench-migration`: live migration of the same idle and busy guest between the same two
+//! hosts (private libvirtds in network namespaces, as tests/migration.rs: the devcluster, the
+//! operator and an agent per host) through Ironvisor against a raw
+//! `virsh migrate --live --p2p --copy-storage-all`, in one run. Not a test. Needs root and
+//! libvirt (hack/install-deps.sh) and the workspace's debug binaries (`cargo build --bins`).
+//!
+//! Measured per migration, alternating directions:
+//! - migrate call → completion: for Ironvisor the source agent's own measure around
+//!   `virDomainMigrateToURI3` (`status.source.elapsedMilliseconds`), for raw the wall time of
+//!   the `virsh migrate` process;
+//! - downtime: QEMU's (the completed incoming job on the target: `status.target.
+//!   downtimeMilliseconds` / `virsh domjobinfo --completed`) and the host-side gap between
+//!   the guest's last counter line on the source and its first on the target;
+//! - Ironvisor only, end to end: from `kubectl apply` of the migration to `Completed` seen by
+//!   polling the API every 50 ms.
+//!
+//! Ironvisor's guest runs first; it is then deleted and the raw guest, defined from its own
+//! migratable XML (our metadata removed, its directory moved), runs the same rounds, so the
+//! two never compete for the two CPUs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ironvisor_bench::stats;
+use ironvisor_tests::migration::{Cluster, TickWatch, switch_over};
+use ironvisor_tests::system::{uid, wait_for};
+
+/// Live migration: Ironvisor against raw virsh.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Migrations of each guest, each way counted (alternating directions).
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One migration's figures, milliseconds.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+struct Sample {
+    call_ms: f64,
+    qemu_downtime_ms: f64,
+    gap_ms: f64,
+    e2e_ms: Option<f64>,
+}
+
+const LONG: Duration = Duration::from_secs(300);
+
+fn sh(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn virsh(uri: &str, args: &[&str]) -> anyhow::Result<String> {
+    sh(Command::new("virsh").arg("-c").arg(uri).args(args))
+}
+
+fn domain_of(uri: &str, vm: &str) -> Option<String> {
+    let list = virsh(uri, &["list", "--name"]).ok()?;
+    let wanted = format!("-{vm}-");
+    list.lines()
+        .find(|n| n.starts_with("iv-") && n.contains(&wanted))
+        .map(str::to_owned)
+}
+
+/// QEMU's downtime of the last incoming job on `uri`.
+fn completed_downtime(uri: &str, dom: &str) -> anyhow::Result<f64> {
+    let text = virsh(uri, &["domjobinfo", "--completed", dom])?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Total downtime:"))
+        .ok_or_else(|| anyhow::anyhow!("no downtime in {text}"))?;
+    let v = line
+        .trim_start_matches("Total downtime:")
+        .trim()
+        .trim_end_matches("ms")
+        .trim();
+    Ok(v.parse()?)
+}
+
+/// The host-side gap of the switch-over of the migration started at `since` (the ticks
+/// before it hold the earlier rounds' switch-overs).
+fn gap_ms(watch: &TickWatch, since: Instant, from: usize, to: usize) -> anyhow::Result<f64> {
+    let last = watch.ticks().iter().map(|t| t.value).max().unwrap_or(0);
+    watch.wait_tick_on(to, last, LONG);
+    let ticks: Vec<_> = watch
+        .ticks()
+        .into_iter()
+        .filter(|t| t.at >= since)
+        .collect();
+    let sw = switch_over(&ticks, from, to).ok_or_else(|| anyhow::anyhow!("no switch-over seen"))?;
+    Ok(sw.gap.as_secs_f64() * 1000.0)
+}
+
+/// Ironvisor's rounds on the VM `name` (running on host 0 or 1).
+fn ours(c: &Cluster, name: &str, rounds: usize) -> anyhow::Result<Vec<Sample>> {
+    let vm = c.sys.wait_phase(&c.ns, name, "Running", LONG);
+    let vm_uid = uid(&vm);
+    let node = vm["status"]["nodeName"].as_str().unwrap_or_default();
+    let mut at = c
+        .hosts
+        .iter()
+        .position(|h| h.agent.node == node)
+        .unwrap_or(0);
+    let logs = c
+        .hosts
+        .iter()
+        .map(|h| h.agent.vm_dir(&vm_uid).join("console.log"))
+        .collect();
+    let watch = TickWatch::start(logs);
+    watch.wait_tick_on(at, 20, LONG);
+    let mut out = Vec::new();
+    for i in 0..rounds {
+        let to = 1 - at;
+        let m = format!("{name}-{i}");
+        let t = Instant::now();
+        c.apply_migration(&m, name, Some(&c.hosts[to].agent.node), "");
+        let done = wait_for("the migration to complete", LONG, || {
+            let v = c.migration(&m).ok_or("gone")?;
+            match v["status"]["phase"].as_str() {
+                Some("Completed") => Ok(v),
+                Some("Failed") => panic!("migration failed: {}", v["status"]),
+                _ => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    Err("not yet".to_owned())
+                }
+            }
+        });
+        let e2e = t.elapsed().as_secs_f64() * 1000.0;
+        let downtime = wait_for("QEMU's downtime", LONG, || {
+            c.migration(&m)
+                .and_then(|v| v["status"]["target"]["downtimeMilliseconds"].as_f64())
+                .ok_or_else(|| "not yet".to_owned())
+        });
+        out.push(Sample {
+            call_ms: done["status"]["source"]["elapsedMilliseconds"]
+                .as_f64()
+                .unwrap_or(0.0),
+            qemu_downtime_ms: downtime,
+            gap_ms: gap_ms(&watch, t, at, to)?,
+            e2e_ms: Some(e2e),
+        });
+        eprintln!("ironvisor {name} round {i}: {:?}", out.last());
+        at = to;
+    }
+    Ok(out)
+}
+
+/// The raw guest: our VM's migratable XML with our metadata removed, renamed, its directory
+/// moved to `dir` (disk copied), defined and started on host 0.
+fn raw_domain(c: &Cluster, ours_xml: &str, vm_dir: &str, dir: &Path) -> anyhow::Result<String> {
+    let name = format!("raw-bench-{}", std::process::id());
+    let mut xml = ours_xml.to_owned();
+    if let (Some(a), Some(b)) = (xml.find("<metadata>"), xml.find("</metadata>")) {
+        xml.replace_range(a..b + "</metadata>".len(), "");
+    }
+    if let (Some(a), Some(b)) = (xml.find("<uuid>"), xml.find("</uuid>")) {
+        xml.replace_range(a..b + "</uuid>".len(), "");
+    }
+    let start = xml.find("<name>").unwrap_or(0);
+    let end = xml.find("</name>").unwrap_or(0);
+    xml.replace_range(
+        start..end + "</name>".len(),
+        &format!("<name>{name}</name>"),
+    );
+    let src = dir.join("a");
+    let xml = xml.replace(vm_dir, &src.to_string_lossy());
+    std::fs::write(dir.join("raw.xml"), &xml)?;
+    virsh(
+        c.hosts[0].libvirtd.uri(),
+        &["define", &dir.join("raw.xml").to_string_lossy()],
+    )?;
+    virsh(c.hosts[0].libvirtd.uri(), &["start", &name])?;
+    Ok(name)
+}
+
+/// Raw rounds of `dom`, alternating between the hosts; each target's disk is created first
+/// (as our target agent does) and the definition's directory rewritten for it.
+fn raw(c: &Cluster, dom: &str, dir: &Path, rounds: usize) -> anyhow::Result<Vec<Sample>> {
+    let dirs = [dir.join("a"), dir.join("b")];
+    let watch = TickWatch::start(dirs.iter().map(|d| d.join("console.log")).collect());
+    watch.wait_tick_on(0, 20, LONG);
+    let mut at = 0;
+    let mut out = Vec::new();
+    for i in 0..rounds {
+        let to = 1 - at;
+        let (from_uri, to_uri) = (c.hosts[at].libvirtd.uri(), c.hosts[to].libvirtd.uri());
+        let live = virsh(from_uri, &["dumpxml", "--migratable", dom])?;
+        let dest = live.replace(&*dirs[at].to_string_lossy(), &dirs[to].to_string_lossy());
+        let _ = std::fs::remove_dir_all(&dirs[to]);
+        std::fs::create_dir_all(&dirs[to])?;
+        for disk in std::fs::read_dir(&dirs[at])? {
+            let p = disk?.path();
+            if p.extension().is_some_and(|e| e == "qcow2") {
+                let size = sh(Command::new("qemu-img")
+                    .args(["info", "-U", "--output=json"])
+                    .arg(&p))?;
+                let v: serde_json::Value = serde_json::from_str(&size)?;
+                let bytes = v["virtual-size"].as_u64().unwrap_or(0);
+                sh(Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2"])
+                    .arg(dirs[to].join(p.file_name().unwrap_or_default()))
+                    .arg(bytes.to_string()))?;
+            }
+        }
+        let xml_file = dir.join(format!("dest-{i}.xml"));
+        std::fs::write(&xml_file, &dest)?;
+        let addr = &c.hosts[to].address;
+        let xf = xml_file.to_string_lossy();
+        let migrate_uri = format!("tcp://{addr}");
+        let t = Instant::now();
+        virsh(
+            from_uri,
+            &[
+                "migrate",
+                "--live",
+                "--p2p",
+                "--persistent",
+                "--undefinesource",
+                "--copy-storage-all",
+                "--xml",
+                &xf,
+                "--persistent-xml",
+                &xf,
+                dom,
+                to_uri,
+                &migrate_uri,
+                "--listen-address",
+                addr,
+            ],
+        )?;
+        let call = t.elapsed().as_secs_f64() * 1000.0;
+        out.push(Sample {
+            call_ms: call,
+            qemu_downtime_ms: completed_downtime(to_uri, dom)?,
+            gap_ms: gap_ms(&watch, t, at, to)?,
+            e2e_ms: None,
+        });
+        eprintln!("raw round {i}: {:?}", out.last());
+        at = to;
+    }
+    let _ = virsh(c.hosts[at].libvirtd.uri(), &["destroy", dom]);
+    let _ = virsh(c.hosts[at].libvirtd.uri(), &["undefine", dom]);
+    Ok(out)
+}
+
+/// Ironvisor's rounds, then the same guest raw.
+fn guest(c: &Cluster, kind: &str, rounds: usize) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+    let name = format!("bench-{kind}");
+    match kind {
+        "busy" => c.apply_busy_vm(&name, "{}"),
+        _ => c.apply_counter_vm(&name),
+    }
+    let vm = c.sys.wait_phase(&c.ns, &name, "Running", LONG);
+    let vm_uid = uid(&vm);
+    let ours_samples = ours(c, &name, rounds)?;
+    let vm = c.sys.vm(&c.ns, &name);
+    let node = vm["status"]["nodeName"].as_str().unwrap_or_default();
+    let host = c.host(node);
+    let dom = domain_of(host.libvirtd.uri(), &name)
+        .ok_or_else(|| anyhow::anyhow!("no domain of {name}"))?;
+    let xml = virsh(host.libvirtd.uri(), &["dumpxml", "--migratable", &dom])?;
+    let vm_dir = host.agent.vm_dir(&vm_uid);
+    let tmp = tempfile::Builder::new()
+        .prefix("ironvisor-bench-mig-")
+        .tempdir_in("/var/tmp")?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::create_dir_all(tmp.path().join("a"))?;
+    for f in std::fs::read_dir(&vm_dir)? {
+        let p = f?.path();
+        if p.extension().is_some_and(|e| e == "qcow2") {
+            sh(Command::new("qemu-img")
+                .args(["convert", "-U", "-O", "qcow2"])
+                .arg(&p)
+                .arg(tmp.path().join("a").join(p.file_name().unwrap_or_default())))?;
+        }
+    }
+    c.sys
+        .kubectl_ok(&["delete", "vm", &name, "-n", &c.ns, "--wait=true"]);
+    let raw_dom = raw_domain(c, &xml, &vm_dir.to_string_lossy(), tmp.path())?;
+    let raw_samples = raw(c, &raw_dom, tmp.path(), rounds)?;
+    Ok((ours_samples, raw_samples))
+}
+
+fn col(s: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<stats::Summary> {
+    let v: Vec<Duration> = s
+        .iter()
+        .filter_map(&f)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .collect();
+    stats::summarize(&v)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let c = Cluster::start("bmig", 2, "{virtualMachines: 2, vcpus: 2, memory: 256Mi}");
+    let mut results = serde_json::Map::new();
+    println!(
+        "live migration, 128 MiB guest with a 64 MiB disk copied, {} rounds each way-alternating",
+        args.rounds
+    );
+    println!(
+        "{:<10} {:<10} {:>12} {:>12} {:>14} {:>12} {:>10}",
+        "guest", "via", "call p50 ms", "call max ms", "QEMU down p50", "gap p50 ms", "e2e p50 ms"
+    );
+    for kind in ["idle", "busy"] {
+        let (o, r) = guest(&c, kind, args.rounds)?;
+        for (via, s) in [("ironvisor", &o), ("virsh", &r)] {
+            let call = col(s, |x| Some(x.call_ms));
+            let down = col(s, |x| Some(x.qemu_downtime_ms));
+            let gap = col(s, |x| Some(x.gap_ms));
+            let e2e = col(s, |x| x.e2e_ms);
+            println!(
+                "{kind:<10} {via:<10} {:>12.0} {:>12.0} {:>14.0} {:>12.0} {:>10}",
+                call.map_or(0.0, |x| x.p50_ms),
+                call.map_or(0.0, |x| x.max_ms),
+                down.map_or(0.0, |x| x.p50_ms),
+                gap.map_or(0.0, |x| x.p50_ms),
+                e2e.map_or("-".into(), |x| format!("{:.0}", x.p50_ms)),
+            );
+        }
+        let p50 = |s: &[Sample]| col(s, |x| Some(x.call_ms)).map_or(0.0, |x| x.p50_ms);
+        let ratio = stats::ratio(p50(&o), p50(&r));
+        println!("{kind}: ratio (call p50 ours / virsh) {ratio:.2?}");
+        results.insert(
+            kind.into(),
+            serde_json::json!({"ironvisor": o, "virsh": r, "ratio_call_p50": ratio}),
+        );
+    }
+    let json = serde_json::json!({"bench": "migration", "rounds": args.rounds, "results": results});
+    println!("BENCH_JSON {json}");
+    if let Some(p) = args.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&json)?)?;
+    }
+    Ok(())
+}
