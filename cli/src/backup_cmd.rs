@@ -198,8 +198,12 @@ pub async fn restore_from_backup(
                 return Ok(false);
             }
         }
-        let phase = vms.get(vm).await?.status.and_then(|s| s.phase);
-        if let Some(p) = phase.filter(|p| {
+        let status = vms.get(vm).await?.status.unwrap_or_default();
+        if let Some(why) = refused_spec(&status) {
+            eprintln!("{vm}: {why}");
+            return Ok(false);
+        }
+        if let Some(p) = status.phase.filter(|p| {
             matches!(
                 p,
                 ironvisor_crds::vm::Phase::Running | ironvisor_crds::vm::Phase::Stopped
@@ -216,6 +220,19 @@ pub async fn restore_from_backup(
         what: "Running or Stopped",
         now: String::new(),
     }))
+}
+
+/// Why the agent refuses the VM's spec for good (phase Failed, Ready reason InvalidSpec):
+/// waiting longer changes nothing.
+fn refused_spec(status: &ironvisor_crds::vm::VirtualMachineStatus) -> Option<String> {
+    if status.phase != Some(ironvisor_crds::vm::Phase::Failed) {
+        return None;
+    }
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.reason == "InvalidSpec")
+        .map(|c| format!("the spec cannot run: {}", c.message))
 }
 
 #[cfg(test)]
@@ -267,5 +284,23 @@ mod tests {
             assert!(d.source.http.is_none() && d.source.blank.is_none());
         }
         assert_eq!(vm.spec.disks[0].size, spec.disks[0].size);
+    }
+
+    #[test]
+    fn only_a_failed_vm_with_an_invalid_spec_ends_the_wait() {
+        let status = |phase: &str, reason: &str| -> ironvisor_crds::vm::VirtualMachineStatus {
+            serde_json::from_value(json!({
+                "phase": phase,
+                "conditions": [{"type": "Ready", "status": "False", "reason": reason,
+                    "message": "disk \"data\" needs exactly one source",
+                    "lastTransitionTime": "2026-11-30T13:50:48Z"}]
+            }))
+            .unwrap()
+        };
+        let why = refused_spec(&status("Failed", "InvalidSpec")).unwrap();
+        assert!(why.contains("needs exactly one source"), "{why}");
+        // libvirt refusals are retried: keep waiting.
+        assert_eq!(refused_spec(&status("Failed", "DefineFailed")), None);
+        assert_eq!(refused_spec(&status("Starting", "InvalidSpec")), None);
     }
 }

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub rebalance: crate::rebalance::metrics::RebalanceMetrics,
     /// Live migrations: results, durations, downtimes, what runs now.
     pub migrations: crate::migration::metrics::MigrationMetrics,
+    /// Schedules: objects made and pruned.
+    pub schedules: crate::backup::metrics::ScheduleMetrics,
     /// What blocks the operator, in words, per source (for `/readyz`).
     problems: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
@@ -180,6 +182,7 @@ impl Metrics {
         let usage = crate::usage::metrics::UsageMetrics::register(&registry)?;
         let rebalance = crate::rebalance::metrics::RebalanceMetrics::register(&registry)?;
         let migrations = crate::migration::metrics::MigrationMetrics::register(&registry)?;
+        let schedules = crate::backup::metrics::ScheduleMetrics::register(&registry)?;
         for reason in PENDING_REASONS
             .into_iter()
             .chain(crate::plan::network::REASONS)
@@ -205,6 +208,7 @@ impl Metrics {
             usage,
             rebalance,
             migrations,
+            schedules,
             problems: Arc::default(),
         })
         .inspect(|m| m.set_vm_phases(std::iter::empty()))

@@ -183,6 +183,8 @@ pub async fn run(
     let schedules = crate::backup::schedule::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),
+        metrics: metrics.schedules.clone(),
+        recorder: recorder.clone(),
     };
     let restores = crate::snapshot::restore::Ctx {
         client: client.clone(),

@@ -161,6 +161,13 @@ pub fn metrics(agent: &Agent) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The value of one series (`name{labels}` exactly as exported) in a /metrics text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The Events of a namespace, as JSON text.
 pub fn events(sys: &System, ns: &str) -> String {
     sys.kubectl_ok(&["get", "events", "-n", ns, "-o", "json"])

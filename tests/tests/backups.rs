@@ -6,7 +6,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use ironvisor_tests::backup_hosts::{QUICK, TwoHosts, URI, backup_dir, events, metrics};
+use ironvisor_tests::backup_hosts::{
+    QUICK, TwoHosts, URI, backup_dir, events, metric_value, metrics,
+};
 use ironvisor_tests::guest_disk::{guest_write, layers, reads, sha256};
 use ironvisor_tests::system::{uid, wait_for};
 use serde_json::Value;
@@ -149,10 +151,18 @@ fn a_tampered_backup_image_is_refused_by_its_checksum() {
     let copy = h.sys.vm(&h.ns, "db-copy");
     assert!(!h.b.vm_dir(&uid(&copy)).join("disk-data.qcow2").exists());
     assert_ne!(copy["status"]["phase"], "Running");
-    assert!(
-        metrics(&h.b)
-            .contains("ironvisor_agent_backup_restores_total{result=\"checksum_mismatch\"} 1")
+    // At least once: every look at the VM before the spec changes refuses the copy again.
+    let text = metrics(&h.b);
+    let refused = metric_value(
+        &text,
+        "ironvisor_agent_backup_restores_total{result=\"checksum_mismatch\"}",
     );
+    assert!(refused.is_some_and(|n| n >= 1.0), "{text}");
+    let restored = metric_value(
+        &text,
+        "ironvisor_agent_backup_restores_total{result=\"restored\"}",
+    );
+    assert_eq!(restored, Some(0.0), "{text}");
 }
 
 /// A schedule every 5 seconds with keepLast 2 makes snapshots and prunes its own beyond

@@ -228,14 +228,14 @@ async fn take(b: Arc<VirtualMachineBackup>, ctx: &Context) -> Result<Action, Err
     let uid = b.uid().unwrap_or_default();
     let (location, bandwidth) = match usable_location(ctx, &b.spec.location).await? {
         Ok(p) => p,
-        Err((reason, msg)) => return fail(ctx, &b, status, reason, msg).await,
+        Err((reason, msg)) => return fail(ctx, &b, status, (reason, None), msg).await,
     };
     let vm_name = status.vm_name.clone().unwrap_or_default();
     let vm = vm_of_name(&ctx.snap, &ns, &vm_name, status.vm_uid.clone()).await?;
     let (Some(vm), Some(layer), Some(spec)) = (vm, status.layer.clone(), status.vm_spec.clone())
     else {
         let msg = format!("VM {vm_name} or its snapshot is gone; nothing was written");
-        return fail(ctx, &b, status, backup_reason::VM_NOT_FOUND, msg).await;
+        return fail(ctx, &b, status, (backup_reason::VM_NOT_FOUND, None), msg).await;
     };
     let Some(vm_dir) = layout::vm_dir(
         &ctx.snap.state_dir,
@@ -300,8 +300,19 @@ async fn take(b: Arc<VirtualMachineBackup>, ctx: &Context) -> Result<Action, Err
         Err(e) => {
             let msg = error_text(&e);
             remove(&location, &uid).await?;
-            fail(ctx, &b, status, backup_reason::FAILED, msg).await
+            fail(ctx, &b, status, (backup_reason::FAILED, Some(&e)), msg).await
         }
+    }
+}
+
+/// The metric label of a failure ([`super::metrics::FAILURE_REASONS`]).
+fn failure_label(reason: &str, export: Option<&ExportError>) -> &'static str {
+    match (reason, export) {
+        (backup_reason::LOCATION_NOT_FOUND, _) => "location_not_found",
+        (backup_reason::LOCATION_UNAVAILABLE, _) => "location_unavailable",
+        (backup_reason::VM_NOT_FOUND, _) => "vm_not_found",
+        (_, Some(ExportError::Io(_))) => "io",
+        _ => "copy_failed",
     }
 }
 
@@ -309,10 +320,10 @@ async fn fail(
     ctx: &Context,
     b: &VirtualMachineBackup,
     status: VirtualMachineBackupStatus,
-    reason: &str,
+    (reason, export): (&str, Option<&ExportError>),
     msg: String,
 ) -> Result<Action, Error> {
-    ctx.metrics.failed();
+    ctx.metrics.failed(failure_label(reason, export));
     publish(ctx, b, true, "BackupFailed", msg.clone()).await;
     write(ctx, b, &finished(status, false, reason, msg)).await?;
     Ok(Action::await_change())

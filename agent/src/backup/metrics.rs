@@ -5,6 +5,14 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 
 /// How a backup ended (label `result`).
 pub const BACKUP_RESULTS: [&str; 2] = ["succeeded", "failed"];
+/// Why a backup failed (label `reason` of `ironvisor_agent_backup_failures_total`).
+pub const FAILURE_REASONS: [&str; 5] = [
+    "location_not_found",
+    "location_unavailable",
+    "vm_not_found",
+    "copy_failed",
+    "io",
+];
 /// How a restore of a disk from a backup ended (label `result`).
 pub const RESTORE_RESULTS: [&str; 3] = ["restored", "checksum_mismatch", "failed"];
 
@@ -12,6 +20,7 @@ pub const RESTORE_RESULTS: [&str; 3] = ["restored", "checksum_mismatch", "failed
 #[derive(Clone)]
 pub struct BackupMetrics {
     backups: IntCounterVec,
+    failures: IntCounterVec,
     duration: Histogram,
     bytes: IntCounter,
     restores: IntCounterVec,
@@ -26,6 +35,13 @@ impl BackupMetrics {
                 "Backups this agent finished, by result.",
             ),
             &["result"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "ironvisor_agent_backup_failures_total",
+                "Backups this agent failed, by reason.",
+            ),
+            &["reason"],
         )?;
         let duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -48,15 +64,20 @@ impl BackupMetrics {
         for r in BACKUP_RESULTS {
             let _ = backups.with_label_values(&[r]);
         }
+        for r in FAILURE_REASONS {
+            let _ = failures.with_label_values(&[r]);
+        }
         for r in RESTORE_RESULTS {
             let _ = restores.with_label_values(&[r]);
         }
         into.register(Box::new(backups.clone()))?;
+        into.register(Box::new(failures.clone()))?;
         into.register(Box::new(duration.clone()))?;
         into.register(Box::new(bytes.clone()))?;
         into.register(Box::new(restores.clone()))?;
         Ok(Self {
             backups,
+            failures,
             duration,
             bytes,
             restores,
@@ -70,13 +91,38 @@ impl BackupMetrics {
         self.bytes.inc_by(bytes);
     }
 
-    /// A backup failed.
-    pub fn failed(&self) {
+    /// A backup failed for `reason`, one of [`FAILURE_REASONS`].
+    pub fn failed(&self, reason: &'static str) {
         self.backups.with_label_values(&["failed"]).inc();
+        self.failures.with_label_values(&[reason]).inc();
     }
 
     /// A disk restore ended with `result`, one of [`RESTORE_RESULTS`].
     pub fn restore(&self, result: &'static str) {
         self.restores.with_label_values(&[result]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_exists_at_zero_and_a_failure_counts_under_its_reason() {
+        let registry = crate::metrics::Metrics::new();
+        let m = BackupMetrics::register(&registry).unwrap();
+        let text = registry.render();
+        for r in FAILURE_REASONS {
+            let series = format!("ironvisor_agent_backup_failures_total{{reason=\"{r}\"}} 0");
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        m.failed("copy_failed");
+        m.succeeded(2.5, 1024);
+        let text = registry.render();
+        assert!(text.contains("ironvisor_agent_backup_failures_total{reason=\"copy_failed\"} 1"));
+        assert!(text.contains("ironvisor_agent_backups_total{result=\"failed\"} 1"));
+        assert!(text.contains("ironvisor_agent_backups_total{result=\"succeeded\"} 1"));
+        assert!(text.contains("ironvisor_agent_backup_bytes_total 1024"));
+        assert!(text.contains("ironvisor_agent_backup_duration_seconds_count 1"));
     }
 }

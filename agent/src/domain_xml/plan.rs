@@ -179,7 +179,12 @@ fn plan_disks(input: &PlanInput<'_>) -> Result<Vec<DiskPlan>, PlanError> {
             return Err(PlanError::DuplicateBootOrder(o));
         }
         let s = &d.source;
-        let kinds = [s.blank.is_some(), s.http.is_some(), s.host_path.is_some()];
+        let kinds = [
+            s.blank.is_some(),
+            s.http.is_some(),
+            s.host_path.is_some(),
+            s.backup.is_some(),
+        ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(PlanError::DiskSource(d.name.clone()));
         }

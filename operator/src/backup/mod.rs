@@ -5,6 +5,7 @@
 //! [`plan`] is pure; [`controller`] and [`schedule`] talk to the API and never touch files.
 
 pub mod controller;
+pub mod metrics;
 pub mod plan;
 pub mod quota;
 pub mod schedule;

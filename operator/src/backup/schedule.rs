@@ -20,9 +20,11 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource as _, ResourceExt};
 
+use super::metrics::{ScheduleMetrics, action_label};
 use super::plan::{Made, PlanError, Schedule, object_name, parse_max_age, prune};
 use crate::leader::Leadership;
 
@@ -35,6 +37,24 @@ pub struct Ctx {
     pub client: Client,
     /// Only the leader writes.
     pub leadership: Leadership,
+    /// Objects made and pruned.
+    pub metrics: ScheduleMetrics,
+    /// Events on schedules (`Made`, `Pruned`).
+    pub recorder: Recorder,
+}
+
+/// A Normal Event on the schedule; a failure to publish is logged, never fatal.
+async fn publish(ctx: &Ctx, s: &VirtualMachineSchedule, reason: &str, note: String) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Schedule".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &s.object_ref(&())).await {
+        tracing::warn!(schedule = %s.name_any(), error = %e, "publishing an event failed");
+    }
 }
 
 /// Why a schedule step failed (retried).
@@ -250,6 +270,10 @@ async fn reconcile(s: Arc<VirtualMachineSchedule>, ctx: Arc<Ctx>) -> Result<Acti
     {
         let name = make(&ctx, &s, due).await?;
         tracing::info!(schedule = %s.name_any(), made = name, "scheduled {:?} made", s.spec.action);
+        let action = action_label(s.spec.action);
+        ctx.metrics.made.with_label_values(&[action]).inc();
+        let note = format!("{action} {name} of VM {} made", s.spec.vm_name);
+        publish(&ctx, &s, "Made", note).await;
         st.last_schedule_time = Some(Time(due));
         st.last_created = Some(name);
     }
@@ -258,6 +282,15 @@ async fn reconcile(s: Arc<VirtualMachineSchedule>, ctx: Arc<Ctx>) -> Result<Acti
     for name in &doomed {
         delete(&ctx, &s, name).await?;
         tracing::info!(schedule = %s.name_any(), pruned = name, "pruned by retention");
+        let action = action_label(s.spec.action);
+        ctx.metrics.pruned.with_label_values(&[action]).inc();
+        publish(
+            &ctx,
+            &s,
+            "Pruned",
+            format!("{action} {name} deleted by retention"),
+        )
+        .await;
     }
     st.pruned += doomed.len() as u64;
     st.kept = u32::try_from(made.len() - doomed.len()).unwrap_or(u32::MAX);

@@ -10,7 +10,7 @@ use super::network::NetBook;
 use super::{Announce, Config, Plan, VmStatus, VmWrite, condition};
 use crate::hosts::{HOST_LOST, HOST_RETURNED, Health, RESCHEDULED, operator_ready_reason};
 use crate::index::*;
-use crate::placement::{self, Capacity, HostSnapshot, filters};
+use crate::placement::{self, Capacity, HostSnapshot, Request, filters};
 use crate::quota::Ledger;
 use crate::units::Units;
 
@@ -81,11 +81,23 @@ pub(super) struct Pass<'a> {
     pub(super) snaps: &'a mut BTreeMap<String, HostSnapshot>,
     pub(super) health: &'a BTreeMap<&'a str, Health>,
     pub(super) net: NetBook<'a>,
+    /// Where backups are and which hosts can read their locations.
+    pub(super) backups: &'a BackupIndex,
 }
 
 impl Pass<'_> {
     fn vcpus(d: &Units) -> Option<u32> {
         u32::try_from(d.vcpus).ok()
+    }
+
+    /// The VM's placement constraints with the locations of the backups it restores from.
+    fn request(&self, vm: &VmEntry, compute: Capacity) -> Request {
+        let mut req = vm.request.clone();
+        req.compute = compute;
+        if !req.restores_from.is_empty() {
+            req.backups = self.backups.need(&vm.key.namespace, &req.restores_from);
+        }
+        req
     }
 
     /// A VM not admitted yet: quota, then placement.
@@ -108,11 +120,13 @@ impl Pass<'_> {
         if let Err(e) = self.ledger.check(ns, &request) {
             return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, e.to_string(), out));
         }
-        let mut req = vm.request.clone();
-        req.compute = Capacity {
-            vcpus: request.vcpus,
-            memory: request.memory,
-        };
+        let req = self.request(
+            vm,
+            Capacity {
+                vcpus: request.vcpus,
+                memory: request.memory,
+            },
+        );
         let node = match placement::place(self.snaps.values(), &req, self.cfg.strategy) {
             Ok(h) => h.name.clone(),
             Err(u) => {
@@ -367,12 +381,12 @@ impl Pass<'_> {
             let blocked = match self.refusal(&vm.key.namespace, &compute) {
                 Some(r) => Some(r),
                 None => self.snaps.get(&p.node).and_then(|s| {
-                    let req = placement::Request {
+                    let req = Request {
                         compute: Capacity {
                             vcpus: compute.vcpus,
                             memory: compute.memory,
                         },
-                        ..placement::Request::default()
+                        ..Request::default()
                     };
                     filters::capacity(s, &req).err().map(|rs| {
                         let what: Vec<String> = rs.iter().map(ToString::to_string).collect();
@@ -477,12 +491,12 @@ impl Pass<'_> {
             match self.refusal(ns, &grow) {
                 Some((_, why)) => Some(why),
                 None => self.snaps.get(&p.node).and_then(|s| {
-                    let req = placement::Request {
+                    let req = Request {
                         compute: Capacity {
                             vcpus: grow.vcpus,
                             memory: grow.memory,
                         },
-                        ..placement::Request::default()
+                        ..Request::default()
                     };
                     filters::capacity(s, &req).err().map(|rs| {
                         let what: Vec<String> = rs.iter().map(ToString::to_string).collect();
@@ -584,11 +598,13 @@ impl Pass<'_> {
         let mut why = format!("host {} stopped reporting", p.node);
         if vm.restart_elsewhere {
             let counted = if p.compute { *d } else { d.non_compute() };
-            let mut req = vm.request.clone();
-            req.compute = Capacity {
-                vcpus: counted.vcpus,
-                memory: counted.memory,
-            };
+            let req = self.request(
+                vm,
+                Capacity {
+                    vcpus: counted.vcpus,
+                    memory: counted.memory,
+                },
+            );
             match placement::place(
                 self.snaps.values().filter(|s| s.name != p.node),
                 &req,
