@@ -231,6 +231,10 @@ fn a_schedule_makes_snapshots_and_prunes_only_its_own() {
         h.sys.get("vmsnap", Some(&h.ns), "mine").is_some(),
         "a person's snapshot stays"
     );
+    let sched = h.sys.get("vmschedule", Some(&h.ns), "often").unwrap();
+    assert_eq!(sched["status"]["conditions"][0]["reason"], "Suspended");
+    let ev = events(&h.sys, &h.ns);
+    assert!(ev.contains("\"Made\"") && ev.contains("\"Pruned\""), "{ev}");
     // The VM's chain: its base, the layers of the three snapshots left, and the active one.
     wait_for("pruned snapshots merged away", QUICK, || {
         let l = layers(&vm_dir);

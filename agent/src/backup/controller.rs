@@ -7,7 +7,7 @@
 //! an agent restarted mid-copy finds the backup InProgress again and [`export`] starts the
 //! copy over (or finds it complete); nothing of a failed backup stays in the location.
 
-use super::export::{ExportError, ManifestHead, Source, export, remove};
+use super::export::{ExportError, ManifestHead, Source, export, read_manifest, remove};
 use super::location::check;
 use super::metrics::BackupMetrics;
 use crate::snapshot::controller::vm_of_name;
@@ -225,6 +225,17 @@ async fn take(b: Arc<VirtualMachineBackup>, ctx: &Context) -> Result<Action, Err
         return Ok(Action::await_change());
     }
     let ns = b.namespace().unwrap_or_default();
+    // The cache may not show this agent's own last write yet (a reconcile queued by the
+    // progress writes runs after the one that finished): read the backup fresh, so a backup
+    // is started, counted and announced once.
+    let api = Api::<VirtualMachineBackup>::namespaced(ctx.client(), &ns);
+    let Some(fresh) = api.get_opt(&b.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    match fresh.status {
+        Some(s) if s.phase == BackupPhase::InProgress && s.disks.is_empty() => status = s,
+        _ => return Ok(Action::await_change()),
+    }
     let uid = b.uid().unwrap_or_default();
     let (location, bandwidth) = match usable_location(ctx, &b.spec.location).await? {
         Ok(p) => p,
@@ -255,6 +266,20 @@ async fn take(b: Arc<VirtualMachineBackup>, ctx: &Context) -> Result<Action, Err
             format!("writing the disks of VM {vm_name} into {}", b.spec.location),
         )
         .await;
+    }
+    if let Some(done) = read_manifest(&location, &uid).await? {
+        // Written by an agent killed after the rename: report it, without counting it here.
+        let bytes: i64 = done.disks.iter().map(|d| d.bytes).sum();
+        let msg = format!(
+            "{} disk image(s), {bytes} bytes, checksummed, in {}",
+            done.disks.len(),
+            b.spec.location
+        );
+        status.disks = done.disks;
+        status.bytes = Some(bytes);
+        let status = finished(status, true, backup_reason::SUCCEEDED, msg);
+        write(ctx, &b, &status).await?;
+        return Ok(Action::await_change());
     }
     let disks: Vec<String> = spec.disks.iter().map(|d| d.name.clone()).collect();
     let head = ManifestHead {
