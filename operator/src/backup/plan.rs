@@ -86,10 +86,15 @@ pub struct Made {
     pub created: Timestamp,
     /// Whether it has finished (succeeded or failed): only finished objects are pruned.
     pub finished: bool,
+    /// Whether it succeeded: only those count toward `keepLast`.
+    pub succeeded: bool,
 }
 
-/// The names to delete: beyond the newest `keep_last`, and older than `max_age`. Objects
-/// still in progress are kept (and do not count toward `keep_last`).
+/// The names to delete: succeeded objects beyond the newest `keep_last`, failed objects
+/// older than the newest succeeded one, and any finished object older than `max_age`.
+/// Objects still in progress are kept and, like failed ones, do not count toward
+/// `keep_last`: failures never push out a good snapshot or backup, and the newest failure
+/// stays to be looked at until a later one succeeds.
 pub fn prune(
     made: &[Made],
     keep_last: Option<u32>,
@@ -98,15 +103,21 @@ pub fn prune(
 ) -> Vec<String> {
     let mut done: Vec<&Made> = made.iter().filter(|m| m.finished).collect();
     done.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
-    done.iter()
-        .enumerate()
-        .filter(|(i, m)| {
-            let too_many = keep_last.is_some_and(|k| *i >= k as usize);
-            let too_old = max_age.is_some_and(|a| now.duration_since(m.created) > a);
-            too_many || too_old
-        })
-        .map(|(_, m)| m.name.clone())
-        .collect()
+    let mut good = 0usize;
+    let mut out = Vec::new();
+    for m in done {
+        let too_old = max_age.is_some_and(|a| now.duration_since(m.created) > a);
+        let superseded = if m.succeeded {
+            good += 1;
+            keep_last.is_some_and(|k| good > k as usize)
+        } else {
+            good > 0
+        };
+        if too_old || superseded {
+            out.push(m.name.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -184,7 +195,34 @@ mod tests {
             name: name.into(),
             created: ts(at),
             finished,
+            succeeded: finished,
         }
+    }
+
+    fn failed(name: &str, at: &str) -> Made {
+        Made {
+            succeeded: false,
+            ..made(name, at, true)
+        }
+    }
+
+    #[test]
+    fn failures_never_count_toward_keep_last_and_go_once_a_later_one_succeeds() {
+        let all = [
+            made("a", "2026-11-30T00:00:00Z", true),
+            made("b", "2026-11-30T01:00:00Z", true),
+            failed("c", "2026-11-30T02:00:00Z"),
+            failed("d", "2026-11-30T03:00:00Z"),
+        ];
+        let now = ts("2026-11-30T03:00:01Z");
+        // Two failures after two good ones: both good ones stay, the failures too (nothing
+        // newer succeeded: the newest failure is what to look at).
+        assert!(prune(&all, Some(2), None, now).is_empty());
+        let mut more = all.to_vec();
+        more.push(made("e", "2026-11-30T04:00:00Z", true));
+        let mut doomed = prune(&more, Some(2), None, now);
+        doomed.sort();
+        assert_eq!(doomed, ["a", "c", "d"]);
     }
 
     #[test]

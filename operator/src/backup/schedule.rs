@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ironvisor_crds::backup::{VirtualMachineBackup, VirtualMachineBackupSpec};
+use ironvisor_crds::backup::{BackupPhase, VirtualMachineBackup, VirtualMachineBackupSpec};
 use ironvisor_crds::common::{condition_type, new_condition, set_condition};
 use ironvisor_crds::labels::OPERATOR_MANAGER;
 use ironvisor_crds::schedule::{
     SCHEDULE_UID_LABEL, ScheduleAction, VirtualMachineSchedule, VirtualMachineScheduleStatus,
     schedule_reason,
 };
-use ironvisor_crds::snapshot::{VirtualMachineSnapshot, VirtualMachineSnapshotSpec};
+use ironvisor_crds::snapshot::{SnapshotPhase, VirtualMachineSnapshot, VirtualMachineSnapshotSpec};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -144,6 +144,10 @@ async fn made_by(ctx: &Ctx, s: &VirtualMachineSchedule) -> Result<Vec<Made>, Err
                     name: o.name_any(),
                     created: created(&o.metadata),
                     finished: o.status.as_ref().is_some_and(|st| st.phase.is_terminal()),
+                    succeeded: o
+                        .status
+                        .as_ref()
+                        .is_some_and(|st| st.phase == SnapshotPhase::Succeeded),
                 })
                 .collect()
         }
@@ -157,6 +161,10 @@ async fn made_by(ctx: &Ctx, s: &VirtualMachineSchedule) -> Result<Vec<Made>, Err
                 name: o.name_any(),
                 created: created(&o.metadata),
                 finished: o.status.as_ref().is_some_and(|st| st.phase.is_terminal()),
+                succeeded: o
+                    .status
+                    .as_ref()
+                    .is_some_and(|st| st.phase == BackupPhase::Succeeded),
             })
             .collect(),
     };
