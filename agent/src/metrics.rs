@@ -48,6 +48,8 @@ pub struct Metrics {
     errors: IntCounterVec,
     duration: Histogram,
     invalid_transitions: IntCounter,
+    clones: IntCounterVec,
+    clone_seconds: prometheus::HistogramVec,
     start_failures: IntCounterVec,
     vm_cpu: CounterVec,
     vm_memory: GaugeVec,
@@ -196,6 +198,21 @@ impl Metrics {
                 ),
                 &["reason"],
             )),
+            clones: must(IntCounterVec::new(
+                Opts::new(
+                    "ironvisor_agent_clone_disks_total",
+                    "Clone disks made from a snapshot or template, by mode (linked, full) and result (ok, error).",
+                ),
+                &["mode", "result"],
+            )),
+            clone_seconds: must(prometheus::HistogramVec::new(
+                HistogramOpts::new(
+                    "ironvisor_agent_clone_disk_seconds",
+                    "Time to make one clone disk, by mode (linked: an overlay; full: a copy).",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1200.0]),
+                &["mode"],
+            )),
             registry,
         };
         for c in [
@@ -218,6 +235,8 @@ impl Metrics {
             Box::new(m.host_condition.clone()),
             Box::new(m.capability_probe.clone()),
             Box::new(m.image_refusals.clone()),
+            Box::new(m.clones.clone()),
+            Box::new(m.clone_seconds.clone()),
         ] {
             must(m.registry.register(c));
         }
@@ -233,6 +252,24 @@ impl Metrics {
     /// Add the metrics of another part of the agent (e.g. backups) to `/metrics`.
     pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
         self.registry.register(c)
+    }
+
+    /// A clone disk was made (or failed) in `took`.
+    pub fn clone_made(
+        &self,
+        mode: ironvisor_crds::vm::CloneMode,
+        ok: bool,
+        took: std::time::Duration,
+    ) {
+        let mode = match mode {
+            ironvisor_crds::vm::CloneMode::Linked => "linked",
+            ironvisor_crds::vm::CloneMode::Full => "full",
+        };
+        let result = if ok { "ok" } else { "error" };
+        self.clones.with_label_values(&[mode, result]).inc();
+        self.clone_seconds
+            .with_label_values(&[mode])
+            .observe(took.as_secs_f64());
     }
 
     /// A timer that records the reconcile duration when dropped.

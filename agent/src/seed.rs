@@ -33,7 +33,17 @@ pub struct SeedContent {
     pub meta_data: String,
     /// `network-config`.
     pub network_config: String,
+    /// `vendor-data`, when the VM is a clone ([`SeedContent::for_clone`]).
+    pub vendor_data: Option<String>,
 }
+
+/// Vendor data for a clone: its disk carries its source's machine-id, so cloud-init clears
+/// it once per instance (the instance-id is the clone's own uid) and systemd makes a new
+/// one. Vendor data runs unless the user data turns it off (`vendor_data: {enabled: false}`).
+pub const CLONE_VENDOR_DATA: &str = "#cloud-config\n\
+bootcmd:\n\
+  - [cloud-init-per, instance, ironvisor-machine-id, sh, -c, \
+\"rm -f /etc/machine-id /var/lib/dbus/machine-id && systemd-machine-id-setup\"]\n";
 
 impl SeedContent {
     /// Build the seed files. `meta-data` and the generated `network-config` are JSON (a
@@ -67,7 +77,15 @@ impl SeedContent {
             user_data: user_data.unwrap_or("#cloud-config\n{}\n").to_owned(),
             meta_data: format!("{meta}\n"),
             network_config: format!("{}\n", network_config.trim_end()),
+            vendor_data: None,
         }
+    }
+
+    /// The seed of a clone (when `is_clone`): the same, plus vendor data that gives the
+    /// guest a new machine-id ([`CLONE_VENDOR_DATA`]).
+    pub fn for_clone(mut self, is_clone: bool) -> Self {
+        self.vendor_data = is_clone.then(|| CLONE_VENDOR_DATA.to_owned());
+        self
     }
 
     /// Hash of the content, to know whether an existing seed is current.
@@ -76,6 +94,12 @@ impl SeedContent {
         for part in [&self.user_data, &self.meta_data, &self.network_config] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
+        }
+        // Only a clone's digest covers vendor data: every other seed keeps its digest.
+        if let Some(v) = &self.vendor_data {
+            h.update(b"vendor-data");
+            h.update((v.len() as u64).to_le_bytes());
+            h.update(v.as_bytes());
         }
         hex::encode(h.finalize())
     }
@@ -109,16 +133,19 @@ pub async fn write_seed(seed: &Path, content: &SeedContent) -> Result<bool, Seed
         tokio::fs::write(staging.path().join(name), body).await?;
     }
     let tmp_iso = staging.path().join("seed.iso");
-    let out = tokio::process::Command::new("genisoimage")
-        .arg("-quiet")
+    let mut cmd = tokio::process::Command::new("genisoimage");
+    cmd.arg("-quiet")
         .arg("-output")
         .arg(&tmp_iso)
         .args(["-volid", VOLUME_LABEL, "-joliet", "-rock"])
         .arg(staging.path().join("user-data"))
         .arg(staging.path().join("meta-data"))
-        .arg(staging.path().join("network-config"))
-        .output()
-        .await?;
+        .arg(staging.path().join("network-config"));
+    if let Some(v) = &content.vendor_data {
+        tokio::fs::write(staging.path().join("vendor-data"), v).await?;
+        cmd.arg(staging.path().join("vendor-data"));
+    }
+    let out = cmd.output().await?;
     if !out.status.success() {
         return Err(SeedError::Tool(
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -142,6 +169,18 @@ mod tests {
             mac: mac.into(),
             attachment: NicAttachment::User(vec![]),
         }
+    }
+
+    #[test]
+    fn only_a_clone_seed_carries_vendor_data_and_a_plain_seed_keeps_its_digest() {
+        let plain = SeedContent::new("u", "h", None, None, &[]);
+        assert_eq!(plain.vendor_data, None);
+        let clone = plain.clone().for_clone(true);
+        assert_eq!(plain.clone().for_clone(false), plain);
+        assert_ne!(plain.digest(), clone.digest());
+        let v = clone.vendor_data.unwrap();
+        assert!(v.starts_with("#cloud-config\n"), "{v}");
+        assert!(v.contains("cloud-init-per, instance") && v.contains("systemd-machine-id-setup"));
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub enum Command {
     /// Back a VM up into a BackupLocation (a VirtualMachineBackup); --wait shows the copy's
     /// progress until it is written.
     Backup(crate::backup_cmd::BackupArgs),
+    /// Make a new VM from a template VM's disks or a snapshot's: linked (an overlay on the
+    /// frozen source, instant) or --full (a copy, with a progress bar under --wait).
+    Clone(crate::clone_cmd::CloneArgs),
     /// Move a running VM to another host without stopping it (a VirtualMachineMigration).
     Migrate(crate::migrate::MigrateArgs),
     /// Qualify this host for running Ironvisor (no cluster needed), or put a host in
@@ -122,6 +125,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Snapshot(a) => crate::snapshot_cmd::run_snapshot(&cli.cluster, &a),
         Command::Restore(a) => crate::snapshot_cmd::run_restore(&cli.cluster, &a),
         Command::Backup(a) => crate::snapshot_cmd::run_backup(&cli.cluster, &a),
+        Command::Clone(a) => crate::clone_cmd::run(&cli.cluster, &a),
         Command::Host {
             verb: HostCommand::Check(a),
         } => crate::host::cmd::check(&a),

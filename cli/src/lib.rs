@@ -7,6 +7,7 @@
 
 pub mod backup_cmd;
 pub mod cli;
+pub mod clone_cmd;
 pub mod cluster;
 pub mod drain;
 pub mod host;

@@ -131,6 +131,8 @@ fn vm(i: usize, rng: &mut Rng) -> VmEntry {
         agents: BTreeSet::new(),
         operator_owns_phase: false,
         net: VmNet::default(),
+        template: false,
+        clones: Vec::new(),
         operation: None,
     }
 }

@@ -53,6 +53,7 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 pub const LEGACY_ADMITTED_ANNOTATION: &str = "ironvisor.io/admitted";
 
 mod backups;
+pub mod clones;
 mod entry;
 mod incoming;
 mod net;
@@ -138,6 +139,8 @@ pub struct Index {
     pub(crate) tenant_nets: BTreeMap<String, TenantNets>,
     /// Quota name → parsed entry, or the error that makes it unusable.
     pub(crate) quotas: BTreeMap<String, Result<QuotaEntry, String>>,
+    /// Snapshots by (namespace, name): where clones of them go.
+    pub(crate) snapshots: BTreeMap<VmKey, clones::SnapshotEntry>,
     /// Migration `ns/name` → the VM and the target it reserves room on ([`incoming`]).
     pub(crate) incoming: BTreeMap<String, (VmKey, String)>,
     /// Backups' locations and where each location is available ([`backups`]).

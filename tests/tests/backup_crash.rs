@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ironvisor_tests::backup_hosts::{QUICK, TwoHosts, URI, backup_dir};
-use ironvisor_tests::guest_disk::{guest_write, layers, reads, sha256};
+use ironvisor_tests::guest_disk::{guest_write_at, layers, reads, sha256};
 use ironvisor_tests::system::{uid, wait_for};
 
 /// The percentage of a progress line such as `disk 1/1 (data): 43%`.
@@ -26,7 +26,7 @@ fn percent(progress: &str) -> Option<u32> {
 /// Write `mib` MiB of `pattern` from the start of the guest's disk, 32 MiB per write.
 fn fill(domain: &str, pattern: u8, mib: u32) {
     for i in 0..mib / 32 {
-        guest_write(URI, domain, pattern, &format!("{}M", i * 32), "32M");
+        guest_write_at(URI, domain, pattern, &format!("{}M", i * 32), "32M");
     }
 }
 
@@ -173,7 +173,7 @@ fn an_agent_killed_while_taking_a_snapshot_converges_to_one_new_layer() {
     let (vm, domain) = h.vm("app", &h.a.node.clone(), "32Mi");
     let vm_dir = h.a.vm_dir(&uid(&vm));
     for (i, delay) in [0u64, 40, 150].into_iter().enumerate() {
-        guest_write(URI, &domain, 0x50 + i as u8, &format!("{i}M"), "64k");
+        guest_write_at(URI, &domain, 0x50 + i as u8, &format!("{i}M"), "64k");
         let pid = h.a.proc.pid().to_string();
         assert!(
             Command::new("kill")

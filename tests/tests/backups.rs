@@ -9,7 +9,7 @@ use std::time::Duration;
 use ironvisor_tests::backup_hosts::{
     QUICK, TwoHosts, URI, backup_dir, events, metric_value, metrics,
 };
-use ironvisor_tests::guest_disk::{guest_write, layers, reads, sha256};
+use ironvisor_tests::guest_disk::{guest_write_at, layers, reads, sha256};
 use ironvisor_tests::system::{uid, wait_for};
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ fn a_backup_taken_on_one_host_restores_on_another_with_the_same_data() {
     let h = TwoHosts::start("bkx", "{storage: 2Gi}");
     let (vm, domain) = h.vm("web", &h.a.node, "64Mi");
     let vm_dir = h.a.vm_dir(&uid(&vm));
-    guest_write(URI, &domain, 0x41, "0", "64k");
+    guest_write_at(URI, &domain, 0x41, "0", "64k");
 
     let out = h.ivctl(&[
         "backup",
@@ -69,7 +69,7 @@ fn a_backup_taken_on_one_host_restores_on_another_with_the_same_data() {
             .then_some(())
             .ok_or(format!("{l:?}"))
     });
-    guest_write(URI, &domain, 0x42, "0", "64k");
+    guest_write_at(URI, &domain, 0x42, "0", "64k");
 
     let out = h.ivctl(&[
         "restore",
@@ -123,7 +123,7 @@ fn a_backup_taken_on_one_host_restores_on_another_with_the_same_data() {
 fn a_tampered_backup_image_is_refused_by_its_checksum() {
     let h = TwoHosts::start("bkt", "{storage: 2Gi}");
     let (_vm, domain) = h.vm("db", &h.a.node, "64Mi");
-    guest_write(URI, &domain, 0x41, "0", "64k");
+    guest_write_at(URI, &domain, 0x41, "0", "64k");
     h.backup("before", "db", "share");
     let b = h.wait_backup("before", "Succeeded", QUICK);
     let image = backup_dir(&h.share, &b).join(b["status"]["disks"][0]["file"].as_str().unwrap());

@@ -184,6 +184,8 @@ fn plan_disks(input: &PlanInput<'_>) -> Result<Vec<DiskPlan>, PlanError> {
             s.http.is_some(),
             s.host_path.is_some(),
             s.backup.is_some(),
+            s.snapshot.is_some(),
+            s.vm.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(PlanError::DiskSource(d.name.clone()));

@@ -491,6 +491,27 @@ fn memory_out_of_range_is_rejected() {
 }
 
 #[test]
+fn a_disk_cloned_from_a_snapshot_or_a_template_has_one_source() {
+    for source in [
+        serde_json::json!({"snapshot": {"name": "gold", "disk": "data", "mode": "Full"}}),
+        serde_json::json!({"vm": {"name": "tpl", "disk": "data", "mode": "Linked"}}),
+    ] {
+        let mut s = spec();
+        s.disks = vec![Disk {
+            source: serde_json::from_value(source.clone()).unwrap(),
+            ..disk("data", DiskBus::Virtio)
+        }];
+        let plan = plan_of(&s, DomainType::Qemu).unwrap_or_else(|e| panic!("{source}: {e}"));
+        assert_eq!(plan.disks[0].name, "data");
+        s.disks[0].source.blank = Some(BlankSource {});
+        assert!(
+            matches!(plan_of(&s, DomainType::Qemu), Err(PlanError::DiskSource(_))),
+            "two sources are refused: {source}"
+        );
+    }
+}
+
+#[test]
 fn a_vm_with_a_tpm_gets_a_crb_tpm_backed_by_swtpm_and_another_config_hash() {
     let without = plan_of(&spec(), DomainType::Qemu).unwrap();
     assert!(!render(&without).xml.contains("<tpm"));

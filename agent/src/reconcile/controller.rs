@@ -34,6 +34,17 @@ pub enum Error {
     /// The API server refused or failed a call.
     #[error("Kubernetes API call failed")]
     Kube(#[from] kube::Error),
+    /// A clone disk could not be made.
+    #[error(transparent)]
+    Clone(#[from] crate::snapshot::clone::CloneError),
+    /// A former template could not move off its linked clones' base.
+    #[error(transparent)]
+    Unfreeze(#[from] crate::snapshot::unfreeze::UnfreezeError),
+    /// A deleted VM's disks are the base of linked clones: it stays until they are gone.
+    /// An error, not an `Ok` requeue, because the finalizer helper removes the finalizer
+    /// on any `Ok` from cleanup.
+    #[error("linked clones read this VM's disks; it stays until they are deleted")]
+    BaseInUse,
     /// The finalizer helper failed.
     #[error("finalizer step failed")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -45,6 +56,7 @@ impl Error {
             Error::Engine(e) => e.category(),
             Error::Kube(_) => ErrorCategory::Kubernetes,
             Error::Identity(_) => ErrorCategory::InvalidSpec,
+            Error::Clone(_) | Error::Unfreeze(_) | Error::BaseInUse => ErrorCategory::Storage,
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(inner)
                 | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.category(),
@@ -187,6 +199,10 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
         tracing::debug!(vm = %vm.key(), ?left, "failed recently; waiting before the next attempt");
         return Ok(Action::requeue(left));
     }
+    if let Some(wait) = super::clones::ensure(&ctx, &vm).await? {
+        return Ok(wait);
+    }
+    super::clones::leave_clone_base(&ctx, &vm).await?;
     let ci = super::seed_copy::fetch(
         &ctx.client,
         &uid,
@@ -226,6 +242,9 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
 }
 
 async fn cleanup(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if super::clones::wait_for_clones(&ctx, &vm).await {
+        return Err(Error::BaseInUse);
+    }
     ctx.engine.remove(&vm).await?;
     ctx.backoff.succeeded(&vm.uid().unwrap_or_default());
     tracing::info!(vm = %vm.key(), "domain, disks and seed removed");
@@ -295,7 +314,25 @@ pub fn migrating(vm: &VirtualMachine) -> bool {
 
 /// Requeue a failed reconcile after a pause that grows with each failure of that VM in a
 /// row; the error is counted by category.
+/// When `error` is a deleted VM whose disks linked clones read (its finalizer kept): how
+/// soon it is looked at again. A wait, not a failure: no error metric, no backoff; the
+/// BaseInUse Event says why.
+pub fn base_in_use_recheck(error: &Error) -> Option<Duration> {
+    match error {
+        Error::Finalizer(e) => match e.as_ref() {
+            kube::runtime::finalizer::Error::CleanupFailed(Error::BaseInUse) => {
+                Some(super::clones::BASE_IN_USE_RECHECK)
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 pub fn error_policy(obj: Arc<VmObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Some(recheck) = base_in_use_recheck(error) {
+        return Action::requeue(recheck);
+    }
     ctx.engine.metrics.reconcile_error(error.category());
     let meta = obj.meta();
     let uid = meta.uid.clone().unwrap_or_default();

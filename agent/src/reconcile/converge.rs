@@ -465,7 +465,8 @@ impl Engine {
             cloud_init.user_data.as_deref(),
             cloud_init.network_data.as_deref(),
             &plan.nics,
-        );
+        )
+        .for_clone(spec.disks.iter().any(|d| d.clone_of().is_some()));
         write_seed(&layout::seed_file(&run.vm_dir), &content)
             .await
             .map_err(|e| {

@@ -2,6 +2,7 @@
 //! client), the pure [`status`] builder, and the Kubernetes [`controller`] around them.
 
 pub mod backoff;
+mod clones;
 pub mod controller;
 mod converge;
 pub mod engine;

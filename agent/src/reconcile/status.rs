@@ -216,6 +216,7 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
         interfaces: i.interfaces.clone(),
         audited: None,
         operation: None,
+        clone_progress: None,
         run_log: run_log(i),
         // Written by the utilization sampler under its own field manager.
         utilization: None,

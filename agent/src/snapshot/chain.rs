@@ -20,6 +20,10 @@
 //! After [`Tree::next_step`] returns `None`, every layer is owned by a snapshot, is the active
 //! layer, or has at least two children: a tree of `n` snapshots has at most `2n + 1` layers,
 //! so a VM's chain never grows without bound.
+//!
+//! A layer that linked clones (other VMs' overlays) read is **pinned**: neither it nor any
+//! layer below it is ever written, merged or removed while the pin holds, since the clones'
+//! overlays name that file as their backing file and read every layer beneath it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,6 +66,7 @@ pub struct Layer {
 pub struct Tree {
     layers: BTreeMap<String, Layer>,
     active: String,
+    pinned: BTreeSet<String>,
 }
 
 /// One change the agent makes to the files, then reports (the tree is rebuilt after it).
@@ -96,6 +101,7 @@ impl Tree {
         Self {
             layers,
             active: ROOT.to_owned(),
+            pinned: BTreeSet::new(),
         }
     }
 
@@ -105,6 +111,7 @@ impl Tree {
         let tree = Self {
             layers,
             active: active.to_owned(),
+            pinned: BTreeSet::new(),
         };
         if !tree.layers.contains_key(active) {
             return Err(ChainError::Broken(active.to_owned()));
@@ -128,6 +135,21 @@ impl Tree {
             }
         }
         Err(ChainError::Broken(id.to_owned()))
+    }
+
+    /// Pin `layer`: linked clones read it (and so every layer below it). Pinning a layer
+    /// that is not in the tree changes nothing.
+    pub fn pin(&mut self, layer: &str) {
+        if self.layers.contains_key(layer) {
+            self.pinned.insert(layer.to_owned());
+        }
+    }
+
+    /// Whether `layer` is pinned or lies below a pinned layer: it is never written or removed.
+    pub fn is_frozen(&self, layer: &str) -> bool {
+        self.pinned
+            .iter()
+            .any(|p| self.chain(p).iter().any(|l| l == layer))
     }
 
     /// The layer the VM writes to.
@@ -235,9 +257,11 @@ impl Tree {
     }
 
     /// The next change that makes the tree smaller, or `None` when every layer is needed.
-    /// Removals come first (they cost nothing), then merges, deepest first.
+    /// Removals come first (they cost nothing), then merges, deepest first. Frozen layers
+    /// (pinned by clones, or below a pinned one) are never touched.
     pub fn next_step(&self) -> Option<Step> {
-        let idle = |id: &str, l: &Layer| l.owner.is_none() && id != self.active;
+        let idle =
+            |id: &str, l: &Layer| l.owner.is_none() && id != self.active && !self.is_frozen(id);
         let removable = self
             .layers
             .iter()

@@ -269,3 +269,90 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_pinned_layer_and_everything_below_it_stay_as_they_are() {
+    let mut t = Tree::new();
+    t.snapshot("a", "l1").unwrap();
+    t.snapshot("b", "l2").unwrap();
+    // A linked clone reads b's layer (l1), hence the root below it too.
+    t.pin("l1");
+    assert!(t.is_frozen("l1") && t.is_frozen(ROOT) && !t.is_frozen("l2"));
+    t.forget("a");
+    t.forget("b");
+    // Unpinned, both deletes would merge; pinned, nothing below l1 may change.
+    let steps = t.settle();
+    assert!(
+        steps.iter().all(|s| match s {
+            Step::Remove { layer } => layer != "l1" && layer != ROOT,
+            Step::Merge { into, .. } => into != "l1" && into != ROOT,
+        }),
+        "{steps:?}"
+    );
+    assert!(t.layers().contains_key("l1") && t.layers().contains_key(ROOT));
+    assert_eq!(t.chain(t.active()), ["l2", "l1", ROOT]);
+    t.pin("not-a-layer");
+    assert!(!t.is_frozen("not-a-layer"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Whatever happens to the VM after a linked clone pins a snapshot's layer, no layer the
+    /// clone reads is ever written or removed, and the VM keeps its own data.
+    #[test]
+    fn layers_under_a_linked_clone_are_never_written_or_removed(
+        ops in proptest::collection::vec(op(), 1..50),
+        pin_at in 0usize..50,
+    ) {
+        let mut t = Tree::new();
+        let mut disk = Disk::default();
+        let mut snaps: Vec<String> = Vec::new();
+        let mut current: BTreeMap<u8, u32> = BTreeMap::new();
+        let mut frozen: BTreeMap<String, BTreeMap<u8, u32>> = BTreeMap::new();
+        for (n, op) in ops.into_iter().enumerate() {
+            if n == pin_at
+                && frozen.is_empty()
+                && let Some(layer) = snaps.last().and_then(|s| t.layer_of(s)).map(str::to_owned)
+            {
+                t.pin(&layer);
+                for l in t.chain(&layer) {
+                    frozen.insert(l.clone(), disk.data.get(&l).cloned().unwrap_or_default());
+                }
+            }
+            match op {
+                Op::Write(b, v) => {
+                    disk.data.entry(t.active().to_owned()).or_default().insert(b, v);
+                    current.insert(b, v);
+                }
+                Op::Snapshot => {
+                    let s = format!("s{n}");
+                    if t.snapshot(&s, &format!("l{n}")).is_ok() {
+                        snaps.push(s);
+                    }
+                }
+                Op::Restore(i) if !snaps.is_empty() => {
+                    let s = snaps[i % snaps.len()].clone();
+                    if t.layer_of(&s).is_some() {
+                        t.restore(&s, &format!("r{n}")).unwrap();
+                        current = disk.view(&t, t.active());
+                    }
+                }
+                Op::Delete(i) if !snaps.is_empty() => {
+                    let s = snaps.remove(i % snaps.len());
+                    t.forget(&s);
+                }
+                Op::Restore(_) | Op::Delete(_) => {}
+            }
+            while let Some(step) = t.next_step() {
+                disk.carry_out(&step);
+                t.apply(&step);
+            }
+            prop_assert_eq!(&disk.view(&t, t.active()), &current);
+            for (l, data) in &frozen {
+                prop_assert!(t.layers().contains_key(l), "frozen layer {} removed", l);
+                prop_assert_eq!(&disk.data.get(l).cloned().unwrap_or_default(), data, "layer {} written", l);
+            }
+        }
+    }
+}

@@ -54,6 +54,11 @@ pub enum Error {
     /// A layer could not be removed.
     #[error("cannot remove a layer")]
     Io(#[from] std::io::Error),
+    /// A deleted snapshot cannot go yet (linked clones read its layer, or merges remain):
+    /// an error, not an `Ok` requeue, because the finalizer helper removes the finalizer on
+    /// any `Ok` from cleanup.
+    #[error("the snapshot stays for now: {0}")]
+    Stays(&'static str),
     /// The finalizer helper failed.
     #[error("finalizer step failed")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -266,7 +271,12 @@ async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action
     Ok(Action::await_change())
 }
 
-/// Give up a deleted snapshot's layer: merge or remove what the tree allows.
+/// How soon a deleted snapshot that linked clones still read is looked at again.
+const PINNED_RECHECK: Duration = Duration::from_secs(5);
+
+/// Give up a deleted snapshot's layer: merge or remove what the tree allows. A snapshot
+/// whose layer linked clones read (directly or below theirs) stays until they are gone: its
+/// layer cannot go, and its storage stays counted meanwhile.
 async fn cleanup(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action, Error> {
     if crate::backup::exporting(&ctx.client, &snap).await? {
         // A backup reads this snapshot's layer: merging it now would change what it copies.
@@ -276,10 +286,26 @@ async fn cleanup(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Act
         // The VM and its directory are gone (or going, with all their layers).
         return Ok(Action::await_change());
     };
+    let layer = snap
+        .status
+        .as_ref()
+        .and_then(|s| s.disks.first())
+        .map(|d| d.layer.clone());
+    if let (Some(layer), Some(dir), Some(first)) = (
+        layer,
+        layout::vm_dir(&ctx.state_dir, &vm.uid().unwrap_or_default()),
+        disk_names(&vm).first(),
+    ) {
+        let tree = pinned_tree(ctx, &dir, first, &BTreeMap::new()).await?;
+        if tree.is_frozen(&layer) {
+            tracing::info!(snapshot = %snap.key(), %layer, "linked clones read this snapshot's layer; it stays until they are deleted");
+            return Err(Error::Stays("linked clones read its layer"));
+        }
+    }
     if settle(ctx, &vm, snap.uid().as_deref()).await? {
         Ok(Action::await_change())
     } else {
-        Ok(Action::requeue(Duration::from_secs(5)))
+        Err(Error::Stays("its layer is not merged or removed yet"))
     }
 }
 
@@ -321,7 +347,7 @@ pub(super) async fn settle(
             .iter()
             .filter_map(|s| Some((layer_of(s)?, s.uid()?)))
             .collect();
-        let tree = read_tree(&vm_dir, first, &owners).await?;
+        let tree = pinned_tree(ctx, &vm_dir, first, &owners).await?;
         let Some(step) = tree.next_step() else {
             return Ok(true);
         };
@@ -355,6 +381,20 @@ pub(super) async fn settle(
     Ok(false)
 }
 
+/// The layer tree of `vm_dir` with the layers linked clones read pinned.
+async fn pinned_tree(
+    ctx: &Context,
+    vm_dir: &std::path::Path,
+    disk: &str,
+    owners: &BTreeMap<String, String>,
+) -> Result<super::chain::Tree, Error> {
+    let mut tree = read_tree(vm_dir, disk, owners).await?;
+    for pin in super::pins::live_pins(&ctx.state_dir, vm_dir).await? {
+        tree.pin(&pin.layer);
+    }
+    Ok(tree)
+}
+
 /// One reconcile of one snapshot of this node.
 pub async fn reconcile(
     snap: Arc<VirtualMachineSnapshot>,
@@ -376,7 +416,25 @@ pub async fn reconcile(
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
+/// When `error` is a deleted snapshot that stays for now (its finalizer kept): why, and how
+/// soon it is looked at again (a wait, not a failure: no warning, no backoff).
+pub fn stays(error: &Error) -> Option<(&'static str, Duration)> {
+    match error {
+        Error::Finalizer(e) => match e.as_ref() {
+            kube::runtime::finalizer::Error::CleanupFailed(Error::Stays(why)) => {
+                Some((why, PINNED_RECHECK))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn error_policy(snap: Arc<VirtualMachineSnapshot>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if let Some((why, recheck)) = stays(error) {
+        tracing::debug!(snapshot = %snap.key(), why, "a deleted snapshot stays for now");
+        return Action::requeue(recheck);
+    }
     tracing::warn!(snapshot = %snap.key(), error = %error_text(error), "snapshot reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }

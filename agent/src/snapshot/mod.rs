@@ -7,16 +7,19 @@
 //! layer only once the API no longer names it.
 
 pub mod chain;
+pub mod clone;
 pub mod controller;
 pub mod domain_disks;
 pub mod files;
 pub mod found;
 pub mod merge;
+pub mod pins;
 pub mod qemu_img;
 pub mod restore;
 pub mod restore_controller;
 pub mod state;
 pub mod take;
+pub mod unfreeze;
 
 /// Whether a restore holds the VM's operation lock (the VM controller then leaves the guest
 /// off: its disks are being replaced).

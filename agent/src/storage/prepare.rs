@@ -32,6 +32,9 @@ pub enum StorageError {
     /// A source has no kind.
     #[error("{0:?} has no usable source")]
     Source(String),
+    /// A clone disk has not been made from its source yet.
+    #[error("disk {0:?} is a clone whose source is not ready yet")]
+    CloneNotMade(String),
     /// File system error.
     #[error("cannot create the VM directory")]
     Io(#[from] std::io::Error),
@@ -49,7 +52,7 @@ impl StorageError {
                     qcow2::Qcow2Error::Unsupported(_) | qcow2::Qcow2Error::TooSmall { .. }
                 )
             }
-            StorageError::Io(_) => false,
+            StorageError::Io(_) | StorageError::CloneNotMade(_) => false,
         }
     }
 }
@@ -148,8 +151,12 @@ impl StorageRoots {
     }
 
     /// Remove the directory of the VM with this uid ([`remove_vm_dir`]) and let the cache
-    /// collect the images it named.
+    /// collect the images it named. Refused while linked clones read its disks
+    /// ([`crate::snapshot::pins::BaseInUse`]): the directory then stays, whole.
     pub async fn remove_vm(&self, uid: &str) -> std::io::Result<bool> {
+        if let Some(dir) = layout::vm_dir(&self.state_dir, uid) {
+            crate::snapshot::pins::ensure_unused(&self.state_dir, &dir).await?;
+        }
         let removed = remove_vm_dir(&self.state_dir, uid).await?;
         self.cache.release(uid);
         Ok(removed)
@@ -185,10 +192,17 @@ impl StorageRoots {
                 http,
                 host_path,
                 backup,
+                snapshot,
+                vm,
             } = &disk.source;
             if backup.is_some() {
                 // Restored by crate::backup::restore_disk before storage is prepared.
                 return Err(StorageError::Source(disk.name.clone()));
+            }
+            if snapshot.is_some() || vm.is_some() {
+                // Clones are made before the domain is prepared (snapshot::clone), from
+                // sources resolved through the API; one not made yet waits for that.
+                return Err(StorageError::CloneNotMade(disk.name.clone()));
             }
             if blank.is_some() {
                 let size = size.ok_or_else(|| StorageError::Size(disk.name.clone()))?;

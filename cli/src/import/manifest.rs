@@ -357,6 +357,7 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         anti_affinity_group: None,
         termination_grace_period_seconds: 60,
         eviction_strategy: Default::default(),
+        template: false,
         drain_strategy: Default::default(),
     };
     let mut vm = VirtualMachine::new(&opts.name, spec);
@@ -507,6 +508,7 @@ mod tests {
                 anti_affinity_group: None,
                 termination_grace_period_seconds: 60,
                 eviction_strategy: Default::default(),
+                template: false,
                 drain_strategy: Default::default(),
             },
         );

@@ -4,12 +4,14 @@
 //! is written by the operator (admission, placement) and by the agent of the VM's host
 //! (lifecycle), each with its own server-side-apply field manager.
 
+mod clone;
 mod network;
 mod operation;
 mod status;
 mod storage;
 mod tpm;
 
+pub use clone::*;
 pub use network::*;
 pub use operation::*;
 pub use status::*;
@@ -61,7 +63,11 @@ pub const MAX_NETWORKS: usize = 16;
     {"rule": "!has(self.disks) || self.disks.all(d, !has(d.bootOrder) || self.disks.exists_one(e, has(e.bootOrder) && e.bootOrder == d.bootOrder))",
      "message": "bootOrder must be unique across disks", "fieldPath": ".disks"},
     {"rule": "!has(self.disks) || !has(self.networks) || self.disks.size() + self.networks.size() <= 32",
-     "message": "disks and networks together may use at most 32 PCI slots", "fieldPath": ".disks"}
+     "message": "disks and networks together may use at most 32 PCI slots", "fieldPath": ".disks"},
+    {"rule": "!has(self.template) || !self.template || self.runStrategy == 'Halted'",
+     "message": "a template never runs: set runStrategy Halted (clone it to run a copy)", "fieldPath": ".runStrategy"},
+    {"rule": "!has(self.template) || !self.template || !has(self.disks) || self.disks.all(d, (!has(d.source.vm) || (has(d.source.vm.mode) && d.source.vm.mode == 'Full')) && (!has(d.source.snapshot) || (has(d.source.snapshot.mode) && d.source.snapshot.mode == 'Full')))",
+     "message": "a template's disks may not be linked clones: make them full copies (mode: Full)", "fieldPath": ".disks"}
 ]))]
 pub struct VirtualMachineSpec {
     /// How the VM is kept running: Always (start it, and start it again whenever it stops),
@@ -143,6 +149,12 @@ pub struct VirtualMachineSpec {
     #[serde(default = "default_grace_period")]
     #[schemars(range(min = 0, max = 86400))]
     pub termination_grace_period_seconds: i64,
+
+    /// A template: never started (runStrategy must be Halted), its disks frozen as the base
+    /// that other VMs clone (`disks[].source.vm`). It cannot be deleted while a linked clone
+    /// uses its disks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub template: bool,
 
     /// What happens when the VM's host is lost: None (wait for the host to come back) or
     /// Restart (start the VM on another host, when its disks are not local to the lost host).

@@ -56,6 +56,10 @@ pub struct VirtualMachineStatus {
     /// The last value of the `ironvisor.io/restartedAt` annotation the agent acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_request: Option<String>,
+    /// A full-copy clone disk being copied from its source (the agent writes it while it
+    /// copies, under its own field manager, and removes it when done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_progress: Option<CloneProgress>,
     /// The guest's network interfaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<InterfaceStatus>,
@@ -177,4 +181,14 @@ pub struct InterfaceStatus {
     /// IP addresses the guest has on this interface, when known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_addresses: Vec<String>,
+}
+
+/// Progress of a full-copy clone.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloneProgress {
+    /// The disk being copied.
+    pub disk: String,
+    /// Percent copied (0–100).
+    pub percent: u8,
 }

@@ -35,7 +35,8 @@ pub struct Disk {
     #[serde(default)]
     pub read_only: bool,
     /// Size of the disk: the largest it can grow to, which is what the tenant's storage
-    /// quota counts. Required for every disk: a VM whose image disk has none is not
+    /// quota counts (a clone's too: its overlay can grow to it; the shared base is counted
+    /// once, by its snapshot or template). Required for every disk: a VM whose image disk has none is not
     /// scheduled. For an image, at least the image's virtual size (a larger image fails the
     /// VM with ImageLargerThanDisk); the disk is grown to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,8 +113,8 @@ pub enum DiskBus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "[has(self.blank), has(self.http), has(self.hostPath), has(self.backup)].filter(x, x).size() == 1",
-     "message": "exactly one of blank, http, hostPath or backup must be set"}
+    {"rule": "[has(self.blank), has(self.http), has(self.hostPath), has(self.backup), has(self.snapshot), has(self.vm)].filter(x, x).size() == 1",
+     "message": "exactly one of blank, http, hostPath, backup, snapshot or vm must be set"}
 ]))]
 pub struct DiskSource {
     /// An empty disk of the disk's size.
@@ -130,6 +131,12 @@ pub struct DiskSource {
     /// backup's location).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSource>,
+    /// A clone of one disk of a VirtualMachineSnapshot in the same namespace (by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<super::SnapshotCloneSource>,
+    /// A clone of one disk of a template VM (`spec.template: true`) in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<super::VmCloneSource>,
 }
 
 /// A disk restored from a backup.

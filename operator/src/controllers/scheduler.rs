@@ -16,7 +16,9 @@ use std::time::Duration;
 use futures::{FutureExt, Stream, StreamExt};
 use ironvisor_crds::backup::{BackupLocation, VirtualMachineBackup};
 use ironvisor_crds::labels;
-use ironvisor_crds::{Hypervisor, Quota, Tenant, VirtualMachine, VirtualMachineMigration};
+use ironvisor_crds::{
+    Hypervisor, Quota, Tenant, VirtualMachine, VirtualMachineMigration, VirtualMachineSnapshot,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -83,6 +85,7 @@ enum Change {
     Lease(Event<Lease>),
     Tenant(Event<Tenant>),
     Quota(Event<Quota>),
+    Snapshot(Event<VirtualMachineSnapshot>),
     Migration(Event<VirtualMachineMigration>),
     Backup(Event<VirtualMachineBackup>),
     Location(Event<BackupLocation>),
@@ -106,7 +109,7 @@ where
 #[derive(Default)]
 struct Loop {
     index: Index,
-    synced: [bool; 8],
+    synced: [bool; 9],
     /// Objects buffered during a relist, per kind.
     init: InitBuffers,
     quotas: BTreeMap<String, Quota>,
@@ -121,6 +124,7 @@ struct InitBuffers {
     leases: Vec<Lease>,
     tenants: Vec<Tenant>,
     quotas: Vec<Quota>,
+    snapshots: Vec<VirtualMachineSnapshot>,
     migrations: Vec<VirtualMachineMigration>,
     backups: Vec<VirtualMachineBackup>,
     locations: Vec<BackupLocation>,
@@ -190,6 +194,13 @@ impl Loop {
                 self.quotas.remove(&o.name_any());
             }
             Change::Quota(Event::Init) => self.init.quotas.clear(),
+            Change::Snapshot(Event::Apply(o)) => ix.apply_snapshot(&o),
+            Change::Snapshot(Event::InitApply(o)) => self.init.snapshots.push(o),
+            Change::Snapshot(Event::Delete(o)) => ix.delete_snapshot(&o),
+            Change::Snapshot(Event::Init) => self.init.snapshots.clear(),
+            Change::Snapshot(Event::InitDone) => {
+                ix.reset_snapshots(std::mem::take(&mut self.init.snapshots).iter())
+            }
             Change::Quota(Event::InitDone) => {
                 let qs = std::mem::take(&mut self.init.quotas);
                 ix.reset_quotas(qs.iter());
@@ -255,24 +266,31 @@ impl Scheduler {
                 4,
                 Change::Quota,
             ),
+            // Where clones of each snapshot go.
+            watch_kind(
+                Api::<VirtualMachineSnapshot>::all(c.clone()),
+                watcher::Config::default(),
+                5,
+                Change::Snapshot,
+            ),
             // Live migrations reserve room on their targets during the copy.
             watch_kind(
                 Api::<VirtualMachineMigration>::all(c.clone()),
                 watcher::Config::default(),
-                5,
+                6,
                 Change::Migration,
             ),
             // A VM restored from a backup goes only where the backup's location is mounted.
             watch_kind(
                 Api::<VirtualMachineBackup>::all(c.clone()),
                 watcher::Config::default(),
-                6,
+                7,
                 Change::Backup,
             ),
             watch_kind(
                 Api::<BackupLocation>::all(c.clone()),
                 watcher::Config::default(),
-                7,
+                8,
                 Change::Location,
             ),
         ]);
@@ -328,6 +346,7 @@ impl Scheduler {
                 | Change::Lease(Event::InitDone)
                 | Change::Tenant(Event::InitDone)
                 | Change::Quota(Event::InitDone)
+                | Change::Snapshot(Event::InitDone)
                 | Change::Migration(Event::InitDone)
                 | Change::Backup(Event::InitDone)
                 | Change::Location(Event::InitDone)

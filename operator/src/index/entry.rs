@@ -88,6 +88,10 @@ pub struct VmEntry {
     pub operator_owns_phase: bool,
     /// Bridges, libvirt networks and MACs the interfaces name (network admission).
     pub net: VmNet,
+    /// `spec.template`: a template never runs; clones name it.
+    pub template: bool,
+    /// The clone sources its disks name (placed on their host).
+    pub clones: Vec<super::clones::CloneRef>,
     /// `status.operation`: the operation holding the VM's lock (a resize waits for it).
     pub operation: Option<ironvisor_crds::vm::VmOperation>,
 }
@@ -120,6 +124,7 @@ impl VmEntry {
                 node_name: spec.node_name.clone(),
                 anti_affinity_group: spec.anti_affinity_group.clone(),
                 host_ports: host_ports(spec),
+                clone_source: Default::default(),
                 tpm: spec.tpm.is_some(),
                 restores_from: spec
                     .disks
@@ -150,6 +155,8 @@ impl VmEntry {
             agents,
             operator_owns_phase,
             net: VmNet::from_spec(spec),
+            template: spec.template,
+            clones: super::clones::clone_refs(spec),
             operation: status.operation.clone(),
         }
     }

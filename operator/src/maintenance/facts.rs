@@ -77,6 +77,7 @@ pub fn vm_facts(
                 active_migration: active,
                 failed_attempts: u32::try_from(failed.len()).unwrap_or(u32::MAX),
                 last_failure,
+                linked_clone: v.spec.has_linked_clone(),
             }
         })
         .collect()

@@ -31,6 +31,8 @@ pub struct VmFacts {
     pub failed_attempts: u32,
     /// The last one's reason.
     pub last_failure: Option<String>,
+    /// A disk is a linked clone: it reads its base's files on this host and cannot move.
+    pub linked_clone: bool,
 }
 
 /// What to do about one VM.
@@ -84,6 +86,13 @@ pub fn verdict(v: &VmFacts) -> Verdict {
         return Verdict::Blocked(
             "drainStrategy None: the VM stays running on this host; stop it, move it \
              (ivctl migrate) or change its drainStrategy to LiveMigrate"
+                .into(),
+        );
+    }
+    if v.linked_clone {
+        return Verdict::Blocked(
+            "a linked clone reads its base's files on this host and cannot live-migrate; stop \
+             it, or re-create it as a full copy (source mode Full) that can move"
                 .into(),
         );
     }
@@ -172,6 +181,7 @@ mod tests {
             active_migration: None,
             failed_attempts: 0,
             last_failure: None,
+            linked_clone: false,
         }
     }
 
@@ -199,6 +209,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_running_linked_clone_blocks_at_once_and_a_stopped_one_stays() {
+        let v = VmFacts {
+            linked_clone: true,
+            ..running("c")
+        };
+        match verdict(&v) {
+            Verdict::Blocked(why) => assert!(why.contains("full copy"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let stopped = VmFacts {
+            phase: Some(Phase::Stopped),
+            ..v
+        };
+        assert_eq!(verdict(&stopped), Verdict::Stopped);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Facts {
     pub source: Option<(SourceState, Option<String>)>,
     /// The VM is already placed on the target (a move written before a restart).
     pub vm_on_target: bool,
+    /// A disk of the VM is a linked clone: it reads its source's files on this host.
+    pub linked_clone: bool,
     /// Deleted longer than [`ABORT_TIMEOUT`] ago (the source agent has not confirmed the
     /// abort: its host is down or its agent stopped).
     pub abort_overdue: bool,
@@ -60,6 +62,7 @@ impl Facts {
             target_refused: s.target.as_ref().and_then(|t| t.message.clone()),
             source: s.source.as_ref().map(|x| (x.state, x.message.clone())),
             vm_on_target: s.target_node.is_some() && vs.node_name == s.target_node,
+            linked_clone: vm.is_some_and(|v| v.spec.has_linked_clone()),
             abort_overdue: m.metadata.deletion_timestamp.as_ref().is_some_and(|t| {
                 now.duration_since(t.0).as_secs() >= ABORT_TIMEOUT.as_secs() as i64
             }),
@@ -127,6 +130,12 @@ pub fn next(f: &Facts) -> Step {
             Failed,
             "VmNotRunning",
             "only a running VM can be live-migrated",
+        ),
+        Pending if f.linked_clone => finish(
+            Failed,
+            "LinkedClone",
+            "a linked clone reads its source's disk files on its host and cannot move; \
+             clone it again with mode: Full to get a VM that can",
         ),
         Pending => Step::Lock,
         _ if !f.holds_lock && f.phase != Migrating => Step::Lock,
@@ -272,6 +281,19 @@ mod tests {
             ..copying
         };
         assert_eq!(next(&completed), Step::MoveVm);
+    }
+
+    #[test]
+    fn a_linked_clone_is_refused_before_it_is_locked() {
+        let mut f = running(Pending);
+        f.linked_clone = true;
+        assert!(matches!(
+            next(&f),
+            Step::Finish {
+                reason: "LinkedClone",
+                ..
+            }
+        ));
     }
 
     #[test]

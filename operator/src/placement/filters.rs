@@ -42,6 +42,10 @@ pub enum FilterReason {
     InsufficientMemory,
     /// Another VM of the same anti-affinity group is there and a host without one fits.
     AntiAffinity,
+    /// A clone's source (snapshot layers, template disks) is on another host.
+    CloneSourceElsewhere,
+    /// A clone's source is not ready (snapshot not taken yet, template not placed).
+    CloneSourceNotReady,
 }
 
 impl FilterReason {
@@ -63,6 +67,8 @@ impl FilterReason {
             FilterReason::InsufficientVcpus => "insufficient_vcpus",
             FilterReason::InsufficientMemory => "insufficient_memory",
             FilterReason::AntiAffinity => "anti_affinity",
+            FilterReason::CloneSourceElsewhere => "clone_source_elsewhere",
+            FilterReason::CloneSourceNotReady => "clone_source_not_ready",
         }
     }
 }
@@ -95,6 +101,12 @@ impl fmt::Display for FilterReason {
             FilterReason::InsufficientVcpus => "insufficient vcpus",
             FilterReason::InsufficientMemory => "insufficient memory",
             FilterReason::AntiAffinity => "anti-affinity group already there",
+            FilterReason::CloneSourceElsewhere => {
+                "not the host of the clone's source (a clone is made on its source's host)"
+            }
+            FilterReason::CloneSourceNotReady => {
+                "clone source not ready (snapshot not taken, or template not placed, yet)"
+            }
         })
     }
 }
@@ -104,6 +116,17 @@ pub fn node_name(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
     match &req.node_name {
         Some(n) if *n != h.name => Err(FilterReason::NodeName),
         _ => Ok(()),
+    }
+}
+
+/// A clone goes where its source's files are: a linked clone reads them for ever, a full
+/// copy while it is made.
+pub fn clone_source(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
+    match &req.clone_source {
+        super::CloneSource::None => Ok(()),
+        super::CloneSource::On(n) if *n == h.name => Ok(()),
+        super::CloneSource::On(_) => Err(FilterReason::CloneSourceElsewhere),
+        super::CloneSource::NotReady => Err(FilterReason::CloneSourceNotReady),
     }
 }
 
@@ -198,6 +221,7 @@ pub fn capacity(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>
 /// Every per-host filter, in order; the first failure is the reason.
 pub fn run(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>> {
     node_name(h, req)
+        .and_then(|()| clone_source(h, req))
         .and_then(|()| ready(h))
         .and_then(|()| schedulable(h))
         .and_then(|()| healthy(h))

@@ -86,12 +86,26 @@ pub struct Request {
     pub anti_affinity_group: Option<String>,
     /// Host ports its user-mode interfaces forward: a host where one is taken does not fit.
     pub host_ports: Vec<HostPort>,
+    /// Where a clone's source is, for a VM with clone disks.
+    pub clone_source: CloneSource,
     /// `spec.tpm`: only a host that can emulate a TPM fits.
     pub tpm: bool,
     /// The backups its disks are restored from (`source.backup`, in its namespace).
     pub restores_from: BTreeSet<String>,
     /// Where those backups are, resolved by the planner from its index before placement.
     pub backups: BackupNeed,
+}
+
+/// Where the source of a VM's clone disks is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CloneSource {
+    /// The VM has no clone disk.
+    #[default]
+    None,
+    /// Every source is on this host.
+    On(String),
+    /// A source is not ready, missing, or the sources are on different hosts.
+    NotReady,
 }
 
 /// No host fits: how many hosts each filter turned away.

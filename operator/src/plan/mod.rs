@@ -305,6 +305,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         health: &health,
         net,
         backups: index.backups(),
+        clone_sources: index.clone_sources(),
     };
     for vm in order {
         let write = match index.placement(vm) {

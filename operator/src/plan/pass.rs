@@ -83,6 +83,8 @@ pub(super) struct Pass<'a> {
     pub(super) net: NetBook<'a>,
     /// Where backups are and which hosts can read their locations.
     pub(super) backups: &'a BackupIndex,
+    /// Where the clone sources of unplaced VMs are.
+    pub(super) clone_sources: BTreeMap<VmKey, placement::CloneSource>,
 }
 
 impl Pass<'_> {
@@ -118,15 +120,17 @@ impl Pass<'_> {
         // A VM that does not fit never holds back a younger one that does (as ResourceQuota):
         // VMs are only *considered* oldest first, so room goes to the oldest that fits.
         if let Err(e) = self.ledger.check(ns, &request) {
-            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, e.to_string(), out));
+            let msg = clones::quota_message(&e, !vm.clones.is_empty());
+            return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, msg, out));
         }
-        let req = self.request(
+        let mut req = self.request(
             vm,
             Capacity {
                 vcpus: request.vcpus,
                 memory: request.memory,
             },
         );
+        req.clone_source = self.clone_sources.get(&vm.key).cloned().unwrap_or_default();
         let node = match placement::place(self.snaps.values(), &req, self.cfg.strategy) {
             Ok(h) => h.name.clone(),
             Err(u) => {

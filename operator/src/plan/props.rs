@@ -150,7 +150,8 @@ proptest! {
                         status_vcpus: None, admitted: None, admitted_ports: None, phase: None,
                         printable: None, scheduled: None, ready: None, tenant: None,
                         agents: BTreeSet::new(), operator_owns_phase: false,
-                        net: VmNet::default(), operation: None,
+                        net: VmNet::default(), template: false, clones: Vec::new(),
+                        operation: None,
                     };
                     api.insert(key, e);
                 }

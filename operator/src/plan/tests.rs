@@ -57,6 +57,8 @@ pub(super) fn vm(ns: &str, name: &str, created: i64, vcpus: i128, mem_gi: i128) 
         agents: BTreeSet::new(),
         operator_owns_phase: false,
         net: VmNet::default(),
+        template: false,
+        clones: Vec::new(),
         operation: None,
     }
 }

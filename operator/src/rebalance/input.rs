@@ -259,9 +259,10 @@ pub fn build(
             cpu_millicores: measured.map_or(0, |m| m.cpu_millicores),
             memory_bytes: measured.map_or(0, |m| m.memory_bytes),
             request: request(vm, None),
+            // A linked clone reads its base on this host: no other host can take it.
             excluded: part
                 .iter()
-                .filter(|t| !cpu_compatible(vm, src, t))
+                .filter(|t| vm.spec.has_linked_clone() || !cpu_compatible(vm, src, t))
                 .filter_map(|t| t.metadata.name.clone())
                 .collect(),
             opted_out: annotations.get(OPT_OUT_ANNOTATION).map(String::as_str) == Some("false"),

@@ -121,6 +121,23 @@ fn only_ready_schedulable_hosts_with_a_fresh_load_take_part() {
 }
 
 #[test]
+fn a_linked_clone_excludes_every_other_host_and_a_full_copy_none() {
+    let hosts = [hv("a", 5, 0, json!([])), hv("b", 5, 0, json!([]))];
+    let disk = |mode: &str| {
+        json!({"spec": {"disks": [{"name": "d", "size": "64Mi",
+            "source": {"vm": {"name": "tpl", "disk": "d", "mode": mode}}}]}})
+    };
+    let vms = [
+        vm("linked", "a", disk("Linked")),
+        vm("full", "a", disk("Full")),
+    ];
+    let i = build(&policy(), &hosts, &vms, &[], settings(4));
+    let by = |n: &str| i.vms.iter().find(|v| v.name == n).unwrap().clone();
+    assert_eq!(by("linked").excluded, ["a", "b"]);
+    assert!(by("full").excluded.is_empty());
+}
+
+#[test]
 fn opt_out_annotation_lock_and_earlier_migrations_are_carried_to_the_vm() {
     let hosts = [hv("a", 5, 0, json!([])), hv("b", 5, 0, json!([]))];
     let vms = [
