@@ -120,6 +120,9 @@ pub enum StartError {
     /// The console port could not start.
     #[error(transparent)]
     Console(#[from] crate::console::StartError),
+    /// A metric could not be registered (a duplicate name: a bug).
+    #[error("cannot register the backup metrics")]
+    Metrics(#[source] prometheus::Error),
 }
 
 /// Select rustls' process-wide crypto provider (aws-lc-rs, the workspace's only one). Should a
@@ -288,13 +291,17 @@ pub async fn run(
     engine.node = config.node_name.clone();
     let seed_key = crate::seed_key::SeedKey::load_or_create(&config.state_dir)?;
     let seed_public = seed_key.public_b64().to_owned();
-    let ctx = Arc::new(Context::new(
+    let backup_metrics =
+        crate::backup::metrics::BackupMetrics::register(&metrics).map_err(StartError::Metrics)?;
+    let mut vm_ctx = Context::new(
         client.clone(),
         &config.node_name,
         engine,
         config.resync_interval,
         seed_key,
-    ));
+    );
+    vm_ctx.backup_metrics = Some(backup_metrics.clone());
+    let ctx = Arc::new(vm_ctx);
 
     if config.collect_orphans {
         collect_leftovers(&ctx).await;
@@ -347,9 +354,18 @@ pub async fn run(
         std::future::pending(),
     ));
     let restore_task = tokio::spawn(crate::snapshot::restore_controller::run(
-        snap_ctx,
+        snap_ctx.clone(),
         std::future::pending(),
     ));
+    let backup_task = tokio::spawn(crate::backup::controller::run(Arc::new(
+        crate::backup::controller::Context::new(snap_ctx, backup_metrics),
+    )));
+    let location_task = tokio::spawn(crate::backup::location::run(Arc::new(
+        crate::backup::location::Context {
+            client: ctx.client.clone(),
+            node: config.node_name.clone(),
+        },
+    )));
     let sweep_task = config
         .collect_orphans
         .then(|| tokio::spawn(leftovers::sweep_periodically(ctx.clone())));
@@ -397,6 +413,8 @@ pub async fn run(
     }
     snapshot_task.abort();
     restore_task.abort();
+    backup_task.abort();
+    location_task.abort();
     heartbeat_task.abort();
     sync_task.abort();
     libvirt_task.abort();

@@ -2,6 +2,7 @@
 //! on their own; `main.rs` only parses flags and wires them together.
 
 pub mod console;
+pub mod backup;
 pub mod daemon;
 pub mod domain_xml;
 pub mod health;

@@ -249,6 +249,11 @@ impl Metrics {
         m
     }
 
+    /// Add the metrics of another part of the agent (e.g. backups) to `/metrics`.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        self.registry.register(c)
+    }
+
     /// A clone disk was made (or failed) in `took`.
     pub fn clone_made(
         &self,

@@ -53,8 +53,11 @@ pub enum Command {
     /// Snapshot a VM's disks (a VirtualMachineSnapshot); --wait follows it until taken.
     Snapshot(crate::snapshot_cmd::SnapshotArgs),
     /// Return a VM's disks to a snapshot (a VirtualMachineRestore); --stop-vm powers a
-    /// running VM off for it.
+    /// running VM off for it. With --from-backup, create a new VM from a backup instead.
     Restore(crate::snapshot_cmd::RestoreArgs),
+    /// Back a VM up into a BackupLocation (a VirtualMachineBackup); --wait shows the copy's
+    /// progress until it is written.
+    Backup(crate::backup_cmd::BackupArgs),
     /// Make a new VM from a template VM's disks or a snapshot's: linked (an overlay on the
     /// frozen source, instant) or --full (a copy, with a progress bar under --wait).
     Clone(crate::clone_cmd::CloneArgs),
@@ -121,6 +124,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Usage(a) => crate::usage::cmd::run(&cli.cluster, &a),
         Command::Snapshot(a) => crate::snapshot_cmd::run_snapshot(&cli.cluster, &a),
         Command::Restore(a) => crate::snapshot_cmd::run_restore(&cli.cluster, &a),
+        Command::Backup(a) => crate::snapshot_cmd::run_backup(&cli.cluster, &a),
         Command::Clone(a) => crate::clone_cmd::run(&cli.cluster, &a),
         Command::Host {
             verb: HostCommand::Check(a),

@@ -5,6 +5,7 @@
 //! and benchmarks reach the same code.
 #![forbid(unsafe_code)]
 
+pub mod backup_cmd;
 pub mod cli;
 pub mod clone_cmd;
 pub mod cluster;

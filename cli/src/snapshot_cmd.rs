@@ -42,11 +42,22 @@ pub struct SnapshotArgs {
 /// Options of `restore`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RestoreArgs {
-    /// The VM whose disks are returned.
+    /// The VM whose disks are returned (with --from-backup: the new VM to create).
     pub vm: String,
     /// The snapshot to return to.
-    #[arg(long)]
-    pub snapshot: String,
+    #[arg(
+        long,
+        required_unless_present = "from_backup",
+        conflicts_with = "from_backup"
+    )]
+    pub snapshot: Option<String>,
+    /// Create the VM from this VirtualMachineBackup (its manifest, every disk restored from
+    /// it after its checksum is verified), on any host that mounts the backup's location.
+    #[arg(long, conflicts_with = "stop_vm")]
+    pub from_backup: Option<String>,
+    /// With --from-backup: the host to restore on (default: the scheduler's choice).
+    #[arg(long, requires = "from_backup")]
+    pub node: Option<String>,
     /// Power a running VM off for the restore (it runs again after, as its runStrategy says).
     #[arg(long)]
     pub stop_vm: bool,
@@ -86,7 +97,7 @@ pub fn restore_object(ns: &str, name: &str, a: &RestoreArgs) -> Value {
         "apiVersion": "ironvisor.io/v1alpha1",
         "kind": "VirtualMachineRestore",
         "metadata": {"name": name, "namespace": ns},
-        "spec": {"vmName": a.vm, "snapshotName": a.snapshot, "stopVM": a.stop_vm},
+        "spec": {"vmName": a.vm, "snapshotName": a.snapshot.as_deref().unwrap_or_default(), "stopVM": a.stop_vm},
     })
 }
 
@@ -196,12 +207,31 @@ pub fn run_snapshot(cluster: &ClusterArgs, a: &SnapshotArgs) -> ExitCode {
     exit(code, done)
 }
 
-/// Run `ivctl restore`.
+/// Run `ivctl backup`.
+pub fn run_backup(cluster: &ClusterArgs, a: &crate::backup_cmd::BackupArgs) -> ExitCode {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let code = block_on(async move {
+        let ok = crate::backup_cmd::backup(cluster, a).await?;
+        flag.store(ok, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    });
+    exit(code, done)
+}
+
+/// Run `ivctl restore` (from a snapshot, or `--from-backup` into a new VM).
 pub fn run_restore(cluster: &ClusterArgs, a: &RestoreArgs) -> ExitCode {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = done.clone();
     let code = block_on(async move {
-        let ok = restore(cluster, a).await?;
+        let ok = match &a.from_backup {
+            Some(b) => {
+                let wait = a.wait.then_some(a.timeout);
+                crate::backup_cmd::restore_from_backup(cluster, &a.vm, b, a.node.as_deref(), wait)
+                    .await?
+            }
+            None => restore(cluster, a).await?,
+        };
         flag.store(ok, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     });
@@ -231,7 +261,9 @@ mod tests {
         );
         let r = RestoreArgs {
             vm: "web".into(),
-            snapshot: "web-1".into(),
+            snapshot: Some("web-1".into()),
+            from_backup: None,
+            node: None,
             stop_vm: true,
             name: None,
             wait: false,

@@ -9,6 +9,7 @@
 //! rejected by `kubectl apply` with the field named, before any controller sees it.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod common;
 pub mod console;
 pub mod crdgen;
@@ -23,6 +24,7 @@ pub mod quantity;
 pub mod quota;
 pub mod rebalance;
 pub mod restore;
+pub mod schedule;
 pub mod seed;
 pub mod snapshot;
 pub mod tenant;
@@ -30,6 +32,9 @@ pub mod usage;
 pub mod utilization;
 pub mod vm;
 
+pub use backup::{
+    BackupLocation, BackupLocationSpec, VirtualMachineBackup, VirtualMachineBackupSpec,
+};
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use migration::{
     VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,
@@ -39,6 +44,7 @@ pub use pricing::{PriceList, PriceListSpec};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use rebalance::{RebalancePolicy, RebalancePolicySpec, RebalancePolicyStatus};
 pub use restore::{VirtualMachineRestore, VirtualMachineRestoreSpec};
+pub use schedule::{VirtualMachineSchedule, VirtualMachineScheduleSpec};
 pub use snapshot::{VirtualMachineSnapshot, VirtualMachineSnapshotSpec};
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
 pub use usage::{UsageReport, UsageReportSpec, UsageReportStatus};

@@ -52,11 +52,13 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// tenant-writable, so nothing reads it; the operator removes it where it finds it.
 pub const LEGACY_ADMITTED_ANNOTATION: &str = "ironvisor.io/admitted";
 
+mod backups;
 pub mod clones;
 mod entry;
 mod incoming;
 mod net;
 
+pub use backups::BackupIndex;
 pub use entry::{VmEntry, VmKey};
 pub use net::{HostPort, TenantNets, VmNet};
 
@@ -141,6 +143,8 @@ pub struct Index {
     pub(crate) snapshots: BTreeMap<VmKey, clones::SnapshotEntry>,
     /// Migration `ns/name` → the VM and the target it reserves room on ([`incoming`]).
     pub(crate) incoming: BTreeMap<String, (VmKey, String)>,
+    /// Backups' locations and where each location is available ([`backups`]).
+    pub(crate) backups: BackupIndex,
 }
 
 impl Index {

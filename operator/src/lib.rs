@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod console;
+pub mod backup;
 pub mod controllers;
 pub mod error;
 pub mod hosts;

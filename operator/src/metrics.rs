@@ -58,6 +58,8 @@ pub struct Metrics {
     pub migrations: crate::migration::metrics::MigrationMetrics,
     /// The console signer: certificates issued, requests refused.
     pub console: crate::console::metrics::SignerMetrics,
+    /// Schedules: objects made and pruned.
+    pub schedules: crate::backup::metrics::ScheduleMetrics,
     /// What blocks the operator, in words, per source (for `/readyz`).
     problems: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
@@ -183,6 +185,7 @@ impl Metrics {
         let rebalance = crate::rebalance::metrics::RebalanceMetrics::register(&registry)?;
         let migrations = crate::migration::metrics::MigrationMetrics::register(&registry)?;
         let console = crate::console::metrics::SignerMetrics::register(&registry)?;
+        let schedules = crate::backup::metrics::ScheduleMetrics::register(&registry)?;
         for reason in PENDING_REASONS
             .into_iter()
             .chain(crate::plan::network::REASONS)
@@ -209,6 +212,7 @@ impl Metrics {
             usage,
             rebalance,
             migrations,
+            schedules,
             problems: Arc::default(),
         })
         .inspect(|m| m.set_vm_phases(std::iter::empty()))

@@ -177,6 +177,18 @@ pub async fn run(
         reserved: reserved.clone(),
         default_tenant: cfg.default_tenant.clone(),
     };
+    let backups = crate::snapshot::controller::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        reserved: reserved.clone(),
+        default_tenant: cfg.default_tenant.clone(),
+    };
+    let schedules = crate::backup::schedule::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+        metrics: metrics.schedules.clone(),
+        recorder: recorder.clone(),
+    };
     let restores = crate::snapshot::restore::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),
@@ -231,6 +243,8 @@ pub async fn run(
         () = usage::run(accounting) => Err(RunError::Ended("usage controller")),
         () = crate::snapshot::controller::run(snapshots) => Err(RunError::Ended("snapshot controller")),
         () = crate::snapshot::restore::run(restores) => Err(RunError::Ended("restore controller")),
+        () = crate::backup::controller::run(backups) => Err(RunError::Ended("backup controller")),
+        () = crate::backup::schedule::run(schedules) => Err(RunError::Ended("schedule controller")),
         () = migrations => Err(RunError::Ended("migration controller")),
         () = rebalancer => Err(RunError::Ended("rebalancer")),
         () = maintenance => Err(RunError::Ended("maintenance controller")),

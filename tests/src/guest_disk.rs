@@ -1,5 +1,6 @@
 //! A running guest's disk from the host: find its domain, write through QEMU's own block
-//! layer (HMP `qemu-io` on the disk's device), read a file with `qemu-io`, hash a file.
+//! layer (HMP `qemu-io` on the disk's device, landing in whatever layer it writes to now),
+//! read a file with `qemu-io`, list a VM directory's layer files, hash a file.
 
 use std::path::Path;
 use std::process::Command;
@@ -54,6 +55,40 @@ pub fn reads_pattern(file: &Path, pattern: u8) -> bool {
         .output()
         .expect("qemu-io");
     out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("verification failed")
+}
+
+/// Write `len` bytes of `pattern` at `offset` of the guest's first disk through QEMU, then
+/// flush (`len` and `offset` as qemu-io takes them, e.g. `64k`, `256M`).
+pub fn guest_write_at(uri: &str, domain: &str, pattern: u8, offset: &str, len: &str) {
+    hmp_qemu_io(
+        uri,
+        domain,
+        &format!("write -P {pattern:#x} {offset} {len}"),
+    );
+    hmp_qemu_io(uri, domain, "flush");
+}
+
+/// Whether `file` (a qcow2 nobody writes to) reads `pattern` over `len` bytes at `offset`.
+pub fn reads(file: &Path, pattern: u8, offset: &str, len: &str) -> bool {
+    Command::new("qemu-io")
+        .args(["-r", "-U", "-f", "qcow2", "-c"])
+        .arg(format!("read -P {pattern:#x} {offset} {len}"))
+        .arg(file)
+        .output()
+        .expect("qemu-io")
+        .status
+        .success()
+}
+
+/// The qcow2 layer files of a VM directory, sorted.
+pub fn layers(vm_dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(vm_dir)
+        .expect("VM directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("disk-") && n.ends_with(".qcow2"))
+        .collect();
+    v.sort();
+    v
 }
 
 /// SHA-256 of a file, as `sha256sum` prints it.

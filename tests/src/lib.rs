@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attack;
+pub mod backup_hosts;
 pub mod busy_guest;
 pub mod guest_disk;
 pub mod identities;

@@ -188,6 +188,7 @@ fn plan_disks(input: &PlanInput<'_>) -> Result<Vec<DiskPlan>, PlanError> {
             s.blank.is_some(),
             s.http.is_some(),
             s.host_path.is_some(),
+            s.backup.is_some(),
             s.snapshot.is_some(),
             s.vm.is_some(),
         ];

@@ -537,3 +537,34 @@ fn a_vm_with_a_tpm_gets_a_crb_tpm_backed_by_swtpm_and_another_config_hash() {
     // Adding or removing the TPM changes the hardware: the hash tells the agent so.
     assert_ne!(r.config_hash, render(&without).config_hash);
 }
+
+/// A disk restored from a backup is a disk like any other once its file is in place; a
+/// disk with two sources (or none) is refused.
+#[test]
+fn a_disk_from_a_backup_renders_and_two_sources_are_refused() {
+    let mut s = spec();
+    let mut d = disk("data", DiskBus::Virtio);
+    d.source = DiskSource {
+        backup: Some(BackupSource {
+            name: "nightly".into(),
+            disk: "data".into(),
+        }),
+        ..Default::default()
+    };
+    s.disks.push(d.clone());
+    let xml = xml_of(&s);
+    assert!(
+        xml.contains("<source file=\"/state/vms/u-1/disk-data.qcow2\"/>"),
+        "{xml}"
+    );
+    d.source.blank = Some(BlankSource {});
+    s.disks = vec![d.clone()];
+    let e = plan_of(&s, DomainType::Qemu).unwrap_err();
+    assert!(
+        matches!(e, PlanError::DiskSource(ref n) if n == "data"),
+        "{e}"
+    );
+    d.source = DiskSource::default();
+    s.disks = vec![d];
+    assert!(plan_of(&s, DomainType::Qemu).is_err());
+}

@@ -84,6 +84,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// This host's seed key: opens the seed copies sealed to it.
     pub seed_key: crate::seed_key::SeedKey,
+    /// Backup metrics (disks restored from backups), when the daemon registered them.
+    pub backup_metrics: Option<crate::backup::metrics::BackupMetrics>,
 }
 
 impl Context {
@@ -108,6 +110,7 @@ impl Context {
             domains: Mutex::default(),
             backoff: Backoff::default(),
             seed_key,
+            backup_metrics: None,
         }
     }
 
@@ -136,7 +139,7 @@ pub fn placement_confirmed(vm: &VirtualMachine, node: &str) -> bool {
 }
 
 /// Publish an Event about a VM; a failure is logged, never fatal.
-pub(super) async fn publish(
+pub(crate) async fn publish(
     ctx: &Context,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     warning: bool,
@@ -184,6 +187,10 @@ async fn apply(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, Err
     if crate::snapshot::restore_holds(&vm) {
         // A restore is replacing the disks: the guest stays off until it is done.
         return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    if let Some(wait) = crate::backup::restore_disk::restore_for(&vm, &ctx).await {
+        // A disk from a backup is not restored yet (Events say why).
+        return Ok(Action::requeue(wait));
     }
     let uid = vm.uid().unwrap_or_default();
     let key = retry_key(&vm.metadata);

@@ -92,7 +92,7 @@ fn error_text(e: &dyn std::error::Error) -> String {
 }
 
 /// The VM `ns/name`, when it exists with the uid `want`.
-pub(super) async fn vm_of_name(
+pub(crate) async fn vm_of_name(
     ctx: &Context,
     ns: &str,
     name: &str,
@@ -278,6 +278,10 @@ const PINNED_RECHECK: Duration = Duration::from_secs(5);
 /// whose layer linked clones read (directly or below theirs) stays until they are gone: its
 /// layer cannot go, and its storage stays counted meanwhile.
 async fn cleanup(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action, Error> {
+    if crate::backup::exporting(&ctx.client, &snap).await? {
+        // A backup reads this snapshot's layer: merging it now would change what it copies.
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let Some(vm) = vm_of(ctx, &snap).await? else {
         // The VM and its directory are gone (or going, with all their layers).
         return Ok(Action::await_change());

@@ -196,9 +196,14 @@ impl StorageRoots {
                 blank,
                 http,
                 host_path,
+                backup,
                 snapshot,
                 vm,
             } = &disk.source;
+            if backup.is_some() {
+                // Restored by crate::backup::restore_disk before storage is prepared.
+                return Err(StorageError::Source(disk.name.clone()));
+            }
             if snapshot.is_some() || vm.is_some() {
                 // Clones are made before the domain is prepared (snapshot::clone), from
                 // sources resolved through the API; one not made yet waits for that.

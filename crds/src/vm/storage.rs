@@ -113,8 +113,8 @@ pub enum DiskBus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "[has(self.blank), has(self.http), has(self.hostPath), has(self.snapshot), has(self.vm)].filter(x, x).size() == 1",
-     "message": "exactly one of blank, http, hostPath, snapshot or vm must be set"}
+    {"rule": "[has(self.blank), has(self.http), has(self.hostPath), has(self.backup), has(self.snapshot), has(self.vm)].filter(x, x).size() == 1",
+     "message": "exactly one of blank, http, hostPath, backup, snapshot or vm must be set"}
 ]))]
 pub struct DiskSource {
     /// An empty disk of the disk's size.
@@ -126,12 +126,35 @@ pub struct DiskSource {
     /// An image already on the host, under the agent's images directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<HostPathSource>,
+    /// A disk of a `VirtualMachineBackup` in the VM's namespace: the host copies the
+    /// backup's image after checking its SHA-256 (restore, on any host that mounts the
+    /// backup's location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSource>,
     /// A clone of one disk of a VirtualMachineSnapshot in the same namespace (by name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<super::SnapshotCloneSource>,
     /// A clone of one disk of a template VM (`spec.template: true`) in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<super::VmCloneSource>,
+}
+
+/// A disk restored from a backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSource {
+    /// The `VirtualMachineBackup`, in the VM's own namespace (never another's).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The disk's name in the backup (its name in the backed-up VM).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub disk: String,
 }
 
 /// An empty disk.

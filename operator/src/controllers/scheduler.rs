@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
+use ironvisor_crds::backup::{BackupLocation, VirtualMachineBackup};
 use ironvisor_crds::labels;
 use ironvisor_crds::{
     Hypervisor, Quota, Tenant, VirtualMachine, VirtualMachineMigration, VirtualMachineSnapshot,
@@ -86,6 +87,8 @@ enum Change {
     Quota(Event<Quota>),
     Snapshot(Event<VirtualMachineSnapshot>),
     Migration(Event<VirtualMachineMigration>),
+    Backup(Event<VirtualMachineBackup>),
+    Location(Event<BackupLocation>),
 }
 
 type Changes = Pin<Box<dyn Stream<Item = (usize, Result<Change, watcher::Error>)> + Send>>;
@@ -106,7 +109,7 @@ where
 #[derive(Default)]
 struct Loop {
     index: Index,
-    synced: [bool; 7],
+    synced: [bool; 9],
     /// Objects buffered during a relist, per kind.
     init: InitBuffers,
     quotas: BTreeMap<String, Quota>,
@@ -123,6 +126,8 @@ struct InitBuffers {
     quotas: Vec<Quota>,
     snapshots: Vec<VirtualMachineSnapshot>,
     migrations: Vec<VirtualMachineMigration>,
+    backups: Vec<VirtualMachineBackup>,
+    locations: Vec<BackupLocation>,
 }
 
 fn heartbeat_node(lease: &Lease) -> Option<String> {
@@ -208,6 +213,20 @@ impl Loop {
             Change::Migration(Event::InitDone) => {
                 ix.reset_migrations(std::mem::take(&mut self.init.migrations).iter())
             }
+            Change::Backup(Event::Apply(o)) => ix.apply_backup(&o),
+            Change::Backup(Event::InitApply(o)) => self.init.backups.push(o),
+            Change::Backup(Event::Delete(o)) => ix.delete_backup(&o),
+            Change::Backup(Event::Init) => self.init.backups.clear(),
+            Change::Backup(Event::InitDone) => {
+                ix.reset_backups(std::mem::take(&mut self.init.backups).iter())
+            }
+            Change::Location(Event::Apply(o)) => ix.apply_location(&o),
+            Change::Location(Event::InitApply(o)) => self.init.locations.push(o),
+            Change::Location(Event::Delete(o)) => ix.delete_location(&o.name_any()),
+            Change::Location(Event::Init) => self.init.locations.clear(),
+            Change::Location(Event::InitDone) => {
+                ix.reset_locations(std::mem::take(&mut self.init.locations).iter())
+            }
         }
     }
 }
@@ -260,6 +279,19 @@ impl Scheduler {
                 watcher::Config::default(),
                 6,
                 Change::Migration,
+            ),
+            // A VM restored from a backup goes only where the backup's location is mounted.
+            watch_kind(
+                Api::<VirtualMachineBackup>::all(c.clone()),
+                watcher::Config::default(),
+                7,
+                Change::Backup,
+            ),
+            watch_kind(
+                Api::<BackupLocation>::all(c.clone()),
+                watcher::Config::default(),
+                8,
+                Change::Location,
             ),
         ]);
         let mut st = Loop::default();
@@ -316,6 +348,8 @@ impl Scheduler {
                 | Change::Quota(Event::InitDone)
                 | Change::Snapshot(Event::InitDone)
                 | Change::Migration(Event::InitDone)
+                | Change::Backup(Event::InitDone)
+                | Change::Location(Event::InitDone)
         );
         st.apply(ch);
         if done {

@@ -21,7 +21,7 @@ use super::{
     REASON_SCHEDULED_HALTED,
 };
 use crate::hosts;
-use crate::placement::{Capacity, Request};
+use crate::placement::{BackupNeed, Capacity, Request};
 use crate::units::{Units, vm_demand};
 
 /// A VM's identity.
@@ -126,6 +126,12 @@ impl VmEntry {
                 host_ports: host_ports(spec),
                 clone_source: Default::default(),
                 tpm: spec.tpm.is_some(),
+                restores_from: spec
+                    .disks
+                    .iter()
+                    .filter_map(|d| d.source.backup.as_ref().map(|b| b.name.clone()))
+                    .collect(),
+                backups: BackupNeed::default(),
             },
             restart_elsewhere: hosts::restart_elsewhere(spec),
             label_node: vm.labels().get(labels::NODE).cloned(),

@@ -30,6 +30,10 @@ pub enum FilterReason {
     NoTpm,
     /// A host port the VM forwards is already forwarded by another VM on the host.
     HostPortTaken,
+    /// A backup the VM's disks are restored from is not known in its namespace.
+    BackupNotFound,
+    /// The host does not report a BackupLocation the VM's backups are in available.
+    BackupLocationUnavailable,
     /// The agent has not reported capacity yet.
     NoCapacity,
     /// Not enough free vCPUs.
@@ -57,6 +61,8 @@ impl FilterReason {
             FilterReason::NodeSelector => "node_selector",
             FilterReason::NoTpm => "no_tpm",
             FilterReason::HostPortTaken => "host_port_taken",
+            FilterReason::BackupNotFound => "backup_not_found",
+            FilterReason::BackupLocationUnavailable => "backup_location_unavailable",
             FilterReason::NoCapacity => "no_capacity",
             FilterReason::InsufficientVcpus => "insufficient_vcpus",
             FilterReason::InsufficientMemory => "insufficient_memory",
@@ -85,6 +91,12 @@ impl fmt::Display for FilterReason {
                 "no TPM emulator (install swtpm and swtpm-tools on the host; its Hypervisor status then reports tpm: true)"
             }
             FilterReason::HostPortTaken => "host port already forwarded by another VM",
+            FilterReason::BackupNotFound => {
+                "backup to restore from not found in the VM's namespace (kubectl get vmbackup)"
+            }
+            FilterReason::BackupLocationUnavailable => {
+                "backup location not available (see the BackupLocation's status.hosts)"
+            }
             FilterReason::NoCapacity => "no capacity reported",
             FilterReason::InsufficientVcpus => "insufficient vcpus",
             FilterReason::InsufficientMemory => "insufficient memory",
@@ -166,6 +178,18 @@ pub fn tpm(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
     }
 }
 
+/// A VM whose disks are restored from backups needs a host that reports every location
+/// those backups are in available: elsewhere its agent could not read the images.
+pub fn backup_location(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
+    if req.backups.missing.is_some() {
+        Err(FilterReason::BackupNotFound)
+    } else if !req.backups.locations.is_subset(&h.backup_locations) {
+        Err(FilterReason::BackupLocationUnavailable)
+    } else {
+        Ok(())
+    }
+}
+
 /// No host port the VM forwards is forwarded by a VM already placed on the host (both bind
 /// the same port of the host's 127.0.0.1; the second could not start).
 pub fn host_ports(h: &HostSnapshot, req: &Request) -> Result<(), FilterReason> {
@@ -203,6 +227,7 @@ pub fn run(h: &HostSnapshot, req: &Request) -> Result<(), Vec<FilterReason>> {
         .and_then(|()| healthy(h))
         .and_then(|()| node_selector(h, req))
         .and_then(|()| tpm(h, req))
+        .and_then(|()| backup_location(h, req))
         .and_then(|()| host_ports(h, req))
         .map_err(|r| vec![r])?;
     capacity(h, req)
@@ -339,6 +364,38 @@ mod tests {
         );
         let chosen = super::super::place([&without, &with], &r, super::super::Strategy::Spread);
         assert_eq!(chosen.unwrap().name, "with");
+    }
+
+    #[test]
+    fn a_vm_restored_from_a_backup_fits_only_hosts_where_its_location_is_available() {
+        let mut mounted = host("mounted", 8, 8);
+        mounted.backup_locations.insert("nfs".into());
+        mounted.backup_locations.insert("other".into());
+        let bare = host("bare", 8, 8);
+        let mut r = req(1, 1);
+        r.backups.locations.insert("nfs".into());
+        assert_eq!(run(&mounted, &r), Ok(()));
+        assert_eq!(
+            run(&bare, &r),
+            Err(vec![FilterReason::BackupLocationUnavailable])
+        );
+        let chosen = super::super::place([&bare, &mounted], &r, super::super::Strategy::Spread);
+        assert_eq!(chosen.unwrap().name, "mounted");
+        // Pinned to the host without it: refused, with the reason.
+        r.node_name = Some("bare".into());
+        let e =
+            super::super::place([&bare, &mounted], &r, super::super::Strategy::Spread).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "0/2 hosts available: 1 backup location not available (see the BackupLocation's \
+             status.hosts), 1 not the requested host"
+        );
+        // A backup nobody knows: no host restores it, whatever it mounts.
+        r.node_name = None;
+        r.backups.missing = Some("gone".into());
+        assert_eq!(run(&mounted, &r), Err(vec![FilterReason::BackupNotFound]));
+        // A VM with no disk from a backup fits a host that mounts nothing.
+        assert_eq!(run(&bare, &req(1, 1)), Ok(()));
     }
 
     #[test]

@@ -50,6 +50,25 @@ pub struct HostSnapshot {
     pub host_ports: BTreeSet<HostPort>,
     /// The agent reports it can give VMs an emulated TPM (`status.tpm`).
     pub tpm: bool,
+    /// The BackupLocations the host's agent reports available (`status.hosts`).
+    pub backup_locations: BTreeSet<String>,
+}
+
+/// The BackupLocations a VM restored from backups needs on its host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupNeed {
+    /// The locations its backups were written into: the host must report each available.
+    pub locations: BTreeSet<String>,
+    /// A backup the operator does not know (not in the VM's namespace, or not yet seen):
+    /// no host can restore it.
+    pub missing: Option<String>,
+}
+
+impl BackupNeed {
+    /// Nothing to restore from a backup.
+    pub fn is_empty(&self) -> bool {
+        self.locations.is_empty() && self.missing.is_none()
+    }
 }
 
 /// What a VM asks of a host.
@@ -71,6 +90,10 @@ pub struct Request {
     pub clone_source: CloneSource,
     /// `spec.tpm`: only a host that can emulate a TPM fits.
     pub tpm: bool,
+    /// The backups its disks are restored from (`source.backup`, in its namespace).
+    pub restores_from: BTreeSet<String>,
+    /// Where those backups are, resolved by the planner from its index before placement.
+    pub backups: BackupNeed,
 }
 
 /// Where the source of a VM's clone disks is.

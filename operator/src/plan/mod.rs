@@ -266,6 +266,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
                 unhealthy: h.unhealthy,
                 allocatable: h.allocatable,
                 tpm: h.tpm,
+                backup_locations: index.backups().available_on(n),
                 ..HostSnapshot::default()
             };
             (n.clone(), snap)
@@ -303,6 +304,7 @@ pub fn plan(index: &Index, cfg: Config, now: Timestamp) -> Plan {
         snaps: &mut snaps,
         health: &health,
         net,
+        backups: index.backups(),
         clone_sources: index.clone_sources(),
     };
     for vm in order {
@@ -395,6 +397,8 @@ mod placed_network;
 use network::NetBook;
 use pass::{Pass, take};
 
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod incoming_tests;
 #[cfg(test)]

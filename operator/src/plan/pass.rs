@@ -10,7 +10,7 @@ use super::network::NetBook;
 use super::{Announce, Config, Plan, VmStatus, VmWrite, condition};
 use crate::hosts::{HOST_LOST, HOST_RETURNED, Health, RESCHEDULED, operator_ready_reason};
 use crate::index::*;
-use crate::placement::{self, Capacity, HostSnapshot, filters};
+use crate::placement::{self, Capacity, HostSnapshot, Request, filters};
 use crate::quota::Ledger;
 use crate::units::Units;
 
@@ -81,6 +81,8 @@ pub(super) struct Pass<'a> {
     pub(super) snaps: &'a mut BTreeMap<String, HostSnapshot>,
     pub(super) health: &'a BTreeMap<&'a str, Health>,
     pub(super) net: NetBook<'a>,
+    /// Where backups are and which hosts can read their locations.
+    pub(super) backups: &'a BackupIndex,
     /// Where the clone sources of unplaced VMs are.
     pub(super) clone_sources: BTreeMap<VmKey, placement::CloneSource>,
 }
@@ -88,6 +90,16 @@ pub(super) struct Pass<'a> {
 impl Pass<'_> {
     fn vcpus(d: &Units) -> Option<u32> {
         u32::try_from(d.vcpus).ok()
+    }
+
+    /// The VM's placement constraints with the locations of the backups it restores from.
+    fn request(&self, vm: &VmEntry, compute: Capacity) -> Request {
+        let mut req = vm.request.clone();
+        req.compute = compute;
+        if !req.restores_from.is_empty() {
+            req.backups = self.backups.need(&vm.key.namespace, &req.restores_from);
+        }
+        req
     }
 
     /// A VM not admitted yet: quota, then placement.
@@ -111,12 +123,14 @@ impl Pass<'_> {
             let msg = clones::quota_message(&e, !vm.clones.is_empty());
             return Some(self.pending(vm, Some(&d), REASON_QUOTA_EXCEEDED, msg, out));
         }
-        let mut req = vm.request.clone();
+        let mut req = self.request(
+            vm,
+            Capacity {
+                vcpus: request.vcpus,
+                memory: request.memory,
+            },
+        );
         req.clone_source = self.clone_sources.get(&vm.key).cloned().unwrap_or_default();
-        req.compute = Capacity {
-            vcpus: request.vcpus,
-            memory: request.memory,
-        };
         let node = match placement::place(self.snaps.values(), &req, self.cfg.strategy) {
             Ok(h) => h.name.clone(),
             Err(u) => {
@@ -371,12 +385,12 @@ impl Pass<'_> {
             let blocked = match self.refusal(&vm.key.namespace, &compute) {
                 Some(r) => Some(r),
                 None => self.snaps.get(&p.node).and_then(|s| {
-                    let req = placement::Request {
+                    let req = Request {
                         compute: Capacity {
                             vcpus: compute.vcpus,
                             memory: compute.memory,
                         },
-                        ..placement::Request::default()
+                        ..Request::default()
                     };
                     filters::capacity(s, &req).err().map(|rs| {
                         let what: Vec<String> = rs.iter().map(ToString::to_string).collect();
@@ -481,12 +495,12 @@ impl Pass<'_> {
             match self.refusal(ns, &grow) {
                 Some((_, why)) => Some(why),
                 None => self.snaps.get(&p.node).and_then(|s| {
-                    let req = placement::Request {
+                    let req = Request {
                         compute: Capacity {
                             vcpus: grow.vcpus,
                             memory: grow.memory,
                         },
-                        ..placement::Request::default()
+                        ..Request::default()
                     };
                     filters::capacity(s, &req).err().map(|rs| {
                         let what: Vec<String> = rs.iter().map(ToString::to_string).collect();
@@ -588,11 +602,13 @@ impl Pass<'_> {
         let mut why = format!("host {} stopped reporting", p.node);
         if vm.restart_elsewhere {
             let counted = if p.compute { *d } else { d.non_compute() };
-            let mut req = vm.request.clone();
-            req.compute = Capacity {
-                vcpus: counted.vcpus,
-                memory: counted.memory,
-            };
+            let req = self.request(
+                vm,
+                Capacity {
+                    vcpus: counted.vcpus,
+                    memory: counted.memory,
+                },
+            );
             match placement::place(
                 self.snaps.values().filter(|s| s.name != p.node),
                 &req,

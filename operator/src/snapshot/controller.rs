@@ -108,8 +108,9 @@ fn with_ready(
     s
 }
 
-/// A ledger of the tenants' storage: admitted VMs and snapshots that hold layers.
-async fn storage_ledger(ctx: &Ctx, except: &str) -> Result<Ledger, Error> {
+/// A ledger of the tenants' storage: admitted VMs, snapshots that hold layers and backups
+/// that hold images (all but the object `except`).
+pub(crate) async fn storage_ledger(ctx: &Ctx, except: &str) -> Result<Ledger, Error> {
     let lp = ListParams::default();
     let tenants = Api::<Tenant>::all(ctx.client.clone())
         .list(&lp)
@@ -165,6 +166,7 @@ async fn storage_ledger(ctx: &Ctx, except: &str) -> Result<Ledger, Error> {
             ledger.add(&s.namespace().unwrap_or_default(), u);
         }
     }
+    crate::backup::quota::count_backups(&ctx.client, &mut ledger, except).await?;
     Ok(ledger)
 }
 
