@@ -7,7 +7,7 @@ use clap::Parser;
 
 /// Serves VM consoles through the Kubernetes API (subresources.ironvisor.io) and in the browser.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version = ironvisor_crds::BUILD_VERSION)]
 struct Args {
     /// Address to serve HTTPS on (the aggregated API and the browser page).
     #[arg(long, env = "IRONVISOR_CONSOLE_LISTEN", default_value = "0.0.0.0:8443")]
