@@ -64,6 +64,8 @@ pub struct Config {
     pub utilization_sample: Duration,
     /// How samples are aggregated into buckets (`--utilization-bucket`, `--utilization-buckets`).
     pub utilization: crate::utilization::window::Settings,
+    /// The console port (`--console-address`); `None`: no port.
+    pub console: Option<crate::console::Config>,
 }
 
 impl Config {
@@ -93,6 +95,7 @@ impl Config {
             migration_address: None,
             utilization_sample: Duration::from_secs(60),
             utilization: Default::default(),
+            console: None,
         }
     }
 }
@@ -114,6 +117,9 @@ pub enum StartError {
         "cannot keep guests away from the host's services (or start with --allow-guest-host-access)"
     )]
     HostGuard(#[source] crate::host_guard::GuardError),
+    /// The console port could not start.
+    #[error(transparent)]
+    Console(#[from] crate::console::StartError),
 }
 
 /// Select rustls' process-wide crypto provider (aws-lc-rs, the workspace's only one). Should a
@@ -265,11 +271,13 @@ pub async fn run(
     );
 
     let metrics = Arc::new(Metrics::new());
+    let console_registry = metrics.clone();
     let storage = StorageRoots {
         cache: ImageCache::with_policy(&config.state_dir, config.image_policy.clone())
             .with_max_bytes(config.image_cache_max_bytes),
         state_dir: config.state_dir.clone(),
         images_dir: config.images_dir.clone(),
+        display_owner: host_info.qemu_label.filter(|(uid, _)| *uid != 0),
     };
     let mut engine = Engine::new(
         Arc::new(libvirt.clone()),
@@ -363,7 +371,25 @@ pub async fn run(
         }
         .run(),
     );
+    let console_tasks = match &config.console {
+        Some(c) => {
+            crate::console::start(
+                c,
+                ctx.client.clone(),
+                &config.node_name,
+                libvirt.clone(),
+                &config.libvirt_uri,
+                config.state_dir.clone(),
+                console_registry.registry(),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
     controller::run(ctx, ctrl, shutdown).await;
+    for t in console_tasks {
+        t.abort();
+    }
     sampler_task.abort();
     migration_task.abort();
     if let Some(t) = sweep_task {

@@ -1,6 +1,7 @@
 //! The Ironvisor node agent as a library, so its pure parts and its libvirt parts are tested
 //! on their own; `main.rs` only parses flags and wires them together.
 
+pub mod console;
 pub mod daemon;
 pub mod domain_xml;
 pub mod health;

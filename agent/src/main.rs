@@ -76,6 +76,20 @@ struct Args {
     /// Most buckets kept in a VM's status.utilization (168 hourly buckets: a week).
     #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u16).range(1..=744))]
     utilization_buckets: u16,
+    /// Address of the console port (mutual TLS; the console server is its only client),
+    /// e.g. 0.0.0.0:9443. No console port when absent.
+    #[arg(long)]
+    console_address: Option<SocketAddr>,
+    /// `host:port` the console server dials, published in the Hypervisor's status (default:
+    /// the console address, with this host's name for an unspecified address).
+    #[arg(long)]
+    console_advertise_address: Option<String>,
+    /// Namespace of the console CA ConfigMap (the operator's).
+    #[arg(long, default_value = ironvisor_crds::labels::SYSTEM_NAMESPACE)]
+    console_ca_namespace: String,
+    /// Most console connections open at once.
+    #[arg(long, default_value_t = ironvisor_agent::console::server::DEFAULT_MAX_CONNECTIONS)]
+    console_max_connections: usize,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -146,6 +160,15 @@ async fn main() -> anyhow::Result<()> {
             bucket_seconds: i64::try_from(args.utilization_bucket.as_secs()).unwrap_or(3600),
             keep: usize::from(args.utilization_buckets),
         },
+        console: args
+            .console_address
+            .map(|listen| ironvisor_agent::console::Config {
+                listen,
+                advertise: args.console_advertise_address,
+                ca_namespace: args.console_ca_namespace,
+                max_connections: args.console_max_connections.max(1),
+                sync_period: Duration::from_secs(10),
+            }),
         ..Config::new(
             &args.node_name,
             &args.libvirt_uri,

@@ -356,6 +356,11 @@ impl Metrics {
         self.host_vms.set(i64::from(n));
     }
 
+    /// The registry, for metrics that live beside a feature (the console port's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition, refreshing the agent's RSS first.
     pub fn render(&self) -> String {
         if let Ok(me) = procfs::process::Process::myself()

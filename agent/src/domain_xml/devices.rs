@@ -72,6 +72,9 @@ pub(super) fn write_devices(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::R
                     .write_empty()?;
                 Ok(())
             })?;
+        if let Some(socket) = &plan.vnc_socket {
+            write_display(w, &path_str(socket))?;
+        }
         w.create_element("rng")
             .with_attribute(("model", "virtio"))
             .write_inner_content(|w| {
@@ -85,6 +88,35 @@ pub(super) fn write_devices(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::R
         }
         Ok(())
     })?;
+    Ok(())
+}
+
+/// The graphical display: VNC on a UNIX socket only (never a TCP listener on a host
+/// address), a standard VGA adapter (it has the VGA text mode a console shows before any
+/// driver loads, and works under TCG), and a USB tablet so a browser's pointer maps
+/// one-to-one. libvirt adds no password: the socket's directory is the access control.
+fn write_display(w: &mut Writer<Vec<u8>>, socket: &str) -> io::Result<()> {
+    w.create_element("graphics")
+        .with_attribute(("type", "vnc"))
+        .write_inner_content(|w| {
+            w.create_element("listen")
+                .with_attribute(("type", "socket"))
+                .with_attribute(("socket", socket))
+                .write_empty()?;
+            Ok(())
+        })?;
+    w.create_element("video").write_inner_content(|w| {
+        w.create_element("model")
+            .with_attribute(("type", "vga"))
+            .with_attribute(("heads", "1"))
+            .with_attribute(("primary", "yes"))
+            .write_empty()?;
+        Ok(())
+    })?;
+    w.create_element("input")
+        .with_attribute(("type", "tablet"))
+        .with_attribute(("bus", "usb"))
+        .write_empty()?;
     Ok(())
 }
 

@@ -83,6 +83,8 @@ pub struct DomainPlan {
     pub tpm: Option<TpmVersion>,
     /// File the serial console is logged to.
     pub console_log: PathBuf,
+    /// The VNC display's UNIX socket (`spec.graphics: vnc`); `None`: no display at all.
+    pub vnc_socket: Option<PathBuf>,
 }
 
 /// The VM a domain belongs to.
@@ -369,5 +371,7 @@ fn path_str(p: &std::path::Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+#[cfg(test)]
+mod display_tests;
 #[cfg(test)]
 mod tests;

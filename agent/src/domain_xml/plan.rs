@@ -5,6 +5,7 @@ use super::{
     Owner, name::domain_name,
 };
 use crate::storage::layout;
+use ironvisor_crds::console::Graphics;
 use ironvisor_crds::quantity::to_bytes;
 use ironvisor_crds::vm::{
     DiskBus, Firmware, MAX_DISKS, MAX_NETWORKS, MAX_VCPUS, VirtualMachineSpec,
@@ -162,6 +163,10 @@ pub fn build_plan(input: &PlanInput<'_>) -> Result<DomainPlan, PlanError> {
         nics: plan_nics(input)?,
         tpm: spec.tpm.as_ref().map(|t| t.version),
         console_log: layout::console_log(input.vm_dir),
+        vnc_socket: match spec.graphics.unwrap_or_default() {
+            Graphics::Vnc => Some(layout::vnc_socket(input.vm_dir)),
+            Graphics::None => None,
+        },
     })
 }
 

@@ -69,7 +69,7 @@ pub struct Libvirt {
 }
 
 /// Close a connection without `Connect`'s panicking Drop.
-fn close_quietly(conn: Connect) {
+pub(super) fn close_quietly(conn: Connect) {
     // SAFETY: `conn` owns one reference to a valid connection; we release exactly that
     // reference here and forget the wrapper so its Drop does not release it a second time.
     let rc = unsafe { sys::virConnectClose(conn.as_ptr()) };

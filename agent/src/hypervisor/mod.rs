@@ -6,6 +6,7 @@
 
 pub mod blockjob;
 pub mod caps;
+pub mod console;
 pub mod devices;
 pub mod domstats;
 mod events;

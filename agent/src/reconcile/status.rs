@@ -219,8 +219,8 @@ pub fn agent_status(i: &StatusInput<'_>) -> VirtualMachineStatus {
         run_log: run_log(i),
         // Written by the utilization sampler under its own field manager.
         utilization: None,
-        // The console bridge's count; kept from the last status until the bridge reports.
-        console: i.prev.console.clone(),
+        // Written by the console port under its own field manager (`console::counter`).
+        console: None,
     }
 }
 

@@ -63,6 +63,10 @@ pub struct StorageRoots {
     pub images_dir: PathBuf,
     /// The image cache under the state directory.
     pub cache: ImageCache,
+    /// QEMU's user and group (libvirt's DAC label), which must own each VM's display
+    /// directory to bind the VNC socket there; `None` when QEMU runs as root or there is no
+    /// QEMU (libvirt's test driver).
+    pub display_owner: Option<(u32, u32)>,
 }
 
 /// Prepared boot files.
@@ -162,6 +166,7 @@ impl StorageRoots {
         spec: &VirtualMachineSpec,
     ) -> Result<Prepared, StorageError> {
         tokio::fs::create_dir_all(vm_dir).await?;
+        ensure_display_dir(vm_dir, self.display_owner).await?;
         for disk in &spec.disks {
             let target = layout::disk_file(vm_dir, &disk.name);
             let size = match &disk.size {
@@ -253,6 +258,24 @@ pub async fn list_vm_dirs(state_dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// The VM's display directory ([`layout::display_dir`]): mode 0700, owned by QEMU's user
+/// so QEMU can bind the VNC socket in it while the VM directory stays root's. Level-triggered:
+/// owner and mode are set again on every prepare.
+async fn ensure_display_dir(vm_dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = layout::display_dir(vm_dir);
+    match tokio::fs::symlink_metadata(&dir).await {
+        Ok(m) if !m.is_dir() => tokio::fs::remove_file(&dir).await?,
+        _ => {}
+    }
+    tokio::fs::create_dir_all(&dir).await?;
+    tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).await?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +292,7 @@ mod tests {
             cache: ImageCache::new(&state),
             state_dir: state,
             images_dir: images,
+            display_owner: None,
         }
     }
 
