@@ -70,6 +70,8 @@ impl EchoAgent {
                     let Ok(tls) = acceptor.accept(s).await else {
                         return;
                     };
+                    // tungstenite's callback type fixes the error variant's size.
+                    #[allow(clippy::result_large_err)]
                     let check = |req: &Request, mut resp: Response| {
                         let q = req.uri().query().unwrap_or_default();
                         if q != format!("uid={uid}") {
