@@ -2,6 +2,7 @@
 //!
 //! Owns keeping the registry in step with stored CRDs. Never speaks HTTP.
 
+use crate::aggregator::front_proxy::FrontProxy;
 use crate::auth::UserInfo;
 use crate::auth::attributes::Attributes;
 use crate::auth::authn::Authenticator;
@@ -35,6 +36,8 @@ pub struct App {
     pub auth: Authenticator,
     rbac: RwLock<Arc<RbacIndex>>,
     vap: RwLock<Arc<VapIndex>>,
+    /// The front-proxy CA and client certificate of API aggregation.
+    pub front_proxy: FrontProxy,
 }
 
 /// What admission needs from the store, fetched before the store lock is taken.
@@ -53,7 +56,7 @@ pub struct AdmissionInputs {
 
 impl App {
     /// State over `store`; the registry is built from the CRDs it holds.
-    pub fn new(store: Store, auth: Authenticator) -> Self {
+    pub fn new(store: Store, auth: Authenticator, front_proxy: FrontProxy) -> Self {
         let app = Self {
             store,
             registry: RwLock::new(Arc::new(Registry::default())),
@@ -61,6 +64,7 @@ impl App {
             auth,
             rbac: RwLock::new(Arc::new(RbacIndex::default())),
             vap: RwLock::new(Arc::new(VapIndex::default())),
+            front_proxy,
         };
         app.refresh_registry();
         app

@@ -8,11 +8,15 @@ use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event as EventsEvent;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
@@ -41,6 +45,15 @@ fn all() -> &'static All {
             (("", "Node"), generate::<Node>(&mut g)),
             (("", "Pod"), generate::<Pod>(&mut g)),
             (("events.k8s.io", "Event"), generate::<EventsEvent>(&mut g)),
+            (("", "Service"), generate::<Service>(&mut g)),
+            (
+                ("discovery.k8s.io", "EndpointSlice"),
+                generate::<EndpointSlice>(&mut g),
+            ),
+            (
+                ("apiregistration.k8s.io", "APIService"),
+                generate::<APIService>(&mut g),
+            ),
             (("coordination.k8s.io", "Lease"), generate::<Lease>(&mut g)),
             (
                 ("rbac.authorization.k8s.io", "Role"),

@@ -21,7 +21,7 @@ pub fn core_versions(addr: &str) -> Value {
         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr}]})
 }
 
-fn group_json(g: &str, versions: &[String]) -> Value {
+pub(crate) fn group_json(g: &str, versions: &[String]) -> Value {
     let vs: Vec<Value> = versions
         .iter()
         .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
@@ -38,18 +38,6 @@ pub fn group_list(reg: &Registry) -> Value {
         .map(|(g, vs)| group_json(&g, &vs))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-/// `/apis/<g>`, if served.
-pub fn group(reg: &Registry, g: &str) -> Option<Value> {
-    let (_, vs) = reg
-        .groups()
-        .into_iter()
-        .find(|(n, _)| n == g && !g.is_empty())?;
-    let mut v = group_json(g, &vs);
-    v["kind"] = json!("APIGroup");
-    v["apiVersion"] = json!("v1");
-    Some(v)
 }
 
 /// `/api/v1` or `/apis/<g>/<v>`, if served.

@@ -211,6 +211,16 @@ impl ApiError {
         Self::new(500, "InternalError", message)
     }
 
+    /// 502 BadGateway (an aggregated server answered in a way that cannot be relayed).
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(502, "BadGateway", message)
+    }
+
+    /// 503 ServiceUnavailable (an aggregated API whose service cannot be reached).
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", message)
+    }
+
     /// The `Status` JSON body.
     pub fn status_body(&self) -> Value {
         let mut v = json!({

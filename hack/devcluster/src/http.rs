@@ -7,7 +7,7 @@ use crate::app::{App, Params, Target};
 use crate::auth::{UserInfo, attributes, reviews};
 use crate::error::ApiError;
 use crate::table::{self, Form};
-use crate::{discovery, openapi, openapi_v2, ops, protobuf, watch};
+use crate::{aggregator, discovery, openapi, openapi_v2, ops, protobuf, watch};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -66,7 +66,10 @@ async fn handle(State((app, addr)): State<(Arc<App>, Arc<String>)>, req: Request
     let uri = req.uri().clone();
     let started = std::time::Instant::now();
     let result = match admit_request(&app, &req) {
-        Ok(user) => dispatch(app, &addr, req, user).await,
+        Ok(user) => match aggregated(&app, &req) {
+            Some(svc) => aggregator::proxy::proxy(&app, &svc, &user, req).await,
+            None => dispatch(app, &addr, req, user).await,
+        },
         Err(e) => Err(e),
     };
     let resp = match result {
@@ -81,6 +84,18 @@ async fn handle(State((app, addr)): State<(Arc<App>, Arc<String>)>, req: Request
         "request"
     );
     resp
+}
+
+/// The APIService proxying this request's `/apis/<group>/<version>`, if any.
+fn aggregated(app: &App, req: &Request) -> Option<aggregator::apiservice::ApiService> {
+    let mut segs = req.uri().path().split('/').skip(1);
+    let (Some("apis"), Some(g), Some(v)) = (segs.next(), segs.next(), segs.next()) else {
+        return None;
+    };
+    if g.is_empty() || v.is_empty() {
+        return None;
+    }
+    aggregator::apiservice::remote(app, g, v)
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
@@ -218,9 +233,14 @@ async fn dispatch(
             return Ok((StatusCode::OK, "ok").into_response());
         }
         ["api"] if get => return Ok(json_response(200, &discovery::core_versions(addr))),
-        ["apis"] if get => return Ok(json_response(200, &discovery::group_list(&reg))),
+        ["apis"] if get => {
+            let services = aggregator::apiservice::all(&app);
+            let list = aggregator::discovery::group_list(&reg, &services);
+            return Ok(json_response(200, &list));
+        }
         ["apis", g] if get => {
-            return discovery::group(&reg, g)
+            let services = aggregator::apiservice::all(&app);
+            return aggregator::discovery::group(&reg, &services, g)
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::no_route);
         }

@@ -15,6 +15,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod aggregator;
 mod app;
 pub mod auth;
 mod builtin_schemas;
@@ -214,6 +215,7 @@ pub struct DevCluster {
     stop: Option<tokio::sync::watch::Sender<bool>>,
     server: Option<JoinHandle<()>>,
     gc: JoinHandle<()>,
+    availability: JoinHandle<()>,
 }
 
 impl DevCluster {
@@ -235,13 +237,16 @@ impl DevCluster {
             signing_key(opts.data_dir.as_deref())?,
             opts.anonymous,
         );
-        let app = Arc::new(App::new(store, authn));
+        let front_proxy =
+            aggregator::front_proxy::FrontProxy::generate().map_err(tls::TlsError::from)?;
+        let app = Arc::new(App::new(store, authn, front_proxy));
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             ensure_namespace(&app, ns);
         }
         bootstrap_rbac(&app);
         let (listener, addr) = bind(opts.listen).await?;
         let tls = tls::Tls::generate()?;
+        publish_authentication(&app, &tls.ca_pem);
         let tls_listener = match opts.tls_listen {
             Some(a) => Some(bind(a).await?),
             None => None,
@@ -271,6 +276,7 @@ impl DevCluster {
             }
         });
         let gc = gc::spawn(&app);
+        let availability = aggregator::availability::spawn(&app);
         tracing::info!(%addr, tls = ?tls_addr, "devcluster serving");
         Ok(Self {
             addr,
@@ -281,6 +287,7 @@ impl DevCluster {
             stop: Some(tx),
             server: Some(server),
             gc,
+            availability,
         })
     }
 
@@ -324,6 +331,7 @@ impl DevCluster {
             let _ = s.await;
         }
         self.gc.abort();
+        self.availability.abort();
     }
 }
 
@@ -334,6 +342,7 @@ impl Drop for DevCluster {
         }
         self.app.store.compact();
         self.gc.abort();
+        self.availability.abort();
     }
 }
 
@@ -350,6 +359,41 @@ fn bootstrap_rbac(app: &App) {
     for (plural, obj) in objs {
         ensure_object(app, "rbac.authorization.k8s.io", plural, obj);
     }
+    let [role, binding] = aggregator::front_proxy::reader_role_and_binding();
+    ensure_object(app, "rbac.authorization.k8s.io", "roles", role);
+    ensure_object(app, "rbac.authorization.k8s.io", "rolebindings", binding);
+}
+
+/// Writes `kube-system/extension-apiserver-authentication` (created, or replaced: the
+/// front-proxy CA is new at every start), as kube-apiserver's trust controller does.
+fn publish_authentication(app: &App, client_ca_pem: &str) {
+    let (ns, name) = aggregator::front_proxy::CONFIGMAP;
+    let cm =
+        aggregator::front_proxy::authentication_configmap(client_ca_pem, &app.front_proxy.ca_pem);
+    let reg = app.registry();
+    let Some(served) = reg.find("", "v1", "configmaps") else {
+        return;
+    };
+    let exists = app
+        .store
+        .get(&served.info.storage_key(), ns, name)
+        .is_some();
+    let t = app::Target {
+        served,
+        namespace: Some(ns.into()),
+        name: exists.then(|| name.into()),
+        subresource: None,
+    };
+    let p = app::Params::from_query(&Default::default());
+    let body = cm.to_string();
+    let result = if exists {
+        ops::update(app, &t, body.as_bytes(), &p, "devcluster")
+    } else {
+        ops::create(app, &t, body.as_bytes(), &p, "devcluster")
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "publishing the front-proxy trust ConfigMap failed");
+    }
 }
 
 fn ensure_object(app: &App, group: &str, plural: &str, obj: serde_json::Value) {
@@ -357,20 +401,25 @@ fn ensure_object(app: &App, group: &str, plural: &str, obj: serde_json::Value) {
         .as_str()
         .unwrap_or_default()
         .to_string();
+    let ns = obj["metadata"]["namespace"].as_str().map(String::from);
     let reg = app.registry();
     let Some(served) = reg.find(group, "v1", plural) else {
         return;
     };
     if app
         .store
-        .get(&served.info.storage_key(), "", &name)
+        .get(
+            &served.info.storage_key(),
+            ns.as_deref().unwrap_or_default(),
+            &name,
+        )
         .is_some()
     {
         return;
     }
     let t = app::Target {
         served,
-        namespace: None,
+        namespace: ns,
         name: None,
         subresource: None,
     };

@@ -148,6 +148,27 @@ pub fn builtins() -> Vec<ResourceInfo> {
             selectable_fields: vec![".spec.nodeName".into(), ".status.phase".into()],
             ..builtin("", "v1", "Pod", "pods", true, &["po"], true)
         },
+        // Services and EndpointSlices as stored objects (no proxy, no IP allocation): the
+        // aggregator resolves an APIService's Service through its EndpointSlices.
+        builtin("", "v1", "Service", "services", true, &["svc"], true),
+        builtin(
+            "discovery.k8s.io",
+            "v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+            &[],
+            false,
+        ),
+        builtin(
+            "apiregistration.k8s.io",
+            "v1",
+            "APIService",
+            "apiservices",
+            false,
+            &[],
+            true,
+        ),
         builtin(
             "events.k8s.io",
             "v1",

@@ -149,6 +149,43 @@ pub fn columns(info: &ResourceInfo) -> Vec<PrinterColumn> {
             ),
             col("Message", "string", "#message", "What happened"),
         ],
+        "APIService" => vec![
+            col(
+                "Service",
+                "string",
+                "#service",
+                "The service the API is proxied to, or Local",
+            ),
+            col(
+                "Available",
+                "string",
+                "#available",
+                "Whether the API is available, with the reason when it is not",
+            ),
+            age,
+        ],
+        "Service" => vec![
+            col("Type", "string", ".spec.type", "The type of the service"),
+            col("Cluster-IP", "string", ".spec.clusterIP", "The cluster IP"),
+            col("Ports", "string", "#ports", "The ports of the service"),
+            age,
+        ],
+        "EndpointSlice" => vec![
+            col(
+                "AddressType",
+                "string",
+                ".addressType",
+                "The type of the addresses",
+            ),
+            col("Ports", "string", "#ports", "The ports of the slice"),
+            col(
+                "Endpoints",
+                "string",
+                "#endpoints",
+                "The first addresses of the slice",
+            ),
+            age,
+        ],
         "CustomResourceDefinition" => vec![col(
             "Created At",
             "date",
@@ -258,6 +295,24 @@ fn special(obj: &Value, key: &str) -> Value {
             .map(|s| json!(s))
             .unwrap_or(Value::Null),
         "#createdAt" => obj["metadata"]["creationTimestamp"].clone(),
+        "#service" => crate::aggregator::apiservice::service_column(obj),
+        "#available" => crate::aggregator::apiservice::available_column(obj),
+        "#ports" => ports_column(obj),
+        "#endpoints" => {
+            let addrs: Vec<&str> = obj["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            json!(if addrs.is_empty() {
+                "<unset>".to_string()
+            } else {
+                addrs.join(",")
+            })
+        }
+
         _ => Value::Null,
     }
 }
@@ -324,6 +379,29 @@ pub fn table(
         "metadata": meta,
         "columnDefinitions": column_definitions(info),
         "rows": objs.iter().map(|o| row(info, o, include)).collect::<Vec<_>>(),
+    })
+}
+
+/// `443/TCP,80/TCP` of a Service's `spec.ports` or an EndpointSlice's `ports`.
+fn ports_column(obj: &Value) -> Value {
+    let ports = obj["spec"]["ports"]
+        .as_array()
+        .or_else(|| obj["ports"].as_array());
+    let shown: Vec<String> = ports
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["port"].as_i64().unwrap_or_default(),
+                p["protocol"].as_str().unwrap_or("TCP")
+            )
+        })
+        .collect();
+    json!(if shown.is_empty() {
+        "<none>".to_string()
+    } else {
+        shown.join(",")
     })
 }
 
