@@ -104,7 +104,14 @@ impl Env {
             .await;
         }
         let ca = Ca::new("ironvisor-console-ca");
-        let leaf = ca.leaf("ironvisor-console", &["localhost", "127.0.0.1"]);
+        let leaf = ca.leaf(
+            "ironvisor-console",
+            &[
+                "localhost",
+                "127.0.0.1",
+                "ironvisor-console.ironvisor-system.svc",
+            ],
+        );
         put_tls_secret(&client, &ca, &leaf).await;
         // Token-less requests to the devcluster's plain port act as admin.
         let config = kube::Config::new(cluster.url().parse().unwrap());
@@ -308,16 +315,18 @@ fn client_tls(ca: &Ca, cert: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
-/// Opens `path` on the console server; a refusal comes back as (code, Status).
+/// Opens `path` on the console server; a refusal comes back as (code, Status), a refused
+/// TLS handshake as code 0.
 pub async fn connect(env: &Env, path: &str, d: Dial<'_>) -> Result<Ws, (u16, Value)> {
     use base64::Engine as _;
     let tcp = tokio::net::TcpStream::connect(env.server.addr)
         .await
         .unwrap();
+    // A refused handshake (a client certificate the server does not trust) is code 0.
     let tls = tokio_rustls::TlsConnector::from(client_tls(&env.ca, d.cert))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
-        .expect("TLS to the console server");
+        .map_err(|e| (0, json!({"tls": e.to_string()})))?;
     let mut req = env.url(path).into_client_request().unwrap();
     let mut protocols = vec!["binary.ironvisor.io".to_owned()];
     if let Some(t) = d.token {
@@ -347,6 +356,10 @@ pub async fn connect(env: &Env, path: &str, d: Dial<'_>) -> Result<Ws, (u16, Val
             let status = serde_json::from_slice(&body)
                 .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&body)}));
             Err((r.status().as_u16(), status))
+        }
+        // TLS 1.3: the server's refusal of a client certificate arrives after the handshake.
+        Err(tokio_tungstenite::tungstenite::Error::Io(e)) => {
+            Err((0, json!({"tls": e.to_string()})))
         }
         Err(e) => panic!("WebSocket to {path}: {e}"),
     }
