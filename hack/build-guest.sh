@@ -18,6 +18,9 @@
 #              to each target and prints `IRONVISOR-PROBE HOST:PORT CONNECTED` or `... REFUSED`.
 #              With `ironvisor.burn` alone (no stay, no counter) it prints IRONVISOR-BURNING and
 #              burns for ever instead of powering off (a CPU burner for the rebalancing tests).
+#              With `ironvisor.shell` (and `ironvisor.stay`) it clears the screen (tty0, the VNC
+#              display) and prints IRONVISOR SCREEN READY there, and runs a shell on the serial
+#              console (the consoles' tests).
 #   root.qcow2 a 256 MiB qcow2 root disk (ext4, label ironvisor-root) for VMs that want an image
 #              to overlay (manifests/examples/20-vm-disk-cloud-init.yaml).
 # Needs: apt-get, dpkg, cpio, gzip, busybox-static, kmod (modinfo), e2fsprogs, qemu-utils — see
@@ -26,7 +29,7 @@ set -euo pipefail
 
 OUT="${1:-${IRONVISOR_GUEST_DIR:-/var/tmp/ironvisor-guest}}"
 # Bump when the recipe changes, so cached guests are rebuilt.
-RECIPE=8
+RECIPE=9
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$RECIPE" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] &&
   [ -s "$OUT/root.qcow2" ]; then
   echo "build-guest: cached in $OUT"
@@ -129,6 +132,12 @@ if grep -qw ironvisor.burn /proc/cmdline; then
   # Neither stay nor counter: the burner is all the guest does (the rebalancing tests).
   echo "IRONVISOR-BURNING"
   wait
+fi
+if grep -qw ironvisor.shell /proc/cmdline; then
+  # The consoles' tests: a marker on the screen (tty0, what the VNC display shows) and a
+  # shell on the serial console that answers commands.
+  printf '\033[2J\033[HIRONVISOR SCREEN READY\n' > /dev/tty0
+  setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1' &
 fi
 if grep -qw ironvisor.stay /proc/cmdline; then
   echo "IRONVISOR-GUEST-UP"

@@ -21,6 +21,9 @@ group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq cur
 # Release images (hack/release.sh, tests/tests/release.rs): skopeo reads and pushes OCI
 # archives, umoci unpacks them into a root filesystem, strip (binutils) drops debug info.
 group_release=(skopeo umoci binutils)
+# The browser console (console/web, hack/web-assets.sh): npm installs noVNC and xterm.js from
+# the lock file; its test drives Debian's chromium headless and reads the screen with tesseract.
+group_web=(chromium tesseract-ocr)
 
 missing() {
   local pkg
@@ -49,6 +52,11 @@ install "${group_tpm[@]}"
 install "${group_net[@]}"
 install "${group_tools[@]}"
 install "${group_release[@]}"
+install "${group_web[@]}"
+# npm: Debian's nodejs and npm unless a node with npm is already there.
+if ! command -v npm >/dev/null 2>&1; then
+  install nodejs npm
+fi
 
 # kubectl: the machines ship v1.32 in /usr/bin; Debian's kubernetes-client is the fallback.
 if ! command -v kubectl >/dev/null 2>&1; then

@@ -4,7 +4,7 @@
 #   hack/release.sh [--registry REGISTRY] [--no-verify]
 #
 # dist/ then holds:
-#   images/ironvisor-operator.oci.tar, images/ironvisor-agent.oci.tar   OCI image archives
+#   images/ironvisor-{operator,agent,console}.oci.tar   OCI image archives
 #   install.yaml     everything `kubectl apply -k manifests/` installs, images pinned by digest
 #   crds.yaml        the CustomResourceDefinitions alone (apply them first when upgrading)
 #   ivctl            the command line (linux/amd64)
@@ -41,6 +41,9 @@ if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
   exit 1
 fi
 
+step "browser console assets (npm ci, compiled into ironvisor-console)"
+hack/web-assets.sh --omit-dev
+
 step "release build of $version ($IRONVISOR_COMMIT)"
 cargo build --release --locked --bins "${release_packages[@]}" -p ironvisor-release
 bin="$CARGO_TARGET_DIR/release"
@@ -59,12 +62,12 @@ labels=(
 )
 path_env="PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 declare -A digest
-for image in operator agent; do
+for image in operator agent console; do
   step "image ironvisor-$image"
   hack/release/rootfs.sh "$image" "hack/release/packages/$image.lock" \
     "$bin/ironvisor-$image" "$work/debs" "$work/rootfs/$image"
   case "$image" in
-    operator) user="65532:65532" ;;
+    operator | console) user="65532:65532" ;;
     agent) user="0:0" ;;
   esac
   digest[$image]="$("$tool" image --rootfs "$work/rootfs/$image" \
@@ -90,6 +93,9 @@ images:
   - name: ghcr.io/ironvisor/ironvisor-agent
     newName: $registry/ironvisor-agent
     digest: ${digest[agent]}
+  - name: ghcr.io/ironvisor/ironvisor-console
+    newName: $registry/ironvisor-console
+    digest: ${digest[console]}
 YAML
 {
   echo "# Ironvisor $version ($IRONVISOR_COMMIT): kubectl apply --server-side -f install.yaml"
@@ -107,9 +113,10 @@ strip --strip-debug "$dist/ivctl"
 step "SBOM"
 cargo metadata --format-version 1 --locked --filter-platform x86_64-unknown-linux-gnu > "$work/metadata.json"
 "$tool" sbom --metadata "$work/metadata.json" \
-  --root ironvisor-agent --root ironvisor-operator --root ivctl \
+  --root ironvisor-agent --root ironvisor-operator --root ironvisor-console --root ivctl \
   --image "ironvisor-agent=hack/release/packages/agent.lock" \
   --image "ironvisor-operator=hack/release/packages/operator.lock" \
+  --image "ironvisor-console=hack/release/packages/operator.lock" \
   --version "$version" --commit "$IRONVISOR_COMMIT" --created "$SOURCE_DATE_EPOCH" \
   --out "$dist/sbom.cdx.json"
 

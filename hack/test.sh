@@ -19,6 +19,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # shared target directory (gigabytes per clone path).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
+step "browser console assets (npm ci)"
+hack/web-assets.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -13,7 +13,7 @@ use crate::cluster::ClusterArgs;
 use crate::host::args::HostCommand;
 use crate::import::args::VmwareArgs;
 use crate::import::plan::args::{PlanArgs, WaveArgs};
-use crate::vm::args::{ConsoleArgs, PowerArgs, StatusArgs};
+use crate::vm::args::{ConsoleArgs, PowerArgs, StatusArgs, VncArgs};
 use crate::vm::cmd::{block_on, power, status};
 use crate::vm::power::Verb;
 
@@ -45,8 +45,12 @@ pub enum Command {
     Restart(PowerArgs),
     /// Show a VM's phase, host, resources, interfaces, conditions and recent Events.
     Status(StatusArgs),
-    /// Attach to a VM's serial console on its host, or print its serial log.
+    /// Attach to a VM's serial console (on its host directly, from anywhere else through the
+    /// Kubernetes API), or print its serial log.
     Console(ConsoleArgs),
+    /// Open a VM's graphical display: a local port for a VNC client, bridged through the
+    /// Kubernetes API (or, with --url, the browser console's address).
+    Vnc(VncArgs),
     /// Usage and cost of a tenant (or every tenant) in a UTC month, as a table, JSON, CSV
     /// or an HTML page.
     Usage(crate::usage::args::UsageArgs),
@@ -121,6 +125,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Status(a) => block_on(status(&cli.cluster, &a)),
         Command::Migrate(a) => block_on(crate::migrate::run(&cli.cluster, &a)),
         Command::Console(a) => crate::vm::console_cmd::console(&cli.cluster, &a),
+        Command::Vnc(a) => crate::vm::remote_cmd::vnc_command(&cli.cluster, &a),
         Command::Usage(a) => crate::usage::cmd::run(&cli.cluster, &a),
         Command::Snapshot(a) => crate::snapshot_cmd::run_snapshot(&cli.cluster, &a),
         Command::Restore(a) => crate::snapshot_cmd::run_restore(&cli.cluster, &a),

@@ -32,5 +32,5 @@ done
 export RUSTFLAGS="${RUSTFLAGS% }"
 CFLAGS="${CFLAGS% }"
 export CFLAGS CXXFLAGS="$CFLAGS"
-# The release binaries: the two in the images and ivctl.
-release_packages=(-p ironvisor-agent -p ironvisor-operator -p ivctl)
+# The release binaries: the three in the images and ivctl.
+release_packages=(-p ironvisor-agent -p ironvisor-operator -p ironvisor-console -p ivctl)

@@ -66,7 +66,7 @@ check_libraries() {
   [ -z "$missing" ] || fail "libraries missing in $rootfs:"$'\n'"$missing"
 }
 
-for image in operator agent; do
+for image in operator agent console; do
   archive="$dist/images/ironvisor-$image.oci.tar"
   info="$(skopeo inspect "oci-archive:$archive")" || fail "skopeo cannot read $archive"
   config="$(skopeo inspect --config "oci-archive:$archive")"

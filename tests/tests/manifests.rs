@@ -71,6 +71,18 @@ fn kustomize_base_renders_every_component() {
         ("ValidatingAdmissionPolicy", "ironvisor-agent-hypervisor"),
         ("ValidatingAdmissionPolicy", "ironvisor-agent-leases"),
         ("ValidatingAdmissionPolicy", "ironvisor-operator-lease"),
+        ("Deployment", "ironvisor-console"),
+        ("Service", "ironvisor-console"),
+        ("APIService", "v1.subresources.ironvisor.io"),
+        ("ClusterRole", "ironvisor-console"),
+        (
+            "ClusterRoleBinding",
+            "ironvisor-console:system:auth-delegator",
+        ),
+        (
+            "RoleBinding",
+            "ironvisor-console:extension-apiserver-authentication-reader",
+        ),
     ] {
         assert!(
             kinds

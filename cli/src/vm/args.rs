@@ -60,6 +60,26 @@ pub struct ConsoleArgs {
     /// Print the serial log and keep printing what the guest writes (implies --log).
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Reach the console through the Kubernetes API even on the VM's own host (away from
+    /// it, that is what ivctl does anyway).
+    #[arg(long, conflicts_with_all = ["log", "follow"])]
+    pub remote: bool,
+}
+
+/// Options of `vnc`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct VncArgs {
+    /// Name of the VirtualMachine.
+    pub name: String,
+    /// Local address to listen on for VNC clients (loopback; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Print the browser console's URL of the display instead of opening a local port.
+    #[arg(long)]
+    pub url: bool,
+    /// The browser console's address (https://HOST[:PORT]), for --url.
+    #[arg(long, env = "IRONVISOR_CONSOLE_URL", value_name = "URL")]
+    pub console_url: Option<String>,
 }
 
 /// `90s`, `5m`, `1h`, or a bare number of seconds.

@@ -7,7 +7,8 @@
 //! `status.domainUUID`. On the VM's host the console is attached with
 //! `virsh -c URI console UUID` (virsh accepts a UUID wherever it takes a domain, so ivctl
 //! does not repeat the agent's naming rule); elsewhere, or without a terminal, the log is
-//! read instead.
+//! read instead. Away from the VM's host (or with `--remote`) the live console is reached
+//! through the Kubernetes API (the console subresource, see [`super::remote`]).
 
 use ironvisor_crds::labels::NODE;
 use ironvisor_crds::vm::{Phase, VirtualMachine};
@@ -26,6 +27,8 @@ pub struct Here<'a> {
     pub interactive: bool,
     /// The user asked for the log (`--log` or `--follow`).
     pub want_log: bool,
+    /// The user asked for the console through the Kubernetes API (`--remote`).
+    pub remote: bool,
 }
 
 /// What `ivctl console` does.
@@ -43,6 +46,9 @@ pub enum ConsolePlan {
         /// Why the log and not the console (printed on stderr), if the user did not ask.
         note: Option<String>,
     },
+    /// The live console through the Kubernetes API (the console server bridges to the
+    /// VM's host).
+    Remote,
     /// Nothing to show from here: the message says where the console is.
     Unavailable(String),
 }
@@ -97,21 +103,22 @@ pub fn plan(vm: &VirtualMachine, here: &Here<'_>) -> ConsolePlan {
         path: path.clone(),
         note,
     };
+    if here.remote && !here.want_log {
+        return ConsolePlan::Remote;
+    }
     if node != here.node {
-        if here.log_exists {
-            let note = format!(
-                "{key} runs on host {node}, not here ({}); showing its serial log read-only",
-                here.node
-            );
-            return log((!here.want_log).then_some(note));
+        if here.want_log && here.log_exists {
+            return log(None);
         }
-        return ConsolePlan::Unavailable(format!(
-            "the console of {key} is on host {node} (this host is {}): run `ivctl console {} -n {}` there; its serial log there is {}",
-            here.node,
-            vm.metadata.name.as_deref().unwrap_or_default(),
-            vm.metadata.namespace.as_deref().unwrap_or_default(),
-            path.display()
-        ));
+        if here.want_log {
+            return ConsolePlan::Unavailable(format!(
+                "the serial log of {key} is on host {node} (this host is {}) at {}; without \
+                 --log, ivctl opens the live console through the Kubernetes API",
+                here.node,
+                path.display()
+            ));
+        }
+        return ConsolePlan::Remote;
     }
     let running = status.phase == Some(Phase::Running);
     let domain = status.domain_uuid.clone().filter(|u| !u.is_empty());

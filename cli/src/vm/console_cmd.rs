@@ -34,6 +34,9 @@ pub enum ConsoleError {
     /// virsh could not be run.
     #[error("cannot run virsh (install libvirt-clients)")]
     Virsh(#[source] std::io::Error),
+    /// The console through the Kubernetes API failed.
+    #[error(transparent)]
+    Remote(#[from] super::remote_cmd::RemoteCmdError),
 }
 
 /// This host's name: `/proc/sys/kernel/hostname` (the kernel's, as `hostname` prints).
@@ -70,6 +73,7 @@ fn decide(
         log_exists,
         interactive: std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
         want_log: a.log || a.follow,
+        remote: a.remote,
     };
     let plan = console::plan(&vm, &here);
     Ok((vm, plan))
@@ -137,6 +141,16 @@ fn run(cluster: &ClusterArgs, a: &ConsoleArgs) -> Result<(), ConsoleError> {
                 eprintln!("{n}");
             }
             print_log(&path, a.follow)
+        }
+        ConsolePlan::Remote => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| ConsoleError::Vm(VmError::Runtime(e)))?;
+            let ns = vm.metadata.namespace.clone().unwrap_or_default();
+            let name = vm.metadata.name.clone().unwrap_or_default();
+            rt.block_on(super::remote_cmd::serial(cluster, &ns, &name))?;
+            Ok(())
         }
         ConsolePlan::Unavailable(m) => Err(ConsoleError::Unavailable(m)),
     }

@@ -31,6 +31,7 @@ fn here(node: &str) -> Here<'_> {
         log_exists: true,
         interactive: true,
         want_log: false,
+        remote: false,
     }
 }
 
@@ -82,25 +83,31 @@ fn on_its_host_the_log_is_shown_when_asked_not_running_or_without_a_terminal() {
 }
 
 #[test]
-fn elsewhere_the_log_is_read_when_it_is_here_and_otherwise_the_host_is_named() {
+fn elsewhere_the_live_console_goes_through_the_api_and_the_log_only_when_asked() {
     let running = vm(Some("Running"), Some("host-a"));
-    let ConsolePlan::Log {
-        path,
-        note: Some(n),
-    } = plan(&running, &here("host-b"))
-    else {
-        panic!("the local log");
-    };
-    assert_eq!(path, PathBuf::from(LOG));
-    assert!(n.contains("runs on host host-a, not here (host-b)"), "{n}");
+    assert_eq!(plan(&running, &here("host-b")), ConsolePlan::Remote);
     let mut h = here("host-b");
-    h.log_exists = false;
+    h.want_log = true;
     assert_eq!(
         plan(&running, &h),
-        ConsolePlan::Unavailable(
-            "the console of team/web is on host host-a (this host is host-b): run `ivctl console web -n team` there; its serial log there is /state/vms/u-1/console.log".into()
-        )
+        ConsolePlan::Log {
+            path: PathBuf::from(LOG),
+            note: None
+        }
     );
+    h.log_exists = false;
+    let ConsolePlan::Unavailable(m) = plan(&running, &h) else {
+        panic!("no log here");
+    };
+    assert!(m.contains("is on host host-a (this host is host-b)"), "{m}");
+}
+
+#[test]
+fn remote_is_used_on_the_vms_own_host_when_asked() {
+    let running = vm(Some("Running"), Some("host-a"));
+    let mut h = here("host-a");
+    h.remote = true;
+    assert_eq!(plan(&running, &h), ConsolePlan::Remote);
 }
 
 #[test]
