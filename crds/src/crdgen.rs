@@ -10,8 +10,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::{
-    Hypervisor, MigrationPolicy, PriceList, Quota, RebalancePolicy, Tenant, UsageReport,
-    VirtualMachine, VirtualMachineMigration, VirtualMachineRestore, VirtualMachineSnapshot,
+    DesktopClaim, DesktopPool, Hypervisor, MigrationPolicy, PriceList, Quota, RebalancePolicy,
+    Tenant, UsageReport, VirtualMachine, VirtualMachineMigration, VirtualMachineRestore,
+    VirtualMachineSnapshot,
 };
 
 /// Every CRD of the API, as installed: without defaults inside list items (see
@@ -29,6 +30,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         VirtualMachineMigration::crd(),
         RebalancePolicy::crd(),
         MigrationPolicy::crd(),
+        DesktopPool::crd(),
+        DesktopClaim::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

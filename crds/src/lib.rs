@@ -12,6 +12,7 @@
 pub mod common;
 pub mod console;
 pub mod crdgen;
+pub mod desktop;
 pub mod hypervisor;
 pub mod labels;
 pub mod load;
@@ -30,6 +31,7 @@ pub mod usage;
 pub mod utilization;
 pub mod vm;
 
+pub use desktop::{DesktopClaim, DesktopClaimSpec, DesktopPool, DesktopPoolSpec};
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use migration::{
     VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,

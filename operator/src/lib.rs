@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod controllers;
+pub mod desktops;
 pub mod error;
 pub mod hosts;
 pub mod index;

@@ -191,6 +191,10 @@ pub async fn run(
         recorder: recorder.clone(),
         metrics: metrics.clone(),
     });
+    let desktops = crate::desktops::run(crate::desktops::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+    });
     let maintenance = crate::maintenance::run(crate::maintenance::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),
@@ -219,6 +223,7 @@ pub async fn run(
         () = migrations => Err(RunError::Ended("migration controller")),
         () = rebalancer => Err(RunError::Ended("rebalancer")),
         () = maintenance => Err(RunError::Ended("maintenance controller")),
+        () = desktops => Err(RunError::Ended("desktop pool controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),
