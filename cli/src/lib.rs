@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod desktop_cmd;
 pub mod drain;
 pub mod host;
 pub mod import;

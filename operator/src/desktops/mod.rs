@@ -150,28 +150,30 @@ async fn reconcile(pool: Arc<DesktopPool>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let now = Time(jiff::Timestamp::now());
     let by_name: BTreeMap<String, &DesktopClaim> =
         facts.claims.iter().map(|c| (c.name_any(), c)).collect();
-    let mut grants = Vec::new();
+    // Console rights first: a claim reads Bound only once its user can connect.
+    let grants: Vec<access::Grant> = plan
+        .claims
+        .iter()
+        .filter_map(|o| {
+            let claim = by_name.get(&o.name)?;
+            let vm = o.vm.clone().filter(|_| o.phase == ClaimPhase::Bound)?;
+            Some(access::Grant {
+                claim: o.name.clone(),
+                uid: claim.uid().unwrap_or_default(),
+                user: claim.spec.user.clone(),
+                vm,
+            })
+        })
+        .collect();
+    let ns = pool.namespace().unwrap_or_default();
+    access::sync(&ctx.client, &ns, &pool.name_any(), &grants).await?;
     for o in &plan.claims {
         let Some(claim) = by_name.get(&o.name) else {
             continue;
         };
-        status::write_claim(
-            &ctx.client,
-            claim,
-            status::claim_status(claim, o, now.clone()),
-        )
-        .await?;
-        if let (ClaimPhase::Bound, Some(vm)) = (o.phase, &o.vm) {
-            grants.push(access::Grant {
-                claim: o.name.clone(),
-                uid: claim.uid().unwrap_or_default(),
-                user: claim.spec.user.clone(),
-                vm: vm.clone(),
-            });
-        }
+        let next = status::claim_status(claim, o, now.clone());
+        status::write_claim(&ctx.client, claim, next).await?;
     }
-    let ns = pool.namespace().unwrap_or_default();
-    access::sync(&ctx.client, &ns, &pool.name_any(), &grants).await?;
     status::write_pool(
         &ctx.client,
         &pool,
