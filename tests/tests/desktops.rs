@@ -108,7 +108,9 @@ fn can_i_console(kubeconfig: &Path, ns: &str, vm: &str) -> bool {
             ns,
         ],
     );
-    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    eprintln!("can-i vnc {vm}: {answer} {}", String::from_utf8_lossy(&out.stderr));
+    answer == "yes"
 }
 
 /// Two users with their own tokens claim desktops of a Dedicated pool of 3 with 1 spare:
