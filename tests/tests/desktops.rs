@@ -94,23 +94,26 @@ fn ivctl_get(kubeconfig: &Path, ns: &str, pool: &str) -> String {
         .to_owned()
 }
 
-fn can_i_console(kubeconfig: &Path, ns: &str, vm: &str) -> bool {
-    let target = format!("virtualmachines.subresources.ironvisor.io/{vm}");
-    let out = kubectl_as(
-        kubeconfig,
-        &[
-            "auth",
-            "can-i",
-            "get",
-            &target,
-            "--subresource=vnc",
-            "-n",
-            ns,
-        ],
-    );
-    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    eprintln!("can-i vnc {vm}: {answer} {}", String::from_utf8_lossy(&out.stderr));
-    answer == "yes"
+/// Whether RBAC lets `user` open the desktop's VNC console (a SubjectAccessReview, as the
+/// console server makes one for every connection).
+fn can_i_console(sys: &System, user: &str, ns: &str, vm: &str) -> bool {
+    let review = serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": user, "groups": ["system:authenticated"], "resourceAttributes": {
+            "group": "subresources.ironvisor.io", "resource": "virtualmachines",
+            "subresource": "vnc", "verb": "get", "namespace": ns, "name": vm}},
+    });
+    let file = sys.dir.path().join(format!("sar-{user}-{vm}.json"));
+    std::fs::write(&file, review.to_string()).unwrap();
+    let out = sys.kubectl_ok(&[
+        "create",
+        "--raw",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    answer["status"]["allowed"] == true
 }
 
 /// Two users with their own tokens claim desktops of a Dedicated pool of 3 with 1 spare:
@@ -151,9 +154,9 @@ fn two_users_get_distinct_dedicated_desktops_within_quota_and_rbac() {
     });
     let bobs = ivctl_get(&bob, &ns, "office");
     assert_ne!(alices, bobs);
-    assert!(can_i_console(&alice, &ns, &alices));
-    assert!(!can_i_console(&alice, &ns, &bobs));
-    assert!(can_i_console(&bob, &ns, &bobs));
+    assert!(can_i_console(&sys, "alice", &ns, &alices));
+    assert!(!can_i_console(&sys, "alice", &ns, &bobs));
+    assert!(can_i_console(&sys, "bob", &ns, &bobs));
 
     // A third desktop (the new spare) is beyond the tenant's quota of 2 VMs.
     let s = wait_pool(&sys, &ns, "office", "QuotaExceeded", |s| {
@@ -201,7 +204,7 @@ fn two_users_get_distinct_dedicated_desktops_within_quota_and_rbac() {
         .unwrap();
     assert_allowed("ivctl desktop release", &out);
     wait_for("alice's console right revoked", BOOT, || {
-        (!can_i_console(&alice, &ns, &alices))
+        (!can_i_console(&sys, "alice", &ns, &alices))
             .then_some(())
             .ok_or(String::new())
     });
