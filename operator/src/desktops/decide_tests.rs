@@ -256,7 +256,7 @@ fn a_released_floating_desktop_is_halted_marked_and_then_reset() {
     };
     let plan = decide(
         &pool(Assignment::Floating, 1, 1),
-        &[marked.clone()],
+        std::slice::from_ref(&marked),
         &[],
         at("10:10:05"),
     );
@@ -328,10 +328,20 @@ fn an_idle_bound_desktop_is_powered_off_and_its_claim_released() {
     let mut p = pool(Assignment::Dedicated, 1, 0);
     p.idle_timeout = Some(Duration::from_secs(600));
     let d = bound("d1", &c);
-    let early = decide(&p, &[d.clone()], &[c.clone()], at("10:05:00"));
+    let early = decide(
+        &p,
+        std::slice::from_ref(&d),
+        std::slice::from_ref(&c),
+        at("10:05:00"),
+    );
     assert!(!early.steps.contains(&Step::Stop("d1".into())));
     assert_eq!(early.requeue, Some(Duration::from_secs(300)));
-    let late = decide(&p, &[d.clone()], &[c.clone()], at("10:10:00"));
+    let late = decide(
+        &p,
+        std::slice::from_ref(&d),
+        std::slice::from_ref(&c),
+        at("10:10:00"),
+    );
     assert!(late.steps.contains(&Step::Stop("d1".into())));
     assert_eq!(late.claims[0].phase, ClaimPhase::Released);
     assert_eq!(late.claims[0].reason, desktop_reason::IDLE_TIMEOUT);
