@@ -67,6 +67,13 @@ pub enum Command {
     Clone(crate::clone_cmd::CloneArgs),
     /// Move a running VM to another host without stopping it (a VirtualMachineMigration).
     Migrate(crate::migrate::MigrateArgs),
+    /// Virtual desktops: claim one of a pool and wait for it (get), list your claims,
+    /// release them.
+    Desktop {
+        /// The verb.
+        #[command(subcommand)]
+        verb: crate::desktop_cmd::DesktopCommand,
+    },
     /// Qualify this host for running Ironvisor (no cluster needed), or put a host in
     /// maintenance and take it out again (drain, undrain).
     Host {
@@ -124,6 +131,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
         Command::Restart(a) => block_on(power(&cli.cluster, Verb::Restart, &a)),
         Command::Status(a) => block_on(status(&cli.cluster, &a)),
         Command::Migrate(a) => block_on(crate::migrate::run(&cli.cluster, &a)),
+        Command::Desktop { verb } => crate::desktop_cmd::run(&cli.cluster, &verb),
         Command::Console(a) => crate::vm::console_cmd::console(&cli.cluster, &a),
         Command::Vnc(a) => crate::vm::remote_cmd::vnc_command(&cli.cluster, &a),
         Command::Usage(a) => crate::usage::cmd::run(&cli.cluster, &a),

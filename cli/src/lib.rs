@@ -9,6 +9,7 @@ pub mod backup_cmd;
 pub mod cli;
 pub mod clone_cmd;
 pub mod cluster;
+pub mod desktop_cmd;
 pub mod drain;
 pub mod host;
 pub mod import;

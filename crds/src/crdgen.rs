@@ -10,9 +10,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 use crate::{
-    BackupLocation, Hypervisor, MigrationPolicy, PriceList, Quota, RebalancePolicy, Tenant,
-    UsageReport, VirtualMachine, VirtualMachineBackup, VirtualMachineMigration,
-    VirtualMachineRestore, VirtualMachineSchedule, VirtualMachineSnapshot,
+    BackupLocation, DesktopClaim, DesktopPool, Hypervisor, MigrationPolicy, PriceList, Quota,
+    RebalancePolicy, Tenant, UsageReport, VirtualMachine, VirtualMachineBackup,
+    VirtualMachineMigration, VirtualMachineRestore, VirtualMachineSchedule, VirtualMachineSnapshot,
 };
 
 /// Every CRD of the API, as installed: without defaults inside list items (see
@@ -33,6 +33,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         BackupLocation::crd(),
         VirtualMachineBackup::crd(),
         VirtualMachineSchedule::crd(),
+        DesktopPool::crd(),
+        DesktopClaim::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

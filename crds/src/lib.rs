@@ -13,6 +13,7 @@ pub mod backup;
 pub mod common;
 pub mod console;
 pub mod crdgen;
+pub mod desktop;
 pub mod hypervisor;
 pub mod labels;
 pub mod load;
@@ -35,6 +36,7 @@ pub mod vm;
 pub use backup::{
     BackupLocation, BackupLocationSpec, VirtualMachineBackup, VirtualMachineBackupSpec,
 };
+pub use desktop::{DesktopClaim, DesktopClaimSpec, DesktopPool, DesktopPoolSpec};
 pub use hypervisor::{Hypervisor, HypervisorSpec, HypervisorStatus};
 pub use migration::{
     VirtualMachineMigration, VirtualMachineMigrationSpec, VirtualMachineMigrationStatus,

@@ -6,9 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
-pub mod console;
 pub mod backup;
+pub mod console;
 pub mod controllers;
+pub mod desktops;
 pub mod error;
 pub mod hosts;
 pub mod index;

@@ -206,6 +206,10 @@ pub async fn run(
         recorder: recorder.clone(),
         metrics: metrics.clone(),
     });
+    let desktops = crate::desktops::run(crate::desktops::Ctx {
+        client: client.clone(),
+        leadership: leadership.clone(),
+    });
     let maintenance = crate::maintenance::run(crate::maintenance::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),
@@ -249,6 +253,7 @@ pub async fn run(
         () = rebalancer => Err(RunError::Ended("rebalancer")),
         () = maintenance => Err(RunError::Ended("maintenance controller")),
         () = console_signer => Err(RunError::Ended("console signer")),
+        () = desktops => Err(RunError::Ended("desktop pool controller")),
         () = elector => Err(RunError::Ended("leader election")),
         () = health => Err(RunError::Ended("health reporting")),
         () = crds => Err(RunError::Ended("CRD check")),
