@@ -1,8 +1,8 @@
 //! The Ironvisor node agent as a library, so its pure parts and its libvirt parts are tested
 //! on their own; `main.rs` only parses flags and wires them together.
 
-pub mod console;
 pub mod backup;
+pub mod console;
 pub mod daemon;
 pub mod domain_xml;
 pub mod health;
