@@ -192,6 +192,9 @@ pub mod snapshot_reason {
     pub const TOO_MANY_SNAPSHOTS: &str = "TooManySnapshots";
     /// The agent failed to take it.
     pub const FAILED: &str = "Failed";
+    /// A block job (the merge of a deleted snapshot) runs on a disk of the VM: the snapshot
+    /// waits for it to end.
+    pub const WAITING_FOR_BLOCK_JOB: &str = "WaitingForBlockJob";
 }
 
 impl VirtualMachineSnapshot {

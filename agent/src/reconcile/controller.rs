@@ -245,9 +245,17 @@ async fn cleanup(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, E
     if super::clones::wait_for_clones(&ctx, &vm).await {
         return Err(Error::BaseInUse);
     }
-    ctx.engine.remove(&vm).await?;
-    ctx.backoff.succeeded(&vm.uid().unwrap_or_default());
-    tracing::info!(vm = %vm.key(), "domain, disks and seed removed");
+    let uid = vm.uid().unwrap_or_default();
+    let ns = vm.namespace().unwrap_or_default();
+    let retained = crate::snapshot::retained::retained_of(&ctx.client, &ns, &uid).await?;
+    if retained.is_empty() {
+        ctx.engine.remove(&vm).await?;
+        tracing::info!(vm = %vm.key(), "domain, disks and seed removed");
+    } else {
+        ctx.engine.remove_keeping_disks(&vm).await?;
+        tracing::info!(vm = %vm.key(), ?retained, "domain removed; its disks stay for its retained snapshots");
+    }
+    ctx.backoff.succeeded(&uid);
     Ok(Action::await_change())
 }
 

@@ -204,6 +204,16 @@ impl Engine {
 
     /// [`remove`](Self::remove) by identity alone (a VM whose spec cannot be read).
     pub async fn remove_owned(&self, owner: &Owner) -> Result<(), EngineError> {
+        self.remove_owned_with(owner, false).await
+    }
+
+    /// The cleanup of a VM whose retained snapshots keep its layers: destroy and undefine
+    /// its domain, forget its metrics, and leave its directory (the layers) in place.
+    pub async fn remove_keeping_disks(&self, vm: &VirtualMachine) -> Result<(), EngineError> {
+        self.remove_owned_with(&owner_of(vm)?, true).await
+    }
+
+    async fn remove_owned_with(&self, owner: &Owner, keep_dir: bool) -> Result<(), EngineError> {
         let name = domain_name(&owner.namespace, &owner.name);
         if let Some(o) = self.hv.observe(&name).await?
             && o.owner().is_some_and(|m| m.uid == owner.uid)
@@ -213,10 +223,12 @@ impl Engine {
             }
             self.hv.undefine(&name).await?;
         }
-        self.storage
-            .remove_vm(&owner.uid)
-            .await
-            .map_err(EngineError::Cleanup)?;
+        if !keep_dir {
+            self.storage
+                .remove_vm(&owner.uid)
+                .await
+                .map_err(EngineError::Cleanup)?;
+        }
         self.metrics.forget_vm(&owner.namespace, &owner.name);
         lock(&self.last_state).remove(&owner.uid);
         Ok(())
@@ -292,6 +304,18 @@ impl Engine {
                 .map(|_| ())
                 .map_err(EngineError::Cleanup),
         }
+    }
+
+    /// Remove only the domain of a leftover whose VM is gone but whose retained snapshots
+    /// keep its directory (nothing when it has no domain).
+    pub async fn remove_leftover_domain(&self, l: &Leftover) -> Result<(), EngineError> {
+        if let Some(o) = &l.domain {
+            if o.state.is_up() || o.state == VmState::Starting {
+                self.hv.destroy(&o.name).await?;
+            }
+            self.hv.undefine(&o.name).await?;
+        }
+        Ok(())
     }
 
     /// Power off the guest of a leftover whose VM runs on another node; its definition and

@@ -93,9 +93,20 @@ pub async fn sweep(ctx: &Context) -> Result<Sweep, Error> {
         };
         match verdict(&held.uid, answer.as_ref(), &ctx.node) {
             Verdict::Gone => {
-                tracing::info!(uid = held.uid, owner = ?held.owner, "removing the leftovers of a VM the API no longer has");
-                ctx.engine.remove_leftover(&held).await?;
-                done.removed.push(held.uid);
+                let retained = match &held.owner {
+                    Some((ns, _)) => {
+                        crate::snapshot::retained::retained_of(&ctx.client, ns, &held.uid).await?
+                    }
+                    None => Vec::new(),
+                };
+                if retained.is_empty() {
+                    tracing::info!(uid = held.uid, owner = ?held.owner, "removing the leftovers of a VM the API no longer has");
+                    ctx.engine.remove_leftover(&held).await?;
+                    done.removed.push(held.uid);
+                } else {
+                    // Retained snapshots read the layers in its directory: only the domain goes.
+                    ctx.engine.remove_leftover_domain(&held).await?;
+                }
             }
             Verdict::PlacedElsewhere(other) => {
                 if stop_local_copy(ctx, &held, &other).await? {

@@ -177,6 +177,31 @@ fn finished(
     status
 }
 
+/// How soon a snapshot waiting for a block job on its VM's disks is tried again.
+const BLOCK_JOB_RECHECK: Duration = Duration::from_secs(2);
+
+/// Still in progress, waiting (Ready false with reason WaitingForBlockJob).
+fn waiting(
+    mut status: VirtualMachineSnapshotStatus,
+    message: String,
+) -> VirtualMachineSnapshotStatus {
+    let now = Time(jiff::Timestamp::now());
+    status.phase = SnapshotPhase::InProgress;
+    status.ready_to_use = false;
+    ironvisor_crds::common::set_condition(
+        &mut status.conditions,
+        new_condition(
+            condition_type::READY,
+            false,
+            snapshot_reason::WAITING_FOR_BLOCK_JOB,
+            message,
+            None,
+            now,
+        ),
+    );
+    status
+}
+
 /// Take the snapshot this node was handed.
 async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action, Error> {
     let Some(status) = snap.status.clone() else {
@@ -232,6 +257,19 @@ async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action
     } else {
         take_offline(&req).await
     };
+    if let Err(super::take::TakeError::BlockJobActive(disk)) = &result {
+        // A deleted snapshot's merge runs on that disk: undo what was made, wait, retry.
+        if read_active(&vm_dir) != new_layer {
+            remove_layer(&vm_dir, &disks, &new_layer).await?;
+        }
+        tracing::info!(snapshot = %snap.key(), disk, "a block job runs on the disk; the snapshot waits");
+        let msg = format!(
+            "a block job (the merge of a deleted snapshot) runs on disk {disk}; the snapshot \
+             is taken once it ends"
+        );
+        write_status(ctx, &snap, &waiting(status, msg)).await?;
+        return Ok(Action::requeue(BLOCK_JOB_RECHECK));
+    }
     let status = match result {
         Ok(consistency) => {
             let mut s = status;

@@ -17,6 +17,7 @@ pub mod pins;
 pub mod qemu_img;
 pub mod restore;
 pub mod restore_controller;
+pub mod retained;
 pub mod state;
 pub mod take;
 pub mod unfreeze;

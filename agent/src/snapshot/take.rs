@@ -47,6 +47,12 @@ pub enum TakeError {
         /// What libvirt reports.
         found: Option<PathBuf>,
     },
+    /// A block job (a merge) runs on a disk: the snapshot waits for it, it is not failed.
+    #[error(
+        "a block job (the merge of a deleted snapshot) runs on disk {0}; the snapshot waits \
+         for it to end"
+    )]
+    BlockJobActive(String),
     /// freeze: Required and no guest agent answered.
     #[error("no QEMU guest agent answered the freeze ({0}); freeze is Required")]
     GuestAgentRequired(String),
@@ -101,6 +107,10 @@ pub async fn take_online(
                 found: None,
             });
         };
+        if lv.block_job(domain, d.target.clone()).await?.is_some() {
+            // libvirt refuses a snapshot of a disk in a block job; nothing is made yet.
+            return Err(TakeError::BlockJobActive(d.target.clone()));
+        }
         ensure_overlay(&new, &top).await?;
         moves.push((d.target.clone(), new));
     }
@@ -146,12 +156,42 @@ async fn freeze_and_snapshot(
     if frozen && let Err(e) = lv.thaw(domain).await {
         tracing::warn!(domain, error = %e, "thawing the guest's filesystems failed");
     }
-    result?;
+    if let Err(e) = result {
+        // A merge started between the check and the snapshot: wait, as for one seen first.
+        return Err(match block_job_disk(&error_chain(&e)) {
+            Some(disk) => TakeError::BlockJobActive(disk),
+            None => TakeError::Hypervisor(e),
+        });
+    }
     Ok(if frozen {
         Consistency::FileSystem
     } else {
         Consistency::Crash
     })
+}
+
+/// An error and its causes as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The disk named in libvirt's refusal of a snapshot because of a block job ("disk 'vda'
+/// already in active block job"), if that is what `message` says.
+pub fn block_job_disk(message: &str) -> Option<String> {
+    let at = message.find("already in active block job")?;
+    let before = &message[..at];
+    let disk = before
+        .rsplit_once("disk '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map_or("unknown", |(d, _)| d);
+    Some(disk.to_owned())
 }
 
 /// After an agent restart: thaw a guest a killed agent may have left frozen (a no-op for
@@ -161,5 +201,27 @@ pub async fn thaw_leftover(lv: &Libvirt, domain: &str) {
         && n > 0
     {
         tracing::warn!(domain, filesystems = n, "thawed filesystems left frozen");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libvirts_block_job_refusal_names_the_disk() {
+        let m = "the hypervisor refused the snapshot: libvirt call failed: internal error: \
+                 disk 'vda' already in active block job";
+        assert_eq!(block_job_disk(m).as_deref(), Some("vda"));
+        assert_eq!(
+            block_job_disk("operation failed: already in active block job").as_deref(),
+            Some("unknown")
+        );
+    }
+
+    #[test]
+    fn other_refusals_are_not_block_jobs() {
+        assert_eq!(block_job_disk("disk 'vda' not found"), None);
+        assert_eq!(block_job_disk(""), None);
     }
 }

@@ -21,6 +21,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
+use super::owner;
 use super::quota::{SnapshotRefusal, admit_snapshot, snapshot_demand};
 use crate::leader::Leadership;
 use crate::oplock::{self, Acquired, Holder, LockError};
@@ -270,12 +271,38 @@ async fn start(snap: &VirtualMachineSnapshot, ctx: &Ctx) -> Result<Action, Error
     }
 }
 
+/// Give a snapshot with `retainPolicy: Delete` its ownerReference to the VM whose uid its
+/// status recorded (see [`super::owner`]), once.
+async fn own(snap: &VirtualMachineSnapshot, ctx: &Ctx) -> Result<(), Error> {
+    if owner::has_wanted_owner(snap) {
+        return Ok(());
+    }
+    let Some(want) = owner::wanted_owner(snap) else {
+        return Ok(());
+    };
+    let api = Api::<VirtualMachineSnapshot>::namespaced(
+        ctx.client.clone(),
+        &snap.namespace().unwrap_or_default(),
+    );
+    let patch = owner::owner_patch(snap, want);
+    api.patch(
+        &snap.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn reconcile(snap: Arc<VirtualMachineSnapshot>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if !ctx.leadership.is_leader() {
         return Ok(Action::await_change());
     }
     let phase = snap.status.as_ref().map(|s| s.phase).unwrap_or_default();
     let ns = snap.namespace().unwrap_or_default();
+    if snap.metadata.deletion_timestamp.is_none() {
+        own(&snap, &ctx).await?;
+    }
     if phase.is_terminal() || snap.metadata.deletion_timestamp.is_some() {
         oplock::release(&ctx.client, &ns, &snap.spec.vm_name, &holder(&snap)).await?;
         return Ok(Action::await_change());

@@ -4,5 +4,6 @@
 //! [`quota`] is pure; [`controller`] and [`restore`] talk to the API and never touch disks.
 
 pub mod controller;
+pub mod owner;
 pub mod quota;
 pub mod restore;
