@@ -74,7 +74,10 @@ fn deleting_a_vm_deletes_its_snapshots_but_the_retained_one() {
             Err(refs.to_string())
         }
     });
-    assert_eq!(goes["metadata"]["ownerReferences"][0]["kind"], "VirtualMachine");
+    assert_eq!(
+        goes["metadata"]["ownerReferences"][0]["kind"],
+        "VirtualMachine"
+    );
     assert_eq!(goes["metadata"]["ownerReferences"][0]["name"], "web");
     let keep = sys
         .get("virtualmachinesnapshot", Some(&ns), "keep")
@@ -99,7 +102,11 @@ fn deleting_a_vm_deletes_its_snapshots_but_the_retained_one() {
         .arg(&base)
         .output()
         .unwrap();
-    assert!(check.status.success(), "{} is gone or broken: {check:?}", base.display());
+    assert!(
+        check.status.success(),
+        "{} is gone or broken: {check:?}",
+        base.display()
+    );
 
     // Still counted: web2 (64Mi) fits, but a 64Mi snapshot of it does not (64 + 32 kept +
     // 64 > 144); without the retained 32Mi it would.
