@@ -93,7 +93,7 @@ async fn the_agent_serves_its_console_port_with_the_signed_certificate_and_count
         "con",
         "desk",
         "node-c",
-        serde_json::json!({"memory": {"size": "64Mi"}}),
+        serde_json::json!({"memory": {"size": "64Mi"}, "graphics": "vnc"}),
     )
     .await;
     let vm = c

@@ -40,6 +40,7 @@ async fn serial_and_vnc_of_a_running_guest_are_bridged_over_mtls_websockets() {
     let spec = serde_json::json!({
         "runStrategy": "Always",
         "memory": {"size": "128Mi"},
+        "graphics": "vnc",
         "kernelBoot": {
             "kernel": {"hostPath": {"path": guest.join("vmlinuz").to_str().unwrap()}},
             "initrd": {"hostPath": {"path": guest.join("initrd.gz").to_str().unwrap()}},

@@ -60,7 +60,7 @@ pub fn placement(vm: &VirtualMachine, kind: Kind) -> Result<Placement, ApiError>
         vm.metadata.namespace.as_deref().unwrap_or_default(),
         vm.metadata.name.as_deref().unwrap_or_default()
     );
-    if kind == Kind::Vnc && vm.spec.graphics == Some(Graphics::None) {
+    if kind == Kind::Vnc && vm.spec.graphics.unwrap_or_default() == Graphics::None {
         return Err(ApiError::Conflict(format!(
             "VM {key} has no graphical display (spec.graphics: none); use its serial console"
         )));

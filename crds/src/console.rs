@@ -20,15 +20,19 @@ pub const SUBRESOURCE_VERSION: &str = "v1";
 /// console port accepts.
 pub const CONSOLE_CLIENT_CN: &str = "ironvisor-console";
 
-/// The VM's graphical display.
+/// The VM's graphical display. For now a VM gets one only when it asks (`graphics: vnc`):
+/// the socket lives in the VM's directory, and a state directory deeper than about 50
+/// characters makes the path longer than a UNIX socket may be, and a host whose libvirt
+/// reports no DAC label for QEMU cannot hand it the display directory. Until the socket
+/// moves to libvirt's own per-domain directory, `vnc` is opt-in (docs/consoles.md).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Graphics {
     /// A VNC display on a host-local UNIX socket (never on a host address), reached through
-    /// the console server (the default).
-    #[default]
+    /// the console server.
     Vnc,
-    /// No graphical display: the serial console only.
+    /// No graphical display: the serial console only (the default).
+    #[default]
     None,
 }
 

@@ -347,7 +347,7 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         firmware: Some(firmware),
         secure_boot: (firmware == Firmware::Uefi).then_some(src.secure_boot),
         tpm: tpm.spec,
-        // VMware guests had an SVGA console: the default VNC display keeps one.
+        // No VNC display unless asked (`graphics: vnc`), like every VM for now.
         graphics: None,
         kernel_boot: None,
         disks: spec_disks,

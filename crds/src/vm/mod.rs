@@ -99,8 +99,8 @@ pub struct VirtualMachineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<Tpm>,
 
-    /// The graphical display: `vnc` (the default; a host-local socket reached through the
-    /// console server) or `none` (serial console only).
+    /// The graphical display: `vnc` (a host-local socket reached through the console
+    /// server) or `none` (serial console only; the default for now, see docs/consoles.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graphics: Option<crate::console::Graphics>,
 
