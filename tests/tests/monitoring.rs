@@ -308,6 +308,9 @@ fn grafana_dashboard_shows_hosts_vms_quota_and_latency() {
         "Migration data remaining",
         "Rebalancing moves",
         "Rebalancing evaluations and host imbalance",
+        "Snapshots, merges and restores",
+        "Snapshot, merge and restore duration p95",
+        "Snapshot size p50 and p95",
     ] {
         assert!(
             titles.contains(&wanted),
