@@ -293,6 +293,8 @@ pub async fn run(
     let seed_public = seed_key.public_b64().to_owned();
     let backup_metrics =
         crate::backup::metrics::BackupMetrics::register(&metrics).map_err(StartError::Metrics)?;
+    let snapshot_metrics = crate::snapshot::metrics::SnapshotMetrics::register(&metrics)
+        .map_err(StartError::Metrics)?;
     let mut vm_ctx = Context::new(
         client.clone(),
         &config.node_name,
@@ -348,6 +350,7 @@ pub async fn run(
         node: config.node_name.clone(),
         libvirt: libvirt.clone(),
         state_dir: config.state_dir.clone(),
+        metrics: snapshot_metrics,
     });
     let snapshot_task = tokio::spawn(crate::snapshot::controller::run(
         snap_ctx.clone(),

@@ -35,7 +35,7 @@ fn alert_rules_pass_promtool_check_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "promtool rejected the rules:\n{text}");
-    assert!(text.contains("SUCCESS: 12 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 13 rules found"), "{text}");
 }
 
 /// The budget alerts, evaluated by `promtool test rules` on made-up series: a tenant at 85 %
@@ -163,6 +163,42 @@ fn showback_dashboard_queries_usage_cost_and_budget_per_tenant() {
     assert!(kustomization.contains("ironvisor-showback-dashboard.json"));
 }
 
+/// The snapshot alert, evaluated by `promtool test rules`: a failed snapshot fires
+/// `IronvisorSnapshotFailed` with its reason; reasons that did not move stay silent.
+#[test]
+fn snapshot_alert_fires_on_a_failure_with_its_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = rules_file(dir.path());
+    let test = json!({
+        "rule_files": [rules.file_name().and_then(|n| n.to_str()).expect("name")],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": "ironvisor_agent_snapshot_failures_total{reason=\"guest_agent_required\",instance=\"a\"}", "values": "0 0 1 1 1"},
+                {"series": "ironvisor_agent_snapshot_failures_total{reason=\"hypervisor\",instance=\"a\"}", "values": "0 0 0 0 0"},
+                {"series": "ironvisor_agent_snapshots_total{consistency=\"Crash\",result=\"ok\",instance=\"a\"}", "values": "0 3 6 9 12"}
+            ],
+            "alert_rule_test": [
+                {"eval_time": "1m", "alertname": "IronvisorSnapshotFailed", "exp_alerts": []},
+                {"eval_time": "4m", "alertname": "IronvisorSnapshotFailed",
+                 "exp_alerts": [{"exp_labels": {"severity": "warning", "reason": "guest_agent_required"}, "exp_annotations": {
+                    "summary": "1 snapshots failed (guest_agent_required) in the last 30 minutes",
+                    "description": "Nothing of a failed snapshot stays on disk and the VM runs on. `kubectl get vmsnap -A` lists the failed snapshots; the Ready condition of each says why (no guest agent for a Required freeze, libvirt's or qemu-img's error). The reasons are listed in docs/snapshots.md."}}]}
+            ]
+        }]
+    });
+    let path = dir.path().join("snapshot.test.json");
+    std::fs::write(&path, test.to_string()).expect("write the rule test");
+    let out = run(Command::new("promtool").arg("test").arg("rules").arg(&path));
+    assert!(
+        out.status.success(),
+        "the snapshot alert does not fire as expected:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The rebalancing alerts, evaluated by `promtool test rules`: a migration the rebalancer
 /// could not create fires `IronvisorRebalanceMoveFailed` (created and recommended moves do
 /// not); evaluations that only ever end with the budget spent fire
@@ -272,6 +308,9 @@ fn grafana_dashboard_shows_hosts_vms_quota_and_latency() {
         "Migration data remaining",
         "Rebalancing moves",
         "Rebalancing evaluations and host imbalance",
+        "Snapshots, merges and restores",
+        "Snapshot, merge and restore duration p95",
+        "Snapshot size p50 and p95",
     ] {
         assert!(
             titles.contains(&wanted),

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use ironvisor_tests::backup_hosts::{metric_value, metrics};
 use ironvisor_tests::system::{
     System, guest_cache, require_libvirtd, tiny_guest, tiny_vm_manifest, uid, wait_for,
 };
@@ -137,6 +138,20 @@ fn a_running_vm_is_snapshotted_refused_over_quota_and_merged_back_on_delete() {
 
     sys.kubectl_ok(&["delete", "vmsnap", "before", "-n", &ns, "--timeout=90s"]);
     assert_eq!(layers(&vm_dir), ["disk-data.qcow2"]);
+    // The agent counted the snapshot (its consistency, size and duration) and the merge.
+    let text = metrics(&agent);
+    for series in [
+        "ironvisor_agent_snapshots_total{consistency=\"Crash\",result=\"ok\"}",
+        "ironvisor_agent_snapshot_duration_seconds_count{result=\"ok\"}",
+        "ironvisor_agent_snapshot_size_bytes_count",
+        "ironvisor_agent_snapshot_merges_total{result=\"ok\"}",
+        "ironvisor_agent_snapshot_merge_duration_seconds_count",
+    ] {
+        let v = metric_value(&text, series).unwrap_or(0.0);
+        assert!(v >= 1.0, "{series} is {v}:\n{text}");
+    }
+    let failed = "ironvisor_agent_snapshots_total{consistency=\"none\",result=\"error\"}";
+    assert_eq!(metric_value(&text, failed), Some(0.0), "{text}");
     sys.kubectl_ok(&[
         "patch",
         "vm",
@@ -228,6 +243,14 @@ fn a_restore_returns_the_disk_of_a_running_vm_to_its_snapshot() {
 
     sys.apply(&restore(&ns, "back", "db", "good", true));
     wait_restore(&sys, &ns, "back", "Succeeded");
+    let text = metrics(&agent);
+    for series in [
+        "ironvisor_agent_snapshot_restores_total{result=\"ok\"}",
+        "ironvisor_agent_snapshot_restore_duration_seconds_count",
+    ] {
+        let v = metric_value(&text, series).unwrap_or(0.0);
+        assert!(v >= 1.0, "{series} is {v}:\n{text}");
+    }
     let active = std::fs::read_to_string(vm_dir.join("active-layer")).unwrap();
     let active = active.trim().to_owned();
     assert!(active.starts_with("r-"), "{active}");

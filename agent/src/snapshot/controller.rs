@@ -74,6 +74,8 @@ pub struct Context {
     pub libvirt: Libvirt,
     /// The agent's state directory.
     pub state_dir: PathBuf,
+    /// Snapshot, merge and restore metrics.
+    pub metrics: super::metrics::SnapshotMetrics,
 }
 
 /// Most merge or removal steps one cleanup takes (a tree has at most 2n + 1 layers).
@@ -220,6 +222,7 @@ async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action
             &finished(status, false, snapshot_reason::VM_NOT_FOUND, msg),
         )
         .await?;
+        ctx.metrics.failed("vm_not_found");
         return Ok(Action::await_change());
     };
     let vm_uid = vm.metadata.uid.clone().unwrap_or_default();
@@ -251,6 +254,7 @@ async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action
         ctx.libvirt.observe(&domain).await?.map(|o| o.state),
         Some(VmState::Running | VmState::Paused)
     );
+    let started = std::time::Instant::now();
     let result = if running {
         thaw_leftover(&ctx.libvirt, &domain).await;
         take_online(&ctx.libvirt, &domain, &req).await
@@ -270,6 +274,7 @@ async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action
         write_status(ctx, &snap, &waiting(status, msg)).await?;
         return Ok(Action::requeue(BLOCK_JOB_RECHECK));
     }
+    ctx.metrics.taken(&result, started.elapsed());
     let status = match result {
         Ok(consistency) => {
             let mut s = status;
@@ -288,6 +293,7 @@ async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action
                         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) as i64 * 512),
                 })
                 .collect();
+            ctx.metrics.ready(&s.disks);
             let msg = format!("disks frozen in layer {frozen}");
             finished(s, true, snapshot_reason::SUCCEEDED, msg)
         }
@@ -403,7 +409,10 @@ pub(super) async fn settle(
                 };
                 let grandchildren = tree.children(child);
                 let active = tree.active() == child;
-                merge(at, &vm_dir, &disks, &step, active, &grandchildren).await?;
+                let started = std::time::Instant::now();
+                let merged = merge(at, &vm_dir, &disks, &step, active, &grandchildren).await;
+                ctx.metrics.merged(&merged, started.elapsed());
+                merged?;
                 // The child's owner now reads its point in time from `into`.
                 if let Some(owner) = others.iter().find(|s| layer_of(s).as_ref() == Some(child)) {
                     let mut st = owner.status.clone().unwrap_or_default();

@@ -13,6 +13,7 @@ pub mod domain_disks;
 pub mod files;
 pub mod found;
 pub mod merge;
+pub mod metrics;
 pub mod pins;
 pub mod qemu_img;
 pub mod restore;

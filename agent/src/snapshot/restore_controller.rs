@@ -76,6 +76,7 @@ pub async fn reconcile(r: Arc<VirtualMachineRestore>, ctx: Arc<Context>) -> Resu
             &finished(status, false, restore_reason::VM_NOT_FOUND, msg),
         )
         .await?;
+        ctx.metrics.restored(false, None);
         return Ok(Action::await_change());
     };
     let Some(vm_dir) = layout::vm_dir(&ctx.state_dir, vm.metadata.uid.as_deref().unwrap_or(""))
@@ -104,6 +105,7 @@ pub async fn reconcile(r: Arc<VirtualMachineRestore>, ctx: Arc<Context>) -> Resu
             &finished(status, false, restore_reason::FAILED, msg),
         )
         .await?;
+        ctx.metrics.restored(false, since_created(&r));
         return Ok(Action::await_change());
     }
     if !settle(&ctx, &vm, None).await? {
@@ -119,7 +121,14 @@ pub async fn reconcile(r: Arc<VirtualMachineRestore>, ctx: Arc<Context>) -> Resu
         &finished(status, true, restore_reason::SUCCEEDED, msg),
     )
     .await?;
+    ctx.metrics.restored(true, since_created(&r));
     Ok(Action::await_change())
+}
+
+/// How long ago the restore was asked for (a restore's duration, stopping the VM included).
+fn since_created(r: &VirtualMachineRestore) -> Option<Duration> {
+    let created = r.metadata.creation_timestamp.as_ref()?.0;
+    Duration::try_from(jiff::Timestamp::now().duration_since(created)).ok()
 }
 
 fn error_policy(r: Arc<VirtualMachineRestore>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -173,7 +173,11 @@ impl StorageRoots {
         spec: &VirtualMachineSpec,
     ) -> Result<Prepared, StorageError> {
         tokio::fs::create_dir_all(vm_dir).await?;
-        ensure_display_dir(vm_dir, self.display_owner).await?;
+        // Only a VM with a display has the directory: making it means a chown (CAP_CHOWN),
+        // which an agent with only NET_ADMIN does not hold.
+        if spec.graphics == Some(ironvisor_crds::console::Graphics::Vnc) {
+            ensure_display_dir(vm_dir, self.display_owner).await?;
+        }
         for disk in &spec.disks {
             let target = layout::disk_file(vm_dir, &disk.name);
             let size = match &disk.size {
