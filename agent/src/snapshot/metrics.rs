@@ -29,7 +29,9 @@ const DURATION_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
 pub fn failure_reason(e: &TakeError) -> &'static str {
     match e {
         TakeError::GuestAgentRequired(_) => "guest_agent_required",
-        TakeError::Hypervisor(_) => "hypervisor",
+        // A running block job makes the snapshot wait, not fail; counted as libvirt's should
+        // it ever reach here.
+        TakeError::Hypervisor(_) | TakeError::BlockJobActive(_) => "hypervisor",
         TakeError::Layer(_) | TakeError::Io(_) => "storage",
         TakeError::Drift { .. } => "disk_drift",
         TakeError::Xml(_) => "other",
