@@ -96,7 +96,10 @@ mod tests {
         });
         let v = violations_of(&bad).join("\n");
         assert!(v.contains("/spec/disks/0/name"), "{v}");
-        assert!(v.contains("exactly one of blank, http or hostPath"), "{v}");
+        assert!(
+            v.contains("exactly one of blank, http, hostPath, backup, snapshot or vm"),
+            "{v}"
+        );
         let good = serde_json::json!({
             "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachine",
             "metadata": {"name": "x"},

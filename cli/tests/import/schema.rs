@@ -43,7 +43,7 @@ fn the_validator_rejects_what_the_api_server_would() {
     assert!(text.contains("Bad_Name"), "pattern not checked: {text}");
     assert!(text.contains("\"ide\""), "enum not checked: {text}");
     assert!(
-        text.contains("exactly one of blank, http or hostPath"),
+        text.contains("exactly one of blank, http, hostPath, backup, snapshot or vm"),
         "CEL on the disk source not checked: {text}"
     );
     assert!(
