@@ -2,7 +2,6 @@
 //! console follows its VM after a migration) and that host's console endpoint. Pure: the
 //! caller fetches the VM and the Hypervisor.
 
-use ironvisor_crds::console::Graphics;
 use ironvisor_crds::hypervisor::Hypervisor;
 use ironvisor_crds::vm::{Phase, VirtualMachine};
 
@@ -60,7 +59,7 @@ pub fn placement(vm: &VirtualMachine, kind: Kind) -> Result<Placement, ApiError>
         vm.metadata.namespace.as_deref().unwrap_or_default(),
         vm.metadata.name.as_deref().unwrap_or_default()
     );
-    if kind == Kind::Vnc && vm.spec.graphics.unwrap_or_default() == Graphics::None {
+    if kind == Kind::Vnc && !vm.spec.has_display() {
         return Err(ApiError::Conflict(format!(
             "VM {key} has no graphical display (spec.graphics: none); use its serial console"
         )));

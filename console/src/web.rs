@@ -136,7 +136,7 @@ async fn list(
                 "name": vm.metadata.name,
                 "phase": st.phase.map(|p| p.as_str()),
                 "node": st.node_name,
-                "graphics": vm.spec.graphics.unwrap_or_default() != ironvisor_crds::console::Graphics::None,
+                "graphics": vm.spec.has_display(),
             })
         })
         .collect();

@@ -5,7 +5,6 @@ use super::{
     Owner, name::domain_name,
 };
 use crate::storage::layout;
-use ironvisor_crds::console::Graphics;
 use ironvisor_crds::quantity::to_bytes;
 use ironvisor_crds::vm::{
     DiskBus, Firmware, MAX_DISKS, MAX_NETWORKS, MAX_VCPUS, VirtualMachineSpec,
@@ -163,10 +162,7 @@ pub fn build_plan(input: &PlanInput<'_>) -> Result<DomainPlan, PlanError> {
         nics: plan_nics(input.spec, &input.owner.uid)?,
         tpm: spec.tpm.as_ref().map(|t| t.version),
         console_log: layout::console_log(input.vm_dir),
-        vnc_socket: match spec.graphics.unwrap_or_default() {
-            Graphics::Vnc => Some(layout::vnc_socket(input.vm_dir)),
-            Graphics::None => None,
-        },
+        vnc_socket: spec.has_display().then(|| layout::vnc_socket(input.vm_dir)),
     })
 }
 

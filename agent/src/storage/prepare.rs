@@ -175,7 +175,7 @@ impl StorageRoots {
         tokio::fs::create_dir_all(vm_dir).await?;
         // Only a VM with a display has the directory: making it means a chown (CAP_CHOWN),
         // which an agent with only NET_ADMIN does not hold.
-        if spec.graphics == Some(ironvisor_crds::console::Graphics::Vnc) {
+        if spec.has_display() {
             ensure_display_dir(vm_dir, self.display_owner).await?;
         }
         for disk in &spec.disks {

@@ -305,3 +305,11 @@ impl VirtualMachine {
         )
     }
 }
+
+impl VirtualMachineSpec {
+    /// Whether the VM has a graphical display (`graphics: vnc`; unset means none for now):
+    /// the one rule the domain XML, the storage layout and the console server follow.
+    pub fn has_display(&self) -> bool {
+        self.graphics.unwrap_or_default() == crate::console::Graphics::Vnc
+    }
+}
