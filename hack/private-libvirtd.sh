@@ -6,12 +6,19 @@
 # example a fresh host's root-only /dev/kvm) without touching the shared libvirtd or /dev/kvm.
 #
 #   hack/private-libvirtd.sh start DIR [--kvm-mode 600] [--kvm-group root] [--net SWITCH ADDR/PREFIX]
+#                                      [--userfaultfd]
 #       prints the URI (qemu+unix:///system?socket=DIR/run/libvirt-sock) when it answers.
 #       With --net the daemon (and so every QEMU it starts) also gets a network namespace of
 #       its own whose only link is a veth with ADDR on a bridge in the namespace SWITCH (made
 #       by the first host that names it): hosts on one SWITCH reach each other there, never
 #       through the machine's own interfaces (live migration tests). Each host gets its own
 #       host UUID, or libvirt refuses a migration between two of them as "the same host".
+#       With --userfaultfd its QEMUs may use userfaultfd(2), which post-copy migration needs:
+#       on this kernel (vm.unprivileged_userfaultfd=0, QEMU 7.2 without /dev/userfaultfd) only
+#       a process with CAP_SYS_PTRACE may, so this host runs QEMU as root with its
+#       capabilities kept (qemu.conf user/group root, clear_emulator_capabilities = 0, and
+#       dynamic_ownership = 0 so shared images keep their owners). A real
+#       host that wants post-copy sets vm.unprivileged_userfaultfd=1 instead (docs/migration-live.md).
 #   hack/private-libvirtd.sh exec DIR -- CMD ARGS...
 #       runs CMD inside the daemon's mount (and network) namespace
 #   hack/private-libvirtd.sh stop DIR
@@ -22,7 +29,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo -E "$0" "$@"
 fi
 
-usage() { sed -n '8,20p' "$0" >&2; exit 2; }
+usage() { sed -n '8,26p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1 dir=$2
 shift 2
@@ -62,12 +69,13 @@ net_down() {
 }
 
 start() {
-  local mode=600 group=root switch="" addr=""
+  local mode=600 group=root switch="" addr="" userfaultfd=""
   while [ $# -gt 0 ]; do
     case $1 in
       --kvm-mode) mode=$2; shift 2 ;;
       --kvm-group) group=$2; shift 2 ;;
       --net) switch=$2; addr=$3; shift 3 ;;
+      --userfaultfd) userfaultfd=1; shift ;;
       *) usage ;;
     esac
   done
@@ -79,6 +87,12 @@ start() {
   # The shared daemon's configuration, not its domains nor networks that would start here.
   rm -f "$dir"/etc/qemu/*.xml "$dir"/etc/qemu/autostart/* "$dir"/etc/qemu/networks/autostart/*
   echo "host_uuid = \"$(cat /proc/sys/kernel/random/uuid)\"" >> "$dir/etc/libvirtd.conf"
+  if [ -n "$userfaultfd" ]; then
+    # Root needs no file handed over: libvirt leaves the owners of images (shared with
+    # other hosts' QEMUs running as libvirt-qemu) alone.
+    printf 'user = "root"\ngroup = "root"\nclear_emulator_capabilities = 0\ndynamic_ownership = 0\nremember_owner = 0\n' \
+      >> "$dir/etc/qemu.conf"
+  fi
   rm -f "$dir/kvm"
   mknod "$dir/kvm" c "$(stat -c '%t' /dev/kvm | xargs -I{} printf '%d' 0x{})" \
     "$(stat -c '%T' /dev/kvm | xargs -I{} printf '%d' 0x{})"

@@ -209,7 +209,7 @@ pub struct MigrationTarget {
 pub struct MigrationSource {
     /// Where the job is.
     pub state: SourceState,
-    /// libvirt's message when it failed.
+    /// libvirt's message when it failed; on success, what the job had to do without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The latest job statistics.

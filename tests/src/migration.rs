@@ -48,6 +48,25 @@ pub struct Cluster {
 impl Cluster {
     /// `n` hosts named `<prefix>-h<i>-<pid>`, a tenant with quota `hard`.
     pub fn start(prefix: &str, n: usize, hard: &str) -> Self {
+        Self::start_hosts(prefix, n, hard, PrivateLibvirtd::start_on_switch)
+    }
+
+    /// [`Self::start`] with hosts whose QEMUs may use userfaultfd (post-copy migration).
+    pub fn start_with_userfaultfd(prefix: &str, n: usize, hard: &str) -> Self {
+        Self::start_hosts(
+            prefix,
+            n,
+            hard,
+            PrivateLibvirtd::start_on_switch_with_userfaultfd,
+        )
+    }
+
+    fn start_hosts(
+        prefix: &str,
+        n: usize,
+        hard: &str,
+        libvirtd: fn(&str, &str) -> PrivateLibvirtd,
+    ) -> Self {
         let guest = tiny_guest(&guest_cache());
         let sys = System::start();
         let (operator, operator_port) = sys.operator();
@@ -56,7 +75,7 @@ impl Cluster {
         let hosts = (1..=n)
             .map(|i| {
                 let address = format!("198.18.0.{i}");
-                let libvirtd = PrivateLibvirtd::start_on_switch(&switch, &format!("{address}/24"));
+                let libvirtd = libvirtd(&switch, &format!("{address}/24"));
                 let args = [
                     "--migration-uri".to_owned(),
                     libvirtd.uri().to_owned(),

@@ -40,6 +40,21 @@ impl PrivateLibvirtd {
         ])
     }
 
+    /// [`Self::start_on_switch`] whose QEMUs may use userfaultfd(2), as post-copy migration
+    /// needs (QEMU as root with its capabilities: see `hack/private-libvirtd.sh`).
+    pub fn start_on_switch_with_userfaultfd(switch: &str, address: &str) -> Self {
+        Self::start_with(&[
+            "--kvm-mode",
+            "660",
+            "--kvm-group",
+            "kvm",
+            "--net",
+            switch,
+            address,
+            "--userfaultfd",
+        ])
+    }
+
     fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ironvisor-host-")

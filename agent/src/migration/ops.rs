@@ -147,6 +147,42 @@ pub fn migrate(req: &Request) -> Result<(), OpError> {
         .map_err(err("migrate"))
 }
 
+/// How [`migrate_falling_back`] went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Completed as asked.
+    Completed,
+    /// The policy allowed post-copy but a QEMU refused it before anything was sent (it may
+    /// not use userfaultfd: `vm.unprivileged_userfaultfd=0` and no CAP_SYS_PTRACE); the job
+    /// was started again without it and completed. QEMU's message.
+    CompletedWithoutPostCopy(String),
+}
+
+/// Whether QEMU refused post-copy itself at the start of the job (setting the
+/// `postcopy-ram` capability), so the same job without post-copy may go ahead.
+pub fn post_copy_unsupported(e: &OpError) -> bool {
+    e.message.contains("Postcopy is not supported")
+}
+
+/// [`migrate`]; when the policy allows post-copy and QEMU refuses it before the copy starts,
+/// once more without it (`dropped` is set first, so the job's steering stops asking for the
+/// switch), rather than failing a migration that pre-copy alone may complete.
+pub fn migrate_falling_back(
+    req: &Request,
+    dropped: &std::sync::atomic::AtomicBool,
+) -> Result<Outcome, OpError> {
+    match migrate(req) {
+        Ok(()) => Ok(Outcome::Completed),
+        Err(e) if req.features.post_copy && post_copy_unsupported(&e) => {
+            dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+            let mut again = req.clone();
+            again.features.post_copy = false;
+            migrate(&again).map(|()| Outcome::CompletedWithoutPostCopy(e.message))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// An IPv6 address in brackets, as a URI needs it.
 fn bracket(addr: &str) -> String {
     if addr.contains(':') && !addr.starts_with('[') {
@@ -388,5 +424,21 @@ mod tests {
         assert_eq!(e.op, "lookup domain");
         assert!(e.message.contains("not found"), "{e}");
         assert!(!is_running("test:///default", "no-such-domain").unwrap());
+    }
+
+    #[test]
+    fn only_qemus_own_post_copy_refusal_lets_the_job_go_again_without_it() {
+        let refusal = OpError {
+            op: "migrate",
+            message: "internal error: unable to execute QEMU command 'migrate-set-capabilities': \
+                      Postcopy is not supported"
+                .into(),
+        };
+        assert!(post_copy_unsupported(&refusal));
+        let other = OpError {
+            op: "migrate",
+            message: "operation failed: migration out job: unexpectedly failed".into(),
+        };
+        assert!(!post_copy_unsupported(&other));
     }
 }

@@ -22,6 +22,7 @@ use ironvisor_crds::vm::{Phase, VirtualMachine};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -182,7 +183,9 @@ async fn drive(
     patch_status(ctx, m, json!({ "source": { "state": "Running" } })).await?;
     tracing::info!(migration = m.name_any(), domain, to = %target_node, ?policy, "live migration starting");
     let started = Instant::now();
-    let mut job = tokio::task::spawn_blocking(move || ops::migrate(&req));
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d = dropped.clone();
+    let mut job = tokio::task::spawn_blocking(move || ops::migrate_falling_back(&req, &d));
     let mut stopped = None;
     let mut steer = Steering::default();
     let mut tick = tokio::time::interval(PROGRESS);
@@ -192,6 +195,7 @@ async fn drive(
             _ = tick.tick() => {}
         }
         let stats = job_stats(&uri, &domain).await;
+        steer.post_copy_refused |= dropped.load(Ordering::SeqCst);
         if stopped.is_none() {
             let now = (uri.as_str(), started, stats.as_ref());
             // A failed step is retried on the next tick; the job is never left unwatched.
@@ -220,14 +224,22 @@ async fn drive(
         );
     }
     Ok(match (result, stopped) {
-        (Ok(()), _) => {
+        (Ok(outcome), _) => {
             tracing::info!(
                 migration = m.name_any(),
                 elapsed_ms = elapsed,
                 post_copy,
+                ?outcome,
                 "live migration completed"
             );
-            json!({ "state": "Succeeded", "elapsedMilliseconds": elapsed, "postCopy": post_copy })
+            let mut done = json!({ "state": "Succeeded", "elapsedMilliseconds": elapsed, "postCopy": post_copy });
+            if let ops::Outcome::CompletedWithoutPostCopy(why) = outcome {
+                done["message"] = json!(format!(
+                    "completed without post-copy, which the policy allows but QEMU refused \
+                     ({why}): let QEMU use userfaultfd on both hosts (docs/migration-live.md)"
+                ));
+            }
+            done
         }
         (Err(e), Some(Stopped::Cancelled)) => {
             json!({ "state": "Aborted", "message": format!("cancelled: {e}"), "elapsedMilliseconds": elapsed })

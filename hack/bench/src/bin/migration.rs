@@ -13,6 +13,9 @@
 //!   the guest's last counter line on the source and its first on the target;
 //! - Ironvisor only, end to end: from `kubectl apply` of the migration to `Completed` seen by
 //!   polling the API every 50 ms.
+//! - Ironvisor only, a drain: `--drain-vms` idle diskless guests on one host, the host put in
+//!   maintenance (`spec.maintenance: true`), timed until `status.maintenance` shows every VM
+//!   moved; printed as the total and per VM (the default policy moves 2 at once per host).
 //!
 //! The raw guest is defined from our guest's migratable XML (our metadata removed, its
 //! directory moved) and both run side by side; the rounds are interleaved (ours, virsh,
@@ -35,6 +38,9 @@ struct Args {
     /// Migrations of each guest, each way counted (alternating directions).
     #[arg(long, default_value_t = 4)]
     rounds: usize,
+    /// Idle VMs on the drained host (0: no drain).
+    #[arg(long, default_value_t = 4)]
+    drain_vms: usize,
     /// Write the results as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -367,9 +373,55 @@ fn col(s: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<stats::Summar
     stats::summarize(&v)
 }
 
+fn set_spec(c: &Cluster, host: usize, field: &str, on: bool) {
+    c.sys.kubectl_ok(&[
+        "patch",
+        "hypervisor",
+        &c.hosts[host].agent.node,
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{{"{field}":{on}}}}}"#),
+    ]);
+}
+
+/// `n` idle diskless guests placed on host 0 (host 1 cordoned meanwhile), then host 0 put
+/// in maintenance: milliseconds until the drain reports every VM moved, and per VM.
+fn drain(c: &Cluster, n: usize) -> anyhow::Result<(f64, f64)> {
+    set_spec(c, 1, "unschedulable", true);
+    let names: Vec<String> = (1..=n).map(|i| format!("drain{i}")).collect();
+    for name in &names {
+        c.apply_diskless_vm(name, "96Mi", "ironvisor.counter", "");
+    }
+    for name in &names {
+        let vm = c.sys.wait_phase(&c.ns, name, "Running", LONG);
+        anyhow::ensure!(
+            vm["status"]["nodeName"] == c.hosts[0].agent.node.as_str(),
+            "{name} was not placed on the host to drain"
+        );
+    }
+    set_spec(c, 1, "unschedulable", false);
+    let host = &c.hosts[0].agent.node;
+    let t = Instant::now();
+    set_spec(c, 0, "maintenance", true);
+    wait_for("the drain to move every VM", LONG, || {
+        let hv = c.sys.get("hypervisor", None, host).ok_or("no Hypervisor")?;
+        let m = &hv["status"]["maintenance"];
+        if m["vmsMoved"].as_u64() == Some(n as u64) && m["vmsRemaining"] == 0 {
+            Ok(())
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+            Err(m.to_string())
+        }
+    });
+    let total = t.elapsed().as_secs_f64() * 1000.0;
+    set_spec(c, 0, "maintenance", false);
+    Ok((total, total / n as f64))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let c = Cluster::start("bmig", 2, "{virtualMachines: 2, vcpus: 2, memory: 256Mi}");
+    let c = Cluster::start("bmig", 2, "{virtualMachines: 8, vcpus: 8, memory: 1Gi}");
     let mut results = serde_json::Map::new();
     println!(
         "live migration, 128 MiB guest with a 64 MiB disk copied, {} rounds each, interleaved \
@@ -413,6 +465,17 @@ fn main() -> anyhow::Result<()> {
             kind.into(),
             serde_json::json!({"ironvisor": o, "virsh": r, "ratio_call_p50": ratio,
                 "pair_ratios_call": pairs, "median_pair_ratio_call": median}),
+        );
+    }
+    if args.drain_vms > 0 {
+        let (total, per_vm) = drain(&c, args.drain_vms)?;
+        println!(
+            "drain of {} idle VMs: {total:.0} ms until all moved, {per_vm:.0} ms per VM",
+            args.drain_vms
+        );
+        results.insert(
+            "drain".into(),
+            serde_json::json!({"vms": args.drain_vms, "total_ms": total, "per_vm_ms": per_vm}),
         );
     }
     let json = serde_json::json!({"bench": "migration", "rounds": args.rounds, "results": results});
