@@ -271,26 +271,28 @@ async fn start(snap: &VirtualMachineSnapshot, ctx: &Ctx) -> Result<Action, Error
     }
 }
 
-/// Give a snapshot with `retainPolicy: Delete` its ownerReference to the VM whose uid its
-/// status recorded (see [`super::owner`]), once.
+/// Keep the snapshot's ownerReference to its VM in step with its `retainPolicy` (see
+/// [`super::owner`]): added for Delete, removed for Retain, while the recorded VM lives.
 async fn own(snap: &VirtualMachineSnapshot, ctx: &Ctx) -> Result<(), Error> {
-    if owner::has_wanted_owner(snap) {
-        return Ok(());
-    }
-    let Some(want) = owner::wanted_owner(snap) else {
+    let Some(refs) = owner::wanted_refs(snap) else {
         return Ok(());
     };
-    let api = Api::<VirtualMachineSnapshot>::namespaced(
-        ctx.client.clone(),
-        &snap.namespace().unwrap_or_default(),
-    );
-    let patch = owner::owner_patch(snap, want);
+    let ns = snap.namespace().unwrap_or_default();
+    let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&snap.spec.vm_name)
+        .await?;
+    if !owner::may_move(snap, vm.as_ref()) {
+        tracing::debug!(snapshot = %snap.key(), "its VM is gone or being deleted: its ownerReferences stay as they are");
+        return Ok(());
+    }
+    let api = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns);
     api.patch(
         &snap.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(&patch),
+        &Patch::Merge(&owner::refs_patch(snap, &refs)),
     )
     .await?;
+    tracing::info!(snapshot = %snap.key(), policy = ?snap.spec.retain_policy, "ownerReference to the VM set for the retain policy");
     Ok(())
 }
 
