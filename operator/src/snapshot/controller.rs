@@ -7,15 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ironvisor_crds::common::{condition_type, new_condition, set_condition};
-use ironvisor_crds::labels::OPERATOR_MANAGER;
 use ironvisor_crds::quantity::format_bytes;
 use ironvisor_crds::snapshot::{
     SnapshotPhase, VirtualMachineSnapshot, VirtualMachineSnapshotStatus, snapshot_reason,
 };
 use ironvisor_crds::vm::{OperationKind, VirtualMachine};
 use ironvisor_crds::{Quota, Tenant};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -26,6 +23,7 @@ use super::quota::{SnapshotRefusal, admit_snapshot, snapshot_demand};
 use crate::leader::Leadership;
 use crate::oplock::{self, Acquired, Holder, LockError};
 use crate::quota::{Ledger, QuotaEntry, Reserved, TenantNode, TenantTree};
+use crate::status_write::{self, set_ready};
 use crate::units::{Limits, Units};
 
 /// How soon a waiting snapshot is looked at again (the lock holder may have finished).
@@ -67,21 +65,7 @@ async fn write(
     snap: &VirtualMachineSnapshot,
     status: &VirtualMachineSnapshotStatus,
 ) -> Result<(), Error> {
-    let api = Api::<VirtualMachineSnapshot>::namespaced(
-        ctx.client.clone(),
-        &snap.namespace().unwrap_or_default(),
-    );
-    let patch = serde_json::json!({
-        "apiVersion": "ironvisor.io/v1alpha1",
-        "kind": "VirtualMachineSnapshot",
-        "status": status,
-    });
-    api.patch_status(
-        &snap.name_any(),
-        &PatchParams::apply(OPERATOR_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    status_write::apply(&ctx.client, snap, status).await?;
     Ok(())
 }
 
@@ -95,17 +79,7 @@ fn with_ready(
     s.phase = phase;
     s.observed_generation = generation;
     let ok = phase == SnapshotPhase::Succeeded;
-    set_condition(
-        &mut s.conditions,
-        new_condition(
-            condition_type::READY,
-            ok,
-            reason,
-            message,
-            generation,
-            Time(jiff::Timestamp::now()),
-        ),
-    );
+    set_ready(&mut s.conditions, ok, reason, message, generation);
     s
 }
 
