@@ -1,7 +1,8 @@
 //! One malformed VirtualMachine (stored under a looser schema than the agent's types, as
 //! after a CRD downgrade or an object written around validation) must not break the watch
 //! or stop the other VMs; it is reported with the failing field, its domain is left alone,
-//! and deleting it still cleans up. In-process agent and devcluster on `test:///default`.
+//! and deleting it still cleans up, though never the layers a retained snapshot of it reads
+//! (asked of the API by uid). In-process agent and devcluster on `test:///default`.
 
 mod common;
 
@@ -24,9 +25,9 @@ fn spec() -> serde_json::Value {
     })
 }
 
-fn domain_active(name: &str) -> Option<bool> {
+fn domain_active(ns: &str, name: &str) -> Option<bool> {
     common::admin(URI)
-        .lookup_domain_by_name(&domain_name(NS, name))
+        .lookup_domain_by_name(&domain_name(ns, name))
         .ok()
         .map(|d| d.is_active().expect("domain state"))
 }
@@ -59,17 +60,17 @@ async fn loosen_the_vm_schema(client: &Client) {
         .expect("CRD replaced");
 }
 
-fn raw_api(c: &Cluster) -> Api<kube::api::DynamicObject> {
+fn raw_api(c: &Cluster, ns: &str) -> Api<kube::api::DynamicObject> {
     Api::namespaced_with(
         c.client.clone(),
-        NS,
+        ns,
         &kube::api::ApiResource::erase::<VirtualMachine>(&()),
     )
 }
 
 /// The VM as raw JSON (the typed Api cannot read a malformed one).
-async fn raw_vm(c: &Cluster, name: &str) -> Option<serde_json::Value> {
-    raw_api(c)
+async fn raw_vm(c: &Cluster, ns: &str, name: &str) -> Option<serde_json::Value> {
+    raw_api(c, ns)
         .get_opt(name)
         .await
         .expect("get")
@@ -85,10 +86,15 @@ async fn a_malformed_vm_is_reported_and_does_not_stop_the_others() {
     let node = "node-malformed";
     let c = Cluster::start(node, URI, |_| {}).await;
     c.place(NS, "victim", node, spec()).await;
-    c.wait_vm(NS, "victim", "victim Running", running).await;
+    let victim_uid = c
+        .wait_vm(NS, "victim", "victim Running", running)
+        .await
+        .metadata
+        .uid
+        .expect("uid");
 
     loosen_the_vm_schema(&c.client).await;
-    raw_api(&c)
+    raw_api(&c, NS)
         .patch(
             "victim",
             &kube::api::PatchParams::default(),
@@ -102,7 +108,7 @@ async fn a_malformed_vm_is_reported_and_does_not_stop_the_others() {
         .await;
 
     let victim = wait_for("the malformed VM to be reported", || async {
-        let v = raw_vm(&c, "victim").await?;
+        let v = raw_vm(&c, NS, "victim").await?;
         let status: ironvisor_crds::vm::VirtualMachineStatus =
             serde_json::from_value(v["status"].clone()).ok()?;
         let ready = find_condition(&status.conditions, condition_type::READY)?;
@@ -118,7 +124,7 @@ async fn a_malformed_vm_is_reported_and_does_not_stop_the_others() {
     );
     assert_eq!(status.phase, Some(Phase::Failed));
     assert_eq!(
-        domain_active("victim"),
+        domain_active(NS, "victim"),
         Some(true),
         "the domain of a VM the agent cannot read is left alone"
     );
@@ -137,15 +143,113 @@ async fn a_malformed_vm_is_reported_and_does_not_stop_the_others() {
     })
     .await;
 
-    raw_api(&c)
+    raw_api(&c, NS)
         .delete("victim", &DeleteParams::default())
         .await
         .expect("delete accepted");
     wait_for("the malformed VM to be deleted", || async {
-        raw_vm(&c, "victim").await.is_none().then_some(())
+        raw_vm(&c, NS, "victim").await.is_none().then_some(())
     })
     .await;
-    assert_eq!(domain_active("victim"), None, "its domain is removed");
-    assert_eq!(domain_active("after"), Some(true));
+    assert_eq!(domain_active(NS, "victim"), None, "its domain is removed");
+    let dir = c.vm_dir(&victim_uid);
+    wait_for("its directory to be removed: nothing holds it", || async {
+        (!dir.exists()).then_some(())
+    })
+    .await;
+    assert_eq!(domain_active(NS, "after"), Some(true));
+    c.stop().await;
+}
+
+/// Make the VM `name` in `ns` malformed (the CRD's schema loosened first) and wait until the
+/// agent reports it.
+async fn make_malformed(c: &Cluster, ns: &str, name: &str) {
+    loosen_the_vm_schema(&c.client).await;
+    raw_api(c, ns)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"cpu": {"cores": "two"}}})),
+        )
+        .await
+        .expect("the looser schema accepts the bad value");
+    wait_for("the malformed VM to be reported", || async {
+        let v = raw_vm(c, ns, name).await?;
+        let status: ironvisor_crds::vm::VirtualMachineStatus =
+            serde_json::from_value(v["status"].clone()).ok()?;
+        let ready = find_condition(&status.conditions, condition_type::READY)?;
+        (ready.reason == "InvalidObject").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_malformed_vm_keeps_the_layers_of_its_retained_snapshot() {
+    let (node, ns) = ("node-malformed-kept", "it-malformed-kept");
+    // A short resync: the leftover sweep removes the directory once nothing holds it.
+    let c = Cluster::start(node, URI, |cfg| {
+        cfg.resync_interval = std::time::Duration::from_secs(2)
+    })
+    .await;
+    let mut with_disk = spec();
+    with_disk["disks"] =
+        serde_json::json!([{"name": "data", "size": "16Mi", "source": {"blank": {}}}]);
+    c.place(ns, "kept", node, with_disk).await;
+    let vm = c.wait_vm(ns, "kept", "kept Running", running).await;
+    let uid = vm.metadata.uid.clone().expect("uid");
+    let layer = c.vm_dir(&uid).join("disk-data.qcow2");
+    assert!(layer.exists(), "{} made", layer.display());
+    common::holders::snapshot_taken(
+        &c.client,
+        ns,
+        "keep",
+        "Retain",
+        ("kept", &uid),
+        node,
+        "data",
+    )
+    .await;
+
+    make_malformed(&c, ns, "kept").await;
+    raw_api(&c, ns)
+        .delete("kept", &DeleteParams::default())
+        .await
+        .expect("delete accepted");
+    wait_for("the malformed VM to be deleted", || async {
+        raw_vm(&c, ns, "kept").await.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(domain_active(ns, "kept"), None, "its domain is removed");
+    let kept = wait_for("a DisksKept event naming the snapshot", || async {
+        c.events(ns, "kept", "DisksKept").await.into_iter().next()
+    })
+    .await;
+    let note = kept.note.unwrap_or_default();
+    assert!(note.contains("snapshots keep"), "{note}");
+    assert!(
+        layer.exists(),
+        "the retained snapshot's layer {} stays",
+        layer.display()
+    );
+    let check = std::process::Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(&layer)
+        .output()
+        .expect("qemu-img runs");
+    assert!(
+        check.status.success(),
+        "the kept layer is intact: {check:?}"
+    );
+
+    // The retained snapshot deleted, the leftover sweep lets the directory go.
+    Api::<ironvisor_crds::snapshot::VirtualMachineSnapshot>::namespaced(c.client.clone(), ns)
+        .delete("keep", &DeleteParams::default())
+        .await
+        .expect("snapshot deleted");
+    let dir = c.vm_dir(&uid);
+    wait_for("the deleted VM's directory to be swept", || async {
+        (!dir.exists()).then_some(())
+    })
+    .await;
     c.stop().await;
 }

@@ -26,5 +26,6 @@ pub mod rebalance;
 pub mod run;
 pub mod seed;
 pub mod snapshot;
+pub mod status_write;
 pub mod units;
 pub mod usage;

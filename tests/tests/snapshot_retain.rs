@@ -1,7 +1,7 @@
 //! Snapshots go with their VM unless retained: `retainPolicy: Delete` (the default) gives a
 //! snapshot an ownerReference to its VM (by uid) and garbage collection deletes it with the
 //! VM; `Retain` keeps the snapshot, its layer files on the host, and its storage in the
-//! tenant's quota. The control plane, the operator and an agent on `qemu:///system` run as
+//! tenant's quota. A policy changed later moves the ownerReference to match. The control plane, the operator and an agent on `qemu:///system` run as
 //! processes (the tiny guest from `hack/build-guest.sh`, TCG).
 
 use std::time::Duration;
@@ -35,12 +35,32 @@ fn wait_snapshot(sys: &System, ns: &str, name: &str, phase: &str, within: Durati
     })
 }
 
+/// Wait until snapshot `name`'s ownerReferences are to the VM with uid `owner` (`None`: none).
+fn wait_owner(sys: &System, ns: &str, name: &str, owner: Option<&str>) -> Value {
+    wait_for(&format!("{name} owned by {owner:?}"), QUICK, || {
+        let s = sys
+            .get("virtualmachinesnapshot", Some(ns), name)
+            .ok_or("not found")?;
+        let refs = &s["metadata"]["ownerReferences"];
+        let uids: Vec<&str> = refs
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["uid"].as_str()).collect())
+            .unwrap_or_default();
+        if uids == owner.into_iter().collect::<Vec<_>>() {
+            Ok(s)
+        } else {
+            Err(refs.to_string())
+        }
+    })
+}
+
 fn data_disk(size: &str) -> String {
     format!("  disks:\n  - name: data\n    size: {size}\n    source: {{blank: {{}}}}\n")
 }
 
-/// A VM with a retained and a default snapshot is deleted: the default one goes with it,
-/// the retained one stays with its layer file on the host and still counts in the quota.
+/// A VM with a retained and a default snapshot (each switched from the other policy after it
+/// was taken) is deleted: the default one goes with it, the retained one stays with its
+/// layer file on the host and still counts in the quota.
 #[test]
 fn deleting_a_vm_deletes_its_snapshots_but_the_retained_one() {
     require_libvirtd();
@@ -57,32 +77,26 @@ fn deleting_a_vm_deletes_its_snapshots_but_the_retained_one() {
     let vm_uid = uid(&vm);
     let vm_dir = agent.vm_dir(&vm_uid);
 
-    sys.apply(&snapshot(&ns, "keep", "web", "Retain"));
+    // Each snapshot is taken with the other policy and switched afterwards: the operator
+    // moves the ownerReference to match.
+    sys.apply(&snapshot(&ns, "keep", "web", "Delete"));
     let keep = wait_snapshot(&sys, &ns, "keep", "Succeeded", QUICK);
     assert_eq!(keep["status"]["disks"][0]["layer"], "base", "{keep}");
-    sys.apply(&snapshot(&ns, "goes", "web", "Delete"));
+    sys.apply(&snapshot(&ns, "goes", "web", "Retain"));
     wait_snapshot(&sys, &ns, "goes", "Succeeded", BOOT);
+    wait_owner(&sys, &ns, "keep", Some(&vm_uid));
+    wait_owner(&sys, &ns, "goes", None);
+
+    sys.apply(&snapshot(&ns, "keep", "web", "Retain"));
+    sys.apply(&snapshot(&ns, "goes", "web", "Delete"));
     // The default one is owned by the VM (its uid), the retained one by nothing.
-    let goes = wait_for("goes owned by web", QUICK, || {
-        let s = sys
-            .get("virtualmachinesnapshot", Some(&ns), "goes")
-            .ok_or("not found")?;
-        let refs = &s["metadata"]["ownerReferences"];
-        if refs[0]["uid"] == vm_uid.as_str() {
-            Ok(s)
-        } else {
-            Err(refs.to_string())
-        }
-    });
+    let goes = wait_owner(&sys, &ns, "goes", Some(&vm_uid));
     assert_eq!(
         goes["metadata"]["ownerReferences"][0]["kind"],
         "VirtualMachine"
     );
     assert_eq!(goes["metadata"]["ownerReferences"][0]["name"], "web");
-    let keep = sys
-        .get("virtualmachinesnapshot", Some(&ns), "keep")
-        .unwrap();
-    assert!(keep["metadata"]["ownerReferences"].is_null(), "{keep}");
+    wait_owner(&sys, &ns, "keep", None);
 
     sys.kubectl_ok(&["delete", "vm", "web", "-n", &ns, "--timeout=120s"]);
     wait_for("goes deleted with its VM", QUICK, || {

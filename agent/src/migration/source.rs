@@ -481,7 +481,7 @@ async fn remove_source_copy(
     let here = tokio::task::spawn_blocking(move || ops::is_running(&u, &d))
         .await?
         .unwrap_or(true);
-    if confirmed && !here {
+    if confirmed && !here && crate::reconcile::release::moved_dir_free(ctx, &vm).await? {
         tracing::info!(
             migration = m.name_any(),
             uid,

@@ -272,7 +272,7 @@ async fn settle_prepared(ctx: &Context, config: &Config) -> Result<(), Error> {
         let running = tokio::task::spawn_blocking(move || super::ops::is_running(&u, &d))
             .await?
             .unwrap_or(true);
-        if !running {
+        if !running && crate::reconcile::release::moved_dir_free(ctx, &vm).await? {
             tracing::info!(
                 uid,
                 vm = owner.trim(),

@@ -246,15 +246,8 @@ async fn cleanup(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action, E
         return Err(Error::BaseInUse);
     }
     let uid = vm.uid().unwrap_or_default();
-    let ns = vm.namespace().unwrap_or_default();
-    let retained = crate::snapshot::retained::retained_of(&ctx.client, &ns, &uid).await?;
-    if retained.is_empty() {
-        ctx.engine.remove(&vm).await?;
-        tracing::info!(vm = %vm.key(), "domain, disks and seed removed");
-    } else {
-        ctx.engine.remove_keeping_disks(&vm).await?;
-        tracing::info!(vm = %vm.key(), ?retained, "domain removed; its disks stay for its retained snapshots");
-    }
+    let owner = super::engine::owner_of(&vm)?;
+    super::release::release(&ctx, &owner, &vm.object_ref(&())).await?;
     ctx.backoff.succeeded(&uid);
     Ok(Action::await_change())
 }

@@ -401,14 +401,15 @@ impl Engine {
                 Err(run.failed(Failure::permanent("DomainConflict", message), None))
             }
             Some(m) if m.uid != run.owner.uid => {
-                // A previous VM of the same namespace/name: it no longer exists.
+                // A previous VM of the same namespace/name: it no longer exists. Only its
+                // domain goes here; its directory is a leftover the sweep removes once the
+                // API names nothing (retained snapshots, backups) that reads its layers.
                 tracing::info!(
                     domain = run.name,
                     stale_uid = m.uid,
-                    "removing the domain of a deleted VM"
+                    "removing the domain of a deleted VM; its directory is left to the leftover sweep"
                 );
-                let stale_uid = m.uid.clone();
-                self.remove_domain_of(&o, &stale_uid).await?;
+                self.remove_domain_only(&o).await?;
                 Ok(None)
             }
             Some(_) => Ok(Some(o)),

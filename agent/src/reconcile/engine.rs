@@ -180,15 +180,8 @@ impl Engine {
     }
 
     /// Destroy and undefine a domain we own, and remove that VM's directory.
-    pub(super) async fn remove_domain_of(
-        &self,
-        o: &Observed,
-        uid: &str,
-    ) -> Result<(), EngineError> {
-        if o.state.is_up() || o.state == VmState::Starting {
-            self.hv.destroy(&o.name).await?;
-        }
-        self.hv.undefine(&o.name).await?;
+    async fn remove_domain_of(&self, o: &Observed, uid: &str) -> Result<(), EngineError> {
+        self.remove_domain_only(o).await?;
         self.storage
             .remove_vm(uid)
             .await
@@ -196,8 +189,18 @@ impl Engine {
         Ok(())
     }
 
+    /// Destroy and undefine a domain we own; its directory stays.
+    pub(super) async fn remove_domain_only(&self, o: &Observed) -> Result<(), EngineError> {
+        if o.state.is_up() || o.state == VmState::Starting {
+            self.hv.destroy(&o.name).await?;
+        }
+        self.hv.undefine(&o.name).await?;
+        Ok(())
+    }
+
     /// The finalizer's cleanup: destroy and undefine the VM's domain (only if it is ours and
-    /// this VM's), remove its directory, forget its metrics.
+    /// this VM's), remove its directory, forget its metrics. The caller has asked the API
+    /// that nothing holds the VM's layers ([`crate::snapshot::retained::holders_of`]).
     pub async fn remove(&self, vm: &VirtualMachine) -> Result<(), EngineError> {
         self.remove_owned(&owner_of(vm)?).await
     }
@@ -207,10 +210,11 @@ impl Engine {
         self.remove_owned_with(owner, false).await
     }
 
-    /// The cleanup of a VM whose retained snapshots keep its layers: destroy and undefine
-    /// its domain, forget its metrics, and leave its directory (the layers) in place.
-    pub async fn remove_keeping_disks(&self, vm: &VirtualMachine) -> Result<(), EngineError> {
-        self.remove_owned_with(&owner_of(vm)?, true).await
+    /// The cleanup of a VM whose layers something still holds (retained snapshots, a backup
+    /// being written): destroy and undefine its domain, forget its metrics, and leave its
+    /// directory (the layers) in place.
+    pub async fn remove_keeping_disks(&self, owner: &Owner) -> Result<(), EngineError> {
+        self.remove_owned_with(owner, true).await
     }
 
     async fn remove_owned_with(&self, owner: &Owner, keep_dir: bool) -> Result<(), EngineError> {
@@ -309,13 +313,10 @@ impl Engine {
     /// Remove only the domain of a leftover whose VM is gone but whose retained snapshots
     /// keep its directory (nothing when it has no domain).
     pub async fn remove_leftover_domain(&self, l: &Leftover) -> Result<(), EngineError> {
-        if let Some(o) = &l.domain {
-            if o.state.is_up() || o.state == VmState::Starting {
-                self.hv.destroy(&o.name).await?;
-            }
-            self.hv.undefine(&o.name).await?;
+        match &l.domain {
+            Some(o) => self.remove_domain_only(o).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Power off the guest of a leftover whose VM runs on another node; its definition and

@@ -13,6 +13,7 @@
 use super::controller::{Context, Error, publish};
 use super::engine::Leftover as Held;
 use super::guard::VmObject;
+use crate::snapshot::retained::{Removal, holders_of};
 use ironvisor_crds::vm::VirtualMachine;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::ListParams;
@@ -93,18 +94,19 @@ pub async fn sweep(ctx: &Context) -> Result<Sweep, Error> {
         };
         match verdict(&held.uid, answer.as_ref(), &ctx.node) {
             Verdict::Gone => {
-                let retained = match &held.owner {
-                    Some((ns, _)) => {
-                        crate::snapshot::retained::retained_of(&ctx.client, ns, &held.uid).await?
-                    }
-                    None => Vec::new(),
+                // A Gone verdict implies a recorded owner, hence a namespace to ask in.
+                let Some((ns, _)) = &held.owner else {
+                    continue;
                 };
-                if retained.is_empty() {
+                let holders = holders_of(&ctx.client, ns, &held.uid, Removal::VmGone).await?;
+                if holders.is_empty() {
                     tracing::info!(uid = held.uid, owner = ?held.owner, "removing the leftovers of a VM the API no longer has");
                     ctx.engine.remove_leftover(&held).await?;
                     done.removed.push(held.uid);
                 } else {
-                    // Retained snapshots read the layers in its directory: only the domain goes.
+                    // Retained snapshots or a backup read the layers in its directory: only
+                    // the domain goes.
+                    tracing::debug!(uid = held.uid, owner = ?held.owner, held_by = holders.describe(), "keeping a deleted VM's directory for what still reads its layers");
                     ctx.engine.remove_leftover_domain(&held).await?;
                 }
             }

@@ -2,7 +2,8 @@
 //! written around validation). It must never break the watch or the other VMs: it gets
 //! `Ready=False` with reason `InvalidObject` and a message naming the field, a Warning
 //! Event once, and its domain is left as it is until the VM is fixed or deleted. Deleting it
-//! still releases the domain and directory, by uid, and removes the finalizer.
+//! still releases the domain and, unless the API names retained snapshots or backups being
+//! written of it (by uid, [`super::release`]), its directory, and removes the finalizer.
 
 use super::controller::{Context, Error, publish};
 use super::guard::{Malformed, VmObject};
@@ -74,7 +75,9 @@ pub async fn reconcile(m: &Malformed, obj: &VmObject, ctx: &Context) -> Result<A
     let finalizers = m.metadata.finalizers.clone().unwrap_or_default();
     if m.metadata.deletion_timestamp.is_some() {
         if finalizers.iter().any(|f| f == AGENT_FINALIZER) {
-            ctx.engine.remove_owned(&owner).await?;
+            // Retained snapshots and backups being written are asked for by uid: a VM the
+            // agent cannot read loses its domain, never layers something still reads.
+            let kept = super::release::release(ctx, &owner, &obj.object_ref(&())).await?;
             // The resourceVersion makes the list replacement fail on a concurrent change
             // (a retry then sees the new list), as kube's finalizer helper's JSON patch test.
             let rest: Vec<&String> = finalizers
@@ -87,7 +90,7 @@ pub async fn reconcile(m: &Malformed, obj: &VmObject, ctx: &Context) -> Result<A
             }});
             api.patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            tracing::info!(vm = %format!("{}/{}", owner.namespace, owner.name), "malformed VM deleted; domain, disks and seed removed");
+            tracing::info!(vm = %format!("{}/{}", owner.namespace, owner.name), disks_kept = kept, "malformed VM deleted");
         }
         return Ok(Action::await_change());
     }

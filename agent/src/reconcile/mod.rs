@@ -13,5 +13,6 @@ pub mod heartbeat;
 pub mod image_failure;
 pub mod leftovers;
 pub mod malformed;
+pub mod release;
 pub mod seed_copy;
 pub mod status;

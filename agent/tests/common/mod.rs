@@ -131,6 +131,7 @@ pub fn admin(uri: &str) -> virt::connect::Connect {
     virt::connect::Connect::open(Some(uri)).unwrap()
 }
 pub mod cluster;
+pub mod holders;
 
 /// The tiny guest (kernel + initramfs) from `hack/build-guest.sh`, built once per machine
 /// into `$IRONVISOR_GUEST_DIR` (default /var/tmp/ironvisor-guest, which QEMU's user can reach).

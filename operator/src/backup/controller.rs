@@ -14,14 +14,12 @@ use ironvisor_crds::backup::{
     BACKUP_UID_LABEL, BackupLocation, BackupPhase, VirtualMachineBackup,
     VirtualMachineBackupStatus, backup_reason,
 };
-use ironvisor_crds::common::{condition_type, new_condition, set_condition};
-use ironvisor_crds::labels::OPERATOR_MANAGER;
 use ironvisor_crds::quantity::format_bytes;
 use ironvisor_crds::snapshot::{SnapshotPhase, VirtualMachineSnapshot, VirtualMachineSnapshotSpec};
 use ironvisor_crds::vm::{OperationKind, VirtualMachine};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource as _, ResourceExt};
@@ -29,6 +27,7 @@ use kube::{Resource as _, ResourceExt};
 use crate::oplock::{self, Acquired, Holder};
 use crate::snapshot::controller::{Ctx, Error, storage_ledger};
 use crate::snapshot::quota::{SnapshotRefusal, admit_snapshot};
+use crate::status_write::{self, set_ready};
 
 /// How soon a waiting backup is looked at again.
 const WAIT: Duration = Duration::from_secs(3);
@@ -56,27 +55,14 @@ async fn write(
     message: String,
 ) -> Result<(), Error> {
     s.phase = phase;
-    let ok = phase == BackupPhase::Succeeded;
-    let now = Time(jiff::Timestamp::now());
-    set_condition(
+    set_ready(
         &mut s.conditions,
-        new_condition(condition_type::READY, ok, reason, message, None, now),
+        phase == BackupPhase::Succeeded,
+        reason,
+        message,
+        None,
     );
-    let api = Api::<VirtualMachineBackup>::namespaced(
-        ctx.client.clone(),
-        &b.namespace().unwrap_or_default(),
-    );
-    let patch = serde_json::json!({
-        "apiVersion": "ironvisor.io/v1alpha1",
-        "kind": "VirtualMachineBackup",
-        "status": s,
-    });
-    api.patch_status(
-        &b.name_any(),
-        &PatchParams::apply(OPERATOR_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    status_write::apply(&ctx.client, b, &s).await?;
     Ok(())
 }
 

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ironvisor_crds::backup::{BackupPhase, VirtualMachineBackup, VirtualMachineBackupSpec};
-use ironvisor_crds::common::{condition_type, new_condition, set_condition};
-use ironvisor_crds::labels::OPERATOR_MANAGER;
 use ironvisor_crds::schedule::{
     SCHEDULE_UID_LABEL, ScheduleAction, VirtualMachineSchedule, VirtualMachineScheduleStatus,
     schedule_reason,
@@ -18,7 +16,7 @@ use ironvisor_crds::schedule::{
 use ironvisor_crds::snapshot::{SnapshotPhase, VirtualMachineSnapshot, VirtualMachineSnapshotSpec};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
@@ -27,6 +25,7 @@ use kube::{Client, Resource as _, ResourceExt};
 use super::metrics::{ScheduleMetrics, action_label};
 use super::plan::{Made, PlanError, Schedule, object_name, parse_max_age, prune};
 use crate::leader::Leadership;
+use crate::status_write::{self, set_ready};
 
 /// Longest pause between two looks at a schedule (age-based pruning needs a clock).
 const MAX_PAUSE: Duration = Duration::from_secs(300);
@@ -197,21 +196,7 @@ async fn write(
     s: &VirtualMachineSchedule,
     st: &VirtualMachineScheduleStatus,
 ) -> Result<(), Error> {
-    let api = Api::<VirtualMachineSchedule>::namespaced(
-        ctx.client.clone(),
-        &s.namespace().unwrap_or_default(),
-    );
-    let patch = serde_json::json!({
-        "apiVersion": "ironvisor.io/v1alpha1",
-        "kind": "VirtualMachineSchedule",
-        "status": st,
-    });
-    api.patch_status(
-        &s.name_any(),
-        &PatchParams::apply(OPERATOR_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    status_write::apply(&ctx.client, s, st).await?;
     Ok(())
 }
 
@@ -223,11 +208,7 @@ fn ready(
     generation: Option<i64>,
 ) {
     st.observed_generation = generation;
-    let now = Time(Timestamp::now());
-    set_condition(
-        &mut st.conditions,
-        new_condition(condition_type::READY, ok, reason, msg, generation, now),
-    );
+    set_ready(&mut st.conditions, ok, reason, msg, generation);
 }
 
 /// The parsed schedule and maximum age.

@@ -7,15 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ironvisor_crds::common::{condition_type, new_condition, set_condition};
-use ironvisor_crds::labels::OPERATOR_MANAGER;
 use ironvisor_crds::quantity::format_bytes;
 use ironvisor_crds::snapshot::{
     SnapshotPhase, VirtualMachineSnapshot, VirtualMachineSnapshotStatus, snapshot_reason,
 };
 use ironvisor_crds::vm::{OperationKind, VirtualMachine};
 use ironvisor_crds::{Quota, Tenant};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -26,6 +23,7 @@ use super::quota::{SnapshotRefusal, admit_snapshot, snapshot_demand};
 use crate::leader::Leadership;
 use crate::oplock::{self, Acquired, Holder, LockError};
 use crate::quota::{Ledger, QuotaEntry, Reserved, TenantNode, TenantTree};
+use crate::status_write::{self, set_ready};
 use crate::units::{Limits, Units};
 
 /// How soon a waiting snapshot is looked at again (the lock holder may have finished).
@@ -67,21 +65,7 @@ async fn write(
     snap: &VirtualMachineSnapshot,
     status: &VirtualMachineSnapshotStatus,
 ) -> Result<(), Error> {
-    let api = Api::<VirtualMachineSnapshot>::namespaced(
-        ctx.client.clone(),
-        &snap.namespace().unwrap_or_default(),
-    );
-    let patch = serde_json::json!({
-        "apiVersion": "ironvisor.io/v1alpha1",
-        "kind": "VirtualMachineSnapshot",
-        "status": status,
-    });
-    api.patch_status(
-        &snap.name_any(),
-        &PatchParams::apply(OPERATOR_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    status_write::apply(&ctx.client, snap, status).await?;
     Ok(())
 }
 
@@ -95,17 +79,7 @@ fn with_ready(
     s.phase = phase;
     s.observed_generation = generation;
     let ok = phase == SnapshotPhase::Succeeded;
-    set_condition(
-        &mut s.conditions,
-        new_condition(
-            condition_type::READY,
-            ok,
-            reason,
-            message,
-            generation,
-            Time(jiff::Timestamp::now()),
-        ),
-    );
+    set_ready(&mut s.conditions, ok, reason, message, generation);
     s
 }
 
@@ -271,26 +245,28 @@ async fn start(snap: &VirtualMachineSnapshot, ctx: &Ctx) -> Result<Action, Error
     }
 }
 
-/// Give a snapshot with `retainPolicy: Delete` its ownerReference to the VM whose uid its
-/// status recorded (see [`super::owner`]), once.
+/// Keep the snapshot's ownerReference to its VM in step with its `retainPolicy` (see
+/// [`super::owner`]): added for Delete, removed for Retain, while the recorded VM lives.
 async fn own(snap: &VirtualMachineSnapshot, ctx: &Ctx) -> Result<(), Error> {
-    if owner::has_wanted_owner(snap) {
-        return Ok(());
-    }
-    let Some(want) = owner::wanted_owner(snap) else {
+    let Some(refs) = owner::wanted_refs(snap) else {
         return Ok(());
     };
-    let api = Api::<VirtualMachineSnapshot>::namespaced(
-        ctx.client.clone(),
-        &snap.namespace().unwrap_or_default(),
-    );
-    let patch = owner::owner_patch(snap, want);
+    let ns = snap.namespace().unwrap_or_default();
+    let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&snap.spec.vm_name)
+        .await?;
+    if !owner::may_move(snap, vm.as_ref()) {
+        tracing::debug!(snapshot = %snap.key(), "its VM is gone or being deleted: its ownerReferences stay as they are");
+        return Ok(());
+    }
+    let api = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns);
     api.patch(
         &snap.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(&patch),
+        &Patch::Merge(&owner::refs_patch(snap, &refs)),
     )
     .await?;
+    tracing::info!(snapshot = %snap.key(), policy = ?snap.spec.retain_policy, "ownerReference to the VM set for the retain policy");
     Ok(())
 }
 

@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ironvisor_crds::common::{condition_type, new_condition, set_condition};
-use ironvisor_crds::labels::OPERATOR_MANAGER;
 use ironvisor_crds::restore::{
     RestorePhase, VirtualMachineRestore, VirtualMachineRestoreStatus, restore_reason,
 };
 use ironvisor_crds::snapshot::{SnapshotPhase, VirtualMachineSnapshot};
 use ironvisor_crds::vm::{OperationKind, Phase, RunStrategy, VirtualMachine};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -24,6 +21,7 @@ use kube::{Client, ResourceExt};
 use super::controller::Error;
 use crate::leader::Leadership;
 use crate::oplock::{self, Acquired, Holder};
+use crate::status_write::{self, set_ready};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -52,27 +50,14 @@ async fn write(
     message: String,
 ) -> Result<(), Error> {
     s.phase = phase;
-    let ok = phase == RestorePhase::Succeeded;
-    let now = Time(jiff::Timestamp::now());
-    set_condition(
+    set_ready(
         &mut s.conditions,
-        new_condition(condition_type::READY, ok, reason, message, None, now),
+        phase == RestorePhase::Succeeded,
+        reason,
+        message,
+        None,
     );
-    let api = Api::<VirtualMachineRestore>::namespaced(
-        ctx.client.clone(),
-        &r.namespace().unwrap_or_default(),
-    );
-    let patch = serde_json::json!({
-        "apiVersion": "ironvisor.io/v1alpha1",
-        "kind": "VirtualMachineRestore",
-        "status": s,
-    });
-    api.patch_status(
-        &r.name_any(),
-        &PatchParams::apply(OPERATOR_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    status_write::apply(&ctx.client, r, &s).await?;
     Ok(())
 }
 
