@@ -87,6 +87,7 @@ fn the_browser_shows_the_guests_screen_and_its_serial_terminal_reaches_the_guest
     assert_eq!(report["answered"], true, "{report:#}");
 
     let text = ocr(&png);
+    eprintln!("tesseract read from the canvas: {text:?}");
     assert!(
         normalise(&text).contains(&normalise(SCREEN_MARKER)),
         "the canvas screenshot {} does not show {SCREEN_MARKER:?}; tesseract read: {text:?}",
