@@ -100,14 +100,16 @@ impl System {
         ConsoleServer { proc, port }
     }
 
-    /// An agent for host `node` on `uri` with its console port on a free loopback port; waits
-    /// until the operator signed the host's console certificate.
+    /// An agent for host `node` on `uri` with its console port ([`console_agent_args`]);
+    /// waits until the operator signed the host's console certificate.
     pub fn console_agent(&self, node: &str, uri: &str, images: &Path) -> Agent {
-        let args = [
-            "--console-address".to_owned(),
-            format!("127.0.0.1:{}", free_port()),
-        ];
-        let agent = self.agent_with_args(node, uri, images, &args);
+        let agent = self.agent_with_args(node, uri, images, &console_agent_args());
+        self.wait_console_certificate(node);
+        agent
+    }
+
+    /// Waits until the operator signed host `node`'s console certificate.
+    pub fn wait_console_certificate(&self, node: &str) {
         wait_for(
             &format!("host {node}'s console certificate"),
             SETTLE,
@@ -124,7 +126,6 @@ impl System {
                 }
             },
         );
-        agent
     }
 
     /// `user` may read VMs in `ns` (ClusterRole ironvisor-view) and open the `subresources`
@@ -150,6 +151,14 @@ impl System {
              subjects: [{subject}]\n"
         ));
     }
+}
+
+/// An agent's flags for its console port on a free loopback port.
+pub fn console_agent_args() -> Vec<String> {
+    vec![
+        "--console-address".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+    ]
 }
 
 /// A VM of the tiny guest with a VNC display (`graphics: vnc`, set explicitly), its screen
