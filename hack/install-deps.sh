@@ -23,7 +23,7 @@ group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq cur
 group_release=(skopeo umoci binutils)
 # The browser console (console/web, hack/web-assets.sh): npm installs noVNC and xterm.js from
 # the lock file; its test drives Debian's chromium headless and reads the screen with tesseract.
-group_web=(chromium tesseract-ocr)
+group_web=(chromium tesseract-ocr tesseract-ocr-eng)
 
 missing() {
   local pkg

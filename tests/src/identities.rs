@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::system::{System, path};
 
-/// The static token of a test user.
-pub(crate) fn user_token(user: &str) -> String {
+/// The static token of a test user (of [`System::start_with_users`]).
+pub fn user_token(user: &str) -> String {
     format!("token-of-{user}")
 }
 

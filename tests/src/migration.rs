@@ -48,7 +48,7 @@ pub struct Cluster {
 impl Cluster {
     /// `n` hosts named `<prefix>-h<i>-<pid>`, a tenant with quota `hard`.
     pub fn start(prefix: &str, n: usize, hard: &str) -> Self {
-        Self::start_hosts(prefix, n, hard, PrivateLibvirtd::start_on_switch)
+        Self::start_hosts(prefix, n, hard, PrivateLibvirtd::start_on_switch, Vec::new)
     }
 
     /// [`Self::start`] with hosts whose QEMUs may use userfaultfd (post-copy migration).
@@ -58,7 +58,19 @@ impl Cluster {
             n,
             hard,
             PrivateLibvirtd::start_on_switch_with_userfaultfd,
+            Vec::new,
         )
+    }
+
+    /// [`Cluster::start`] with more flags for each agent, from `agent_args` (called once per
+    /// host, e.g. [`crate::console::console_agent_args`] for a port of its own).
+    pub fn start_with(
+        prefix: &str,
+        n: usize,
+        hard: &str,
+        agent_args: impl Fn() -> Vec<String>,
+    ) -> Self {
+        Self::start_hosts(prefix, n, hard, PrivateLibvirtd::start_on_switch, agent_args)
     }
 
     fn start_hosts(
@@ -66,6 +78,7 @@ impl Cluster {
         n: usize,
         hard: &str,
         libvirtd: fn(&str, &str) -> PrivateLibvirtd,
+        agent_args: impl Fn() -> Vec<String>,
     ) -> Self {
         let guest = tiny_guest(&guest_cache());
         let sys = System::start();
@@ -76,12 +89,13 @@ impl Cluster {
             .map(|i| {
                 let address = format!("198.18.0.{i}");
                 let libvirtd = libvirtd(&switch, &format!("{address}/24"));
-                let args = [
+                let mut args = vec![
                     "--migration-uri".to_owned(),
                     libvirtd.uri().to_owned(),
                     "--migration-address".to_owned(),
                     address.clone(),
                 ];
+                args.extend(agent_args());
                 let node = format!("{prefix}-h{i}-{pid}");
                 let agent = sys.agent_with_args(&node, libvirtd.uri(), &guest, &args);
                 Host {

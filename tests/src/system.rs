@@ -83,7 +83,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Self {
+    pub(crate) fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Self {
         let out = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -548,6 +548,18 @@ pub fn describe(vm: &Value) -> String {
 /// A VM booting the tiny guest in `images`, which stays up (`ironvisor.stay`); `spec_extra`
 /// is more of its spec, as YAML lines indented by two spaces (cloudInit, networks, ...).
 pub fn tiny_vm_manifest(ns: &str, name: &str, images: &Path, spec_extra: &str) -> String {
+    tiny_vm_manifest_with_flags(ns, name, images, "", spec_extra)
+}
+
+/// [`tiny_vm_manifest`] with more of the guest's flags on its kernel command line (e.g.
+/// `ironvisor.shell`, see hack/build-guest.sh).
+pub fn tiny_vm_manifest_with_flags(
+    ns: &str,
+    name: &str,
+    images: &Path,
+    flags: &str,
+    spec_extra: &str,
+) -> String {
     let images = images.display();
     format!(
         r##"apiVersion: ironvisor.io/v1alpha1
@@ -563,7 +575,7 @@ spec:
   kernelBoot:
     kernel: {{hostPath: {{path: {images}/vmlinuz}}}}
     initrd: {{hostPath: {{path: {images}/initrd.gz}}}}
-    cmdline: console=ttyS0 panic=-1 ironvisor.stay
+    cmdline: console=ttyS0 panic=-1 ironvisor.stay {flags}
 {spec_extra}"##
     )
 }
