@@ -124,7 +124,10 @@ impl ConsoleStack {
                 .get("hypervisor", None, node)
                 .ok_or("no Hypervisor")?;
             let cert = &h["status"]["consoleCertificate"]["certificate"];
-            if cert.as_str().is_some_and(|c| c.contains("BEGIN CERTIFICATE")) {
+            if cert
+                .as_str()
+                .is_some_and(|c| c.contains("BEGIN CERTIFICATE"))
+            {
                 Ok(())
             } else {
                 Err(h["status"]["conditions"].to_string())

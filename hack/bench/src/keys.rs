@@ -146,7 +146,10 @@ impl DirectSession {
     pub fn send(&self, mut bytes: &[u8]) -> anyhow::Result<()> {
         tracing::debug!(path = "direct", sent = ?String::from_utf8_lossy(bytes));
         while !bytes.is_empty() {
-            let n = self.stream()?.send(bytes).context("writing to the console")?;
+            let n = self
+                .stream()?
+                .send(bytes)
+                .context("writing to the console")?;
             let n = usize::try_from(n).unwrap_or(0).min(bytes.len());
             anyhow::ensure!(n > 0, "the console stream took no bytes");
             bytes = &bytes[n..];
@@ -160,7 +163,10 @@ impl DirectSession {
         let mut seen = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
         while !done(&seen) {
-            let n = self.stream()?.recv(&mut buf).context("reading the console")?;
+            let n = self
+                .stream()?
+                .recv(&mut buf)
+                .context("reading the console")?;
             let n = usize::try_from(n).unwrap_or(0);
             anyhow::ensure!(n > 0, "the console stream ended (the guest stopped?)");
             tracing::debug!(path = "direct", got = ?String::from_utf8_lossy(&buf[..n]));
@@ -226,8 +232,14 @@ mod tests {
     #[test]
     fn a_prompt_follows_a_newline() {
         assert!(at_prompt(b"\r\n/ # "));
-        assert!(at_prompt(b"#Zabc\r\n/ # \x1b[6n"), "busybox asks for the cursor");
-        assert!(!at_prompt(b"/ # "), "no newline: the line before is still echoing");
+        assert!(
+            at_prompt(b"#Zabc\r\n/ # \x1b[6n"),
+            "busybox asks for the cursor"
+        );
+        assert!(
+            !at_prompt(b"/ # "),
+            "no newline: the line before is still echoing"
+        );
         assert!(!at_prompt(b"\r\n/ #abc"));
         assert!(!at_prompt(b"\r\nsh: x: not found\r\n"));
     }

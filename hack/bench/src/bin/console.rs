@@ -147,11 +147,7 @@ async fn warm_up(client: &kube::Client, domain: &str) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the direct warm-up took over {SESSION:?}"))??
 }
 
-async fn measure(
-    args: &Args,
-    client: &kube::Client,
-    domain: &str,
-) -> anyhow::Result<(Side, Side)> {
+async fn measure(args: &Args, client: &kube::Client, domain: &str) -> anyhow::Result<(Side, Side)> {
     warm_up(client, domain).await?;
     let (mut api, mut direct) = (Side::default(), Side::default());
     while api.keys.len() < args.keys || direct.keys.len() < args.keys {

@@ -20,7 +20,7 @@ use clap::Parser;
 use ironvisor_bench::console::{ConsoleStack, shell_vm_spec};
 use ironvisor_bench::keys::ApiSession;
 use ironvisor_bench::{report, stats};
-use ironvisor_crds::desktop::{CLAIM_LABEL, DesktopClaim, POOL_LABEL};
+use ironvisor_crds::desktop::{CLAIM_LABEL, ClaimPhase, DesktopClaim, POOL_LABEL};
 use ironvisor_crds::vm::VirtualMachine;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -83,7 +83,9 @@ async fn quiesce(stack: &ConsoleStack, admin: &kube::Client) -> anyhow::Result<(
         let warm = desktops(admin, WARM).await?;
         let cold = desktops(admin, COLD).await?;
         let spare = match warm.as_slice() {
-            [d] if !d.labels().contains_key(CLAIM_LABEL) && d.metadata.deletion_timestamp.is_none() => {
+            [d] if !d.labels().contains_key(CLAIM_LABEL)
+                && d.metadata.deletion_timestamp.is_none() =>
+            {
                 d.metadata.name.clone()
             }
             _ => None,
@@ -107,12 +109,16 @@ async fn bound(admin: &kube::Client, claim: &str, deadline: Instant) -> anyhow::
     let api = Api::<DesktopClaim>::namespaced(admin.clone(), NS);
     loop {
         let c = api.get(claim).await?;
-        if let Some(s) = &c.status {
-            if let (ironvisor_crds::desktop::ClaimPhase::Bound, Some(vm)) = (&s.phase, &s.vm_name) {
-                return Ok(vm.clone());
-            }
+        if let Some(s) = &c.status
+            && let (ClaimPhase::Bound, Some(vm)) = (&s.phase, &s.vm_name)
+        {
+            return Ok(vm.clone());
         }
-        anyhow::ensure!(Instant::now() < deadline, "claim {claim} never Bound: {:?}", c.status);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "claim {claim} never Bound: {:?}",
+            c.status
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -168,13 +174,19 @@ async fn round(
 }
 
 fn summary(s: &[Sample], f: impl Fn(&Sample) -> f64) -> Option<stats::Summary> {
-    let v: Vec<Duration> = s.iter().map(|x| Duration::from_secs_f64(f(x) / 1000.0)).collect();
+    let v: Vec<Duration> = s
+        .iter()
+        .map(|x| Duration::from_secs_f64(f(x) / 1000.0))
+        .collect();
     stats::summarize(&v)
 }
 
 fn print(args: &Args, warm: &[Sample], cold: &[Sample]) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    for (label, s) in [("spare available (minSpare 1)", warm), ("no spare (minSpare 0)", cold)] {
+    for (label, s) in [
+        ("spare available (minSpare 1)", warm),
+        ("no spare (minSpare 0)", cold),
+    ] {
         let total = summary(s, |x| x.answer_ms).context("no samples")?;
         let b = summary(s, |x| x.bound_ms).context("no samples")?;
         let o = summary(s, |x| x.open_ms).context("no samples")?;
@@ -191,7 +203,14 @@ fn print(args: &Args, warm: &[Sample], cold: &[Sample]) -> anyhow::Result<()> {
         "{} claims per pool, alternating; tiny guest (TCG); console through the API path\n{}",
         warm.len(),
         report::table(
-            &["", "claim→answer p50", "p95", "max", "→Bound p50", "→console open p50"],
+            &[
+                "",
+                "claim→answer p50",
+                "p95",
+                "max",
+                "→Bound p50",
+                "→console open p50"
+            ],
             &rows
         )
     );
@@ -202,7 +221,12 @@ fn print(args: &Args, warm: &[Sample], cold: &[Sample]) -> anyhow::Result<()> {
         "no_spare": {"samples": cold, "answer": summary(cold, |x| x.answer_ms),
                      "bound": summary(cold, |x| x.bound_ms), "open": summary(cold, |x| x.open_ms)},
     });
-    report::emit("desktop claim → console connected", &text, &json, args.json.as_deref())
+    report::emit(
+        "desktop claim → console connected",
+        &text,
+        &json,
+        args.json.as_deref(),
+    )
 }
 
 async fn measure(stack: &ConsoleStack, args: &Args) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
