@@ -122,6 +122,9 @@ impl DirectSession {
     /// Open the console of running `domain` on `uri` (not forced: fails while another
     /// client holds it).
     pub fn open(uri: &str, domain: &str) -> anyhow::Result<Self> {
+        // libvirt's default handler prints every error (a busy console while the other path
+        // lets go is expected and retried); the error is returned all the same.
+        virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).with_context(|| format!("connecting to {uri}"))?;
         let mut s = Self {
             stream: None,

@@ -67,6 +67,35 @@ struct Side {
     /// From the session's first keys ([`SYNC`]) to their echo: QEMU polls a serial pty
     /// whose reader went away about once a second, so a new session's first input waits.
     first_echo: Vec<Duration>,
+    /// Sessions given up: an echo (or the prompt) did not come within [`ECHO_TIMEOUT`].
+    lost: usize,
+}
+
+/// Most sessions a path may lose before the run is called failed.
+const MAX_LOST: usize = 3;
+
+/// Count a lost session (the run goes on with the next one) or fail the run.
+fn lost(path: &str, side: &mut Side, r: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = r {
+        side.lost += 1;
+        eprintln!("lost session: {path} session {}: {e:#}", side.opens.len());
+        anyhow::ensure!(
+            side.lost <= MAX_LOST,
+            "{path}: over {MAX_LOST} sessions lost"
+        );
+    }
+    Ok(())
+}
+
+/// Says so when a keystroke took over a second (an outlier worth a look in the logs).
+fn slow(path: &str, side: &Side, d: Duration) {
+    if d > Duration::from_secs(1) {
+        eprintln!(
+            "slow echo: {path} session {}, keystroke {}: {d:?}",
+            side.opens.len(),
+            side.keys.len() + 1
+        );
+    }
 }
 
 /// Open through the API, retrying while the console is busy (the other path's session is
@@ -93,7 +122,9 @@ async fn api_session(client: &kube::Client, keys: &[u8], side: &mut Side) -> any
     s.read_until(ECHO_TIMEOUT, synced).await?;
     side.first_echo.push(t.elapsed());
     for &k in keys {
-        side.keys.push(s.keystroke(k).await?);
+        let d = s.keystroke(k).await?;
+        slow("API", side, d);
+        side.keys.push(d);
     }
     s.send(b"\r").await?;
     s.read_until(ECHO_TIMEOUT, at_prompt).await?;
@@ -122,7 +153,9 @@ fn direct_session(domain: &str, keys: &[u8], side: &mut Side) -> anyhow::Result<
     s.read_until(synced)?;
     side.first_echo.push(t.elapsed());
     for &k in keys {
-        side.keys.push(s.keystroke(k)?);
+        let d = s.keystroke(k)?;
+        slow("direct", side, d);
+        side.keys.push(d);
     }
     s.send(b"\r")?;
     s.read_until(at_prompt)?;
@@ -151,13 +184,16 @@ async fn measure(args: &Args, client: &kube::Client, domain: &str) -> anyhow::Re
     warm_up(client, domain).await?;
     let (mut api, mut direct) = (Side::default(), Side::default());
     while api.keys.len() < args.keys || direct.keys.len() < args.keys {
-        let n = args.session_keys.min(args.keys - api.keys.len()).max(1);
-        api_session(client, &line(n), &mut api).await?;
+        let done = api.keys.len().min(direct.keys.len());
+        let n = args.session_keys.min(args.keys.saturating_sub(done)).max(1);
+        let r = api_session(client, &line(n), &mut api).await;
+        lost("API", &mut api, r)?;
         let (keys, dom) = (line(n), domain.to_owned());
         // libvirt's stream reads block without a deadline: the session as a whole has one
         // (a hung session ends the run; the stack is torn down on the way out).
         let session = tokio::task::spawn_blocking(move || -> anyhow::Result<Side> {
-            direct_session(&dom, &keys, &mut direct)?;
+            let r = direct_session(&dom, &keys, &mut direct);
+            lost("direct", &mut direct, r)?;
             Ok(direct)
         });
         direct = tokio::time::timeout(SESSION, session)
@@ -198,6 +234,12 @@ fn print(args: &Args, api: &Side, direct: &Side) -> anyhow::Result<()> {
         row("session open p95", ao.p95_ms, dopen.p95_ms),
         row("session's first echo p50", af.p50_ms, df.p50_ms),
         row("session's first echo p95", af.p95_ms, df.p95_ms),
+        vec![
+            "sessions lost (no echo in 30 s)".to_owned(),
+            api.lost.to_string(),
+            direct.lost.to_string(),
+            String::new(),
+        ],
     ];
     let text = format!(
         "{} keystrokes per path in {} alternating sessions each ({} keys a session), tiny guest's \
@@ -209,8 +251,8 @@ fn print(args: &Args, api: &Side, direct: &Side) -> anyhow::Result<()> {
     );
     let json = serde_json::json!({
         "bench": "console", "keys": api.keys.len(), "sessions": api.opens.len(),
-        "api": {"keystroke": ak, "open": ao, "first_echo": af},
-        "direct": {"keystroke": dk, "open": dopen, "first_echo": df},
+        "api": {"keystroke": ak, "open": ao, "first_echo": af, "lost_sessions": api.lost},
+        "direct": {"keystroke": dk, "open": dopen, "first_echo": df, "lost_sessions": direct.lost},
         "ratio_p50": stats::ratio(ak.p50_ms, dk.p50_ms),
         "ratio_p95": stats::ratio(ak.p95_ms, dk.p95_ms),
         "ratio_p99": stats::ratio(ak.p99_ms, dk.p99_ms),
