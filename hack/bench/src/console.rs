@@ -157,6 +157,34 @@ impl ConsoleStack {
     }
 }
 
+impl Drop for ConsoleStack {
+    /// With `BENCH_KEEP` set, copies every process's log (devcluster, operator, agent,
+    /// console server) to `/var/tmp/ironvisor-bench-console-PID/` first and says where: the
+    /// system's own directory goes with it.
+    fn drop(&mut self) {
+        if std::env::var_os("BENCH_KEEP").is_none() {
+            return;
+        }
+        let kept = PathBuf::from(format!(
+            "/var/tmp/ironvisor-bench-console-{}",
+            std::process::id()
+        ));
+        let copied = std::fs::create_dir_all(&kept).and_then(|()| {
+            for e in std::fs::read_dir(self.sys.dir.path())? {
+                let p = e?.path();
+                if p.extension().is_some_and(|x| x == "log") {
+                    std::fs::copy(&p, kept.join(p.file_name().unwrap_or_default()))?;
+                }
+            }
+            Ok(())
+        });
+        match copied {
+            Ok(()) => eprintln!("logs kept in {}", kept.display()),
+            Err(e) => eprintln!("keeping the logs in {} failed: {e}", kept.display()),
+        }
+    }
+}
+
 /// The console server as its ServiceAccount, on a free loopback port (returned).
 fn start_server(sys: &System) -> anyhow::Result<(Proc, u16)> {
     let port = free_port();
