@@ -6,6 +6,8 @@
 #   hack/bench/run.sh                 # everything on test:///default
 #   QEMU=1 hack/bench/run.sh          # also density and overhead on qemu:///system
 #   MIGRATION=1 hack/bench/run.sh     # also live migration, ours vs virsh migrate (two netns hosts)
+#   CONSOLE=1 hack/bench/run.sh       # also console round trips (API path vs libvirt's stream) and
+#                                     # desktop claim → console connected (with and without spares)
 #   QEMU_COUNT=10 SCALE_VMS=2000 FOOTPRINT_VMS=500 hack/bench/run.sh   # smaller runs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,8 +15,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/ironvisor-target}"
 OUT="${OUT:-$CARGO_TARGET_DIR/bench-results}"
 mkdir -p "$OUT"
 
-echo "==> building in release (agent, operator, devcluster, bench)"
-cargo build --release -p ironvisor-agent -p ironvisor-operator -p ironvisor-devcluster -p ironvisor-bench --bins
+echo "==> building in release (agent, operator, devcluster, console server, bench)"
+cargo build --release -p ironvisor-agent -p ironvisor-operator -p ironvisor-devcluster \
+  -p ironvisor-console -p ironvisor-bench --bins
 BIN="$CARGO_TARGET_DIR/release"
 
 echo "==> density on test:///default"
@@ -36,5 +39,12 @@ fi
 if [ -n "${MIGRATION:-}" ]; then
   echo "==> live migration between two private libvirtd hosts, ours vs virsh migrate"
   "$BIN/bench-migration" --rounds "${MIGRATION_ROUNDS:-4}" --json "$OUT/migration.json"
+fi
+if [ -n "${CONSOLE:-}" ]; then
+  hack/start-libvirtd.sh
+  echo "==> serial console round trips, API path vs libvirt's console stream (tiny guest, TCG)"
+  "$BIN/bench-console" --keys "${CONSOLE_KEYS:-200}" --json "$OUT/console.json"
+  echo "==> desktop claim → console connected, with and without spares"
+  "$BIN/bench-desktop" --rounds "${DESKTOP_ROUNDS:-10}" --json "$OUT/desktop.json"
 fi
 echo "==> results in $OUT"

@@ -5,6 +5,8 @@
 //! The benchmarks are binaries, never tests: `hack/bench/run.sh` runs them in release.
 
 pub mod api;
+pub mod console;
+pub mod keys;
 pub mod procs;
 pub mod prom;
 pub mod raw;

@@ -21,6 +21,17 @@ pub struct Proc {
 impl Proc {
     /// Start `program args…`, output to `log`; `RUST_LOG` from `BENCH_LOG` (default `warn`).
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// [`Proc::spawn`] with more environment variables (e.g. `KUBECONFIG`).
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let out =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
@@ -28,6 +39,7 @@ impl Proc {
         let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", level)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
