@@ -5,6 +5,7 @@
 pub mod attack;
 pub mod backup_hosts;
 pub mod busy_guest;
+pub mod console_port;
 pub mod guest_disk;
 pub mod identities;
 pub mod image;
