@@ -1,7 +1,9 @@
-//! The console backend's VNC path on libvirt's `test:///default` driver, which runs no QEMU
-//! and hands out no display connection: a VM with a display is refused with `409` and
+//! The display on libvirt's `test:///default` driver, which runs no QEMU and hands out no
+//! display connection: the console backend refuses a VM with a display with `409` and
 //! libvirt's reason, a VM without one with `409` saying so, another uid with `404`, and
-//! nothing panics.
+//! nothing panics; a guest an earlier agent started with the display socket in its
+//! directory keeps running, gets the new definition for its next start, and is reported
+//! `RestartRequired`.
 
 mod common;
 
@@ -76,4 +78,54 @@ async fn without_a_display_connection_from_libvirt_the_vnc_path_is_a_conflict_wi
 
     let e = open_vnc(&backend, &target(ns, "desk", "uid-someone-else")).await;
     assert_eq!(e.status(), 404, "{e}");
+}
+
+#[tokio::test]
+async fn a_guest_running_with_the_old_socket_display_keeps_running_and_is_told_to_restart() {
+    let host = Host::new(URI);
+    let ns = "display-upgrade";
+    let v = vm(
+        ns,
+        "old",
+        "uid-display-3",
+        serde_json::json!({"memory": {"size": "64Mi"}}),
+    );
+    let (v, o) = step(&host.engine, v).await;
+    // What an earlier agent defined and started: the socket in the VM's directory, and the
+    // configuration hash of that definition.
+    let admin = admin(URI);
+    let dom = admin.lookup_domain_by_name(&o.domain).unwrap();
+    let new_xml = dom.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE).unwrap();
+    let socket = host.vm_dir("uid-display-3").join("display/vnc.sock");
+    let old_xml = new_xml
+        .replace(
+            "<listen type='none'/>",
+            &format!("<listen type='socket' socket='{}'/>", socket.display()),
+        )
+        .replace("configHash=\"", "configHash=\"0ld")
+        .replace("configHash='", "configHash='0ld");
+    assert_ne!(old_xml, new_xml);
+    dom.destroy().unwrap();
+    admin.define_domain_xml(&old_xml).unwrap();
+    dom.create().unwrap();
+    let id = dom.id();
+
+    let (v, _) = step(&host.engine, v).await;
+    let status = v.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(Phase::Running));
+    assert_eq!(dom.id(), id, "the running guest was left alone");
+    let live = dom.xml_desc(0).unwrap();
+    assert!(live.contains("type='socket'"), "{live}");
+    let next = dom.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE).unwrap();
+    assert!(
+        next.contains("<listen type='none'/>") && !next.contains("vnc.sock"),
+        "the next start gets the new display: {next}"
+    );
+    let restart = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "RestartRequired")
+        .expect("a RestartRequired condition");
+    assert_eq!(restart.status, "True", "{restart:?}");
+    dom.destroy().unwrap();
 }
