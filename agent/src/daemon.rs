@@ -280,7 +280,6 @@ pub async fn run(
             .with_max_bytes(config.image_cache_max_bytes),
         state_dir: config.state_dir.clone(),
         images_dir: config.images_dir.clone(),
-        display_owner: host_info.qemu_label.filter(|(uid, _)| *uid != 0),
     };
     let mut engine = Engine::new(
         Arc::new(libvirt.clone()),

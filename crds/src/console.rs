@@ -6,7 +6,7 @@
 //! API (the `subresources.ironvisor.io` aggregated API: `virtualmachines/console` and
 //! `virtualmachines/vnc`), the server authorises it with a SubjectAccessReview, and connects
 //! to the VM's host agent over mutual TLS (both sides' certificates signed by the console CA
-//! the operator keeps); the agent bridges to the VM's serial console or VNC socket.
+//! the operator keeps); the agent bridges to the VM's serial console or VNC display.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
@@ -20,19 +20,17 @@ pub const SUBRESOURCE_VERSION: &str = "v1";
 /// console port accepts.
 pub const CONSOLE_CLIENT_CN: &str = "ironvisor-console";
 
-/// The VM's graphical display. For now a VM gets one only when it asks (`graphics: vnc`):
-/// the socket lives in the VM's directory, and a state directory deeper than about 50
-/// characters makes the path longer than a UNIX socket may be, and a host whose libvirt
-/// reports no DAC label for QEMU cannot hand it the display directory. Until the socket
-/// moves to libvirt's own per-domain directory, `vnc` is opt-in (docs/consoles.md).
+/// The VM's graphical display: VNC unless the VM says `none`. The display listens on no
+/// address and no socket path: the host's agent asks libvirt for a connection to it when a
+/// console client connects through the console server (docs/consoles.md).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Graphics {
-    /// A VNC display on a host-local UNIX socket (never on a host address), reached through
-    /// the console server.
-    Vnc,
-    /// No graphical display: the serial console only (the default).
+    /// A VNC display (and a VGA adapter) reached only through the console server (the
+    /// default).
     #[default]
+    Vnc,
+    /// No graphical display: the serial console only.
     None,
 }
 

@@ -6,6 +6,7 @@ pub mod attack;
 pub mod backup_hosts;
 pub mod busy_guest;
 pub mod console;
+pub mod console_port;
 pub mod guest_disk;
 pub mod identities;
 pub mod image;

@@ -437,7 +437,9 @@ impl System {
         self.agent_full(node, uri, images_dir, &[], args)
     }
 
-    fn agent_full(
+    /// [`System::agent`] run through `wrapper` (see [`System::agent_wrapped`]) with more
+    /// flags (see [`System::agent_with_args`]).
+    pub fn agent_full(
         &self,
         node: &str,
         uri: &str,

@@ -4,13 +4,15 @@
 //! capability in every set (util-linux `setpriv`, as a container runtime leaves it), on the
 //! real libvirtd, it runs the examples — a kernel-boot
 //! guest with its cloud-init seed and a guest with a qcow2 disk made from an image and a host
-//! port — and removes a deleted VM's domain, disks and directory.
+//! port, both with their default VNC display, which answers through the agent's console port
+//! — and removes a deleted VM's domain, disks and directory.
 
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use ironvisor_tests::console_port::{console_server_identity, open_and_read};
 use ironvisor_tests::repo_root;
 use ironvisor_tests::system::{
     System, console, describe, free_port, require_libvirtd, tiny_guest, uid, wait_for,
@@ -49,7 +51,14 @@ fn the_agent_runs_and_removes_guests_with_net_admin_as_its_only_capability() {
     .iter()
     .map(OsString::from)
     .collect();
-    let agent = sys.agent_wrapped(&node, "qemu:///system", &images, &no_caps);
+    let console_address = format!("127.0.0.1:{}", free_port());
+    let agent = sys.agent_full(
+        &node,
+        "qemu:///system",
+        &images,
+        &no_caps,
+        &["--console-address".to_owned(), console_address.clone()],
+    );
 
     // setpriv execs the agent in place: the process is the agent, with NET_ADMIN only.
     let caps = wait_for("the agent runs with NET_ADMIN only", QUICK, || {
@@ -93,6 +102,20 @@ fn the_agent_runs_and_removes_guests_with_net_admin_as_its_only_capability() {
     assert!(
         text.contains(&format!("\"instance-id\":\"{tiny_uid}\"")),
         "the guest read its cloud-init seed: {text}"
+    );
+
+    // Its display answers through the console port: libvirt hands the agent a connected
+    // socket, so nothing of it needed a capability the agent lacks.
+    let identity = console_server_identity(&sys, &node, sys.dir.path(), QUICK);
+    let vnc = format!("/v1/namespaces/{ns}/virtualmachines/tiny/vnc?uid={tiny_uid}");
+    let answer = open_and_read(&identity, &console_address, &vnc, "RFB 003.008", QUICK);
+    assert!(
+        answer.starts_with("HTTP/1.1 101") && answer.contains("RFB 003.008"),
+        "tiny's VNC display through the console port: {answer}"
+    );
+    assert!(
+        !agent.vm_dir(&tiny_uid).join("display").exists(),
+        "no display directory"
     );
 
     let web_dir = agent.vm_dir(&uid(&web));

@@ -1,20 +1,20 @@
-//! What a console connection is bridged to: the VM's serial console or its VNC socket,
-//! after checking that the VM with the requested uid runs on this host under this agent.
+//! What a console connection is bridged to: the VM's serial console or its VNC display
+//! (a socket libvirt connects to QEMU's display and hands over), after checking that the VM
+//! with the requested uid runs on this host under this agent.
 //!
 //! The check reads libvirt, not the API: the domain's own metadata (written by this agent
 //! when it defined the domain) must name the uid, namespace, name and this node.
 
 use super::request::{Kind, Target};
 use crate::domain_xml::name::domain_name;
+use crate::hypervisor::graphics::{self, DisplayError};
 use crate::hypervisor::libvirt::Libvirt;
 use crate::hypervisor::{HvError, Hypervisor as _};
 use crate::lifecycle::VmState;
-use crate::storage::layout;
 use async_trait::async_trait;
-use std::path::PathBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A bridged byte stream (the serial pipe or the VNC socket).
+/// A bridged byte stream (the serial pipe or the display's socket).
 pub trait Session: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Session for T {}
 
@@ -24,9 +24,16 @@ pub enum OpenError {
     /// No running VM with that namespace, name and uid on this host.
     #[error("no running VM {0} with that uid on this host")]
     NotHere(String),
-    /// The VM has no graphical display (`spec.graphics: none`, or QEMU has not bound it).
-    #[error("VM {0} has no graphical display (spec.graphics: none?)")]
+    /// The running guest has no graphical display (`spec.graphics: none`, or it was started
+    /// before its VM had one).
+    #[error(
+        "VM {0} runs without a graphical display (spec.graphics: none, or started before it \
+         had one: restart it); use its serial console"
+    )]
     NoDisplay(String),
+    /// This host's libvirt cannot hand out a display connection (libvirt's test driver).
+    #[error("the display of VM {0} cannot be reached on this host: {1}")]
+    DisplayUnsupported(String, String),
     /// Another client holds the serial console.
     #[error("the serial console of VM {0} is in use by another connection")]
     Busy(String),
@@ -40,7 +47,7 @@ impl OpenError {
     pub fn status(&self) -> u16 {
         match self {
             OpenError::NotHere(_) => 404,
-            OpenError::NoDisplay(_) | OpenError::Busy(_) => 409,
+            OpenError::NoDisplay(_) | OpenError::DisplayUnsupported(..) | OpenError::Busy(_) => 409,
             OpenError::Unavailable(..) => 503,
         }
     }
@@ -53,14 +60,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn open(&self, t: &Target) -> Result<Box<dyn Session>, OpenError>;
 }
 
-/// The real backend: libvirt for the serial console, the VM directory's socket for VNC.
+/// The real backend: libvirt for both, the serial console's stream and the display's
+/// descriptor.
 pub struct LibvirtBackend {
     /// The agent's libvirt client (for the ownership check).
     pub libvirt: Libvirt,
-    /// The libvirt URI (the serial console opens a connection of its own).
+    /// The libvirt URI (each console opens a connection of its own).
     pub uri: String,
-    /// `--state-dir`.
-    pub state_dir: PathBuf,
     /// This host's name, which the domain's metadata must carry.
     pub node: String,
 }
@@ -96,14 +102,42 @@ impl Backend for LibvirtBackend {
                 Err(HvError::NotFound(_)) => Err(OpenError::NotHere(vm)),
                 Err(e) => Err(OpenError::Unavailable(vm, e)),
             },
-            Kind::Vnc => {
-                let dir = layout::vm_dir(&self.state_dir, &t.uid)
-                    .ok_or_else(|| OpenError::NotHere(vm.clone()))?;
-                match tokio::net::UnixStream::connect(layout::vnc_socket(&dir)).await {
-                    Ok(s) => Ok(Box::new(s)),
-                    Err(_) => Err(OpenError::NoDisplay(vm)),
-                }
-            }
+            Kind::Vnc => open_display(self.uri.clone(), domain, vm).await,
         }
     }
+}
+
+/// The display's socket from libvirt, as an async stream.
+async fn open_display(
+    uri: String,
+    domain: String,
+    vm: String,
+) -> Result<Box<dyn Session>, OpenError> {
+    let opened = tokio::task::spawn_blocking(move || graphics::open_vnc(&uri, &domain))
+        .await
+        .map_err(|e| OpenError::Unavailable(vm.clone(), HvError::Join(e)))?;
+    let fd = match opened {
+        Ok(fd) => fd,
+        Err(DisplayError::NotFound(_)) => return Err(OpenError::NotHere(vm)),
+        Err(DisplayError::NoDisplay(_)) => return Err(OpenError::NoDisplay(vm)),
+        Err(DisplayError::Unsupported(message)) => {
+            return Err(OpenError::DisplayUnsupported(vm, message));
+        }
+        Err(DisplayError::Libvirt(e)) => return Err(OpenError::Unavailable(vm, e)),
+    };
+    let stream = std::os::unix::net::UnixStream::from(fd);
+    let stream = stream
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(stream))
+        .map_err(|e| {
+            OpenError::Unavailable(
+                vm.clone(),
+                HvError::Libvirt {
+                    op: "open display",
+                    message: e.to_string(),
+                    connection: false,
+                },
+            )
+        })?;
+    Ok(Box::new(stream))
 }

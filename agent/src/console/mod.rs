@@ -6,8 +6,9 @@
 //! into the VM's `status.console`.
 //!
 //! It never serves anything else, never listens without a certificate, and never reaches a
-//! VM this agent did not define on this host. The VNC display itself is a UNIX socket in
-//! the VM's directory and is never exposed on a host address.
+//! VM this agent did not define on this host. The VNC display itself listens nowhere: the
+//! agent asks libvirt for a socket connected to it (`virDomainOpenGraphicsFD`) per
+//! connection.
 
 pub mod backend;
 pub mod counter;
@@ -100,7 +101,6 @@ pub async fn start(
         backend: Arc::new(backend::LibvirtBackend {
             libvirt,
             uri: libvirt_uri.to_owned(),
-            state_dir,
             node: node.to_owned(),
         }),
         counter: Some(counter::Counter::start(client.clone(), node.to_owned())),

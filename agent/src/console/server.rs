@@ -127,8 +127,10 @@ async fn handle(tcp: TcpStream, port: &Port) -> Outcome {
                 409 => Outcome::Conflict,
                 _ => Outcome::Unavailable,
             };
+            // With libvirt's reason (the source), which the client's body leaves out.
             tracing::info!(vm = %format!("{}/{}", target.namespace, target.name),
-                kind = target.kind.as_str(), error = %e, "console refused");
+                kind = target.kind.as_str(), error = %crate::reconcile::failure::chain(&e),
+                "console refused");
             return refuse(&mut tls, port, e.status(), &e.to_string(), outcome).await;
         }
     };

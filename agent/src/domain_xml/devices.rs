@@ -72,8 +72,8 @@ pub(super) fn write_devices(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::R
                     .write_empty()?;
                 Ok(())
             })?;
-        if let Some(socket) = &plan.vnc_socket {
-            write_display(w, &path_str(socket))?;
+        if plan.display {
+            write_display(w)?;
         }
         w.create_element("rng")
             .with_attribute(("model", "virtio"))
@@ -91,17 +91,18 @@ pub(super) fn write_devices(w: &mut Writer<Vec<u8>>, plan: &DomainPlan) -> io::R
     Ok(())
 }
 
-/// The graphical display: VNC on a UNIX socket only (never a TCP listener on a host
-/// address), a standard VGA adapter (it has the VGA text mode a console shows before any
+/// The graphical display: VNC listening nowhere (`-vnc none`: no TCP port on a host
+/// address, no socket path of ours); the agent's console asks libvirt for a socket connected
+/// to it (`virDomainOpenGraphicsFD`), so access is libvirt's (root) and the console
+/// server's RBAC. A standard VGA adapter (it has the VGA text mode a console shows before any
 /// driver loads, and works under TCG), and a USB tablet so a browser's pointer maps
-/// one-to-one. libvirt adds no password: the socket's directory is the access control.
-fn write_display(w: &mut Writer<Vec<u8>>, socket: &str) -> io::Result<()> {
+/// one-to-one.
+fn write_display(w: &mut Writer<Vec<u8>>) -> io::Result<()> {
     w.create_element("graphics")
         .with_attribute(("type", "vnc"))
         .write_inner_content(|w| {
             w.create_element("listen")
-                .with_attribute(("type", "socket"))
-                .with_attribute(("socket", socket))
+                .with_attribute(("type", "none"))
                 .write_empty()?;
             Ok(())
         })?;

@@ -83,8 +83,9 @@ pub struct DomainPlan {
     pub tpm: Option<TpmVersion>,
     /// File the serial console is logged to.
     pub console_log: PathBuf,
-    /// The VNC display's UNIX socket (`spec.graphics: vnc`); `None`: no display at all.
-    pub vnc_socket: Option<PathBuf>,
+    /// A VNC display (`spec.graphics` unset or `vnc`) that listens nowhere: the console
+    /// asks libvirt for a connected socket. `false`: no display at all.
+    pub display: bool,
 }
 
 /// The VM a domain belongs to.

@@ -162,7 +162,7 @@ pub fn build_plan(input: &PlanInput<'_>) -> Result<DomainPlan, PlanError> {
         nics: plan_nics(input.spec, &input.owner.uid)?,
         tpm: spec.tpm.as_ref().map(|t| t.version),
         console_log: layout::console_log(input.vm_dir),
-        vnc_socket: spec.has_display().then(|| layout::vnc_socket(input.vm_dir)),
+        display: spec.has_display(),
     })
 }
 

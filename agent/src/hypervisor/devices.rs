@@ -1,4 +1,5 @@
-//! Reading device names back from a live domain XML (for stats and interface status).
+//! Reading device names back from a live domain XML (for stats, interface status and the
+//! console's display).
 
 use quick_xml::Reader;
 use quick_xml::events::Event;
@@ -10,6 +11,9 @@ pub struct DomainDevices {
     pub disks: Vec<String>,
     /// Interfaces: (MAC, host device name when libvirt created one).
     pub interfaces: Vec<(String, Option<String>)>,
+    /// Graphics devices' types (vnc, spice, ...) in document order: libvirt's index of
+    /// each is its position here.
+    pub graphics: Vec<String>,
 }
 
 /// Parse the `<devices>` of a domain XML. Unknown content is ignored.
@@ -31,6 +35,7 @@ pub fn parse_devices(xml: &str) -> Result<DomainDevices, quick_xml::Error> {
                 match e.name().as_ref() {
                     "disk" => in_disk = Some(attr("device").as_deref() == Some("cdrom")),
                     "interface" => iface = Some((String::new(), None)),
+                    "graphics" => out.graphics.push(attr("type").unwrap_or_default()),
                     "target" => {
                         if let Some(false) = in_disk
                             && let Some(dev) = attr("dev")
@@ -75,6 +80,8 @@ mod tests {
           <disk type='file' device='cdrom'><target dev='sda' bus='sata'/></disk>
           <interface type='network'><mac address='52:54:00:00:00:01'/><target dev='vnet3'/></interface>
           <interface type='bridge'><mac address='52:54:00:00:00:02'/></interface>
+          <graphics type='spice' autoport='yes'/>
+          <graphics type='vnc'><listen type='none'/></graphics>
         </devices></domain>"#;
         let d = parse_devices(xml).unwrap();
         assert_eq!(d.disks, vec!["vda"]);
@@ -85,5 +92,12 @@ mod tests {
                 ("52:54:00:00:00:02".into(), None)
             ]
         );
+        assert_eq!(d.graphics, vec!["spice", "vnc"]);
+    }
+
+    #[test]
+    fn a_domain_without_graphics_has_none() {
+        let d = parse_devices("<domain><devices><video/></devices></domain>").unwrap();
+        assert!(d.graphics.is_empty());
     }
 }

@@ -10,6 +10,7 @@ pub mod console;
 pub mod devices;
 pub mod domstats;
 mod events;
+pub mod graphics;
 pub mod libvirt;
 
 use crate::domain_xml::DomainMetadata;

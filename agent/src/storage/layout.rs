@@ -49,18 +49,6 @@ pub fn console_log(vm_dir: &Path) -> PathBuf {
     vm_dir.join("console.log")
 }
 
-/// The directory QEMU binds the VNC socket in: owned by QEMU's user (it creates the socket)
-/// and mode 0700, so neither QEMU gets write access to the VM directory itself nor anyone
-/// else reaches the display.
-pub fn display_dir(vm_dir: &Path) -> PathBuf {
-    vm_dir.join("display")
-}
-
-/// The VM's VNC display: a UNIX socket only the agent (root) and QEMU reach.
-pub fn vnc_socket(vm_dir: &Path) -> PathBuf {
-    display_dir(vm_dir).join("vnc.sock")
-}
-
 /// A downloaded image in the host cache.
 pub fn cached_image(state_dir: &Path, sha256: &str) -> PathBuf {
     state_dir

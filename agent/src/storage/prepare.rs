@@ -66,10 +66,6 @@ pub struct StorageRoots {
     pub images_dir: PathBuf,
     /// The image cache under the state directory.
     pub cache: ImageCache,
-    /// QEMU's user and group (libvirt's DAC label), which must own each VM's display
-    /// directory to bind the VNC socket there; `None` when QEMU runs as root or there is no
-    /// QEMU (libvirt's test driver).
-    pub display_owner: Option<(u32, u32)>,
 }
 
 /// Prepared boot files.
@@ -173,11 +169,6 @@ impl StorageRoots {
         spec: &VirtualMachineSpec,
     ) -> Result<Prepared, StorageError> {
         tokio::fs::create_dir_all(vm_dir).await?;
-        // Only a VM with a display has the directory: making it means a chown (CAP_CHOWN),
-        // which an agent with only NET_ADMIN does not hold.
-        if spec.has_display() {
-            ensure_display_dir(vm_dir, self.display_owner).await?;
-        }
         for disk in &spec.disks {
             let target = layout::disk_file(vm_dir, &disk.name);
             let size = match &disk.size {
@@ -281,24 +272,6 @@ pub async fn list_vm_dirs(state_dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// The VM's display directory ([`layout::display_dir`]): mode 0700, owned by QEMU's user
-/// so QEMU can bind the VNC socket in it while the VM directory stays root's. Level-triggered:
-/// owner and mode are set again on every prepare.
-async fn ensure_display_dir(vm_dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = layout::display_dir(vm_dir);
-    match tokio::fs::symlink_metadata(&dir).await {
-        Ok(m) if !m.is_dir() => tokio::fs::remove_file(&dir).await?,
-        _ => {}
-    }
-    tokio::fs::create_dir_all(&dir).await?;
-    tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).await?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::lchown(&dir, Some(uid), Some(gid))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,7 +288,6 @@ mod tests {
             cache: ImageCache::new(&state),
             state_dir: state,
             images_dir: images,
-            display_owner: None,
         }
     }
 

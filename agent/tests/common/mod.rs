@@ -73,7 +73,6 @@ pub fn engine(uri: &str, state_dir: &Path, images_dir: &Path) -> (Libvirt, Engin
         ),
         state_dir: state_dir.to_owned(),
         images_dir: images_dir.to_owned(),
-        display_owner: qemu_label(uri),
     };
     let engine = Engine::new(
         Arc::new(libvirt.clone()),
@@ -82,15 +81,6 @@ pub fn engine(uri: &str, state_dir: &Path, images_dir: &Path) -> (Libvirt, Engin
         Arc::new(Metrics::new()),
     );
     (libvirt, engine)
-}
-
-/// QEMU's user and group as libvirt at `uri` runs it (None: the test driver, or root).
-pub fn qemu_label(uri: &str) -> Option<(u32, u32)> {
-    let conn = virt::connect::Connect::open(Some(uri)).ok()?;
-    let caps = conn.capabilities().ok();
-    drop(conn);
-    caps.and_then(|c| ironvisor_agent::health::parse_dac_label(&c))
-        .filter(|(uid, _)| *uid != 0)
 }
 
 static CLOCK: AtomicI64 = AtomicI64::new(1_800_000_000);

@@ -347,7 +347,7 @@ pub fn build(src: &SourceVm, disks: &[PlannedDisk], opts: &MappingOptions) -> Bu
         firmware: Some(firmware),
         secure_boot: (firmware == Firmware::Uefi).then_some(src.secure_boot),
         tpm: tpm.spec,
-        // No VNC display unless asked (`graphics: vnc`), like every VM for now.
+        // A VNC display, like every VM unless it says `graphics: none`.
         graphics: None,
         kernel_boot: None,
         disks: spec_disks,

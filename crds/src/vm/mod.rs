@@ -99,8 +99,8 @@ pub struct VirtualMachineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<Tpm>,
 
-    /// The graphical display: `vnc` (a host-local socket reached through the console
-    /// server) or `none` (serial console only; the default for now, see docs/consoles.md).
+    /// The graphical display: `vnc` (the default; reached only through the console server,
+    /// it listens on no host address) or `none` (serial console only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graphics: Option<crate::console::Graphics>,
 
@@ -307,8 +307,8 @@ impl VirtualMachine {
 }
 
 impl VirtualMachineSpec {
-    /// Whether the VM has a graphical display (`graphics: vnc`; unset means none for now):
-    /// the one rule the domain XML, the storage layout and the console server follow.
+    /// Whether the VM has a graphical display (unset or `vnc`; not `none`): the one rule the
+    /// domain XML and the console server follow.
     pub fn has_display(&self) -> bool {
         self.graphics.unwrap_or_default() == crate::console::Graphics::Vnc
     }
