@@ -18,18 +18,7 @@ const NAMESPACE: &str = "ironvisor-system";
 /// Wait until the operator signed `node`'s console certificate and issued the console
 /// server's, and write the console server's key, certificate and the CA under `dir`.
 pub fn console_server_identity(sys: &System, node: &str, dir: &Path, timeout: Duration) -> PathBuf {
-    wait_for(
-        &format!("the operator signs {node}'s console certificate"),
-        timeout,
-        || {
-            let hv = sys.get("hypervisor", None, node).ok_or("no Hypervisor")?;
-            if hv["status"]["consoleCertificate"]["certificate"].is_string() {
-                Ok(())
-            } else {
-                Err(hv["status"].to_string())
-            }
-        },
-    );
+    sys.wait_console_certificate(node);
     let out = dir.join("console-server");
     std::fs::create_dir_all(&out).expect("identity dir");
     for key in ["tls.crt", "tls.key", "ca.crt"] {
