@@ -70,7 +70,13 @@ impl Cluster {
         hard: &str,
         agent_args: impl Fn() -> Vec<String>,
     ) -> Self {
-        Self::start_hosts(prefix, n, hard, PrivateLibvirtd::start_on_switch, agent_args)
+        Self::start_hosts(
+            prefix,
+            n,
+            hard,
+            PrivateLibvirtd::start_on_switch,
+            agent_args,
+        )
     }
 
     fn start_hosts(
