@@ -218,7 +218,12 @@ async fn advance(m: &VirtualMachineMigration, ctx: &Ctx, deleting: bool) -> Resu
     let vm = Api::<VirtualMachine>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&m.spec.vm_name)
         .await?;
-    let facts = Facts::read(m, vm.as_ref(), deleting, jiff::Timestamp::now());
+    let mut facts = Facts::read(m, vm.as_ref(), deleting, jiff::Timestamp::now());
+    if facts.phase == MigrationPhase::Pending
+        && let Some(vm) = &vm
+    {
+        facts.snapshots_on_host = snapshots_on_host(ctx, vm).await?;
+    }
     let next = step::next(&facts);
     tracing::debug!(migration = %format!("{ns}/{}", m.name_any()), ?next, "migration step");
     match next {
@@ -242,6 +247,33 @@ async fn advance(m: &VirtualMachineMigration, ctx: &Ctx, deleting: bool) -> Resu
             Ok(Action::await_change())
         }
     }
+}
+
+/// Snapshots of `vm` (by uid) whose layers are on its host: taken, being taken or being
+/// deleted there.
+async fn snapshots_on_host(ctx: &Ctx, vm: &VirtualMachine) -> Result<usize, Error> {
+    use ironvisor_crds::snapshot::{SnapshotPhase, VirtualMachineSnapshot};
+    let ns = vm.namespace().unwrap_or_default();
+    let (uid, node) = (
+        vm.metadata.uid.as_deref(),
+        vm.status.as_ref().and_then(|s| s.node_name.as_deref()),
+    );
+    let list = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns)
+        .list(&Default::default())
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|s| s.status.as_ref())
+        .filter(|s| s.vm_uid.as_deref() == uid && uid.is_some())
+        .filter(|s| s.node_name.as_deref() == node)
+        .filter(|s| {
+            matches!(
+                s.phase,
+                SnapshotPhase::InProgress | SnapshotPhase::Succeeded | SnapshotPhase::Deleting
+            )
+        })
+        .count())
 }
 
 pub(crate) async fn set_status(

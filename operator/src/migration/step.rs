@@ -31,6 +31,9 @@ pub struct Facts {
     /// Deleted longer than [`ABORT_TIMEOUT`] ago (the source agent has not confirmed the
     /// abort: its host is down or its agent stopped).
     pub abort_overdue: bool,
+    /// Snapshots of the VM whose layers are on its host (taken, being taken or being
+    /// deleted): the disks' backing chains hold them, which a migration does not carry.
+    pub snapshots_on_host: usize,
     /// A cold restart elsewhere (`mode: Restart`), not a live migration.
     pub restart: bool,
     /// Restart mode: the target agent stopped the paused copy that arrived, so the guest
@@ -71,6 +74,7 @@ impl Facts {
             abort_overdue: m.metadata.deletion_timestamp.as_ref().is_some_and(|t| {
                 now.duration_since(t.0).as_secs() >= ABORT_TIMEOUT.as_secs() as i64
             }),
+            snapshots_on_host: 0,
             restart: m.spec.restarts(),
             cold_boot_ready: s.target.as_ref().is_some_and(|t| t.cold_boot_ready),
         }
@@ -143,6 +147,16 @@ pub fn next(f: &Facts) -> Step {
             "LinkedClone",
             "a linked clone reads its source's disk files on its host and cannot move; \
              clone it again with mode: Full to get a VM that can",
+        ),
+        Pending if f.snapshots_on_host > 0 => finish(
+            Failed,
+            "SnapshotsOnHost",
+            format!(
+                "the VM has {} snapshot(s) whose disk layers are on its host, which a migration \
+                 does not carry yet; back them up (VirtualMachineBackup) if they must be kept, \
+                 delete them, then migrate again",
+                f.snapshots_on_host
+            ),
         ),
         Pending => Step::Lock,
         _ if !f.holds_lock && f.phase != Migrating => Step::Lock,
@@ -328,6 +342,27 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_vm_with_snapshot_layers_on_its_host_is_refused_before_it_is_locked() {
+        let mut f = running(Pending);
+        f.snapshots_on_host = 2;
+        match next(&f) {
+            Step::Finish {
+                phase,
+                reason,
+                message,
+            } => {
+                assert_eq!((phase, reason), (Failed, "SnapshotsOnHost"));
+                assert!(message.contains("2 snapshot(s)"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once the migration runs, a snapshot cannot start (the lock): no refusal mid-way.
+        let mut copying = running(Migrating);
+        copying.snapshots_on_host = 1;
+        assert_eq!(next(&copying), Step::Wait);
     }
 
     #[test]
