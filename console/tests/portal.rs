@@ -25,7 +25,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::agent::EchoAgent;
-use support::{ALICE, BOB, Env, events};
+use support::{ALICE, BOB, Env, events, eventually};
 
 const NS: &str = "team-a";
 
@@ -178,7 +178,8 @@ async fn my_desktops_claims_connects_and_releases_and_shows_each_user_only_their
             "manifests/rbac/user-roles.yaml",
             "manifests/policies/desktop-claims.yaml",
         ],
-    );
+    )
+    .await;
     let rbs: Api<RoleBinding> = Api::namespaced(env.client.clone(), NS);
     create(
         &rbs,
@@ -223,13 +224,21 @@ async fn my_desktops_claims_connects_and_releases_and_shows_each_user_only_their
     env.host("host-1", &agent.addr.to_string(), true).await;
     let bound = Arc::new(Mutex::new(Vec::new()));
     let _operator = operator(env.client.clone(), bound.clone());
-    // Bob's own claim, made with his token (admission checks spec.user against it).
-    create(
-        &Api::<DesktopClaim>::namespaced(as_user(&env, BOB), NS),
-        json!({"apiVersion": "ironvisor.io/v1alpha1", "kind": "DesktopClaim",
-               "metadata": {"name": "office-bob-1"},
-               "spec": {"poolName": "office", "user": "bob"}}),
-    )
+    // Bob's own claim, made with his token (admission checks spec.user against it), once
+    // his RoleBinding is in force.
+    let bobs: DesktopClaim = serde_json::from_value(json!({
+        "apiVersion": "ironvisor.io/v1alpha1", "kind": "DesktopClaim",
+        "metadata": {"name": "office-bob-1"},
+        "spec": {"poolName": "office", "user": "bob"}}))
+    .unwrap();
+    let as_bob = Api::<DesktopClaim>::namespaced(as_user(&env, BOB), NS);
+    eventually("bob claims a desktop", || async {
+        match as_bob.create(&PostParams::default(), &bobs).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.code == 403 => false,
+            Err(e) => panic!("bob's claim: {e}"),
+        }
+    })
     .await;
 
     let page_url = format!("https://localhost:{}/", env.server.addr.port());
