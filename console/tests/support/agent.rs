@@ -80,9 +80,9 @@ impl EchoAgent {
                     let Ok(tls) = acceptor.accept(s).await else {
                         return;
                     };
+                    let mut vnc = false;
                     // tungstenite's callback type fixes the error variant's size.
                     #[allow(clippy::result_large_err)]
-                    let mut vnc = false;
                     let check = |req: &Request, mut resp: Response| {
                         vnc = req.uri().path().ends_with("/vnc");
                         let q = req.uri().query().unwrap_or_default();
