@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod as_user;
 pub mod audit;
 pub mod authn;
 pub mod authz;
@@ -15,6 +16,8 @@ pub mod bridge;
 pub mod discovery;
 pub mod listener;
 pub mod pki;
+pub mod portal;
+pub mod portal_view;
 pub mod server;
 pub mod sources;
 pub mod status;

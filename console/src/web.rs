@@ -15,7 +15,8 @@ use rust_embed::RustEmbed;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::authn;
+use crate::as_user;
+use crate::portal;
 use crate::server::AppState;
 use crate::status::ApiError;
 
@@ -80,6 +81,7 @@ pub fn router() -> Router<Arc<AppState>> {
             get(|Path(p): Path<String>| async move { asset::<Xterm>(&p) }),
         )
         .route("/ui/virtualmachines", get(list_vms))
+        .merge(portal::router())
 }
 
 #[derive(Deserialize)]
@@ -105,15 +107,7 @@ async fn list(
     namespace: Option<String>,
     headers: &http::HeaderMap,
 ) -> Result<serde_json::Value, ApiError> {
-    let token = authn::bearer_token(headers)?
-        .ok_or_else(|| ApiError::Unauthorized("log in with a token".into()))?;
-    let mut cfg = s.kube_config.clone();
-    cfg.auth_info = kube::config::AuthInfo {
-        token: Some(token.into()),
-        ..Default::default()
-    };
-    let client = kube::Client::try_from(cfg)
-        .map_err(|e| ApiError::Unavailable(format!("building a client: {e}")))?;
+    let client = as_user::client(s, headers)?;
     let api: Api<VirtualMachine> = match &namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
@@ -121,11 +115,7 @@ async fn list(
     let vms = api
         .list(&ListParams::default())
         .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 401 => ApiError::Unauthorized(s.message),
-            kube::Error::Api(s) if s.code == 403 => ApiError::Forbidden(s.message),
-            e => ApiError::Unavailable(format!("listing VMs: {e}")),
-        })?;
+        .map_err(|e| as_user::api_error(e, "listing VMs"))?;
     let items: Vec<_> = vms
         .items
         .iter()
@@ -151,6 +141,7 @@ mod tests {
     fn the_page_and_the_third_party_code_are_compiled_in() {
         assert!(Page::get("index.html").is_some());
         assert!(Page::get("app.js").is_some());
+        assert!(Page::get("portal.js").is_some());
         assert!(NoVnc::get("core/rfb.js").is_some());
         assert!(NoVnc::get("vendor/pako/lib/zlib/inflate.js").is_some());
         assert!(Xterm::get("lib/xterm.js").is_some());

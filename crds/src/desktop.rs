@@ -177,6 +177,9 @@ pub mod desktop_reason {
     pub const IDLE_TIMEOUT: &str = "IdleTimeout";
     /// Claim: its desktop was deleted.
     pub const DESKTOP_DELETED: &str = "DesktopDeleted";
+    /// Claim: its pool does not exist (Pending until a pool of that name is created), or was
+    /// deleted while the claim was Bound (Released).
+    pub const POOL_NOT_FOUND: &str = "PoolNotFound";
 }
 
 /// A user's request for a desktop of a pool.
@@ -256,8 +259,8 @@ pub struct DesktopClaimStatus {
     /// When it was bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_time: Option<Time>,
-    /// Ready (reason Bound, WaitingForDesktop, QuotaExceeded, PoolFull, PerUserLimit,
-    /// IdleTimeout, DesktopDeleted).
+    /// Ready (reason Bound, WaitingForDesktop, QuotaExceeded, PoolFull, PoolNotFound,
+    /// PerUserLimit, IdleTimeout, DesktopDeleted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -209,6 +209,7 @@ pub async fn run(
     let desktops = crate::desktops::run(crate::desktops::Ctx {
         client: client.clone(),
         leadership: leadership.clone(),
+        recorder: recorder.clone(),
     });
     let maintenance = crate::maintenance::run(crate::maintenance::Ctx {
         client: client.clone(),

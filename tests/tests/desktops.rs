@@ -163,7 +163,13 @@ fn two_users_get_distinct_dedicated_desktops_within_quota_and_rbac() {
         s["conditions"][0]["reason"] == "QuotaExceeded"
     });
     let msg = s["conditions"][0]["message"].as_str().unwrap();
-    assert!(msg.contains("exceeded quota"), "{msg}");
+    // The ResourceQuota-style message of the refused desktop VM, saying it is the pool's.
+    assert!(
+        msg.starts_with("the pool cannot grow")
+            && msg.contains("exceeded quota")
+            && msg.contains("requested: virtualMachines=1"),
+        "{msg}"
+    );
     let table = sys.kubectl_ok(&["get", "dpool", "-n", &ns]);
     assert!(
         table.contains("QuotaExceeded") && table.contains("SPARE"),
@@ -339,7 +345,7 @@ fn a_released_floating_desktop_is_reset_to_its_clean_snapshot() {
 }
 
 /// A claimed desktop without a console connection for the pool's idleTimeout is powered
-/// off and its claim released, saying why.
+/// off and its claim released, saying why; a claim of a pool that does not exist says so.
 #[test]
 fn an_idle_desktop_is_powered_off_and_its_claim_released() {
     require_libvirtd();
@@ -377,4 +383,31 @@ fn an_idle_desktop_is_powered_off_and_its_claim_released() {
     );
     sys.wait_phase(&ns, &vm, "Stopped", BOOT);
     assert_eq!(sys.vm(&ns, &vm)["spec"]["runStrategy"], "Halted");
+    // A claim of a pool that does not exist says which pool and what to do, with an Event.
+    assert_allowed(
+        "alice's claim of a missing pool",
+        &apply_as(&alice, &claim(&ns, "typo", "labb", "alice")),
+    );
+    let typo = wait_for("claim typo: PoolNotFound", BOOT, || {
+        let c = sys
+            .get("desktopclaim", Some(&ns), "typo")
+            .ok_or("no claim")?;
+        let r = &c["status"]["conditions"][0];
+        if r["reason"] == "PoolNotFound" {
+            Ok(r.clone())
+        } else {
+            Err(c["status"].to_string())
+        }
+    });
+    assert_eq!(
+        sys.get("desktopclaim", Some(&ns), "typo").unwrap()["status"]["phase"],
+        "Pending"
+    );
+    let msg = typo["message"].as_str().unwrap();
+    assert!(
+        msg.contains("\"labb\"") && msg.contains("kubectl get desktoppools"),
+        "{msg}"
+    );
+    let events = sys.kubectl_ok(&["get", "events", "-n", &ns, "-o", "json"]);
+    assert!(events.contains("PoolNotFound"), "{events}");
 }

@@ -54,8 +54,18 @@ fn config(ca: &Ca, leaf: &Leaf) -> Arc<rustls::ServerConfig> {
 }
 
 impl EchoAgent {
-    /// Serves with `leaf` (signed by `ca`), for the VM with `uid`.
+    /// Serves with `leaf` (signed by `ca`), for the VM with `uid`: both kinds echo.
     pub async fn start(ca: &Ca, leaf: &Leaf, uid: &str) -> Self {
+        Self::serve(ca, leaf, uid, false).await
+    }
+
+    /// As [`EchoAgent::start`], but the `vnc` kind is a VNC server's handshake ([`rfb`])
+    /// showing an empty screen, so that noVNC connects.
+    pub async fn start_with_display(ca: &Ca, leaf: &Leaf, uid: &str) -> Self {
+        Self::serve(ca, leaf, uid, true).await
+    }
+
+    async fn serve(ca: &Ca, leaf: &Leaf, uid: &str, display: bool) -> Self {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config(ca, leaf));
@@ -70,9 +80,11 @@ impl EchoAgent {
                     let Ok(tls) = acceptor.accept(s).await else {
                         return;
                     };
+                    let mut vnc = false;
                     // tungstenite's callback type fixes the error variant's size.
                     #[allow(clippy::result_large_err)]
                     let check = |req: &Request, mut resp: Response| {
+                        vnc = req.uri().path().ends_with("/vnc");
                         let q = req.uri().query().unwrap_or_default();
                         if q != format!("uid={uid}") {
                             let mut e = ErrorResponse::new(Some("no such VM here".into()));
@@ -89,6 +101,10 @@ impl EchoAgent {
                         return;
                     };
                     let (mut tx, mut rx) = ws.split();
+                    if vnc && display {
+                        rfb(&mut tx, &mut rx).await;
+                        return;
+                    }
                     while let Some(Ok(m)) = rx.next().await {
                         if m.is_binary() && tx.send(m).await.is_err() {
                             return;
@@ -99,4 +115,55 @@ impl EchoAgent {
         });
         Self { addr, task }
     }
+}
+
+type Tx = futures::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Message,
+>;
+type Rx = futures::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+>;
+
+/// Reads until `buf` holds `n` bytes; false when the connection ends first.
+async fn need(rx: &mut Rx, buf: &mut Vec<u8>, n: usize) -> bool {
+    while buf.len() < n {
+        match rx.next().await {
+            Some(Ok(m)) if m.is_binary() => buf.extend_from_slice(&m.into_data()),
+            Some(Ok(_)) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The server side of an RFB 3.8 handshake (RFC 6143): version, security None, a 64x48
+/// true-colour ServerInit named "stand-in"; then it reads and drops the client's messages.
+async fn rfb(tx: &mut Tx, rx: &mut Rx) {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut buf = Vec::new();
+    let send = |b: Vec<u8>| Message::binary(b);
+    if tx.send(send(b"RFB 003.008\n".to_vec())).await.is_err() || !need(rx, &mut buf, 12).await {
+        return;
+    }
+    buf.drain(..12);
+    // One security type: None.
+    if tx.send(send(vec![1, 1])).await.is_err() || !need(rx, &mut buf, 1).await {
+        return;
+    }
+    buf.drain(..1);
+    if tx.send(send(vec![0, 0, 0, 0])).await.is_err() || !need(rx, &mut buf, 1).await {
+        return;
+    }
+    buf.drain(..1);
+    let name = b"stand-in";
+    let mut init = vec![0, 64, 0, 48];
+    // 32 bpp, depth 24, little-endian, true colour, max 255 each, shifts 16/8/0, padding.
+    init.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+    init.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    init.extend_from_slice(name);
+    if tx.send(send(init)).await.is_err() {
+        return;
+    }
+    while let Some(Ok(_)) = rx.next().await {}
 }

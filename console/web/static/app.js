@@ -2,6 +2,7 @@
 // token, noVNC for the graphical console and xterm.js for the serial one. Both WebSockets
 // go to this server with the token in the base64url.bearer.authorization.k8s.io subprotocol.
 import RFB from '/novnc/core/rfb.js';
+import { initDesktops, loadDesktops, stopDesktops } from '/static/portal.js';
 
 const API = '/apis/subresources.ironvisor.io/v1';
 const $ = (id) => document.getElementById(id);
@@ -21,7 +22,9 @@ function protocols() {
 }
 
 function show(id) {
-  for (const s of ['login', 'picker', 'console']) $(s).hidden = s !== id;
+  // The home view: the user's desktops above the VM list.
+  const visible = id === 'picker' ? ['desktops', 'picker'] : [id];
+  for (const s of ['login', 'desktops', 'picker', 'console']) $(s).hidden = !visible.includes(s);
   $('logout').hidden = id === 'login';
 }
 
@@ -86,12 +89,15 @@ function openSerial(url) {
   return { close() { ws.close(); term.dispose(); $('terminal').replaceChildren(); } };
 }
 
+function loggedOut() { sessionStorage.removeItem('ironvisor.token'); route(); }
+
 function route() {
+  stopDesktops();
   if (active) { active.close(); active = null; }
   error('');
   if (!token()) { show('login'); return; }
   const m = location.hash.match(/^#\/([^/]+)\/([^/]+)\/(serial|vnc)$/);
-  if (!m) { show('picker'); listVms(); return; }
+  if (!m) { show('picker'); loadDesktops(token(), loggedOut); listVms(); return; }
   const [ns, name, kind] = [decodeURIComponent(m[1]), decodeURIComponent(m[2]), m[3]];
   show('console');
   $('title').textContent = `${ns}/${name} (${kind})`;
@@ -108,6 +114,7 @@ $('login-form').addEventListener('submit', (e) => {
   $('token').value = '';
   route();
 });
+initDesktops(token, loggedOut);
 $('ns-form').addEventListener('submit', (e) => { e.preventDefault(); listVms(); });
 $('logout').addEventListener('click', () => { sessionStorage.removeItem('ironvisor.token'); location.hash = ''; route(); });
 $('back').addEventListener('click', (e) => { e.preventDefault(); location.hash = ''; });

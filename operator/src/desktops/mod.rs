@@ -11,6 +11,7 @@
 pub mod access;
 pub mod apply;
 pub mod decide;
+pub mod orphans;
 pub mod status;
 pub mod view;
 
@@ -29,6 +30,7 @@ use ironvisor_crds::vm::VirtualMachine;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -41,6 +43,8 @@ pub struct Ctx {
     pub client: Client,
     /// Only the leader writes.
     pub leadership: Leadership,
+    /// Events (a claim whose pool does not exist).
+    pub recorder: Recorder,
 }
 
 /// Why a pass failed (retried).
@@ -183,14 +187,19 @@ async fn reconcile(pool: Arc<DesktopPool>, ctx: Arc<Ctx>) -> Result<Action, Erro
     Ok(Action::requeue(plan.requeue.unwrap_or(RESYNC).min(RESYNC)))
 }
 
-fn error_policy(pool: Arc<DesktopPool>, e: &Error, _ctx: Arc<Ctx>) -> Action {
+/// The error and its causes on one line.
+fn chain(e: &Error) -> String {
     let mut chain = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         chain.push_str(&format!(": {s}"));
         src = s.source();
     }
-    tracing::warn!(pool = %pool.name_any(), error = %chain, "desktop pool pass failed; retrying");
+    chain
+}
+
+fn error_policy(pool: Arc<DesktopPool>, e: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(pool = %pool.name_any(), error = %chain(e), "desktop pool pass failed; retrying");
     Action::requeue(decide::BUSY)
 }
 
@@ -199,8 +208,14 @@ fn pool_of_label<K: ResourceExt>(o: K) -> Option<ObjectRef<DesktopPool>> {
     Some(ObjectRef::new(pool).within(&o.namespace()?))
 }
 
-/// Run until the process ends; every pool is looked at again when this replica leads.
+/// Run until the process ends: the pools, and the claims whose pool does not exist
+/// ([`orphans`]); every pool and claim is looked at again when this replica leads.
 pub async fn run(ctx: Ctx) {
+    let ctx = Arc::new(ctx);
+    tokio::join!(pools(ctx.clone()), orphans::run(ctx));
+}
+
+async fn pools(ctx: Arc<Ctx>) {
     let client = ctx.client.clone();
     let pools = Api::<DesktopPool>::all(client.clone());
     let labelled = watcher::Config::default().labels(POOL_LABEL);
@@ -223,7 +238,7 @@ pub async fn run(ctx: Ctx) {
             pool_of_label,
         )
         .reconcile_all_on(leads)
-        .run(reconcile, error_policy, Arc::new(ctx))
+        .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }
