@@ -185,11 +185,17 @@ async fn drive(
     let started = Instant::now();
     let dropped = Arc::new(AtomicBool::new(false));
     let d = dropped.clone();
-    let mut job = tokio::task::spawn_blocking(move || ops::migrate_falling_back(&req, &d));
+    // Timed in the thread around the call (its connection included, as a `virsh migrate`
+    // process's time includes its own): the loop below notices the end only between its
+    // progress reports, which must not count as the migration's time.
+    let mut job = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        (ops::migrate_falling_back(&req, &d), t.elapsed())
+    });
     let mut stopped = None;
     let mut steer = Steering::default();
     let mut tick = tokio::time::interval(PROGRESS);
-    let result = loop {
+    let (result, call) = loop {
         tokio::select! {
             r = &mut job => break r?,
             _ = tick.tick() => {}
@@ -210,7 +216,7 @@ async fn drive(
             report_progress(ctx, m, &s, steer.post_copy).await;
         }
     };
-    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let elapsed = u64::try_from(call.as_millis()).unwrap_or(u64::MAX);
     let post_copy = steer.post_copy;
     if result.is_err() && m.spec.restarts() {
         // The guest stayed here, paused and never run: stop it, so the VM controller boots
