@@ -2,7 +2,10 @@
 //! (they are compiled into the binary and never fetched at run time).
 
 fn main() {
-    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    // Read when the script runs, not baked in when it is compiled: a target directory shared
+    // by checkouts at different paths reuses one compiled build script for all of them.
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let web = std::path::Path::new(&dir).join("web");
     for needed in [
         "node_modules/@novnc/novnc/core/rfb.js",
         "node_modules/@xterm/xterm/lib/xterm.js",
