@@ -216,7 +216,6 @@ async fn drive(
             report_progress(ctx, m, &s, steer.post_copy).await;
         }
     };
-    let elapsed = u64::try_from(call.as_millis()).unwrap_or(u64::MAX);
     let post_copy = steer.post_copy;
     if result.is_err() && m.spec.restarts() {
         // The guest stayed here, paused and never run: stop it, so the VM controller boots
@@ -229,7 +228,20 @@ async fn drive(
             "restart elsewhere failed: the paused guest is stopped here"
         );
     }
-    Ok(match (result, stopped) {
+    Ok(report(m, &policy, (result, stopped), call, post_copy))
+}
+
+/// The source's final report of a job that ended: its state, libvirt's (or the policy's)
+/// message and the call's time.
+fn report(
+    m: &VirtualMachineMigration,
+    policy: &AppliedPolicy,
+    (result, stopped): (Result<ops::Outcome, ops::OpError>, Option<Stopped>),
+    call: Duration,
+    post_copy: bool,
+) -> Value {
+    let elapsed = u64::try_from(call.as_millis()).unwrap_or(u64::MAX);
+    match (result, stopped) {
         (Ok(outcome), _) => {
             tracing::info!(
                 migration = m.name_any(),
@@ -264,7 +276,7 @@ async fn drive(
             tracing::warn!(migration = m.name_any(), error = %e, "live migration failed");
             json!({ "state": "Failed", "message": e.to_string(), "elapsedMilliseconds": elapsed, "postCopy": post_copy })
         }
-    })
+    }
 }
 
 /// A restart elsewhere, before the copy: shut the guest down (ACPI, destroyed after the VM's
