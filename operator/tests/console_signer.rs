@@ -6,40 +6,16 @@
 
 mod common;
 
-use common::{Env, Operator, eventually, fast_config};
+use common::{Env, Operator, eventually, fast_config, install_manifests};
 use ironvisor_operator::console::controller::{CA_CONFIGMAP, CA_SECRET, CONSOLE_TLS_SECRET};
 use ironvisor_operator::console::sign;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
-use std::process::Command;
 use std::time::Duration;
 
 const NS: &str = "ironvisor-system";
-
-/// `kubectl apply` the namespace and RBAC of `manifests/`, as an admin installs them.
-fn install_manifests(env: &Env, dir: &std::path::Path) {
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, env.cluster.kubeconfig()).expect("kubeconfig written");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for args in [
-        vec!["apply", "-f", "manifests/namespace.yaml"],
-        vec!["apply", "-k", "manifests/rbac"],
-    ] {
-        let out = Command::new("kubectl")
-            .env("KUBECONFIG", &kubeconfig)
-            .current_dir(&root)
-            .args(&args)
-            .output()
-            .expect("kubectl runs");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 /// A P-256 request with common name `cn` and `names`, as an agent makes it.
 fn request(cn: &str, names: &[&str]) -> String {

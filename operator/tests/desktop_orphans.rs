@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Env, Operator, eventually_within, fast_config};
+use common::{Env, Operator, eventually_within, fast_config, install_manifests};
 use ironvisor_crds::desktop::{DesktopClaim, DesktopPool, POOL_LABEL};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::Role;
@@ -20,29 +19,6 @@ use serde_json::json;
 
 const NS: &str = "team-a";
 const WAIT: Duration = Duration::from_secs(30);
-
-/// `kubectl apply` the namespace and RBAC of `manifests/`, as an admin installs them.
-fn install_manifests(env: &Env, dir: &std::path::Path) {
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, env.cluster.kubeconfig()).expect("kubeconfig written");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for args in [
-        vec!["apply", "-f", "manifests/namespace.yaml"],
-        vec!["apply", "-k", "manifests/rbac"],
-    ] {
-        let out = Command::new("kubectl")
-            .env("KUBECONFIG", &kubeconfig)
-            .current_dir(&root)
-            .args(&args)
-            .output()
-            .expect("kubectl runs");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 fn ready(c: &DesktopClaim) -> Option<(String, String, String)> {
     let s = c.status.as_ref()?;

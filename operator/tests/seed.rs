@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use base64::Engine as _;
 use crypto_box::SecretKey;
 use crypto_box::aead::OsRng;
 
-use common::{Env, Operator, eventually, fast_config};
+use common::{Env, Operator, eventually, fast_config, install_manifests};
 use ironvisor_crds::seed;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -24,36 +23,6 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const NS: &str = "acme-apps";
-
-fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// `kubectl apply` the namespaces and RBAC of `manifests/`, as an admin installs them.
-fn install_manifests(env: &Env, dir: &std::path::Path) {
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, env.cluster.kubeconfig()).expect("kubeconfig written");
-    let root = repo_root();
-    for args in [
-        vec!["apply", "-f", "manifests/namespace.yaml"],
-        vec!["apply", "-k", "manifests/rbac"],
-    ] {
-        let out = Command::new("kubectl")
-            .env("KUBECONFIG", &kubeconfig)
-            .current_dir(&root)
-            .args(&args)
-            .output()
-            .expect("kubectl runs");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 /// Host h1's seed key, as its agent would hold it.
 static HOST_KEY: LazyLock<SecretKey> = LazyLock::new(|| SecretKey::generate(&mut OsRng));

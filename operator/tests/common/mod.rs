@@ -337,3 +337,26 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `kubectl apply` the namespace and RBAC of `manifests/`, as an admin installs them.
+pub fn install_manifests(env: &Env, dir: &std::path::Path) {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, env.cluster.kubeconfig()).expect("kubeconfig written");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for args in [
+        vec!["apply", "-f", "manifests/namespace.yaml"],
+        vec!["apply", "-k", "manifests/rbac"],
+    ] {
+        let out = std::process::Command::new("kubectl")
+            .env("KUBECONFIG", &kubeconfig)
+            .current_dir(&root)
+            .args(&args)
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
