@@ -186,7 +186,11 @@ fn probe(dir: &Path, name: &str) -> std::io::Result<()> {
 /// [`check_now`] on a blocking thread, within [`CHECK_LIMIT`].
 pub async fn check(spec: &BackupLocationSpec, node: &str) -> Found {
     let spec = spec.clone();
-    let probe_name = format!(".probe-{}", std::process::id());
+    // Unique per check: the location controller, a backup and a restore may check at once,
+    // and one's removal of a shared name would fail the other's probe.
+    static CHECKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CHECKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe_name = format!(".probe-{}-{n}", std::process::id());
     let work = tokio::task::spawn_blocking(move || check_now(&spec, &probe_name));
     match tokio::time::timeout(CHECK_LIMIT, work).await {
         Ok(Ok(found)) => found,
@@ -297,6 +301,26 @@ mod tests {
         let found = check_now(&spec, ".probe-test");
         assert!(found.available(), "{found:?}");
         assert!(found.free_bytes.unwrap() > 0);
+        let root = backups_root(dir.path());
+        assert_eq!(std::fs::read_dir(root).unwrap().count(), 0);
+    }
+
+    /// The backup and location controllers check one location at once after a restart; a
+    /// shared probe file made one of them fail with "No such file or directory".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn checks_of_one_location_at_once_all_find_it_available() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = BackupLocationSpec {
+            path: dir.path().to_str().unwrap().into(),
+            nfs: None,
+            bandwidth_limit: None,
+        };
+        for _ in 0..20 {
+            let checks = (0..8).map(|_| check(&spec, "node"));
+            for found in futures::future::join_all(checks).await {
+                assert!(found.available(), "{found:?}");
+            }
+        }
         let root = backups_root(dir.path());
         assert_eq!(std::fs::read_dir(root).unwrap().count(), 0);
     }
