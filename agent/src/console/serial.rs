@@ -1,5 +1,6 @@
-//! The serial console as an async byte stream: libvirt's blocking console stream is pumped
-//! by two threads of its own into one end of an in-memory pipe, the bridge holds the other.
+//! The serial console as an async byte stream: libvirt's console stream (non-blocking, woken
+//! by libvirt's event loop, see [`crate::hypervisor::console`]) is pumped by two threads of
+//! its own into one end of an in-memory pipe, the bridge holds the other.
 //!
 //! Either side ending ends both: the client going away (the pipe's read side ends) aborts
 //! the libvirt stream, which wakes the reading thread; the guest stopping (the stream ends)
