@@ -194,7 +194,9 @@ async fn drive(
     });
     let mut stopped = None;
     let mut steer = Steering::default();
-    let mut tick = tokio::time::interval(PROGRESS);
+    // The first report a period after the start: a query at the very start (an interval's
+    // first tick is immediate) only competes with the job's own start for the domain.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS, PROGRESS);
     let (result, call) = loop {
         tokio::select! {
             r = &mut job => break r?,

@@ -51,6 +51,8 @@ struct Args {
 struct Sample {
     call_ms: f64,
     qemu_downtime_ms: f64,
+    /// The job's own time as QEMU/libvirt report it on the target (`Time elapsed`).
+    job_ms: Option<f64>,
     gap_ms: f64,
     e2e_ms: Option<f64>,
 }
@@ -79,19 +81,17 @@ fn domain_of(uri: &str, vm: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// QEMU's downtime of the last incoming job on `uri`.
-fn completed_downtime(uri: &str, dom: &str) -> anyhow::Result<f64> {
+/// QEMU's downtime and the job's elapsed time of the last incoming job on `uri`.
+fn completed_job(uri: &str, dom: &str) -> anyhow::Result<(f64, Option<f64>)> {
     let text = virsh(uri, &["domjobinfo", "--completed", dom])?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("Total downtime:"))
-        .ok_or_else(|| anyhow::anyhow!("no downtime in {text}"))?;
-    let v = line
-        .trim_start_matches("Total downtime:")
-        .trim()
-        .trim_end_matches("ms")
-        .trim();
-    Ok(v.parse()?)
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("ms").trim().parse::<f64>().ok())
+    };
+    let downtime =
+        field("Total downtime:").ok_or_else(|| anyhow::anyhow!("no downtime in {text}"))?;
+    Ok((downtime, field("Time elapsed:")))
 }
 
 /// The host-side gap of the switch-over of the migration started at `since` (the ticks
@@ -168,6 +168,9 @@ impl Ours {
                 .as_f64()
                 .unwrap_or(0.0),
             qemu_downtime_ms: downtime,
+            job_ms: c
+                .migration(&m)
+                .and_then(|v| v["status"]["target"]["jobMilliseconds"].as_f64()),
             gap_ms: gap_ms(&self.watch, t, at, to)?,
             e2e_ms: Some(e2e),
         };
@@ -280,9 +283,11 @@ impl Raw {
             ],
         )?;
         let call = t.elapsed().as_secs_f64() * 1000.0;
+        let (downtime, job) = completed_job(to_uri, dom)?;
         let sample = Sample {
             call_ms: call,
-            qemu_downtime_ms: completed_downtime(to_uri, dom)?,
+            qemu_downtime_ms: downtime,
+            job_ms: job,
             gap_ms: gap_ms(&self.watch, t, at, to)?,
             e2e_ms: None,
         };
@@ -429,20 +434,29 @@ fn main() -> anyhow::Result<()> {
         args.rounds
     );
     println!(
-        "{:<10} {:<10} {:>12} {:>12} {:>14} {:>12} {:>10}",
-        "guest", "via", "call p50 ms", "call max ms", "QEMU down p50", "gap p50 ms", "e2e p50 ms"
+        "{:<10} {:<10} {:>12} {:>12} {:>12} {:>14} {:>12} {:>10}",
+        "guest",
+        "via",
+        "call p50 ms",
+        "call max ms",
+        "job p50 ms",
+        "QEMU down p50",
+        "gap p50 ms",
+        "e2e p50 ms"
     );
     for kind in ["idle", "busy"] {
         let (o, r) = guest(&c, kind, args.rounds)?;
         for (via, s) in [("ironvisor", &o), ("virsh", &r)] {
             let call = col(s, |x| Some(x.call_ms));
+            let job = col(s, |x| x.job_ms);
             let down = col(s, |x| Some(x.qemu_downtime_ms));
             let gap = col(s, |x| Some(x.gap_ms));
             let e2e = col(s, |x| x.e2e_ms);
             println!(
-                "{kind:<10} {via:<10} {:>12.0} {:>12.0} {:>14.0} {:>12.0} {:>10}",
+                "{kind:<10} {via:<10} {:>12.0} {:>12.0} {:>12} {:>14.0} {:>12.0} {:>10}",
                 call.map_or(0.0, |x| x.p50_ms),
                 call.map_or(0.0, |x| x.max_ms),
+                job.map_or("-".into(), |x| format!("{:.0}", x.p50_ms)),
                 down.map_or(0.0, |x| x.p50_ms),
                 gap.map_or(0.0, |x| x.p50_ms),
                 e2e.map_or("-".into(), |x| format!("{:.0}", x.p50_ms)),
