@@ -57,8 +57,7 @@ pub fn delete(app: &App, t: &Target, opts: &Value, p: &Params) -> Result<Outcome
                 fs.push(f.to_string());
                 o["metadata"]["finalizers"] = json!(fs);
             }
-            o["metadata"]["deletionTimestamp"] = json!(meta::now());
-            o["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            meta::mark_deleting(&mut o);
             kinds::on_write(t.info(), &mut o);
             return Ok(Change::Put(o));
         }

@@ -27,8 +27,7 @@ fn delete(app: &App, key: &str, obj: &Value) {
             return Ok(Change::Unchanged(cur.clone()));
         }
         let mut o = cur.clone();
-        o["metadata"]["deletionTimestamp"] = json!(meta::now());
-        o["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        meta::mark_deleting(&mut o);
         Ok(Change::Put(o))
     });
 }

@@ -254,10 +254,37 @@ pub fn deleting(obj: &Value) -> bool {
     obj["metadata"]["deletionTimestamp"].is_string()
 }
 
+/// Mark an object that is not yet being deleted as deleting, as kube-apiserver does
+/// (`markAsDeleting`, `rest.BeforeDelete`): `deletionTimestamp` now, a grace period of 0 and
+/// `generation` bumped, so controllers see a new generation for the change of behaviour.
+pub fn mark_deleting(obj: &mut Value) {
+    if !deleting(obj)
+        && let Some(g) = obj["metadata"]["generation"].as_i64().filter(|g| *g > 0)
+    {
+        obj["metadata"]["generation"] = json!(g + 1);
+    }
+    obj["metadata"]["deletionTimestamp"] = json!(now());
+    obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resource::builtins;
+
+    #[test]
+    fn marking_as_deleting_bumps_a_set_generation_once() {
+        let mut o = json!({"metadata": {"name": "a", "generation": 3}});
+        mark_deleting(&mut o);
+        assert!(deleting(&o));
+        assert_eq!(o["metadata"]["generation"], 4);
+        assert_eq!(o["metadata"]["deletionGracePeriodSeconds"], 0);
+        mark_deleting(&mut o);
+        assert_eq!(o["metadata"]["generation"], 4);
+        let mut ns = json!({"metadata": {"name": "n"}});
+        mark_deleting(&mut ns);
+        assert!(ns["metadata"].get("generation").is_none());
+    }
 
     fn cm() -> ResourceInfo {
         builtins()
