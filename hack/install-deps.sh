@@ -16,7 +16,9 @@ group_virt=(libvirt-dev libvirt-daemon-system libvirt-clients qemu-system-x86 pk
 group_tpm=(swtpm swtpm-tools)
 # iptables: the agent's host guard (agent/src/host_guard.rs); libvirt's nwfilter uses it too.
 group_net=(iptables)
-group_tools=(qemu-utils cpio busybox-static genisoimage dosfstools mtools jq curl ca-certificates
+# tini: a subreaper for the libvirtd daemons (hack/start-libvirtd.sh, hack/private-libvirtd.sh)
+# that reaps their exited QEMUs at once, as systemd does on a real host.
+group_tools=(tini qemu-utils cpio busybox-static genisoimage dosfstools mtools jq curl ca-certificates
              prometheus python3 python3-venv iproute2 procps psmisc lua5.1 lua-cjson kmod e2fsprogs)
 # Release images (hack/release.sh, tests/tests/release.rs): skopeo reads and pushes OCI
 # archives, umoci unpacks them into a root filesystem, strip (binutils) drops debug info.

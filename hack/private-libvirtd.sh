@@ -113,7 +113,12 @@ start() {
     mount --bind "$d/etc" /etc/libvirt
     mount --bind "$d/kvm" /dev/kvm
     virtlogd -d -p "$d/virtlogd.pid"
-    libvirtd -d -p "$d/libvirtd.pid"
+    # Under tini as a subreaper, as hack/start-libvirtd.sh starts the shared daemon.
+    if command -v tini >/dev/null; then
+      setsid tini -s -- libvirtd -p "$d/libvirtd.pid" </dev/null >>"$d/libvirtd.out" 2>&1 &
+    else
+      libvirtd -d -p "$d/libvirtd.pid"
+    fi
   ' _ "$dir"
   for _ in $(seq 1 300); do
     if virsh -c "$uri" version >/dev/null 2>&1; then
