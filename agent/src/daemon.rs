@@ -350,6 +350,7 @@ pub async fn run(
         libvirt: libvirt.clone(),
         state_dir: config.state_dir.clone(),
         metrics: snapshot_metrics,
+        layers: Default::default(),
     });
     let snapshot_task = tokio::spawn(crate::snapshot::controller::run(
         snap_ctx.clone(),

@@ -76,6 +76,8 @@ pub struct Context {
     pub state_dir: PathBuf,
     /// Snapshot, merge and restore metrics.
     pub metrics: super::metrics::SnapshotMetrics,
+    /// One lock per VM around changes of its layer tree.
+    pub layers: super::layer_lock::LayerLocks,
 }
 
 /// Most merge or removal steps one cleanup takes (a tree has at most 2n + 1 layers).
@@ -229,6 +231,9 @@ async fn take(snap: Arc<VirtualMachineSnapshot>, ctx: &Context) -> Result<Action
     let Some(vm_dir) = layout::vm_dir(&ctx.state_dir, &vm_uid) else {
         return Ok(Action::await_change());
     };
+    // Held until the status names the frozen layer: a settle meanwhile would see that layer
+    // owned by nobody and merge it away.
+    let _tree = ctx.layers.lock(&vm_uid).await;
     let disks = disk_names(&vm);
     let ns = vm.namespace().unwrap_or_default();
     let domain = domain_name(&ns, &vm.name_any());
@@ -364,6 +369,7 @@ pub(super) async fn settle(
     let Some(vm_dir) = layout::vm_dir(&ctx.state_dir, &vm_uid) else {
         return Ok(true);
     };
+    let _tree = ctx.layers.lock(&vm_uid).await;
     let disks = disk_names(vm);
     let Some(first) = disks.first() else {
         return Ok(true);

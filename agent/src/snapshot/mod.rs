@@ -12,6 +12,7 @@ pub mod controller;
 pub mod domain_disks;
 pub mod files;
 pub mod found;
+pub mod layer_lock;
 pub mod merge;
 pub mod metrics;
 pub mod pins;

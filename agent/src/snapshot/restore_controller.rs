@@ -95,9 +95,18 @@ pub async fn reconcile(r: Arc<VirtualMachineRestore>, ctx: Arc<Context>) -> Resu
         ctx.libvirt.destroy(&domain).await?;
     }
     let disks = disk_names(&vm);
-    if read_active(&vm_dir) != new_layer
-        && let Err(e) = restore_offline(&vm_dir, &disks, &layer, &new_layer).await
-    {
+    let tree = ctx
+        .layers
+        .lock(vm.metadata.uid.as_deref().unwrap_or(""))
+        .await;
+    let restored = if read_active(&vm_dir) != new_layer {
+        restore_offline(&vm_dir, &disks, &layer, &new_layer).await
+    } else {
+        Ok(())
+    };
+    // Released before the settle below, which takes it itself.
+    drop(tree);
+    if let Err(e) = restored {
         let msg = format!("the disks could not be returned to layer {layer}: {e}");
         write(
             &ctx,

@@ -257,10 +257,12 @@ pub fn deleting(obj: &Value) -> bool {
 /// Mark an object that is not yet being deleted as deleting, as kube-apiserver does
 /// (`markAsDeleting`, `rest.BeforeDelete`): `deletionTimestamp` now, a grace period of 0 and
 /// `generation` bumped, so controllers see a new generation for the change of behaviour.
+/// An object already being deleted keeps its timestamp and generation.
 pub fn mark_deleting(obj: &mut Value) {
-    if !deleting(obj)
-        && let Some(g) = obj["metadata"]["generation"].as_i64().filter(|g| *g > 0)
-    {
+    if deleting(obj) {
+        return;
+    }
+    if let Some(g) = obj["metadata"]["generation"].as_i64().filter(|g| *g > 0) {
         obj["metadata"]["generation"] = json!(g + 1);
     }
     obj["metadata"]["deletionTimestamp"] = json!(now());
