@@ -16,7 +16,7 @@
 use super::HvError;
 use super::libvirt::{close_quietly, lv};
 use std::ffi::{c_int, c_void};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use virt::connect::Connect;
@@ -57,11 +57,10 @@ impl Aborter {
     }
 }
 
-/// Wake the reading thread; a wake-up already pending is enough.
+/// Wake the reading thread; a wake-up already pending is enough (a full or closed channel
+/// needs nothing more).
 fn wake(waker: &SyncSender<()>) {
-    match waker.try_send(()) {
-        Ok(()) | Err(TrySendError::Full(())) | Err(TrySendError::Disconnected(())) => {}
-    }
+    let _ = waker.try_send(());
 }
 
 /// libvirt's event loop thread: the stream has data, an end or an error. Only wakes the
