@@ -16,3 +16,4 @@ pub mod sim;
 pub mod stack;
 pub mod stats;
 pub mod tracker;
+pub mod watch;

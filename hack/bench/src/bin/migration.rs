@@ -11,8 +11,9 @@
 //! - downtime: QEMU's (the completed incoming job on the target: `status.target.
 //!   downtimeMilliseconds` / `virsh domjobinfo --completed`) and the host-side gap between
 //!   the guest's last counter line on the source and its first on the target;
-//! - Ironvisor only, end to end: from `kubectl apply` of the migration to `Completed` seen by
-//!   polling the API every 50 ms.
+//! - Ironvisor only, end to end: from `kubectl apply` of the migration to `Completed` seen
+//!   through a watch (one connection: a `kubectl get` every 50 ms would start a process per
+//!   poll on our side only and slow the QEMU it times).
 //! - Ironvisor only, a drain: `--drain-vms` idle diskless guests on one host, the host put in
 //!   maintenance (`spec.maintenance: true`), timed until `status.maintenance` shows every VM
 //!   moved; printed as the total and per VM (the default policy moves 2 at once per host).
@@ -29,8 +30,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ironvisor_bench::stats;
+use ironvisor_bench::watch::ApiWait;
+use ironvisor_crds::{Hypervisor, VirtualMachineMigration};
 use ironvisor_tests::migration::{Cluster, TickWatch, switch_over};
-use ironvisor_tests::system::{uid, wait_for};
+use ironvisor_tests::system::uid;
 
 /// Live migration: Ironvisor against raw virsh.
 #[derive(Parser, Debug)]
@@ -41,6 +44,17 @@ struct Args {
     /// Idle VMs on the drained host (0: no drain).
     #[arg(long, default_value_t = 4)]
     drain_vms: usize,
+    /// Pause before every migration, both sides, milliseconds. This machine returns freed
+    /// memory to its own host about 2 s after it is freed (free page reporting,
+    /// `page_reporting.page_reporting_order` on the kernel command line); a target QEMU that
+    /// touches memory returned so takes it back page by page, several times slower than
+    /// memory freed just before. Our side takes longer from one migration's end to the next
+    /// one's call (apply, scheduling, target preparation) than raw virsh, so without a pause
+    /// ours always started on returned memory and virsh mostly on memory the previous round
+    /// had just freed: unequal conditions, not overhead. With the pause longer than the
+    /// reporting delay both start alike.
+    #[arg(long, default_value_t = 3000)]
+    settle_ms: u64,
     /// Write the results as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -141,36 +155,33 @@ impl Ours {
     }
 
     /// Round `i`: a migration to the other host through `kubectl apply`.
-    fn round(&mut self, c: &Cluster, i: usize) -> anyhow::Result<Sample> {
+    fn round(&mut self, c: &Cluster, api: &ApiWait, i: usize) -> anyhow::Result<Sample> {
         let (at, to, name) = (self.at, 1 - self.at, &self.name);
         let m = format!("{name}-{i}");
         let t = Instant::now();
         c.apply_migration(&m, name, Some(&c.hosts[to].agent.node), "");
-        let done = wait_for("the migration to complete", LONG, || {
-            let v = c.migration(&m).ok_or("gone")?;
-            match v["status"]["phase"].as_str() {
-                Some("Completed") => Ok(v),
-                Some("Failed") => panic!("migration failed: {}", v["status"]),
-                _ => {
-                    std::thread::sleep(Duration::from_millis(50));
-                    Err("not yet".to_owned())
-                }
-            }
-        });
+        let migrations = || api.namespaced::<VirtualMachineMigration>(&c.ns);
+        let done = api.until(migrations(), &m, LONG, |v| {
+            matches!(v["status"]["phase"].as_str(), Some("Completed" | "Failed"))
+        })?;
         let e2e = t.elapsed().as_secs_f64() * 1000.0;
-        let downtime = wait_for("QEMU's downtime", LONG, || {
-            c.migration(&m)
-                .and_then(|v| v["status"]["target"]["downtimeMilliseconds"].as_f64())
-                .ok_or_else(|| "not yet".to_owned())
-        });
+        anyhow::ensure!(
+            done["status"]["phase"] == "Completed",
+            "migration failed: {}",
+            done["status"]
+        );
+        let done = api.until(migrations(), &m, LONG, |v| {
+            v["status"]["target"]["downtimeMilliseconds"].is_number()
+        })?;
+        let downtime = done["status"]["target"]["downtimeMilliseconds"]
+            .as_f64()
+            .unwrap_or_default();
         let sample = Sample {
             call_ms: done["status"]["source"]["elapsedMilliseconds"]
                 .as_f64()
                 .unwrap_or(0.0),
             qemu_downtime_ms: downtime,
-            job_ms: c
-                .migration(&m)
-                .and_then(|v| v["status"]["target"]["jobMilliseconds"].as_f64()),
+            job_ms: done["status"]["target"]["jobMilliseconds"].as_f64(),
             gap_ms: gap_ms(&self.watch, t, at, to)?,
             e2e_ms: Some(e2e),
         };
@@ -307,7 +318,12 @@ impl Raw {
 /// Both guests of one kind, then their rounds interleaved (ours, virsh, ours, virsh, …): a
 /// change of the machine's load hits both sides of a pair alike. Both guests run for the
 /// whole run, so each side migrates while the other's idle twin runs beside it.
-fn guest(c: &Cluster, kind: &str, rounds: usize) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+fn guest(
+    c: &Cluster,
+    (api, settle): (&ApiWait, Duration),
+    kind: &str,
+    rounds: usize,
+) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
     let name = format!("bench-{kind}");
     match kind {
         "busy" => c.apply_busy_vm(&name, "{}"),
@@ -339,7 +355,7 @@ fn guest(c: &Cluster, kind: &str, rounds: usize) -> anyhow::Result<(Vec<Sample>,
     let raw_dom = raw_domain(c, &xml, &vm_dir.to_string_lossy(), tmp.path())?;
     let mut raw = Raw::start(raw_dom, tmp.path());
     let (mut o, mut r) = (Vec::new(), Vec::new());
-    let run = interleave(c, (&mut ours, &mut raw), rounds, (&mut o, &mut r));
+    let run = interleave((c, api, settle), (&mut ours, &mut raw), rounds, (&mut o, &mut r));
     raw.remove(c);
     c.sys
         .kubectl_ok(&["delete", "vm", &name, "-n", &c.ns, "--wait=true"]);
@@ -349,13 +365,15 @@ fn guest(c: &Cluster, kind: &str, rounds: usize) -> anyhow::Result<(Vec<Sample>,
 
 /// The rounds, ours then virsh in each pair.
 fn interleave(
-    c: &Cluster,
+    (c, api, settle): (&Cluster, &ApiWait, Duration),
     (ours, raw): (&mut Ours, &mut Raw),
     rounds: usize,
     (o, r): (&mut Vec<Sample>, &mut Vec<Sample>),
 ) -> anyhow::Result<()> {
     for i in 0..rounds {
-        o.push(ours.round(c, i)?);
+        std::thread::sleep(settle);
+        o.push(ours.round(c, api, i)?);
+        std::thread::sleep(settle);
         r.push(raw.round(c, i)?);
     }
     Ok(())
@@ -392,7 +410,7 @@ fn set_spec(c: &Cluster, host: usize, field: &str, on: bool) {
 
 /// `n` idle diskless guests placed on host 0 (host 1 cordoned meanwhile), then host 0 put
 /// in maintenance: milliseconds until the drain reports every VM moved, and per VM.
-fn drain(c: &Cluster, n: usize) -> anyhow::Result<(f64, f64)> {
+fn drain(c: &Cluster, api: &ApiWait, n: usize) -> anyhow::Result<(f64, f64)> {
     set_spec(c, 1, "unschedulable", true);
     let names: Vec<String> = (1..=n).map(|i| format!("drain{i}")).collect();
     for name in &names {
@@ -409,16 +427,10 @@ fn drain(c: &Cluster, n: usize) -> anyhow::Result<(f64, f64)> {
     let host = &c.hosts[0].agent.node;
     let t = Instant::now();
     set_spec(c, 0, "maintenance", true);
-    wait_for("the drain to move every VM", LONG, || {
-        let hv = c.sys.get("hypervisor", None, host).ok_or("no Hypervisor")?;
+    api.until(api.all::<Hypervisor>(), host, LONG, move |hv| {
         let m = &hv["status"]["maintenance"];
-        if m["vmsMoved"].as_u64() == Some(n as u64) && m["vmsRemaining"] == 0 {
-            Ok(())
-        } else {
-            std::thread::sleep(Duration::from_millis(50));
-            Err(m.to_string())
-        }
-    });
+        m["vmsMoved"].as_u64() == Some(n as u64) && m["vmsRemaining"] == 0
+    })?;
     let total = t.elapsed().as_secs_f64() * 1000.0;
     set_spec(c, 0, "maintenance", false);
     Ok((total, total / n as f64))
@@ -427,11 +439,13 @@ fn drain(c: &Cluster, n: usize) -> anyhow::Result<(f64, f64)> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let c = Cluster::start("bmig", 2, "{virtualMachines: 8, vcpus: 8, memory: 1Gi}");
+    let api = ApiWait::connect(&c.sys.kubeconfig)?;
+    let settle = Duration::from_millis(args.settle_ms);
     let mut results = serde_json::Map::new();
     println!(
         "live migration, 128 MiB guest with a 64 MiB disk copied, {} rounds each, interleaved \
-         (ours, virsh, …), directions alternating",
-        args.rounds
+         (ours, virsh, …), directions alternating, {} ms pause before each",
+        args.rounds, args.settle_ms
     );
     println!(
         "{:<10} {:<10} {:>12} {:>12} {:>12} {:>14} {:>12} {:>10}",
@@ -445,7 +459,7 @@ fn main() -> anyhow::Result<()> {
         "e2e p50 ms"
     );
     for kind in ["idle", "busy"] {
-        let (o, r) = guest(&c, kind, args.rounds)?;
+        let (o, r) = guest(&c, (&api, settle), kind, args.rounds)?;
         for (via, s) in [("ironvisor", &o), ("virsh", &r)] {
             let call = col(s, |x| Some(x.call_ms));
             let job = col(s, |x| x.job_ms);
@@ -482,7 +496,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     if args.drain_vms > 0 {
-        let (total, per_vm) = drain(&c, args.drain_vms)?;
+        let (total, per_vm) = drain(&c, &api, args.drain_vms)?;
         println!(
             "drain of {} idle VMs: {total:.0} ms until all moved, {per_vm:.0} ms per VM",
             args.drain_vms
