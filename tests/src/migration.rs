@@ -420,3 +420,50 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// What the host sees of the guest of VM `vm` on `uri` whose serial output stopped, for a
+/// test's failure message: the domain's state and reason, its CPU time a second apart,
+/// QEMU's view of its CPU, interrupt controller and character devices, and the size of its
+/// console log. A hung guest and a stalled UART look alike from the log alone.
+pub fn guest_diagnostics(uri: &str, vm: &str, log: &Path) -> String {
+    let virsh = |args: &[&str]| -> String {
+        let out = Command::new("virsh").arg("-c").arg(uri).args(args).output();
+        match out {
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout).trim(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => format!("virsh: {e}"),
+        }
+    };
+    let wanted = format!("-{vm}-");
+    let list = virsh(&["list", "--all", "--name"]);
+    let Some(dom) = list
+        .lines()
+        .find(|n| n.contains(&wanted))
+        .map(str::to_owned)
+    else {
+        return format!("no domain of {vm} on {uri}: {list}");
+    };
+    let mut out = format!("domain {dom} on {uri}\n");
+    let log_len = fs::metadata(log).map(|m| m.len());
+    out += &format!("console log {}: {log_len:?} bytes\n", log.display());
+    out += &format!("state: {}\n", virsh(&["domstate", "--reason", &dom]));
+    for _ in 0..2 {
+        out += &format!("{}\n", virsh(&["domstats", "--cpu-total", &dom]));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for hmp in [
+        "info status",
+        "info registers",
+        "info pic",
+        "info irq",
+        "info chardev",
+    ] {
+        let text = virsh(&["qemu-monitor-command", "--hmp", &dom, hmp]);
+        let head: Vec<&str> = text.lines().take(24).collect();
+        out += &format!("--- {hmp}\n{}\n", head.join("\n"));
+    }
+    out
+}

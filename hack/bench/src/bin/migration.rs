@@ -355,7 +355,12 @@ fn guest(
     let raw_dom = raw_domain(c, &xml, &vm_dir.to_string_lossy(), tmp.path())?;
     let mut raw = Raw::start(raw_dom, tmp.path());
     let (mut o, mut r) = (Vec::new(), Vec::new());
-    let run = interleave((c, api, settle), (&mut ours, &mut raw), rounds, (&mut o, &mut r));
+    let run = interleave(
+        (c, api, settle),
+        (&mut ours, &mut raw),
+        rounds,
+        (&mut o, &mut r),
+    );
     raw.remove(c);
     c.sys
         .kubectl_ok(&["delete", "vm", &name, "-n", &c.ns, "--wait=true"]);
