@@ -24,6 +24,7 @@ use ironvisor_crds::labels;
 use ironvisor_crds::migration::{
     MIGRATION_FINALIZER, MigrationPhase, SOURCE_LABEL, TARGET_LABEL, VirtualMachineMigration,
 };
+use ironvisor_crds::snapshot::{SnapshotPhase, VirtualMachineSnapshot};
 use ironvisor_crds::vm::{OperationKind, VirtualMachine};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -249,31 +250,33 @@ async fn advance(m: &VirtualMachineMigration, ctx: &Ctx, deleting: bool) -> Resu
     }
 }
 
-/// Snapshots of `vm` (by uid) whose layers are on its host: taken, being taken or being
-/// deleted there.
+/// Snapshots of `vm` (by uid) whose layers are on its host.
 async fn snapshots_on_host(ctx: &Ctx, vm: &VirtualMachine) -> Result<usize, Error> {
-    use ironvisor_crds::snapshot::{SnapshotPhase, VirtualMachineSnapshot};
     let ns = vm.namespace().unwrap_or_default();
-    let (uid, node) = (
-        vm.metadata.uid.as_deref(),
-        vm.status.as_ref().and_then(|s| s.node_name.as_deref()),
-    );
     let list = Api::<VirtualMachineSnapshot>::namespaced(ctx.client.clone(), &ns)
         .list(&Default::default())
         .await?;
-    Ok(list
-        .items
-        .iter()
-        .filter_map(|s| s.status.as_ref())
-        .filter(|s| s.vm_uid.as_deref() == uid && uid.is_some())
-        .filter(|s| s.node_name.as_deref() == node)
-        .filter(|s| {
-            matches!(
+    Ok(list.items.iter().filter(|s| layers_on_host(s, vm)).count())
+}
+
+/// Whether snapshot `s` of `vm` (by uid) has disk layers on the VM's current host: taken,
+/// being taken or being deleted there. A live migration carries the top layer only, so such
+/// a VM is refused (and the rebalancer leaves it alone).
+pub(crate) fn layers_on_host(s: &VirtualMachineSnapshot, vm: &VirtualMachine) -> bool {
+    let (Some(uid), Some(node)) = (
+        vm.metadata.uid.as_deref(),
+        vm.status.as_ref().and_then(|s| s.node_name.as_deref()),
+    ) else {
+        return false;
+    };
+    s.status.as_ref().is_some_and(|s| {
+        s.vm_uid.as_deref() == Some(uid)
+            && s.node_name.as_deref() == Some(node)
+            && matches!(
                 s.phase,
                 SnapshotPhase::InProgress | SnapshotPhase::Succeeded | SnapshotPhase::Deleting
             )
-        })
-        .count())
+    })
 }
 
 pub(crate) async fn set_status(

@@ -50,6 +50,9 @@ pub struct Vm {
     pub last_moved: Option<Timestamp>,
     /// Another operation (migration, snapshot, restore) holds its lock.
     pub busy: bool,
+    /// Snapshots whose disk layers are on its host: a migration does not carry them and is
+    /// refused (`SnapshotsOnHost`), so the VM is not a candidate.
+    pub snapshots_on_host: usize,
 }
 
 /// The policy's knobs, as numbers.
@@ -191,6 +194,9 @@ fn pinned(vm: &Vm, s: &Settings) -> Option<&'static str> {
     if vm.busy {
         return Some("another operation runs");
     }
+    if vm.snapshots_on_host > 0 {
+        return Some("has snapshots on its host");
+    }
     if vm
         .last_moved
         .is_some_and(|t| s.now.duration_since(t) < s.cooldown)
@@ -325,7 +331,7 @@ fn best_move(
             s.min_improvement
         )),
         None => Err(format!(
-            "{hot_name} has {candidates} running VMs: {pinned_n} opted out, busy or in cool-down, {no_target} with no other host that fits"
+            "{hot_name} has {candidates} running VMs: {pinned_n} opted out, busy, in cool-down or with snapshots on the host, {no_target} with no other host that fits"
         )),
     }
 }

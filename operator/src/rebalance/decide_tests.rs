@@ -128,19 +128,21 @@ fn opted_out_busy_and_cooling_down_vms_stay_and_the_reason_counts_them() {
         vm("out", "a", 700),
         vm("busy", "a", 700),
         vm("cool", "a", 600),
+        vm("snap", "a", 800),
     ];
     vms[0].opted_out = true;
     vms[1].busy = true;
     vms[2].last_moved = Some(s.now - SignedDuration::from_mins(59));
+    vms[3].snapshots_on_host = 1;
     let p = decide(&hosts, &vms, &s);
     assert!(p.moves.is_empty());
     assert_eq!(
         p.outcome,
         Outcome::NoImprovingMove {
-            why: "a has 3 running VMs: 3 opted out, busy or in cool-down, 0 with no other host that fits".into()
+            why: "a has 4 running VMs: 4 opted out, busy, in cool-down or with snapshots on the host, 0 with no other host that fits".into()
         }
     );
-    // Past the cool-down the VM moves again.
+    // Past the cool-down the VM moves again; the one with snapshots never does.
     vms[2].last_moved = Some(s.now - SignedDuration::from_mins(61));
     assert_eq!(names(&decide(&hosts, &vms, &s)), vec![mv("cool", "a", "b")]);
 }

@@ -10,6 +10,7 @@ use ironvisor_crds::migration::VirtualMachineMigration;
 use ironvisor_crds::rebalance::{
     MADE_BY_LABEL, MADE_BY_REBALANCER, OPT_OUT_ANNOTATION, RebalancePolicy, RecentMove,
 };
+use ironvisor_crds::snapshot::VirtualMachineSnapshot;
 use ironvisor_crds::vm::{Phase, VirtualMachine};
 use jiff::{SignedDuration, Timestamp};
 
@@ -223,6 +224,7 @@ pub fn build(
     hypervisors: &[Hypervisor],
     vms: &[VirtualMachine],
     migrations: &[VirtualMachineMigration],
+    snapshots: &[VirtualMachineSnapshot],
     mut settings: Settings,
 ) -> Inputs {
     let now = settings.now;
@@ -268,6 +270,10 @@ pub fn build(
             opted_out: annotations.get(OPT_OUT_ANNOTATION).map(String::as_str) == Some("false"),
             last_moved: last.get(&(ns.clone(), name.clone())).copied(),
             busy: status.operation.is_some(),
+            snapshots_on_host: snapshots
+                .iter()
+                .filter(|s| crate::migration::layers_on_host(s, vm))
+                .count(),
             host: node,
             namespace: ns,
             name,

@@ -110,7 +110,7 @@ fn only_ready_schedulable_hosts_with_a_fresh_load_take_part() {
         vm("y", "b", json!({})),
         vm("z", "a", json!({"status": {"phase": "Stopped"}})),
     ];
-    let i = build(&policy(), &hosts, &vms, &[], settings(4));
+    let i = build(&policy(), &hosts, &vms, &[], &[], settings(4));
     let names: Vec<&str> = i.hosts.iter().map(|h| h.snapshot.name.as_str()).collect();
     assert_eq!(names, vec!["a", "d"], "b is stale, c cordoned");
     assert_eq!(i.vms.len(), 1, "only running VMs on taking-part hosts");
@@ -131,10 +131,40 @@ fn a_linked_clone_excludes_every_other_host_and_a_full_copy_none() {
         vm("linked", "a", disk("Linked")),
         vm("full", "a", disk("Full")),
     ];
-    let i = build(&policy(), &hosts, &vms, &[], settings(4));
+    let i = build(&policy(), &hosts, &vms, &[], &[], settings(4));
     let by = |n: &str| i.vms.iter().find(|v| v.name == n).unwrap().clone();
     assert_eq!(by("linked").excluded, ["a", "b"]);
     assert!(by("full").excluded.is_empty());
+}
+
+#[test]
+fn snapshots_with_layers_on_the_vms_host_are_counted_by_uid_others_not() {
+    let hosts = [hv("a", 5, 0, json!([])), hv("b", 5, 0, json!([]))];
+    let vms = [
+        vm("snapped", "a", json!({"metadata": {"uid": "u-1"}})),
+        vm("plain", "a", json!({"metadata": {"uid": "u-2"}})),
+    ];
+    let snap = |name: &str, uid: &str, node: &str, phase: &str| -> VirtualMachineSnapshot {
+        serde_json::from_value(json!({
+            "apiVersion": "ironvisor.io/v1alpha1", "kind": "VirtualMachineSnapshot",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"vmName": "snapped"},
+            "status": {"phase": phase, "vmUid": uid, "nodeName": node}
+        }))
+        .unwrap()
+    };
+    let snaps = [
+        snap("s1", "u-1", "a", "Succeeded"),
+        snap("s2", "u-1", "a", "Deleting"),
+        // Another host's layers (a VM of the same name before), a failed one, no uid match.
+        snap("s3", "u-1", "b", "Succeeded"),
+        snap("s4", "u-1", "a", "Failed"),
+        snap("s5", "u-9", "a", "Succeeded"),
+    ];
+    let i = build(&policy(), &hosts, &vms, &[], &snaps, settings(4));
+    let by = |n: &str| i.vms.iter().find(|v| v.name == n).unwrap().clone();
+    assert_eq!(by("snapped").snapshots_on_host, 2);
+    assert_eq!(by("plain").snapshots_on_host, 0);
 }
 
 #[test]
@@ -155,7 +185,7 @@ fn opt_out_annotation_lock_and_earlier_migrations_are_carried_to_the_vm() {
     ];
     let done = json!({"phase": "Completed", "completionTime": at(200)});
     let migs = [migration("m1", "moved", 300, done, false)];
-    let i = build(&policy(), &hosts, &vms, &migs, settings(4));
+    let i = build(&policy(), &hosts, &vms, &migs, &[], settings(4));
     let by = |n: &str| i.vms.iter().find(|v| v.name == n).unwrap().clone();
     assert!(by("out").opted_out);
     assert!(!by("moved").opted_out && !by("moved").busy);
@@ -200,7 +230,7 @@ fn the_budget_counts_the_rebalancers_moves_of_the_last_hour_from_status_and_labe
         ],
         ..Default::default()
     });
-    let i = build(&p, &hosts, &[], &migs, settings(3));
+    let i = build(&p, &hosts, &[], &migs, &[], settings(3));
     assert_eq!(
         i.moves_in_last_hour, 2,
         "r1 once, the deleted one from the status; r0 is older"

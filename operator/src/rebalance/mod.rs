@@ -27,6 +27,7 @@ use ironvisor_crds::rebalance::{
     HostLoadSummary, MADE_BY_LABEL, MADE_BY_REBALANCER, REASON_ANNOTATION, REBALANCE_POLICY,
     RebalanceMode, RebalancePolicy, RecentMove, Recommendation,
 };
+use ironvisor_crds::snapshot::VirtualMachineSnapshot;
 use ironvisor_crds::vm::VirtualMachine;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -142,7 +143,19 @@ async fn evaluate_if_due(ctx: &Ctx) -> Result<(), Error> {
         .list(&ListParams::default())
         .await?
         .items;
-    let inputs = input::build(&policy, &hvs, &vms, &migrations, settings(&policy, now));
+    // A VM with snapshot layers on its host cannot move (the migration would be refused).
+    let snapshots = Api::<VirtualMachineSnapshot>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let inputs = input::build(
+        &policy,
+        &hvs,
+        &vms,
+        &migrations,
+        &snapshots,
+        settings(&policy, now),
+    );
     let plan = decide::decide(&inputs.hosts, &inputs.vms, &inputs.settings);
     act(ctx, &policy, inputs, plan, now).await
 }
