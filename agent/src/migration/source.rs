@@ -126,6 +126,43 @@ async fn drive(
     m: &VirtualMachineMigration,
 ) -> Result<Value, Error> {
     let domain = domain_of(m);
+    let uri = config.libvirt_uri.clone();
+    let req = match prepare(ctx, m, &uri, &domain).await? {
+        Ok(req) => req,
+        Err(why) => return Ok(json!({ "state": "Failed", "message": why })),
+    };
+    let policy = converge::policy_of(m);
+    if m.spec.restarts()
+        && let Err(why) = power_cycle_paused(ctx, m, &uri, &domain).await?
+    {
+        return Ok(json!({ "state": "Failed", "message": why }));
+    }
+    patch_status(ctx, m, json!({ "source": { "state": "Running" } })).await?;
+    tracing::info!(migration = m.name_any(), domain, to = %req.target_uri, ?policy, "live migration starting");
+    let (result, call, stopped, post_copy) = run(ctx, m, &policy, req).await?;
+    if result.is_err() && m.spec.restarts() {
+        // The guest stayed here, paused and never run: stop it, so the VM controller boots
+        // it afresh here once the migration has ended.
+        let (u, d) = (uri.clone(), domain.clone());
+        let halted = tokio::task::spawn_blocking(move || cold::stop(&u, &d)).await?;
+        tracing::info!(
+            migration = m.name_any(),
+            ?halted,
+            "restart elsewhere failed: the paused guest is stopped here"
+        );
+    }
+    Ok(report(m, &policy, (result, stopped), call, post_copy))
+}
+
+/// What to send where: the target's URI, address and directory from the migration's
+/// status, the live definition rewritten for the target, the policy's features. `Err` is
+/// why the job cannot start (the migration fails with it).
+async fn prepare(
+    ctx: &Context,
+    m: &VirtualMachineMigration,
+    uri: &str,
+    domain: &str,
+) -> Result<Result<Request, String>, Error> {
     let status = m.status.clone().unwrap_or_default();
     let target = status.target.clone().unwrap_or_default();
     let vm_uid = status.vm_uid.clone().unwrap_or_default();
@@ -135,20 +172,17 @@ async fn drive(
         target.vm_dir.clone(),
         status.target_node.clone(),
     ) else {
-        return Ok(
-            json!({ "state": "Failed", "message": "the target reported no URI, address or directory" }),
-        );
+        return Ok(Err(
+            "the target reported no URI, address or directory".into()
+        ));
     };
     let Some(source_dir) = layout::vm_dir(&ctx.engine.storage.state_dir, &vm_uid) else {
-        return Ok(
-            json!({ "state": "Failed", "message": "the VM's uid is not a safe directory name" }),
-        );
+        return Ok(Err("the VM's uid is not a safe directory name".into()));
     };
-    let uri = config.libvirt_uri.clone();
-    let (u, d) = (uri.clone(), domain.clone());
+    let (u, d) = (uri.to_owned(), domain.to_owned());
     let live = match tokio::task::spawn_blocking(move || ops::migratable_xml(&u, &d)).await? {
         Ok(x) => x,
-        Err(e) => return Ok(json!({ "state": "Failed", "message": e.to_string() })),
+        Err(e) => return Ok(Err(e.to_string())),
     };
     let dest_xml = match super::xml::for_target(
         &live,
@@ -157,12 +191,12 @@ async fn drive(
         &target_node,
     ) {
         Ok(x) => x,
-        Err(e) => return Ok(json!({ "state": "Failed", "message": e.to_string() })),
+        Err(e) => return Ok(Err(e.to_string())),
     };
     let policy = converge::policy_of(m);
-    let req = Request {
-        source_uri: uri.clone(),
-        domain: domain.clone(),
+    Ok(Ok(Request {
+        source_uri: uri.to_owned(),
+        domain: domain.to_owned(),
         target_uri,
         target_address: address,
         dest_xml,
@@ -174,14 +208,27 @@ async fn drive(
             compression: policy.compression,
         },
         paused: m.spec.restarts(),
-    };
-    if m.spec.restarts()
-        && let Err(why) = power_cycle_paused(ctx, m, &uri, &domain).await?
-    {
-        return Ok(json!({ "state": "Failed", "message": why }));
-    }
-    patch_status(ctx, m, json!({ "source": { "state": "Running" } })).await?;
-    tracing::info!(migration = m.name_any(), domain, to = %target_node, ?policy, "live migration starting");
+    }))
+}
+
+/// What [`run`] ends with: the call's result, its time, why the policy stopped the job (if
+/// it did) and whether it switched to post-copy.
+type Ran = (
+    Result<ops::Outcome, ops::OpError>,
+    Duration,
+    Option<Stopped>,
+    bool,
+);
+
+/// The migrate call on a blocking thread, and beside it, every [`PROGRESS`], the job's
+/// statistics: the policy applied to them and the progress reported.
+async fn run(
+    ctx: &Context,
+    m: &VirtualMachineMigration,
+    policy: &AppliedPolicy,
+    req: Request,
+) -> Result<Ran, Error> {
+    let (uri, domain) = (req.source_uri.clone(), req.domain.clone());
     let started = Instant::now();
     let dropped = Arc::new(AtomicBool::new(false));
     let d = dropped.clone();
@@ -207,7 +254,7 @@ async fn drive(
         if stopped.is_none() {
             let now = (uri.as_str(), started, stats.as_ref());
             // A failed step is retried on the next tick; the job is never left unwatched.
-            stopped = steer_job(ctx, m, &policy, now, &mut steer)
+            stopped = steer_job(ctx, m, policy, now, &mut steer)
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(migration = m.name_any(), error = %e, "policy step failed");
@@ -218,19 +265,7 @@ async fn drive(
             report_progress(ctx, m, &s, steer.post_copy).await;
         }
     };
-    let post_copy = steer.post_copy;
-    if result.is_err() && m.spec.restarts() {
-        // The guest stayed here, paused and never run: stop it, so the VM controller boots
-        // it afresh here once the migration has ended.
-        let (u, d) = (uri.clone(), domain.clone());
-        let halted = tokio::task::spawn_blocking(move || cold::stop(&u, &d)).await?;
-        tracing::info!(
-            migration = m.name_any(),
-            ?halted,
-            "restart elsewhere failed: the paused guest is stopped here"
-        );
-    }
-    Ok(report(m, &policy, (result, stopped), call, post_copy))
+    Ok((result, call, stopped, steer.post_copy))
 }
 
 /// The source's final report of a job that ended: its state, libvirt's (or the policy's)
