@@ -31,7 +31,10 @@ use std::time::Duration;
 /// How often the agent looks at the migrations of its host with no change seen (the
 /// cleanups wait for VM changes, which the migration watch does not show).
 const RESYNC: Duration = Duration::from_secs(10);
-/// Least time between two passes: a burst of changes (progress reports) makes one pass.
+/// Least time between two passes: a burst of changes (progress reports) makes one pass,
+/// while the first change after a quiet spell is acted on at once (each step of a
+/// migration waits on the other host's or the operator's last one; a delay here is on the
+/// migration's critical path).
 const SPACING: Duration = Duration::from_millis(500);
 
 /// Where peers reach this host for migrations (`--migration-uri`, `--migration-address`).
@@ -82,6 +85,7 @@ pub async fn run(ctx: Arc<Context>, config: Config) {
         watch(ironvisor_crds::migration::TARGET_LABEL),
     );
     let mut resync = tokio::time::interval(RESYNC);
+    let mut last_pass: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             ev = changes.next() => {
@@ -91,7 +95,10 @@ pub async fn run(ctx: Arc<Context>, config: Config) {
             }
             _ = resync.tick() => {}
         }
-        tokio::time::sleep(SPACING).await;
+        if let Some(at) = last_pass {
+            tokio::time::sleep_until(at + SPACING).await;
+        }
+        last_pass = Some(tokio::time::Instant::now());
         // Everything that arrived meanwhile is covered by this pass.
         while let Some(Some(_)) = changes.next().now_or_never() {}
         if let Err(e) = target::pass(&ctx, &config).await {
