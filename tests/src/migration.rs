@@ -206,6 +206,17 @@ spec:
         ));
     }
 
+    /// `ivctl ARGS` as the cluster admin in the test's namespace.
+    pub fn ivctl(&self, args: &[&str]) -> std::process::Output {
+        crate::run(
+            Command::new(crate::system::bin("ivctl"))
+                .arg("--kubeconfig")
+                .arg(&self.sys.kubeconfig)
+                .args(["-n", &self.ns])
+                .args(args),
+        )
+    }
+
     /// The migration as JSON (`None` when gone).
     pub fn migration(&self, name: &str) -> Option<Value> {
         self.sys.get("vmim", Some(&self.ns), name)

@@ -179,9 +179,30 @@ fn a_running_vm_migrates_to_the_other_host_and_back_without_restarting() {
     ]);
     assert!(events.contains("Migrated"), "{events}");
 
-    // And back, naming the host.
-    c.apply_migration("back", "mover", Some(&a.agent.node), "");
-    c.wait_migration("back", "Completed", MIGRATE);
+    // And back with `ivctl migrate --to HOST --wait`: it returns once QEMU completed and
+    // the VM's node moved, with the operator's summary.
+    let out = c.ivctl(&["migrate", "mover", "--to", &a.agent.node, "--wait"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "ivctl migrate: {stdout}{stderr}");
+    let created = stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("virtualmachinemigration.ironvisor.io/")?
+                .strip_suffix(" created")
+        })
+        .unwrap_or_else(|| panic!("no migration named in {stdout}"))
+        .to_owned();
+    assert!(created.starts_with("mover-"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{created}: Completed")),
+        "the summary names the migration and how it ended: {stdout}"
+    );
+    let m = c.migration(&created).expect("the migration ivctl created");
+    assert_eq!(m["status"]["phase"], "Completed", "{}", m["status"]);
+    assert_eq!(m["status"]["targetNode"], a.agent.node.as_str());
     assert_eq!(node_of(&c.sys.vm(&c.ns, "mover")), a.agent.node);
     assert_lock_released(&c, "mover");
     watch.wait_tick_on(src, after, MIGRATE);
