@@ -10,8 +10,7 @@ use serde_json::Value;
 
 use crate::guest_disk::domain_of;
 use crate::system::{
-    Agent, Proc, System, bin, guest_cache, require_libvirtd, tiny_guest, tiny_vm_manifest, uid,
-    wait_for,
+    Agent, Proc, System, guest_cache, require_libvirtd, tiny_guest, tiny_vm_manifest, uid, wait_for,
 };
 
 /// How long a guest may take to boot.
@@ -118,12 +117,7 @@ impl TwoHosts {
 
     /// Run ivctl in the tenant's namespace.
     pub fn ivctl(&self, args: &[&str]) -> std::process::Output {
-        crate::run(
-            Command::new(bin("ivctl"))
-                .env("KUBECONFIG", &self.sys.kubeconfig)
-                .args(["-n", &self.ns])
-                .args(args),
-        )
+        self.sys.ivctl(&self.ns, args)
     }
 
     /// Halt a VM and wait until it is stopped.

@@ -208,13 +208,7 @@ spec:
 
     /// `ivctl ARGS` as the cluster admin in the test's namespace.
     pub fn ivctl(&self, args: &[&str]) -> std::process::Output {
-        crate::run(
-            Command::new(crate::system::bin("ivctl"))
-                .arg("--kubeconfig")
-                .arg(&self.sys.kubeconfig)
-                .args(["-n", &self.ns])
-                .args(args),
-        )
+        self.sys.ivctl(&self.ns, args)
     }
 
     /// The migration as JSON (`None` when gone).

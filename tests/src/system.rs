@@ -296,6 +296,16 @@ impl System {
         crate::run(self.kubectl_cmd().args(args))
     }
 
+    /// Run `ivctl -n NAMESPACE ARGS` as the cluster admin.
+    pub fn ivctl(&self, namespace: &str, args: &[&str]) -> Output {
+        crate::run(
+            Command::new(bin("ivctl"))
+                .env("KUBECONFIG", &self.kubeconfig)
+                .args(["-n", namespace])
+                .args(args),
+        )
+    }
+
     /// Run kubectl with `args`; panics with its stderr when it fails; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);

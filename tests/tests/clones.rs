@@ -24,15 +24,6 @@ fn mtime(f: &Path) -> std::time::SystemTime {
     std::fs::metadata(f).unwrap().modified().unwrap()
 }
 
-fn ivctl(sys: &System, ns: &str, args: &[&str]) -> std::process::Output {
-    ironvisor_tests::run(
-        Command::new(ironvisor_tests::system::bin("ivctl"))
-            .env("KUBECONFIG", &sys.kubeconfig)
-            .args(["-n", ns])
-            .args(args),
-    )
-}
-
 fn scheduled_message(vm: &Value) -> String {
     vm["status"]["conditions"]
         .as_array()
@@ -268,8 +259,7 @@ fn clones_of_a_snapshot_hold_its_data_and_a_linked_one_keeps_it() {
     step("lock released");
     guest_write(uri, &src_domain, 0x42);
 
-    let out = ivctl(
-        &sys,
+    let out = sys.ivctl(
         &ns,
         &[
             "clone",
@@ -309,8 +299,7 @@ fn clones_of_a_snapshot_hold_its_data_and_a_linked_one_keeps_it() {
     );
     assert!(reads_pattern(&copy, 0x41) && !reads_pattern(&copy, 0x42));
 
-    let out = ivctl(
-        &sys,
+    let out = sys.ivctl(
         &ns,
         &[
             "clone",

@@ -127,11 +127,11 @@ async fn drive(
 ) -> Result<Value, Error> {
     let domain = domain_of(m);
     let uri = config.libvirt_uri.clone();
-    let req = match prepare(ctx, m, &uri, &domain).await? {
+    let policy = converge::policy_of(m);
+    let req = match prepare(ctx, m, &policy, (&uri, &domain)).await? {
         Ok(req) => req,
         Err(why) => return Ok(json!({ "state": "Failed", "message": why })),
     };
-    let policy = converge::policy_of(m);
     if m.spec.restarts()
         && let Err(why) = power_cycle_paused(ctx, m, &uri, &domain).await?
     {
@@ -160,8 +160,8 @@ async fn drive(
 async fn prepare(
     ctx: &Context,
     m: &VirtualMachineMigration,
-    uri: &str,
-    domain: &str,
+    policy: &AppliedPolicy,
+    (uri, domain): (&str, &str),
 ) -> Result<Result<Request, String>, Error> {
     let status = m.status.clone().unwrap_or_default();
     let target = status.target.clone().unwrap_or_default();
@@ -193,7 +193,6 @@ async fn prepare(
         Ok(x) => x,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let policy = converge::policy_of(m);
     Ok(Ok(Request {
         source_uri: uri.to_owned(),
         domain: domain.to_owned(),

@@ -240,6 +240,13 @@ pub fn build(
         .iter()
         .filter_map(|h| Some((h.metadata.name.as_deref()?, *h)))
         .collect();
+    // Each VM looks only at the snapshots naming its uid.
+    let mut snapshots_of: BTreeMap<&str, Vec<&VirtualMachineSnapshot>> = BTreeMap::new();
+    for s in snapshots {
+        if let Some(uid) = s.status.as_ref().and_then(|st| st.vm_uid.as_deref()) {
+            snapshots_of.entry(uid).or_default().push(s);
+        }
+    }
     let mut out_vms = Vec::new();
     for vm in vms {
         let status = vm.status.clone().unwrap_or_default();
@@ -270,10 +277,16 @@ pub fn build(
             opted_out: annotations.get(OPT_OUT_ANNOTATION).map(String::as_str) == Some("false"),
             last_moved: last.get(&(ns.clone(), name.clone())).copied(),
             busy: status.operation.is_some(),
-            snapshots_on_host: snapshots
-                .iter()
-                .filter(|s| crate::migration::layers_on_host(s, vm))
-                .count(),
+            snapshots_on_host: vm
+                .metadata
+                .uid
+                .as_deref()
+                .and_then(|uid| snapshots_of.get(uid))
+                .map_or(0, |own| {
+                    own.iter()
+                        .filter(|s| crate::migration::layers_on_host(s, vm))
+                        .count()
+                }),
             host: node,
             namespace: ns,
             name,
