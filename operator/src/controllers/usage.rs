@@ -232,19 +232,21 @@ pub async fn pass(ctx: &Ctx) -> Result<(), UsageError> {
     }
     let all_reports = reports::all(&ctx.client).await?;
     let names = report_names(&all_reports);
-    let period = Month::of(now).label();
-    let month_reports = all_reports
-        .into_iter()
-        .filter(|r| r.spec.period == period)
-        .collect();
     let prices = price_list.as_ref().map(reports::Prices::of);
-    reports::write_roll_ups(
-        &ctx.client,
-        month_reports,
-        prices.as_ref(),
-        &ctx.metrics.usage,
-    )
-    .await?;
+    // The previous month too: the first pass of a month closes it (its last seconds accrued
+    // into its reports' own usage), and its totals must follow. Earlier months never change.
+    let month = Month::of(now);
+    for (period, metrics) in [
+        (month.prev().label(), None),
+        (month.label(), Some(&ctx.metrics.usage)),
+    ] {
+        let of_period = all_reports
+            .iter()
+            .filter(|r| r.spec.period == period)
+            .cloned()
+            .collect();
+        reports::write_roll_ups(&ctx.client, of_period, prices.as_ref(), metrics).await?;
+    }
     for t in &tenants {
         let all = names.get(&t.name_any()).cloned().unwrap_or_default();
         access::grant(&ctx.client, t, &all).await?;

@@ -254,19 +254,21 @@ impl<'a> Prices<'a> {
 }
 
 /// Write each report's roll-up (its total with its descendants', and its cost) where it
-/// changed, and publish them as metrics.
+/// changed; `reports` are one period's. With `metrics` (the current period's), publish them.
 pub async fn write_roll_ups(
     client: &Client,
     reports: Vec<UsageReport>,
     prices: Option<&Prices<'_>>,
-    metrics: &crate::usage::metrics::UsageMetrics,
+    metrics: Option<&crate::usage::metrics::UsageMetrics>,
 ) -> Result<(), UsageError> {
     let api = api(client);
     let ledgers: Vec<(String, UsageReportStatus)> = reports
         .iter()
         .map(|r| (r.spec.tenant.clone(), r.status.clone().unwrap_or_default()))
         .collect();
-    metrics.reset();
+    if let Some(m) = metrics {
+        m.reset();
+    }
     for report in reports {
         let Some(mut status) = report.status.clone() else {
             continue;
@@ -292,15 +294,17 @@ pub async fn write_roll_ups(
             total: format_cents(own + children_cost),
             budget: budget.map(format_cents),
         });
-        let as_units = |n: i128| n as f64 / NANOS as f64;
-        metrics.set(
-            &tenant,
-            &total,
-            prices.map(|_| as_units(own + children_cost)),
-            budget.map(as_units),
-        );
-        if let Some(r) = &status.rightsizing {
-            metrics.set_rightsizing(&tenant, r);
+        if let Some(metrics) = metrics {
+            let as_units = |n: i128| n as f64 / NANOS as f64;
+            metrics.set(
+                &tenant,
+                &total,
+                prices.map(|_| as_units(own + children_cost)),
+                budget.map(as_units),
+            );
+            if let Some(r) = &status.rightsizing {
+                metrics.set_rightsizing(&tenant, r);
+            }
         }
         write(&api, report, status).await?;
     }
