@@ -17,9 +17,16 @@ const NS: &str = "rs-fin";
 fn verdicts(sys: &System) -> Result<Vec<(String, String, Value)>, String> {
     let out = sys.kubectl_ok(&["get", "usagereports", "-n", "ironvisor-usage", "-o", "json"]);
     let list: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    // The current month's report: after midnight UTC on the 1st the last month's stays,
+    // frozen, beside the new one.
     let report = list["items"]
         .as_array()
-        .and_then(|i| i.iter().find(|r| r["spec"]["tenant"] == NS).cloned())
+        .and_then(|i| {
+            i.iter()
+                .filter(|r| r["spec"]["tenant"] == NS)
+                .max_by_key(|r| r["spec"]["period"].as_str().unwrap_or_default().to_owned())
+                .cloned()
+        })
         .ok_or("no report yet")?;
     let vms = report["status"]["rightsizing"]["vms"]
         .as_array()
